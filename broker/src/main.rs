@@ -1,1 +1,127 @@
-fn main() {}
+//! The `gatehouse` command: run the broker, or validate a configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use gatehouse::Server;
+use gatehouse_config::{Config, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "MQTT 5 / 3.1.1 broker with TLS, authentication and authorization built in"
+)]
+struct Cli {
+    /// Configuration file (YAML, native form or AIO manifests). Without one the broker
+    /// listens on 127.0.0.1:1883 (MQTT) and 127.0.0.1:8080 (WebSockets, /mqtt).
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the broker (the default).
+    Run,
+    /// Validate the configuration and exit: 0 when valid, 1 with every problem listed.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (config, warnings, local_default) = match &cli.config {
+        Some(path) => match gatehouse_config::load_file(path) {
+            Ok(loaded) => (loaded.config, loaded.warnings, false),
+            Err(e) => {
+                eprintln!("gatehouse: invalid configuration {}:\n{e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => (Config::local_default(), Vec::new(), true),
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => {
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            match &cli.config {
+                Some(path) => println!("{}: configuration is valid", path.display()),
+                None => println!("no --config given: the embedded defaults are valid"),
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Run => run(config, warnings, local_default),
+    }
+}
+
+fn run(config: Config, warnings: Vec<String>, local_default: bool) -> ExitCode {
+    init_logging(&config);
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gatehouse: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let server = match Server::start(&config).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("gatehouse: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if local_default {
+            tracing::info!(
+                "no configuration given: serving anonymous MQTT on 127.0.0.1:1883 and MQTT over \
+                 WebSockets on 127.0.0.1:8080/mqtt; local connections only"
+            );
+        }
+        tokio::select! {
+            _ = server.wait() => {}
+            _ = shutdown_signal() => tracing::info!("shutting down"),
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// `RUST_LOG` wins over `diagnostics.logs.level`, so an operator can turn on one target
+/// (`RUST_LOG=info,authz=debug`) without editing the file.
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&config.diagnostics.logs.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.diagnostics.logs.format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

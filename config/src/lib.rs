@@ -1,1 +1,43 @@
-pub fn placeholder() {}
+//! Gatehouse configuration: one YAML file, in AIO's vocabulary (`shared/spec/config.md`).
+//!
+//! Two forms are accepted and told apart automatically:
+//! - the **native form**, one document with `dataDir`, `listeners`, `authentications`,
+//!   `authorizations`, `issuers`, `certificates`, `secrets`, `configMaps`, `broker`,
+//!   `diagnostics`;
+//! - **Kubernetes manifests**, a stream of AIO `BrokerListener` / `BrokerAuthentication` /
+//!   `BrokerAuthorization` and cert-manager `Issuer` / `ClusterIssuer` / `Certificate`
+//!   objects (other kinds are skipped with a warning; broker limits, diagnostics and the
+//!   data dir keep their defaults).
+//!
+//! Both produce the same [`Config`], with every default applied. Loading stops at the first
+//! YAML syntax or type error (with its path and line); validation then reports *all*
+//! remaining problems at once, each as `<yaml path>: <what was found and what is allowed>`.
+//!
+//! # Layout
+//! - [`model`]: the typed configuration, one module per concern.
+//! - `raw`: the resources as written, before defaults that depend on other fields.
+//! - `yaml`: syntax errors with line/column, type errors with their YAML path.
+//! - `manifest`: the Kubernetes manifest form.
+//! - `validate`: every cross-field and cross-resource rule.
+//! - [`duration`]: Go-syntax durations (`2160h`, `1h30m`, `500ms`).
+//! - `enums`: case-insensitive enum values (`Mqtt`/`mqtt`, `ClusterIp`/`clusterIP`).
+//! - [`error`]: [`ConfigError`] and [`Problem`].
+//!
+//! Decisions where the spec is silent are documented on the fields they concern, e.g. port
+//! `0` (any free port), WebSockets `path` (absent = any path), relative paths (relative to
+//! the config file, see [`load_file`]).
+
+pub mod duration;
+mod enums;
+pub mod error;
+mod load;
+mod manifest;
+pub mod model;
+mod raw;
+mod validate;
+mod yaml;
+
+pub use enums::CaseInsensitive;
+pub use error::{ConfigError, Problem};
+pub use load::{load_file, load_str, Loaded};
+pub use model::*;

@@ -142,8 +142,14 @@ impl std::fmt::Debug for ConnectProperties {
             .field("receive_maximum", &self.receive_maximum)
             .field("maximum_packet_size", &self.maximum_packet_size)
             .field("topic_alias_maximum", &self.topic_alias_maximum)
-            .field("request_response_information", &self.request_response_information)
-            .field("request_problem_information", &self.request_problem_information)
+            .field(
+                "request_response_information",
+                &self.request_response_information,
+            )
+            .field(
+                "request_problem_information",
+                &self.request_problem_information,
+            )
             .field("user_properties", &self.user_properties)
             .field("authentication_method", &self.authentication_method)
             .field(
@@ -212,7 +218,10 @@ impl std::fmt::Debug for ConnAckProperties {
             .field("maximum_qos", &self.maximum_qos)
             .field("retain_available", &self.retain_available)
             .field("maximum_packet_size", &self.maximum_packet_size)
-            .field("assigned_client_identifier", &self.assigned_client_identifier)
+            .field(
+                "assigned_client_identifier",
+                &self.assigned_client_identifier,
+            )
             .field("topic_alias_maximum", &self.topic_alias_maximum)
             .field("reason_string", &self.reason_string)
             .field("user_properties", &self.user_properties)
@@ -351,10 +360,17 @@ impl std::fmt::Debug for Auth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Auth")
             .field("reason_code", &self.reason_code)
-            .field("authentication_method", &self.properties.authentication_method)
+            .field(
+                "authentication_method",
+                &self.properties.authentication_method,
+            )
             .field(
                 "authentication_data",
-                &self.properties.authentication_data.as_ref().map(|_| "<redacted>"),
+                &self
+                    .properties
+                    .authentication_data
+                    .as_ref()
+                    .map(|_| "<redacted>"),
             )
             .field("reason_string", &self.properties.reason_string)
             .finish_non_exhaustive()

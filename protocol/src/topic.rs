@@ -142,9 +142,18 @@ mod tests {
 
     #[test]
     fn rejects_malformed_filters() {
-        assert_eq!(validate_topic_filter("a/#/b"), Err(TopicError::InvalidMultiLevelWildcard));
-        assert_eq!(validate_topic_filter("a#"), Err(TopicError::InvalidMultiLevelWildcard));
-        assert_eq!(validate_topic_filter("a/b+"), Err(TopicError::InvalidSingleLevelWildcard));
+        assert_eq!(
+            validate_topic_filter("a/#/b"),
+            Err(TopicError::InvalidMultiLevelWildcard)
+        );
+        assert_eq!(
+            validate_topic_filter("a#"),
+            Err(TopicError::InvalidMultiLevelWildcard)
+        );
+        assert_eq!(
+            validate_topic_filter("a/b+"),
+            Err(TopicError::InvalidSingleLevelWildcard)
+        );
         assert_eq!(validate_topic_filter(""), Err(TopicError::Empty));
         assert!(validate_topic_filter("+/+/#").is_ok());
         assert!(validate_topic_filter("/").is_ok());
@@ -162,11 +171,26 @@ mod tests {
         let p = parse_subscription_filter("$share/g1/a/+").unwrap();
         assert_eq!(p.share_group, Some("g1"));
         assert_eq!(p.filter, "a/+");
-        assert_eq!(parse_subscription_filter("$share/g1"), Err(TopicError::InvalidShare));
-        assert_eq!(parse_subscription_filter("$share//a"), Err(TopicError::InvalidShare));
-        assert_eq!(parse_subscription_filter("$share/g+/a"), Err(TopicError::InvalidShare));
-        assert_eq!(parse_subscription_filter("$share/g/"), Err(TopicError::Empty));
-        assert_eq!(parse_subscription_filter("$share"), Err(TopicError::InvalidShare));
+        assert_eq!(
+            parse_subscription_filter("$share/g1"),
+            Err(TopicError::InvalidShare)
+        );
+        assert_eq!(
+            parse_subscription_filter("$share//a"),
+            Err(TopicError::InvalidShare)
+        );
+        assert_eq!(
+            parse_subscription_filter("$share/g+/a"),
+            Err(TopicError::InvalidShare)
+        );
+        assert_eq!(
+            parse_subscription_filter("$share/g/"),
+            Err(TopicError::Empty)
+        );
+        assert_eq!(
+            parse_subscription_filter("$share"),
+            Err(TopicError::InvalidShare)
+        );
         assert_eq!(parse_subscription_filter("a/b").unwrap().share_group, None);
     }
 }

@@ -1,0 +1,255 @@
+//! The broker's shared state: the session registry, the router and the limits.
+//!
+//! One `Arc<Broker>` is shared by every connection task. The registry maps client ids
+//! to sessions; attaching a connection to a session (clean start, resume, takeover)
+//! and detaching it (session expiry, will delay) happen here so the rules of MQTT 5
+//! §3.1.2.4/§3.1.3.2.2/§4.1 live in one place.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gatehouse_protocol::{PublishProperties, ReasonCode, Will};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+
+use crate::limits::Limits;
+use crate::message::Message;
+use crate::routing::Router;
+use crate::session::{Attachment, PendingWill, QueuePolicy, Session};
+
+pub struct Broker {
+    pub limits: Limits,
+    pub router: Router,
+    sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    next_key: AtomicU64,
+}
+
+/// A connection's hold on its session. Dropping `released` tells a connection that is
+/// taking the session over that this one is gone.
+pub struct Attached {
+    pub session: Arc<Session>,
+    pub session_present: bool,
+    pub generation: u64,
+    pub kicked: oneshot::Receiver<ReasonCode>,
+    pub released: oneshot::Sender<()>,
+}
+
+/// How a connection left its session.
+pub struct Detach {
+    pub generation: u64,
+    pub expiry_interval: u32,
+    /// The will to publish (after its delay), if the connection ended without a
+    /// normal DISCONNECT.
+    pub will: Option<Will>,
+}
+
+/// How long a new connection waits for the connection it takes over to let go.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+impl Broker {
+    pub fn new(limits: Limits) -> Arc<Self> {
+        let policy = QueuePolicy {
+            length: limits.queue_length,
+            drop_oldest: limits.queue_drop_oldest,
+        };
+        Arc::new(Broker {
+            limits,
+            router: Router::new(policy),
+            sessions: Mutex::new(HashMap::new()),
+            next_key: AtomicU64::new(1),
+        })
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    /// Attach a new connection to the session for `client_id`: take it over from a
+    /// connected client (DISCONNECT 0x8E there), resume it, or start a fresh one.
+    pub async fn attach(self: &Arc<Self>, client_id: &str, clean_start: bool) -> Attached {
+        loop {
+            let previous = {
+                let registry = self.sessions.lock();
+                registry
+                    .get(client_id)
+                    .and_then(|s| s.lock().attachment.take())
+            };
+            if let Some(Attachment { kick, released }) = previous {
+                let _ = kick.send(ReasonCode::SESSION_TAKEN_OVER);
+                // Err means released: the old task dropped its sender.
+                let _ = tokio::time::timeout(TAKEOVER_WAIT, released).await;
+                continue;
+            }
+            let mut registry = self.sessions.lock();
+            let existing = registry.get(client_id).cloned();
+            if let Some(session) = &existing {
+                if session.lock().attachment.is_some() {
+                    // Someone else attached meanwhile; take over again.
+                    continue;
+                }
+            }
+            let (kick_tx, kick_rx) = oneshot::channel();
+            let (released_tx, released_rx) = oneshot::channel();
+            let attachment = Attachment {
+                kick: kick_tx,
+                released: released_rx,
+            };
+            let (session, session_present, ended) = match existing {
+                Some(session) if !clean_start => (session, true, None),
+                other => {
+                    let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+                    let fresh = Arc::new(Session::new(key, client_id.into()));
+                    registry.insert(client_id.into(), fresh.clone());
+                    (fresh, false, other)
+                }
+            };
+            let generation = {
+                let mut st = session.lock();
+                st.generation += 1;
+                st.attachment = Some(attachment);
+                // A reconnect within the will delay cancels the will (§3.1.3.2.2).
+                st.pending_will = None;
+                st.generation
+            };
+            session.set_online(true);
+            drop(registry);
+            if let Some(old) = ended {
+                self.end_session(&old);
+            }
+            return Attached {
+                session,
+                session_present,
+                generation,
+                kicked: kick_rx,
+                released: released_tx,
+            };
+        }
+    }
+
+    /// Detach a connection from its session and arm the will-delay and expiry timers.
+    pub fn detach(self: &Arc<Self>, session: &Arc<Session>, detach: Detach) {
+        let Detach {
+            generation,
+            expiry_interval,
+            will,
+        } = detach;
+        let mut publish_now = None;
+        {
+            let mut st = session.lock();
+            if st.generation != generation {
+                return; // already taken over; the new owner decides
+            }
+            st.attachment = None;
+            st.expiry_interval = expiry_interval;
+            session.set_online(false);
+            if let Some(will) = will {
+                let delay = will.properties.will_delay_interval.unwrap_or(0);
+                if delay == 0 || expiry_interval == 0 {
+                    publish_now = Some(will);
+                } else {
+                    st.pending_will = Some(PendingWill { will, generation });
+                    let broker = self.clone();
+                    let s = session.clone();
+                    let wait = Duration::from_secs(u64::from(delay.min(expiry_interval)));
+                    tokio::spawn(async move {
+                        tokio::time::sleep(wait).await;
+                        let will = {
+                            let mut st = s.lock();
+                            match &st.pending_will {
+                                Some(p) if p.generation == generation => st.pending_will.take(),
+                                _ => None,
+                            }
+                        };
+                        if let Some(p) = will {
+                            broker.publish_will(p.will, Some(s.key));
+                        }
+                    });
+                }
+            }
+        }
+        if let Some(will) = publish_now {
+            self.publish_will(will, Some(session.key));
+        }
+        if expiry_interval == 0 {
+            self.end_session(session);
+        } else if expiry_interval != u32::MAX {
+            let broker = self.clone();
+            let s = session.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(u64::from(expiry_interval))).await;
+                let expired = {
+                    let st = s.lock();
+                    st.generation == generation && st.attachment.is_none()
+                };
+                if expired {
+                    tracing::debug!(target: "session", client_id = %s.client_id, "session expired");
+                    broker.end_session(&s);
+                }
+            });
+        }
+    }
+
+    /// Remove a session for good: out of the registry and the index; a will still
+    /// waiting out its delay is published now ("or the session ends", §3.1.3.2.2).
+    fn end_session(&self, session: &Arc<Session>) {
+        {
+            let mut registry = self.sessions.lock();
+            if registry
+                .get(&*session.client_id)
+                .is_some_and(|s| Arc::ptr_eq(s, session))
+            {
+                registry.remove(&*session.client_id);
+            }
+        }
+        let (subscriptions, will) = {
+            let mut st = session.lock();
+            st.ended = true;
+            st.queue.clear();
+            st.outgoing.clear();
+            (
+                std::mem::take(&mut st.subscriptions),
+                st.pending_will.take(),
+            )
+        };
+        for raw in subscriptions.keys() {
+            if let Ok(parsed) = gatehouse_protocol::topic::parse_subscription_filter(raw) {
+                self.router
+                    .unsubscribe(parsed.filter, parsed.share_group, session.key);
+            }
+        }
+        if let Some(p) = will {
+            self.publish_will(p.will, Some(session.key));
+        }
+    }
+
+    /// Publish a will message as if its client had published it.
+    pub fn publish_will(&self, will: Will, origin: Option<u64>) {
+        let props = will.properties;
+        let expires_at = props.message_expiry_interval.map(|s| {
+            Instant::now() + Duration::from_secs(u64::from(self.limits.cap_message_expiry(s)))
+        });
+        let message = Arc::new(Message {
+            topic: will.topic,
+            payload: will.payload,
+            qos: will.qos,
+            retain: will.retain,
+            properties: PublishProperties {
+                payload_format_indicator: props.payload_format_indicator,
+                content_type: props.content_type,
+                response_topic: props.response_topic,
+                correlation_data: props.correlation_data,
+                user_properties: props.user_properties,
+                ..Default::default()
+            },
+            expires_at,
+            origin,
+        });
+        tracing::debug!(target: "router", topic = %message.topic, "publishing will message");
+        if message.retain {
+            self.router.retain(&message);
+        }
+        self.router.publish(&message);
+    }
+}

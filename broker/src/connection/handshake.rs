@@ -1,0 +1,224 @@
+//! The CONNECT → CONNACK exchange (MQTT 5 §3.1, §3.2; 3.1.1 §3.1, §3.2).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use gatehouse_protocol::codec;
+use gatehouse_protocol::topic::validate_topic_name;
+use gatehouse_protocol::{
+    ConnAck, ConnAckProperties, Connect, Packet, ProtocolVersion, ReasonCode,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+use super::Connection;
+use crate::broker::Broker;
+
+pub(super) type Accepted = (
+    Connection,
+    BytesMut,
+    oneshot::Receiver<ReasonCode>,
+    oneshot::Sender<()>,
+);
+
+/// Read and answer CONNECT. On refusal the CONNACK (if the version allows one) has
+/// been written and the error says why, for the log.
+pub(super) async fn handshake<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    broker: &Arc<Broker>,
+) -> Result<Accepted, String>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut rbuf = BytesMut::with_capacity(4096);
+    let connect = loop {
+        match codec::decode(&mut rbuf, None, broker.limits.max_packet_size) {
+            Ok(Some(Packet::Connect(c))) => break c,
+            Ok(Some(other)) => {
+                return Err(format!("first packet was {}, not CONNECT", other.name()))
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let level = codec::peek_protocol_level(&rbuf);
+                refuse(writer, level, e.reason).await;
+                return Err(format!("bad CONNECT: {e}"));
+            }
+        }
+        if reader
+            .read_buf(&mut rbuf)
+            .await
+            .map_err(|e| e.to_string())?
+            == 0
+        {
+            return Err("closed before CONNECT".into());
+        }
+    };
+    let connect = *connect;
+    let version = connect.protocol;
+    if let Err(rc) = check_connect(&connect) {
+        refuse(writer, Some(version.level()), rc).await;
+        return Err(format!("CONNECT refused: {rc}"));
+    }
+    let limits = &broker.limits;
+    let props = &connect.properties;
+
+    let mut assigned = None;
+    let client_id: Arc<str> = if connect.client_id.is_empty() {
+        if version == ProtocolVersion::V311 && !connect.clean_start {
+            refuse(writer, Some(4), ReasonCode::CLIENT_IDENTIFIER_NOT_VALID).await;
+            return Err("empty client id with clean session 0".into());
+        }
+        let id = generate_client_id();
+        assigned = Some(id.clone());
+        id.into()
+    } else {
+        connect.client_id.as_str().into()
+    };
+
+    let requested_expiry = match version {
+        ProtocolVersion::V5 => props.session_expiry_interval.unwrap_or(0),
+        ProtocolVersion::V311 if connect.clean_start => 0,
+        ProtocolVersion::V311 => u32::MAX,
+    };
+    let session_expiry = requested_expiry.min(limits.max_session_expiry);
+
+    // Keep alive: clamp to our maximum; v5 tells the client (Server Keep Alive).
+    let mut server_keep_alive = None;
+    let keep_alive = if limits.max_keep_alive > 0
+        && (connect.keep_alive == 0 || connect.keep_alive > limits.max_keep_alive)
+        && version == ProtocolVersion::V5
+    {
+        server_keep_alive = Some(limits.max_keep_alive);
+        limits.max_keep_alive
+    } else {
+        connect.keep_alive
+    };
+
+    let attached = broker.attach(&client_id, connect.clean_start).await;
+    let mut conn = Connection {
+        broker: broker.clone(),
+        session: attached.session,
+        generation: attached.generation,
+        version,
+        client_id: client_id.clone(),
+        keep_alive_timeout: (keep_alive > 0)
+            .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
+        client_receive_maximum: usize::from(props.receive_maximum.unwrap_or(u16::MAX)),
+        client_maximum_packet_size: props.maximum_packet_size.unwrap_or(u32::MAX),
+        client_topic_alias_maximum: props.topic_alias_maximum.unwrap_or(0),
+        inbound_aliases: HashMap::new(),
+        outbound_aliases: HashMap::new(),
+        will: connect.will,
+        session_expiry,
+        connect_expiry_was_zero: requested_expiry == 0,
+        wbuf: BytesMut::with_capacity(8 * 1024),
+    };
+
+    let properties = match version {
+        ProtocolVersion::V311 => ConnAckProperties::default(),
+        ProtocolVersion::V5 => ConnAckProperties {
+            session_expiry_interval: (session_expiry != requested_expiry).then_some(session_expiry),
+            receive_maximum: Some(limits.receive_maximum),
+            maximum_packet_size: Some(limits.max_packet_size),
+            assigned_client_identifier: assigned,
+            topic_alias_maximum: Some(limits.topic_alias_maximum),
+            server_keep_alive,
+            ..Default::default()
+        },
+    };
+    conn.send(&Packet::ConnAck(ConnAck {
+        session_present: attached.session_present,
+        reason_code: ReasonCode::SUCCESS,
+        properties,
+    }));
+    if attached.session_present {
+        conn.resend_inflight();
+    }
+    tracing::debug!(
+        target: "conn",
+        client_id = %client_id,
+        ?version,
+        session_present = attached.session_present,
+        "client connected"
+    );
+    Ok((conn, rbuf, attached.kicked, attached.released))
+}
+
+/// Rules on CONNECT that the codec cannot check on its own.
+fn check_connect(c: &Connect) -> Result<(), ReasonCode> {
+    if c.properties.authentication_method.is_some() {
+        // Enhanced authentication arrives with the authentication chain.
+        return Err(ReasonCode::BAD_AUTHENTICATION_METHOD);
+    }
+    if let Some(will) = &c.will {
+        if validate_topic_name(&will.topic).is_err() {
+            return Err(ReasonCode::TOPIC_NAME_INVALID);
+        }
+        if will.properties.payload_format_indicator == Some(1)
+            && std::str::from_utf8(&will.payload).is_err()
+        {
+            return Err(ReasonCode::PAYLOAD_FORMAT_INVALID);
+        }
+        if let Some(rt) = &will.properties.response_topic {
+            if validate_topic_name(rt).is_err() {
+                return Err(ReasonCode::PROTOCOL_ERROR);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Send a refusing CONNACK in the client's protocol version: v5 gets the reason code,
+/// 3.1.1 the nearest return code; unknown versions get 3.1.1's "unacceptable protocol
+/// version" (MQTT 5 §3.1.2.2).
+async fn refuse<W: AsyncWrite + Unpin>(writer: &mut W, level: Option<u8>, reason: ReasonCode) {
+    let version = match level {
+        Some(5) => ProtocolVersion::V5,
+        Some(4) => ProtocolVersion::V311,
+        // Malformed 3.1.1 (or older) CONNECTs are closed without CONNACK unless the
+        // version itself is the problem.
+        _ if reason == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION => ProtocolVersion::V311,
+        _ => return,
+    };
+    if version == ProtocolVersion::V311
+        && matches!(
+            reason,
+            ReasonCode::MALFORMED_PACKET | ReasonCode::PROTOCOL_ERROR
+        )
+    {
+        return;
+    }
+    let mut out = BytesMut::new();
+    let connack = ConnAck {
+        session_present: false,
+        reason_code: reason,
+        properties: ConnAckProperties::default(),
+    };
+    if codec::encode(&Packet::ConnAck(connack), version, &mut out).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            writer.write_all(&out).await?;
+            writer.shutdown().await
+        })
+        .await;
+    }
+}
+
+/// A client id for clients that sent none: unique in this process and unlikely to
+/// collide with client-chosen ids.
+fn generate_client_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    format!(
+        "gatehouse-{:x}-{n:x}",
+        nanos ^ u64::from(std::process::id()) << 32
+    )
+}

@@ -1,0 +1,313 @@
+//! Packets from the client after CONNECT.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gatehouse_protocol::topic::{parse_subscription_filter, validate_topic_name};
+use gatehouse_protocol::{
+    AckProperties, Disconnect, Packet, PacketId, ProtocolVersion, PubResp, Publish, QoS,
+    ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
+};
+
+use super::{Connection, Exit};
+use crate::message::Message;
+use crate::routing::SubEntry;
+use crate::session::{Stage, SubscriptionRecord};
+
+fn violation(rc: ReasonCode, detail: &'static str) -> Exit {
+    Exit::Violation(rc, detail.into())
+}
+
+impl Connection {
+    pub(super) fn handle(&mut self, packet: Packet) -> Result<(), Exit> {
+        match packet {
+            Packet::Publish(p) => self.on_publish(p),
+            Packet::PubAck(ack) => {
+                self.session.lock().take_outgoing(ack.packet_id);
+                Ok(())
+            }
+            Packet::PubRec(rec) => {
+                self.on_pubrec(rec);
+                Ok(())
+            }
+            Packet::PubRel(rel) => {
+                let known = self
+                    .session
+                    .lock()
+                    .incoming_qos2
+                    .remove(&rel.packet_id.get());
+                let rc = if known {
+                    ReasonCode::SUCCESS
+                } else {
+                    ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+                };
+                self.send(&Packet::PubComp(PubResp::new(rel.packet_id, rc)));
+                Ok(())
+            }
+            Packet::PubComp(comp) => {
+                let mut st = self.session.lock();
+                if let Some(pos) = st
+                    .outgoing
+                    .iter()
+                    .position(|o| o.packet_id == comp.packet_id && o.stage == Stage::AwaitPubComp)
+                {
+                    st.outgoing.remove(pos);
+                }
+                Ok(())
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s),
+            Packet::Unsubscribe(u) => {
+                self.on_unsubscribe(u);
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.send(&Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(d) => Err(self.on_disconnect(d)),
+            Packet::Auth(_) => Err(violation(
+                ReasonCode::PROTOCOL_ERROR,
+                "AUTH without enhanced authentication at CONNECT",
+            )),
+            // The codec refuses server-only packets and a second CONNECT.
+            other => Err(Exit::Violation(
+                ReasonCode::PROTOCOL_ERROR,
+                format!("unexpected {}", other.name()).into(),
+            )),
+        }
+    }
+
+    fn on_publish(&mut self, mut p: Publish) -> Result<(), Exit> {
+        // Resolve the topic alias (MQTT 5 §3.3.2.3.4).
+        if let Some(alias) = p.properties.topic_alias.take() {
+            if alias == 0 || alias > self.broker.limits.topic_alias_maximum {
+                return Err(violation(
+                    ReasonCode::TOPIC_ALIAS_INVALID,
+                    "topic alias out of range",
+                ));
+            }
+            if p.topic.is_empty() {
+                match self.inbound_aliases.get(&alias) {
+                    Some(topic) => p.topic = topic.clone(),
+                    None => {
+                        return Err(violation(ReasonCode::PROTOCOL_ERROR, "unknown topic alias"))
+                    }
+                }
+            } else {
+                self.inbound_aliases.insert(alias, p.topic.clone());
+            }
+        }
+        if validate_topic_name(&p.topic).is_err() {
+            return Err(violation(
+                ReasonCode::TOPIC_NAME_INVALID,
+                "invalid topic name in PUBLISH",
+            ));
+        }
+        if let Some(rt) = &p.properties.response_topic {
+            if validate_topic_name(rt).is_err() {
+                return Err(violation(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "invalid response topic",
+                ));
+            }
+        }
+        let packet_id = p.packet_id;
+        if p.properties.payload_format_indicator == Some(1)
+            && std::str::from_utf8(&p.payload).is_err()
+        {
+            return match packet_id {
+                None => Err(violation(
+                    ReasonCode::PAYLOAD_FORMAT_INVALID,
+                    "payload is not UTF-8",
+                )),
+                Some(id) => {
+                    self.ack_publish(p.qos, id, ReasonCode::PAYLOAD_FORMAT_INVALID);
+                    Ok(())
+                }
+            };
+        }
+        if p.qos == QoS::ExactlyOnce {
+            let Some(id) = packet_id else {
+                return Err(violation(
+                    ReasonCode::MALFORMED_PACKET,
+                    "QoS 2 without packet id",
+                ));
+            };
+            let mut st = self.session.lock();
+            if st.incoming_qos2.contains(&id.get()) {
+                // A retransmission: routed already, acknowledge again (§4.3.3).
+                drop(st);
+                self.ack_publish(p.qos, id, ReasonCode::SUCCESS);
+                return Ok(());
+            }
+            if st.incoming_qos2.len() >= usize::from(self.broker.limits.receive_maximum) {
+                return Err(violation(
+                    ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                    "receive maximum exceeded",
+                ));
+            }
+            st.incoming_qos2.insert(id.get());
+        }
+        let expires_at = p.properties.message_expiry_interval.take().map(|s| {
+            Instant::now()
+                + Duration::from_secs(u64::from(self.broker.limits.cap_message_expiry(s)))
+        });
+        let message = Arc::new(Message {
+            topic: p.topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            properties: p.properties,
+            expires_at,
+            origin: Some(self.session.key),
+        });
+        let router = &self.broker.router;
+        if message.retain {
+            router.retain(&message);
+        }
+        router.publish(&message);
+        if let Some(id) = packet_id {
+            self.ack_publish(message.qos, id, ReasonCode::SUCCESS);
+        }
+        Ok(())
+    }
+
+    fn ack_publish(&mut self, qos: QoS, id: PacketId, rc: ReasonCode) {
+        let resp = PubResp::new(id, rc);
+        match qos {
+            QoS::AtLeastOnce => self.send(&Packet::PubAck(resp)),
+            QoS::ExactlyOnce => self.send(&Packet::PubRec(resp)),
+            QoS::AtMostOnce => {}
+        }
+    }
+
+    fn on_pubrec(&mut self, rec: gatehouse_protocol::PubResp) {
+        let known = {
+            let mut st = self.session.lock();
+            match st
+                .outgoing
+                .iter()
+                .position(|o| o.packet_id == rec.packet_id)
+            {
+                Some(pos) if rec.reason_code.is_error() => {
+                    st.outgoing.remove(pos);
+                    return;
+                }
+                Some(pos) => {
+                    st.outgoing[pos].stage = Stage::AwaitPubComp;
+                    true
+                }
+                None => false,
+            }
+        };
+        let rc = if known {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        self.send(&Packet::PubRel(PubResp::new(rec.packet_id, rc)));
+    }
+
+    fn on_subscribe(&mut self, sub: Subscribe) -> Result<(), Exit> {
+        let mut codes = Vec::with_capacity(sub.filters.len());
+        let mut retained = Vec::new();
+        for (raw, options) in sub.filters {
+            let parsed = match parse_subscription_filter(&raw) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::debug!(target: "conn", filter = %raw, "refused subscription: {e}");
+                    codes.push(ReasonCode::TOPIC_FILTER_INVALID);
+                    continue;
+                }
+            };
+            if parsed.share_group.is_some() && options.no_local {
+                return Err(violation(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "No Local on a shared subscription",
+                ));
+            }
+            let entry = SubEntry {
+                session: self.session.clone(),
+                options,
+                id: sub.subscription_identifier,
+            };
+            let outcome = self
+                .broker
+                .router
+                .subscribe(parsed.filter, parsed.share_group, entry);
+            self.session.lock().subscriptions.insert(
+                raw.clone(),
+                SubscriptionRecord {
+                    options,
+                    id: sub.subscription_identifier,
+                },
+            );
+            codes.push(ReasonCode(options.qos as u8));
+            // Retained messages: not for shared subscriptions (§4.8.2); Retain Handling
+            // 0 always, 1 only for a new subscription, 2 never (§3.3.1.3).
+            let send_retained = parsed.share_group.is_none()
+                && match options.retain_handling {
+                    0 => true,
+                    1 => !outcome.existed,
+                    _ => false,
+                };
+            if send_retained {
+                retained.extend(self.broker.router.retained_for(
+                    parsed.filter,
+                    &options,
+                    sub.subscription_identifier,
+                ));
+            }
+        }
+        self.send(&Packet::SubAck(SubAck {
+            packet_id: sub.packet_id,
+            properties: AckProperties::default(),
+            reason_codes: codes,
+        }));
+        for d in retained {
+            self.broker.router.enqueue(&self.session, d);
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, unsub: Unsubscribe) {
+        let mut codes = Vec::with_capacity(unsub.filters.len());
+        for raw in &unsub.filters {
+            let Ok(parsed) = parse_subscription_filter(raw) else {
+                codes.push(ReasonCode::TOPIC_FILTER_INVALID);
+                continue;
+            };
+            let had = self.session.lock().subscriptions.remove(raw).is_some();
+            self.broker
+                .router
+                .unsubscribe(parsed.filter, parsed.share_group, self.session.key);
+            codes.push(if had {
+                ReasonCode::SUCCESS
+            } else {
+                ReasonCode::NO_SUBSCRIPTION_EXISTED
+            });
+        }
+        self.send(&Packet::UnsubAck(UnsubAck {
+            packet_id: unsub.packet_id,
+            properties: AckProperties::default(),
+            reason_codes: codes,
+        }));
+    }
+
+    fn on_disconnect(&mut self, d: Disconnect) -> Exit {
+        if self.version == ProtocolVersion::V5 {
+            if let Some(expiry) = d.properties.session_expiry_interval {
+                if self.connect_expiry_was_zero && expiry != 0 {
+                    return violation(
+                        ReasonCode::PROTOCOL_ERROR,
+                        "DISCONNECT raised a session expiry that CONNECT set to 0",
+                    );
+                }
+                self.session_expiry = expiry.min(self.broker.limits.max_session_expiry);
+            }
+        }
+        Exit::Disconnected {
+            will: d.reason_code == ReasonCode::DISCONNECT_WITH_WILL,
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! One task per network connection: it owns the socket, runs the CONNECT handshake
+//! under the connect deadline, then serves the session until either side ends it.
+//!
+//! # Flow
+//! [`serve`] → [`handshake`](handshake::handshake) (read CONNECT, validate, attach the
+//! session, CONNACK) → [`Connection::run`] (a `select!` over socket reads, socket writes,
+//! the session's wake-up, the keep-alive deadline and a takeover kick) → exit: a v5
+//! DISCONNECT with the reason where one applies, then detach (will, expiry).
+
+mod handshake;
+mod inbound;
+mod outbound;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use gatehouse_protocol::codec;
+use gatehouse_protocol::{Disconnect, Packet, ProtocolVersion, ReasonCode, Will};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
+use crate::broker::{Broker, Detach};
+use crate::session::Session;
+
+/// Stop reading from a client whose unsent output exceeds this: a client that does not
+/// read its acknowledgements must not make us buffer without bound.
+const READ_PAUSE_BYTES: usize = 1 << 20;
+/// Stop moving queued deliveries into the write buffer beyond this; they wait in the
+/// (bounded) session queue instead.
+const DRAIN_HIGH_WATER: usize = 64 * 1024;
+
+/// Why a connection ended.
+#[derive(Debug)]
+pub(crate) enum Exit {
+    /// The client sent DISCONNECT; `will` is true for reason 0x04.
+    Disconnected {
+        will: bool,
+    },
+    /// The client broke the protocol: DISCONNECT with this reason (v5), then close.
+    Violation(ReasonCode, Cow<'static, str>),
+    KeepAliveTimeout,
+    TakenOver(ReasonCode),
+    /// EOF or an I/O error: the network connection is simply gone.
+    Closed(Cow<'static, str>),
+}
+
+/// Per-connection state; the session state proper lives in [`Session`].
+pub(crate) struct Connection {
+    broker: Arc<Broker>,
+    session: Arc<Session>,
+    generation: u64,
+    version: ProtocolVersion,
+    client_id: Arc<str>,
+    /// 1.5 × the negotiated keep alive, `None` when keep alive is off.
+    keep_alive_timeout: Option<Duration>,
+    /// The client's Receive Maximum: our in-flight QoS 1/2 window towards it.
+    client_receive_maximum: usize,
+    client_maximum_packet_size: u32,
+    client_topic_alias_maximum: u16,
+    /// Client→server topic aliases.
+    inbound_aliases: HashMap<u16, String>,
+    /// Server→client topic aliases we have assigned.
+    outbound_aliases: HashMap<String, u16>,
+    will: Option<Will>,
+    session_expiry: u32,
+    /// CONNECT had Session Expiry 0; a DISCONNECT may then not raise it (§3.14.2.2.2).
+    connect_expiry_was_zero: bool,
+    wbuf: BytesMut,
+}
+
+/// Serve one accepted connection to the end. Never panics on peer input.
+pub async fn serve<S>(
+    stream: S,
+    broker: Arc<Broker>,
+    peer: SocketAddr,
+    port: u16,
+    deadline: tokio::time::Instant,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let span = tracing::info_span!("conn", %peer, port, client_id = tracing::field::Empty);
+    async move {
+        let (mut reader, mut writer) = tokio::io::split(stream);
+        let hs = tokio::time::timeout_at(
+            deadline,
+            handshake::handshake(&mut reader, &mut writer, &broker),
+        )
+        .await;
+        let (conn, rbuf, kicked, released) = match hs {
+            Ok(Ok(accepted)) => accepted,
+            Ok(Err(reason)) => {
+                tracing::info!(target: "conn", "connection refused: {reason}");
+                let _ = writer.shutdown().await;
+                return;
+            }
+            Err(_) => {
+                tracing::info!(target: "conn", "no CONNECT before the connect deadline; closing");
+                return;
+            }
+        };
+        tracing::Span::current().record("client_id", &*conn.client_id);
+        conn.run(reader, writer, rbuf, kicked, released).await;
+    }
+    .instrument(span)
+    .await
+}
+
+impl Connection {
+    async fn run<R, W>(
+        mut self,
+        mut reader: R,
+        mut writer: W,
+        mut rbuf: BytesMut,
+        mut kicked: oneshot::Receiver<ReasonCode>,
+        released: oneshot::Sender<()>,
+    ) where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let exit = self
+            .serve_loop(&mut reader, &mut writer, &mut rbuf, &mut kicked)
+            .await;
+        self.finish(&mut writer, exit).await;
+        drop(released);
+    }
+
+    async fn serve_loop<R, W>(
+        &mut self,
+        reader: &mut R,
+        writer: &mut W,
+        rbuf: &mut BytesMut,
+        kicked: &mut oneshot::Receiver<ReasonCode>,
+    ) -> Exit
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        enum Event {
+            Kicked(ReasonCode),
+            Wrote(std::io::Result<usize>),
+            Read(std::io::Result<usize>),
+            Flushed(std::io::Result<()>),
+            Woken,
+            KeepAliveExpired,
+        }
+        // Set after a write until a flush has gone through: framed transports
+        // (WebSockets) may hold written bytes until flushed; for TCP flush is free.
+        let mut dirty = false;
+        let far = Duration::from_secs(86400 * 365);
+        let keep_alive = tokio::time::sleep(self.keep_alive_timeout.unwrap_or(far));
+        tokio::pin!(keep_alive);
+        let session = self.session.clone();
+        loop {
+            // Handle every complete packet already buffered.
+            loop {
+                if self.wbuf.len() >= READ_PAUSE_BYTES {
+                    break;
+                }
+                match codec::decode(rbuf, Some(self.version), self.broker.limits.max_packet_size) {
+                    Ok(Some(packet)) => {
+                        if let Some(t) = self.keep_alive_timeout {
+                            keep_alive.as_mut().reset(tokio::time::Instant::now() + t);
+                        }
+                        if let Err(exit) = self.handle(packet) {
+                            return exit;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Exit::Violation(e.reason, e.detail),
+                }
+            }
+            self.drain();
+            if rbuf.capacity() - rbuf.len() < 4096 {
+                rbuf.reserve(16 * 1024);
+            }
+            let reading = self.wbuf.len() < READ_PAUSE_BYTES;
+            let writing = !self.wbuf.is_empty();
+            let event = tokio::select! {
+                biased;
+                r = &mut *kicked => match r {
+                    Ok(reason) => Event::Kicked(reason),
+                    // Sender dropped without a kick: the session was ended under us.
+                    Err(_) => Event::Kicked(ReasonCode::SESSION_TAKEN_OVER),
+                },
+                ev = async {
+                    if writing {
+                        Event::Wrote(writer.write(&self.wbuf).await)
+                    } else {
+                        Event::Flushed(writer.flush().await)
+                    }
+                }, if writing || dirty => ev,
+                r = reader.read_buf(rbuf), if reading => Event::Read(r),
+                _ = session.wake.notified() => Event::Woken,
+                _ = &mut keep_alive, if self.keep_alive_timeout.is_some() => Event::KeepAliveExpired,
+            };
+            match event {
+                Event::Kicked(reason) => return Exit::TakenOver(reason),
+                Event::Wrote(Ok(0)) => return Exit::Closed("write returned 0".into()),
+                Event::Wrote(Ok(n)) => {
+                    self.wbuf.advance(n);
+                    dirty = true;
+                }
+                Event::Flushed(Ok(())) => dirty = false,
+                Event::Flushed(Err(e)) => return Exit::Closed(format!("flush error: {e}").into()),
+                Event::Wrote(Err(e)) => return Exit::Closed(format!("write error: {e}").into()),
+                Event::Read(Ok(0)) => return Exit::Closed("connection closed by client".into()),
+                Event::Read(Ok(_)) => {}
+                Event::Read(Err(e)) => return Exit::Closed(format!("read error: {e}").into()),
+                Event::Woken => {}
+                Event::KeepAliveExpired => return Exit::KeepAliveTimeout,
+            }
+        }
+    }
+
+    /// Tell the client why (v5), flush what we can, and detach from the session.
+    async fn finish<W: AsyncWrite + Unpin>(&mut self, writer: &mut W, exit: Exit) {
+        let (reason, publish_will) = match &exit {
+            Exit::Disconnected { will } => (None, *will),
+            Exit::Violation(rc, _) => (Some(*rc), true),
+            Exit::KeepAliveTimeout => (Some(ReasonCode::KEEP_ALIVE_TIMEOUT), true),
+            Exit::TakenOver(rc) => (Some(*rc), true),
+            Exit::Closed(_) => (None, true),
+        };
+        match &exit {
+            Exit::Disconnected { .. } => tracing::debug!(target: "conn", "client disconnected"),
+            Exit::Violation(rc, detail) => {
+                tracing::info!(target: "conn", "closing connection: {rc}: {detail}")
+            }
+            Exit::KeepAliveTimeout => tracing::info!(target: "conn", "keep alive timeout"),
+            Exit::TakenOver(_) => tracing::info!(target: "conn", "session taken over"),
+            Exit::Closed(why) => tracing::debug!(target: "conn", "connection closed: {why}"),
+        }
+        if let (Some(rc), ProtocolVersion::V5) = (reason, self.version) {
+            let _ = codec::encode(
+                &Packet::Disconnect(Disconnect::new(rc)),
+                self.version,
+                &mut self.wbuf,
+            );
+        }
+        if !matches!(exit, Exit::Closed(_)) && !self.wbuf.is_empty() {
+            let flush = async {
+                writer.write_all(&self.wbuf).await?;
+                writer.shutdown().await
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
+        }
+        let will = if publish_will { self.will.take() } else { None };
+        self.broker.detach(
+            &self.session,
+            Detach {
+                generation: self.generation,
+                expiry_interval: self.session_expiry,
+                will,
+            },
+        );
+    }
+
+    /// Queue a control packet for the client.
+    fn send(&mut self, packet: &Packet) {
+        if let Err(e) = codec::encode(packet, self.version, &mut self.wbuf) {
+            tracing::warn!(target: "conn", "could not encode {}: {e}", packet.name());
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! Limits the broker enforces, resolved once from `broker:` in the configuration.
+
+use std::time::Duration;
+
+use gatehouse_config::{BrokerLimits, QueueStrategy};
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_session_expiry: u32,
+    pub max_message_expiry: u32,
+    /// Largest packet we accept (CONNACK Maximum Packet Size); bigger → 0x95.
+    pub max_packet_size: u32,
+    /// Our Receive Maximum: QoS 2 messages a client may have unacknowledged with us.
+    pub receive_maximum: u16,
+    pub max_keep_alive: u16,
+    /// Topic aliases a client may set towards us (CONNACK Topic Alias Maximum).
+    pub topic_alias_maximum: u16,
+    pub queue_length: usize,
+    pub queue_drop_oldest: bool,
+    pub max_connections: usize,
+    /// One deadline for everything before CONNACK (TLS, WebSocket upgrade, CONNECT).
+    pub connect_timeout: Duration,
+}
+
+/// Aliases per connection: enough for any real client, small enough that a hostile one
+/// cannot make the alias table large (each entry holds a topic of up to 64 KiB).
+const TOPIC_ALIAS_MAXIMUM: u16 = 1024;
+
+impl Limits {
+    pub fn from_config(b: &BrokerLimits) -> Self {
+        Limits {
+            max_session_expiry: b.max_session_expiry_seconds,
+            max_message_expiry: b.max_message_expiry_seconds,
+            max_packet_size: b.max_packet_size_bytes,
+            receive_maximum: b.max_receive_maximum,
+            max_keep_alive: b.max_keep_alive_seconds,
+            topic_alias_maximum: TOPIC_ALIAS_MAXIMUM,
+            queue_length: b.subscriber_queue_limit.length,
+            queue_drop_oldest: matches!(
+                b.subscriber_queue_limit.strategy,
+                QueueStrategy::DropOldest
+            ),
+            max_connections: b.max_connections,
+            connect_timeout: b.connect_timeout,
+        }
+    }
+
+    pub fn cap_message_expiry(&self, secs: u32) -> u32 {
+        secs.min(self.max_message_expiry)
+    }
+}

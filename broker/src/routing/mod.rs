@@ -1,0 +1,8 @@
+//! Routing: the subscription index, the retained store and the fan-out of a message to
+//! the sessions that want it.
+
+pub mod index;
+pub mod retained;
+mod router;
+
+pub use router::{Router, SubEntry, SubscribeOutcome};

@@ -1,0 +1,161 @@
+//! Starting the broker from a validated configuration.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use gatehouse_config::{Config, Protocol};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::broker::Broker;
+use crate::limits::Limits;
+use crate::transport::{self, Transport};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{path}: {what} is not supported yet (it arrives with the {issue} work); refusing to start rather than run this port without it")]
+    NotSupportedYet {
+        path: String,
+        what: &'static str,
+        issue: &'static str,
+    },
+    #[error("{path}: cannot listen on {addr}: {source}")]
+    Bind {
+        path: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A port the broker is listening on.
+#[derive(Debug, Clone)]
+pub struct BoundPort {
+    pub listener: String,
+    /// The port as configured (0 = any free port).
+    pub configured: u16,
+    pub addr: SocketAddr,
+    pub protocol: Protocol,
+}
+
+/// A running broker. Dropping it stops accepting connections.
+pub struct Server {
+    pub broker: Arc<Broker>,
+    pub ports: Vec<BoundPort>,
+    tasks: JoinSet<()>,
+}
+
+impl Server {
+    /// Bind every port of `config` (all or nothing) and start accepting.
+    pub async fn start(config: &Config) -> Result<Server, StartError> {
+        refuse_unsupported(config)?;
+        let broker = Broker::new(Limits::from_config(&config.broker));
+        let permits = Arc::new(Semaphore::new(broker.limits.max_connections));
+        let mut bound = Vec::new();
+        for (li, listener) in config.listeners.iter().enumerate() {
+            for (pi, port) in listener.ports.iter().enumerate() {
+                let path = format!("listeners[{li}].ports[{pi}]");
+                let addr = SocketAddr::new(listener.bind_address, port.port);
+                let sockets = transport::bind(listener.bind_address, port.port)
+                    .await
+                    .map_err(|source| StartError::Bind { path, addr, source })?;
+                let transport = match port.protocol {
+                    Protocol::Mqtt => Transport::Mqtt,
+                    Protocol::WebSockets => Transport::WebSockets {
+                        path: port.path.clone(),
+                    },
+                };
+                for socket in sockets {
+                    let addr = socket.local_addr().unwrap_or(addr);
+                    bound.push((
+                        BoundPort {
+                            listener: listener.name.clone(),
+                            configured: port.port,
+                            addr,
+                            protocol: port.protocol,
+                        },
+                        socket,
+                        transport.clone(),
+                    ));
+                }
+            }
+        }
+        let mut tasks = JoinSet::new();
+        let mut ports = Vec::new();
+        for (info, socket, transport) in bound {
+            tracing::info!(
+                target: "listener",
+                listener = %info.listener,
+                protocol = ?info.protocol,
+                "listening on {}",
+                info.addr
+            );
+            tasks.spawn(transport::accept_loop(
+                socket,
+                transport,
+                broker.clone(),
+                permits.clone(),
+                info.addr.port(),
+            ));
+            ports.push(info);
+        }
+        // Expired retained messages are dropped lazily on read; purge them now and then
+        // so they do not hold memory.
+        let purger = broker.clone();
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                purger.router.purge_expired_retained();
+            }
+        });
+        Ok(Server {
+            broker,
+            ports,
+            tasks,
+        })
+    }
+
+    /// The first bound address of `protocol` (handy for tests and logs).
+    pub fn addr(&self, protocol: Protocol) -> Option<SocketAddr> {
+        self.ports
+            .iter()
+            .find(|p| p.protocol == protocol)
+            .map(|p| p.addr)
+    }
+
+    /// Run until every accept loop has ended (they do not, short of a panic).
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Until TLS, authentication and authorization land, never run such a port open.
+fn refuse_unsupported(config: &Config) -> Result<(), StartError> {
+    for (li, listener) in config.listeners.iter().enumerate() {
+        for (pi, port) in listener.ports.iter().enumerate() {
+            let at = |field: &str| format!("listeners[{li}].ports[{pi}].{field}");
+            if port.tls.is_some() {
+                return Err(StartError::NotSupportedYet {
+                    path: at("tls"),
+                    what: "TLS",
+                    issue: "TLS",
+                });
+            }
+            if port.authentication_ref.is_some() {
+                return Err(StartError::NotSupportedYet {
+                    path: at("authenticationRef"),
+                    what: "authentication",
+                    issue: "authentication chain",
+                });
+            }
+            if port.authorization_ref.is_some() {
+                return Err(StartError::NotSupportedYet {
+                    path: at("authorizationRef"),
+                    what: "authorization",
+                    issue: "authorization",
+                });
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! Sessions: the state that outlives a network connection (MQTT 5 §4.1).
+//!
+//! A [`Session`] is shared between the router (which appends deliveries to its queue)
+//! and at most one connection task at a time (which drains the queue within the
+//! client's Receive Maximum and tracks in-flight packets). The state sits behind one
+//! short-held mutex; the connection is woken through `wake`.
+
+mod queue;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use gatehouse_protocol::{PacketId, ReasonCode, SubscriptionOptions, Will};
+use parking_lot::Mutex;
+use tokio::sync::{oneshot, Notify};
+
+use crate::message::{Delivery, SessionKey};
+pub use queue::{EnqueueOutcome, QueuePolicy};
+
+pub struct Session {
+    pub key: SessionKey,
+    pub client_id: Arc<str>,
+    /// Mirrors `state.attachment.is_some()` so shared-subscription picking can prefer
+    /// connected members without taking every member's lock.
+    online: AtomicBool,
+    state: Mutex<SessionState>,
+    /// Wakes the attached connection when deliveries are queued.
+    pub wake: Notify,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("key", &self.key)
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where an outgoing QoS 1/2 message is in its acknowledgement flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// QoS 1 PUBLISH sent, waiting for PUBACK.
+    AwaitPubAck,
+    /// QoS 2 PUBLISH sent, waiting for PUBREC.
+    AwaitPubRec,
+    /// PUBREL sent, waiting for PUBCOMP.
+    AwaitPubComp,
+}
+
+#[derive(Debug)]
+pub struct Outgoing {
+    pub packet_id: PacketId,
+    pub stage: Stage,
+    pub delivery: Delivery,
+}
+
+/// A subscription as the session remembers it (the index holds the routing copy).
+#[derive(Debug, Clone)]
+pub struct SubscriptionRecord {
+    pub options: SubscriptionOptions,
+    pub id: Option<u32>,
+}
+
+/// A will waiting out its Will Delay Interval; `generation` ties it to the connection
+/// that left it, so a resumed session cancels it.
+#[derive(Debug)]
+pub struct PendingWill {
+    pub will: Will,
+    pub generation: u64,
+}
+
+/// The link between a session and the connection task currently attached to it.
+/// Taking over a session sends on `kick` and waits for `released` to close.
+#[derive(Debug)]
+pub struct Attachment {
+    pub kick: oneshot::Sender<ReasonCode>,
+    pub released: oneshot::Receiver<()>,
+}
+
+#[derive(Debug, Default)]
+pub struct SessionState {
+    /// Deliveries not yet sent, oldest first. Bounded by the queue policy.
+    pub queue: VecDeque<Delivery>,
+    /// Sent QoS 1/2 messages awaiting acknowledgement, in send order (which is also
+    /// packet-id order modulo wrap-around, the invariant `next_packet_id` relies on).
+    pub outgoing: VecDeque<Outgoing>,
+    /// Incoming QoS 2 packet ids for which PUBREC was sent and PUBREL not yet received.
+    pub incoming_qos2: HashSet<u16>,
+    pub subscriptions: HashMap<String, SubscriptionRecord>,
+    pub attachment: Option<Attachment>,
+    /// Bumped at every attach; timers for expiry and will delay compare it.
+    pub generation: u64,
+    pub expiry_interval: u32,
+    pub pending_will: Option<PendingWill>,
+    /// Set when the session has been removed from the registry; late deliveries and
+    /// timers check it.
+    pub ended: bool,
+    last_packet_id: u16,
+}
+
+impl SessionState {
+    /// The next free packet id for a server→client QoS 1/2 PUBLISH, or `None` when all
+    /// 65535 are in flight.
+    pub fn next_packet_id(&mut self) -> Option<PacketId> {
+        let next = self.last_packet_id.checked_add(1).unwrap_or(1).max(1);
+        // Ids are handed out in sequence and `outgoing` is in send order, so the ids in
+        // flight lie in the circular range [front, last]: `next` is in use only when that
+        // range already wraps all the way round to it.
+        if self
+            .outgoing
+            .front()
+            .is_some_and(|o| o.packet_id.get() == next)
+        {
+            return None;
+        }
+        self.last_packet_id = next;
+        PacketId::new(next)
+    }
+
+    /// Remove the in-flight entry for `id` (acks usually arrive in order: search from the front).
+    pub fn take_outgoing(&mut self, id: PacketId) -> Option<Outgoing> {
+        let pos = self.outgoing.iter().position(|o| o.packet_id == id)?;
+        self.outgoing.remove(pos)
+    }
+}
+
+impl Session {
+    pub fn new(key: SessionKey, client_id: Arc<str>) -> Self {
+        Session {
+            key,
+            client_id,
+            online: AtomicBool::new(false),
+            state: Mutex::new(SessionState::default()),
+            wake: Notify::new(),
+        }
+    }
+
+    pub fn lock(&self) -> parking_lot::MutexGuard<'_, SessionState> {
+        self.state.lock()
+    }
+
+    pub fn is_online(&self) -> bool {
+        self.online.load(Ordering::Relaxed)
+    }
+
+    pub fn set_online(&self, online: bool) {
+        self.online.store(online, Ordering::Relaxed);
+    }
+
+    /// Queue a delivery under `policy`, waking the connection if one is attached.
+    pub fn enqueue(&self, delivery: Delivery, policy: &QueuePolicy) -> EnqueueOutcome {
+        let online = self.is_online();
+        let outcome = {
+            let mut st = self.state.lock();
+            if st.ended {
+                return EnqueueOutcome::Dropped;
+            }
+            policy.push(&mut st.queue, delivery, online)
+        };
+        if online && outcome.queued() {
+            self.wake.notify_one();
+        }
+        outcome
+    }
+}

@@ -1,0 +1,103 @@
+//! Listeners: bind each configured port, accept under the connection cap, and hand each
+//! connection (after a WebSocket upgrade where configured) to its own task.
+
+mod websocket;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::broker::Broker;
+use crate::connection;
+
+/// What a port speaks, resolved from the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    Mqtt,
+    /// MQTT over WebSockets; `path` restricts the upgrade to one request path.
+    WebSockets {
+        path: Option<String>,
+    },
+}
+
+/// Bind `addr:port`. The unspecified IPv4 address means "every interface": bind the
+/// dual-stack `[::]` when the host has IPv6, so IPv6 clients are served too.
+pub async fn bind(addr: IpAddr, port: u16) -> std::io::Result<Vec<TcpListener>> {
+    if addr == IpAddr::V4(Ipv4Addr::UNSPECIFIED) {
+        if let Ok(l) = TcpListener::bind((Ipv6Addr::UNSPECIFIED, port)).await {
+            return Ok(vec![l]);
+        }
+    }
+    let primary = TcpListener::bind((addr, port)).await?;
+    let mut out = vec![primary];
+    // Loopback means both loopbacks, on the same port number.
+    if addr == IpAddr::V4(Ipv4Addr::LOCALHOST) && port != 0 {
+        if let Ok(l) = TcpListener::bind((Ipv6Addr::LOCALHOST, port)).await {
+            out.push(l);
+        }
+    }
+    Ok(out)
+}
+
+/// Accept connections forever. `permits` caps live connections across all ports: when
+/// it is exhausted we stop accepting (the kernel backlog holds new clients) instead of
+/// accepting and dropping.
+pub async fn accept_loop(
+    listener: TcpListener,
+    transport: Transport,
+    broker: Arc<Broker>,
+    permits: Arc<Semaphore>,
+    port: u16,
+) {
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return; // semaphore closed: shutting down
+        };
+        let (stream, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(target: "listener", port, "accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let broker = broker.clone();
+        let transport = transport.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let deadline = Instant::now() + broker.limits.connect_timeout;
+            handle(stream, peer, transport, broker, port, deadline).await;
+        });
+    }
+}
+
+async fn handle(
+    stream: TcpStream,
+    peer: SocketAddr,
+    transport: Transport,
+    broker: Arc<Broker>,
+    port: u16,
+    deadline: Instant,
+) {
+    match transport {
+        Transport::Mqtt => connection::serve(stream, broker, peer, port, deadline).await,
+        Transport::WebSockets { path } => {
+            match tokio::time::timeout_at(deadline, websocket::accept(stream, path.as_deref()))
+                .await
+            {
+                Ok(Ok(ws)) => connection::serve(ws, broker, peer, port, deadline).await,
+                Ok(Err(e)) => {
+                    tracing::info!(target: "listener", %peer, port, "WebSocket upgrade refused: {e}")
+                }
+                Err(_) => {
+                    tracing::info!(target: "listener", %peer, port, "WebSocket upgrade timed out")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! Loading: read the text, detect the form, build the model, validate, resolve paths.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde_norway::Value;
+
+use crate::error::{ConfigError, Problem};
+use crate::manifest;
+use crate::model::{AuthenticationMethod, Config};
+use crate::raw::NativeDoc;
+use crate::validate::{self, Origins};
+use crate::yaml;
+
+/// A valid configuration and the warnings found while loading it (`<path>: <message>`),
+/// which the broker logs at start-up.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<String>,
+}
+
+/// Loads and validates a configuration file (either form).
+///
+/// Relative paths in it (`dataDir`, secret and config map files, kubeconfig, JWKS, service
+/// account and device registry files) are relative to the file's folder, as in kubeconfig
+/// files, so the broker behaves the same whatever its working directory; `~/` is the home
+/// folder.
+pub fn load_file(path: &Path) -> Result<Loaded, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut loaded = load_str(&text, &path.display().to_string())?;
+    let base = path.parent().unwrap_or(Path::new(""));
+    resolve_paths(&mut loaded.config, &|p| relative_to(base, p));
+    Ok(loaded)
+}
+
+/// Loads and validates configuration text (either form). `origin` names it in syntax errors
+/// (usually the file name). Relative paths are kept as written (relative to the working
+/// directory); `~/` is the home folder.
+pub fn load_str(yaml: &str, origin: &str) -> Result<Loaded, ConfigError> {
+    let documents = yaml::documents(yaml, origin)?;
+    let (mut config, origins, built_problems, mut warnings) =
+        if manifest::is_manifest_stream(&documents) {
+            let built = manifest::build(yaml, &documents);
+            if !built.type_errors.is_empty() {
+                // Some resources are missing, so checking references would mislead.
+                return Err(ConfigError::Invalid(built.type_errors));
+            }
+            (built.config, built.origins, built.problems, built.warnings)
+        } else {
+            let (config, origins, problems) = native(yaml, &documents)?;
+            (config, origins, problems, Vec::new())
+        };
+
+    let report = validate::validate(&config, &origins);
+    warnings.extend(report.warnings);
+    let mut problems = built_problems;
+    problems.extend(report.problems);
+    if !problems.is_empty() {
+        return Err(ConfigError::Invalid(problems));
+    }
+    resolve_paths(&mut config, &|p| p.to_owned());
+    Ok(Loaded {
+        config,
+        warnings: warnings.iter().map(ToString::to_string).collect(),
+    })
+}
+
+/// The native form: one mapping (or nothing at all, which then fails validation for want
+/// of a listener).
+fn native(text: &str, documents: &[Value]) -> Result<(Config, Origins, Vec<Problem>), ConfigError> {
+    let invalid =
+        |path: &str, message: String| ConfigError::Invalid(vec![Problem::new(path, message)]);
+    if documents.len() > 1 {
+        return Err(invalid(
+            "document 2",
+            format!(
+                "the native form is one YAML document, found {}; in a manifest stream every \
+                 document needs `apiVersion` and `kind`",
+                documents.len()
+            ),
+        ));
+    }
+    let doc: NativeDoc = match documents.first() {
+        None | Some(Value::Null) => {
+            serde_norway::from_str("{}").map_err(|err| invalid(".", err.to_string()))?
+        }
+        Some(Value::Mapping(_)) => {
+            let document = serde_norway::Deserializer::from_str(text)
+                .next()
+                .ok_or_else(|| invalid(".", "the document disappeared on second reading".into()))?;
+            yaml::typed(document, "").map_err(|problem| ConfigError::Invalid(vec![problem]))?
+        }
+        Some(_) => {
+            return Err(invalid(
+                ".",
+                "the configuration must be a mapping (dataDir, listeners, authentications, ...) \
+                 or a stream of Kubernetes manifests"
+                    .into(),
+            ))
+        }
+    };
+    Ok(doc.build())
+}
+
+/// `~/x` → `$HOME/x`, then `fix` for the rest.
+fn resolve_paths(config: &mut Config, fix: &dyn Fn(&Path) -> PathBuf) {
+    let resolve = |path: &mut PathBuf| {
+        let expanded = expand_home(path);
+        *path = if expanded.is_absolute() {
+            expanded
+        } else {
+            fix(&expanded)
+        };
+    };
+    resolve(&mut config.data_dir);
+    for files in config.secrets.values_mut() {
+        resolve(&mut files.cert_file);
+        resolve(&mut files.key_file);
+        if let Some(ca) = &mut files.ca_file {
+            resolve(ca);
+        }
+    }
+    for files in config.config_maps.values_mut() {
+        files.files.iter_mut().for_each(resolve);
+    }
+    for authentication in &mut config.authentications {
+        for method in &mut authentication.authentication_methods {
+            match method {
+                AuthenticationMethod::ServiceAccountToken(sat) => {
+                    if let Some(path) = sat
+                        .token_review
+                        .as_mut()
+                        .and_then(|t| t.kubeconfig.as_mut())
+                    {
+                        resolve(path);
+                    }
+                    if let Some(path) = sat.jwks.as_mut().and_then(|j| j.file.as_mut()) {
+                        resolve(path);
+                    }
+                    if let Some(accounts) = &mut sat.service_accounts {
+                        resolve(&mut accounts.file);
+                    }
+                }
+                AuthenticationMethod::X509(x509) => {
+                    if let Some(registry) = &mut x509.device_registry {
+                        resolve(&mut registry.file);
+                    }
+                }
+                AuthenticationMethod::Custom(_) => {}
+            }
+        }
+    }
+}
+
+fn expand_home(path: &Path) -> PathBuf {
+    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => path.to_owned(),
+    }
+}
+
+/// `base/path` without `.` components (`./data` in `/etc/gatehouse` → `/etc/gatehouse/data`).
+fn relative_to(base: &Path, path: &Path) -> PathBuf {
+    let mut out = base.to_path_buf();
+    out.extend(path.components().filter(|c| *c != Component::CurDir));
+    if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths_join_the_config_folder() {
+        let base = Path::new("/etc/gatehouse");
+        assert_eq!(
+            relative_to(base, Path::new("./data")),
+            PathBuf::from("/etc/gatehouse/data")
+        );
+        assert_eq!(
+            relative_to(base, Path::new("certs/a.pem")),
+            PathBuf::from("/etc/gatehouse/certs/a.pem")
+        );
+        assert_eq!(
+            relative_to(Path::new(""), Path::new("./data")),
+            PathBuf::from("data")
+        );
+        assert_eq!(
+            relative_to(Path::new(""), Path::new(".")),
+            PathBuf::from(".")
+        );
+    }
+
+    #[test]
+    fn tilde_is_the_home_folder() {
+        if let Some(home) = std::env::var_os("HOME") {
+            assert_eq!(
+                expand_home(Path::new("~/.kube/config")),
+                PathBuf::from(home).join(".kube/config")
+            );
+        }
+        assert_eq!(expand_home(Path::new("~user/x")), PathBuf::from("~user/x"));
+    }
+}

@@ -1,0 +1,142 @@
+//! Broker-wide limits (AIO Broker `advanced.clients` names plus Gatehouse extensions) and
+//! diagnostics.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::enums::ci_enum;
+
+/// `broker:` limits. Every field has a default, so the section may be omitted.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct BrokerLimits {
+    /// Upper bound of a client's Session Expiry Interval; default 86400 (1 day). AIO range
+    /// 1..=u32::MAX.
+    pub max_session_expiry_seconds: u32,
+    /// Upper bound of a PUBLISH's Message Expiry Interval; default 86400 (1 day). Messages
+    /// published without one are not given one. AIO range 1..=u32::MAX.
+    pub max_message_expiry_seconds: u32,
+    /// Largest packet accepted (and the Maximum Packet Size the broker announces); default
+    /// 1 MiB, like EMQX. AIO range 1..=268435456 (the MQTT maximum).
+    pub max_packet_size_bytes: u32,
+    /// Upper bound of the Receive Maximum a client may ask for; default 1024.
+    pub max_receive_maximum: u16,
+    /// Upper bound of a client's Keep Alive; larger requests get a Server Keep Alive of this
+    /// value (v5). Default 3600.
+    pub max_keep_alive_seconds: u16,
+    /// Per-subscriber queue of QoS 1/2 messages waiting for delivery.
+    pub subscriber_queue_limit: QueueLimit,
+    /// Gatehouse extension: connections accepted at once (a semaphore before `accept()`);
+    /// default 10000.
+    pub max_connections: usize,
+    /// Gatehouse extension: time for TLS handshake, CONNECT and authentication together;
+    /// default 10s.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for BrokerLimits {
+    fn default() -> Self {
+        BrokerLimits {
+            max_session_expiry_seconds: 86_400,
+            max_message_expiry_seconds: 86_400,
+            max_packet_size_bytes: 1_048_576,
+            max_receive_maximum: 1024,
+            max_keep_alive_seconds: 3600,
+            subscriber_queue_limit: QueueLimit::default(),
+            max_connections: 10_000,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `subscriberQueueLimit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct QueueLimit {
+    /// Messages queued per subscriber before the strategy applies; default 1000 (as
+    /// mosquitto's `max_queued_messages`). At least 1.
+    pub length: usize,
+    /// Default `None` (AIO's default).
+    pub strategy: QueueStrategy,
+}
+
+impl Default for QueueLimit {
+    fn default() -> Self {
+        QueueLimit {
+            length: 1000,
+            strategy: QueueStrategy::None,
+        }
+    }
+}
+
+ci_enum! {
+    /// What happens when a subscriber's queue is full. Either way the queue stays bounded.
+    #[derive(Default)]
+    pub enum QueueStrategy("queue strategy") {
+        /// The new message is not queued for that subscriber (dropped and counted), as
+        /// mosquitto does.
+        #[default]
+        None = "None",
+        /// The oldest queued message is dropped to make room.
+        DropOldest = "DropOldest",
+    }
+}
+
+/// `diagnostics:`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Diagnostics {
+    pub logs: Logs,
+    pub metrics: Metrics,
+}
+
+/// `diagnostics.logs`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Logs {
+    /// `RUST_LOG`-style filter: a level (`trace`, `debug`, `info`, `warn`, `error`, `off`)
+    /// and/or `target=level` directives, comma-separated (`info,authz=debug`). Default `info`.
+    pub level: String,
+    /// Default `text`.
+    pub format: LogFormat,
+}
+
+impl Default for Logs {
+    fn default() -> Self {
+        Logs {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+ci_enum! {
+    /// Log line format.
+    #[derive(Default)]
+    pub enum LogFormat("log format") {
+        /// Human-readable lines.
+        #[default]
+        Text = "text",
+        /// One JSON object per line.
+        Json = "json",
+    }
+}
+
+/// `diagnostics.metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Metrics {
+    /// HTTP port of `/metrics`, `/healthz`, `/readyz`; default 9600 (AIO). `0` asks the OS
+    /// for a free port. Must not be a listener's port.
+    pub prometheus_port: u16,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            prometheus_port: 9600,
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Authentication chains and authorization policies.
+
+use super::{check_label, Loc, Report};
+use crate::model::*;
+
+pub(super) fn check_authentication(
+    authentication: &Authentication,
+    loc: &Loc,
+    report: &mut Report,
+) {
+    if authentication.authentication_methods.is_empty() {
+        report.error(
+            loc.at("authenticationMethods"),
+            "at least one method is required (Custom, ServiceAccountToken or X509)",
+        );
+    }
+    for (k, method) in authentication.authentication_methods.iter().enumerate() {
+        let base = loc.at(format!("authenticationMethods[{k}]"));
+        match method {
+            AuthenticationMethod::Custom(custom) => {
+                check_custom(custom, &format!("{base}.customSettings"), report)
+            }
+            AuthenticationMethod::ServiceAccountToken(sat) => {
+                check_sat(sat, &format!("{base}.serviceAccountTokenSettings"), report)
+            }
+            AuthenticationMethod::X509(x509) => {
+                check_x509(x509, &format!("{base}.x509Settings"), report)
+            }
+        }
+    }
+}
+
+fn check_custom(custom: &CustomSettings, base: &str, report: &mut Report) {
+    let host = custom
+        .endpoint
+        .strip_prefix("https://")
+        .map(|rest| rest.split(['/', '?', '#']).next().unwrap_or_default());
+    match host {
+        None => report.error(
+            format!("{base}.endpoint"),
+            format!(
+                "`{}` must start with https:// (the custom authentication API is HTTPS only)",
+                custom.endpoint
+            ),
+        ),
+        Some(host) if host.is_empty() || host.contains(char::is_whitespace) => report.error(
+            format!("{base}.endpoint"),
+            format!("`{}` has no valid host", custom.endpoint),
+        ),
+        Some(_) => {}
+    }
+    if let Some(name) = &custom.ca_cert_config_map {
+        check_label(
+            report,
+            &format!("{base}.caCertConfigMap"),
+            "config map",
+            name,
+        );
+    }
+    if let Some(auth) = &custom.auth {
+        check_label(
+            report,
+            &format!("{base}.auth.x509.secretRef"),
+            "secret",
+            &auth.x509.secret_ref,
+        );
+    }
+    for (name, value) in &custom.headers {
+        let is_token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if name.is_empty() || !name.chars().all(is_token) {
+            report.error(
+                format!("{base}.headers.{name}"),
+                "not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~)",
+            );
+        }
+        if value.contains(['\r', '\n', '\0']) {
+            report.error(
+                format!("{base}.headers.{name}"),
+                "header values must not contain line breaks or NUL",
+            );
+        }
+    }
+    if custom.timeout.is_zero() {
+        report.error(
+            format!("{base}.timeout"),
+            "must be longer than 0 (default 10s)",
+        );
+    }
+}
+
+fn check_sat(sat: &ServiceAccountTokenSettings, base: &str, report: &mut Report) {
+    if sat.audiences.is_empty() {
+        report.error(
+            format!("{base}.audiences"),
+            "at least one audience is required (e.g. aio-internal)",
+        );
+    }
+    for (i, audience) in sat.audiences.iter().enumerate() {
+        if audience.trim().is_empty() {
+            report.error(format!("{base}.audiences[{i}]"), "empty audience");
+        }
+    }
+    if sat.token_review.is_some() && sat.jwks.is_some() {
+        report.error(
+            base,
+            "`tokenReview` and `jwks` are alternatives: keep one (absent both = in-cluster TokenReview)",
+        );
+    }
+    if let Some(jwks) = &sat.jwks {
+        if jwks.issuer.trim().is_empty() {
+            report.error(format!("{base}.jwks.issuer"), "empty issuer");
+        } else if jwks.file.is_none() && !jwks.issuer.starts_with("https://") {
+            report.error(
+                format!("{base}.jwks.issuer"),
+                format!(
+                    "`{}`: without `file`, keys are fetched by OIDC discovery, which needs https://",
+                    jwks.issuer
+                ),
+            );
+        }
+    }
+}
+
+fn check_x509(x509: &X509Settings, base: &str, report: &mut Report) {
+    check_label(
+        report,
+        &format!("{base}.trustedClientCaCert"),
+        "config map",
+        &x509.trusted_client_ca_cert,
+    );
+    for (label, entry) in &x509.authorization_attributes {
+        if entry.subject.trim().is_empty() {
+            report.error(
+                format!("{base}.authorizationAttributes.{label}.subject"),
+                "empty subject; write a distinguished name like `CN = smart-fan, O = Contoso`",
+            );
+        }
+    }
+    match (x509.additional_validation, &x509.device_registry) {
+        (AdditionalValidation::AzureDeviceRegistry, None) => report.error(
+            format!("{base}.additionalValidation"),
+            "AzureDeviceRegistry needs `deviceRegistry: { file: <devices.yaml> }` (Gatehouse extension)",
+        ),
+        (AdditionalValidation::None, Some(_)) => report.warn(
+            format!("{base}.deviceRegistry"),
+            "ignored: additionalValidation is None",
+        ),
+        _ => {}
+    }
+}
+
+/// Structural checks of a policy; see the module docs for where semantic checks go.
+pub(super) fn check_authorization(authorization: &Authorization, loc: &Loc, report: &mut Report) {
+    for (r, rule) in authorization
+        .authorization_policies
+        .rules
+        .iter()
+        .enumerate()
+    {
+        let base = loc.at(format!("authorizationPolicies.rules[{r}]"));
+        for (k, resource) in rule.broker_resources.iter().enumerate() {
+            let path = format!("{base}.brokerResources[{k}].topics");
+            match resource.method {
+                BrokerResourceMethod::Connect if !resource.topics.is_empty() => report.error(
+                    path,
+                    "Connect resources carry no topics (use clientIds to narrow Connect; \
+                     allow topics with Publish or Subscribe)",
+                ),
+                BrokerResourceMethod::Publish | BrokerResourceMethod::Subscribe
+                    if resource.topics.is_empty() =>
+                {
+                    report.error(
+                        path,
+                        format!("{} needs at least one topic filter", resource.method),
+                    )
+                }
+                _ => {}
+            }
+        }
+        for (k, resource) in rule.state_store_resources.iter().enumerate() {
+            if resource.keys.is_empty() {
+                report.error(
+                    format!("{base}.stateStoreResources[{k}].keys"),
+                    "at least one key is required",
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Semantic validation: every rule of `config.md` that a type cannot express, checked over
+//! the whole configuration so that all problems are reported at once.
+//!
+//! Paths are built from [`Origins`], which knows where each resource came from: native form
+//! (`listeners[1]`) or a manifest document (`document 2 (BrokerListener default).spec`).
+//!
+//! Authorization rules get only their structural checks here (Connect carries no topics,
+//! Publish/Subscribe carry some, state store resources carry keys). Topic filter syntax,
+//! `{principal.*}` tokens, globs and base64 keys are checked by the authorization engine's
+//! policy compiler, which is to be called from `auth::check_authorization` once it exists.
+//!
+//! One file per concern: `listeners` (listeners and ports), `auth` (authentications and
+//! authorizations), `certs` (issuers, certificates, issued secrets), `settings` (secrets,
+//! config maps, broker limits, diagnostics).
+
+mod auth;
+mod certs;
+mod listeners;
+mod settings;
+
+use std::collections::HashMap;
+
+use crate::error::{ConfigError, Problem};
+use crate::model::*;
+
+/// Where a resource is in the YAML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Loc {
+    /// Prefix of the resource's fields: `listeners[1]` or `document 2 (...).spec`.
+    pub spec: String,
+    /// Path of its name: `listeners[1].name` or `document 2 (...).metadata.name`.
+    pub name: String,
+}
+
+impl Loc {
+    pub(crate) fn native(list: &str, index: usize) -> Loc {
+        Loc {
+            spec: format!("{list}[{index}]"),
+            name: format!("{list}[{index}].name"),
+        }
+    }
+
+    /// `<spec>.<suffix>`.
+    pub(crate) fn at(&self, suffix: impl AsRef<str>) -> String {
+        format!("{}.{}", self.spec, suffix.as_ref())
+    }
+}
+
+/// Where each resource of a [`Config`] came from; empty = native form.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Origins {
+    pub manifest: bool,
+    pub listeners: Vec<Loc>,
+    pub authentications: Vec<Loc>,
+    pub authorizations: Vec<Loc>,
+    pub issuers: Vec<Loc>,
+    pub certificates: Vec<Loc>,
+}
+
+impl Origins {
+    fn pick(locs: &[Loc], list: &str, index: usize) -> Loc {
+        locs.get(index)
+            .cloned()
+            .unwrap_or_else(|| Loc::native(list, index))
+    }
+
+    fn listener(&self, i: usize) -> Loc {
+        Self::pick(&self.listeners, "listeners", i)
+    }
+    fn authentication(&self, i: usize) -> Loc {
+        Self::pick(&self.authentications, "authentications", i)
+    }
+    fn authorization(&self, i: usize) -> Loc {
+        Self::pick(&self.authorizations, "authorizations", i)
+    }
+    fn issuer(&self, i: usize) -> Loc {
+        Self::pick(&self.issuers, "issuers", i)
+    }
+    fn certificate(&self, i: usize) -> Loc {
+        Self::pick(&self.certificates, "certificates", i)
+    }
+}
+
+/// Problems (errors) and warnings found.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    pub problems: Vec<Problem>,
+    pub warnings: Vec<Problem>,
+}
+
+impl Report {
+    fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem::new(path, message));
+    }
+
+    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(Problem::new(path, message));
+    }
+
+    /// `Ok(warnings)` or `Err(Invalid(problems))`.
+    pub(crate) fn into_result(self) -> Result<Vec<String>, ConfigError> {
+        if self.problems.is_empty() {
+            Ok(self.warnings.iter().map(ToString::to_string).collect())
+        } else {
+            Err(ConfigError::Invalid(self.problems))
+        }
+    }
+}
+
+const NAME_RULE: &str =
+    "3–63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit";
+const LABEL_RULE: &str =
+    "1–63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit";
+
+/// What is wrong with `name` as an RFC 1123 label of `min..=63` characters, if anything.
+fn label_fault(name: &str, min: usize) -> Option<String> {
+    let len = name.chars().count();
+    if len < min || len > 63 {
+        return Some(format!("length {len}"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+    {
+        return Some(format!("contains {c:?}"));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Some("starts or ends with '-'".into());
+    }
+    None
+}
+
+/// A resource name (listener, authentication, authorization, issuer, certificate).
+fn check_name(report: &mut Report, path: &str, what: &str, name: &str) {
+    if name.is_empty() {
+        report.error(
+            path,
+            format!("missing: every {what} needs a name ({NAME_RULE})"),
+        );
+    } else if let Some(fault) = label_fault(name, 3) {
+        report.error(
+            path,
+            format!("`{name}` is not a valid {what} name ({fault}); allowed: {NAME_RULE}"),
+        );
+    }
+}
+
+/// A secret, config map or service name: an RFC 1123 label, which also keeps it inside
+/// `<dataDir>/secrets/` and `<dataDir>/configmaps/`.
+fn check_label(report: &mut Report, path: &str, what: &str, name: &str) {
+    if let Some(fault) = label_fault(name, 1) {
+        report.error(
+            path,
+            format!("`{name}` is not a valid {what} name ({fault}); allowed: {LABEL_RULE}"),
+        );
+    }
+}
+
+/// Records `key` at `path`; reports it when an earlier path has it already.
+fn check_unique<'a>(
+    report: &mut Report,
+    seen: &mut HashMap<&'a str, String>,
+    key: &'a str,
+    path: String,
+    what: &str,
+) {
+    if key.is_empty() {
+        return;
+    }
+    match seen.get(key) {
+        Some(first) => report.error(path, format!("duplicate {what} `{key}` (also at {first})")),
+        None => {
+            seen.insert(key, path);
+        }
+    }
+}
+
+fn names_or_none<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    if names.is_empty() {
+        "none is defined".into()
+    } else {
+        format!("defined: {}", names.join(", "))
+    }
+}
+
+/// Runs every check.
+pub(crate) fn validate(config: &Config, origins: &Origins) -> Report {
+    let mut report = Report::default();
+    check_unique_names(config, origins, &mut report);
+    listeners::check_listeners(config, origins, &mut report);
+    for (i, authentication) in config.authentications.iter().enumerate() {
+        auth::check_authentication(authentication, &origins.authentication(i), &mut report);
+    }
+    for (i, authorization) in config.authorizations.iter().enumerate() {
+        auth::check_authorization(authorization, &origins.authorization(i), &mut report);
+    }
+    certs::check_certs(config, origins, &mut report);
+    settings::check_files(config, &mut report);
+    settings::check_broker(&config.broker, &mut report);
+    settings::check_diagnostics(&config.diagnostics, &mut report);
+    report
+}
+
+fn check_unique_names(config: &Config, origins: &Origins, report: &mut Report) {
+    let mut seen = HashMap::new();
+    for (i, l) in config.listeners.iter().enumerate() {
+        check_name(report, &origins.listener(i).name, "listener", &l.name);
+        check_unique(
+            report,
+            &mut seen,
+            &l.name,
+            origins.listener(i).name,
+            "listener name",
+        );
+    }
+    let mut seen = HashMap::new();
+    for (i, a) in config.authentications.iter().enumerate() {
+        let path = origins.authentication(i).name;
+        check_name(report, &path, "authentication", &a.name);
+        check_unique(report, &mut seen, &a.name, path, "authentication name");
+    }
+    let mut seen = HashMap::new();
+    for (i, a) in config.authorizations.iter().enumerate() {
+        let path = origins.authorization(i).name;
+        check_name(report, &path, "authorization", &a.name);
+        check_unique(report, &mut seen, &a.name, path, "authorization name");
+    }
+    let mut seen = HashMap::new();
+    for (i, issuer) in config.issuers.iter().enumerate() {
+        let path = origins.issuer(i).name;
+        check_name(report, &path, "issuer", &issuer.name);
+        if issuer.name == DEFAULT_ISSUER {
+            report.error(
+                &path,
+                format!("`{DEFAULT_ISSUER}` is the built-in issuer's name; choose another"),
+            );
+        }
+        check_unique(report, &mut seen, &issuer.name, path, "issuer name");
+    }
+    let mut seen = HashMap::new();
+    for (i, c) in config.certificates.iter().enumerate() {
+        let path = origins.certificate(i).name;
+        check_name(report, &path, "certificate", &c.name);
+        check_unique(report, &mut seen, &c.name, path, "certificate name");
+    }
+}

@@ -1,0 +1,469 @@
+//! Every validation rule of config.md, each asserting the exact YAML path it reports.
+
+use gatehouse_config::*;
+
+use crate::{assert_problem, assert_warning, load, problems};
+
+/// One valid listener, then `rest`.
+fn with(rest: &str) -> String {
+    format!("listeners:\n  - name: default\n    ports:\n      - port: 1883\n{rest}")
+}
+
+#[test]
+fn listener_names_follow_the_resource_name_rule() {
+    for (name, needle) in [
+        ("Default", "contains 'D'"),
+        ("ab", "length 2"),
+        ("edge-", "starts or ends with '-'"),
+        ("under_score", "contains '_'"),
+        (&"a".repeat(64), "length 64"),
+    ] {
+        assert_problem(
+            &format!("listeners: [ {{ name: '{name}', ports: [ {{ port: 1 }} ] }} ]"),
+            "listeners[0].name",
+            needle,
+        );
+    }
+    assert_problem(
+        "listeners: [ { ports: [ { port: 1 } ] } ]",
+        "listeners[0].name",
+        "missing: every listener needs a name",
+    );
+    load("listeners: [ { name: a-1, ports: [ { port: 1 } ] } ]");
+}
+
+#[test]
+fn names_are_unique_per_kind() {
+    assert_problem(
+        "
+listeners:
+  - { name: edge, ports: [ { port: 1 } ] }
+  - { name: edge, serviceType: NodePort, serviceName: other, ports: [ { port: 2 } ] }
+",
+        "listeners[1].name",
+        "duplicate listener name `edge` (also at listeners[0].name)",
+    );
+    assert_problem(
+        &with(
+            "
+authentications:
+  - { name: auth, authenticationMethods: [ { method: X509 } ] }
+  - { name: auth, authenticationMethods: [ { method: X509 } ] }
+",
+        ),
+        "authentications[1].name",
+        "duplicate authentication name `auth`",
+    );
+    assert_problem(
+        &with(
+            "
+authorizations:
+  - { name: policy, authorizationPolicies: {} }
+  - { name: policy, authorizationPolicies: {} }
+",
+        ),
+        "authorizations[1].name",
+        "duplicate authorization name",
+    );
+    // The same name in two kinds is fine.
+    load(&with(
+        "
+authentications: [ { name: same, authenticationMethods: [ { method: X509 } ] } ]
+authorizations: [ { name: same, authorizationPolicies: {} } ]
+",
+    ));
+}
+
+#[test]
+fn port_numbers_are_unique_across_listeners() {
+    assert_problem(
+        "
+listeners:
+  - { name: one, ports: [ { port: 1883 } ] }
+  - { name: two, serviceType: LoadBalancer, ports: [ { port: 8883 }, { port: 1883 } ] }
+",
+        "listeners[1].ports[1].port",
+        "port 1883 is already used by listeners[0].ports[0].port",
+    );
+}
+
+#[test]
+fn port_zero_means_any_free_port_and_may_repeat() {
+    let config =
+        load("listeners: [ { name: default, ports: [ { port: 0 }, { port: 0 } ] } ]").config;
+    assert_eq!(config.listeners[0].ports.len(), 2);
+}
+
+#[test]
+fn a_listener_port_cannot_be_the_metrics_port() {
+    assert_problem(
+        "listeners: [ { name: default, ports: [ { port: 9600 } ] } ]",
+        "listeners[0].ports[0].port",
+        "also the metrics port",
+    );
+    load("listeners: [ { name: default, ports: [ { port: 9600 } ] } ]\ndiagnostics: { metrics: { prometheusPort: 9601 } }");
+}
+
+#[test]
+fn at_most_one_listener_per_service_type() {
+    assert_problem(
+        "
+listeners:
+  - { name: one, ports: [ { port: 1 } ] }
+  - { name: two, serviceType: clusterip, ports: [ { port: 2 } ] }
+",
+        "listeners[1].serviceType",
+        "a ClusterIp listener already exists (listeners[0].name)",
+    );
+}
+
+#[test]
+fn service_names_are_unique_and_default_to_the_name() {
+    assert_problem(
+        "
+listeners:
+  - { name: one, ports: [ { port: 1 } ] }
+  - { name: two, serviceType: NodePort, serviceName: one, ports: [ { port: 2 } ] }
+",
+        "listeners[1].serviceName",
+        "duplicate serviceName `one` (also at listeners[0].serviceName)",
+    );
+}
+
+#[test]
+fn at_least_one_listener_and_one_port_each() {
+    assert_problem(
+        "listeners: []",
+        "listeners",
+        "at least one listener is required",
+    );
+    assert_problem(
+        "listeners: [ { name: default } ]",
+        "listeners[0].ports",
+        "at least one port is required",
+    );
+}
+
+#[test]
+fn bind_address_must_be_an_ip_address() {
+    assert_problem(
+        "listeners: [ { name: default, bindAddress: localhost, ports: [ { port: 1 } ] } ]",
+        "listeners[0].bindAddress",
+        "`localhost` is not an IP address",
+    );
+    let config =
+        load("listeners: [ { name: default, bindAddress: '::1', ports: [ { port: 1 } ] } ]").config;
+    assert_eq!(config.listeners[0].bind_address.to_string(), "::1");
+}
+
+#[test]
+fn references_must_name_existing_resources() {
+    assert_problem(
+        "listeners: [ { name: default, ports: [ { port: 1, authenticationRef: nope } ] } ]",
+        "listeners[0].ports[0].authenticationRef",
+        "no authentication named `nope`; none is defined",
+    );
+    assert_problem(
+        "
+listeners: [ { name: default, ports: [ { port: 1, authenticationRef: auth, authorizationRef: nope } ] } ]
+authentications: [ { name: auth, authenticationMethods: [ { method: Custom, customSettings: { endpoint: 'https://a' } } ] } ]
+authorizations: [ { name: policy, authorizationPolicies: {} } ]
+",
+        "listeners[0].ports[0].authorizationRef",
+        "no authorization named `nope`; defined: policy",
+    );
+    assert_problem(
+        "listeners: [ { name: default, ports: [ { port: 1, tls: { mode: Automatic, certManagerCertificateSpec: { issuerRef: { name: my-issuer } } } } ] } ]",
+        "listeners[0].ports[0].tls.certManagerCertificateSpec.issuerRef.name",
+        "no issuer named `my-issuer`",
+    );
+    assert_problem(
+        &with("certificates: [ { name: ca-cert, secretName: ca, issuerRef: { name: nope, kind: Issuer } } ]"),
+        "certificates[0].issuerRef.name",
+        "no issuer named `nope`",
+    );
+}
+
+#[test]
+fn the_default_issuer_always_exists_and_user_issuers_resolve() {
+    load(
+        "
+listeners:
+  - name: default
+    ports:
+      - { port: 1, tls: { mode: Automatic, certManagerCertificateSpec: { issuerRef: { name: azure-iot-operations-aio-certificate-issuer, kind: ClusterIssuer } } } }
+      - { port: 2, tls: { mode: Automatic, certManagerCertificateSpec: { issuerRef: { name: mine, kind: ClusterIssuer } } } }
+issuers: [ { name: mine, kind: ClusterIssuer, ca: { secretName: mine-ca } } ]
+",
+    );
+    assert_problem(
+        &with("issuers: [ { name: azure-iot-operations-aio-certificate-issuer, selfSigned: {} } ]"),
+        "issuers[0].name",
+        "the built-in issuer's name",
+    );
+    assert_problem(
+        "listeners: [ { name: default, ports: [ { port: 1, tls: { mode: Automatic, certManagerCertificateSpec: { issuerRef: { name: azure-iot-operations-aio-certificate-issuer, group: example.com } } } } ] } ]",
+        "listeners[0].ports[0].tls.certManagerCertificateSpec.issuerRef.group",
+        "only cert-manager.io issuers",
+    );
+}
+
+#[test]
+fn an_issuer_has_exactly_one_of_ca_and_self_signed() {
+    assert_problem(
+        &with("issuers: [ { name: both, ca: { secretName: s }, selfSigned: {} } ]"),
+        "issuers[0]",
+        "found both",
+    );
+    assert_problem(
+        &with("issuers: [ { name: neither } ]"),
+        "issuers[0]",
+        "found neither",
+    );
+}
+
+#[test]
+fn x509_needs_tls_on_the_port() {
+    assert_problem(
+        "
+listeners:
+  - name: default
+    ports:
+      - { port: 8883, authenticationRef: certs, tls: { mode: Automatic } }
+      - { port: 1883, authenticationRef: certs }
+authentications:
+  - name: certs
+    authenticationMethods: [ { method: ServiceAccountToken, serviceAccountTokenSettings: { audiences: [a] } }, { method: X509 } ]
+",
+        "listeners[0].ports[1].authenticationRef",
+        "authentication `certs` uses X509, which needs TLS on this port",
+    );
+}
+
+#[test]
+fn authorization_without_authentication_is_a_warning() {
+    assert_warning(
+        "
+listeners: [ { name: default, ports: [ { port: 1883, authorizationRef: policy } ] } ]
+authorizations: [ { name: policy, authorizationPolicies: { rules: [] } } ]
+",
+        "listeners[0].ports[0].authorizationRef",
+        "policy `policy` is not applied",
+    );
+}
+
+#[test]
+fn service_account_tokens_need_an_audience() {
+    assert_problem(
+        &with(
+            "authentications: [ { name: sat, authenticationMethods: [ { method: ServiceAccountToken, serviceAccountTokenSettings: { audiences: [] } } ] } ]",
+        ),
+        "authentications[0].authenticationMethods[0].serviceAccountTokenSettings.audiences",
+        "at least one audience is required",
+    );
+    assert_problem(
+        &with(
+            "authentications: [ { name: sat, authenticationMethods: [ { method: ServiceAccountToken, serviceAccountTokenSettings: { audiences: [a], tokenReview: {}, jwks: { issuer: 'https://k' } } } ] } ]",
+        ),
+        "authentications[0].authenticationMethods[0].serviceAccountTokenSettings",
+        "alternatives",
+    );
+}
+
+#[test]
+fn custom_endpoint_must_be_https() {
+    assert_problem(
+        &with(
+            "authentications: [ { name: custom, authenticationMethods: [ { method: Custom, customSettings: { endpoint: 'http://auth:8080/' } } ] } ]",
+        ),
+        "authentications[0].authenticationMethods[0].customSettings.endpoint",
+        "must start with https://",
+    );
+    assert_problem(
+        &with(
+            "authentications: [ { name: custom, authenticationMethods: [ { method: Custom, customSettings: { endpoint: 'https://a', headers: { \"bad header\": x, x-ok: \"a\\r\\nInjected: 1\" } } } ] } ]",
+        ),
+        "authentications[0].authenticationMethods[0].customSettings.headers.x-ok",
+        "line breaks",
+    );
+}
+
+#[test]
+fn an_authentication_has_at_least_one_method() {
+    assert_problem(
+        &with("authentications: [ { name: empty, authenticationMethods: [] } ]"),
+        "authentications[0].authenticationMethods",
+        "at least one method is required",
+    );
+}
+
+#[test]
+fn device_registry_validation_needs_a_registry_file() {
+    assert_problem(
+        &with(
+            "authentications: [ { name: devices, authenticationMethods: [ { method: X509, x509Settings: { additionalValidation: AzureDeviceRegistry } } ] } ]",
+        ),
+        "authentications[0].authenticationMethods[0].x509Settings.additionalValidation",
+        "needs `deviceRegistry",
+    );
+}
+
+#[test]
+fn connect_resources_carry_no_topics() {
+    assert_problem(
+        &with(
+            "
+authorizations:
+  - name: policy
+    authorizationPolicies:
+      rules:
+        - principals: { clientIds: [a] }
+          brokerResources:
+            - { method: Publish, topics: [a/b] }
+            - { method: Connect, topics: [a/#] }
+",
+        ),
+        "authorizations[0].authorizationPolicies.rules[0].brokerResources[1].topics",
+        "Connect resources carry no topics",
+    );
+    assert_problem(
+        &with(
+            "authorizations: [ { name: policy, authorizationPolicies: { rules: [ { principals: {}, brokerResources: [ { method: Subscribe } ] } ] } } ]",
+        ),
+        "authorizations[0].authorizationPolicies.rules[0].brokerResources[0].topics",
+        "Subscribe needs at least one topic filter",
+    );
+}
+
+#[test]
+fn secret_and_config_map_names_cannot_leave_their_folders() {
+    assert_problem(
+        "listeners: [ { name: default, ports: [ { port: 1, tls: { mode: Manual, manual: { secretRef: ../../etc } } } ] } ]",
+        "listeners[0].ports[0].tls.manual.secretRef",
+        "is not a valid secret name",
+    );
+    assert_problem(
+        &with("configMaps: { ../ca: { files: [a.pem] } }"),
+        "configMaps.../ca",
+        "is not a valid config map name",
+    );
+}
+
+#[test]
+fn renewal_must_come_before_expiry() {
+    assert_problem(
+        "listeners: [ { name: default, ports: [ { port: 1, tls: { mode: Automatic, certManagerCertificateSpec: { duration: 24h, renewBefore: 48h } } } ] } ]",
+        "listeners[0].ports[0].tls.certManagerCertificateSpec.renewBefore",
+        "48h must be above 0 and shorter than duration (24h)",
+    );
+}
+
+#[test]
+fn two_certificates_cannot_write_one_secret() {
+    assert_problem(
+        "
+listeners:
+  - name: default
+    ports:
+      - { port: 1, tls: { mode: Automatic, certManagerCertificateSpec: { secretName: shared } } }
+      - { port: 2, tls: { mode: Automatic, certManagerCertificateSpec: { secretName: shared } } }
+",
+        "listeners[0].ports[1].tls.certManagerCertificateSpec.secretName",
+        "duplicate written secret `shared`",
+    );
+}
+
+#[test]
+fn websockets_path_applies_to_websockets_only() {
+    assert_problem(
+        "listeners: [ { name: default, ports: [ { port: 1, path: /mqtt } ] } ]",
+        "listeners[0].ports[0].path",
+        "WebSockets ports only",
+    );
+    assert_problem(
+        "listeners: [ { name: default, ports: [ { port: 1, protocol: WebSockets, path: mqtt } ] } ]",
+        "listeners[0].ports[0].path",
+        "not an HTTP path",
+    );
+}
+
+#[test]
+fn broker_limits_and_log_level_are_checked() {
+    assert_problem(
+        &with("broker: { maxPacketSizeBytes: 0 }"),
+        "broker.maxPacketSizeBytes",
+        "allowed: 1..=268435456",
+    );
+    assert_problem(
+        &with("broker: { subscriberQueueLimit: { length: 0 } }"),
+        "broker.subscriberQueueLimit.length",
+        "at least 1",
+    );
+    assert_problem(
+        &with("broker: { connectTimeout: 0s }"),
+        "broker.connectTimeout",
+        "longer than 0",
+    );
+    assert_problem(
+        &with("diagnostics: { logs: { level: verbose } }"),
+        "diagnostics.logs.level",
+        "not a log filter",
+    );
+    load(&with(
+        "diagnostics: { logs: { level: 'warn,authz=debug,gatehouse::tls=trace' } }",
+    ));
+}
+
+#[test]
+fn all_problems_are_reported_at_once() {
+    let problems = problems(
+        "
+listeners:
+  - name: Bad
+    bindAddress: nowhere
+    ports:
+      - { port: 1883, authenticationRef: missing }
+  - name: second
+    ports:
+      - { port: 1883 }
+authentications:
+  - name: sat
+    authenticationMethods: [ { method: ServiceAccountToken, serviceAccountTokenSettings: { audiences: [] } } ]
+",
+    );
+    let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+    for expected in [
+        "listeners[0].name",
+        "listeners[0].bindAddress",
+        "listeners[0].ports[0].authenticationRef",
+        "listeners[1].serviceType",
+        "listeners[1].ports[0].port",
+        "authentications[0].authenticationMethods[0].serviceAccountTokenSettings.audiences",
+    ] {
+        assert!(
+            paths.contains(&expected),
+            "{expected} missing from {paths:?}"
+        );
+    }
+    // Display: one `<path>: <message>` line per problem.
+    let text = ConfigError::Invalid(problems.clone()).to_string();
+    assert_eq!(text.lines().count(), problems.len());
+    assert!(text.lines().all(|line| line.contains(": ")));
+}
+
+#[test]
+fn config_validate_checks_code_built_configs() {
+    let mut config = Config::local_default();
+    config.listeners[0].ports[1].port = 1883;
+    config.listeners[0].ports[0].authorization_ref = Some("policy".into());
+    let err = config.validate().unwrap_err();
+    let mut paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "listeners[0].ports[0].authorizationRef",
+            "listeners[0].ports[1].port"
+        ]
+    );
+}
