@@ -10,7 +10,9 @@ pub struct Limits {
     pub max_message_expiry: u32,
     /// Largest packet we accept (CONNACK Maximum Packet Size); bigger → 0x95.
     pub max_packet_size: u32,
-    /// Our Receive Maximum: QoS 2 messages a client may have unacknowledged with us.
+    /// `maxReceiveMaximum`: the largest in-flight window a client may ask for
+    /// (AIO semantics), and also the Receive Maximum we advertise for QoS 2 messages a
+    /// client may leave unacknowledged with us.
     pub receive_maximum: u16,
     pub max_keep_alive: u16,
     /// Topic aliases a client may set towards us (CONNACK Topic Alias Maximum).

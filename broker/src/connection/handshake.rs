@@ -108,7 +108,13 @@ where
         client_id: client_id.clone(),
         keep_alive_timeout: (keep_alive > 0)
             .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
-        client_receive_maximum: usize::from(props.receive_maximum.unwrap_or(u16::MAX)),
+        // `maxReceiveMaximum` caps the window a client may ask for (AIO semantics).
+        client_receive_maximum: usize::from(
+            props
+                .receive_maximum
+                .unwrap_or(u16::MAX)
+                .min(limits.receive_maximum),
+        ),
         client_maximum_packet_size: props.maximum_packet_size.unwrap_or(u32::MAX),
         client_topic_alias_maximum: props.topic_alias_maximum.unwrap_or(0),
         inbound_aliases: HashMap::new(),

@@ -171,23 +171,13 @@ fn decode_from(
 
 /// Put a refused packet back at the front of `buf`, so errors never consume input (the
 /// broker may still want [`peek_protocol_level`] on a CONNECT that failed to decode).
-/// Cold path: usually O(1) (the frame is unique again once the partial packet is
-/// dropped, and still contiguous with `buf`), a copy otherwise.
+/// A copy, but only on the cold path that ends the connection anyway.
 #[cold]
 fn restore(buf: &mut BytesMut, frame: bytes::Bytes) {
-    let rest = std::mem::take(buf);
-    *buf = match frame.try_into_mut() {
-        Ok(mut front) => {
-            front.unsplit(rest);
-            front
-        }
-        Err(frame) => {
-            let mut joined = BytesMut::with_capacity(frame.len() + rest.len());
-            joined.extend_from_slice(&frame);
-            joined.extend_from_slice(&rest);
-            joined
-        }
-    };
+    let mut joined = BytesMut::with_capacity(frame.len() + buf.len());
+    joined.extend_from_slice(&frame);
+    joined.extend_from_slice(buf);
+    *buf = joined;
 }
 
 /// The protocol level byte of a CONNECT at the start of `buf`, if enough bytes are there.

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::codec::peek_protocol_level;
+use crate::reason::ReasonCode;
 
 #[test]
 fn empty_buffer_needs_more_bytes() {
@@ -182,4 +183,39 @@ fn peek_protocol_level_reads_the_level_byte() {
     );
 }
 
-use crate::reason::ReasonCode;
+#[test]
+fn every_prefix_of_a_valid_packet_needs_more_bytes() {
+    for packet in super::fuzz_smoke::seeds() {
+        for n in 0..packet.len() {
+            let prefix = &packet[..n];
+            for v in [None, Some(V3), Some(V5)] {
+                // Some seeds are invalid in some states; those may fail early, but a
+                // prefix must never decode to a packet nor consume anything.
+                let mut buf = BytesMut::from(prefix);
+                let r = decode(&mut buf, v, MAX);
+                assert!(!matches!(r, Ok(Some(_))), "prefix {prefix:02X?} decoded");
+                assert_eq!(&buf[..], prefix);
+            }
+        }
+    }
+}
+
+#[test]
+fn refused_connect_stays_in_the_buffer_for_peek_protocol_level() {
+    let mut bytes = frame(0x10, &cat(&[&s("MQTT"), &[3, 0x02, 0, 60], &s("c")]));
+    bytes.extend_from_slice(&[0xC0, 0x00]); // more input behind it
+    let mut buf = BytesMut::from(&bytes[..]);
+    let e = decode(&mut buf, None, MAX).expect_err("level 3 refused");
+    assert_eq!(e.reason, ReasonCode::UNSUPPORTED_PROTOCOL_VERSION);
+    assert_eq!(&buf[..], &bytes[..]);
+    assert_eq!(peek_protocol_level(&buf), Some(3));
+}
+
+#[test]
+fn oversized_packet_is_refused_even_when_fully_buffered() {
+    let p = frame(0x30, &cat(&[&s("t"), &[0u8; 200]]));
+    let mut buf = BytesMut::from(&p[..]);
+    let e = decode(&mut buf, Some(V5), 100).expect_err("too large");
+    assert_eq!(e.reason, ReasonCode::PACKET_TOO_LARGE);
+    assert_eq!(&buf[..], &p[..]);
+}

@@ -32,7 +32,7 @@ impl Rng {
     }
 }
 
-fn seeds() -> Vec<Vec<u8>> {
+pub(super) fn seeds() -> Vec<Vec<u8>> {
     use super::roundtrip::{connect_v5, publish_v5};
     let mut out = Vec::new();
     let mut c3 = connect_v5();
