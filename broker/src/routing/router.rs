@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use gatehouse_protocol::{QoS, SubscriptionOptions};
 use parking_lot::RwLock;
 use smallvec::SmallVec;
@@ -76,12 +77,22 @@ impl Router {
 
     /// Update the retained store for a message published with RETAIN set.
     pub fn retain(&self, message: &Arc<Message>) {
-        let mut retained = self.retained.write();
         if message.payload.is_empty() {
-            retained.remove(&message.topic);
-        } else {
-            retained.set(&message.topic, message.clone());
+            self.retained.write().remove(&message.topic);
+            return;
         }
+        // The payload is a slice of the publisher's read buffer; a retained message can
+        // live for days, so give it its own allocation instead of pinning that buffer.
+        let stored = Arc::new(Message {
+            topic: message.topic.clone(),
+            payload: Bytes::copy_from_slice(&message.payload),
+            qos: message.qos,
+            retain: true,
+            properties: message.properties.clone(),
+            expires_at: message.expires_at,
+            origin: message.origin,
+        });
+        self.retained.write().set(&message.topic, stored);
     }
 
     /// Queue `message` for every matching session; returns how many sessions got it.

@@ -5,12 +5,13 @@
 //! refusal carries the reason code the server sends back; see the module docs of
 //! [`super`] for the rule → code table.
 
+use super::decode_server as server;
 use super::properties;
 use super::reader::Reader;
 use super::DecodeError;
 use crate::packet::{
-    ConnAck, Connect, Disconnect, Packet, ProtocolVersion, PubResp, Publish, QoS, SubAck,
-    Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, Will,
+    Connect, Disconnect, Packet, ProtocolVersion, PubResp, Publish, QoS, Subscribe,
+    SubscriptionOptions, Unsubscribe, Will,
 };
 use crate::reason::ReasonCode;
 
@@ -135,9 +136,9 @@ pub(crate) fn body(
         }
         ty::DISCONNECT => Packet::Disconnect(disconnect(r, v5)?),
         ty::AUTH => Packet::Auth(auth(r)?),
-        ty::CONNACK => Packet::ConnAck(connack(r, v5)?),
-        ty::SUBACK => Packet::SubAck(suback(r, v5)?),
-        ty::UNSUBACK => Packet::UnsubAck(unsuback(r, v5)?),
+        ty::CONNACK => Packet::ConnAck(server::connack(r, v5)?),
+        ty::SUBACK => Packet::SubAck(server::suback(r, v5)?),
+        ty::UNSUBACK => Packet::UnsubAck(server::unsuback(r, v5)?),
         ty::PINGRESP => {
             r.expect_end("PINGRESP has no body")?;
             Packet::PingResp
@@ -403,84 +404,6 @@ fn auth(r: &mut Reader<'_>) -> Result<crate::packet::Auth, DecodeError> {
     Ok(crate::packet::Auth {
         reason_code,
         properties,
-    })
-}
-
-/// CONNACK (§3.2), client side. v3.1.1 return codes are mapped to their v5 equivalents
-/// (the inverse of [`ReasonCode::to_v3_connack`]); reserved ones are malformed.
-fn connack(r: &mut Reader<'_>, v5: bool) -> Result<ConnAck, DecodeError> {
-    let flags = r.u8()?;
-    if flags & 0xFE != 0 {
-        return Err(DecodeError::malformed("reserved CONNACK flags set"));
-    }
-    let code = r.u8()?;
-    let (reason_code, properties) = if v5 {
-        (ReasonCode(code), properties::connack(r)?)
-    } else {
-        let rc = match code {
-            0 => ReasonCode::SUCCESS,
-            1 => ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
-            2 => ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
-            3 => ReasonCode::SERVER_UNAVAILABLE,
-            4 => ReasonCode::BAD_USER_NAME_OR_PASSWORD,
-            5 => ReasonCode::NOT_AUTHORIZED,
-            _ => return Err(DecodeError::malformed("reserved CONNACK return code")),
-        };
-        (rc, Default::default())
-    };
-    r.expect_end("bytes after the CONNACK properties")?;
-    Ok(ConnAck {
-        session_present: flags & 0x01 != 0,
-        reason_code,
-        properties,
-    })
-}
-
-/// The reason-code list that ends SUBACK and v5 UNSUBACK.
-fn reason_codes(r: &mut Reader<'_>) -> Result<Vec<ReasonCode>, DecodeError> {
-    let mut out = Vec::with_capacity(r.remaining());
-    while !r.is_empty() {
-        out.push(ReasonCode(r.u8()?));
-    }
-    Ok(out)
-}
-
-/// SUBACK (§3.9), client side.
-fn suback(r: &mut Reader<'_>, v5: bool) -> Result<SubAck, DecodeError> {
-    let packet_id = r.packet_id()?;
-    let properties = if v5 {
-        properties::ack(r)?
-    } else {
-        Default::default()
-    };
-    let reason_codes = reason_codes(r)?;
-    if !v5
-        && reason_codes
-            .iter()
-            .any(|rc| !matches!(rc.0, 0x00 | 0x01 | 0x02 | 0x80))
-    {
-        return Err(DecodeError::malformed("reserved SUBACK return code"));
-    }
-    Ok(SubAck {
-        packet_id,
-        properties,
-        reason_codes,
-    })
-}
-
-/// UNSUBACK (§3.11), client side. v3.1.1 UNSUBACK is just the packet identifier.
-fn unsuback(r: &mut Reader<'_>, v5: bool) -> Result<UnsubAck, DecodeError> {
-    let packet_id = r.packet_id()?;
-    let (properties, reason_codes) = if v5 {
-        (properties::ack(r)?, reason_codes(r)?)
-    } else {
-        r.expect_end("bytes after the UNSUBACK packet identifier")?;
-        (Default::default(), Vec::new())
-    };
-    Ok(UnsubAck {
-        packet_id,
-        properties,
-        reason_codes,
     })
 }
 

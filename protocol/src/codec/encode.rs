@@ -218,6 +218,8 @@ fn pub_resp<S: Sink>(p: &PubResp, v5: bool, s: &mut S) -> Result<(), EncodeError
     Ok(())
 }
 
+/// CONNECT laid out for the `version` being encoded (`c.protocol` is not consulted, so
+/// the caller's choice of version always wins).
 fn connect<S: Sink>(c: &Connect, v5: bool, s: &mut S) -> Result<(), EncodeError> {
     s.string("MQTT")?;
     s.u8(if v5 { 5 } else { 4 });

@@ -44,6 +44,7 @@
 //! v5-only content is dropped for v3.1.1.
 
 mod decode;
+mod decode_server;
 mod encode;
 mod properties;
 mod props_encode;
