@@ -236,11 +236,19 @@ impl Connection {
             Exit::Closed(why) => tracing::debug!(target: "conn", "connection closed: {why}"),
         }
         if let (Some(rc), ProtocolVersion::V5) = (reason, self.version) {
-            let _ = codec::encode(
-                &Packet::Disconnect(Disconnect::new(rc)),
-                self.version,
-                &mut self.wbuf,
-            );
+            let mut disconnect = Disconnect::new(rc);
+            // A reason string is always allowed on DISCONNECT (§3.1.2.11.7) and tells the
+            // client which rule it broke.
+            if let Exit::Violation(_, detail) = &exit {
+                disconnect.properties.reason_string = Some(detail.to_string());
+            }
+            let before = self.wbuf.len();
+            let _ = codec::encode(&Packet::Disconnect(disconnect), self.version, &mut self.wbuf);
+            if self.wbuf.len() - before > self.client_maximum_packet_size as usize {
+                self.wbuf.truncate(before);
+                let bare = Packet::Disconnect(Disconnect::new(rc));
+                let _ = codec::encode(&bare, self.version, &mut self.wbuf);
+            }
         }
         if !matches!(exit, Exit::Closed(_)) && !self.wbuf.is_empty() {
             let flush = async {

@@ -42,9 +42,10 @@ pub async fn bind(addr: IpAddr, port: u16) -> std::io::Result<Vec<TcpListener>> 
     Ok(out)
 }
 
-/// Accept connections forever. `permits` caps live connections across all ports: when
-/// it is exhausted we stop accepting (the kernel backlog holds new clients) instead of
-/// accepting and dropping.
+/// Accept connections forever. `permits` caps live connections across all ports: a
+/// permit is taken right after `accept` and before the connection is served, so at most
+/// one accepted client per socket waits while the cap is reached (the rest wait in the
+/// kernel backlog), and idle listening sockets hold no permits.
 pub async fn accept_loop(
     listener: TcpListener,
     transport: Transport,
@@ -53,9 +54,6 @@ pub async fn accept_loop(
     port: u16,
 ) {
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return; // semaphore closed: shutting down
-        };
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
@@ -64,6 +62,9 @@ pub async fn accept_loop(
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             }
+        };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return; // semaphore closed: shutting down
         };
         let _ = stream.set_nodelay(true);
         let broker = broker.clone();

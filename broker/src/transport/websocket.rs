@@ -18,6 +18,8 @@ use tokio_tungstenite::WebSocketStream;
 
 /// Upgrade an HTTP connection; refuse other paths when `path` is set.
 pub async fn accept(stream: TcpStream, path: Option<&str>) -> Result<WsStream, String> {
+    // The callback signature is tungstenite's; its error type is an HTTP response.
+    #[allow(clippy::result_large_err)]
     let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
         if let Some(path) = path {
             if req.uri().path() != path {
