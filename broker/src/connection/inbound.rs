@@ -97,6 +97,14 @@ impl Connection {
                 self.inbound_aliases.insert(alias, p.topic.clone());
             }
         }
+        if p.topic.is_empty() {
+            // "It is a Protocol Error if the Topic Name is zero length and there is no
+            // Topic Alias" (MQTT 5 §3.3.2.1).
+            return Err(violation(
+                ReasonCode::PROTOCOL_ERROR,
+                "empty topic name without a topic alias",
+            ));
+        }
         if validate_topic_name(&p.topic).is_err() {
             return Err(violation(
                 ReasonCode::TOPIC_NAME_INVALID,
@@ -306,8 +314,10 @@ impl Connection {
                 self.session_expiry = expiry.min(self.broker.limits.max_session_expiry);
             }
         }
+        // Only reason 0x00 deletes the will ([MQTT-3.1.2-8], [MQTT-3.14.4-3]); 0x04 and
+        // every error reason leave it to be published.
         Exit::Disconnected {
-            will: d.reason_code == ReasonCode::DISCONNECT_WITH_WILL,
+            will: d.reason_code != ReasonCode::NORMAL_DISCONNECTION,
         }
     }
 }

@@ -37,7 +37,7 @@ const DRAIN_HIGH_WATER: usize = 64 * 1024;
 /// Why a connection ended.
 #[derive(Debug)]
 pub(crate) enum Exit {
-    /// The client sent DISCONNECT; `will` is true for reason 0x04.
+    /// The client sent DISCONNECT; `will` is false only for reason 0x00.
     Disconnected {
         will: bool,
     },
@@ -243,7 +243,11 @@ impl Connection {
                 disconnect.properties.reason_string = Some(detail.to_string());
             }
             let before = self.wbuf.len();
-            let _ = codec::encode(&Packet::Disconnect(disconnect), self.version, &mut self.wbuf);
+            let _ = codec::encode(
+                &Packet::Disconnect(disconnect),
+                self.version,
+                &mut self.wbuf,
+            );
             if self.wbuf.len() - before > self.client_maximum_packet_size as usize {
                 self.wbuf.truncate(before);
                 let bare = Packet::Disconnect(Disconnect::new(rc));

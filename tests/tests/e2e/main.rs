@@ -1,0 +1,17 @@
+//! End-to-end tests: the broker (in-process, or the `gatehouse` binary for the CLI) over
+//! real sockets, driven by independent clients: the Mosquitto command-line tools, a
+//! WebSocket client, and hand-made packets on raw TCP.
+//!
+//! Every test starts its own broker on free ports and uses its own client ids and
+//! topics, so tests run in parallel. They need `mosquitto_pub` / `mosquitto_sub`
+//! (Debian `mosquitto-clients`, installed by `.ci/run`) and `stdbuf` (coreutils).
+
+mod cli;
+mod config_errors;
+mod ipv6;
+mod limits;
+mod mosquitto_clients;
+mod retained;
+mod sessions;
+mod websockets;
+mod wills;
