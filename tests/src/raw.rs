@@ -5,15 +5,17 @@
 //! The most important assertions (CONNACK and DISCONNECT reason codes) are made on raw
 //! bytes, framed here without the codec, so a symmetric codec bug cannot hide them.
 //!
-//! Also here: [`ProtocolBroker`], an in-process broker on a free loopback port, and
-//! [`ConnectBuilder`] / [`Props`] / [`frame`] for writing packets by hand.
+//! Also here: [`ProtocolBroker`], an in-process broker on a free loopback port;
+//! [`ConnectBuilder`] / [`Props`] / [`frame`] / [`publish_bytes`] / [`subscribe_bytes`]
+//! for writing packets by hand, and [`split_frame`] / [`frame_body`] / [`connack_code`] /
+//! [`publish_v5_parts`] for reading them by hand (also used over WebSockets and by the
+//! end-to-end tests).
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use gatehouse::Server;
 use gatehouse_protocol::codec;
 use gatehouse_protocol::{
     ConnAck, Disconnect, Packet, PacketId, ProtocolVersion, PubResp, Publish, PublishProperties,
@@ -21,6 +23,8 @@ use gatehouse_protocol::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::broker::TestBroker;
 
 /// Default wait for something that should arrive promptly.
 pub const WAIT: Duration = Duration::from_secs(3);
@@ -31,9 +35,9 @@ pub const QUIET: Duration = Duration::from_millis(300);
 // Broker
 // ---------------------------------------------------------------------------------------
 
-/// The broker in-process, listening on a free port of 127.0.0.1.
+/// The broker in-process ([`TestBroker`]) with one MQTT port on a free port of 127.0.0.1.
 pub struct ProtocolBroker {
-    pub server: Server,
+    pub broker: TestBroker,
     pub addr: SocketAddr,
 }
 
@@ -46,43 +50,55 @@ impl ProtocolBroker {
     /// Start with `broker:` limits given as YAML flow-mapping entries, e.g.
     /// `"maxPacketSizeBytes: 200, maxReceiveMaximum: 2"`.
     pub async fn with_limits(limits: &str) -> ProtocolBroker {
-        let yaml = format!(
+        let broker = TestBroker::start(&format!(
             "listeners:\n  - name: protocol\n    bindAddress: 127.0.0.1\n    ports: [ {{ port: 0 }} ]\nbroker: {{ {limits} }}\n"
-        );
-        let loaded = match gatehouse_config::load_str(&yaml, "protocol-test.yaml") {
-            Ok(l) => l,
-            Err(e) => panic!("test configuration refused:\n{e}\n---\n{yaml}"),
-        };
-        let server = Server::start(&loaded.config).await.expect("broker starts");
-        let addr = server.ports[0].addr;
-        ProtocolBroker { server, addr }
+        ))
+        .await;
+        let addr = broker.mqtt_addr();
+        ProtocolBroker { broker, addr }
     }
 
     pub async fn client(&self) -> RawClient {
         RawClient::connect(self.addr).await
     }
 
+    /// A fresh connection that has sent `bytes` (nothing read yet).
+    pub async fn sending(&self, bytes: &[u8]) -> RawClient {
+        let mut c = self.client().await;
+        c.send(bytes).await;
+        c
+    }
+
     /// A v5 client connected with clean start and no properties; CONNACK checked.
     pub async fn v5(&self, client_id: &str) -> RawClient {
-        let mut c = self.client().await;
-        c.send(&ConnectBuilder::new(client_id).build()).await;
-        c.expect_connack_ok().await;
-        c
+        self.v5_with(ConnectBuilder::new(client_id)).await.0
     }
 
     /// A v5 client connected with `builder`; returns the CONNACK (success checked).
     pub async fn v5_with(&self, builder: ConnectBuilder) -> (RawClient, ConnAck) {
-        let mut c = self.client().await;
-        c.send(&builder.build()).await;
+        let mut c = self.sending(&builder.build()).await;
         let ack = c.expect_connack_ok().await;
         (c, ack)
     }
 
+    /// CONNECT with `builder`; checks a successful CONNACK on the raw bytes and returns
+    /// the client and the raw session-present flag byte.
+    pub async fn connect_session(&self, builder: ConnectBuilder) -> (RawClient, u8) {
+        let mut c = self.sending(&builder.build()).await;
+        let raw = c.recv_raw(WAIT).await.expect("CONNACK");
+        let body = frame_body(&raw);
+        assert_eq!(
+            (raw[0], body[1]),
+            (0x20, 0x00),
+            "CONNACK success: {raw:02X?}"
+        );
+        (c, body[0])
+    }
+
     /// A 3.1.1 client connected with clean session; CONNACK checked byte for byte.
     pub async fn v311(&self, client_id: &str) -> RawClient {
-        let mut c = self.client().await;
+        let mut c = self.sending(&ConnectBuilder::v311(client_id).build()).await;
         c.version = ProtocolVersion::V311;
-        c.send(&ConnectBuilder::v311(client_id).build()).await;
         let raw = c.recv_raw(WAIT).await.expect("CONNACK");
         assert_eq!(raw, [0x20, 0x02, 0x00, 0x00], "3.1.1 CONNACK accepted");
         c
@@ -125,8 +141,13 @@ impl RawClient {
 
     /// Write bytes as given. Errors are ignored (the server may already have closed).
     pub async fn send(&mut self, bytes: &[u8]) {
-        let _ = self.stream.write_all(bytes).await;
-        let _ = self.stream.flush().await;
+        let _ = self.write(bytes).await;
+    }
+
+    /// Write bytes as given and report a failure.
+    pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
     }
 
     /// Encode with the protocol crate's codec in `version` and write.
@@ -146,10 +167,8 @@ impl RawClient {
     pub async fn next_event(&mut self, timeout: Duration) -> Event {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            if let Some(len) = frame_len(&self.buf) {
-                if self.buf.len() >= len {
-                    return Event::Frame(self.buf.split_to(len).to_vec());
-                }
+            if let Some(f) = split_frame(&mut self.buf) {
+                return Event::Frame(f);
             }
             if self.closed {
                 return Event::Closed;
@@ -243,9 +262,8 @@ impl RawClient {
             "expected DISCONNECT 0x{reason:02X}, got {raw:02X?} = {:?}",
             codec_decode(&raw, self.version)
         );
-        let (_, n) = read_varint(&raw[1..]).expect("remaining length");
         assert_eq!(
-            raw.get(1 + n).copied(),
+            frame_body(&raw).first().copied(),
             Some(reason),
             "DISCONNECT reason code: got {raw:02X?}, expected 0x{reason:02X}"
         );
@@ -263,9 +281,11 @@ impl RawClient {
     /// A v5 CONNACK with reason 0x00, checked on the raw bytes; returns it decoded.
     pub async fn expect_connack_ok(&mut self) -> ConnAck {
         let raw = self.recv_raw(WAIT).await.expect("CONNACK");
-        assert_eq!(raw[0], 0x20, "expected CONNACK, got {raw:02X?}");
-        let (_, n) = read_varint(&raw[1..]).expect("remaining length");
-        assert_eq!(raw[1 + n + 1], 0x00, "CONNACK reason code in {raw:02X?}");
+        assert_eq!(
+            connack_code(&raw),
+            0x00,
+            "CONNACK reason code in {raw:02X?}"
+        );
         match decode_server_packet(&raw, ProtocolVersion::V5) {
             Packet::ConnAck(a) => a,
             other => panic!("expected CONNACK, got {other:?}"),
@@ -457,13 +477,43 @@ fn codec_decode(raw: &[u8], version: ProtocolVersion) -> Result<Packet, String> 
     }
 }
 
-/// Length of the whole packet at the front of `buf`, once its Remaining Length is in.
-fn frame_len(buf: &[u8]) -> Option<usize> {
+/// Split the whole packet at the front of `buf` off it, once all of it is in. Frames are
+/// cut by hand (type byte + Remaining Length), without the codec.
+pub fn split_frame(buf: &mut BytesMut) -> Option<Vec<u8>> {
     if buf.is_empty() {
         return None;
     }
     let (rl, n) = read_varint(&buf[1..])?;
-    Some(1 + n + rl as usize)
+    let len = 1 + n + rl as usize;
+    (buf.len() >= len).then(|| buf.split_to(len).to_vec())
+}
+
+/// The body of a whole frame: what follows the first byte and the Remaining Length.
+pub fn frame_body(frame: &[u8]) -> &[u8] {
+    let (_, n) = read_varint(&frame[1..]).expect("remaining length");
+    &frame[1 + n..]
+}
+
+/// The reason code (v5) / return code (3.1.1) of a CONNACK frame, read by hand; panics
+/// if `frame` is not a CONNACK.
+pub fn connack_code(frame: &[u8]) -> u8 {
+    assert_eq!(frame[0], 0x20, "expected CONNACK, got {frame:02X?}");
+    frame_body(frame)[1]
+}
+
+/// Topic and payload of a v5 PUBLISH frame, read by hand (no codec).
+pub fn publish_v5_parts(frame: &[u8]) -> (String, Vec<u8>) {
+    assert_eq!(frame[0] >> 4, 0x3, "not a PUBLISH: {frame:02X?}");
+    let b = frame_body(frame);
+    let tlen = usize::from(u16::from_be_bytes([b[0], b[1]]));
+    let topic = String::from_utf8(b[2..2 + tlen].to_vec()).expect("UTF-8 topic");
+    let mut i = 2 + tlen;
+    if (frame[0] >> 1) & 3 > 0 {
+        i += 2; // packet identifier
+    }
+    let (plen, used) = read_varint(&b[i..]).expect("property length");
+    i += used + plen as usize;
+    (topic, b[i..].to_vec())
 }
 
 /// A variable byte integer: (value, bytes used). `None` if incomplete.
@@ -599,6 +649,15 @@ pub fn publish_bytes(
     }
     body.extend_from_slice(payload);
     frame(0x30 | flags, &body)
+}
+
+/// A v5 SUBSCRIBE of one filter at `qos`, no properties, written by hand.
+pub fn subscribe_bytes(packet_id: u16, filter: &str, qos: u8) -> Vec<u8> {
+    let mut body = packet_id.to_be_bytes().to_vec();
+    body.push(0); // no properties
+    mqtt_str(&mut body, filter.as_bytes());
+    body.push(qos);
+    frame(0x82, &body)
 }
 
 /// A will for [`ConnectBuilder`].

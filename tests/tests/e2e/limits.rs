@@ -4,26 +4,22 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use gatehouse_tests::broker::{unique, TestBroker};
-use gatehouse_tests::handmade::{self, PacketReader, Read, CONNACK};
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-
-type Client = PacketReader<TcpStream>;
+use gatehouse_tests::raw::{connack_code, ConnectBuilder, Event, RawClient};
 
 /// Open a TCP connection and send a v5 CONNECT (the broker may not read it yet).
-async fn connect_and_send(addr: SocketAddr) -> Client {
-    let mut stream = TcpStream::connect(addr).await.expect("TCP connect");
-    stream
-        .write_all(&handmade::connect_v5(&unique("cap")))
+async fn connect_and_send(addr: SocketAddr) -> RawClient {
+    let mut client = RawClient::connect(addr).await;
+    client
+        .write(&ConnectBuilder::new(&unique("cap")).build())
         .await
         .expect("write CONNECT");
-    PacketReader::new(stream)
+    client
 }
 
-async fn expect_connack(client: &mut Client, within: Duration, what: &str) {
-    match client.read(within).await {
-        Read::Packet(p) if p.first == CONNACK => {
-            assert_eq!(p.connack_code(), 0, "{what}: CONNACK reason code")
+async fn expect_connack(client: &mut RawClient, within: Duration, what: &str) {
+    match client.next_event(within).await {
+        Event::Frame(p) if p[0] == 0x20 => {
+            assert_eq!(connack_code(&p), 0, "{what}: CONNACK reason code")
         }
         other => panic!("{what}: expected CONNACK, got {other:?}"),
     }
@@ -52,16 +48,12 @@ broker:
     expect_connack(&mut second, Duration::from_secs(5), "second client").await;
 
     let mut third = connect_and_send(addr).await;
-    match third.read(Duration::from_secs(1)).await {
-        Read::TimedOut => {}
+    match third.next_event(Duration::from_secs(1)).await {
+        Event::Timeout => {}
         other => panic!("a third client was answered while two are connected: {other:?}"),
     }
 
-    first
-        .inner
-        .write_all(&handmade::disconnect_v5())
-        .await
-        .expect("write DISCONNECT");
+    first.write(&[0xE0, 0x00]).await.expect("write DISCONNECT");
     drop(first);
     expect_connack(
         &mut third,
@@ -126,13 +118,13 @@ broker:
         ("WebSockets port (no upgrade request)", broker.ws_addr()),
     ] {
         let start = Instant::now();
-        let mut silent = PacketReader::new(TcpStream::connect(addr).await.expect("connect"));
-        match silent.read(Duration::from_millis(600)).await {
-            Read::TimedOut => {}
+        let mut silent = RawClient::connect(addr).await;
+        match silent.next_event(Duration::from_millis(600)).await {
+            Event::Timeout => {}
             other => panic!("{what}: closed before the connect deadline: {other:?}"),
         }
-        match silent.read(Duration::from_secs(3)).await {
-            Read::Closed => {}
+        match silent.next_event(Duration::from_secs(3)).await {
+            Event::Closed => {}
             other => panic!("{what}: a silent client was not closed at the deadline: {other:?}"),
         }
         let elapsed = start.elapsed();
@@ -145,8 +137,8 @@ broker:
     // CONNECT in time: the deadline no longer applies.
     let mut client = connect_and_send(broker.mqtt_addr()).await;
     expect_connack(&mut client, Duration::from_secs(3), "prompt client").await;
-    match client.read(Duration::from_millis(1500)).await {
-        Read::TimedOut => {}
+    match client.next_event(Duration::from_millis(1500)).await {
+        Event::Timeout => {}
         other => panic!("a connected client was disturbed after the deadline: {other:?}"),
     }
 }

@@ -4,10 +4,14 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
 use gatehouse_tests::broker::{unique, TestBroker};
-use gatehouse_tests::handmade::{self, split_packet, RawPacket, CONNACK, SUBACK};
 use gatehouse_tests::mosquitto::{publish, Sub, WAIT};
+use gatehouse_tests::raw::{
+    connack_code, frame_body, publish_bytes, publish_v5_parts, split_frame, subscribe_bytes,
+    ConnectBuilder, Props,
+};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Response;
@@ -18,7 +22,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 struct WsClient {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     /// Bytes received but not yet split into packets: MQTT packets may span frames.
-    buf: Vec<u8>,
+    buf: BytesMut,
 }
 
 /// Open `ws://addr{path}` offering the `mqtt` subprotocol.
@@ -35,7 +39,7 @@ async fn ws_connect(addr: SocketAddr, path: &str) -> Result<(WsClient, Response)
     Ok((
         WsClient {
             ws,
-            buf: Vec::new(),
+            buf: BytesMut::new(),
         },
         response,
     ))
@@ -50,10 +54,10 @@ impl WsClient {
     }
 
     /// The next MQTT packet; `None` when the connection ends or `within` passes.
-    async fn packet_within(&mut self, within: Duration) -> Option<RawPacket> {
+    async fn packet_within(&mut self, within: Duration) -> Option<Vec<u8>> {
         let until = tokio::time::Instant::now() + within;
         loop {
-            if let Some(p) = split_packet(&mut self.buf) {
+            if let Some(p) = split_frame(&mut self.buf) {
                 return Some(p);
             }
             match tokio::time::timeout_at(until, self.ws.next()).await {
@@ -77,7 +81,7 @@ impl WsClient {
         }
     }
 
-    async fn packet(&mut self) -> RawPacket {
+    async fn packet(&mut self) -> Vec<u8> {
         self.packet_within(WAIT)
             .await
             .expect("no MQTT packet over the WebSocket")
@@ -85,18 +89,17 @@ impl WsClient {
 
     /// CONNECT and expect a successful CONNACK.
     async fn mqtt_connect(&mut self, client_id: &str) {
-        self.send(handmade::connect_v5(client_id)).await;
+        self.send(ConnectBuilder::new(client_id).build()).await;
         let connack = self.packet().await;
-        assert_eq!(connack.first, CONNACK, "{connack:?}");
-        assert_eq!(connack.connack_code(), 0, "CONNACK reason code");
+        assert_eq!(connack_code(&connack), 0, "CONNACK reason code");
     }
 
     async fn mqtt_subscribe(&mut self, filter: &str, qos: u8) {
-        self.send(handmade::subscribe_v5(1, filter, qos)).await;
+        self.send(subscribe_bytes(1, filter, qos)).await;
         let suback = self.packet().await;
-        assert_eq!(suback.first, SUBACK, "{suback:?}");
+        assert_eq!(suback[0], 0x90, "{suback:02X?}");
         // packet id, property length 0, one reason code = granted QoS
-        assert_eq!(suback.body, vec![0, 1, 0, qos], "SUBACK");
+        assert_eq!(frame_body(&suback), [0, 1, 0, qos], "SUBACK");
     }
 }
 
@@ -130,7 +133,7 @@ async fn websocket_subscriber_gets_tcp_publish() {
     )
     .await;
     let p = ws.packet().await;
-    assert_eq!(p.publish_v5(), (topic.clone(), b"over tcp".to_vec()));
+    assert_eq!(publish_v5_parts(&p), (topic.clone(), b"over tcp".to_vec()));
 
     // A large message (100 kB) arrives whole, however the broker frames it.
     let big = "x".repeat(100_000);
@@ -140,8 +143,8 @@ async fn websocket_subscriber_gets_tcp_publish() {
     )
     .await;
     let p = ws.packet().await;
-    assert_eq!(p.publish_v5().1.len(), big.len());
-    ws.send(handmade::disconnect_v5()).await;
+    assert_eq!(publish_v5_parts(&p).1.len(), big.len());
+    ws.send(vec![0xE0, 0x00]).await;
 }
 
 /// A WebSocket client publishes; a Mosquitto client subscribed over TCP receives it.
@@ -156,13 +159,19 @@ async fn websocket_publish_reaches_tcp_subscriber() {
         .expect("WebSocket upgrade at /mqtt");
     assert_mqtt_subprotocol(&response);
     ws.mqtt_connect(&unique("ws-pub")).await;
-    ws.send(handmade::publish_v5_qos0(&topic, b"over websockets"))
-        .await;
+    ws.send(publish_bytes(
+        0,
+        topic.as_bytes(),
+        None,
+        Some(&Props::new()),
+        b"over websockets",
+    ))
+    .await;
 
     let m = sub.next_message().await;
     assert_eq!(m.topic, topic);
     assert_eq!(m.payload, "over websockets");
-    ws.send(handmade::disconnect_v5()).await;
+    ws.send(vec![0xE0, 0x00]).await;
 }
 
 /// With `path: /mqtt`, an upgrade on another path is refused (404) and no MQTT session

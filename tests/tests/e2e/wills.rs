@@ -7,6 +7,18 @@ use std::time::Duration;
 use gatehouse_tests::broker::{unique, TestBroker};
 use gatehouse_tests::mosquitto::{publish, Sub};
 
+/// Publish "marker" on `topic`: it must be the next message `watcher` gets (no will came
+/// before it), else `why`.
+async fn expect_marker_next(addr: SocketAddr, watcher: &mut Sub, topic: &str, why: &str) {
+    publish(
+        addr,
+        &["-V", "mqttv5", "-q", "1", "-t", topic, "-m", "marker"],
+    )
+    .await;
+    let m = watcher.next_message().await;
+    assert_eq!(m.payload, "marker", "{why}");
+}
+
 /// A `mosquitto_sub` with a will on `will_topic`, connected and subscribed.
 async fn client_with_will(
     addr: SocketAddr,
@@ -75,16 +87,13 @@ async fn no_will_after_normal_disconnect() {
         assert!(client.exit().await.success(), "{}", client.transcript());
         // Once the broker has ended the client's session, a will would have been routed.
         broker.wait_session_count(1).await;
-        publish(
+        expect_marker_next(
             addr,
-            &["-V", "mqttv5", "-q", "1", "-t", &will_topic, "-m", "marker"],
+            &mut watcher,
+            &will_topic,
+            &format!("a {version} client that disconnected normally had its will published"),
         )
         .await;
-        let m = watcher.next_message().await;
-        assert_eq!(
-            m.payload, "marker",
-            "a {version} client that disconnected normally had its will published"
-        );
         assert!(watcher
             .message_within(Duration::from_millis(300))
             .await
@@ -159,14 +168,11 @@ async fn will_delay_interval() {
     first.kill().await;
     let _back = Sub::subscribed(addr, &args).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    publish(
+    expect_marker_next(
         addr,
-        &["-V", "mqttv5", "-q", "1", "-t", &will_topic, "-m", "marker"],
+        &mut watcher,
+        &will_topic,
+        "the will was published although the client came back within the delay",
     )
     .await;
-    let m = watcher.next_message().await;
-    assert_eq!(
-        m.payload, "marker",
-        "the will was published although the client came back within the delay"
-    );
 }

@@ -4,11 +4,20 @@ use std::time::{Duration, Instant};
 
 use gatehouse_tests::raw::*;
 
+/// A CONNACK with reason `rc` (checked on the raw bytes), then the close.
+async fn expect_refusal(c: &mut RawClient, what: &str, rc: u8) {
+    let raw = c
+        .recv_raw(WAIT)
+        .await
+        .unwrap_or_else(|| panic!("{what}: CONNACK"));
+    assert_eq!(&raw[..4], [0x20, raw[1], 0x00, rc], "{what}: {raw:02X?}");
+    c.expect_closed(WAIT).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connack_advertises_receive_maximum_packet_size_and_topic_alias_maximum() {
     let b = ProtocolBroker::with_limits("maxPacketSizeBytes: 5000, maxReceiveMaximum: 7").await;
-    let mut c = b.client().await;
-    c.send(&ConnectBuilder::new("cp-limits").build()).await;
+    let mut c = b.sending(&ConnectBuilder::new("cp-limits").build()).await;
     let raw = c.recv_raw(WAIT).await.expect("CONNACK");
     // 20 <len> <flags 00> <reason 00> <properties...>
     assert_eq!(raw[0], 0x20);
@@ -77,15 +86,14 @@ async fn empty_client_id_gets_an_assigned_client_identifier() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v311_empty_client_id_with_clean_session_0_gets_return_code_2() {
     let b = ProtocolBroker::start().await;
-    let mut c = b.client().await;
-    c.send(&ConnectBuilder::v311("").clean_start(false).build())
+    let mut c = b
+        .sending(&ConnectBuilder::v311("").clean_start(false).build())
         .await;
     c.expect_raw(&[0x20, 0x02, 0x00, 0x02]).await;
     c.expect_closed(WAIT).await;
 
     // With clean session 1 an empty id is accepted.
-    let mut ok = b.client().await;
-    ok.send(&ConnectBuilder::v311("").build()).await;
+    let mut ok = b.sending(&ConnectBuilder::v311("").build()).await;
     ok.expect_raw(&[0x20, 0x02, 0x00, 0x00]).await;
 }
 
@@ -115,8 +123,7 @@ async fn first_packet_not_connect_closes_the_connection() {
         &[0x82, 0x06, 0x00, 0x01, 0x00, 0x01, b't', 0x00], // SUBSCRIBE
     ];
     for bytes in cases {
-        let mut c = b.client().await;
-        c.send(bytes).await;
+        let mut c = b.sending(bytes).await;
         c.expect_closed(WAIT).await;
     }
 }
@@ -258,14 +265,8 @@ async fn malformed_v5_connects_get_a_v5_connack_with_the_reason() {
         ),
     ];
     for (what, bytes, rc) in cases {
-        let mut c = b.client().await;
-        c.send(&bytes).await;
-        let raw = c
-            .recv_raw(WAIT)
-            .await
-            .unwrap_or_else(|| panic!("{what}: CONNACK"));
-        assert_eq!(&raw[..4], [0x20, raw[1], 0x00, rc], "{what}: {raw:02X?}");
-        c.expect_closed(WAIT).await;
+        let mut c = b.sending(&bytes).await;
+        expect_refusal(&mut c, what, rc).await;
     }
 }
 
@@ -284,15 +285,10 @@ async fn invalid_wills_are_refused_at_connect() {
         ),
     ];
     for (what, will, rc) in cases {
-        let mut c = b.client().await;
-        c.send(&ConnectBuilder::new("cp-will").will(will).build())
+        let mut c = b
+            .sending(&ConnectBuilder::new("cp-will").will(will).build())
             .await;
-        let raw = c
-            .recv_raw(WAIT)
-            .await
-            .unwrap_or_else(|| panic!("{what}: CONNACK"));
-        assert_eq!(&raw[..4], [0x20, raw[1], 0x00, rc], "{what}: {raw:02X?}");
-        c.expect_closed(WAIT).await;
+        expect_refusal(&mut c, what, rc).await;
     }
 }
 
@@ -303,8 +299,7 @@ async fn v311_password_without_user_name_is_closed_without_connack() {
     bytes[9] |= 0x40; // password flag
     bytes.extend([0x00, 0x02, b'p', b'w']);
     bytes[1] += 4;
-    let mut c = b.client().await;
-    c.send(&bytes).await;
+    let mut c = b.sending(&bytes).await;
     c.expect_closed(WAIT).await;
 }
 

@@ -8,21 +8,11 @@ use crate::marker;
 /// Reconnect `id` with clean start 0 and expect CONNACK with session present 1
 /// (checked on the raw bytes).
 async fn resume(b: &ProtocolBroker, id: &str) -> RawClient {
-    let mut c = b.client().await;
-    c.send(
-        &ConnectBuilder::new(id)
-            .clean_start(false)
-            .session_expiry(60)
-            .build(),
-    )
-    .await;
-    let raw = c.recv_raw(WAIT).await.expect("CONNACK");
-    let (_, n) = read_varint(&raw[1..]).unwrap();
-    assert_eq!(
-        (raw[0], raw[1 + n], raw[2 + n]),
-        (0x20, 0x01, 0x00),
-        "CONNACK with session present 1: {raw:02X?}"
-    );
+    let builder = ConnectBuilder::new(id)
+        .clean_start(false)
+        .session_expiry(60);
+    let (c, present) = b.connect_session(builder).await;
+    assert_eq!(present, 0x01, "CONNACK with session present 1");
     c
 }
 

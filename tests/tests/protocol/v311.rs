@@ -7,23 +7,22 @@ use gatehouse_tests::raw::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connack_session_present_with_clean_session_0() {
     let b = ProtocolBroker::start().await;
-    let mut c = b.client().await;
-    c.send(&ConnectBuilder::v311("v3-sp").clean_start(false).build())
+    let mut c = b
+        .sending(&ConnectBuilder::v311("v3-sp").clean_start(false).build())
         .await;
     c.expect_raw(&[0x20, 0x02, 0x00, 0x00]).await;
     c.send(&[0xE0, 0x00]).await;
     c.expect_closed(WAIT).await;
 
-    let mut c = b.client().await;
-    c.send(&ConnectBuilder::v311("v3-sp").clean_start(false).build())
+    let mut c = b
+        .sending(&ConnectBuilder::v311("v3-sp").clean_start(false).build())
         .await;
     c.expect_raw(&[0x20, 0x02, 0x01, 0x00]).await;
     c.send(&[0xE0, 0x00]).await;
     c.expect_closed(WAIT).await;
 
     // Clean session 1: the stored session is discarded, session present 0.
-    let mut c = b.client().await;
-    c.send(&ConnectBuilder::v311("v3-sp").build()).await;
+    let mut c = b.sending(&ConnectBuilder::v311("v3-sp").build()).await;
     c.expect_raw(&[0x20, 0x02, 0x00, 0x00]).await;
 }
 
@@ -31,16 +30,15 @@ async fn connack_session_present_with_clean_session_0() {
 async fn v311_connect_refusals_use_return_codes() {
     let b = ProtocolBroker::start().await;
     // Identifier rejected (2): empty id with clean session 0.
-    let mut c = b.client().await;
-    c.send(&ConnectBuilder::v311("").clean_start(false).build())
+    let mut c = b
+        .sending(&ConnectBuilder::v311("").clean_start(false).build())
         .await;
     c.expect_raw(&[0x20, 0x02, 0x00, 0x02]).await;
     c.expect_closed(WAIT).await;
     // Reserved flag bit 0 set: malformed, closed without CONNACK.
     let mut bytes = ConnectBuilder::v311("v3-flag").build();
     bytes[9] |= 0x01; // 10 LL | 00 04 MQTT | 04 | flags
-    let mut c = b.client().await;
-    c.send(&bytes).await;
+    let mut c = b.sending(&bytes).await;
     c.expect_closed(WAIT).await;
 }
 
@@ -165,13 +163,13 @@ async fn v311_will_on_abrupt_close() {
     ))
     .await;
     w.expect_raw(&[0x90, 0x03, 0x00, 0x01, 0x00]).await;
-    let mut c = b.client().await;
-    c.send(
-        &ConnectBuilder::v311("v3-will")
-            .will(WillSpec::new("v3/w", b"bye"))
-            .build(),
-    )
-    .await;
+    let mut c = b
+        .sending(
+            &ConnectBuilder::v311("v3-will")
+                .will(WillSpec::new("v3/w", b"bye"))
+                .build(),
+        )
+        .await;
     c.expect_raw(&[0x20, 0x02, 0x00, 0x00]).await;
     drop(c);
     w.expect_raw(&[
@@ -202,8 +200,7 @@ async fn v311_unacknowledged_qos1_is_resent_with_dup_after_reconnect() {
     assert_eq!(first[0], 0x32);
     drop(sub);
 
-    let mut sub = b.client().await;
-    sub.send(&connect).await;
+    let mut sub = b.sending(&connect).await;
     sub.expect_raw(&[0x20, 0x02, 0x01, 0x00]).await;
     let again = sub.recv_raw(WAIT).await.expect("resent PUBLISH");
     assert_eq!(again[0], 0x3A, "DUP=1: {again:02X?}");
