@@ -165,3 +165,57 @@ impl Session {
         outcome
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use gatehouse_protocol::{PublishProperties, QoS};
+
+    use super::*;
+    use crate::message::Message;
+
+    fn outgoing(id: PacketId) -> Outgoing {
+        Outgoing {
+            packet_id: id,
+            stage: Stage::AwaitPubAck,
+            delivery: Delivery {
+                message: Arc::new(Message {
+                    topic: "t".into(),
+                    payload: Bytes::new(),
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    properties: PublishProperties::default(),
+                    expires_at: None,
+                    origin: None,
+                }),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                subscription_ids: Default::default(),
+            },
+        }
+    }
+
+    #[test]
+    fn packet_ids_wrap_past_65535_and_skip_zero() {
+        let mut st = SessionState {
+            last_packet_id: u16::MAX - 1,
+            ..Default::default()
+        };
+        assert_eq!(st.next_packet_id().map(|p| p.get()), Some(u16::MAX));
+        assert_eq!(st.next_packet_id().map(|p| p.get()), Some(1));
+    }
+
+    #[test]
+    fn packet_id_still_in_flight_is_not_reused() {
+        let mut st = SessionState::default();
+        let first = st.next_packet_id().unwrap();
+        st.outgoing.push_back(outgoing(first));
+        // Pretend every other id was handed out since: the next one would be `first`.
+        st.last_packet_id = u16::MAX;
+        assert_eq!(st.next_packet_id(), None);
+        assert!(st.take_outgoing(first).is_some());
+        assert_eq!(st.next_packet_id(), Some(first));
+    }
+}

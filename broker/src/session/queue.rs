@@ -55,3 +55,100 @@ impl QueuePolicy {
         EnqueueOutcome::QueuedDroppedOldest
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use gatehouse_protocol::PublishProperties;
+
+    use super::*;
+    use crate::message::Message;
+
+    fn delivery(qos: QoS, tag: &str) -> Delivery {
+        Delivery {
+            message: Arc::new(Message {
+                topic: tag.to_owned(),
+                payload: Bytes::new(),
+                qos,
+                retain: false,
+                properties: PublishProperties::default(),
+                expires_at: None,
+                origin: None,
+            }),
+            qos,
+            retain: false,
+            subscription_ids: Default::default(),
+        }
+    }
+
+    fn topics(q: &VecDeque<Delivery>) -> Vec<&str> {
+        q.iter().map(|d| d.message.topic.as_str()).collect()
+    }
+
+    #[test]
+    fn qos0_is_not_queued_for_offline_sessions() {
+        let policy = QueuePolicy {
+            length: 10,
+            drop_oldest: true,
+        };
+        let mut q = VecDeque::new();
+        assert_eq!(
+            policy.push(&mut q, delivery(QoS::AtMostOnce, "a"), false),
+            EnqueueOutcome::Dropped
+        );
+        assert_eq!(
+            policy.push(&mut q, delivery(QoS::AtLeastOnce, "b"), false),
+            EnqueueOutcome::Queued
+        );
+        assert_eq!(topics(&q), ["b"]);
+    }
+
+    #[test]
+    fn full_queue_with_strategy_none_refuses_the_new_message() {
+        let policy = QueuePolicy {
+            length: 2,
+            drop_oldest: false,
+        };
+        let mut q = VecDeque::new();
+        policy.push(&mut q, delivery(QoS::AtLeastOnce, "a"), true);
+        policy.push(&mut q, delivery(QoS::AtLeastOnce, "b"), true);
+        assert_eq!(
+            policy.push(&mut q, delivery(QoS::ExactlyOnce, "c"), true),
+            EnqueueOutcome::Dropped
+        );
+        assert_eq!(topics(&q), ["a", "b"]);
+    }
+
+    #[test]
+    fn full_queue_with_drop_oldest_keeps_the_newest() {
+        let policy = QueuePolicy {
+            length: 2,
+            drop_oldest: true,
+        };
+        let mut q = VecDeque::new();
+        policy.push(&mut q, delivery(QoS::AtLeastOnce, "a"), true);
+        policy.push(&mut q, delivery(QoS::AtLeastOnce, "b"), true);
+        assert_eq!(
+            policy.push(&mut q, delivery(QoS::AtLeastOnce, "c"), true),
+            EnqueueOutcome::QueuedDroppedOldest
+        );
+        assert_eq!(topics(&q), ["b", "c"]);
+    }
+
+    #[test]
+    fn qos0_is_shed_first_when_full() {
+        let policy = QueuePolicy {
+            length: 1,
+            drop_oldest: true,
+        };
+        let mut q = VecDeque::new();
+        policy.push(&mut q, delivery(QoS::AtLeastOnce, "a"), true);
+        assert_eq!(
+            policy.push(&mut q, delivery(QoS::AtMostOnce, "b"), true),
+            EnqueueOutcome::Dropped
+        );
+        assert_eq!(topics(&q), ["a"]);
+    }
+}
