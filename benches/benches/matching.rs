@@ -155,6 +155,7 @@ fn bench_retained(c: &mut Criterion) {
         group.throughput(Throughput::Elements(hits as u64));
         group.bench_function(name, |b| b.iter(|| black_box(store.matching(black_box(f)))));
     }
+    group.throughput(Throughput::Elements(1));
     group.bench_function("set_existing", |b| {
         b.iter(|| store.set(black_box("site/7/device/3/telemetry"), 0))
     });
