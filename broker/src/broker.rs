@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gatehouse_protocol::{PublishProperties, ReasonCode, Will};
 use parking_lot::Mutex;
@@ -227,9 +227,9 @@ impl Broker {
     /// Publish a will message as if its client had published it.
     pub fn publish_will(&self, will: Will, origin: Option<u64>) {
         let props = will.properties;
-        let expires_at = props.message_expiry_interval.map(|s| {
-            Instant::now() + Duration::from_secs(u64::from(self.limits.cap_message_expiry(s)))
-        });
+        let expires_at = self
+            .limits
+            .message_expires_at(props.message_expiry_interval);
         let message = Arc::new(Message {
             topic: will.topic,
             payload: will.payload,

@@ -1,6 +1,6 @@
 //! Limits the broker enforces, resolved once from `broker:` in the configuration.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gatehouse_config::{BrokerLimits, QueueStrategy};
 
@@ -47,7 +47,10 @@ impl Limits {
         }
     }
 
-    pub fn cap_message_expiry(&self, secs: u32) -> u32 {
-        secs.min(self.max_message_expiry)
+    /// When a message published with this Message Expiry Interval expires, after
+    /// capping it at `maxMessageExpirySeconds`.
+    pub fn message_expires_at(&self, interval: Option<u32>) -> Option<Instant> {
+        let secs = interval?.min(self.max_message_expiry);
+        Some(Instant::now() + Duration::from_secs(u64::from(secs)))
     }
 }

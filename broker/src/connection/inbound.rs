@@ -1,7 +1,6 @@
 //! Packets from the client after CONNECT.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use gatehouse_protocol::topic::{parse_subscription_filter, validate_topic_name};
 use gatehouse_protocol::{
@@ -156,10 +155,10 @@ impl Connection {
             }
             st.incoming_qos2.insert(id.get());
         }
-        let expires_at = p.properties.message_expiry_interval.take().map(|s| {
-            Instant::now()
-                + Duration::from_secs(u64::from(self.broker.limits.cap_message_expiry(s)))
-        });
+        let expires_at = self
+            .broker
+            .limits
+            .message_expires_at(p.properties.message_expiry_interval.take());
         let message = Arc::new(Message {
             topic: p.topic,
             payload: p.payload,
