@@ -122,6 +122,7 @@ where
         will: connect.will,
         session_expiry,
         connect_expiry_was_zero: requested_expiry == 0,
+        held_acks: Default::default(),
         wbuf: BytesMut::with_capacity(8 * 1024),
     };
 

@@ -8,6 +8,7 @@ use gatehouse_protocol::{
     ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 
+use super::held_acks::{HeldAck, HOLD_LIMIT};
 use super::{Connection, Exit};
 use crate::message::Message;
 use crate::routing::SubEntry;
@@ -142,9 +143,12 @@ impl Connection {
             };
             let mut st = self.session.lock();
             if st.incoming_qos2.contains(&id.get()) {
-                // A retransmission: routed already, acknowledge again (§4.3.3).
+                // A retransmission: routed already, acknowledge again (§4.3.3) unless
+                // the first PUBREC is still held back.
                 drop(st);
-                self.ack_publish(p.qos, id, ReasonCode::SUCCESS);
+                if !self.held_acks.contains(QoS::ExactlyOnce, id) {
+                    self.ack_publish(p.qos, id, ReasonCode::SUCCESS);
+                }
                 return Ok(());
             }
             if st.incoming_qos2.len() >= usize::from(self.broker.limits.receive_maximum) {
@@ -172,11 +176,32 @@ impl Connection {
         if message.retain {
             router.retain(&message);
         }
-        router.publish(&message);
+        let routed = router.publish(&message);
         if let Some(id) = packet_id {
-            self.ack_publish(message.qos, id, ReasonCode::SUCCESS);
+            if routed.congested.is_empty() && self.held_acks.is_empty() {
+                self.ack_publish(message.qos, id, ReasonCode::SUCCESS);
+            } else {
+                self.held_acks.push(HeldAck {
+                    qos: message.qos,
+                    packet_id: id,
+                    reason: ReasonCode::SUCCESS,
+                    waits: routed.congested,
+                    until: tokio::time::Instant::now() + HOLD_LIMIT,
+                });
+            }
         }
         Ok(())
+    }
+
+    /// Send the held acknowledgements whose subscribers have drained, in order.
+    pub(super) fn release_held_acks(&mut self) {
+        if self.held_acks.is_empty() {
+            return;
+        }
+        let ready: Vec<_> = self.held_acks.pop_ready().collect();
+        for ack in ready {
+            self.ack_publish(ack.qos, ack.packet_id, ack.reason);
+        }
     }
 
     fn ack_publish(&mut self, qos: QoS, id: PacketId, rc: ReasonCode) {

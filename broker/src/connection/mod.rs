@@ -8,6 +8,7 @@
 //! DISCONNECT with the reason where one applies, then detach (will, expiry).
 
 mod handshake;
+mod held_acks;
 mod inbound;
 mod outbound;
 
@@ -70,6 +71,8 @@ pub(crate) struct Connection {
     session_expiry: u32,
     /// CONNECT had Session Expiry 0; a DISCONNECT may then not raise it (§3.14.2.2.2).
     connect_expiry_was_zero: bool,
+    /// PUBACK/PUBREC waiting for congested subscribers to drain.
+    held_acks: held_acks::HeldAcks,
     wbuf: BytesMut,
 }
 
@@ -147,6 +150,7 @@ impl Connection {
             Flushed(std::io::Result<()>),
             Woken,
             KeepAliveExpired,
+            AcksReady,
         }
         // Set after a write until a flush has gone through: framed transports
         // (WebSockets) may hold written bytes until flushed; for TCP flush is free.
@@ -174,12 +178,15 @@ impl Connection {
                     Err(e) => return Exit::Violation(e.reason, e.detail),
                 }
             }
+            self.release_held_acks();
             self.drain();
             if rbuf.capacity() - rbuf.len() < 4096 {
                 rbuf.reserve(16 * 1024);
             }
             let reading = self.wbuf.len() < READ_PAUSE_BYTES;
             let writing = !self.wbuf.is_empty();
+            let held = self.held_acks.front_wait();
+            let holding = held.is_some();
             let event = tokio::select! {
                 biased;
                 r = &mut *kicked => match r {
@@ -197,6 +204,7 @@ impl Connection {
                 r = reader.read_buf(rbuf), if reading => Event::Read(r),
                 _ = session.wake.notified() => Event::Woken,
                 _ = &mut keep_alive, if self.keep_alive_timeout.is_some() => Event::KeepAliveExpired,
+                _ = async { if let Some(f) = held { f.await } }, if holding => Event::AcksReady,
             };
             match event {
                 Event::Kicked(reason) => return Exit::TakenOver(reason),
@@ -211,7 +219,7 @@ impl Connection {
                 Event::Read(Ok(0)) => return Exit::Closed("connection closed by client".into()),
                 Event::Read(Ok(_)) => {}
                 Event::Read(Err(e)) => return Exit::Closed(format!("read error: {e}").into()),
-                Event::Woken => {}
+                Event::Woken | Event::AcksReady => {}
                 Event::KeepAliveExpired => return Exit::KeepAliveTimeout,
             }
         }

@@ -53,6 +53,7 @@ impl Connection {
                 }
             }
         }
+        session.note_drained(st.queue.len(), self.broker.router.low_water());
     }
 
     /// After a session resumes: resend unacknowledged PUBLISHes with DUP set and PUBRELs

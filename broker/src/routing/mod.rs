@@ -5,4 +5,4 @@ pub mod index;
 pub mod retained;
 mod router;
 
-pub use router::{Router, SubEntry, SubscribeOutcome};
+pub use router::{Routed, Router, SubEntry, SubscribeOutcome};

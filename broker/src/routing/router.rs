@@ -44,6 +44,15 @@ pub struct Router {
     pub stats: RouterStats,
 }
 
+/// Where a published message went.
+pub struct Routed {
+    /// Sessions that got a copy.
+    pub matched: usize,
+    /// Connected sessions whose queues are at their limit: the publisher holds its
+    /// QoS 1/2 acknowledgement until they drain.
+    pub congested: SmallVec<[Arc<Session>; 1]>,
+}
+
 pub struct SubscribeOutcome {
     /// A subscription with the same filter already existed (Retain Handling 1).
     pub existed: bool,
@@ -95,8 +104,8 @@ impl Router {
         self.retained.write().set(&message.topic, stored);
     }
 
-    /// Queue `message` for every matching session; returns how many sessions got it.
-    pub fn publish(&self, message: &Arc<Message>) -> usize {
+    /// Queue `message` for every matching session.
+    pub fn publish(&self, message: &Arc<Message>) -> Routed {
         self.stats.messages_routed.fetch_add(1, Ordering::Relaxed);
         let mut targets: SmallVec<[Target; 8]> = SmallVec::new();
         {
@@ -144,7 +153,10 @@ impl Router {
                 }
             });
         }
-        let count = targets.len();
+        let mut routed = Routed {
+            matched: targets.len(),
+            congested: SmallVec::new(),
+        };
         for t in targets {
             let delivery = Delivery {
                 message: message.clone(),
@@ -152,9 +164,18 @@ impl Router {
                 retain: t.retain,
                 subscription_ids: t.ids,
             };
-            self.record(t.session.enqueue(delivery, &self.policy));
+            let enqueued = t.session.enqueue(delivery, &self.policy);
+            self.record(enqueued.outcome);
+            if enqueued.congested {
+                routed.congested.push(t.session);
+            }
         }
-        count
+        routed
+    }
+
+    /// The queue length at which a congested session counts as drained again.
+    pub fn low_water(&self) -> usize {
+        self.policy.length / 2
     }
 
     fn record(&self, outcome: EnqueueOutcome) {
@@ -219,6 +240,6 @@ impl Router {
 
     /// Queue a delivery produced outside fan-out (retained messages on subscribe).
     pub fn enqueue(&self, session: &Session, delivery: Delivery) {
-        self.record(session.enqueue(delivery, &self.policy));
+        self.record(session.enqueue(delivery, &self.policy).outcome);
     }
 }

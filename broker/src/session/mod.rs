@@ -11,12 +11,19 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use gatehouse_protocol::{PacketId, ReasonCode, SubscriptionOptions, Will};
+use gatehouse_protocol::{PacketId, QoS, ReasonCode, SubscriptionOptions, Will};
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
 
 use crate::message::{Delivery, SessionKey};
 pub use queue::{EnqueueOutcome, QueuePolicy};
+
+/// What [`Session::enqueue`] did.
+#[derive(Debug, Clone, Copy)]
+pub struct Enqueued {
+    pub outcome: EnqueueOutcome,
+    pub congested: bool,
+}
 
 pub struct Session {
     pub key: SessionKey,
@@ -27,6 +34,11 @@ pub struct Session {
     state: Mutex<SessionState>,
     /// Wakes the attached connection when deliveries are queued.
     pub wake: Notify,
+    /// Set while the queue of a connected session is at or past the policy length;
+    /// publishers routing QoS 1/2 here hold their acknowledgements until it clears.
+    congested: AtomicBool,
+    /// Wakes those publishers when the session drains or goes offline.
+    drained: Notify,
 }
 
 impl std::fmt::Debug for Session {
@@ -134,6 +146,8 @@ impl Session {
             online: AtomicBool::new(false),
             state: Mutex::new(SessionState::default()),
             wake: Notify::new(),
+            congested: AtomicBool::new(false),
+            drained: Notify::new(),
         }
     }
 
@@ -147,22 +161,70 @@ impl Session {
 
     pub fn set_online(&self, online: bool) {
         self.online.store(online, Ordering::Relaxed);
+        if !online {
+            // Nobody drains an offline session: publishers must not wait for it.
+            self.clear_congestion();
+        }
     }
 
     /// Queue a delivery under `policy`, waking the connection if one is attached.
-    pub fn enqueue(&self, delivery: Delivery, policy: &QueuePolicy) -> EnqueueOutcome {
+    /// `congested` is true when a QoS 1/2 publisher should hold its acknowledgement
+    /// until [`wait_drained`](Self::wait_drained) returns.
+    pub fn enqueue(&self, delivery: Delivery, policy: &QueuePolicy) -> Enqueued {
         let online = self.is_online();
-        let outcome = {
+        let qos = delivery.qos;
+        let (outcome, congested) = {
             let mut st = self.state.lock();
             if st.ended {
-                return EnqueueOutcome::Dropped;
+                return Enqueued {
+                    outcome: EnqueueOutcome::Dropped,
+                    congested: false,
+                };
             }
-            policy.push(&mut st.queue, delivery, online)
+            let outcome = policy.push(&mut st.queue, delivery, online);
+            let congested = online && qos != QoS::AtMostOnce && st.queue.len() >= policy.length;
+            if congested {
+                self.congested.store(true, Ordering::Relaxed);
+            }
+            (outcome, congested)
         };
         if online && outcome.queued() {
             self.wake.notify_one();
         }
-        outcome
+        Enqueued { outcome, congested }
+    }
+
+    pub fn is_congested(&self) -> bool {
+        self.congested.load(Ordering::Relaxed)
+    }
+
+    /// Called by the attached connection after it took deliveries off the queue: clears
+    /// congestion once the queue is back to `low_water`.
+    pub fn note_drained(&self, queue_len: usize, low_water: usize) {
+        if queue_len <= low_water && self.is_congested() {
+            self.clear_congestion();
+        }
+    }
+
+    fn clear_congestion(&self) {
+        if self.congested.swap(false, Ordering::Relaxed) {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// Resolves once this session is no longer congested (drained, or offline).
+    pub async fn wait_drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            // Register before checking, so a clear between the check and the await
+            // is not missed.
+            notified.as_mut().enable();
+            if !self.is_congested() {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 

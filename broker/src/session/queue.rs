@@ -1,4 +1,11 @@
 //! The bounded per-session delivery queue and its overflow policy.
+//!
+//! `length` is where a connected subscriber counts as *congested*: QoS 1/2 publishers
+//! routing to it get their PUBACK/PUBREC held until it drains (end-to-end backpressure,
+//! so a slow consumer does not lose acknowledged messages). Publishers may overshoot by
+//! their in-flight windows, so a connected session's queue accepts QoS 1/2 up to
+//! [`ONLINE_CEILING`] × `length` before the strategy drops anything. Offline sessions and
+//! QoS 0 stop at `length`.
 
 use std::collections::VecDeque;
 
@@ -6,10 +13,15 @@ use gatehouse_protocol::QoS;
 
 use crate::message::Delivery;
 
+/// How far past `length` a connected session's queue takes QoS 1/2 deliveries while
+/// publishers are being held back.
+pub const ONLINE_CEILING: usize = 2;
+
 /// `broker.subscriberQueueLimit` from the configuration.
 #[derive(Debug, Clone, Copy)]
 pub struct QueuePolicy {
-    /// Maximum queued (not yet sent) deliveries per session.
+    /// Queued (not yet sent) deliveries per session at which publishers are held back,
+    /// and the hard limit for QoS 0 and for offline sessions.
     pub length: usize,
     /// Drop the oldest queued message to make room (`DropOldest`) or refuse the new
     /// one (`None`, AIO's default).
@@ -43,7 +55,12 @@ impl QueuePolicy {
         if d.qos == QoS::AtMostOnce && !online {
             return EnqueueOutcome::Dropped;
         }
-        if queue.len() < self.length {
+        let limit = if online && d.qos != QoS::AtMostOnce {
+            self.length.saturating_mul(ONLINE_CEILING)
+        } else {
+            self.length
+        };
+        if queue.len() < limit {
             queue.push_back(d);
             return EnqueueOutcome::Queued;
         }
@@ -112,10 +129,10 @@ mod tests {
             drop_oldest: false,
         };
         let mut q = VecDeque::new();
-        policy.push(&mut q, delivery(QoS::AtLeastOnce, "a"), true);
-        policy.push(&mut q, delivery(QoS::AtLeastOnce, "b"), true);
+        policy.push(&mut q, delivery(QoS::AtLeastOnce, "a"), false);
+        policy.push(&mut q, delivery(QoS::AtLeastOnce, "b"), false);
         assert_eq!(
-            policy.push(&mut q, delivery(QoS::ExactlyOnce, "c"), true),
+            policy.push(&mut q, delivery(QoS::ExactlyOnce, "c"), false),
             EnqueueOutcome::Dropped
         );
         assert_eq!(topics(&q), ["a", "b"]);
@@ -128,13 +145,38 @@ mod tests {
             drop_oldest: true,
         };
         let mut q = VecDeque::new();
-        policy.push(&mut q, delivery(QoS::AtLeastOnce, "a"), true);
-        policy.push(&mut q, delivery(QoS::AtLeastOnce, "b"), true);
+        policy.push(&mut q, delivery(QoS::AtLeastOnce, "a"), false);
+        policy.push(&mut q, delivery(QoS::AtLeastOnce, "b"), false);
         assert_eq!(
-            policy.push(&mut q, delivery(QoS::AtLeastOnce, "c"), true),
+            policy.push(&mut q, delivery(QoS::AtLeastOnce, "c"), false),
             EnqueueOutcome::QueuedDroppedOldest
         );
         assert_eq!(topics(&q), ["b", "c"]);
+    }
+
+    #[test]
+    fn connected_sessions_take_qos1_past_length_up_to_the_ceiling() {
+        let policy = QueuePolicy {
+            length: 2,
+            drop_oldest: false,
+        };
+        let mut q = VecDeque::new();
+        for tag in ["a", "b", "c", "d"] {
+            assert_eq!(
+                policy.push(&mut q, delivery(QoS::AtLeastOnce, tag), true),
+                EnqueueOutcome::Queued
+            );
+        }
+        assert_eq!(
+            policy.push(&mut q, delivery(QoS::AtLeastOnce, "e"), true),
+            EnqueueOutcome::Dropped
+        );
+        // QoS 0 still stops at `length`.
+        assert_eq!(
+            policy.push(&mut q, delivery(QoS::AtMostOnce, "f"), true),
+            EnqueueOutcome::Dropped
+        );
+        assert_eq!(topics(&q), ["a", "b", "c", "d"]);
     }
 
     #[test]

@@ -1,5 +1,10 @@
 //! Flow control (MQTT 5 §4.9) and Maximum Packet Size (§3.1.2.11.4) in both directions.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_protocol::Packet;
 use gatehouse_tests::raw::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,4 +113,67 @@ async fn messages_above_the_client_maximum_packet_size_are_not_sent() {
         got.push(p.payload.to_vec());
     }
     assert_eq!(got, [b"small".to_vec(), b"small1".to_vec(), vec![b'z'; 51]]);
+}
+
+/// A subscriber that stops acknowledging makes its queue reach `subscriberQueueLimit`:
+/// the broker then holds the publisher's PUBACKs (and so, through the publisher's own
+/// Receive Maximum, its sending) instead of dropping acknowledged QoS 1 messages. Once the
+/// subscriber catches up, every message arrives in order and every PUBACK follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_congested_subscriber_holds_publisher_acks_and_loses_nothing() {
+    const N: u16 = 12;
+    let b =
+        ProtocolBroker::with_limits("subscriberQueueLimit: { length: 3 }, maxReceiveMaximum: 2")
+            .await;
+    let (mut sub, _) = b
+        .v5_with(ConnectBuilder::new("fc-bp-sub").receive_maximum(1))
+        .await;
+    sub.sub_ok(1, "fc/bp", 1).await;
+    let (mut publ, ack) = b.v5_with(ConnectBuilder::new("fc-bp-pub")).await;
+    assert_eq!(ack.properties.receive_maximum, Some(2));
+    let acked = Arc::new(AtomicUsize::new(0));
+    // The publisher keeps the broker's Receive Maximum (2) of PUBLISHes unacknowledged.
+    let publisher = tokio::spawn({
+        let acked = acked.clone();
+        async move {
+            let mut order = Vec::new();
+            let mut sent = 0u16;
+            while order.len() < usize::from(N) {
+                if sent < N && usize::from(sent) - order.len() < 2 {
+                    sent += 1;
+                    publ.publish("fc/bp", format!("m{sent}").as_bytes(), 1, false, sent)
+                        .await;
+                    continue;
+                }
+                match publ.recv(Duration::from_secs(20)).await {
+                    Some(Packet::PubAck(a)) => order.push(a.packet_id.get()),
+                    other => panic!("publisher got {other:?}"),
+                }
+                acked.store(order.len(), Ordering::SeqCst);
+            }
+            order
+        }
+    });
+    // One in flight plus three queued, then the hold: a publisher that got through
+    // would mean the queue limit was ignored or messages dropped behind its back.
+    tokio::time::sleep(QUIET * 2).await;
+    let early = acked.load(Ordering::SeqCst);
+    assert!(
+        early <= 4,
+        "{early} PUBACKs went out while the subscriber was congested"
+    );
+    // The subscriber catches up, acknowledging one at a time.
+    for i in 1..=N {
+        let p = sub.expect_publish().await;
+        assert_eq!(
+            p.payload,
+            format!("m{i}").as_bytes(),
+            "message {i} in order"
+        );
+        sub.puback(p.packet_id.unwrap()).await;
+    }
+    sub.expect_nothing(QUIET).await;
+    // Every PUBACK arrives, in PUBLISH order (MQTT 5 §4.6).
+    let order = publisher.await.expect("publisher task");
+    assert_eq!(order, (1..=N).collect::<Vec<_>>());
 }

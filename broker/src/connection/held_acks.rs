@@ -1,0 +1,85 @@
+//! Acknowledgements held back while a subscriber is congested.
+//!
+//! A QoS 1/2 PUBLISH that reached a congested session gets its PUBACK/PUBREC only once
+//! that session drains (or goes offline, or [`HOLD_LIMIT`] passes). The client's own
+//! Receive Maximum then stops it from sending more, so a slow consumer slows its
+//! publishers instead of losing acknowledged messages. Acknowledgements leave in the
+//! order the PUBLISH packets arrived (MQTT 5 §4.6), so one held ack holds those behind it.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_protocol::{PacketId, QoS, ReasonCode};
+use smallvec::SmallVec;
+use tokio::time::Instant;
+
+use crate::session::Session;
+
+/// A consumer that does not drain within this long stops holding its publishers back
+/// (its queue then overflows under the configured strategy instead): one stuck client
+/// must not stall a publisher for ever.
+pub(super) const HOLD_LIMIT: Duration = Duration::from_secs(5);
+
+pub(super) struct HeldAck {
+    pub qos: QoS,
+    pub packet_id: PacketId,
+    pub reason: ReasonCode,
+    pub waits: SmallVec<[Arc<Session>; 1]>,
+    pub until: Instant,
+}
+
+impl HeldAck {
+    fn ready(&self, now: Instant) -> bool {
+        now >= self.until || self.waits.iter().all(|s| !s.is_congested())
+    }
+}
+
+#[derive(Default)]
+pub(super) struct HeldAcks {
+    queue: VecDeque<HeldAck>,
+}
+
+impl HeldAcks {
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    pub fn push(&mut self, ack: HeldAck) {
+        self.queue.push_back(ack);
+    }
+
+    pub fn contains(&self, qos: QoS, packet_id: PacketId) -> bool {
+        self.queue
+            .iter()
+            .any(|h| h.qos == qos && h.packet_id == packet_id)
+    }
+
+    /// Pop the acknowledgements at the front that may go now.
+    pub fn pop_ready(&mut self) -> impl Iterator<Item = HeldAck> + '_ {
+        let now = Instant::now();
+        std::iter::from_fn(move || {
+            if self.queue.front()?.ready(now) {
+                self.queue.pop_front()
+            } else {
+                None
+            }
+        })
+    }
+
+    /// A future that resolves when the front acknowledgement may be ready; owns what it
+    /// needs so it does not borrow the connection.
+    pub fn front_wait(&self) -> Option<impl std::future::Future<Output = ()> + use<>> {
+        let front = self.queue.front()?;
+        let waits = front.waits.clone();
+        let until = front.until;
+        Some(async move {
+            let drained = async {
+                for s in &waits {
+                    s.wait_drained().await;
+                }
+            };
+            let _ = tokio::time::timeout_at(until, drained).await;
+        })
+    }
+}
