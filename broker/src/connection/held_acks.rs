@@ -1,25 +1,20 @@
 //! Acknowledgements held back while a subscriber is congested.
 //!
 //! A QoS 1/2 PUBLISH that reached a congested session gets its PUBACK/PUBREC only once
-//! that session drains (or goes offline, or [`HOLD_LIMIT`] passes). The client's own
+//! that session drains (or goes offline, or counts as stuck after [`HOLD_LIMIT`]). The client's own
 //! Receive Maximum then stops it from sending more, so a slow consumer slows its
 //! publishers instead of losing acknowledged messages. Acknowledgements leave in the
 //! order the PUBLISH packets arrived (MQTT 5 §4.6), so one held ack holds those behind it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 
 use gatehouse_protocol::{PacketId, QoS, ReasonCode};
 use smallvec::SmallVec;
 use tokio::time::Instant;
 
 use crate::session::Session;
-
-/// A consumer that does not drain within this long stops holding its publishers back
-/// (its queue then overflows under the configured strategy instead): one stuck client
-/// must not stall a publisher for ever.
-pub(super) const HOLD_LIMIT: Duration = Duration::from_secs(5);
+pub(super) use crate::session::HOLD_LIMIT;
 
 pub(super) struct HeldAck {
     pub qos: QoS,
@@ -31,7 +26,7 @@ pub(super) struct HeldAck {
 
 impl HeldAck {
     fn ready(&self, now: Instant) -> bool {
-        now >= self.until || self.waits.iter().all(|s| !s.is_congested())
+        now >= self.until || self.waits.iter().all(|s| !s.is_holding())
     }
 }
 

@@ -8,8 +8,9 @@
 mod queue;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use gatehouse_protocol::{PacketId, QoS, ReasonCode, SubscriptionOptions, Will};
 use parking_lot::Mutex;
@@ -17,6 +18,21 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::message::{Delivery, SessionKey};
 pub use queue::{EnqueueOutcome, QueuePolicy};
+
+/// How long a congested session may hold its publishers back. A consumer that has not
+/// drained by then counts as stuck: its queue overflows under the configured strategy
+/// instead, so one stuck client cannot stall every publisher that reaches it.
+pub const HOLD_LIMIT: Duration = Duration::from_secs(5);
+const HOLD_LIMIT_MS: u64 = HOLD_LIMIT.as_millis() as u64;
+
+/// Milliseconds since the first call, plus one (so 0 can mean "never").
+fn epoch_millis() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    u64::try_from(epoch.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
+}
 
 /// What [`Session::enqueue`] did.
 #[derive(Debug, Clone, Copy)]
@@ -34,9 +50,10 @@ pub struct Session {
     state: Mutex<SessionState>,
     /// Wakes the attached connection when deliveries are queued.
     pub wake: Notify,
-    /// Set while the queue of a connected session is at or past the policy length;
-    /// publishers routing QoS 1/2 here hold their acknowledgements until it clears.
-    congested: AtomicBool,
+    /// When the queue of this connected session reached the policy length (milliseconds
+    /// since [`epoch`], plus one; 0 = not congested). Publishers routing QoS 1/2 here hold
+    /// their acknowledgements until it clears, for at most [`HOLD_LIMIT`] from then.
+    congested_since: AtomicU64,
     /// Wakes those publishers when the session drains or goes offline.
     drained: Notify,
 }
@@ -146,7 +163,7 @@ impl Session {
             online: AtomicBool::new(false),
             state: Mutex::new(SessionState::default()),
             wake: Notify::new(),
-            congested: AtomicBool::new(false),
+            congested_since: AtomicU64::new(0),
             drained: Notify::new(),
         }
     }
@@ -182,10 +199,10 @@ impl Session {
                 };
             }
             let outcome = policy.push(&mut st.queue, delivery, online);
-            let congested = online && qos != QoS::AtMostOnce && st.queue.len() >= policy.length;
-            if congested {
-                self.congested.store(true, Ordering::Relaxed);
-            }
+            let congested = online
+                && qos != QoS::AtMostOnce
+                && st.queue.len() >= policy.length
+                && self.mark_congested();
             (outcome, congested)
         };
         if online && outcome.queued() {
@@ -194,25 +211,45 @@ impl Session {
         Enqueued { outcome, congested }
     }
 
-    pub fn is_congested(&self) -> bool {
-        self.congested.load(Ordering::Relaxed)
+    /// Note that the queue is at its limit; true while publishers should still be held
+    /// (congested for less than [`HOLD_LIMIT`]).
+    fn mark_congested(&self) -> bool {
+        let now = epoch_millis();
+        let since = match self.congested_since.compare_exchange(
+            0,
+            now,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => now,
+            Err(since) => since,
+        };
+        now.saturating_sub(since) < HOLD_LIMIT_MS
+    }
+
+    /// Whether publishers should hold their acknowledgements for this session: it is
+    /// congested, and not for so long that it counts as stuck.
+    pub fn is_holding(&self) -> bool {
+        let since = self.congested_since.load(Ordering::Relaxed);
+        since != 0 && epoch_millis().saturating_sub(since) < HOLD_LIMIT_MS
     }
 
     /// Called by the attached connection after it took deliveries off the queue: clears
     /// congestion once the queue is back to `low_water`.
     pub fn note_drained(&self, queue_len: usize, low_water: usize) {
-        if queue_len <= low_water && self.is_congested() {
+        if queue_len <= low_water && self.congested_since.load(Ordering::Relaxed) != 0 {
             self.clear_congestion();
         }
     }
 
     fn clear_congestion(&self) {
-        if self.congested.swap(false, Ordering::Relaxed) {
+        if self.congested_since.swap(0, Ordering::Relaxed) != 0 {
             self.drained.notify_waiters();
         }
     }
 
-    /// Resolves once this session is no longer congested (drained, or offline).
+    /// Resolves once publishers need no longer wait for this session (drained, offline,
+    /// or congested past [`HOLD_LIMIT`]).
     pub async fn wait_drained(&self) {
         loop {
             let notified = self.drained.notified();
@@ -220,10 +257,13 @@ impl Session {
             // Register before checking, so a clear between the check and the await
             // is not missed.
             notified.as_mut().enable();
-            if !self.is_congested() {
+            if !self.is_holding() {
                 return;
             }
-            notified.await;
+            let since = self.congested_since.load(Ordering::Relaxed);
+            let stuck_at = since.saturating_add(HOLD_LIMIT_MS);
+            let left = Duration::from_millis(stuck_at.saturating_sub(epoch_millis()));
+            let _ = tokio::time::timeout(left, notified).await;
         }
     }
 }

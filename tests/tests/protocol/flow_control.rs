@@ -177,3 +177,48 @@ async fn a_congested_subscriber_holds_publisher_acks_and_loses_nothing() {
     let order = publisher.await.expect("publisher task");
     assert_eq!(order, (1..=N).collect::<Vec<_>>());
 }
+
+/// A subscriber that stops reading altogether must not stall its publishers for ever:
+/// after the 5 s hold limit it counts as stuck, the held PUBACKs go out, and its queue
+/// overflows under the strategy (bounded) instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_subscriber_stops_holding_publishers_after_the_hold_limit() {
+    const N: u16 = 12;
+    let b =
+        ProtocolBroker::with_limits("subscriberQueueLimit: { length: 3 }, maxReceiveMaximum: 2")
+            .await;
+    let (mut sub, _) = b
+        .v5_with(ConnectBuilder::new("fc-stuck-sub").receive_maximum(1))
+        .await;
+    sub.sub_ok(1, "fc/stuck", 1).await;
+    let (mut publ, _) = b.v5_with(ConnectBuilder::new("fc-stuck-pub")).await;
+    let started = std::time::Instant::now();
+    let mut order = Vec::new();
+    let mut sent = 0u16;
+    let mut acked_at_2s = None;
+    while order.len() < usize::from(N) {
+        if sent < N && usize::from(sent) - order.len() < 2 {
+            sent += 1;
+            publ.publish("fc/stuck", b"x", 1, false, sent).await;
+            continue;
+        }
+        match publ.recv(Duration::from_secs(10)).await {
+            Some(Packet::PubAck(a)) => order.push(a.packet_id.get()),
+            other => panic!("publisher got {other:?} after {:?}", started.elapsed()),
+        }
+        if acked_at_2s.is_none() && started.elapsed() >= Duration::from_secs(2) {
+            acked_at_2s = Some(order.len());
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(4),
+        "the publisher was not held back ({took:?})"
+    );
+    assert!(took < Duration::from_secs(9), "held for {took:?}");
+    assert!(
+        acked_at_2s.is_some_and(|n| n <= 5),
+        "acked by 2 s: {acked_at_2s:?}"
+    );
+    assert_eq!(order, (1..=N).collect::<Vec<_>>());
+}
