@@ -1,4 +1,7 @@
-//! The `gatehouse` command: run the broker, or validate a configuration.
+//! The `gatehouse` command: run the broker, validate a configuration, or manage
+//! certificates (`gatehouse ca bundle`, `gatehouse ca issue`).
+
+mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +31,11 @@ enum Command {
     Run,
     /// Validate the configuration and exit: 0 when valid, 1 with every problem listed.
     Check,
+    /// Certificates: print the trust bundle, issue server or client certificates.
+    Ca {
+        #[command(subcommand)]
+        command: cli::ca::CaCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -52,6 +60,12 @@ fn main() -> ExitCode {
                 None => println!("no --config given: the embedded defaults are valid"),
             }
             ExitCode::SUCCESS
+        }
+        Command::Ca { command } => {
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            cli::ca::run(command, &config)
         }
         Command::Run => run(config, warnings, local_default),
     }

@@ -1,0 +1,3 @@
+//! Subcommands of the `gatehouse` binary beyond `run` and `check`.
+
+pub mod ca;
