@@ -22,6 +22,7 @@ pub mod message;
 pub mod routing;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod transport;
 
 pub use server::{BoundPort, Server, StartError};

@@ -9,6 +9,7 @@ use tokio::task::JoinSet;
 
 use crate::broker::Broker;
 use crate::limits::Limits;
+use crate::tls::{TlsError, TlsPorts};
 use crate::transport::{self, Transport};
 
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +20,8 @@ pub enum StartError {
         what: &'static str,
         issue: &'static str,
     },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("{path}: cannot listen on {addr}: {source}")]
     Bind {
         path: String,
@@ -35,6 +38,7 @@ pub struct BoundPort {
     pub configured: u16,
     pub addr: SocketAddr,
     pub protocol: Protocol,
+    pub tls: bool,
 }
 
 /// A running broker. Dropping it stops accepting connections.
@@ -48,6 +52,9 @@ impl Server {
     /// Bind every port of `config` (all or nothing) and start accepting.
     pub async fn start(config: &Config) -> Result<Server, StartError> {
         refuse_unsupported(config)?;
+        let mut tasks = JoinSet::new();
+        // Certificates first: an invalid one stops start-up before any port opens.
+        let tls = TlsPorts::setup(config, &mut tasks)?;
         let broker = Broker::new(Limits::from_config(&config.broker));
         let permits = Arc::new(Semaphore::new(broker.limits.max_connections));
         let mut bound = Vec::new();
@@ -72,26 +79,29 @@ impl Server {
                             configured: port.port,
                             addr,
                             protocol: port.protocol,
+                            tls: port.tls.is_some(),
                         },
                         socket,
                         transport.clone(),
+                        tls.acceptor(li, pi),
                     ));
                 }
             }
         }
-        let mut tasks = JoinSet::new();
         let mut ports = Vec::new();
-        for (info, socket, transport) in bound {
+        for (info, socket, transport, acceptor) in bound {
             tracing::info!(
                 target: "listener",
                 listener = %info.listener,
                 protocol = ?info.protocol,
+                tls = info.tls,
                 "listening on {}",
                 info.addr
             );
             tasks.spawn(transport::accept_loop(
                 socket,
                 transport,
+                acceptor,
                 broker.clone(),
                 permits.clone(),
                 info.addr.port(),
@@ -129,18 +139,11 @@ impl Server {
     }
 }
 
-/// Until TLS, authentication and authorization land, never run such a port open.
+/// Until authentication and authorization land, never run such a port open.
 fn refuse_unsupported(config: &Config) -> Result<(), StartError> {
     for (li, listener) in config.listeners.iter().enumerate() {
         for (pi, port) in listener.ports.iter().enumerate() {
             let at = |field: &str| format!("listeners[{li}].ports[{pi}].{field}");
-            if port.tls.is_some() {
-                return Err(StartError::NotSupportedYet {
-                    path: at("tls"),
-                    what: "TLS",
-                    issue: "TLS",
-                });
-            }
             if port.authentication_ref.is_some() {
                 return Err(StartError::NotSupportedYet {
                     path: at("authenticationRef"),

@@ -4,3 +4,4 @@
 pub mod broker;
 pub mod mosquitto;
 pub mod raw;
+pub mod tls;

@@ -68,20 +68,16 @@ pub struct Finished {
     pub stderr: String,
 }
 
-fn host_port(addr: SocketAddr) -> [String; 4] {
-    [
-        "-h".into(),
-        addr.ip().to_string(),
-        "-p".into(),
-        addr.port().to_string(),
-    ]
-}
-
 /// Run `mosquitto_pub -h <addr> -p <port> <args>` to the end (at most [`WAIT`]) and
 /// return what it printed; panics if it cannot be run or does not finish.
 pub async fn try_publish(addr: SocketAddr, args: &[&str]) -> Finished {
+    try_publish_to(&addr.ip().to_string(), addr.port(), args).await
+}
+
+/// [`try_publish`] to a host name (TLS tests verify `localhost` against the certificate).
+pub async fn try_publish_to(host: &str, port: u16, args: &[&str]) -> Finished {
     let mut cmd = Command::new("mosquitto_pub");
-    cmd.args(host_port(addr))
+    cmd.args(["-h", host, "-p", &port.to_string()])
         .args(args)
         .stdin(Stdio::null())
         .kill_on_drop(true);
@@ -130,10 +126,15 @@ impl Sub {
     /// Start `mosquitto_sub -h <addr> -p <port> -d -F FORMAT <args>`. Does not wait for
     /// anything; see [`Sub::subscribed`].
     pub fn spawn(addr: SocketAddr, args: &[&str]) -> Sub {
+        Sub::spawn_to(&addr.ip().to_string(), addr.port(), args)
+    }
+
+    /// [`Sub::spawn`] to a host name (TLS tests verify `localhost` against the certificate).
+    pub fn spawn_to(host: &str, port: u16, args: &[&str]) -> Sub {
         let mut cmd = Command::new("stdbuf");
         cmd.arg("-oL")
             .arg("mosquitto_sub")
-            .args(host_port(addr))
+            .args(["-h", host, "-p", &port.to_string()])
             .args(["-d", "-F", FORMAT])
             .args(args)
             .stdin(Stdio::null())
@@ -171,6 +172,13 @@ impl Sub {
             closed: false,
             args: args.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    /// [`Sub::spawn_to`], then wait until the broker has acknowledged every subscription.
+    pub async fn subscribed_to(host: &str, port: u16, args: &[&str]) -> Sub {
+        let mut sub = Sub::spawn_to(host, port, args);
+        sub.wait_subscribed().await;
+        sub
     }
 
     /// [`Sub::spawn`], then wait until the broker has acknowledged every subscription.

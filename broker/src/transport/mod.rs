@@ -6,9 +6,11 @@ mod websocket;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 use crate::broker::Broker;
 use crate::connection;
@@ -49,6 +51,7 @@ pub async fn bind(addr: IpAddr, port: u16) -> std::io::Result<Vec<TcpListener>> 
 pub async fn accept_loop(
     listener: TcpListener,
     transport: Transport,
+    tls: Option<TlsAcceptor>,
     broker: Arc<Broker>,
     permits: Arc<Semaphore>,
     port: u16,
@@ -69,22 +72,37 @@ pub async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let broker = broker.clone();
         let transport = transport.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            // One deadline for the TLS handshake, the WebSocket upgrade and CONNECT.
             let deadline = Instant::now() + broker.limits.connect_timeout;
-            handle(stream, peer, transport, broker, port, deadline).await;
+            let Some(acceptor) = tls else {
+                return handle(stream, peer, transport, broker, port, deadline).await;
+            };
+            match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => handle(stream, peer, transport, broker, port, deadline).await,
+                Ok(Err(e)) => {
+                    tracing::info!(target: "listener", %peer, port, "TLS handshake failed: {e}")
+                }
+                Err(_) => {
+                    tracing::info!(target: "listener", %peer, port, "TLS handshake timed out")
+                }
+            }
         });
     }
 }
 
-async fn handle(
-    stream: TcpStream,
+async fn handle<S>(
+    stream: S,
     peer: SocketAddr,
     transport: Transport,
     broker: Arc<Broker>,
     port: u16,
     deadline: Instant,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     match transport {
         Transport::Mqtt => connection::serve(stream, broker, peer, port, deadline).await,
         Transport::WebSockets { path } => {

@@ -10,14 +10,16 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes};
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 /// Upgrade an HTTP connection; refuse other paths when `path` is set.
-pub async fn accept(stream: TcpStream, path: Option<&str>) -> Result<WsStream, String> {
+pub async fn accept<S>(stream: S, path: Option<&str>) -> Result<WsStream<S>, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     // The callback signature is tungstenite's; its error type is an HTTP response.
     #[allow(clippy::result_large_err)]
     let callback = |req: &Request, mut resp: Response| -> Result<Response, ErrorResponse> {
@@ -51,8 +53,9 @@ pub async fn accept(stream: TcpStream, path: Option<&str>) -> Result<WsStream, S
     })
 }
 
-pub struct WsStream {
-    inner: WebSocketStream<TcpStream>,
+/// A WebSocket over `S` (TCP, or TLS for `wss`).
+pub struct WsStream<S> {
+    inner: WebSocketStream<S>,
     /// The unread rest of the last binary frame.
     pending: Bytes,
 }
@@ -61,7 +64,7 @@ fn to_io(e: tokio_tungstenite::tungstenite::Error) -> io::Error {
     io::Error::other(e)
 }
 
-impl AsyncRead for WsStream {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -91,7 +94,7 @@ impl AsyncRead for WsStream {
     }
 }
 
-impl AsyncWrite for WsStream {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsStream<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -135,13 +135,12 @@ diagnostics:
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }
 
-/// A port with `tls`, `authenticationRef` or `authorizationRef` makes the binary refuse
-/// to start, naming the YAML path, before any port is opened.
+/// A port with `authenticationRef` or `authorizationRef` makes the binary refuse to
+/// start, naming the YAML path, before any port is opened.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_refuses_ports_it_cannot_secure_yet() {
     let dir = TempDir::new("refuse");
     let cases = [
-        ("tls", "tls: { mode: Automatic }", ""),
         (
             "authenticationRef",
             "authenticationRef: sat",

@@ -14,5 +14,6 @@ mod limits;
 mod mosquitto_clients;
 mod retained;
 mod sessions;
+mod tls;
 mod websockets;
 mod wills;
