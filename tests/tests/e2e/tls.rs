@@ -421,3 +421,71 @@ async fn websockets_over_tls() {
     };
     assert_eq!(connack_code(&connack), 0);
 }
+
+/// The cert-manager bootstrap pattern of the seeds: a `selfSigned` issuer signs a CA
+/// certificate (`certificates:` with `isCA: true`) into the secret `test-ca`, a `ca`
+/// issuer signs with it, and an Automatic port takes its certificate from that issuer.
+/// Clients trust the bootstrapped CA (`secrets/test-ca/ca.crt`) or the bundle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatic_port_from_a_bootstrapped_ca_issuer() {
+    let dir = TempDir::new("tls-ca-issuer");
+    let data = dir.path().join("data");
+    let b = TestBroker::start(&format!(
+        "
+dataDir: {data}
+listeners:
+  - name: custom-ca
+    bindAddress: 127.0.0.1
+    ports:
+      - port: 0
+        tls:
+          mode: Automatic
+          certManagerCertificateSpec:
+            issuerRef: {{ name: my-issuer, kind: Issuer }}
+            privateKey: {{ algorithm: Ec384 }}
+issuers:
+  - name: my-issuer
+    kind: Issuer
+    ca: {{ secretName: test-ca }}
+  - name: selfsigned-ca-issuer
+    selfSigned: {{}}
+certificates:
+  - name: selfsigned-ca-cert
+    isCA: true
+    commonName: test-ca
+    secretName: test-ca
+    issuerRef: {{ name: selfsigned-ca-issuer, kind: Issuer }}
+    privateKey: {{ algorithm: Ec256, rotationPolicy: Always }}
+",
+        data = yaml_path(&data)
+    ))
+    .await;
+    let ca = data.join("secrets").join("test-ca").join("tls.crt");
+    let topic = unique("tls/ca-issuer");
+    let mut sub = Sub::subscribed_to(
+        "localhost",
+        port(&b),
+        &["--cafile", &yaml_path(&ca), "-t", &topic],
+    )
+    .await;
+    pub_tls(
+        port(&b),
+        &data.join("trust").join("ca.crt"),
+        &topic,
+        "from my-issuer",
+    )
+    .await;
+    assert_eq!(sub.next_message().await.payload, "from my-issuer");
+    // The quickstart root alone does not vouch for this port.
+    let quickstart_only = dir.path().join("quickstart.crt");
+    let quickstart_dir = data.join("ca");
+    let root = std::fs::read_dir(&quickstart_dir)
+        .expect("quickstart CA folder")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "crt"))
+        .expect("a quickstart root");
+    std::fs::copy(root, &quickstart_only).expect("copy");
+    assert!(serial_for_new_handshake(&quickstart_only, port(&b))
+        .await
+        .is_err());
+}
