@@ -15,6 +15,7 @@
 //!
 //! The wire format lives in the `gatehouse-protocol` crate (sans-IO, fuzzed).
 
+pub mod auth;
 pub mod broker;
 pub mod connection;
 pub mod limits;

@@ -1,5 +1,6 @@
 //! Starting the broker from a validated configuration.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use gatehouse_config::{Config, Protocol};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::auth::{self, AuthError, Chain};
 use crate::broker::Broker;
 use crate::limits::Limits;
 use crate::tls::{TlsError, TlsPorts};
@@ -22,6 +24,11 @@ pub enum StartError {
     },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("{path}: {source}")]
+    Auth {
+        path: String,
+        source: Box<AuthError>,
+    },
     #[error("{path}: cannot listen on {addr}: {source}")]
     Bind {
         path: String,
@@ -53,8 +60,13 @@ impl Server {
     pub async fn start(config: &Config) -> Result<Server, StartError> {
         refuse_unsupported(config)?;
         let mut tasks = JoinSet::new();
+        let chains = port_chains(config)?;
         // Certificates first: an invalid one stops start-up before any port opens.
-        let tls = TlsPorts::setup(config, &mut tasks)?;
+        let tls = TlsPorts::setup(
+            config,
+            |li, pi| chains.get(&(li, pi)).and_then(|c| c.client_verifier()),
+            &mut tasks,
+        )?;
         let broker = Broker::new(Limits::from_config(&config.broker));
         let permits = Arc::new(Semaphore::new(broker.limits.max_connections));
         let mut bound = Vec::new();
@@ -84,12 +96,13 @@ impl Server {
                         socket,
                         transport.clone(),
                         tls.acceptor(li, pi),
+                        chains.get(&(li, pi)).cloned(),
                     ));
                 }
             }
         }
         let mut ports = Vec::new();
-        for (info, socket, transport, acceptor) in bound {
+        for (info, socket, transport, acceptor, chain) in bound {
             tracing::info!(
                 target: "listener",
                 listener = %info.listener,
@@ -102,6 +115,7 @@ impl Server {
                 socket,
                 transport,
                 acceptor,
+                chain,
                 broker.clone(),
                 permits.clone(),
                 info.addr.port(),
@@ -139,21 +153,43 @@ impl Server {
     }
 }
 
-/// Until authentication and authorization land, never run such a port open.
+/// The authentication chain of every port with an `authenticationRef`, shared between
+/// ports that name the same resource.
+fn port_chains(config: &Config) -> Result<HashMap<(usize, usize), Arc<Chain>>, StartError> {
+    let mut built: HashMap<&str, Arc<Chain>> = HashMap::new();
+    let mut chains = HashMap::new();
+    for (li, listener) in config.listeners.iter().enumerate() {
+        for (pi, port) in listener.ports.iter().enumerate() {
+            let Some(name) = &port.authentication_ref else {
+                continue;
+            };
+            let chain = match built.get(name.as_str()) {
+                Some(c) => c.clone(),
+                None => {
+                    let c =
+                        Arc::new(
+                            auth::build(config, name).map_err(|source| StartError::Auth {
+                                path: format!("listeners[{li}].ports[{pi}].authenticationRef"),
+                                source: Box::new(source),
+                            })?,
+                        );
+                    built.insert(name, c.clone());
+                    c
+                }
+            };
+            chains.insert((li, pi), chain);
+        }
+    }
+    Ok(chains)
+}
+
+/// Until authorization lands, never run such a port open.
 fn refuse_unsupported(config: &Config) -> Result<(), StartError> {
     for (li, listener) in config.listeners.iter().enumerate() {
         for (pi, port) in listener.ports.iter().enumerate() {
-            let at = |field: &str| format!("listeners[{li}].ports[{pi}].{field}");
-            if port.authentication_ref.is_some() {
-                return Err(StartError::NotSupportedYet {
-                    path: at("authenticationRef"),
-                    what: "authentication",
-                    issue: "authentication chain",
-                });
-            }
             if port.authorization_ref.is_some() {
                 return Err(StartError::NotSupportedYet {
-                    path: at("authorizationRef"),
+                    path: format!("listeners[{li}].ports[{pi}].authorizationRef"),
                     what: "authorization",
                     issue: "authorization",
                 });

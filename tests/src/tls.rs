@@ -146,3 +146,58 @@ pub async fn serial_for_new_handshake(ca_file: &Path, port: u16) -> Result<Strin
         Err(e) => Err(e.to_string()),
     }
 }
+
+impl Pki {
+    /// A client certificate (clientAuth, CN `cn`) under the intermediate, valid for
+    /// `lifetime`, written as `<name>.crt` (leaf + intermediate) and `<name>.key`.
+    pub fn client(
+        &self,
+        cn: &str,
+        algorithm: PrivateKeyAlgorithm,
+        lifetime: Duration,
+        name: &str,
+    ) -> (PathBuf, PathBuf) {
+        let mut req = request(Usage::Client, cn, &[]);
+        req.duration = lifetime;
+        let issued = self
+            .intermediate
+            .issue(
+                &req,
+                Key::generate(algorithm).expect("generate key"),
+                SystemTime::now(),
+            )
+            .expect("client certificate");
+        self.write_server(&issued, name)
+    }
+}
+
+/// [`connect`], presenting the client certificate chain and key from PEM files.
+pub async fn connect_as(
+    ca_file: &Path,
+    port: u16,
+    server_name: &str,
+    cert_file: &Path,
+    key_file: &Path,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivateKeyDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in gatehouse_certs::read_certificates(ca_file).expect("read CA file") {
+        roots.add(cert).expect("add root");
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+        .expect("client chain")
+        .collect::<Result<_, _>>()
+        .expect("client chain PEM");
+    let key = PrivateKeyDer::from_pem_file(key_file).expect("client key");
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .expect("client identity");
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    let name = ServerName::try_from(server_name.to_owned())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+}

@@ -14,7 +14,8 @@ use gatehouse_protocol::{
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
-use super::Connection;
+use super::{Connection, PortSecurity};
+use crate::auth::{Credentials, Outcome};
 use crate::broker::Broker;
 
 pub(super) type Accepted = (
@@ -30,6 +31,7 @@ pub(super) async fn handshake<R, W>(
     reader: &mut R,
     writer: &mut W,
     broker: &Arc<Broker>,
+    security: &PortSecurity,
 ) -> Result<Accepted, String>
 where
     R: AsyncRead + Unpin,
@@ -66,6 +68,35 @@ where
     }
     let limits = &broker.limits;
     let props = &connect.properties;
+
+    let principal = match &security.chain {
+        None => None,
+        Some(chain) => {
+            let creds = Credentials {
+                client_id: &connect.client_id,
+                username: connect.username.as_deref(),
+                password: connect.password.as_deref(),
+                method: props.authentication_method.as_deref(),
+                data: props.authentication_data.as_deref(),
+                peer_certs: &security.peer_certs,
+            };
+            match chain.authenticate(&creds).await {
+                Outcome::Accepted(p) => Some(p),
+                Outcome::Rejected(rc, why) => {
+                    refuse(writer, Some(version.level()), rc).await;
+                    return Err(format!("authentication failed: {why} ({rc})"));
+                }
+            }
+        }
+    };
+    if let Some(p) = &principal {
+        tracing::info!(
+            target: "auth",
+            method = p.method,
+            username = p.username.as_deref().unwrap_or(""),
+            "client authenticated"
+        );
+    }
 
     let mut assigned = None;
     let client_id: Arc<str> = if connect.client_id.is_empty() {
@@ -123,6 +154,7 @@ where
         session_expiry,
         connect_expiry_was_zero: requested_expiry == 0,
         held_acks: Default::default(),
+        principal,
         wbuf: BytesMut::with_capacity(8 * 1024),
     };
 

@@ -16,15 +16,17 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, BytesMut};
 use gatehouse_protocol::codec;
 use gatehouse_protocol::{Disconnect, Packet, ProtocolVersion, ReasonCode, Will};
+use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
+use crate::auth::{Chain, Principal};
 use crate::broker::{Broker, Detach};
 use crate::session::Session;
 
@@ -34,6 +36,15 @@ const READ_PAUSE_BYTES: usize = 1 << 20;
 /// Stop moving queued deliveries into the write buffer beyond this; they wait in the
 /// (bounded) session queue instead.
 const DRAIN_HIGH_WATER: usize = 64 * 1024;
+
+/// What the port knows about a connection's security before CONNECT: its
+/// authentication chain and the client certificate chain from the TLS handshake.
+#[derive(Debug, Default)]
+pub struct PortSecurity {
+    pub chain: Option<Arc<Chain>>,
+    /// Leaf first; empty without TLS or without a client certificate.
+    pub peer_certs: Vec<CertificateDer<'static>>,
+}
 
 /// Why a connection ended.
 #[derive(Debug)]
@@ -45,6 +56,8 @@ pub(crate) enum Exit {
     /// The client broke the protocol: DISCONNECT with this reason (v5), then close.
     Violation(ReasonCode, Cow<'static, str>),
     KeepAliveTimeout,
+    /// The principal's credentials expired: close without DISCONNECT (behaviour.md §3).
+    CredentialsExpired,
     TakenOver(ReasonCode),
     /// EOF or an I/O error: the network connection is simply gone.
     Closed(Cow<'static, str>),
@@ -73,6 +86,8 @@ pub(crate) struct Connection {
     connect_expiry_was_zero: bool,
     /// PUBACK/PUBREC waiting for congested subscribers to drain.
     held_acks: held_acks::HeldAcks,
+    /// `None` on ports without authentication (anonymous).
+    principal: Option<Principal>,
     wbuf: BytesMut,
 }
 
@@ -80,6 +95,7 @@ pub(crate) struct Connection {
 pub async fn serve<S>(
     stream: S,
     broker: Arc<Broker>,
+    security: PortSecurity,
     peer: SocketAddr,
     port: u16,
     deadline: tokio::time::Instant,
@@ -91,7 +107,7 @@ pub async fn serve<S>(
         let (mut reader, mut writer) = tokio::io::split(stream);
         let hs = tokio::time::timeout_at(
             deadline,
-            handshake::handshake(&mut reader, &mut writer, &broker),
+            handshake::handshake(&mut reader, &mut writer, &broker, &security),
         )
         .await;
         let (conn, rbuf, kicked, released) = match hs {
@@ -150,6 +166,7 @@ impl Connection {
             Flushed(std::io::Result<()>),
             Woken,
             KeepAliveExpired,
+            CredentialsExpired,
             AcksReady,
         }
         // Set after a write until a flush has gone through: framed transports
@@ -158,6 +175,13 @@ impl Connection {
         let far = Duration::from_secs(86400 * 365);
         let keep_alive = tokio::time::sleep(self.keep_alive_timeout.unwrap_or(far));
         tokio::pin!(keep_alive);
+        let credential_expiry = self.principal.as_ref().and_then(|p| p.expiry);
+        let credentials_left = credential_expiry.map(|at| {
+            at.duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        });
+        let credentials = tokio::time::sleep(credentials_left.unwrap_or(far).min(far));
+        tokio::pin!(credentials);
         let session = self.session.clone();
         loop {
             // Handle every complete packet already buffered.
@@ -204,6 +228,7 @@ impl Connection {
                 r = reader.read_buf(rbuf), if reading => Event::Read(r),
                 _ = session.wake.notified() => Event::Woken,
                 _ = &mut keep_alive, if self.keep_alive_timeout.is_some() => Event::KeepAliveExpired,
+                _ = &mut credentials, if credential_expiry.is_some() => Event::CredentialsExpired,
                 _ = async { if let Some(f) = held { f.await } }, if holding => Event::AcksReady,
             };
             match event {
@@ -221,6 +246,7 @@ impl Connection {
                 Event::Read(Err(e)) => return Exit::Closed(format!("read error: {e}").into()),
                 Event::Woken | Event::AcksReady => {}
                 Event::KeepAliveExpired => return Exit::KeepAliveTimeout,
+                Event::CredentialsExpired => return Exit::CredentialsExpired,
             }
         }
     }
@@ -231,6 +257,7 @@ impl Connection {
             Exit::Disconnected { will } => (None, *will),
             Exit::Violation(rc, _) => (Some(*rc), true),
             Exit::KeepAliveTimeout => (Some(ReasonCode::KEEP_ALIVE_TIMEOUT), true),
+            Exit::CredentialsExpired => (None, true),
             Exit::TakenOver(rc) => (Some(*rc), true),
             Exit::Closed(_) => (None, true),
         };
@@ -240,6 +267,10 @@ impl Connection {
                 tracing::info!(target: "conn", "closing connection: {rc}: {detail}")
             }
             Exit::KeepAliveTimeout => tracing::info!(target: "conn", "keep alive timeout"),
+            Exit::CredentialsExpired => tracing::info!(
+                target: "conn",
+                "disconnecting client: its credentials expired"
+            ),
             Exit::TakenOver(_) => tracing::info!(target: "conn", "session taken over"),
             Exit::Closed(why) => tracing::debug!(target: "conn", "connection closed: {why}"),
         }
@@ -262,7 +293,7 @@ impl Connection {
                 let _ = codec::encode(&bare, self.version, &mut self.wbuf);
             }
         }
-        if !matches!(exit, Exit::Closed(_)) && !self.wbuf.is_empty() {
+        if !matches!(exit, Exit::Closed(_) | Exit::CredentialsExpired) && !self.wbuf.is_empty() {
             let flush = async {
                 writer.write_all(&self.wbuf).await?;
                 writer.shutdown().await

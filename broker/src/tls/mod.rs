@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use gatehouse_config::{Config, Tls};
+use rustls::server::danger::ClientCertVerifier;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
@@ -54,7 +55,13 @@ pub struct TlsPorts {
 impl TlsPorts {
     /// Load or issue every port's certificate and start the tasks that keep them
     /// current (in `tasks`, so they end with the server).
-    pub fn setup(config: &Config, tasks: &mut JoinSet<()>) -> Result<TlsPorts, TlsError> {
+    /// `client_verifier(listener, port)` gives the client certificate verifier of ports
+    /// whose authentication chain has X.509.
+    pub fn setup(
+        config: &Config,
+        client_verifier: impl Fn(usize, usize) -> Option<Arc<dyn ClientCertVerifier>>,
+        tasks: &mut JoinSet<()>,
+    ) -> Result<TlsPorts, TlsError> {
         let mut acceptors = HashMap::new();
         let mut automatic = Vec::new();
         for (li, listener) in config.listeners.iter().enumerate() {
@@ -74,7 +81,7 @@ impl TlsPorts {
                         slot.clone(),
                     )),
                 }
-                acceptors.insert((li, pi), acceptor(slot));
+                acceptors.insert((li, pi), acceptor(slot, client_verifier(li, pi)));
             }
         }
         // Issuers are bootstrapped when anything needs them, so a configuration without
@@ -90,11 +97,18 @@ impl TlsPorts {
     }
 }
 
-/// TLS 1.2 and 1.3 only (rustls supports nothing older), certificate from `slot`.
-fn acceptor(slot: Arc<CertSlot>) -> TlsAcceptor {
+/// TLS 1.2 and 1.3 only (rustls supports nothing older), certificate from `slot`, client
+/// certificates requested when `client_verifier` is given.
+fn acceptor(
+    slot: Arc<CertSlot>,
+    client_verifier: Option<Arc<dyn ClientCertVerifier>>,
+) -> TlsAcceptor {
     let versions = [&rustls::version::TLS13, &rustls::version::TLS12];
-    let config = rustls::ServerConfig::builder_with_protocol_versions(&versions)
-        .with_no_client_auth()
-        .with_cert_resolver(slot);
+    let builder = rustls::ServerConfig::builder_with_protocol_versions(&versions);
+    let builder = match client_verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let config = builder.with_cert_resolver(slot);
     TlsAcceptor::from(Arc::new(config))
 }

@@ -12,8 +12,9 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+use crate::auth::Chain;
 use crate::broker::Broker;
-use crate::connection;
+use crate::connection::{self, PortSecurity};
 
 /// What a port speaks, resolved from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +53,7 @@ pub async fn accept_loop(
     listener: TcpListener,
     transport: Transport,
     tls: Option<TlsAcceptor>,
+    auth: Option<Arc<Chain>>,
     broker: Arc<Broker>,
     permits: Arc<Semaphore>,
     port: u16,
@@ -73,15 +75,32 @@ pub async fn accept_loop(
         let broker = broker.clone();
         let transport = transport.clone();
         let tls = tls.clone();
+        let auth = auth.clone();
         tokio::spawn(async move {
             let _permit = permit;
             // One deadline for the TLS handshake, the WebSocket upgrade and CONNECT.
             let deadline = Instant::now() + broker.limits.connect_timeout;
             let Some(acceptor) = tls else {
-                return handle(stream, peer, transport, broker, port, deadline).await;
+                let security = PortSecurity {
+                    chain: auth,
+                    peer_certs: Vec::new(),
+                };
+                return handle(stream, peer, transport, security, broker, port, deadline).await;
             };
             match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => handle(stream, peer, transport, broker, port, deadline).await,
+                Ok(Ok(stream)) => {
+                    let peer_certs = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .map(|c| c.to_vec())
+                        .unwrap_or_default();
+                    let security = PortSecurity {
+                        chain: auth,
+                        peer_certs,
+                    };
+                    handle(stream, peer, transport, security, broker, port, deadline).await
+                }
                 Ok(Err(e)) => {
                     tracing::info!(target: "listener", %peer, port, "TLS handshake failed: {e}")
                 }
@@ -97,6 +116,7 @@ async fn handle<S>(
     stream: S,
     peer: SocketAddr,
     transport: Transport,
+    security: PortSecurity,
     broker: Arc<Broker>,
     port: u16,
     deadline: Instant,
@@ -104,12 +124,12 @@ async fn handle<S>(
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     match transport {
-        Transport::Mqtt => connection::serve(stream, broker, peer, port, deadline).await,
+        Transport::Mqtt => connection::serve(stream, broker, security, peer, port, deadline).await,
         Transport::WebSockets { path } => {
             match tokio::time::timeout_at(deadline, websocket::accept(stream, path.as_deref()))
                 .await
             {
-                Ok(Ok(ws)) => connection::serve(ws, broker, peer, port, deadline).await,
+                Ok(Ok(ws)) => connection::serve(ws, broker, security, peer, port, deadline).await,
                 Ok(Err(e)) => {
                     tracing::info!(target: "listener", %peer, port, "WebSocket upgrade refused: {e}")
                 }

@@ -17,3 +17,4 @@ mod sessions;
 mod tls;
 mod websockets;
 mod wills;
+mod x509;

@@ -1,0 +1,192 @@
+//! The authentication chain (behaviour.md §3): the methods of a port's
+//! BrokerAuthentication, tried in order. For each, the client's credentials are first
+//! *relevant* or not; the first method they are relevant to decides (accept or reject);
+//! credentials relevant to none are rejected.
+//!
+//! Methods: [`x509`] (client certificates from the TLS handshake). SAT and Custom arrive
+//! later; a chain that names them refuses to start ("not supported yet") rather than run
+//! without them.
+
+pub mod dn;
+pub mod x509;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use gatehouse_config::{AuthenticationMethod, Config};
+use gatehouse_protocol::ReasonCode;
+use rustls::pki_types::CertificateDer;
+use rustls::server::danger::ClientCertVerifier;
+
+/// Who a client is, once authenticated.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// For X.509 the certificate CN; the CONNECT user name is not trusted then.
+    pub username: Option<String>,
+    pub client_id: String,
+    pub attributes: BTreeMap<String, String>,
+    /// When the credentials stop being valid; the connection is closed then.
+    pub expiry: Option<SystemTime>,
+    /// Which method accepted the client (for logs).
+    pub method: &'static str,
+}
+
+impl fmt::Debug for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Principal")
+            .field("username", &self.username)
+            .field("client_id", &self.client_id)
+            .field("attributes", &self.attributes)
+            .field("expiry", &self.expiry)
+            .field("method", &self.method)
+            .finish()
+    }
+}
+
+/// What a client presented. `Debug` leaves the secrets out.
+pub struct Credentials<'a> {
+    pub client_id: &'a str,
+    pub username: Option<&'a str>,
+    pub password: Option<&'a [u8]>,
+    /// MQTT v5 Authentication Method and Data.
+    pub method: Option<&'a str>,
+    pub data: Option<&'a [u8]>,
+    /// The client's certificate chain from the TLS handshake, leaf first (verified by
+    /// the handshake against the trusted client CAs).
+    pub peer_certs: &'a [CertificateDer<'static>],
+}
+
+impl fmt::Debug for Credentials<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("client_id", &self.client_id)
+            .field("username", &self.username)
+            .field("password", &self.password.map(|_| "<redacted>"))
+            .field("method", &self.method)
+            .field("data", &self.data.map(|_| "<redacted>"))
+            .field("peer_certs", &self.peer_certs.len())
+            .finish()
+    }
+}
+
+/// The chain's decision.
+#[derive(Debug)]
+pub enum Outcome {
+    Accepted(Principal),
+    /// CONNACK with this reason (3.1.1: its return code); the string is for the log.
+    Rejected(ReasonCode, String),
+}
+
+/// A method's answer for one client.
+enum Verdict {
+    NotRelevant,
+    Decided(Outcome),
+}
+
+enum Method {
+    X509(x509::X509Method),
+}
+
+/// One BrokerAuthentication, ready to use.
+pub struct Chain {
+    pub name: String,
+    methods: Vec<Method>,
+    client_verifier: Option<Arc<dyn ClientCertVerifier>>,
+}
+
+impl fmt::Debug for Chain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Chain").field("name", &self.name).finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{path}: method {method} is not supported yet (it arrives with the rest of the authentication chain); refusing to start rather than run without it")]
+    NotSupportedYet { path: String, method: String },
+    #[error("{path}: {source}")]
+    X509 {
+        path: String,
+        source: x509::X509SetupError,
+    },
+}
+
+impl Chain {
+    /// Run the chain.
+    pub async fn authenticate(&self, creds: &Credentials<'_>) -> Outcome {
+        for method in &self.methods {
+            let verdict = match method {
+                Method::X509(m) => m.authenticate(creds),
+            };
+            if let Verdict::Decided(outcome) = verdict {
+                return outcome;
+            }
+        }
+        Outcome::Rejected(
+            ReasonCode::NOT_AUTHORIZED,
+            format!(
+                "no method of authentication {} applies to the credentials presented",
+                self.name
+            ),
+        )
+    }
+
+    /// The TLS client certificate verifier for ports using this chain: `Some` when the
+    /// chain has X.509 (client certificates are then requested, but optional, so other
+    /// methods still work on the same port).
+    pub fn client_verifier(&self) -> Option<Arc<dyn ClientCertVerifier>> {
+        self.client_verifier.clone()
+    }
+}
+
+/// The chain of authentication resource `name` (validation guarantees it exists).
+pub fn build(config: &Config, name: &str) -> Result<Chain, AuthError> {
+    let Some((ai, auth)) = config
+        .authentications
+        .iter()
+        .enumerate()
+        .find(|(_, a)| a.name == name)
+    else {
+        return Ok(Chain {
+            name: name.to_owned(),
+            methods: Vec::new(),
+            client_verifier: None,
+        });
+    };
+    let mut methods = Vec::new();
+    let mut x509_roots = Vec::new();
+    for (mi, method) in auth.authentication_methods.iter().enumerate() {
+        let path = format!("authentications[{ai}].authenticationMethods[{mi}]");
+        match method {
+            AuthenticationMethod::X509(settings) => {
+                let m = x509::X509Method::new(config, settings)
+                    .map_err(|source| AuthError::X509 { path, source })?;
+                x509_roots.extend(m.trusted().iter().cloned());
+                methods.push(Method::X509(m));
+            }
+            other => {
+                return Err(AuthError::NotSupportedYet {
+                    path: format!("{path}.method"),
+                    method: other.kind().to_string(),
+                })
+            }
+        }
+    }
+    let client_verifier = if x509_roots.is_empty() {
+        None
+    } else {
+        Some(
+            x509::client_verifier(x509_roots).map_err(|source| AuthError::X509 {
+                path: format!("authentications[{ai}]"),
+                source,
+            })?,
+        )
+    };
+    Ok(Chain {
+        name: auth.name.clone(),
+        methods,
+        client_verifier,
+    })
+}
