@@ -19,6 +19,17 @@
 #   connections connection rate, 10 concurrent connect/disconnect loops (connections/s)
 #   qos1_check  strict loss check: a sequenced QoS 1 stream (python3, MQTT 3.1.1)
 #               checked message by message while `mqttv5 bench -q 1` loads the broker
+#   tls_connections  connection rate over TLS, 10 concurrent connect/disconnect loops
+#               (every connection a full handshake: mqttv5 builds a new TLS client per
+#               connection, so nothing is resumed)
+#   tls_qos0    QoS 0 throughput over TLS, 1 -> 1
+#   tls_qos1    QoS 1 throughput over TLS, 1 -> 1 (informational, no target)
+#
+# TLS: once per run the script issues a root CA and a server certificate (EC P-256, SANs
+# localhost and 127.0.0.1) with `gatehouse ca issue` (a throw-away quickstart CA in the
+# run's temporary directory); both brokers serve that certificate and key (Gatehouse: a
+# Manual TLS port; Mosquitto: certfile/keyfile on its listener) and mqttv5 connects to
+# mqtts://localhost:PORT with --ca-cert ROOT.
 #
 # Environment:
 #   RUNS=5          repetitions per scenario (each runs both brokers)
@@ -31,6 +42,9 @@
 #   JSON_OUT=FILE   also write every run and the summary as JSON
 #   OUT_DIR=DIR     keep each run's raw mqttv5 JSON and broker logs there
 #   BUILD=0         skip `cargo build --release -p gatehouse`
+#   MOSQUITTO_CONF_EXTRA=...  extra mosquitto.conf lines for every Mosquitto run, e.g.
+#                   "set_tcp_nodelay true" (Mosquitto's default leaves Nagle on, which
+#                   stalls each TLS 1.3 connect by a delayed ACK; see README.md)
 #   GATEHOUSE=PATH MOSQUITTO=PATH MQTTV5=PATH  binaries
 #
 # Needs: cargo (unless BUILD=0), mosquitto 2.x, mqttv5 (`cargo install mqttv5-cli`),
@@ -43,10 +57,11 @@ root="$(cd "$here/.." && pwd)"
 RUNS="${RUNS:-5}"
 DURATION="${DURATION:-10}"
 WARMUP="${WARMUP:-2}"
-SCENARIOS="${SCENARIOS:-qos0 qos1 qos0_4x4 qos0_4x4_paced latency connections qos1_check}"
+SCENARIOS="${SCENARIOS:-qos0 qos1 qos0_4x4 qos0_4x4_paced latency connections qos1_check tls_connections tls_qos0 tls_qos1}"
 RATE="${RATE:-40000}"
 CHECK_MESSAGES="${CHECK_MESSAGES:-50000}"
 BUILD="${BUILD:-1}"
+MOSQUITTO_CONF_EXTRA="${MOSQUITTO_CONF_EXTRA:-}"
 GATEHOUSE="${GATEHOUSE:-$root/target/release/gatehouse}"
 MOSQUITTO="${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}"
 MQTTV5="${MQTTV5:-$(command -v mqttv5 || echo "$HOME/.cargo/bin/mqttv5")}"
@@ -82,6 +97,45 @@ results="$work/results.jsonl"
 : >"$results"
 clk_tck="$(getconf CLK_TCK)"
 
+# TLS material, made once per run when a tls_* scenario is selected (setup_tls).
+tls_ca="" tls_crt="" tls_key="" mosq_crt="" mosq_key="" tls_info=""
+setup_tls() {
+    local pki="$work/pki"
+    mkdir -p "$pki"
+    # `gatehouse ca issue` needs a valid configuration; only its dataDir matters (the
+    # quickstart root CA is created there). Nothing listens.
+    cat >"$pki/issuer.yaml" <<EOF
+dataDir: $pki/data
+listeners:
+  - name: pki
+    bindAddress: 127.0.0.1
+    ports: [{port: 0}]
+EOF
+    if ! "$GATEHOUSE" ca issue --config "$pki/issuer.yaml" --cn localhost --san localhost,127.0.0.1 \
+        --algorithm Ec256 --out "$pki/server" >"$pki/issue.log" 2>&1; then
+        cat "$pki/issue.log" >&2
+        die "gatehouse ca issue failed"
+    fi
+    tls_ca="$pki/server/ca.crt" tls_crt="$pki/server/tls.crt" tls_key="$pki/server/tls.key"
+    tls_info="server certificate $(sed -n 's/^ *subject: *//p' "$pki/issue.log"), $(sed -n 's/^ *SANs: *//p' "$pki/issue.log"), Ec256 (EC P-256) key, issued by \`gatehouse ca issue\` from a root CA made for this run"
+    log "TLS: $tls_info"
+    # Mosquitto started as root drops privileges (to `mosquitto`) before it reads the
+    # certificate and key: give it its own copy it can read, in a directory it can reach.
+    local mdir="$work/mosquitto-tls"
+    mkdir -p "$mdir"
+    chmod 755 "$mdir"
+    mosq_crt="$mdir/tls.crt" mosq_key="$mdir/tls.key"
+    cp "$tls_crt" "$mosq_crt"
+    cp "$tls_key" "$mosq_key"
+    chmod 644 "$mosq_crt"
+    chmod 600 "$mosq_key"
+    if [ "$(id -u)" = 0 ]; then
+        chmod 711 "$work"
+        # Without a `mosquitto` user Mosquitto falls back to `nobody`; a throw-away key.
+        chown mosquitto "$mosq_key" 2>/dev/null || chmod 644 "$mosq_key"
+    fi
+}
+
 free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
@@ -93,14 +147,30 @@ broker_cpu() {
     awk -v t="$clk_tck" '{ sub(/.*\) /, ""); printf "%.3f", ($12 + $13) / t }' "/proc/$broker_pid/stat"
 }
 
-# start_broker NAME: a fresh broker on a free port; sets broker_pid and port.
+# start_broker NAME [tls]: a fresh broker on a free port (a TLS port with the run's
+# certificate when the second argument is `tls`); sets broker_pid and port.
 start_broker() {
-    local name="$1" attempt
+    local name="$1" tls="${2:-}" attempt
     for attempt in 1 2 3; do
         port="$(free_port)"
         case "$name" in
         gatehouse)
-            cat >"$work/gatehouse.yaml" <<EOF
+            if [ "$tls" = tls ]; then
+                cat >"$work/gatehouse.yaml" <<EOF
+dataDir: $work/gatehouse-data
+listeners:
+  - name: bench
+    bindAddress: 127.0.0.1
+    ports:
+      - port: $port
+        tls: { mode: Manual, manual: { secretRef: server-cert } }
+secrets:
+  server-cert: { certFile: $tls_crt, keyFile: $tls_key }
+diagnostics:
+  metrics: {prometheusPort: 0}
+EOF
+            else
+                cat >"$work/gatehouse.yaml" <<EOF
 listeners:
   - name: bench
     bindAddress: 127.0.0.1
@@ -108,10 +178,17 @@ listeners:
 diagnostics:
   metrics: {prometheusPort: 0}
 EOF
+            fi
             "$GATEHOUSE" --config "$work/gatehouse.yaml" >"$work/broker.log" 2>&1 &
             ;;
         mosquitto)
-            printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" >"$work/mosquitto.conf"
+            {
+                printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port"
+                if [ "$tls" = tls ]; then
+                    printf 'certfile %s\nkeyfile %s\n' "$mosq_crt" "$mosq_key"
+                fi
+                if [ -n "$MOSQUITTO_CONF_EXTRA" ]; then printf '%s\n' "$MOSQUITTO_CONF_EXTRA"; fi
+            } >"$work/mosquitto.conf"
             "$MOSQUITTO" -c "$work/mosquitto.conf" >"$work/broker.log" 2>&1 &
             ;;
         esac
@@ -139,12 +216,12 @@ stop_broker() {
 
 bench_args() {
     case "$1" in
-    qos0) echo "--mode throughput -q 0 --publishers 1 --subscribers 1 --duration $DURATION --warmup $WARMUP" ;;
-    qos1) echo "--mode throughput -q 1 --publishers 1 --subscribers 1 --duration $DURATION --warmup 0" ;;
+    qos0 | tls_qos0) echo "--mode throughput -q 0 --publishers 1 --subscribers 1 --duration $DURATION --warmup $WARMUP" ;;
+    qos1 | tls_qos1) echo "--mode throughput -q 1 --publishers 1 --subscribers 1 --duration $DURATION --warmup 0" ;;
     qos0_4x4) echo "--mode throughput -q 0 --publishers 4 --subscribers 4 --topics 4 --duration $DURATION --warmup $WARMUP" ;;
     qos0_4x4_paced) echo "--mode throughput -q 0 --publishers 4 --subscribers 4 --topics 4 --rate $RATE --duration $DURATION --warmup $WARMUP" ;;
     latency) echo "--mode latency -q 0 --rate 1000 --duration $DURATION --warmup $WARMUP" ;;
-    connections) echo "--mode connections --concurrency 10 --duration $DURATION" ;;
+    connections | tls_connections) echo "--mode connections --concurrency 10 --duration $DURATION" ;;
     *) die "unknown scenario $1" ;;
     esac
 }
@@ -277,8 +354,17 @@ PY
 
 # run_one SCENARIO BROKER REP ORDER
 run_one() {
-    local scen="$1" name="$2" rep="$3" order="$4" out="$work/run.json" loadgen_pid=""
-    start_broker "$name"
+    local scen="$1" name="$2" rep="$3" order="$4" out="$work/run.json" loadgen_pid="" target
+    case "$scen" in
+    tls_*)
+        start_broker "$name" tls
+        target=(--url "mqtts://localhost:$port" --ca-cert "$tls_ca")
+        ;;
+    *)
+        start_broker "$name"
+        target=(--host 127.0.0.1 -p "$port")
+        ;;
+    esac
     local cpu0 t0 t1
     cpu0="$(broker_cpu)"
     t0="$(date +%s.%N)"
@@ -299,7 +385,7 @@ run_one() {
         rm -f "$work/loadgen.time"
         if [ -x /usr/bin/time ]; then timer=(/usr/bin/time -f '%U %S' -o "$work/loadgen.time"); fi
         # shellcheck disable=SC2046
-        if ! "${timer[@]}" "$MQTTV5" bench --host 127.0.0.1 -p "$port" $(bench_args "$scen") \
+        if ! "${timer[@]}" "$MQTTV5" bench "${target[@]}" $(bench_args "$scen") \
             >"$out" 2>"$work/bench.err"; then
             log "  mqttv5 bench failed on $name ($scen):"; tail -5 "$work/bench.err" >&2
             echo "{\"mode\":\"$scen\",\"results\":{\"failed\":true}}" >"$out"
@@ -337,7 +423,7 @@ PY
 import json, sys
 r = json.loads(sys.argv[1])
 keys = ["throughput_steady", "offered_rate", "published", "received", "p50_us", "p99_us",
-        "connections_per_sec", "failed", "sent", "acked", "received_distinct", "missing",
+        "connections_per_sec", "successful", "failed", "p50_connect_us", "sent", "acked", "received_distinct", "missing",
         "duplicates", "broker_cpu_s", "loadgen_cpu_s"]
 print(r["scenario"], r["broker"], "rep", r["rep"], " ".join(f"{k}={r[k]}" for k in keys if k in r))
 ' "$line")"
@@ -347,6 +433,8 @@ log "gatehouse: $GATEHOUSE"
 log "mosquitto: $MOSQUITTO ($("$MOSQUITTO" -h 2>&1 | head -1))"
 log "mqttv5:    $MQTTV5 ($("$MQTTV5" --version 2>&1 | head -1))"
 log "runs=$RUNS duration=${DURATION}s warmup=${WARMUP}s scenarios: $SCENARIOS"
+if [ -n "$MOSQUITTO_CONF_EXTRA" ]; then log "mosquitto.conf extra: $MOSQUITTO_CONF_EXTRA"; fi
+case " $SCENARIOS " in *" tls_"*) setup_tls ;; esac
 for scen in $SCENARIOS; do
     reps="$RUNS"
     # The strict check is a pass/fail, not a timing: once per broker is enough.
@@ -362,13 +450,16 @@ for scen in $SCENARIOS; do
 done
 
 python3 - "$results" "$RUNS" "$DURATION" "$WARMUP" "$(nproc)" "${JSON_OUT:-}" \
-    "$("$MOSQUITTO" -h 2>&1 | head -1)" "$("$MQTTV5" --version 2>&1 | head -1)" "$gatehouse_rev" "$RATE" <<'PY'
+    "$("$MOSQUITTO" -h 2>&1 | head -1)" "$("$MQTTV5" --version 2>&1 | head -1)" "$gatehouse_rev" "$RATE" \
+    "$tls_info" "$MOSQUITTO_CONF_EXTRA" <<'PY'
 import json, statistics, sys, datetime, subprocess
-path, runs, duration, warmup, cores, json_out, mosq_ver, mqttv5_ver, rev, rate = sys.argv[1:]
+path, runs, duration, warmup, cores, json_out, mosq_ver, mqttv5_ver, rev, rate, tls_info, mosq_extra = sys.argv[1:]
 rows = [json.loads(l) for l in open(path) if l.strip()]
 
 def by(scen, broker):
-    return [r for r in rows if r["scenario"] == scen and r["broker"] == broker and not r.get("failed")]
+    # A failed run is `failed: true`; in connection mode `failed` also counts failed
+    # connects (an integer), which does not disqualify the run.
+    return [r for r in rows if r["scenario"] == scen and r["broker"] == broker and r.get("failed") is not True]
 
 def med(xs):
     xs = [x for x in xs if x is not None]
@@ -396,7 +487,9 @@ def cpu_per_msg(scen, broker):
 THR = [("qos0", "QoS 0 throughput, 1 pub → 1 sub", 1.5),
        ("qos1", "QoS 1 throughput, 1 pub → 1 sub", 1.5),
        ("qos0_4x4", "QoS 0 throughput, 4 pub × 4 sub", 1.5),
-       ("qos0_4x4_paced", f"QoS 0, 4 pub × 4 sub, paced at {int(rate):,} pub/s", None)]
+       ("qos0_4x4_paced", f"QoS 0, 4 pub × 4 sub, paced at {int(rate):,} pub/s", None),
+       ("tls_qos0", "TLS QoS 0 throughput, 1 pub → 1 sub", 1.5),
+       ("tls_qos1", "TLS QoS 1 throughput, 1 pub → 1 sub", None)]
 summary, lines = {}, []
 lines.append("| scenario | metric | Gatehouse (median) | Mosquitto (median) | ratio GH/MQ | paired ratio | target | met |")
 lines.append("|---|---|---:|---:|---:|---:|---|---|")
@@ -425,7 +518,7 @@ for scen, label, target in THR:
     summary[scen] = {"gatehouse": g, "mosquitto": m, "ratio": ratio, "paired_ratio": pr,
                      "target": target, "met": met, "published_rate": {"gatehouse": go, "mosquitto": mo},
                      "cpu_us_per_msg": {"gatehouse": gc, "mosquitto": mc}}
-    if scen == "qos1":
+    if scen in ("qos1", "tls_qos1"):
         for b in ("gatehouse", "mosquitto"):
             diffs = [r["published"] - r["received"] for r in by(scen, b)]
             summary[scen][f"{b}_published_minus_received"] = diffs
@@ -445,17 +538,37 @@ if "latency" in present:
     summary["latency"] = {"p50_us": {"gatehouse": gp50, "mosquitto": mp50, "ratio": r50},
                           "p99_us": {"gatehouse": gp99, "mosquitto": mp99, "ratio": r99},
                           "target": "p99 ratio <= 1.0", "met": met}
-if "connections" in present:
-    g = med([r.get("connections_per_sec") for r in by("connections", "gatehouse")])
-    m = med([r.get("connections_per_sec") for r in by("connections", "mosquitto")])
+CONN = [("connections", "Connection rate, 10 concurrent", 1.0),
+        ("tls_connections", "TLS connection rate, 10 concurrent (full handshakes)", 3.0)]
+def per_conn(scen, broker, key):
+    # CPU microseconds per successful connection (broker or load generator).
+    xs = [r[key] * 1e6 / r["successful"] for r in by(scen, broker)
+          if r.get(key) is not None and r.get("successful")]
+    return med(xs)
+for scen, label, target in CONN:
+    if scen not in present:
+        continue
+    g = med([r.get("connections_per_sec") for r in by(scen, "gatehouse")])
+    m = med([r.get("connections_per_sec") for r in by(scen, "mosquitto")])
     ratio = g / m if g and m else None
-    met = ratio is not None and ratio >= 1.0
-    lines.append(f"| Connection rate, 10 concurrent | connections/s | {fmt(g)} | {fmt(m)} | {fmt(ratio, 2)} | {fmt(paired_ratio('connections', 'connections_per_sec'), 2)} | ≥ 1.0× | {'yes' if met else 'NO'} |")
-    gf = sum(r.get("failed", 0) or 0 for r in by("connections", "gatehouse"))
-    mf = sum(r.get("failed", 0) or 0 for r in by("connections", "mosquitto"))
+    met = ratio is not None and ratio >= target
+    lines.append(f"| {label} | connections/s | {fmt(g)} | {fmt(m)} | {fmt(ratio, 2)} | {fmt(paired_ratio(scen, 'connections_per_sec'), 2)} | ≥ {target}× | {'yes' if met else 'NO'} |")
+    gp, mp = (med([r.get(k) for r in by(scen, b)]) for b, k in (("gatehouse", "p50_connect_us"), ("mosquitto", "p50_connect_us")))
+    what = "TCP + TLS handshake + CONNECT/CONNACK" if scen.startswith("tls_") else "TCP + CONNECT/CONNACK"
+    lines.append(f"| | connect time p50 µs (client side: {what}) | {fmt(gp)} | {fmt(mp)} | {fmt(gp / mp if gp and mp else None, 2)} | | | |")
+    gc, mc = per_conn(scen, "gatehouse", "broker_cpu_s"), per_conn(scen, "mosquitto", "broker_cpu_s")
+    lines.append(f"| | broker CPU µs per connection | {fmt(gc, 1)} | {fmt(mc, 1)} | {fmt(gc / mc if gc and mc else None, 2)} | | lower is better | |")
+    gl, ml = per_conn(scen, "gatehouse", "loadgen_cpu_s"), per_conn(scen, "mosquitto", "loadgen_cpu_s")
+    lines.append(f"| | load generator (mqttv5) CPU µs per connection | {fmt(gl, 1)} | {fmt(ml, 1)} | | | | |")
+    gf = sum(r.get("failed", 0) or 0 for r in by(scen, "gatehouse"))
+    mf = sum(r.get("failed", 0) or 0 for r in by(scen, "mosquitto"))
     lines.append(f"| | failed connects (all runs) | {gf} | {mf} | | | 0 | |")
-    summary["connections"] = {"gatehouse": g, "mosquitto": m, "ratio": ratio, "target": 1.0, "met": met,
-                              "failed": {"gatehouse": gf, "mosquitto": mf}}
+    summary[scen] = {"gatehouse": g, "mosquitto": m, "ratio": ratio, "target": target, "met": met,
+                     "paired_ratio": paired_ratio(scen, "connections_per_sec"),
+                     "p50_connect_us": {"gatehouse": gp, "mosquitto": mp},
+                     "cpu_us_per_connection": {"gatehouse": gc, "mosquitto": mc},
+                     "loadgen_cpu_us_per_connection": {"gatehouse": gl, "mosquitto": ml},
+                     "failed": {"gatehouse": gf, "mosquitto": mf}}
 if "qos1_check" in present:
     cells, summary["qos1_check"] = {}, {}
     for b in ("gatehouse", "mosquitto"):
@@ -480,6 +593,13 @@ print(f"- machine: {cores} cores shared by the broker under test and the load ge
       "within each repetition so both see the same background load.".replace("{runs}", runs))
 print(f"- load: {mqttv5_ver}, {duration}s measured per run, warm-up {warmup}s (QoS 1: 0s); "
       f"Mosquitto: {mosq_ver}; Gatehouse: {rev}")
+if any(sc.startswith("tls_") for sc in present):
+    print(f"- TLS: both brokers serve the same {tls_info}; "
+          "mqttv5 connects to mqtts://localhost:PORT with --ca-cert ROOT (a new TLS client per "
+          "connection: full handshakes, no resumption).")
+if mosq_extra:
+    print(f"- Mosquitto configuration beyond listener/allow_anonymous (and certfile/keyfile for TLS): "
+          f"`{'; '.join(mosq_extra.splitlines())}`")
 print("- ratio GH/MQ = ratio of the medians; paired ratio = median of the per-repetition ratios.")
 print()
 print("\n".join(lines))
@@ -487,5 +607,6 @@ if json_out:
     with open(json_out, "w") as f:
         json.dump({"date": now, "cores": int(cores), "runs": int(runs), "duration_s": int(duration),
                    "warmup_s": int(warmup), "gatehouse": rev, "mosquitto": mosq_ver, "mqttv5": mqttv5_ver,
+                   "tls": tls_info or None, "mosquitto_conf_extra": mosq_extra or None,
                    "summary": summary, "runs_raw": rows}, f, indent=2)
 PY
