@@ -7,7 +7,9 @@
 //! later; a chain that names them refuses to start ("not supported yet") rather than run
 //! without them.
 
+pub mod custom;
 pub mod dn;
+pub mod sat;
 pub mod x509;
 
 use std::collections::BTreeMap;
@@ -80,13 +82,27 @@ pub enum Outcome {
 }
 
 /// A method's answer for one client.
-enum Verdict {
+pub(crate) enum Verdict {
     NotRelevant,
     Decided(Outcome),
 }
 
+/// The answer to an MQTT v5 re-authentication (AUTH 0x19), behaviour.md §3.
+#[derive(Debug)]
+pub enum Reauth {
+    /// AUTH 0x00; the principal (new expiry, attributes) replaces the old one.
+    Success(Principal),
+    /// Transient failure (e.g. the custom server is unreachable): AUTH 0x18, the client
+    /// may retry; the old credentials stay until they expire.
+    Continue(String),
+    /// DISCONNECT with this reason (0x87, or 0x8C for a method the chain lacks).
+    Failed(ReasonCode, String),
+}
+
 enum Method {
     X509(x509::X509Method),
+    Sat(sat::SatMethod),
+    Custom(custom::CustomMethod),
 }
 
 /// One BrokerAuthentication, ready to use.
@@ -111,6 +127,16 @@ pub enum AuthError {
         path: String,
         source: x509::X509SetupError,
     },
+    #[error("{path}: {source}")]
+    Sat {
+        path: String,
+        source: sat::SatSetupError,
+    },
+    #[error("{path}: {source}")]
+    Custom {
+        path: String,
+        source: custom::CustomSetupError,
+    },
 }
 
 impl Chain {
@@ -119,6 +145,8 @@ impl Chain {
         for method in &self.methods {
             let verdict = match method {
                 Method::X509(m) => m.authenticate(creds),
+                Method::Sat(m) => m.authenticate(creds).await,
+                Method::Custom(m) => m.authenticate(creds).await,
             };
             if let Verdict::Decided(outcome) = verdict {
                 return outcome;
@@ -131,6 +159,39 @@ impl Chain {
                 self.name
             ),
         )
+    }
+
+    /// Re-authentication with AUTH 0x19 (MQTT v5 §4.12.1): the method must be the one
+    /// the client connected with; the first method of the chain that handles it
+    /// decides. X.509 clients cannot re-authenticate.
+    pub async fn reauthenticate(&self, client_id: &str, method: &str, data: &[u8]) -> Reauth {
+        for m in &self.methods {
+            let answer = match m {
+                Method::X509(_) => None,
+                Method::Sat(m) => m.reauthenticate(client_id, method, data).await,
+                Method::Custom(m) => m.reauthenticate(client_id, method, data).await,
+            };
+            if let Some(answer) = answer {
+                return answer;
+            }
+        }
+        Reauth::Failed(
+            ReasonCode::BAD_AUTHENTICATION_METHOD,
+            format!(
+                "no method of authentication {} re-authenticates with `{method}`",
+                self.name
+            ),
+        )
+    }
+
+    /// Whether some method of the chain accepts CONNECTs with this MQTT v5
+    /// Authentication Method (enhanced authentication).
+    pub fn accepts_enhanced(&self, method: &str) -> bool {
+        self.methods.iter().any(|m| match m {
+            Method::X509(_) => false,
+            Method::Sat(m) => m.handles(method),
+            Method::Custom(_) => true,
+        })
     }
 
     /// The TLS client certificate verifier for ports using this chain: `Some` when the
@@ -166,11 +227,26 @@ pub fn build(config: &Config, name: &str) -> Result<Chain, AuthError> {
                 x509_roots.extend(m.trusted().iter().cloned());
                 methods.push(Method::X509(m));
             }
-            other => {
-                return Err(AuthError::NotSupportedYet {
-                    path: format!("{path}.method"),
-                    method: other.kind().to_string(),
-                })
+            AuthenticationMethod::ServiceAccountToken(settings) => {
+                let m = sat::SatMethod::new(config, settings).map_err(|source| match source {
+                    sat::SatSetupError::NotSupportedYet => AuthError::NotSupportedYet {
+                        path: format!("{path}.method"),
+                        method: method.kind().to_string(),
+                    },
+                    source => AuthError::Sat { path, source },
+                })?;
+                methods.push(Method::Sat(m));
+            }
+            AuthenticationMethod::Custom(settings) => {
+                let m =
+                    custom::CustomMethod::new(config, settings).map_err(|source| match source {
+                        custom::CustomSetupError::NotSupportedYet => AuthError::NotSupportedYet {
+                            path: format!("{path}.method"),
+                            method: method.kind().to_string(),
+                        },
+                        source => AuthError::Custom { path, source },
+                    })?;
+                methods.push(Method::Custom(m));
             }
         }
     }
