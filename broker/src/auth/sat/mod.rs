@@ -3,6 +3,9 @@
 //!
 //! Not implemented yet: building the method reports "not supported yet".
 
+pub(crate) mod kubeconfig;
+pub(crate) mod token_review;
+
 use gatehouse_config::{Config, ServiceAccountTokenSettings};
 
 use super::{Credentials, Reauth, Verdict};
