@@ -9,6 +9,7 @@
 
 pub mod custom;
 pub mod dn;
+pub mod files;
 pub mod sat;
 pub mod x509;
 

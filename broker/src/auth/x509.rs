@@ -7,11 +7,11 @@
 //! `authorizationAttributes` entry, expiry = the leaf's notAfter.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use gatehouse_certs::{read_certificates, CertInfo, LoadError};
-use gatehouse_config::{AdditionalValidation, Config, ConfigMapSource, X509Settings};
+use gatehouse_certs::{CertInfo, LoadError};
+use gatehouse_config::{AdditionalValidation, Config, X509Settings};
 use gatehouse_protocol::ReasonCode;
 use rustls::pki_types::CertificateDer;
 use rustls::server::danger::ClientCertVerifier;
@@ -19,6 +19,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 
 use super::dn::Dn;
+use super::files::{self, ConfigMapError};
 use super::{Credentials, Outcome, Principal, Verdict};
 
 #[derive(Debug, thiserror::Error)]
@@ -149,44 +150,26 @@ pub(super) fn client_verifier(
         .map_err(|e| X509SetupError::Verifier(e.to_string()))
 }
 
-/// Every certificate of a config map (explicit files, or `*.pem` / `*.crt` in its folder).
+/// Every certificate of the trusted client CA config map.
 fn read_config_map(
     config: &Config,
     name: &str,
 ) -> Result<Vec<CertificateDer<'static>>, X509SetupError> {
-    let files = match config.config_map(name) {
-        ConfigMapSource::Files(files) => files,
-        ConfigMapSource::Dir(dir) => pem_files(&dir).map_err(|source| X509SetupError::Folder {
+    files::read_config_map(config, name).map_err(|e| match e {
+        ConfigMapError::Load(source) => X509SetupError::TrustedCa {
             name: name.to_owned(),
-            path: dir.clone(),
             source,
-        })?,
-    };
-    let mut certs = Vec::new();
-    for file in &files {
-        certs.extend(
-            read_certificates(file).map_err(|source| X509SetupError::TrustedCa {
-                name: name.to_owned(),
-                source,
-            })?,
-        );
-    }
-    if certs.is_empty() {
-        return Err(X509SetupError::NoTrustedCa {
+        },
+        ConfigMapError::Empty(path) => X509SetupError::NoTrustedCa {
             name: name.to_owned(),
-            path: files.first().cloned().unwrap_or_default(),
-        });
-    }
-    Ok(certs)
-}
-
-fn pem_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "pem" || x == "crt"))
-        .collect();
-    files.sort();
-    Ok(files)
+            path,
+        },
+        ConfigMapError::Folder { path, source } => X509SetupError::Folder {
+            name: name.to_owned(),
+            path,
+            source,
+        },
+    })
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 mod ca_cli;
 mod cli;
 mod config_errors;
+mod custom_auth;
 mod ipv6;
 mod limits;
 mod mosquitto_clients;
