@@ -3,9 +3,9 @@
 //! *relevant* or not; the first method they are relevant to decides (accept or reject);
 //! credentials relevant to none are rejected.
 //!
-//! Methods: [`x509`] (client certificates from the TLS handshake). SAT and Custom arrive
-//! later; a chain that names them refuses to start ("not supported yet") rather than run
-//! without them.
+//! Methods: [`x509`] (client certificates from the TLS handshake), [`sat`] (Kubernetes
+//! service account tokens, offline or by TokenReview) and [`custom`] (an HTTPS
+//! authentication server).
 
 pub mod custom;
 pub mod dn;

@@ -62,7 +62,7 @@ where
     };
     let connect = *connect;
     let version = connect.protocol;
-    if let Err(rc) = check_connect(&connect) {
+    if let Err(rc) = check_connect(&connect, security) {
         refuse(writer, Some(version.level()), rc).await;
         return Err(format!("CONNECT refused: {rc}"));
     }
@@ -154,6 +154,9 @@ where
         session_expiry,
         connect_expiry_was_zero: requested_expiry == 0,
         held_acks: Default::default(),
+        chain: security.chain.clone(),
+        auth_method: props.authentication_method.clone(),
+        reauth: None,
         principal,
         wbuf: BytesMut::with_capacity(8 * 1024),
     };
@@ -167,6 +170,8 @@ where
             assigned_client_identifier: assigned,
             topic_alias_maximum: Some(limits.topic_alias_maximum),
             server_keep_alive,
+            // Enhanced authentication completed in one step: say which method (§4.12).
+            authentication_method: props.authentication_method.clone(),
             ..Default::default()
         },
     };
@@ -189,10 +194,16 @@ where
 }
 
 /// Rules on CONNECT that the codec cannot check on its own.
-fn check_connect(c: &Connect) -> Result<(), ReasonCode> {
-    if c.properties.authentication_method.is_some() {
-        // Enhanced authentication arrives with the authentication chain.
-        return Err(ReasonCode::BAD_AUTHENTICATION_METHOD);
+fn check_connect(c: &Connect, security: &PortSecurity) -> Result<(), ReasonCode> {
+    if let Some(method) = &c.properties.authentication_method {
+        // Enhanced authentication only where the port's chain has a method for it.
+        if !security
+            .chain
+            .as_ref()
+            .is_some_and(|chain| chain.accepts_enhanced(method))
+        {
+            return Err(ReasonCode::BAD_AUTHENTICATION_METHOD);
+        }
     }
     if let Some(will) = &c.will {
         if validate_topic_name(&will.topic).is_err() {

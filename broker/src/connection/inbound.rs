@@ -65,16 +65,42 @@ impl Connection {
                 Ok(())
             }
             Packet::Disconnect(d) => Err(self.on_disconnect(d)),
-            Packet::Auth(_) => Err(violation(
-                ReasonCode::PROTOCOL_ERROR,
-                "AUTH without enhanced authentication at CONNECT",
-            )),
+            Packet::Auth(auth) => self.on_auth(auth),
             // The codec refuses server-only packets and a second CONNECT.
             other => Err(Exit::Violation(
                 ReasonCode::PROTOCOL_ERROR,
                 format!("unexpected {}", other.name()).into(),
             )),
         }
+    }
+
+    /// AUTH from the client: re-authentication (MQTT 5 §4.12.1), answered when the chain
+    /// has decided (see `Connection::on_reauth`).
+    fn on_auth(&mut self, auth: gatehouse_protocol::Auth) -> Result<(), Exit> {
+        let (Some(method), Some(chain)) = (self.auth_method.clone(), self.chain.clone()) else {
+            return Err(violation(
+                ReasonCode::PROTOCOL_ERROR,
+                "AUTH without enhanced authentication at CONNECT",
+            ));
+        };
+        if auth.reason_code != ReasonCode::RE_AUTHENTICATE || self.reauth.is_some() {
+            return Err(violation(
+                ReasonCode::PROTOCOL_ERROR,
+                "unexpected AUTH: only re-authentication (0x19) is open",
+            ));
+        }
+        if auth.properties.authentication_method.as_deref() != Some(method.as_str()) {
+            return Err(violation(
+                ReasonCode::PROTOCOL_ERROR,
+                "re-authentication must use the authentication method of CONNECT",
+            ));
+        }
+        let data = auth.properties.authentication_data.unwrap_or_default();
+        let client_id = self.client_id.to_string();
+        self.reauth = Some(Box::pin(async move {
+            chain.reauthenticate(&client_id, &method, &data).await
+        }));
+        Ok(())
     }
 
     fn on_publish(&mut self, mut p: Publish) -> Result<(), Exit> {

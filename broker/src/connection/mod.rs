@@ -14,19 +14,23 @@ mod outbound;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, BytesMut};
 use gatehouse_protocol::codec;
-use gatehouse_protocol::{Disconnect, Packet, ProtocolVersion, ReasonCode, Will};
+use gatehouse_protocol::{
+    Auth, AuthProperties, Disconnect, Packet, ProtocolVersion, ReasonCode, Will,
+};
 use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use crate::auth::{Chain, Principal};
+use crate::auth::{Chain, Principal, Reauth};
 use crate::broker::{Broker, Detach};
 use crate::session::Session;
 
@@ -88,6 +92,12 @@ pub(crate) struct Connection {
     held_acks: held_acks::HeldAcks,
     /// `None` on ports without authentication (anonymous).
     principal: Option<Principal>,
+    /// The port's authentication chain (for re-authentication).
+    chain: Option<Arc<Chain>>,
+    /// The MQTT v5 Authentication Method of CONNECT; re-authentication must use it.
+    auth_method: Option<String>,
+    /// A re-authentication in progress (AUTH 0x19 sent by the client).
+    reauth: Option<Pin<Box<dyn Future<Output = Reauth> + Send>>>,
     wbuf: BytesMut,
 }
 
@@ -168,6 +178,7 @@ impl Connection {
             KeepAliveExpired,
             CredentialsExpired,
             AcksReady,
+            Reauthenticated(Reauth),
         }
         // Set after a write until a flush has gone through: framed transports
         // (WebSockets) may hold written bytes until flushed; for TCP flush is free.
@@ -175,12 +186,8 @@ impl Connection {
         let far = Duration::from_secs(86400 * 365);
         let keep_alive = tokio::time::sleep(self.keep_alive_timeout.unwrap_or(far));
         tokio::pin!(keep_alive);
-        let credential_expiry = self.principal.as_ref().and_then(|p| p.expiry);
-        let credentials_left = credential_expiry.map(|at| {
-            at.duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO)
-        });
-        let credentials = tokio::time::sleep(credentials_left.unwrap_or(far).min(far));
+        let mut credential_expiry = self.principal.as_ref().and_then(|p| p.expiry);
+        let credentials = tokio::time::sleep(until_expiry(credential_expiry, far));
         tokio::pin!(credentials);
         let session = self.session.clone();
         loop {
@@ -229,6 +236,12 @@ impl Connection {
                 _ = session.wake.notified() => Event::Woken,
                 _ = &mut keep_alive, if self.keep_alive_timeout.is_some() => Event::KeepAliveExpired,
                 _ = &mut credentials, if credential_expiry.is_some() => Event::CredentialsExpired,
+                r = async {
+                    match self.reauth.as_mut() {
+                        Some(f) => f.await,
+                        None => std::future::pending().await,
+                    }
+                }, if self.reauth.is_some() => Event::Reauthenticated(r),
                 _ = async { if let Some(f) = held { f.await } }, if holding => Event::AcksReady,
             };
             match event {
@@ -247,6 +260,16 @@ impl Connection {
                 Event::Woken | Event::AcksReady => {}
                 Event::KeepAliveExpired => return Exit::KeepAliveTimeout,
                 Event::CredentialsExpired => return Exit::CredentialsExpired,
+                Event::Reauthenticated(answer) => {
+                    self.reauth = None;
+                    if let Err(exit) = self.on_reauth(answer) {
+                        return exit;
+                    }
+                    credential_expiry = self.principal.as_ref().and_then(|p| p.expiry);
+                    credentials
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + until_expiry(credential_expiry, far));
+                }
             }
         }
     }
@@ -311,10 +334,53 @@ impl Connection {
         );
     }
 
+    /// Apply the answer to a re-authentication (behaviour.md §3).
+    fn on_reauth(&mut self, answer: Reauth) -> Result<(), Exit> {
+        let mut auth = Auth {
+            reason_code: ReasonCode::SUCCESS,
+            properties: AuthProperties {
+                authentication_method: self.auth_method.clone(),
+                ..Default::default()
+            },
+        };
+        match answer {
+            Reauth::Success(mut principal) => {
+                // AUTH carries no user name: keep the one from CONNECT unless the method
+                // names the client itself (X.509 CN, service account).
+                if principal.username.is_none() {
+                    principal.username = self.principal.as_ref().and_then(|p| p.username.clone());
+                }
+                tracing::info!(target: "auth", method = principal.method, "client re-authenticated");
+                self.principal = Some(principal);
+            }
+            Reauth::Continue(why) => {
+                tracing::warn!(target: "auth", "re-authentication could not be checked: {why}");
+                auth.reason_code = ReasonCode::CONTINUE_AUTHENTICATION;
+            }
+            Reauth::Failed(rc, why) => {
+                tracing::info!(target: "auth", "re-authentication failed: {why}");
+                return Err(Exit::Violation(rc, "re-authentication failed".into()));
+            }
+        }
+        self.send(&Packet::Auth(auth));
+        Ok(())
+    }
+
     /// Queue a control packet for the client.
     fn send(&mut self, packet: &Packet) {
         if let Err(e) = codec::encode(packet, self.version, &mut self.wbuf) {
             tracing::warn!(target: "conn", "could not encode {}: {e}", packet.name());
         }
+    }
+}
+
+/// How long until `expiry` (zero when past), or `far` without one.
+fn until_expiry(expiry: Option<SystemTime>, far: Duration) -> Duration {
+    match expiry {
+        Some(at) => at
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO)
+            .min(far),
+        None => far,
     }
 }

@@ -14,6 +14,7 @@ mod ipv6;
 mod limits;
 mod mosquitto_clients;
 mod retained;
+mod sat;
 mod sessions;
 mod tls;
 mod websockets;

@@ -10,7 +10,6 @@
 //! with an error naming it, rather than silently ignored.
 
 // Until the SatMethod's TokenReview backend calls it, only the tests do.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::fmt;
 use std::path::{Path, PathBuf};
