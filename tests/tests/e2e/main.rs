@@ -15,6 +15,7 @@ mod limits;
 mod mosquitto_clients;
 mod retained;
 mod sat;
+mod sat_token_review;
 mod sessions;
 mod tls;
 mod websockets;

@@ -9,8 +9,6 @@
 //! `proxy-url`, `tls-server-name`, exec plugins, auth providers, basic auth) is refused
 //! with an error naming it, rather than silently ignored.
 
-// Until the SatMethod's TokenReview backend calls it, only the tests do.
-
 use std::fmt;
 use std::path::{Path, PathBuf};
 
