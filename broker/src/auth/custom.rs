@@ -139,6 +139,7 @@ impl CustomMethod {
                 attributes: pass.attributes,
                 expiry: pass.expiry,
                 method: "Custom",
+                registry: None,
             })),
             Answer::Fail(reason, message) => Verdict::Decided(Outcome::Rejected(
                 reason,
@@ -173,6 +174,7 @@ impl CustomMethod {
                 attributes: pass.attributes,
                 expiry: pass.expiry,
                 method: "Custom",
+                registry: None,
             }),
             Answer::Fail(reason, message) => Reauth::Failed(
                 reauth_failure(reason),

@@ -8,6 +8,7 @@
 //! authentication server).
 
 pub mod custom;
+pub mod device_registry;
 pub mod dn;
 pub mod files;
 pub mod sat;
@@ -34,6 +35,9 @@ pub struct Principal {
     pub expiry: Option<SystemTime>,
     /// Which method accepted the client (for logs).
     pub method: &'static str,
+    /// X.509 with a device registry: the connection ends when the device is disabled or
+    /// removed (checked on every registry change and every recheck interval).
+    pub registry: Option<device_registry::RegistryCheck>,
 }
 
 impl fmt::Debug for Principal {
@@ -44,6 +48,7 @@ impl fmt::Debug for Principal {
             .field("attributes", &self.attributes)
             .field("expiry", &self.expiry)
             .field("method", &self.method)
+            .field("registry", &self.registry)
             .finish()
     }
 }

@@ -4,7 +4,10 @@
 //! verifier built by [`client_verifier`]); this method then turns a verified chain into a
 //! principal: username = the leaf's CN, attributes from the first certificate (leaf,
 //! intermediates, then the trusted CA that issued the top one) whose subject matches an
-//! `authorizationAttributes` entry, expiry = the leaf's notAfter.
+//! `authorizationAttributes` entry, expiry = the leaf's notAfter. With
+//! `additionalValidation: AzureDeviceRegistry` the CN must also name an enabled device of
+//! the [device registry](super::device_registry), and the principal carries the
+//! [`RegistryCheck`] the connection uses to end itself when the device no longer is.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,6 +21,7 @@ use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 use rustls::RootCertStore;
 
+use super::device_registry::{DeviceRegistry, RegistryCheck, RegistryError};
 use super::dn::Dn;
 use super::files::{self, ConfigMapError};
 use super::{Credentials, Outcome, Principal, Verdict};
@@ -36,8 +40,10 @@ pub enum X509SetupError {
     },
     #[error("authorizationAttributes.{label}.subject `{subject}` is not a distinguished name (`CN = name, OU = unit, ...`)")]
     Subject { label: String, subject: String },
-    #[error("additionalValidation: AzureDeviceRegistry is not supported yet (it arrives with the rest of the authentication chain); refusing to start rather than skip the device check")]
-    DeviceRegistryNotSupportedYet,
+    #[error("additionalValidation: AzureDeviceRegistry needs `deviceRegistry: {{ file: <devices.yaml> }}`")]
+    NoDeviceRegistry,
+    #[error("deviceRegistry: {0}")]
+    DeviceRegistry(#[from] RegistryError),
     #[error("trusted client CAs: {0}")]
     Verifier(String),
 }
@@ -46,13 +52,25 @@ pub(super) struct X509Method {
     trusted: Vec<CertificateDer<'static>>,
     trusted_info: Vec<CertInfo>,
     attributes: Vec<(Dn, BTreeMap<String, String>)>,
+    /// With `additionalValidation: AzureDeviceRegistry`.
+    registry: Option<Arc<DeviceRegistry>>,
 }
 
 impl X509Method {
     pub(super) fn new(config: &Config, settings: &X509Settings) -> Result<Self, X509SetupError> {
-        if settings.additional_validation == AdditionalValidation::AzureDeviceRegistry {
-            return Err(X509SetupError::DeviceRegistryNotSupportedYet);
-        }
+        let registry = match settings.additional_validation {
+            AdditionalValidation::None => None,
+            AdditionalValidation::AzureDeviceRegistry => {
+                let registry = settings
+                    .device_registry
+                    .as_ref()
+                    .ok_or(X509SetupError::NoDeviceRegistry)?;
+                Some(DeviceRegistry::open(
+                    &registry.file,
+                    registry.recheck_interval,
+                )?)
+            }
+        };
         let name = &settings.trusted_client_ca_cert;
         let trusted = read_config_map(config, name)?;
         let trusted_info = trusted
@@ -71,6 +89,7 @@ impl X509Method {
             trusted,
             trusted_info,
             attributes,
+            registry,
         })
     }
 
@@ -103,12 +122,21 @@ impl X509Method {
             .common_name
             .clone()
             .ok_or_else(|| format!("client certificate {} has no CN", leaf.subject))?;
+        let registry = match &self.registry {
+            None => None,
+            Some(registry) => {
+                let check = RegistryCheck::new(registry.clone(), username.clone());
+                check.check()?;
+                Some(check)
+            }
+        };
         Ok(Principal {
             username: Some(username),
             client_id: client_id.to_owned(),
             attributes: self.attributes_for(&infos),
             expiry: Some(leaf.not_after),
             method: "X509",
+            registry,
         })
     }
 
@@ -238,6 +266,7 @@ mod tests {
                     attrs(&[("building", "17")]),
                 ),
             ],
+            registry: None,
         };
         let principal = |chain: Vec<CertificateDer<'static>>| {
             method.principal(&chain, "client-1").expect("principal")

@@ -4,7 +4,8 @@
 //! # Flow
 //! [`serve`] → [`handshake`](handshake::handshake) (read CONNECT, validate, attach the
 //! session, CONNACK) → [`Connection::run`] (a `select!` over socket reads, socket writes,
-//! the session's wake-up, the keep-alive deadline and a takeover kick) → exit: a v5
+//! the session's wake-up, the keep-alive deadline, a takeover kick and, per principal,
+//! credential expiry, re-authentication and the device registry) → exit: a v5
 //! DISCONNECT with the reason where one applies, then detach (will, expiry).
 
 mod handshake;
@@ -30,6 +31,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
+use crate::auth::device_registry::RegistryWatch;
 use crate::auth::{Chain, Principal, Reauth};
 use crate::broker::{Broker, Detach};
 use crate::session::Session;
@@ -62,6 +64,9 @@ pub(crate) enum Exit {
     KeepAliveTimeout,
     /// The principal's credentials expired: close without DISCONNECT (behaviour.md §3).
     CredentialsExpired,
+    /// The X.509 client's device was disabled or removed from the device registry
+    /// (why, for the log): DISCONNECT 0x87, then close.
+    DeviceRevoked(String),
     TakenOver(ReasonCode),
     /// EOF or an I/O error: the network connection is simply gone.
     Closed(Cow<'static, str>),
@@ -179,6 +184,7 @@ impl Connection {
             CredentialsExpired,
             AcksReady,
             Reauthenticated(Reauth),
+            DeviceRevoked(String),
         }
         // Set after a write until a flush has gone through: framed transports
         // (WebSockets) may hold written bytes until flushed; for TCP flush is free.
@@ -189,6 +195,7 @@ impl Connection {
         let mut credential_expiry = self.principal.as_ref().and_then(|p| p.expiry);
         let credentials = tokio::time::sleep(until_expiry(credential_expiry, far));
         tokio::pin!(credentials);
+        let mut device = self.registry_watch();
         let session = self.session.clone();
         loop {
             // Handle every complete packet already buffered.
@@ -242,6 +249,12 @@ impl Connection {
                         None => std::future::pending().await,
                     }
                 }, if self.reauth.is_some() => Event::Reauthenticated(r),
+                why = async {
+                    match device.as_mut() {
+                        Some(d) => d.revoked().await,
+                        None => std::future::pending().await,
+                    }
+                }, if device.is_some() => Event::DeviceRevoked(why),
                 _ = async { if let Some(f) = held { f.await } }, if holding => Event::AcksReady,
             };
             match event {
@@ -260,6 +273,7 @@ impl Connection {
                 Event::Woken | Event::AcksReady => {}
                 Event::KeepAliveExpired => return Exit::KeepAliveTimeout,
                 Event::CredentialsExpired => return Exit::CredentialsExpired,
+                Event::DeviceRevoked(why) => return Exit::DeviceRevoked(why),
                 Event::Reauthenticated(answer) => {
                     self.reauth = None;
                     if let Err(exit) = self.on_reauth(answer) {
@@ -269,6 +283,7 @@ impl Connection {
                     credentials
                         .as_mut()
                         .reset(tokio::time::Instant::now() + until_expiry(credential_expiry, far));
+                    device = self.registry_watch();
                 }
             }
         }
@@ -281,6 +296,7 @@ impl Connection {
             Exit::Violation(rc, _) => (Some(*rc), true),
             Exit::KeepAliveTimeout => (Some(ReasonCode::KEEP_ALIVE_TIMEOUT), true),
             Exit::CredentialsExpired => (None, true),
+            Exit::DeviceRevoked(_) => (Some(ReasonCode::NOT_AUTHORIZED), true),
             Exit::TakenOver(rc) => (Some(*rc), true),
             Exit::Closed(_) => (None, true),
         };
@@ -294,6 +310,9 @@ impl Connection {
                 target: "conn",
                 "disconnecting client: its credentials expired"
             ),
+            Exit::DeviceRevoked(why) => {
+                tracing::info!(target: "auth", "disconnecting client: {why}")
+            }
             Exit::TakenOver(_) => tracing::info!(target: "conn", "session taken over"),
             Exit::Closed(why) => tracing::debug!(target: "conn", "connection closed: {why}"),
         }
@@ -301,9 +320,13 @@ impl Connection {
             let mut disconnect = Disconnect::new(rc);
             // A reason string is always allowed on DISCONNECT (§3.1.2.11.7) and tells the
             // client which rule it broke.
-            if let Exit::Violation(_, detail) = &exit {
-                disconnect.properties.reason_string = Some(detail.to_string());
-            }
+            disconnect.properties.reason_string = match &exit {
+                Exit::Violation(_, detail) => Some(detail.to_string()),
+                Exit::DeviceRevoked(_) => {
+                    Some("device disabled or removed from the registry".into())
+                }
+                _ => None,
+            };
             let before = self.wbuf.len();
             let _ = codec::encode(
                 &Packet::Disconnect(disconnect),
@@ -332,6 +355,12 @@ impl Connection {
                 will,
             },
         );
+    }
+
+    /// What tells the serve loop that an X.509 client's device was disabled or removed.
+    fn registry_watch(&self) -> Option<RegistryWatch> {
+        let check = self.principal.as_ref()?.registry.as_ref()?;
+        Some(check.watch())
     }
 
     /// Apply the answer to a re-authentication (behaviour.md §3).

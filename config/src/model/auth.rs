@@ -12,6 +12,10 @@ use crate::enums::ci_enum;
 /// Default time limit of one call to a custom authentication server.
 pub const DEFAULT_CUSTOM_AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default interval at which connected X.509 devices are checked against the device
+/// registry again (AIO: every 10 minutes).
+pub const DEFAULT_DEVICE_RECHECK_INTERVAL: Duration = Duration::from_secs(600);
+
 /// A named authentication chain, linked to ports by `authenticationRef`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Authentication {
@@ -283,10 +287,21 @@ ci_enum! {
     }
 }
 
-/// `x509Settings.deviceRegistry`.
+/// `x509Settings.deviceRegistry` (Gatehouse extension).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeviceRegistry {
     /// YAML or JSON list of devices (name, enabled), reloaded when it changes.
     pub file: PathBuf,
+    /// How often every connected device is checked again (besides on every change of
+    /// the file); default 10m. A disabled or removed device is disconnected.
+    #[serde(
+        default = "default_device_recheck_interval",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub recheck_interval: Duration,
+}
+
+fn default_device_recheck_interval() -> Duration {
+    DEFAULT_DEVICE_RECHECK_INTERVAL
 }

@@ -147,6 +147,14 @@ fn check_x509(x509: &X509Settings, base: &str, report: &mut Report) {
         ),
         _ => {}
     }
+    if let Some(registry) = &x509.device_registry {
+        if registry.recheck_interval.is_zero() {
+            report.error(
+                format!("{base}.deviceRegistry.recheckInterval"),
+                "must be longer than 0 (default 10m)",
+            );
+        }
+    }
 }
 
 /// Structural checks of a policy; see the module docs for where semantic checks go.

@@ -309,6 +309,54 @@ fn device_registry_validation_needs_a_registry_file() {
 }
 
 #[test]
+fn device_registry_recheck_interval_is_a_positive_go_duration_defaulting_to_10m() {
+    let registry = |yaml: &str| {
+        let config = load(&with(&format!(
+            "authentications: [ {{ name: devices, authenticationMethods: [ {{ method: X509, x509Settings: {{ additionalValidation: AzureDeviceRegistry, deviceRegistry: {yaml} }} }} ] }} ]"
+        )))
+        .config;
+        let AuthenticationMethod::X509(x509) = &config.authentications[0].authentication_methods[0]
+        else {
+            panic!("X509 method")
+        };
+        x509.device_registry.clone().expect("deviceRegistry")
+    };
+    assert_eq!(
+        registry("{ file: /etc/devices.yaml }").recheck_interval,
+        DEFAULT_DEVICE_RECHECK_INTERVAL
+    );
+    assert_eq!(
+        DEFAULT_DEVICE_RECHECK_INTERVAL,
+        std::time::Duration::from_secs(600)
+    );
+    assert_eq!(
+        registry("{ file: /etc/devices.yaml, recheckInterval: 1m30s }").recheck_interval,
+        std::time::Duration::from_secs(90)
+    );
+    let at = "authentications[0].authenticationMethods[0].x509Settings.deviceRegistry";
+    let yaml = |registry: &str| {
+        with(&format!(
+            "authentications: [ {{ name: devices, authenticationMethods: [ {{ method: X509, x509Settings: {{ additionalValidation: AzureDeviceRegistry, deviceRegistry: {registry} }} }} ] }} ]"
+        ))
+    };
+    assert_problem(
+        &yaml("{ file: d.yaml, recheckInterval: 0s }"),
+        &format!("{at}.recheckInterval"),
+        "must be longer than 0",
+    );
+    assert_problem(
+        &yaml("{ file: d.yaml, recheckInterval: 10 }"),
+        &format!("{at}.recheckInterval"),
+        "missing unit",
+    );
+    assert_problem(
+        &yaml("{ file: d.yaml, recheck: 1m }"),
+        &format!("{at}.recheck"),
+        "unknown field",
+    );
+}
+
+#[test]
 fn connect_resources_carry_no_topics() {
     assert_problem(
         &with(

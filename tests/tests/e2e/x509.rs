@@ -1,7 +1,8 @@
 //! X.509 client certificate authentication (behaviour.md §3 "X.509") with real TLS
 //! handshakes: certificates made in the test (root → intermediate → client, EC and
 //! RSA), used by mosquitto_pub / mosquitto_sub (`--cert --key --cafile`) and a rustls
-//! client.
+//! client. At the end, `additionalValidation: AzureDeviceRegistry` with a registry file
+//! the tests edit.
 
 use std::path::Path;
 use std::time::Duration;
@@ -9,8 +10,8 @@ use std::time::Duration;
 use gatehouse_config::PrivateKeyAlgorithm;
 use gatehouse_tests::broker::{unique, TempDir, TestBroker};
 use gatehouse_tests::mosquitto::{try_publish_to, Sub};
-use gatehouse_tests::raw::{connack_code, split_frame, ConnectBuilder};
-use gatehouse_tests::tls::{connect, connect_as, Pki};
+use gatehouse_tests::raw::{connack_code, frame_body, split_frame, ConnectBuilder};
+use gatehouse_tests::tls::{connect, connect_as, write_atomically, Pki};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const EC: PrivateKeyAlgorithm = PrivateKeyAlgorithm::Ec256;
@@ -23,6 +24,16 @@ fn p(path: &Path) -> String {
 /// A TLS port (server certificate from `server_pki`) whose authentication chain is
 /// X.509 only, trusting `trusted` client CA files.
 async fn x509_broker(dir: &TempDir, server_pki: &Pki, trusted: &[&Path]) -> TestBroker {
+    x509_broker_with(dir, server_pki, trusted, "").await
+}
+
+/// [`x509_broker`] with more `x509Settings` lines (indented to match).
+async fn x509_broker_with(
+    dir: &TempDir,
+    server_pki: &Pki,
+    trusted: &[&Path],
+    settings: &str,
+) -> TestBroker {
     let (crt, key) = server_pki.write_server(&server_pki.server(EC), "server");
     let files: Vec<String> = trusted.iter().map(|f| p(f)).collect();
     TestBroker::start(&format!(
@@ -41,6 +52,7 @@ authentications:
       - method: X509
         x509Settings:
           trustedClientCaCert: client-ca
+{settings}
 secrets:
   server-cert: {{ certFile: {crt}, keyFile: {key} }}
 configMaps:
@@ -244,4 +256,232 @@ async fn the_connection_closes_without_disconnect_when_the_certificate_expires()
         "closed too early ({:?}): the certificate was valid for seconds more",
         started.elapsed()
     );
+}
+
+/// [`x509_broker`] trusting `pki`'s root, with `additionalValidation: AzureDeviceRegistry`
+/// on `registry` (written before the broker starts) and this recheck interval.
+async fn registry_broker(
+    dir: &TempDir,
+    pki: &Pki,
+    registry: &Path,
+    devices: &str,
+    recheck: &str,
+) -> TestBroker {
+    write_atomically(registry, devices.as_bytes());
+    x509_broker_with(
+        dir,
+        pki,
+        &[&pki.root_file()],
+        &format!(
+            "          additionalValidation: AzureDeviceRegistry
+          deviceRegistry: {{ file: {}, recheckInterval: {recheck} }}",
+            p(registry)
+        ),
+    )
+    .await
+}
+
+/// TLS with `cn`'s certificate, then CONNECT (v5 or 3.1.1): the CONNACK code.
+async fn connect_device(
+    pki: &Pki,
+    port: u16,
+    cn: &str,
+    connect: Vec<u8>,
+) -> (tokio_rustls::client::TlsStream<tokio::net::TcpStream>, u8) {
+    let (crt, key) = pki.client(cn, EC, HOUR, cn);
+    let mut tls = connect_as(&pki.root_file(), port, "localhost", &crt, &key)
+        .await
+        .expect("TLS with a client certificate");
+    tls.write_all(&connect).await.expect("CONNECT");
+    let connack = read_packet(&mut tls).await.expect("CONNACK");
+    let code = connack_code(&connack);
+    (tls, code)
+}
+
+const REVOKED: &str = "device disabled or removed from the registry";
+
+/// The next packet is DISCONNECT 0x87 with the registry's reason string, then EOF.
+async fn expect_registry_disconnect<S: tokio::io::AsyncRead + Unpin>(tls: &mut S, what: &str) {
+    let started = std::time::Instant::now();
+    let frame = read_packet(tls)
+        .await
+        .unwrap_or_else(|| panic!("{what}: no DISCONNECT within 5 s"));
+    assert_eq!(
+        frame[0], 0xE0,
+        "{what}: expected DISCONNECT, got {frame:02X?}"
+    );
+    assert_eq!(frame_body(&frame)[0], 0x87, "{what}: {frame:02X?}");
+    assert!(
+        frame
+            .windows(REVOKED.len())
+            .any(|w| w == REVOKED.as_bytes()),
+        "{what}: no reason string `{REVOKED}` in {frame:02X?}"
+    );
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "{what}: still open after DISCONNECT");
+    assert!(
+        rest.is_empty(),
+        "{what}: more after DISCONNECT: {rest:02X?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{what}: took {:?}",
+        started.elapsed()
+    );
+}
+
+/// behaviour.md §3 X.509 `additionalValidation: AzureDeviceRegistry`: the certificate
+/// CN must name an enabled device; unknown and disabled devices are refused with
+/// CONNACK 0x87 (3.1.1: return code 5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_device_registry_only_enabled_devices_connect() {
+    let dir = TempDir::new("x509-registry");
+    let pki = Pki::new(dir.path(), EC);
+    let registry = dir.path().join("devices.yaml");
+    let b = registry_broker(
+        &dir,
+        &pki,
+        &registry,
+        "devices:\n  - { name: smart-fan, enabled: true }\n  - { name: thermostat, enabled: false }\n",
+        "10m",
+    )
+    .await;
+    let (crt, key) = pki.client("smart-fan", EC, HOUR, "fan");
+    let out = try_publish_to(
+        "localhost",
+        port(&b),
+        &[
+            "--cafile",
+            &p(&pki.root_file()),
+            "--cert",
+            &p(&crt),
+            "--key",
+            &p(&key),
+            "-t",
+            "x509/registry",
+            "-m",
+            "enabled device",
+            "-q",
+            "1",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "an enabled device was refused: {}{}",
+        out.stdout,
+        out.stderr
+    );
+    for cn in ["lamp", "thermostat"] {
+        let (_, v5) = connect_device(&pki, port(&b), cn, ConnectBuilder::new(cn).build()).await;
+        assert_eq!(v5, 0x87, "{cn} (v5)");
+        let (_, v311) = connect_device(&pki, port(&b), cn, ConnectBuilder::v311(cn).build()).await;
+        assert_eq!(v311, 5, "{cn} (3.1.1)");
+    }
+    let (_, ok) = connect_device(
+        &pki,
+        port(&b),
+        "smart-fan",
+        ConnectBuilder::new("fan-raw").build(),
+    )
+    .await;
+    assert_eq!(ok, 0, "smart-fan over a raw client");
+}
+
+/// A connected device disabled in the registry is disconnected (DISCONNECT 0x87) at the
+/// latest at the next recheck (1s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_device_is_disconnected_once_disabled() {
+    let dir = TempDir::new("x509-registry-disable");
+    let pki = Pki::new(dir.path(), EC);
+    let registry = dir.path().join("devices.yaml");
+    let b = registry_broker(
+        &dir,
+        &pki,
+        &registry,
+        "devices:\n  - { name: smart-fan, enabled: true }\n  - { name: lamp, enabled: true }\n",
+        "1s",
+    )
+    .await;
+    let (mut fan, code) = connect_device(
+        &pki,
+        port(&b),
+        "smart-fan",
+        ConnectBuilder::new("fan").build(),
+    )
+    .await;
+    assert_eq!(code, 0, "smart-fan CONNACK");
+    let (mut lamp, code) =
+        connect_device(&pki, port(&b), "lamp", ConnectBuilder::new("lamp").build()).await;
+    assert_eq!(code, 0, "lamp CONNACK");
+    // A few rechecks pass while the device is enabled.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut probe = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(100), fan.read(&mut probe)).await;
+    assert!(early.is_err(), "smart-fan disconnected while enabled");
+
+    write_atomically(
+        &registry,
+        b"devices:\n  - { name: smart-fan, enabled: false }\n  - { name: lamp, enabled: true }\n",
+    );
+    expect_registry_disconnect(&mut fan, "disabled smart-fan").await;
+    // The other device stays connected.
+    let other = tokio::time::timeout(Duration::from_millis(1500), lamp.read(&mut probe)).await;
+    assert!(other.is_err(), "lamp was disconnected too");
+    // And a new connection of the disabled device is refused.
+    let (_, code) = connect_device(
+        &pki,
+        port(&b),
+        "smart-fan",
+        ConnectBuilder::new("fan-again").build(),
+    )
+    .await;
+    assert_eq!(code, 0x87, "disabled smart-fan reconnecting");
+}
+
+/// With an hour between rechecks, editing the file is enough: removing the device
+/// disconnects it within seconds (v5: DISCONNECT 0x87; 3.1.1: the connection closes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_device_is_disconnected_when_the_file_changes() {
+    let dir = TempDir::new("x509-registry-remove");
+    let pki = Pki::new(dir.path(), EC);
+    let registry = dir.path().join("devices.json");
+    let b = registry_broker(
+        &dir,
+        &pki,
+        &registry,
+        r#"{"devices": [{"name": "smart-fan", "enabled": true}]}"#,
+        "1h",
+    )
+    .await;
+    let (mut v5, code) = connect_device(
+        &pki,
+        port(&b),
+        "smart-fan",
+        ConnectBuilder::new("fan-v5").build(),
+    )
+    .await;
+    assert_eq!(code, 0, "v5 CONNACK");
+    let (mut v311, code) = connect_device(
+        &pki,
+        port(&b),
+        "smart-fan",
+        ConnectBuilder::v311("fan-v311").build(),
+    )
+    .await;
+    assert_eq!(code, 0, "3.1.1 CONNACK");
+
+    // An invalid file changes nothing: the last good registry stays.
+    write_atomically(&registry, br#"{"devices": [{"name": "smart-fan"}]}"#);
+    let mut probe = [0u8; 1];
+    let kept = tokio::time::timeout(Duration::from_secs(2), v5.read(&mut probe)).await;
+    assert!(kept.is_err(), "disconnected by an invalid registry file");
+
+    write_atomically(&registry, br#"{"devices": []}"#);
+    expect_registry_disconnect(&mut v5, "removed smart-fan (v5)").await;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), v311.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "3.1.1 smart-fan still connected");
+    assert!(rest.is_empty(), "3.1.1 got {rest:02X?}");
 }

@@ -171,6 +171,7 @@ impl SatMethod {
             attributes,
             expiry,
             method: "ServiceAccountToken",
+            registry: None,
         })
     }
 }
