@@ -18,6 +18,7 @@
 pub mod auth;
 pub mod broker;
 pub mod connection;
+pub mod file_stamp;
 pub mod limits;
 pub mod message;
 pub mod routing;

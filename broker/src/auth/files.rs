@@ -2,7 +2,6 @@
 //! trusted client CAs, Custom's server CAs) and file stamps to notice a rotated secret.
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use gatehouse_certs::{read_certificates, LoadError};
 use gatehouse_config::{Config, ConfigMapSource};
@@ -55,25 +54,4 @@ fn pem_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// What identifies one version of a file without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Stamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
-}
-
-/// `None` when the file cannot be `stat`ed (e.g. it does not exist).
-pub(super) fn stamp(path: &Path) -> Option<Stamp> {
-    // `metadata` follows symlinks, so a swapped `..data` link counts as a change.
-    let meta = std::fs::metadata(path).ok()?;
-    #[cfg(unix)]
-    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
-    #[cfg(not(unix))]
-    let inode = 0;
-    Some(Stamp {
-        modified: meta.modified().ok(),
-        len: meta.len(),
-        inode,
-    })
-}
+pub(super) use crate::file_stamp::{stamp, Stamp};

@@ -5,39 +5,17 @@
 //! Kubernetes-style secret mounts swap symlinks, editors rename over files, and network
 //! file systems send no events; polling sees all of them the same way.
 
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use gatehouse_certs::{load_chain_and_key, LoadError};
 use gatehouse_config::{Config, SecretFiles};
 use tokio::task::JoinSet;
 
 use super::{CertSlot, TlsError};
+use crate::file_stamp::{stamp, Stamp};
 
 const POLL: Duration = Duration::from_millis(500);
-
-/// What identifies one version of a file without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
-}
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    // `metadata` follows symlinks, so a swapped `..data` link counts as a change.
-    let meta = std::fs::metadata(path).ok()?;
-    #[cfg(unix)]
-    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
-    #[cfg(not(unix))]
-    let inode = 0;
-    Some(Stamp {
-        modified: meta.modified().ok(),
-        len: meta.len(),
-        inode,
-    })
-}
 
 /// Load the secret's files into `slot` now if they exist (invalid files are a start-up
 /// error), then keep watching them.
