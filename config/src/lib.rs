@@ -19,6 +19,7 @@
 //! - `yaml`: syntax errors with line/column, type errors with their YAML path.
 //! - `manifest`: the Kubernetes manifest form.
 //! - `validate`: every cross-field and cross-resource rule.
+//! - [`tokens`]: `{principal.*}` token syntax, shared with the broker's policy compiler.
 //! - [`duration`]: Go-syntax durations (`2160h`, `1h30m`, `500ms`).
 //! - `enums`: case-insensitive enum values (`Mqtt`/`mqtt`, `ClusterIp`/`clusterIP`).
 //! - [`error`]: [`ConfigError`] and [`Problem`].
@@ -34,6 +35,7 @@ mod load;
 mod manifest;
 pub mod model;
 mod raw;
+pub mod tokens;
 mod validate;
 mod yaml;
 

@@ -1,9 +1,9 @@
 //! Authorization resources (AIO `BrokerAuthorization`): allow-only rules.
 //!
-//! The rules are kept as typed data exactly as written. Their semantic checks (topic filter
-//! syntax, `{principal.*}` tokens filling whole levels, globs, base64 keys) belong to the
-//! authorization engine's policy compiler, which validation will call; only structural
-//! checks (Connect has no topics, Publish/Subscribe have some) are made here.
+//! The rules are kept as typed data exactly as written (tokens unparsed). Validation checks
+//! everything in them (topic filter syntax, `{principal.*}` tokens filling whole levels,
+//! globs, base64 keys; see `validate/authz.rs`), so a loaded configuration's rules all
+//! compile; [`crate::tokens::parse`] splits their token-bearing strings.
 
 use std::collections::BTreeMap;
 

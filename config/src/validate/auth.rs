@@ -1,4 +1,4 @@
-//! Authentication chains and authorization policies.
+//! Authentication chains (authorization policies are in `authz`).
 
 use super::{check_label, Loc, Report};
 use crate::model::*;
@@ -153,45 +153,6 @@ fn check_x509(x509: &X509Settings, base: &str, report: &mut Report) {
                 format!("{base}.deviceRegistry.recheckInterval"),
                 "must be longer than 0 (default 10m)",
             );
-        }
-    }
-}
-
-/// Structural checks of a policy; see the module docs for where semantic checks go.
-pub(super) fn check_authorization(authorization: &Authorization, loc: &Loc, report: &mut Report) {
-    for (r, rule) in authorization
-        .authorization_policies
-        .rules
-        .iter()
-        .enumerate()
-    {
-        let base = loc.at(format!("authorizationPolicies.rules[{r}]"));
-        for (k, resource) in rule.broker_resources.iter().enumerate() {
-            let path = format!("{base}.brokerResources[{k}].topics");
-            match resource.method {
-                BrokerResourceMethod::Connect if !resource.topics.is_empty() => report.error(
-                    path,
-                    "Connect resources carry no topics (use clientIds to narrow Connect; \
-                     allow topics with Publish or Subscribe)",
-                ),
-                BrokerResourceMethod::Publish | BrokerResourceMethod::Subscribe
-                    if resource.topics.is_empty() =>
-                {
-                    report.error(
-                        path,
-                        format!("{} needs at least one topic filter", resource.method),
-                    )
-                }
-                _ => {}
-            }
-        }
-        for (k, resource) in rule.state_store_resources.iter().enumerate() {
-            if resource.keys.is_empty() {
-                report.error(
-                    format!("{base}.stateStoreResources[{k}].keys"),
-                    "at least one key is required",
-                );
-            }
         }
     }
 }

@@ -4,16 +4,13 @@
 //! Paths are built from [`Origins`], which knows where each resource came from: native form
 //! (`listeners[1]`) or a manifest document (`document 2 (BrokerListener default).spec`).
 //!
-//! Authorization rules get only their structural checks here (Connect carries no topics,
-//! Publish/Subscribe carry some, state store resources carry keys). Topic filter syntax,
-//! `{principal.*}` tokens, globs and base64 keys are checked by the authorization engine's
-//! policy compiler, which is to be called from `auth::check_authorization` once it exists.
-//!
-//! One file per concern: `listeners` (listeners and ports), `auth` (authentications and
-//! authorizations), `certs` (issuers, certificates, issued secrets), `settings` (secrets,
-//! config maps, broker limits, diagnostics).
+//! One file per concern: `listeners` (listeners and ports), `auth` (authentications),
+//! `authz` (authorization rules: topic filters, `{principal.*}` tokens, globs, base64 keys),
+//! `certs` (issuers, certificates, issued secrets), `settings` (secrets, config maps, broker
+//! limits, diagnostics).
 
 mod auth;
+mod authz;
 mod certs;
 mod listeners;
 mod settings;
@@ -193,7 +190,7 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Report {
         auth::check_authentication(authentication, &origins.authentication(i), &mut report);
     }
     for (i, authorization) in config.authorizations.iter().enumerate() {
-        auth::check_authorization(authorization, &origins.authorization(i), &mut report);
+        authz::check_authorization(authorization, &origins.authorization(i), &mut report);
     }
     certs::check_certs(config, origins, &mut report);
     settings::check_files(config, &mut report);

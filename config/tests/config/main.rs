@@ -1,5 +1,6 @@
 //! Integration tests of gatehouse-config: one binary, one module per concern.
 
+mod authz;
 mod examples;
 mod manifest;
 mod parsing;
