@@ -1,7 +1,10 @@
 //! Shared helpers for the end-to-end tests (tests/tests/e2e) and the raw-byte protocol
 //! tests (tests/tests/protocol): the broker in-process or as the `gatehouse` binary, the
-//! Mosquitto command-line clients, and a raw MQTT client with hand-made packets.
+//! Mosquitto command-line clients, a raw MQTT client with hand-made packets, service
+//! account tokens ([`jwt`]) and a scripted HTTPS authentication server ([`https_stub`]).
 pub mod broker;
+pub mod https_stub;
+pub mod jwt;
 pub mod mosquitto;
 pub mod raw;
 pub mod tls;

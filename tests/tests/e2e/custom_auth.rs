@@ -1,25 +1,24 @@
 //! Custom authentication (behaviour.md §3 "Custom", custom-auth.md) against real HTTPS
 //! servers started by the test: the shipped example server (`custom-auth-server`, user
-//! names and passwords) and a small scripted HTTP/1.1 server over tokio-rustls that
-//! records every request and answers what the test tells it to. Clients are
-//! mosquitto_pub / mosquitto_sub and raw packets (for exact CONNACK codes).
+//! names and passwords) and a small scripted HTTP/1.1 server over tokio-rustls
+//! (`gatehouse_tests::https_stub`) that records every request and answers what the test
+//! tells it to. Clients are mosquitto_pub / mosquitto_sub and raw packets (for exact
+//! CONNACK codes).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use gatehouse::auth::{Credentials, Outcome, Reauth};
-use gatehouse_certs::CertInfo;
 use gatehouse_config::PrivateKeyAlgorithm;
 use gatehouse_protocol::ReasonCode;
 use gatehouse_tests::broker::{free_port, unique, TempDir, TestBroker};
+use gatehouse_tests::https_stub::{ScriptedServer, Seen};
 use gatehouse_tests::mosquitto::{try_publish, Sub};
 use gatehouse_tests::raw::{connack_code, frame, mqtt_str, RawClient};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -248,172 +247,8 @@ async fn the_example_server_authenticates_mosquitto_clients_by_user_name_and_pas
 }
 
 // ---------------------------------------------------------------------------------------
-// A scripted HTTPS server
+// A server that never answers (the scripted HTTPS server is gatehouse_tests::https_stub)
 // ---------------------------------------------------------------------------------------
-
-/// One request as the scripted server saw it.
-#[derive(Debug, Clone)]
-struct Seen {
-    /// Path and query.
-    target: String,
-    /// Lower-case names.
-    headers: Vec<(String, String)>,
-    body: serde_json::Value,
-    /// CN of the client certificate, when one was presented.
-    client_cn: Option<String>,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-type Script = Arc<dyn Fn(&Seen) -> (u16, String) + Send + Sync>;
-
-/// HTTPS on 127.0.0.1 with a `localhost` certificate from `pki`; HTTP/1.1 with
-/// keep-alive; each request recorded, answered by the script. Stops on drop.
-struct ScriptedServer {
-    port: u16,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for ScriptedServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl ScriptedServer {
-    async fn start(
-        pki: &Pki,
-        client_ca: Option<&CertificateDer<'static>>,
-        script: impl Fn(&Seen) -> (u16, String) + Send + Sync + 'static,
-    ) -> ScriptedServer {
-        let issued = pki.server(EC);
-        let key = PrivateKeyDer::from_pem_slice(issued.key_pem().as_bytes()).expect("key");
-        let builder = rustls::ServerConfig::builder();
-        let builder = match client_ca {
-            None => builder.with_no_client_auth(),
-            Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                roots.add(ca.clone()).expect("client CA");
-                builder.with_client_cert_verifier(
-                    rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
-                        .build()
-                        .expect("client verifier"),
-                )
-            }
-        };
-        let config = builder
-            .with_single_cert(issued.chain().to_vec(), key)
-            .expect("server config");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let script: Script = Arc::new(script);
-        let log = seen.clone();
-        let task = tokio::spawn(async move {
-            let mut connections = tokio::task::JoinSet::new();
-            while let Ok((tcp, _)) = listener.accept().await {
-                let acceptor = acceptor.clone();
-                let script = script.clone();
-                let log = log.clone();
-                connections.spawn(async move {
-                    if let Ok(tls) = acceptor.accept(tcp).await {
-                        serve_connection(tls, script, log).await;
-                    }
-                });
-            }
-        });
-        ScriptedServer { port, seen, task }
-    }
-
-    fn endpoint(&self, path: &str) -> String {
-        format!("https://localhost:{}{path}", self.port)
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().expect("seen").clone()
-    }
-}
-
-async fn serve_connection(
-    mut tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
-    script: Script,
-    log: Arc<Mutex<Vec<Seen>>>,
-) {
-    let client_cn = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .and_then(|leaf| CertInfo::from_der(leaf).ok())
-        .and_then(|info| info.common_name);
-    let mut buf = Vec::new();
-    loop {
-        // The head, up to the empty line.
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            match tls.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let request_line = lines.next().unwrap_or_default();
-        let target = request_line
-            .split(' ')
-            .nth(1)
-            .unwrap_or_default()
-            .to_owned();
-        assert!(
-            request_line.starts_with("POST "),
-            "not a POST: {request_line}"
-        );
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let length: usize = headers
-            .iter()
-            .find(|(n, _)| n == "content-length")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + length {
-            let mut chunk = [0u8; 4096];
-            match tls.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let body: Vec<u8> = buf.drain(..head_end + length).skip(head_end).collect();
-        let seen = Seen {
-            target,
-            headers,
-            body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-            client_cn: client_cn.clone(),
-        };
-        let (status, answer) = script(&seen);
-        log.lock().expect("seen").push(seen);
-        let reply = format!(
-            "HTTP/1.1 {status} Scripted\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
-            answer.len()
-        );
-        if tls.write_all(reply.as_bytes()).await.is_err() || tls.flush().await.is_err() {
-            return;
-        }
-    }
-}
 
 /// Accepts TCP connections and never answers (for timeouts).
 async fn silent_server() -> (u16, JoinHandle<()>) {

@@ -6,6 +6,7 @@
 //! topics, so tests run in parallel. They need `mosquitto_pub` / `mosquitto_sub`
 //! (Debian `mosquitto-clients`, installed by `.ci/run`) and `stdbuf` (coreutils).
 
+mod auth_chain;
 mod ca_cli;
 mod cli;
 mod config_errors;

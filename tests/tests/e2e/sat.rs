@@ -4,95 +4,14 @@
 //! token as Authentication Data (the Mosquitto tools cannot) and re-authenticates with AUTH.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use gatehouse_certs::Key;
-use gatehouse_config::PrivateKeyAlgorithm;
 use gatehouse_protocol::Packet;
 use gatehouse_tests::broker::{TempDir, TestBroker};
+use gatehouse_tests::jwt::{
+    jwks, now, rsa_signer, Signer, AUDIENCE, ISSUER, SERVICE_ACCOUNTS_YAML,
+};
 use gatehouse_tests::raw::{connack_code, frame, ConnectBuilder, Props, RawClient, WAIT};
-use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use serde_json::json;
-
-const ISSUER: &str = "https://kubernetes.default.svc";
-const AUDIENCE: &str = "aio-internal";
-
-/// An RSA signing key and its JWKS entry.
-struct Signer {
-    key: EncodingKey,
-    kid: String,
-}
-
-fn b64url(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..=chunk.len() {
-            out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-    }
-    out
-}
-
-/// A fresh RSA key; returns the signer and its public JWK.
-fn rsa_signer(kid: &str) -> (Signer, serde_json::Value) {
-    let key = Key::generate(PrivateKeyAlgorithm::Rsa2048).expect("RSA key");
-    let spki = key.public_key_der();
-    let (_, spki) =
-        <x509_parser::x509::SubjectPublicKeyInfo as x509_parser::prelude::FromDer<_>>::from_der(
-            &spki,
-        )
-        .expect("SPKI");
-    let Ok(x509_parser::public_key::PublicKey::RSA(rsa)) = spki.parsed() else {
-        panic!("not an RSA key")
-    };
-    let strip = |b: &[u8]| {
-        b.iter()
-            .skip_while(|x| **x == 0)
-            .copied()
-            .collect::<Vec<u8>>()
-    };
-    let jwk = json!({
-        "kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig",
-        "n": b64url(&strip(rsa.modulus)), "e": b64url(&strip(rsa.exponent)),
-    });
-    let signer = Signer {
-        key: EncodingKey::from_rsa_pem(key.to_pem().as_bytes()).expect("encoding key"),
-        kid: kid.into(),
-    };
-    (signer, jwk)
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
-
-impl Signer {
-    fn token(&self, sub: &str, aud: &str, iss: &str, exp: u64) -> String {
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(self.kid.clone());
-        let claims = json!({ "iss": iss, "aud": [aud], "sub": sub, "exp": exp, "nbf": now() - 10, "iat": now() - 10 });
-        encode(&header, &claims, &self.key).expect("sign")
-    }
-
-    fn good(&self, lifetime: u64) -> String {
-        self.token(
-            "system:serviceaccount:default:sensor",
-            AUDIENCE,
-            ISSUER,
-            now() + lifetime,
-        )
-    }
-}
 
 struct SatBroker {
     _dir: TempDir,
@@ -103,11 +22,8 @@ struct SatBroker {
 async fn sat_broker() -> SatBroker {
     let dir = TempDir::new("sat");
     let (signer, jwk) = rsa_signer("key-1");
-    let jwks = dir.write("jwks.json", &json!({ "keys": [jwk] }).to_string());
-    let accounts = dir.write(
-        "service-accounts.yaml",
-        "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: sensor\n  namespace: default\n  annotations:\n    aio-broker-auth/group: sensors\n    other/annotation: ignored\n",
-    );
+    let jwks = dir.write("jwks.json", &jwks(&[jwk]));
+    let accounts = dir.write("service-accounts.yaml", SERVICE_ACCOUNTS_YAML);
     let p = |x: &Path| x.to_str().expect("UTF-8").to_owned();
     let broker = TestBroker::start(&format!(
         "

@@ -1,0 +1,1043 @@
+//! `auth_connect`: CONNECT + CONNACK rate with each authentication method, against none
+//! (issue 4). See benches/README.md, "Authentication".
+//!
+//! For every scenario and repetition it starts a fresh `gatehouse` (the release binary, as
+//! a child process, logging at its default level to a file) on a free loopback port, plus
+//! what the method needs (the example custom authentication server as a child process, or
+//! an in-process HTTPS stub), then runs `--concurrency` loops of
+//! TCP connect → [TLS handshake] → CONNECT → CONNACK → DISCONNECT → wait for the close,
+//! with raw MQTT v5 packets, for `--warmup` + `--duration` seconds. Connections that end
+//! inside the measured window are counted; their latency is from the TCP connect to the
+//! CONNACK. CPU time (utime + stime from /proc) is sampled at both ends of the window for
+//! the broker, the authentication server and the load generator's own threads.
+//!
+//! Scenarios (`--scenarios`, comma separated):
+//! - `none`: plain TCP port without `authenticationRef`;
+//! - `none-tls`: TLS port (EC P-256 server certificate) without `authenticationRef`;
+//! - `x509`: TLS port with an X.509 chain; every client presents an EC P-256 certificate;
+//! - `sat`: plain TCP port with a SAT chain, offline backend (RS256 JWT checked against a
+//!   JWKS file, service accounts from a file); tokens are minted before the run;
+//! - `custom-stub`: plain TCP port with a Custom chain whose server is an in-process HTTPS
+//!   stub that answers every request with 200 `{}` (the broker's own overhead);
+//! - `custom-example`: the same against the shipped `custom-auth-server` with one user
+//!   (argon2id with the argon2 crate's defaults: 19 MiB, 2 passes) and its password.
+//!
+//! Every TLS connection is a full handshake (client-side resumption is disabled); clients
+//! use rustls with aws-lc-rs and its default key exchange groups (X25519MLKEM768 first)
+//! unless `--x25519-only`.
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, SocketAddr, TcpStream as StdTcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use clap::{Parser, ValueEnum};
+use gatehouse_config::PrivateKeyAlgorithm;
+use gatehouse_tests::broker::free_port;
+use gatehouse_tests::https_stub::ScriptedServer;
+use gatehouse_tests::jwt::{self, Signer};
+use gatehouse_tests::raw::{frame, mqtt_str, split_frame, write_varint};
+use gatehouse_tests::tls::Pki;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// Linux reports utime/stime in USER_HZ ticks, which is 100 on every architecture.
+const USER_HZ: f64 = 100.0;
+const EC: PrivateKeyAlgorithm = PrivateKeyAlgorithm::Ec256;
+/// The example server's user.
+const USER: &str = "bench";
+const PASSWORD: &str = "bench-password-1";
+/// Thread names, for CPU accounting from /proc/self/task.
+const LOAD_THREADS: &str = "ac-load";
+const STUB_THREADS: &str = "ac-stub";
+
+#[derive(Parser, Debug)]
+#[command(about = "CONNECT+CONNACK rate with each authentication method vs none")]
+struct Args {
+    /// Scenarios, in the order they run within a repetition.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "none,none-tls,x509,sat,custom-stub,custom-example"
+    )]
+    scenarios: Vec<Scenario>,
+    /// Concurrent connect/disconnect loops.
+    #[arg(long, default_value_t = 10)]
+    concurrency: usize,
+    /// Seconds measured per run.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Seconds of load before the measured window.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Repetitions (each runs every scenario once, with a fresh broker).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Pause of each loop after each connection, in milliseconds (0: none), to measure
+    /// at a low connection rate.
+    #[arg(long, default_value_t = 0)]
+    think_ms: u64,
+    /// TLS clients offer X25519 only (rustls' default with aws-lc-rs puts the
+    /// X25519MLKEM768 post-quantum hybrid first, which Gatehouse accepts).
+    #[arg(long)]
+    x25519_only: bool,
+    /// Worker threads of the load generator's tokio runtime.
+    #[arg(long, default_value_t = 2)]
+    load_threads: usize,
+    /// The broker's `diagnostics.logs.level` (its default is `info`: one log line per
+    /// authenticated client).
+    #[arg(long, default_value = "info")]
+    broker_log_level: String,
+    /// The gatehouse binary [default: next to this executable].
+    #[arg(long)]
+    gatehouse: Option<PathBuf>,
+    /// The custom-auth-server binary [default: next to this executable].
+    #[arg(long)]
+    custom_auth_server: Option<PathBuf>,
+    /// Also write every run and the medians as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Keep the temporary directory (configurations, logs) and print its path.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    None,
+    NoneTls,
+    X509,
+    Sat,
+    CustomStub,
+    CustomExample,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::None => "none",
+            Scenario::NoneTls => "none-tls",
+            Scenario::X509 => "x509",
+            Scenario::Sat => "sat",
+            Scenario::CustomStub => "custom-stub",
+            Scenario::CustomExample => "custom-example",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Scenario::None => "no authentication, TCP",
+            Scenario::NoneTls => "no authentication, TLS",
+            Scenario::X509 => "X.509 client certificate, TLS",
+            Scenario::Sat => "SAT offline (RS256 JWT + JWKS), TCP",
+            Scenario::CustomStub => "Custom, HTTPS stub answering 200, TCP",
+            Scenario::CustomExample => "Custom, example server (argon2id), TCP",
+        }
+    }
+
+    fn tls(self) -> bool {
+        matches!(self, Scenario::NoneTls | Scenario::X509)
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Fixtures made once: certificates, tokens, the example server's users file
+// ---------------------------------------------------------------------------------------
+
+struct Fixtures {
+    dir: PathBuf,
+    pki: Pki,
+    server_crt: PathBuf,
+    server_key: PathBuf,
+    jwks_file: PathBuf,
+    accounts_file: PathBuf,
+    users_file: PathBuf,
+    /// One token per loop.
+    tokens: Vec<String>,
+    /// TLS client without a certificate, and with one; resumption disabled.
+    tls_plain: TlsConnector,
+    tls_cert: TlsConnector,
+}
+
+impl Fixtures {
+    fn new(dir: &Path, args: &Args, custom_server: Option<&Path>) -> Fixtures {
+        let pki = Pki::new(dir, EC);
+        let (server_crt, server_key) = pki.write_server(&pki.server(EC), "server");
+        let (client_crt, client_key) =
+            pki.client("bench-device", EC, Duration::from_secs(24 * 3600), "client");
+
+        let (signer, jwk) = jwt::rsa_signer("bench-key");
+        let jwks_file = write(dir, "jwks.json", &jwt::jwks(&[jwk]));
+        let accounts_file = write(dir, "service-accounts.yaml", jwt::SERVICE_ACCOUNTS_YAML);
+        let tokens = mint_tokens(&signer, args.concurrency);
+
+        let users_file = dir.join("users.yaml");
+        if let Some(bin) = custom_server {
+            add_user(bin, &users_file);
+        }
+
+        let root = pki.root_file();
+        let tls_plain = tls_connector(&root, None, args.x25519_only);
+        let tls_cert = tls_connector(&root, Some((&client_crt, &client_key)), args.x25519_only);
+        Fixtures {
+            dir: dir.to_owned(),
+            pki,
+            server_crt,
+            server_key,
+            jwks_file,
+            accounts_file,
+            users_file,
+            tokens,
+            tls_plain,
+            tls_cert,
+        }
+    }
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    path
+}
+
+fn p(path: &Path) -> String {
+    path.to_str().expect("temporary paths are UTF-8").to_owned()
+}
+
+/// Distinct tokens (their `exp` differs by a second), valid for a day.
+fn mint_tokens(signer: &Signer, n: usize) -> Vec<String> {
+    (0..n as u64)
+        .map(|i| {
+            signer.token(
+                jwt::SENSOR,
+                jwt::AUDIENCE,
+                jwt::ISSUER,
+                jwt::now() + 86_400 + i,
+            )
+        })
+        .collect()
+}
+
+/// `custom-auth-server add-user --password-stdin` (default argon2 parameters).
+fn add_user(bin: &Path, users: &Path) {
+    use std::io::Write as _;
+    let mut child = Command::new(bin)
+        .args(["add-user", "--password-stdin", "--name", USER, "--users"])
+        .arg(users)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {} add-user: {e}", bin.display()));
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(format!("{PASSWORD}\n").as_bytes())
+        .expect("write the password to add-user");
+    let status = child.wait().expect("wait for add-user");
+    assert!(
+        status.success(),
+        "custom-auth-server add-user failed: {status}"
+    );
+}
+
+fn tls_connector(root: &Path, identity: Option<(&Path, &Path)>, x25519_only: bool) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(root).expect("read the root CA") {
+        roots
+            .add(cert.expect("root CA PEM"))
+            .expect("add the root CA");
+    }
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    if x25519_only {
+        provider.kx_groups = vec![rustls::crypto::aws_lc_rs::kx_group::X25519];
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .expect("TLS 1.2 and 1.3 with aws-lc-rs")
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some((crt, key)) => {
+            let chain = CertificateDer::pem_file_iter(crt)
+                .expect("read the client chain")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("client chain PEM");
+            let key = PrivateKeyDer::from_pem_file(key).expect("client key PEM");
+            builder
+                .with_client_auth_cert(chain, key)
+                .expect("client identity")
+        }
+    };
+    // Every connection a full handshake, as from a fleet of distinct devices.
+    config.resumption = rustls::client::Resumption::disabled();
+    TlsConnector::from(Arc::new(config))
+}
+
+// ---------------------------------------------------------------------------------------
+// Child processes and the stub
+// ---------------------------------------------------------------------------------------
+
+/// A child process, killed (by its id) and reaped on drop.
+struct Proc {
+    child: Child,
+    name: &'static str,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(name: &'static str, cmd: &mut Command, log: PathBuf) -> Proc {
+        let out = std::fs::File::create(&log).expect("create a log file");
+        let err = out.try_clone().expect("clone the log file handle");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        Proc { child, name, log }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Wait until `port` on 127.0.0.1 accepts TCP connections.
+    fn wait_for_port(&mut self, port: u16) {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before listening on {addr}; log {}:\n{}",
+                    self.name,
+                    self.log.display(),
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            if StdTcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("{} is not listening on {addr} after 15 s", self.name);
+    }
+
+    fn cpu(&self) -> Duration {
+        cpu_of_stat(&format!("/proc/{}/stat", self.pid())).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// utime + stime of a /proc/.../stat file.
+fn cpu_of_stat(path: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    // Fields after the command name, which is in parentheses and may contain spaces:
+    // state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_secs_f64(ticks as f64 / USER_HZ))
+}
+
+/// CPU time of this process's threads whose name starts with `prefix`.
+fn threads_cpu(prefix: &str) -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|comm| comm.trim_end().starts_with(prefix))
+        })
+        .filter_map(|t| cpu_of_stat(&format!("{}/stat", t.path().display())))
+        .sum()
+}
+
+/// The authentication server of a scenario.
+enum AuthServer {
+    None,
+    Stub(ScriptedServer),
+    Example { proc: Proc, port: u16 },
+}
+
+impl AuthServer {
+    fn cpu(&self) -> Option<Duration> {
+        match self {
+            AuthServer::None => None,
+            AuthServer::Stub(_) => Some(threads_cpu(STUB_THREADS)),
+            AuthServer::Example { proc, .. } => Some(proc.cpu()),
+        }
+    }
+
+    fn endpoint(&self) -> Option<String> {
+        match self {
+            AuthServer::None => None,
+            AuthServer::Stub(stub) => Some(stub.endpoint("/authn")),
+            AuthServer::Example { port, .. } => Some(format!("https://localhost:{port}/")),
+        }
+    }
+}
+
+/// The broker's configuration for `scenario` on `port`.
+fn broker_yaml(
+    fx: &Fixtures,
+    scenario: Scenario,
+    port: u16,
+    endpoint: Option<&str>,
+    args: &Args,
+    data: &Path,
+) -> String {
+    let method = match scenario {
+        Scenario::None | Scenario::NoneTls => None,
+        Scenario::X509 => Some(
+            "      - method: X509
+        x509Settings:
+          trustedClientCaCert: client-ca
+"
+            .to_owned(),
+        ),
+        Scenario::Sat => Some(format!(
+            "      - method: ServiceAccountToken
+        serviceAccountTokenSettings:
+          audiences: [{aud}]
+          jwks: {{ file: {jwks}, issuer: {iss} }}
+          serviceAccounts: {{ file: {accounts} }}
+",
+            aud = jwt::AUDIENCE,
+            iss = jwt::ISSUER,
+            jwks = p(&fx.jwks_file),
+            accounts = p(&fx.accounts_file),
+        )),
+        Scenario::CustomStub | Scenario::CustomExample => Some(format!(
+            "      - method: Custom
+        customSettings:
+          endpoint: \"{}\"
+          caCertConfigMap: auth-ca
+",
+            endpoint.expect("a custom scenario has an endpoint")
+        )),
+    };
+    let mut yaml = format!(
+        "dataDir: {data}
+listeners:
+  - name: bench
+    bindAddress: 127.0.0.1
+    ports:
+      - port: {port}
+",
+        data = p(data)
+    );
+    if scenario.tls() {
+        yaml.push_str("        tls: { mode: Manual, manual: { secretRef: server-cert } }\n");
+    }
+    if let Some(method) = method {
+        yaml.push_str("        authenticationRef: bench\n");
+        let _ = write!(
+            yaml,
+            "authentications:\n  - name: bench\n    authenticationMethods:\n{method}"
+        );
+    }
+    let _ = write!(
+        yaml,
+        "secrets:
+  server-cert: {{ certFile: {crt}, keyFile: {key} }}
+configMaps:
+  client-ca: {{ files: [{root}] }}
+  auth-ca: {{ files: [{root}] }}
+diagnostics:
+  logs: {{ level: \"{level}\" }}
+  metrics: {{ prometheusPort: 0 }}
+",
+        crt = p(&fx.server_crt),
+        key = p(&fx.server_key),
+        root = p(&fx.pki.root_file()),
+        level = args.broker_log_level,
+    );
+    yaml
+}
+
+// ---------------------------------------------------------------------------------------
+// The client side
+// ---------------------------------------------------------------------------------------
+
+/// What every connection of a scenario sends.
+struct ClientSpec {
+    addr: SocketAddr,
+    tls: Option<TlsConnector>,
+    auth: ClientAuth,
+}
+
+enum ClientAuth {
+    None,
+    /// `K8S-SAT` with the loop's token.
+    Token(Vec<String>),
+    Login,
+}
+
+impl ClientSpec {
+    /// A v5 CONNECT (clean start, keep alive 60) for loop `i`.
+    fn connect(&self, i: usize, client_id: &str) -> Vec<u8> {
+        let mut props = Vec::new();
+        let (username, password) = match &self.auth {
+            ClientAuth::None => (None, None),
+            ClientAuth::Token(tokens) => {
+                props.push(0x15);
+                mqtt_str(&mut props, b"K8S-SAT");
+                props.push(0x16);
+                mqtt_str(&mut props, tokens[i % tokens.len()].as_bytes());
+                (None, None)
+            }
+            ClientAuth::Login => (Some(USER), Some(PASSWORD)),
+        };
+        let mut body = Vec::new();
+        mqtt_str(&mut body, b"MQTT");
+        body.push(5);
+        let mut flags = 0x02;
+        if username.is_some() {
+            flags |= 0x80;
+        }
+        if password.is_some() {
+            flags |= 0x40;
+        }
+        body.push(flags);
+        body.extend(60u16.to_be_bytes());
+        write_varint(&mut body, props.len() as u32);
+        body.extend_from_slice(&props);
+        mqtt_str(&mut body, client_id.as_bytes());
+        if let Some(u) = username {
+            mqtt_str(&mut body, u.as_bytes());
+        }
+        if let Some(pw) = password {
+            mqtt_str(&mut body, pw.as_bytes());
+        }
+        frame(0x10, &body)
+    }
+}
+
+/// One connection: connect (and handshake), CONNECT, CONNACK, DISCONNECT, wait for the
+/// broker to close. Returns the time from the TCP connect to the CONNACK.
+async fn one_connection(spec: &ClientSpec, i: usize, client_id: &str) -> Result<Duration, String> {
+    let started = Instant::now();
+    let tcp = TcpStream::connect(spec.addr)
+        .await
+        .map_err(|e| format!("TCP connect: {e}"))?;
+    tcp.set_nodelay(true).ok();
+    let connect = spec.connect(i, client_id);
+    match &spec.tls {
+        None => session(tcp, &connect, started).await,
+        Some(connector) => {
+            let name = ServerName::try_from("localhost").expect("a DNS name");
+            let tls = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            session(tls, &connect, started).await
+        }
+    }
+}
+
+/// What a TLS handshake with the scenario's port negotiates (version, suite, group).
+async fn describe_tls(spec: &ClientSpec) -> Option<String> {
+    let connector = spec.tls.as_ref()?;
+    let tcp = TcpStream::connect(spec.addr).await.ok()?;
+    let name = ServerName::try_from("localhost").expect("a DNS name");
+    let tls = connector.connect(name, tcp).await.ok()?;
+    let conn = tls.get_ref().1;
+    Some(format!(
+        "{:?}, {:?}, key exchange {:?}",
+        conn.protocol_version()?,
+        conn.negotiated_cipher_suite()?.suite(),
+        conn.negotiated_key_exchange_group()?.name(),
+    ))
+}
+
+async fn session<S: AsyncRead + AsyncWrite + Unpin>(
+    mut s: S,
+    connect: &[u8],
+    started: Instant,
+) -> Result<Duration, String> {
+    s.write_all(connect)
+        .await
+        .map_err(|e| format!("write CONNECT: {e}"))?;
+    s.flush().await.map_err(|e| format!("flush CONNECT: {e}"))?;
+    let mut buf = BytesMut::with_capacity(256);
+    let connack = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Some(f) = split_frame(&mut buf) {
+                return Ok(f);
+            }
+            match s.read_buf(&mut buf).await {
+                Ok(0) => return Err("closed before CONNACK".to_owned()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("read CONNACK: {e}")),
+            }
+        }
+    })
+    .await
+    .map_err(|_| "no CONNACK within 30 s".to_owned())??;
+    let latency = started.elapsed();
+    // CONNACK: 0x20, remaining length, flags, reason code.
+    if connack.first() != Some(&0x20) || connack.len() < 4 {
+        return Err(format!("expected CONNACK, got {connack:02X?}"));
+    }
+    if connack[3] != 0 {
+        return Err(format!("CONNACK reason 0x{:02X}", connack[3]));
+    }
+    s.write_all(&[0xE0, 0x00])
+        .await
+        .map_err(|e| format!("write DISCONNECT: {e}"))?;
+    s.flush()
+        .await
+        .map_err(|e| format!("flush DISCONNECT: {e}"))?;
+    // The broker closes after DISCONNECT; a reset or TLS error then is a close too.
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut sink = [0u8; 512];
+        while let Ok(n) = s.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    closed.map_err(|_| "not closed within 5 s of DISCONNECT".to_owned())?;
+    Ok(latency)
+}
+
+#[derive(Default)]
+struct LoopStats {
+    /// Connect-to-CONNACK latencies of the connections that ended in the window, µs.
+    latencies_us: Vec<u32>,
+    failed: u64,
+    first_error: Option<String>,
+}
+
+async fn client_loop(
+    spec: Arc<ClientSpec>,
+    i: usize,
+    from: Instant,
+    to: Instant,
+    think: Duration,
+) -> LoopStats {
+    let mut stats = LoopStats::default();
+    for n in 0u64.. {
+        if Instant::now() >= to {
+            break;
+        }
+        let client_id = format!("ac-{i}-{n}");
+        let result = one_connection(&spec, i, &client_id).await;
+        let ended = Instant::now();
+        let counted = ended >= from && ended <= to;
+        match result {
+            Ok(latency) if counted => stats
+                .latencies_us
+                .push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX)),
+            Ok(_) => {}
+            Err(e) => {
+                if counted {
+                    stats.failed += 1;
+                }
+                stats.first_error.get_or_insert(e);
+                // Do not spin on an immediate failure (e.g. connection refused).
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        if !think.is_zero() {
+            tokio::time::sleep(think).await;
+        }
+    }
+    stats
+}
+
+// ---------------------------------------------------------------------------------------
+// One run of one scenario
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct RunResult {
+    scenario: Scenario,
+    run: usize,
+    connections: u64,
+    failed: u64,
+    first_error: Option<String>,
+    per_sec: f64,
+    p50_us: f64,
+    p99_us: f64,
+    broker_cpu_us: f64,
+    auth_cpu_us: Option<f64>,
+    load_cpu_us: f64,
+}
+
+impl RunResult {
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "scenario": self.scenario.name(),
+            "run": self.run,
+            "connections": self.connections,
+            "failed": self.failed,
+            "first_error": self.first_error,
+            "connections_per_sec": self.per_sec,
+            "p50_connect_us": self.p50_us,
+            "p99_connect_us": self.p99_us,
+            "broker_cpu_us_per_connection": self.broker_cpu_us,
+            "auth_server_cpu_us_per_connection": self.auth_cpu_us,
+            "load_cpu_us_per_connection": self.load_cpu_us,
+        })
+    }
+}
+
+struct Bins {
+    gatehouse: PathBuf,
+    custom_auth_server: Option<PathBuf>,
+}
+
+fn run_one(
+    fx: &Fixtures,
+    bins: &Bins,
+    args: &Args,
+    load: &tokio::runtime::Runtime,
+    stub_rt: &tokio::runtime::Runtime,
+    scenario: Scenario,
+    run: usize,
+) -> RunResult {
+    let work = fx.dir.join(format!("{}-{run}", scenario.name()));
+    std::fs::create_dir_all(&work).expect("create the run's directory");
+
+    let auth = match scenario {
+        Scenario::CustomStub => AuthServer::Stub(
+            stub_rt.block_on(ScriptedServer::counting(&fx.pki, |_| (200, "{}".into()))),
+        ),
+        Scenario::CustomExample => {
+            let bin = bins
+                .custom_auth_server
+                .as_deref()
+                .expect("custom-auth-server is located when custom-example runs");
+            let port = free_port();
+            let mut proc = Proc::spawn(
+                "custom-auth-server",
+                Command::new(bin)
+                    .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+                    .arg("--users")
+                    .arg(&fx.users_file)
+                    .arg("--cert")
+                    .arg(&fx.server_crt)
+                    .arg("--key")
+                    .arg(&fx.server_key)
+                    .env_remove("RUST_LOG"),
+                work.join("custom-auth-server.log"),
+            );
+            proc.wait_for_port(port);
+            AuthServer::Example { proc, port }
+        }
+        _ => AuthServer::None,
+    };
+    let endpoint = auth.endpoint();
+
+    let port = free_port();
+    let config = work.join("gatehouse.yaml");
+    std::fs::write(
+        &config,
+        broker_yaml(
+            fx,
+            scenario,
+            port,
+            endpoint.as_deref(),
+            args,
+            &work.join("data"),
+        ),
+    )
+    .expect("write the broker configuration");
+    let mut broker = Proc::spawn(
+        "gatehouse",
+        Command::new(&bins.gatehouse)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("RUST_LOG"),
+        work.join("gatehouse.log"),
+    );
+    broker.wait_for_port(port);
+
+    let spec = Arc::new(ClientSpec {
+        addr: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
+        tls: match scenario {
+            Scenario::NoneTls => Some(fx.tls_plain.clone()),
+            Scenario::X509 => Some(fx.tls_cert.clone()),
+            _ => None,
+        },
+        auth: match scenario {
+            Scenario::Sat => ClientAuth::Token(fx.tokens.clone()),
+            Scenario::CustomStub | Scenario::CustomExample => ClientAuth::Login,
+            _ => ClientAuth::None,
+        },
+    });
+
+    // One connection first: a scenario that cannot connect at all stops here.
+    if let Err(e) = load.block_on(one_connection(&spec, 0, "ac-probe")) {
+        panic!(
+            "{}: the first connection failed: {e}; broker log {}:\n{}",
+            scenario.name(),
+            broker.log.display(),
+            std::fs::read_to_string(&broker.log).unwrap_or_default()
+        );
+    }
+
+    if run == 1 {
+        if let Some(tls) = load.block_on(describe_tls(&spec)) {
+            eprintln!("{}: TLS negotiated: {tls}", scenario.name());
+        }
+    }
+
+    let start = Instant::now();
+    let from = start + Duration::from_secs_f64(args.warmup);
+    let to = from + Duration::from_secs_f64(args.duration);
+    let loops: Vec<_> = (0..args.concurrency)
+        .map(|i| {
+            let think = Duration::from_millis(args.think_ms);
+            load.spawn(client_loop(spec.clone(), i, from, to, think))
+        })
+        .collect();
+    std::thread::sleep(from.saturating_duration_since(Instant::now()));
+    let cpu0 = (broker.cpu(), auth.cpu(), threads_cpu(LOAD_THREADS));
+    std::thread::sleep(to.saturating_duration_since(Instant::now()));
+    let cpu1 = (broker.cpu(), auth.cpu(), threads_cpu(LOAD_THREADS));
+
+    let mut latencies = Vec::new();
+    let mut failed = 0;
+    let mut first_error = None;
+    for handle in loops {
+        let stats = load.block_on(handle).expect("a client loop panicked");
+        latencies.extend(stats.latencies_us);
+        failed += stats.failed;
+        if first_error.is_none() {
+            first_error = stats.first_error;
+        }
+    }
+    latencies.sort_unstable();
+    let connections = latencies.len() as u64;
+    let per_conn = |d: Duration| d.as_secs_f64() * 1e6 / connections.max(1) as f64;
+    let result = RunResult {
+        scenario,
+        run,
+        connections,
+        failed,
+        first_error,
+        // The window as configured: connections are counted by when they end in it.
+        per_sec: connections as f64 / args.duration,
+        p50_us: percentile(&latencies, 0.50),
+        p99_us: percentile(&latencies, 0.99),
+        broker_cpu_us: per_conn(cpu1.0.saturating_sub(cpu0.0)),
+        auth_cpu_us: match (cpu0.1, cpu1.1) {
+            (Some(a), Some(b)) => Some(per_conn(b.saturating_sub(a))),
+            _ => None,
+        },
+        load_cpu_us: per_conn(cpu1.2.saturating_sub(cpu0.2)),
+    };
+    drop(broker);
+    // The stub's accept loop lives on the stub runtime; dropping aborts it.
+    drop(auth);
+    result
+}
+
+fn percentile(sorted: &[u32], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    f64::from(sorted[rank - 1])
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------------------
+
+fn sibling(name: &str) -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join(name)))
+        .unwrap_or_else(|| PathBuf::from(name))
+}
+
+fn locate(given: Option<&PathBuf>, name: &str) -> PathBuf {
+    let path = given.cloned().unwrap_or_else(|| sibling(name));
+    if !path.is_file() {
+        eprintln!(
+            "auth_connect: {} not found; build it first:\n  cargo build --release -p gatehouse -p gatehouse-custom-auth-server\n(or pass --{} PATH)",
+            path.display(),
+            name
+        );
+        std::process::exit(2);
+    }
+    path
+}
+
+fn fmt_num(x: f64, decimals: usize) -> String {
+    if !x.is_finite() {
+        return "–".into();
+    }
+    let s = format!("{x:.decimals$}");
+    let (int, frac) = s.split_once('.').map_or((s.as_str(), ""), |(i, f)| (i, f));
+    let mut grouped = String::new();
+    for (k, c) in int.chars().enumerate() {
+        if k > 0 && (int.len() - k) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    if frac.is_empty() {
+        grouped
+    } else {
+        format!("{grouped}.{frac}")
+    }
+}
+
+fn main() {
+    let args = Args::parse();
+    assert!(args.concurrency > 0, "--concurrency must be at least 1");
+    assert!(args.runs > 0, "--runs must be at least 1");
+    let bins = Bins {
+        gatehouse: locate(args.gatehouse.as_ref(), "gatehouse"),
+        custom_auth_server: args
+            .scenarios
+            .contains(&Scenario::CustomExample)
+            .then(|| locate(args.custom_auth_server.as_ref(), "custom-auth-server")),
+    };
+    let load = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.load_threads.max(1))
+        .thread_name(LOAD_THREADS)
+        .enable_all()
+        .build()
+        .expect("the load generator's runtime");
+    let stub_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name(STUB_THREADS)
+        .enable_all()
+        .build()
+        .expect("the stub's runtime");
+
+    let tmp = tempfile::Builder::new()
+        .prefix("gatehouse-auth-connect-")
+        .tempdir()
+        .expect("a temporary directory");
+    eprintln!(
+        "auth_connect: {} loops, {} s measured after {} s warm-up, {} run(s); gatehouse {}",
+        args.concurrency,
+        args.duration,
+        args.warmup,
+        args.runs,
+        bins.gatehouse.display()
+    );
+    let fx = Fixtures::new(tmp.path(), &args, bins.custom_auth_server.as_deref());
+
+    let mut results: Vec<RunResult> = Vec::new();
+    for run in 1..=args.runs {
+        for &scenario in &args.scenarios {
+            let r = run_one(&fx, &bins, &args, &load, &stub_rt, scenario, run);
+            eprintln!(
+                "run {run} {:<15} {:>9}/s  p50 {:>8} µs  p99 {:>8} µs  broker {:>7} µs/conn  auth server {:>8}  load {:>7} µs/conn  failed {}{}",
+                scenario.name(),
+                fmt_num(r.per_sec, 0),
+                fmt_num(r.p50_us, 0),
+                fmt_num(r.p99_us, 0),
+                fmt_num(r.broker_cpu_us, 1),
+                r.auth_cpu_us.map_or("–".into(), |x| format!("{} µs/conn", fmt_num(x, 1))),
+                fmt_num(r.load_cpu_us, 1),
+                r.failed,
+                r.first_error.as_deref().map_or(String::new(), |e| format!(" (first error: {e})")),
+            );
+            results.push(r);
+        }
+    }
+
+    // Medians per scenario.
+    let mut table = String::from(
+        "| scenario | connections/s | connect p50 µs | connect p99 µs | broker CPU µs/conn | auth server CPU µs/conn | load generator CPU µs/conn | failed |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let mut summary = Vec::new();
+    for &scenario in &args.scenarios {
+        let rs: Vec<&RunResult> = results.iter().filter(|r| r.scenario == scenario).collect();
+        let med = |f: &dyn Fn(&RunResult) -> f64| median(rs.iter().map(|r| f(r)).collect());
+        let per_sec = med(&|r| r.per_sec);
+        let p50 = med(&|r| r.p50_us);
+        let p99 = med(&|r| r.p99_us);
+        let broker = med(&|r| r.broker_cpu_us);
+        let auth = med(&|r| r.auth_cpu_us.unwrap_or(f64::NAN));
+        let load_cpu = med(&|r| r.load_cpu_us);
+        let failed: u64 = rs.iter().map(|r| r.failed).sum();
+        let _ = writeln!(
+            table,
+            "| {} (`{}`) | {} | {} | {} | {} | {} | {} | {} |",
+            scenario.describe(),
+            scenario.name(),
+            fmt_num(per_sec, 0),
+            fmt_num(p50, 0),
+            fmt_num(p99, 0),
+            fmt_num(broker, 1),
+            fmt_num(auth, 1),
+            fmt_num(load_cpu, 1),
+            failed
+        );
+        summary.push(serde_json::json!({
+            "scenario": scenario.name(),
+            "connections_per_sec": per_sec,
+            "p50_connect_us": p50,
+            "p99_connect_us": p99,
+            "broker_cpu_us_per_connection": broker,
+            "auth_server_cpu_us_per_connection": auth.is_finite().then_some(auth),
+            "load_cpu_us_per_connection": load_cpu,
+            "failed": failed,
+        }));
+    }
+    println!(
+        "\nMedians of {} run(s); {} concurrent loops, {} s measured per run.\n",
+        args.runs, args.concurrency, args.duration
+    );
+    print!("{table}");
+
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({
+            "concurrency": args.concurrency,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "runs": results.iter().map(RunResult::json).collect::<Vec<_>>(),
+            "medians": summary,
+        });
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&doc).expect("serialize the results"),
+        )
+        .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+    if args.keep {
+        let kept = tmp.keep();
+        eprintln!("auth_connect: kept {}", kept.display());
+    }
+}
