@@ -16,6 +16,7 @@
 //! The wire format lives in the `gatehouse-protocol` crate (sans-IO, fuzzed).
 
 pub mod auth;
+pub mod authz;
 pub mod broker;
 pub mod connection;
 pub mod file_stamp;

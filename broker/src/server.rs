@@ -9,7 +9,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::auth::{self, AuthError, Chain};
+use crate::authz::{Authorizer, Policy};
 use crate::broker::Broker;
+use crate::connection::PortAuth;
 use crate::limits::Limits;
 use crate::tls::{TlsError, TlsPorts};
 use crate::transport::{self, Transport};
@@ -24,6 +26,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("{path}: the authorization policy does not compile:\n  {}", .problems.join("\n  "))]
+    Authz { path: String, problems: Vec<String> },
     #[error("{path}: {source}")]
     Auth {
         path: String,
@@ -58,9 +62,9 @@ pub struct Server {
 impl Server {
     /// Bind every port of `config` (all or nothing) and start accepting.
     pub async fn start(config: &Config) -> Result<Server, StartError> {
-        refuse_unsupported(config)?;
         let mut tasks = JoinSet::new();
         let chains = port_chains(config)?;
+        let policies = port_policies(config)?;
         // Certificates first: an invalid one stops start-up before any port opens.
         let tls = TlsPorts::setup(
             config,
@@ -96,13 +100,21 @@ impl Server {
                         socket,
                         transport.clone(),
                         tls.acceptor(li, pi),
-                        chains.get(&(li, pi)).cloned(),
+                        PortAuth {
+                            chain: chains.get(&(li, pi)).cloned(),
+                            // AIO: a policy applies only where authentication is on too
+                            // (validation warns about the other case).
+                            authz: chains
+                                .contains_key(&(li, pi))
+                                .then(|| policies.get(&(li, pi)).cloned())
+                                .flatten(),
+                        },
                     ));
                 }
             }
         }
         let mut ports = Vec::new();
-        for (info, socket, transport, acceptor, chain) in bound {
+        for (info, socket, transport, acceptor, port_auth) in bound {
             tracing::info!(
                 target: "listener",
                 listener = %info.listener,
@@ -115,7 +127,7 @@ impl Server {
                 socket,
                 transport,
                 acceptor,
-                chain,
+                port_auth,
                 broker.clone(),
                 permits.clone(),
                 info.addr.port(),
@@ -183,18 +195,41 @@ fn port_chains(config: &Config) -> Result<HashMap<(usize, usize), Arc<Chain>>, S
     Ok(chains)
 }
 
-/// Until authorization lands, never run such a port open.
-fn refuse_unsupported(config: &Config) -> Result<(), StartError> {
+/// The compiled policy of every port with an `authorizationRef`, shared between ports
+/// that name the same resource.
+fn port_policies(config: &Config) -> Result<HashMap<(usize, usize), Arc<Authorizer>>, StartError> {
+    let mut built: HashMap<&str, Arc<Authorizer>> = HashMap::new();
+    let mut policies = HashMap::new();
     for (li, listener) in config.listeners.iter().enumerate() {
         for (pi, port) in listener.ports.iter().enumerate() {
-            if port.authorization_ref.is_some() {
-                return Err(StartError::NotSupportedYet {
-                    path: format!("listeners[{li}].ports[{pi}].authorizationRef"),
-                    what: "authorization",
-                    issue: "authorization",
-                });
-            }
+            let Some(name) = &port.authorization_ref else {
+                continue;
+            };
+            let authorizer = match built.get(name.as_str()) {
+                Some(a) => a.clone(),
+                None => {
+                    let (ai, auth) = config
+                        .authorizations
+                        .iter()
+                        .enumerate()
+                        .find(|(_, a)| &a.name == name)
+                        .ok_or_else(|| StartError::Authz {
+                            path: format!("listeners[{li}].ports[{pi}].authorizationRef"),
+                            problems: vec![format!("no authorization named `{name}`")],
+                        })?;
+                    let policy = Policy::compile(auth, &format!("authorizations[{ai}]")).map_err(
+                        |problems| StartError::Authz {
+                            path: format!("listeners[{li}].ports[{pi}].authorizationRef"),
+                            problems,
+                        },
+                    )?;
+                    let a = Arc::new(Authorizer::new(policy));
+                    built.insert(name, a.clone());
+                    a
+                }
+            };
+            policies.insert((li, pi), authorizer);
         }
     }
-    Ok(())
+    Ok(policies)
 }

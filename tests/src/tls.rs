@@ -42,10 +42,16 @@ pub struct Pki {
 
 impl Pki {
     pub fn new(dir: &Path, algorithm: PrivateKeyAlgorithm) -> Pki {
+        Pki::named(dir, algorithm, "Gatehouse Test")
+    }
+
+    /// [`Pki::new`] with CA names `<name> Root CA` and `<name> Intermediate CA`, for tests
+    /// that need two PKIs with different subjects.
+    pub fn named(dir: &Path, algorithm: PrivateKeyAlgorithm, name: &str) -> Pki {
         let now = SystemTime::now();
         let key = |a| Key::generate(a).expect("generate key");
         let root = issue_self_signed(
-            &request(Usage::Ca, "Gatehouse Test Root CA", &[]),
+            &request(Usage::Ca, &format!("{name} Root CA"), &[]),
             key(algorithm),
             now,
         )
@@ -53,7 +59,7 @@ impl Pki {
         let root = Authority::from_issued(root).expect("root authority");
         let intermediate = root
             .issue(
-                &request(Usage::Ca, "Gatehouse Test Intermediate CA", &[]),
+                &request(Usage::Ca, &format!("{name} Intermediate CA"), &[]),
                 key(algorithm),
                 now,
             )

@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 
 use super::{Connection, PortSecurity};
 use crate::auth::{Credentials, Outcome};
+use crate::authz::Action;
 use crate::broker::Broker;
 
 pub(super) type Accepted = (
@@ -130,6 +131,33 @@ where
         connect.keep_alive
     };
 
+    // Authorization of CONNECT and of the will's topic (behaviour.md §4), before the
+    // session is touched. The port has a policy only where authentication is on, so a
+    // principal exists; without one a policy denies (fail closed).
+    let mut will = connect.will;
+    if let Some(authz) = &security.authz {
+        let connect_allowed = principal
+            .as_ref()
+            .is_some_and(|p| authz.check(p, &client_id, &Action::Connect).allowed);
+        if !connect_allowed {
+            refuse(writer, Some(version.level()), ReasonCode::NOT_AUTHORIZED).await;
+            return Err("CONNECT not authorized".into());
+        }
+        if let (Some(w), Some(p)) = (&will, &principal) {
+            if !authz
+                .check(p, &client_id, &Action::Publish(&w.topic))
+                .allowed
+            {
+                tracing::info!(
+                    target: "authz",
+                    topic = %w.topic,
+                    "the will's topic is not authorized: the will will not be published"
+                );
+                will = None;
+            }
+        }
+    }
+
     let attached = broker.attach(&client_id, connect.clean_start).await;
     let mut conn = Connection {
         broker: broker.clone(),
@@ -150,11 +178,12 @@ where
         client_topic_alias_maximum: props.topic_alias_maximum.unwrap_or(0),
         inbound_aliases: HashMap::new(),
         outbound_aliases: HashMap::new(),
-        will: connect.will,
+        will,
         session_expiry,
         connect_expiry_was_zero: requested_expiry == 0,
         held_acks: Default::default(),
         chain: security.chain.clone(),
+        authz: security.authz.clone(),
         auth_method: props.authentication_method.clone(),
         reauth: None,
         principal,

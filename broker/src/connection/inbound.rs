@@ -10,6 +10,7 @@ use gatehouse_protocol::{
 
 use super::held_acks::{HeldAck, HOLD_LIMIT};
 use super::{Connection, Exit};
+use crate::authz::Action;
 use crate::message::Message;
 use crate::routing::SubEntry;
 use crate::session::{Stage, SubscriptionRecord};
@@ -160,6 +161,22 @@ impl Connection {
                 }
             };
         }
+        if !self.allowed(&Action::Publish(&p.topic)) {
+            // Dropped. v5 says so in the acknowledgement; 3.1.1 has no code for it, so
+            // the client gets a normal one (and a QoS 2 exchange completes as usual).
+            if let Some(id) = packet_id {
+                match self.version {
+                    ProtocolVersion::V5 => self.ack_publish(p.qos, id, ReasonCode::NOT_AUTHORIZED),
+                    ProtocolVersion::V311 => {
+                        if p.qos == QoS::ExactlyOnce {
+                            self.session.lock().incoming_qos2.insert(id.get());
+                        }
+                        self.ack_publish(p.qos, id, ReasonCode::SUCCESS)
+                    }
+                }
+            }
+            return Ok(());
+        }
         if p.qos == QoS::ExactlyOnce {
             let Some(id) = packet_id else {
                 return Err(violation(
@@ -283,6 +300,10 @@ impl Connection {
                     ReasonCode::PROTOCOL_ERROR,
                     "No Local on a shared subscription",
                 ));
+            }
+            if !self.allowed(&Action::Subscribe(&raw)) {
+                codes.push(ReasonCode::NOT_AUTHORIZED);
+                continue;
             }
             let entry = SubEntry {
                 session: self.session.clone(),

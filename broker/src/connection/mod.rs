@@ -33,6 +33,7 @@ use tracing::Instrument;
 
 use crate::auth::device_registry::RegistryWatch;
 use crate::auth::{Chain, Principal, Reauth};
+use crate::authz::{Action, Authorizer};
 use crate::broker::{Broker, Detach};
 use crate::session::Session;
 
@@ -48,8 +49,28 @@ const DRAIN_HIGH_WATER: usize = 64 * 1024;
 #[derive(Debug, Default)]
 pub struct PortSecurity {
     pub chain: Option<Arc<Chain>>,
+    /// Applied only with `chain` (AIO: authorization needs authentication on the port).
+    pub authz: Option<Arc<Authorizer>>,
     /// Leaf first; empty without TLS or without a client certificate.
     pub peer_certs: Vec<CertificateDer<'static>>,
+}
+
+/// A port's authentication chain and authorization policy, as configured.
+#[derive(Debug, Clone, Default)]
+pub struct PortAuth {
+    pub chain: Option<Arc<Chain>>,
+    pub authz: Option<Arc<Authorizer>>,
+}
+
+impl PortAuth {
+    /// With the client certificate chain from this connection's TLS handshake.
+    pub fn with_peer_certs(self, peer_certs: Vec<CertificateDer<'static>>) -> PortSecurity {
+        PortSecurity {
+            chain: self.chain,
+            authz: self.authz,
+            peer_certs,
+        }
+    }
 }
 
 /// Why a connection ended.
@@ -99,6 +120,8 @@ pub(crate) struct Connection {
     principal: Option<Principal>,
     /// The port's authentication chain (for re-authentication).
     chain: Option<Arc<Chain>>,
+    /// The port's authorization policy; `None` = everything allowed.
+    authz: Option<Arc<Authorizer>>,
     /// The MQTT v5 Authentication Method of CONNECT; re-authentication must use it.
     auth_method: Option<String>,
     /// A re-authentication in progress (AUTH 0x19 sent by the client).
@@ -393,6 +416,18 @@ impl Connection {
         }
         self.send(&Packet::Auth(auth));
         Ok(())
+    }
+
+    /// Whether the port's policy allows `action` (no policy: everything). Fails closed:
+    /// with a policy but no principal, nothing is allowed.
+    fn allowed(&self, action: &Action<'_>) -> bool {
+        match (&self.authz, &self.principal) {
+            (None, _) => true,
+            (Some(authz), Some(principal)) => {
+                authz.check(principal, &self.client_id, action).allowed
+            }
+            (Some(_), None) => false,
+        }
     }
 
     /// Queue a control packet for the client.

@@ -12,9 +12,8 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::auth::Chain;
 use crate::broker::Broker;
-use crate::connection::{self, PortSecurity};
+use crate::connection::{self, PortAuth, PortSecurity};
 
 /// What a port speaks, resolved from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +52,7 @@ pub async fn accept_loop(
     listener: TcpListener,
     transport: Transport,
     tls: Option<TlsAcceptor>,
-    auth: Option<Arc<Chain>>,
+    auth: PortAuth,
     broker: Arc<Broker>,
     permits: Arc<Semaphore>,
     port: u16,
@@ -81,10 +80,7 @@ pub async fn accept_loop(
             // One deadline for the TLS handshake, the WebSocket upgrade and CONNECT.
             let deadline = Instant::now() + broker.limits.connect_timeout;
             let Some(acceptor) = tls else {
-                let security = PortSecurity {
-                    chain: auth,
-                    peer_certs: Vec::new(),
-                };
+                let security = auth.with_peer_certs(Vec::new());
                 return handle(stream, peer, transport, security, broker, port, deadline).await;
             };
             match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
@@ -95,10 +91,7 @@ pub async fn accept_loop(
                         .peer_certificates()
                         .map(|c| c.to_vec())
                         .unwrap_or_default();
-                    let security = PortSecurity {
-                        chain: auth,
-                        peer_certs,
-                    };
+                    let security = auth.with_peer_certs(peer_certs);
                     handle(stream, peer, transport, security, broker, port, deadline).await
                 }
                 Ok(Err(e)) => {

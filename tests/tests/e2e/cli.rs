@@ -136,17 +136,16 @@ diagnostics:
 }
 
 /// A port the broker cannot secure makes the binary refuse to start, naming the YAML
-/// path and the reason, before any port is opened: `authorizationRef` (not built yet),
-/// and SAT authentication by TokenReview outside a cluster (no API server to ask).
+/// path and the reason, before any port is opened: SAT authentication by TokenReview
+/// outside a cluster (no API server to ask).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_refuses_ports_it_cannot_secure_yet() {
     let dir = TempDir::new("refuse");
-    let cases = [
-        (
-            "authenticationRef",
-            "in-cluster",
-            "authenticationRef: sat",
-            "
+    let cases = [(
+        "authenticationRef",
+        "in-cluster",
+        "authenticationRef: sat",
+        "
 authentications:
   - name: sat
     authenticationMethods:
@@ -154,22 +153,7 @@ authentications:
         serviceAccountTokenSettings:
           audiences: [aio-internal]
 ",
-        ),
-        (
-            "authorizationRef",
-            "not supported yet",
-            "authorizationRef: policy",
-            "
-authorizations:
-  - name: policy
-    authorizationPolicies:
-      rules:
-        - principals: { clientIds: [sensor] }
-          brokerResources:
-            - method: Connect
-",
-        ),
-    ];
+    )];
     for (field, reason, setting, extra) in cases {
         let plain = free_port();
         let guarded = free_port();

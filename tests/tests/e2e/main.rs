@@ -7,6 +7,7 @@
 //! (Debian `mosquitto-clients`, installed by `.ci/run`) and `stdbuf` (coreutils).
 
 mod auth_chain;
+mod authz;
 mod ca_cli;
 mod cli;
 mod config_errors;

@@ -1,0 +1,16 @@
+//! Authorization (behaviour.md §4): allow-only rules compiled once per
+//! BrokerAuthorization, and a pure decision function.
+//!
+//! - [`template`]: `{principal.*}` tokens and the rule that substitution never widens access.
+//! - [`filter`]: topic filter matching and containment.
+//! - [`policy`]: the compiled policy and [`Policy::decide`].
+//! - [`authorizer`]: what ports use: the current policy, swapped on reload, and the logs.
+
+pub mod authorizer;
+pub mod filter;
+pub mod policy;
+pub mod template;
+
+pub use authorizer::Authorizer;
+pub use policy::{Action, Decision, Policy};
+pub use template::Subject;
