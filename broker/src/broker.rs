@@ -66,6 +66,20 @@ impl Broker {
         self.sessions.lock().len()
     }
 
+    /// Disconnect every connected client (v5: DISCONNECT with `reason`); sessions stay
+    /// under their expiry rules. Returns how many were connected.
+    pub fn disconnect_all(&self, reason: ReasonCode) -> usize {
+        let registry = self.sessions.lock();
+        let mut kicked = 0;
+        for session in registry.values() {
+            if let Some(attachment) = session.lock().attachment.take() {
+                let _ = attachment.kick.send(reason);
+                kicked += 1;
+            }
+        }
+        kicked
+    }
+
     /// Attach a new connection to the session for `client_id`: take it over from a
     /// connected client (DISCONNECT 0x8E there), resume it, or start a fresh one.
     pub async fn attach(self: &Arc<Self>, client_id: &str, clean_start: bool) -> Attached {

@@ -67,11 +67,16 @@ fn main() -> ExitCode {
             }
             cli::ca::run(command, &config)
         }
-        Command::Run => run(config, warnings, local_default),
+        Command::Run => run(config, cli.config.clone(), warnings, local_default),
     }
 }
 
-fn run(config: Config, warnings: Vec<String>, local_default: bool) -> ExitCode {
+fn run(
+    config: Config,
+    path: Option<PathBuf>,
+    warnings: Vec<String>,
+    local_default: bool,
+) -> ExitCode {
     init_logging(&config);
     for w in &warnings {
         tracing::warn!("{w}");
@@ -100,6 +105,9 @@ fn run(config: Config, warnings: Vec<String>, local_default: bool) -> ExitCode {
                 "no configuration given: serving anonymous MQTT on 127.0.0.1:1883 and MQTT over \
                  WebSockets on 127.0.0.1:8080/mqtt; local connections only"
             );
+        }
+        if let Some(path) = path {
+            tokio::spawn(watch_config(path, server.reloader()));
         }
         tokio::select! {
             _ = server.wait() => {}
@@ -137,5 +145,61 @@ fn init_logging(config: &Config) {
     match config.diagnostics.logs.format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
+    }
+}
+
+/// Reload on SIGHUP and when the configuration file changes (its stamp is polled every
+/// second, like certificate files). An invalid file keeps the running configuration.
+async fn watch_config(path: PathBuf, reloader: gatehouse::reload::Reloader) {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut last = gatehouse::file_stamp::stamp(&path);
+    loop {
+        #[cfg(unix)]
+        let signalled = async {
+            match hangup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let signalled = std::future::pending::<Option<()>>();
+        let why = tokio::select! {
+            _ = signalled => "SIGHUP",
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                let now = gatehouse::file_stamp::stamp(&path);
+                if now == last {
+                    continue;
+                }
+                last = now;
+                "the configuration file changed"
+            }
+        };
+        match gatehouse_config::load_file(&path) {
+            Err(e) => tracing::error!(
+                "reload ({why}): {} is invalid; keeping the running configuration:\n{e}",
+                path.display()
+            ),
+            Ok(loaded) => match reloader.apply(loaded.config) {
+                Err(problems) => tracing::error!(
+                    "reload ({why}): keeping the running configuration:\n  {}",
+                    problems.join("\n  ")
+                ),
+                Ok(done) => {
+                    for what in &done.need_restart {
+                        tracing::warn!("reload ({why}): {what}; this takes effect after a restart");
+                    }
+                    if done.policies.is_empty() {
+                        tracing::info!("reload ({why}): no authorization change");
+                    } else {
+                        tracing::info!(
+                            "reload ({why}): new authorization policies in force ({}); disconnected {} client(s) so they reconnect under them",
+                            done.policies.join(", "),
+                            done.disconnected
+                        );
+                    }
+                }
+            },
+        }
     }
 }

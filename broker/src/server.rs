@@ -13,6 +13,7 @@ use crate::authz::{Authorizer, Policy};
 use crate::broker::Broker;
 use crate::connection::PortAuth;
 use crate::limits::Limits;
+use crate::reload::Reloader;
 use crate::tls::{TlsError, TlsPorts};
 use crate::transport::{self, Transport};
 
@@ -56,6 +57,7 @@ pub struct BoundPort {
 pub struct Server {
     pub broker: Arc<Broker>,
     pub ports: Vec<BoundPort>,
+    reloader: Reloader,
     tasks: JoinSet<()>,
 }
 
@@ -144,11 +146,26 @@ impl Server {
                 purger.router.purge_expired_retained();
             }
         });
+        let mut authorizers = HashMap::new();
+        for (li, listener) in config.listeners.iter().enumerate() {
+            for (pi, port) in listener.ports.iter().enumerate() {
+                if let (Some(name), Some(a)) = (&port.authorization_ref, policies.get(&(li, pi))) {
+                    authorizers.insert(name.clone(), a.clone());
+                }
+            }
+        }
+        let reloader = Reloader::new(broker.clone(), authorizers, config.clone());
         Ok(Server {
             broker,
             ports,
+            reloader,
             tasks,
         })
+    }
+
+    /// Applies configuration changes to this server while it runs.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
     }
 
     /// The first bound address of `protocol` (handy for tests and logs).

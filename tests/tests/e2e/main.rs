@@ -8,6 +8,7 @@
 
 mod auth_chain;
 mod authz;
+mod authz_reload;
 mod ca_cli;
 mod cli;
 mod config_errors;

@@ -1,0 +1,113 @@
+//! Runtime update (config.md "Runtime reload"): a changed configuration file (or SIGHUP)
+//! applies new authorization policies at once and disconnects every connected client
+//! (AIO behaviour: they reconnect under the new rules). Other changes need a restart and
+//! are reported as such; an invalid file changes nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use gatehouse_config::Config;
+use gatehouse_protocol::ReasonCode;
+use parking_lot::Mutex;
+
+use crate::authz::{Authorizer, Policy};
+use crate::broker::Broker;
+
+/// What a reload did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Reloaded {
+    /// Authorization resources whose new policy is now in force.
+    pub policies: Vec<String>,
+    /// Clients disconnected because the policies changed.
+    pub disconnected: usize,
+    /// Changes that only take effect after a restart.
+    pub need_restart: Vec<String>,
+}
+
+/// Applies configuration changes to a running server. Cheap to clone.
+#[derive(Clone)]
+pub struct Reloader {
+    broker: Arc<Broker>,
+    /// The authorizers in use, by resource name.
+    authorizers: Arc<HashMap<String, Arc<Authorizer>>>,
+    running: Arc<Mutex<Config>>,
+}
+
+impl Reloader {
+    pub(crate) fn new(
+        broker: Arc<Broker>,
+        authorizers: HashMap<String, Arc<Authorizer>>,
+        config: Config,
+    ) -> Reloader {
+        Reloader {
+            broker,
+            authorizers: Arc::new(authorizers),
+            running: Arc::new(Mutex::new(config)),
+        }
+    }
+
+    /// Apply `new` (already loaded and validated). `Err` lists why nothing changed.
+    pub fn apply(&self, new: Config) -> Result<Reloaded, Vec<String>> {
+        let mut running = self.running.lock();
+        let mut outcome = Reloaded::default();
+        // Compile every policy in use first: all or nothing.
+        let mut compiled = Vec::new();
+        let mut problems = Vec::new();
+        for (name, authorizer) in self.authorizers.iter() {
+            let old = running.authorizations.iter().find(|a| &a.name == name);
+            let Some((i, auth)) = new
+                .authorizations
+                .iter()
+                .enumerate()
+                .find(|(_, a)| &a.name == name)
+            else {
+                problems.push(format!(
+                    "authorization `{name}` is in use by a port but no longer defined; keeping the running policy (remove the port's authorizationRef and restart to drop it)"
+                ));
+                continue;
+            };
+            if old == Some(auth) {
+                continue;
+            }
+            match Policy::compile(auth, &format!("authorizations[{i}]")) {
+                Ok(policy) => compiled.push((name.clone(), authorizer.clone(), policy)),
+                Err(p) => problems.extend(p),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        if new.listeners != running.listeners {
+            outcome
+                .need_restart
+                .push("listeners or ports changed".into());
+        }
+        if new.authentications != running.authentications {
+            outcome
+                .need_restart
+                .push("authentication resources changed".into());
+        }
+        if new.broker != running.broker {
+            outcome.need_restart.push("broker limits changed".into());
+        }
+        for (name, authorizer, policy) in compiled {
+            authorizer.replace(policy);
+            outcome.policies.push(name);
+        }
+        if !outcome.policies.is_empty() {
+            outcome.disconnected = self
+                .broker
+                .disconnect_all(ReasonCode::ADMINISTRATIVE_ACTION);
+        }
+        // Keep what was applied; later reloads compare against it.
+        for name in &outcome.policies {
+            if let (Some(slot), Some(fresh)) = (
+                running.authorizations.iter_mut().find(|a| &a.name == name),
+                new.authorizations.iter().find(|a| &a.name == name),
+            ) {
+                *slot = fresh.clone();
+            }
+        }
+        Ok(outcome)
+    }
+}
