@@ -19,10 +19,11 @@ pub const SENSOR: &str = "system:serviceaccount:default:sensor";
 /// [`SENSOR`], annotated `aio-broker-auth/group: sensors`.
 pub const SERVICE_ACCOUNTS_YAML: &str = "apiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: sensor\n  namespace: default\n  annotations:\n    aio-broker-auth/group: sensors\n    other/annotation: ignored\n";
 
-/// An RSA signing key and its key id.
+/// A signing key (RS256 or ES256) and its key id.
 pub struct Signer {
     key: EncodingKey,
     kid: String,
+    algorithm: Algorithm,
 }
 
 /// Base64url without padding (JWK `n` and `e`).
@@ -68,6 +69,35 @@ pub fn rsa_signer(kid: &str) -> (Signer, serde_json::Value) {
     let signer = Signer {
         key: EncodingKey::from_rsa_pem(key.to_pem().as_bytes()).expect("encoding key"),
         kid: kid.into(),
+        algorithm: Algorithm::RS256,
+    };
+    (signer, jwk)
+}
+
+/// A fresh P-256 key; returns the signer and its public JWK (`kid`, ES256).
+pub fn ec_signer(kid: &str) -> (Signer, serde_json::Value) {
+    let key = Key::generate(PrivateKeyAlgorithm::Ec256).expect("EC key");
+    let spki = key.public_key_der();
+    let (_, spki) =
+        <x509_parser::x509::SubjectPublicKeyInfo as x509_parser::prelude::FromDer<_>>::from_der(
+            &spki,
+        )
+        .expect("SPKI");
+    // The uncompressed point: 0x04 || X (32 bytes) || Y (32 bytes).
+    let point = &spki.subject_public_key.data;
+    assert_eq!(
+        (point.len(), point[0]),
+        (65, 0x04),
+        "uncompressed P-256 point"
+    );
+    let jwk = json!({
+        "kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
+        "x": b64url(&point[1..33]), "y": b64url(&point[33..65]),
+    });
+    let signer = Signer {
+        key: EncodingKey::from_ec_pem(key.to_pem().as_bytes()).expect("encoding key"),
+        kid: kid.into(),
+        algorithm: Algorithm::ES256,
     };
     (signer, jwk)
 }
@@ -89,7 +119,7 @@ impl Signer {
     /// A token for `sub` with audience `aud`, issuer `iss`, expiring at `exp` (Unix
     /// seconds); `nbf` and `iat` 10 s ago.
     pub fn token(&self, sub: &str, aud: &str, iss: &str, exp: u64) -> String {
-        let mut header = Header::new(Algorithm::RS256);
+        let mut header = Header::new(self.algorithm);
         header.kid = Some(self.kid.clone());
         let claims = json!({ "iss": iss, "aud": [aud], "sub": sub, "exp": exp, "nbf": now() - 10, "iat": now() - 10 });
         encode(&header, &claims, &self.key).expect("sign")

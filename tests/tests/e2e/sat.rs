@@ -9,7 +9,7 @@ use std::time::Duration;
 use gatehouse_protocol::Packet;
 use gatehouse_tests::broker::{TempDir, TestBroker};
 use gatehouse_tests::jwt::{
-    jwks, now, rsa_signer, Signer, AUDIENCE, ISSUER, SERVICE_ACCOUNTS_YAML,
+    ec_signer, jwks, now, rsa_signer, Signer, AUDIENCE, ISSUER, SENSOR, SERVICE_ACCOUNTS_YAML,
 };
 use gatehouse_tests::raw::{connack_code, frame, ConnectBuilder, Props, RawClient, WAIT};
 
@@ -194,4 +194,44 @@ async fn failed_or_malformed_reauthentication_disconnects() {
     c.expect_connack_ok().await;
     c.send(&reauth("K8S-SAT", "x")).await;
     c.expect_disconnect(0x82).await;
+}
+
+/// ES256 tokens verify against an EC key of the same JWKS (keys picked by `kid`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn es256_tokens_verify_against_an_ec_jwk() {
+    let dir = TempDir::new("sat-es256");
+    let (rsa, rsa_jwk) = rsa_signer("rsa-1");
+    let (ec, ec_jwk) = ec_signer("ec-1");
+    let file = dir.write("jwks.json", &jwks(&[rsa_jwk, ec_jwk]));
+    let b = TestBroker::start(&format!(
+        "
+listeners:
+  - name: sat
+    bindAddress: 127.0.0.1
+    ports: [ {{ port: 0, authenticationRef: sat }} ]
+authentications:
+  - name: sat
+    authenticationMethods:
+      - method: ServiceAccountToken
+        serviceAccountTokenSettings:
+          audiences: [{AUDIENCE}]
+          jwks: {{ file: {}, issuer: {ISSUER} }}
+",
+        file.display()
+    ))
+    .await;
+    for (what, token, expect) in [
+        ("ES256", ec.good(3600), 0x00),
+        ("RS256", rsa.good(3600), 0x00),
+        (
+            "ES256 expired",
+            ec.token(SENSOR, AUDIENCE, ISSUER, now() - 60),
+            0x87,
+        ),
+    ] {
+        let mut c = RawClient::connect(b.mqtt_addr()).await;
+        c.send(&sat_connect("sat-es", &token)).await;
+        let raw = c.recv_raw(WAIT).await.expect("CONNACK");
+        assert_eq!(connack_code(&raw), expect, "{what}");
+    }
 }
