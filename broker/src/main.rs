@@ -1,5 +1,6 @@
-//! The `gatehouse` command: run the broker, validate a configuration, or manage
-//! certificates (`gatehouse ca bundle`, `gatehouse ca issue`).
+//! The `gatehouse` command: run the broker, validate a configuration, manage
+//! certificates (`gatehouse ca bundle`, `gatehouse ca issue`), or explain an authorization
+//! decision (`gatehouse explain`).
 
 mod cli;
 
@@ -36,6 +37,10 @@ enum Command {
         #[command(subcommand)]
         command: cli::ca::CaCommand,
     },
+    /// Would a client be allowed to connect, publish, subscribe or use a state store key,
+    /// and which rule decides? Exit code 0 allowed, 1 denied, 2 usage or configuration
+    /// error.
+    Explain(cli::explain::ExplainArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +50,9 @@ fn main() -> ExitCode {
             Ok(loaded) => (loaded.config, loaded.warnings, false),
             Err(e) => {
                 eprintln!("gatehouse: invalid configuration {}:\n{e}", path.display());
+                if matches!(cli.command, Some(Command::Explain(_))) {
+                    return ExitCode::from(2);
+                }
                 return ExitCode::FAILURE;
             }
         },
@@ -66,6 +74,12 @@ fn main() -> ExitCode {
                 eprintln!("warning: {w}");
             }
             cli::ca::run(command, &config)
+        }
+        Command::Explain(args) => {
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            cli::explain::run(&args, &config, cli.config.as_deref())
         }
         Command::Run => run(config, cli.config.clone(), warnings, local_default),
     }

@@ -10,6 +10,13 @@ use globset::{Glob, GlobMatcher};
 use super::filter;
 use super::template::{glob_value, plain_value, topic_value, Subject, Template};
 
+// `gatehouse explain`: the checks of `decide`, kept (a child module, so it reuses the
+// private matching functions below).
+mod trace;
+pub use trace::{
+    AttributeSetCheck, EntryCheck, PrincipalsTrace, ResourceCheck, ResourceKind, RuleTrace,
+};
+
 /// What a client wants to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action<'a> {

@@ -1,3 +1,4 @@
 //! Subcommands of the `gatehouse` binary beyond `run` and `check`.
 
 pub mod ca;
+pub mod explain;

@@ -13,6 +13,7 @@ mod ca_cli;
 mod cli;
 mod config_errors;
 mod custom_auth;
+mod explain;
 mod ipv6;
 mod limits;
 mod mosquitto_clients;
