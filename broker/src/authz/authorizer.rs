@@ -1,4 +1,5 @@
-//! Enforcement: the policy a port uses, swappable on reload, with the `authz` debug logs.
+//! Enforcement: the policy a port uses, swappable on reload, with its decision cache and the
+//! `authz` debug logs.
 
 use std::sync::Arc;
 
@@ -6,6 +7,7 @@ use base64::Engine as _;
 use parking_lot::RwLock;
 use serde_json::json;
 
+use super::cache::DecisionCache;
 use super::policy::{Action, Decision, Policy};
 use super::template::Subject;
 use crate::auth::Principal;
@@ -13,23 +15,47 @@ use crate::auth::Principal;
 /// The policy of one BrokerAuthorization, shared by the ports that use it.
 #[derive(Debug)]
 pub struct Authorizer {
-    policy: RwLock<Arc<Policy>>,
+    current: RwLock<Arc<Installed>>,
+}
+
+/// A policy and the decisions made with it. They are replaced together, so a cached
+/// decision always comes from the policy in force.
+#[derive(Debug)]
+struct Installed {
+    policy: Arc<Policy>,
+    /// `None` with `cache: Disabled`.
+    cache: Option<DecisionCache>,
+}
+
+impl Installed {
+    fn new(policy: Policy) -> Arc<Installed> {
+        Arc::new(Installed {
+            cache: policy.cache.then(DecisionCache::new),
+            policy: Arc::new(policy),
+        })
+    }
 }
 
 impl Authorizer {
     pub fn new(policy: Policy) -> Authorizer {
         Authorizer {
-            policy: RwLock::new(Arc::new(policy)),
+            current: RwLock::new(Installed::new(policy)),
         }
     }
 
-    /// A new policy for every later check (runtime update).
+    /// A new policy for every later check (runtime update), with an empty cache.
     pub fn replace(&self, policy: Policy) {
-        *self.policy.write() = Arc::new(policy);
+        let installed = Installed::new(policy);
+        *self.current.write() = installed;
     }
 
     pub fn policy(&self) -> Arc<Policy> {
-        self.policy.read().clone()
+        self.current.read().policy.clone()
+    }
+
+    /// How many decisions the cache holds (`None`: caching is off).
+    pub fn cached_decisions(&self) -> Option<usize> {
+        self.current.read().cache.as_ref().map(DecisionCache::len)
     }
 
     /// Decide `action` for the client `client_id` authenticated as `principal`.
@@ -39,21 +65,21 @@ impl Authorizer {
             username: principal.username.as_deref(),
             attributes: &principal.attributes,
         };
+        let (decision, cached) = {
+            let current = self.current.read();
+            match &current.cache {
+                Some(cache) => cache
+                    .get_or_decide(&subject, action, || current.policy.decide(&subject, action)),
+                None => (current.policy.decide(&subject, action), false),
+            }
+        };
         if tracing::enabled!(target: "authz", tracing::Level::DEBUG) {
-            tracing::debug!(
-                target: "authz",
-                "checking authorization for {}",
-                describe(client_id, action)
-            );
-        }
-        let decision = self.policy().decide(&subject, action);
-        if !decision.allowed {
-            tracing::debug!(
-                target: "authz",
-                "denied {}: {}",
-                describe(client_id, action),
-                decision.reason
-            );
+            let what = describe(client_id, action);
+            let mark = if cached { " (cached)" } else { "" };
+            tracing::debug!(target: "authz", "checking authorization for {what}{mark}");
+            if !decision.allowed {
+                tracing::debug!(target: "authz", "denied {what}: {}{mark}", decision.reason);
+            }
         }
         decision
     }

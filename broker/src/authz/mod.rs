@@ -5,11 +5,16 @@
 //! - [`filter`]: topic filter matching and containment.
 //! - [`policy`]: the compiled policy and [`Policy::decide`].
 //! - [`authorizer`]: what ports use: the current policy, swapped on reload, and the logs.
+//! - [`cache`]: the decision cache (`cache: Enabled`), one per installed policy.
 
 pub mod authorizer;
+pub mod cache;
 pub mod filter;
 pub mod policy;
 pub mod template;
+
+#[cfg(test)]
+mod proptests;
 
 pub use authorizer::Authorizer;
 pub use policy::{Action, Decision, Policy};

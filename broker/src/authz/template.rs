@@ -103,9 +103,23 @@ pub(crate) fn topic_value(v: &str) -> Option<String> {
     (!v.contains(['+', '#', '/'])).then(|| v.to_owned())
 }
 
-/// For globs: the value matches only itself.
+/// For globs: the value matches only itself. Every metacharacter, the backslash included,
+/// becomes a one-character class (`*` → `[*]`, `\` → `[\]`): `globset::escape` leaves the
+/// backslash alone, and a value ending in `\` would then escape the pattern's next character
+/// (`{principal.attributes.x}*` with the value `\` would match the client id `*` and no
+/// other). Inside a class the backslash is literal whatever the platform's glob options.
 pub(crate) fn glob_value(v: &str) -> Option<String> {
-    Some(globset::escape(v))
+    let mut out = String::with_capacity(v.len() + 8);
+    for c in v.chars() {
+        if matches!(c, '?' | '*' | '[' | ']' | '{' | '}' | '\\') {
+            out.push('[');
+            out.push(c);
+            out.push(']');
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out)
 }
 
 /// For exact strings.
@@ -162,6 +176,20 @@ mod tests {
             glob.render(&subject(&attrs), glob_value).as_deref(),
             Some("[*]*")
         );
+    }
+
+    /// A backslash in a value is literal; it never escapes the pattern's own `*`.
+    #[test]
+    fn glob_values_escape_backslashes() {
+        let glob = Template::parse("{principal.attributes.x}*").expect("valid");
+        let attrs = BTreeMap::from([("x".to_string(), "a\\".to_string())]);
+        let pattern = glob.render(&subject(&attrs), glob_value).expect("a value");
+        assert_eq!(pattern, "a[\\]*");
+        let m = globset::Glob::new(&pattern)
+            .expect("valid")
+            .compile_matcher();
+        assert!(m.is_match("a\\") && m.is_match("a\\dev-1"));
+        assert!(!m.is_match("a*") && !m.is_match("a"));
     }
 
     #[test]
