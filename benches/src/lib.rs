@@ -1,1 +1,3 @@
 //! Benchmarks live in benches/; see README.md.
+
+pub mod authz_policy;
