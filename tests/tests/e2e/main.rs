@@ -9,6 +9,7 @@
 mod auth_chain;
 mod authz;
 mod authz_reload;
+mod authz_sat;
 mod ca_cli;
 mod cli;
 mod config_errors;
