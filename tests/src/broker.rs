@@ -175,10 +175,12 @@ impl Drop for TempDir {
 /// executable's path from cargo's output (which honours `CARGO_TARGET_DIR` and friends).
 pub fn gatehouse_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(build_gatehouse)
+    BIN.get_or_init(|| workspace_bin("gatehouse", "gatehouse"))
 }
 
-fn build_gatehouse() -> PathBuf {
+/// Build binary `bin` of workspace package `package` with the tests' cargo, profile and
+/// target directory, and return its path (from cargo's JSON messages).
+pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the tests crate is inside the workspace");
@@ -188,9 +190,9 @@ fn build_gatehouse() -> PathBuf {
         "build",
         "--quiet",
         "-p",
-        "gatehouse",
+        package,
         "--bin",
-        "gatehouse",
+        bin,
         "--message-format=json",
     ]);
     if !cfg!(debug_assertions) {
@@ -202,7 +204,7 @@ fn build_gatehouse() -> PathBuf {
         .expect("run cargo build");
     assert!(
         out.status.success(),
-        "cargo build -p gatehouse failed ({})",
+        "cargo build -p {package} failed ({})",
         out.status
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -210,13 +212,13 @@ fn build_gatehouse() -> PathBuf {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
-        if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "gatehouse" {
+        if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == bin {
             if let Some(exe) = msg["executable"].as_str() {
                 return PathBuf::from(exe);
             }
         }
     }
-    panic!("cargo build did not report the gatehouse executable:\n{stdout}");
+    panic!("cargo build did not report the {bin} executable:\n{stdout}");
 }
 
 /// Run `gatehouse <args>` to the end (at most 20 s, then it is killed and this panics).

@@ -6,5 +6,6 @@ pub mod broker;
 pub mod https_stub;
 pub mod jwt;
 pub mod mosquitto;
+pub mod policies;
 pub mod raw;
 pub mod tls;

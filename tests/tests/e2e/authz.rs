@@ -22,32 +22,7 @@ fn p(path: &Path) -> String {
     path.to_str().expect("UTF-8 path").to_owned()
 }
 
-/// The seed's examples as one policy: sensors by client id or by the organization
-/// attribute; a monitor that reads every sensor topic; the building Connect restriction.
-const RULES: &str = r#"
-        - principals:
-            clientIds: [temperature-sensor, humidity-sensor]
-            attributes: [ { city: seattle, organization: contoso } ]
-          brokerResources:
-            - method: Connect
-            - method: Publish
-              topics: ["/sensor/{principal.clientId}", "/sensor/{principal.attributes.organization}"]
-            - method: Subscribe
-              topics: ["/commands/{principal.attributes.organization}"]
-        - principals:
-            usernames: [monitor]
-          brokerResources:
-            - method: Connect
-            - method: Subscribe
-              topics: ["/sensor/#", "sensors/#"]
-        - principals:
-            attributes: [ { building: building22 }, { building: building23 } ]
-          brokerResources:
-            - method: Connect
-              clientIds: ["{principal.attributes.building}*"]
-            - method: Publish
-              topics: ["sensors/{principal.attributes.building}/{principal.clientId}/sensor"]
-"#;
+use gatehouse_tests::policies::SEED_RULES as RULES;
 
 struct Setup {
     _dir: TempDir,

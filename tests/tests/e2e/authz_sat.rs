@@ -4,10 +4,9 @@
 //! JWKS file); raw MQTT v5 clients carry them as `K8S-SAT` authentication data.
 
 use gatehouse_tests::broker::{TempDir, TestBroker};
-use gatehouse_tests::jwt::{jwks, now, rsa_signer, AUDIENCE, ISSUER};
+use gatehouse_tests::jwt::{jwks, now, rsa_signer, sat_connect, AUDIENCE, ISSUER};
 use gatehouse_tests::raw::{
-    connack_code, frame_body, publish_bytes, subscribe_bytes, ConnectBuilder, Props, RawClient,
-    WAIT,
+    connack_code, frame_body, publish_bytes, subscribe_bytes, Props, RawClient, WAIT,
 };
 
 const ACCOUNTS: &str = "
@@ -25,13 +24,6 @@ metadata:
   name: other-client
   namespace: default
 ";
-
-fn connect(client_id: &str, token: &str) -> Vec<u8> {
-    let token = token.to_owned();
-    ConnectBuilder::new(client_id)
-        .props(move |p| p.str(0x15, "K8S-SAT").bin(0x16, token.as_bytes()))
-        .build()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_authz_sat_group_may_publish_odd_orders_and_subscribe_to_orders() {
@@ -81,7 +73,8 @@ authorizations:
 
     // Annotated: connects, publishes where allowed, subscribes where allowed.
     let mut c = RawClient::connect(b.mqtt_addr()).await;
-    c.send(&connect("orders-app", &token("mqtt-client"))).await;
+    c.send(&sat_connect("orders-app", &token("mqtt-client")))
+        .await;
     let raw = c.recv_raw(WAIT).await.expect("CONNACK");
     assert_eq!(connack_code(&raw), 0x00);
     c.send(&subscribe_bytes(1, "orders", 1)).await;
@@ -111,7 +104,9 @@ authorizations:
 
     // Not annotated: the token is valid, but no rule lets it connect.
     let mut other = RawClient::connect(b.mqtt_addr()).await;
-    other.send(&connect("other", &token("other-client"))).await;
+    other
+        .send(&sat_connect("other", &token("other-client")))
+        .await;
     let raw = other.recv_raw(WAIT).await.expect("CONNACK");
     assert_eq!(connack_code(&raw), 0x87);
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 use gatehouse::auth::{Credentials, Outcome, Reauth};
 use gatehouse_config::PrivateKeyAlgorithm;
 use gatehouse_protocol::ReasonCode;
-use gatehouse_tests::broker::{free_port, unique, TempDir, TestBroker};
+use gatehouse_tests::broker::{free_port, unique, workspace_bin, TempDir, TestBroker};
 use gatehouse_tests::https_stub::{ScriptedServer, Seen};
 use gatehouse_tests::mosquitto::{try_publish, Sub};
 use gatehouse_tests::raw::{connack_code, frame, mqtt_str, RawClient};
@@ -38,43 +38,7 @@ fn p(path: &Path) -> String {
 /// The `custom-auth-server` binary, built once per test process like `gatehouse_bin`.
 fn example_server_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("the tests crate is inside the workspace");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = std::process::Command::new(cargo);
-        cmd.current_dir(workspace).args([
-            "build",
-            "--quiet",
-            "-p",
-            "gatehouse-custom-auth-server",
-            "--bin",
-            "custom-auth-server",
-            "--message-format=json",
-        ]);
-        if !cfg!(debug_assertions) {
-            cmd.arg("--release");
-        }
-        let out = cmd
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run cargo build");
-        assert!(out.status.success(), "cargo build failed ({})", out.status);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        for line in stdout.lines() {
-            let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "custom-auth-server"
-            {
-                if let Some(exe) = msg["executable"].as_str() {
-                    return PathBuf::from(exe);
-                }
-            }
-        }
-        panic!("cargo build did not report the custom-auth-server executable:\n{stdout}");
-    })
+    BIN.get_or_init(|| workspace_bin("gatehouse-custom-auth-server", "custom-auth-server"))
 }
 
 /// `custom-auth-server add-user --password-stdin`.

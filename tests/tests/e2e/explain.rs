@@ -8,43 +8,9 @@ use std::process::Output;
 use gatehouse_tests::broker::{run_gatehouse, TempDir};
 use serde_json::Value;
 
-/// The e2e authorization policy (`authz.rs` RULES: the seed's examples) and, as rules[3],
-/// the seed's state store example.
-const RULES: &str = r#"
-        - principals:
-            clientIds: [temperature-sensor, humidity-sensor]
-            attributes: [ { city: seattle, organization: contoso } ]
-          brokerResources:
-            - method: Connect
-            - method: Publish
-              topics: ["/sensor/{principal.clientId}", "/sensor/{principal.attributes.organization}"]
-            - method: Subscribe
-              topics: ["/commands/{principal.attributes.organization}"]
-        - principals:
-            usernames: [monitor]
-          brokerResources:
-            - method: Connect
-            - method: Subscribe
-              topics: ["/sensor/#", "sensors/#"]
-        - principals:
-            attributes: [ { building: building22 }, { building: building23 } ]
-          brokerResources:
-            - method: Connect
-              clientIds: ["{principal.attributes.building}*"]
-            - method: Publish
-              topics: ["sensors/{principal.attributes.building}/{principal.clientId}/sensor"]
-        - principals:
-            usernames: [temperature-sensor, humidity-sensor]
-          brokerResources:
-            - method: Connect
-          stateStoreResources:
-            - method: Read
-              keyType: Pattern
-              keys: [myreadkey, "myotherkey?", "mynumerickeysuffix[0-9]", "clients/{principal.clientId}/*"]
-            - method: ReadWrite
-              keyType: Binary
-              keys: ["AAEC"]
-"#;
+/// The e2e authorization policy (`authz.rs`: the seed's examples) and, as rules[3], the
+/// seed's state store example.
+use gatehouse_tests::policies::SEED_RULES_WITH_STATE_STORE as RULES;
 
 /// Native form: `authz:8883` applies the policy (X.509 authentication), `authz:1883` names
 /// it without authentication (not applied, AIO rule), `authz:1884` has no policy.

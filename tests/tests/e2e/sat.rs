@@ -9,7 +9,8 @@ use std::time::Duration;
 use gatehouse_protocol::Packet;
 use gatehouse_tests::broker::{TempDir, TestBroker};
 use gatehouse_tests::jwt::{
-    ec_signer, jwks, now, rsa_signer, Signer, AUDIENCE, ISSUER, SENSOR, SERVICE_ACCOUNTS_YAML,
+    ec_signer, jwks, now, rsa_signer, sat_connect, Signer, AUDIENCE, ISSUER, SENSOR,
+    SERVICE_ACCOUNTS_YAML,
 };
 use gatehouse_tests::raw::{connack_code, frame, ConnectBuilder, Props, RawClient, WAIT};
 
@@ -51,13 +52,6 @@ authentications:
         broker,
         signer,
     }
-}
-
-fn sat_connect(client_id: &str, token: &str) -> Vec<u8> {
-    let token = token.to_owned();
-    ConnectBuilder::new(client_id)
-        .props(move |p| p.str(0x15, "K8S-SAT").bin(0x16, token.as_bytes()))
-        .build()
 }
 
 /// AUTH with reason 0x19 (re-authenticate), method and data.

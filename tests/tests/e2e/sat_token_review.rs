@@ -10,7 +10,8 @@ use std::sync::Arc;
 use gatehouse_config::PrivateKeyAlgorithm;
 use gatehouse_protocol::Packet;
 use gatehouse_tests::broker::{TempDir, TestBroker};
-use gatehouse_tests::raw::{connack_code, frame, ConnectBuilder, Props, RawClient, WAIT};
+use gatehouse_tests::jwt::sat_connect;
+use gatehouse_tests::raw::{connack_code, frame, Props, RawClient, WAIT};
 use gatehouse_tests::tls::Pki;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -173,13 +174,6 @@ impl ApiServer {
             down,
         }
     }
-}
-
-fn sat_connect(client_id: &str, token: &str) -> Vec<u8> {
-    let token = token.to_owned();
-    ConnectBuilder::new(client_id)
-        .props(move |p| p.str(0x15, "K8S-SAT").bin(0x16, token.as_bytes()))
-        .build()
 }
 
 async fn connack(b: &TestBroker, packet: &[u8]) -> (RawClient, u8) {
