@@ -26,6 +26,7 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod session;
+pub mod statestore;
 pub mod tls;
 pub mod transport;
 
