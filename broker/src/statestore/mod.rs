@@ -8,6 +8,7 @@
 //! - [`request`]: a request payload parsed into a typed [`request::Request`] (§2.1, §2.2, §10).
 //! - [`hlc`]: hybrid logical clock timestamps (`__ts`, `__ft`) and the server clock (§3).
 //! - [`stamps`]: the `__ts` / `__ft` header checks in the spec's order, and the fencing check (§3.4).
+//! - [`store`]: the key map: SET/GET/DEL/VDEL, expiry, quota, KEYNOTIFY registrations, SCAN.
 //! - [`topic`]: the request topic, forbidden response topics and notification topics (§1, §4.2).
 
 pub mod error;
@@ -15,6 +16,7 @@ pub mod hlc;
 pub mod request;
 pub mod resp3;
 pub mod stamps;
+pub mod store;
 pub mod topic;
 
 #[cfg(test)]
