@@ -64,8 +64,10 @@ GATEHOUSE="${GATEHOUSE:-$root/target/release/gatehouse}"
 MQTTV5="${MQTTV5:-$(command -v mqttv5 || echo "$HOME/.cargo/bin/mqttv5")}"
 LOAD_USER=bench-client
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "authz_compare.sh: $*"; exit 1; }
+script=authz_compare.sh
+work_prefix=gatehouse-authz
+# shellcheck source=benches/lib.sh
+. "$here/lib.sh"
 
 command -v python3 >/dev/null || die "python3 is required"
 [ -x "$MQTTV5" ] || die "mqttv5 not found (cargo install mqttv5-cli, or set MQTTV5=)"
@@ -76,22 +78,6 @@ if [ "$BUILD" != 0 ]; then
 fi
 [ -x "$GATEHOUSE" ] || die "gatehouse binary not found at $GATEHOUSE"
 gatehouse_rev="$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"
-
-work="$(mktemp -d "${TMPDIR:-/tmp}/gatehouse-authz.XXXXXX")"
-broker_pid=""
-cleanup() {
-    if [ -n "$broker_pid" ] && kill -0 "$broker_pid" 2>/dev/null; then
-        kill "$broker_pid" 2>/dev/null || true
-        wait "$broker_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-if [ -n "${OUT_DIR:-}" ]; then mkdir -p "$OUT_DIR"; fi
-results="$work/results.jsonl"
-: >"$results"
-clk_tck="$(getconf CLK_TCK)"
 
 # PKI: server and client certificates from one throw-away root.
 pki="$work/pki"
@@ -150,16 +136,6 @@ PY
 rule_count="$(grep -c '^        - principals:' "$work/rules.yaml")"
 [ "$rule_count" = 100 ] || die "expected 100 rules, wrote $rule_count"
 
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-broker_cpu() {
-    awk -v t="$clk_tck" '{ sub(/.*\) /, ""); printf "%.3f", ($12 + $13) / t }' "/proc/$broker_pid/stat"
-}
-
 # start_broker CONFIG: a fresh broker on a free port; sets broker_pid and port.
 start_broker() {
     local config="$1" attempt authz_ref="" authz_section=""
@@ -216,14 +192,6 @@ EOF
         stop_broker
     done
     die "could not start gatehouse ($config)"
-}
-
-stop_broker() {
-    if [ -n "$broker_pid" ]; then
-        kill "$broker_pid" 2>/dev/null || true
-        wait "$broker_pid" 2>/dev/null || true
-        broker_pid=""
-    fi
 }
 
 bench_args() {

@@ -66,8 +66,10 @@ GATEHOUSE="${GATEHOUSE:-$root/target/release/gatehouse}"
 MOSQUITTO="${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}"
 MQTTV5="${MQTTV5:-$(command -v mqttv5 || echo "$HOME/.cargo/bin/mqttv5")}"
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "compare.sh: $*"; exit 1; }
+script=compare.sh
+work_prefix=gatehouse-compare
+# shellcheck source=benches/lib.sh
+. "$here/lib.sh"
 
 command -v python3 >/dev/null || die "python3 is required"
 [ -x "$MOSQUITTO" ] || die "mosquitto not found (set MOSQUITTO=)"
@@ -80,22 +82,6 @@ fi
 [ -x "$GATEHOUSE" ] || die "gatehouse binary not found at $GATEHOUSE"
 # What was built (the working tree may change while this runs).
 gatehouse_rev="$(git -C "$root" describe --always --dirty 2>/dev/null || echo unknown)"
-
-work="$(mktemp -d "${TMPDIR:-/tmp}/gatehouse-compare.XXXXXX")"
-broker_pid=""
-cleanup() {
-    if [ -n "$broker_pid" ] && kill -0 "$broker_pid" 2>/dev/null; then
-        kill "$broker_pid" 2>/dev/null || true
-        wait "$broker_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-if [ -n "${OUT_DIR:-}" ]; then mkdir -p "$OUT_DIR"; fi
-results="$work/results.jsonl"
-: >"$results"
-clk_tck="$(getconf CLK_TCK)"
 
 # TLS material, made once per run when a tls_* scenario is selected (setup_tls).
 tls_ca="" tls_crt="" tls_key="" mosq_crt="" mosq_key="" tls_info=""
@@ -134,17 +120,6 @@ EOF
         # Without a `mosquitto` user Mosquitto falls back to `nobody`; a throw-away key.
         chown mosquitto "$mosq_key" 2>/dev/null || chmod 644 "$mosq_key"
     fi
-}
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# CPU seconds (user + system) the broker process has used so far.
-broker_cpu() {
-    awk -v t="$clk_tck" '{ sub(/.*\) /, ""); printf "%.3f", ($12 + $13) / t }' "/proc/$broker_pid/stat"
 }
 
 # start_broker NAME [tls]: a fresh broker on a free port (a TLS port with the run's
@@ -204,14 +179,6 @@ EOF
         stop_broker
     done
     die "could not start $name"
-}
-
-stop_broker() {
-    if [ -n "$broker_pid" ]; then
-        kill "$broker_pid" 2>/dev/null || true
-        wait "$broker_pid" 2>/dev/null || true
-        broker_pid=""
-    fi
 }
 
 bench_args() {
