@@ -8,12 +8,14 @@ use gatehouse_protocol::{
     ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 
+use smallvec::SmallVec;
+
 use super::held_acks::{HeldAck, HOLD_LIMIT};
 use super::{Connection, Exit};
 use crate::authz::Action;
 use crate::message::Message;
 use crate::routing::SubEntry;
-use crate::session::{Stage, SubscriptionRecord};
+use crate::session::{Session, Stage, SubscriptionRecord};
 
 fn violation(rc: ReasonCode, detail: &'static str) -> Exit {
     Exit::Violation(rc, detail.into())
@@ -156,7 +158,12 @@ impl Connection {
                     "payload is not UTF-8",
                 )),
                 Some(id) => {
-                    self.ack_publish(p.qos, id, ReasonCode::PAYLOAD_FORMAT_INVALID);
+                    self.ack_in_order(
+                        p.qos,
+                        id,
+                        ReasonCode::PAYLOAD_FORMAT_INVALID,
+                        Default::default(),
+                    );
                     Ok(())
                 }
             };
@@ -166,12 +173,14 @@ impl Connection {
             // the client gets a normal one (and a QoS 2 exchange completes as usual).
             if let Some(id) = packet_id {
                 match self.version {
-                    ProtocolVersion::V5 => self.ack_publish(p.qos, id, ReasonCode::NOT_AUTHORIZED),
+                    ProtocolVersion::V5 => {
+                        self.ack_in_order(p.qos, id, ReasonCode::NOT_AUTHORIZED, Default::default())
+                    }
                     ProtocolVersion::V311 => {
                         if p.qos == QoS::ExactlyOnce {
                             self.session.lock().incoming_qos2.insert(id.get());
                         }
-                        self.ack_publish(p.qos, id, ReasonCode::SUCCESS)
+                        self.ack_in_order(p.qos, id, ReasonCode::SUCCESS, Default::default())
                     }
                 }
             }
@@ -221,19 +230,32 @@ impl Connection {
         }
         let routed = router.publish(&message);
         if let Some(id) = packet_id {
-            if routed.congested.is_empty() && self.held_acks.is_empty() {
-                self.ack_publish(message.qos, id, ReasonCode::SUCCESS);
-            } else {
-                self.held_acks.push(HeldAck {
-                    qos: message.qos,
-                    packet_id: id,
-                    reason: ReasonCode::SUCCESS,
-                    waits: routed.congested,
-                    until: tokio::time::Instant::now() + HOLD_LIMIT,
-                });
-            }
+            self.ack_in_order(message.qos, id, ReasonCode::SUCCESS, routed.congested);
         }
         Ok(())
+    }
+
+    /// Acknowledge a PUBLISH now, or behind the acknowledgements still held back, so they
+    /// leave in the order the PUBLISH packets arrived (MQTT 5 §4.6); `waits` are the
+    /// congested sessions this one must wait for itself.
+    fn ack_in_order(
+        &mut self,
+        qos: QoS,
+        id: PacketId,
+        reason: ReasonCode,
+        waits: SmallVec<[Arc<Session>; 1]>,
+    ) {
+        if waits.is_empty() && self.held_acks.is_empty() {
+            self.ack_publish(qos, id, reason);
+        } else {
+            self.held_acks.push(HeldAck {
+                qos,
+                packet_id: id,
+                reason,
+                waits,
+                until: tokio::time::Instant::now() + HOLD_LIMIT,
+            });
+        }
     }
 
     /// Send the held acknowledgements whose subscribers have drained, in order.
