@@ -22,6 +22,7 @@ mod retained;
 mod sat;
 mod sat_token_review;
 mod sessions;
+mod statestore_sdk;
 mod tls;
 mod websockets;
 mod wills;
