@@ -10,18 +10,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_protocol::{PublishProperties, ReasonCode, Will};
+use gatehouse_protocol::{PublishProperties, QoS, ReasonCode, Will};
 use parking_lot::Mutex;
+use smallvec::SmallVec;
 use tokio::sync::oneshot;
 
 use crate::limits::Limits;
-use crate::message::Message;
+use crate::message::{Delivery, Message};
 use crate::routing::Router;
 use crate::session::{Attachment, PendingWill, QueuePolicy, Session};
+use crate::statestore::StateStore;
 
 pub struct Broker {
     pub limits: Limits,
     pub router: Router,
+    pub state_store: StateStore,
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     next_key: AtomicU64,
 }
@@ -54,9 +57,11 @@ impl Broker {
             length: limits.queue_length,
             drop_oldest: limits.queue_drop_oldest,
         };
+        let quota = limits.state_store_key_quota;
         Arc::new(Broker {
             limits,
             router: Router::new(policy),
+            state_store: StateStore::new(quota),
             sessions: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(1),
         })
@@ -64,6 +69,43 @@ impl Broker {
 
     pub fn session_count(&self) -> usize {
         self.sessions.lock().len()
+    }
+
+    /// Hand a state store notification to the connected session of `client_id`, at QoS 1,
+    /// without subscription matching (statestore.md §4.2: the .NET client's subscription
+    /// can never match the notify topic, yet the real broker delivers; and no wildcard
+    /// subscriber such as `clients/#` may see other clients' notifications).
+    pub fn deliver_notification(&self, client_id: &str, message: Message) {
+        let session = self.sessions.lock().get(client_id).cloned();
+        if let Some(session) = session.filter(|s| s.is_online()) {
+            self.router.enqueue(
+                &session,
+                Delivery {
+                    message: Arc::new(message),
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    subscription_ids: SmallVec::new(),
+                },
+            );
+        }
+    }
+
+    /// Expire state store keys as they fall due (with DELETE notifications); runs for the
+    /// life of the broker.
+    pub async fn run_state_store_expiry(self: Arc<Self>) {
+        loop {
+            let next = self
+                .state_store
+                .expire_due(|client, m| self.deliver_notification(client, m));
+            let wait = match next {
+                Some(at) => Duration::from_millis(at.saturating_sub(self.state_store.now_ms())),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.state_store.expiry_changed() => {}
+            }
+        }
     }
 
     /// Disconnect every connected client (v5: DISCONNECT with `reason`); sessions stay

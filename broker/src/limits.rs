@@ -22,6 +22,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// One deadline for everything before CONNACK (TLS, WebSocket upgrade, CONNECT).
     pub connect_timeout: Duration,
+    /// Keys the state store holds at most (`-ERR the quota has been exceeded`).
+    pub state_store_key_quota: Option<usize>,
 }
 
 /// Aliases per connection: enough for any real client, small enough that a hostile one
@@ -44,6 +46,7 @@ impl Limits {
             ),
             max_connections: b.max_connections,
             connect_timeout: b.connect_timeout,
+            state_store_key_quota: Some(b.state_store_key_quota),
         }
     }
 

@@ -146,6 +146,7 @@ impl Server {
                 purger.router.purge_expired_retained();
             }
         });
+        tasks.spawn(broker.clone().run_state_store_expiry());
         let mut authorizers = HashMap::new();
         for (li, listener) in config.listeners.iter().enumerate() {
             for (pi, port) in listener.ports.iter().enumerate() {

@@ -8,4 +8,5 @@ pub mod jwt;
 pub mod mosquitto;
 pub mod policies;
 pub mod raw;
+pub mod state_store;
 pub mod tls;

@@ -76,15 +76,21 @@ pub async fn try_publish(addr: SocketAddr, args: &[&str]) -> Finished {
 
 /// [`try_publish`] to a host name (TLS tests verify `localhost` against the certificate).
 pub async fn try_publish_to(host: &str, port: u16, args: &[&str]) -> Finished {
-    let mut cmd = Command::new("mosquitto_pub");
+    run_client("mosquitto_pub", host, port, args).await
+}
+
+/// Run one of the Mosquitto clients (`mosquitto_pub`, `mosquitto_rr`) with `-h host -p port
+/// <args>` to the end (at most [`WAIT`]); panics if it cannot be run or does not finish.
+pub async fn run_client(program: &str, host: &str, port: u16, args: &[&str]) -> Finished {
+    let mut cmd = Command::new(program);
     cmd.args(["-h", host, "-p", &port.to_string()])
         .args(args)
         .stdin(Stdio::null())
         .kill_on_drop(true);
     let out = tokio::time::timeout(WAIT, cmd.output())
         .await
-        .unwrap_or_else(|_| panic!("mosquitto_pub {args:?} did not finish in {WAIT:?}"))
-        .unwrap_or_else(|e| panic!("cannot run mosquitto_pub (install mosquitto-clients): {e}"));
+        .unwrap_or_else(|_| panic!("{program} {args:?} did not finish in {WAIT:?}"))
+        .unwrap_or_else(|e| panic!("cannot run {program} (install mosquitto-clients): {e}"));
     Finished {
         status: out.status,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -119,8 +119,12 @@ pub enum Event {
     Closed,
 }
 
+/// Any byte stream a [`RawClient`] can speak over (TCP, TLS).
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
 pub struct RawClient {
-    stream: TcpStream,
+    stream: Box<dyn Io>,
     buf: BytesMut,
     closed: bool,
     /// Used by `send_packet` and `recv`; `connect` starts with v5.
@@ -131,8 +135,13 @@ impl RawClient {
     pub async fn connect(addr: SocketAddr) -> RawClient {
         let stream = TcpStream::connect(addr).await.expect("TCP connect");
         stream.set_nodelay(true).ok();
+        RawClient::over(stream)
+    }
+
+    /// A client over an established stream (e.g. TLS), nothing sent yet.
+    pub fn over(stream: impl Io + 'static) -> RawClient {
         RawClient {
-            stream,
+            stream: Box::new(stream),
             buf: BytesMut::with_capacity(8192),
             closed: false,
             version: ProtocolVersion::V5,

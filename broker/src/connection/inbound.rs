@@ -16,6 +16,7 @@ use crate::authz::Action;
 use crate::message::Message;
 use crate::routing::SubEntry;
 use crate::session::{Session, Stage, SubscriptionRecord};
+use crate::statestore::topic::REQUEST_TOPIC;
 
 fn violation(rc: ReasonCode, detail: &'static str) -> Exit {
     Exit::Violation(rc, detail.into())
@@ -210,6 +211,13 @@ impl Connection {
                 ));
             }
             st.incoming_qos2.insert(id.get());
+        }
+        if p.topic == REQUEST_TOPIC {
+            self.on_state_store_request(&p)?;
+            if let Some(id) = packet_id {
+                self.ack_in_order(p.qos, id, ReasonCode::SUCCESS, SmallVec::new());
+            }
+            return Ok(());
         }
         let expires_at = self
             .broker

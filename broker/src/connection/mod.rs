@@ -12,6 +12,7 @@ mod handshake;
 mod held_acks;
 mod inbound;
 mod outbound;
+mod state_store;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -369,6 +370,9 @@ impl Connection {
             };
             let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
         }
+        // Before detaching: a client taking this session over must not lose the
+        // registrations it makes after attaching.
+        self.broker.state_store.drop_client(&self.client_id);
         let will = if publish_will { self.will.take() } else { None };
         self.broker.detach(
             &self.session,

@@ -126,6 +126,8 @@ pub struct SessionState {
     /// Set when the session has been removed from the registry; late deliveries and
     /// timers check it.
     pub ended: bool,
+    /// Answers to recent state store requests, for retransmissions (statestore.md §6.6).
+    pub state_store_replies: crate::statestore::replay::ReplyCache,
     last_packet_id: u16,
 }
 

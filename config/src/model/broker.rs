@@ -34,6 +34,10 @@ pub struct BrokerLimits {
     /// default 10s.
     #[serde(deserialize_with = "crate::duration::deserialize")]
     pub connect_timeout: Duration,
+    /// Gatehouse extension: keys the state store holds at most; a SET that would create
+    /// one more gets `-ERR the quota has been exceeded`. Default 100000 (AIO sizes its quota
+    /// from the memory profile).
+    pub state_store_key_quota: usize,
 }
 
 impl Default for BrokerLimits {
@@ -47,6 +51,7 @@ impl Default for BrokerLimits {
             subscriber_queue_limit: QueueLimit::default(),
             max_connections: 10_000,
             connect_timeout: Duration::from_secs(10),
+            state_store_key_quota: 100_000,
         }
     }
 }

@@ -38,6 +38,7 @@ pub(super) fn check_broker(broker: &BrokerLimits, report: &mut Report) {
         broker.subscriber_queue_limit.length as u64,
     );
     at_least_one("maxConnections", broker.max_connections as u64);
+    at_least_one("stateStoreKeyQuota", broker.state_store_key_quota as u64);
     const MQTT_MAX_PACKET: u32 = 268_435_456;
     if broker.max_packet_size_bytes == 0 || broker.max_packet_size_bytes > MQTT_MAX_PACKET {
         report.error(

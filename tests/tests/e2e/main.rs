@@ -22,6 +22,8 @@ mod retained;
 mod sat;
 mod sat_token_review;
 mod sessions;
+mod statestore_authz;
+mod statestore_cli;
 mod statestore_sdk;
 mod tls;
 mod websockets;

@@ -14,6 +14,7 @@ mod request_response;
 mod retained;
 mod sessions;
 mod shared;
+mod statestore;
 mod subscriptions;
 mod v311;
 mod will;

@@ -1,0 +1,526 @@
+//! The state store as a broker service (statestore.md §1, §4, §6): one request in, one
+//! response out, notifications to watchers, active expiry.
+//!
+//! The connection task that receives a request runs it here itself, under one mutex, so
+//! a request costs no hop through another task and commands are applied one at a time:
+//! the version order of a key always matches the order its notifications leave in (§6.7).
+//! Nothing here blocks or awaits; notifications go to the watchers' session queues
+//! through the `deliver` callback while the lock is held, for the same ordering reason.
+
+use bytes::Bytes;
+use gatehouse_protocol::{PublishProperties, QoS, UserProperty};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::error::ErrorReply;
+use super::hlc::{HybridClock, SystemClock, WallClock};
+use super::request::Request;
+use super::resp3::Reply;
+use super::stamps::{check_stamps, StampRule};
+use super::store::{Change, Context, Store};
+use super::topic::notify_topic;
+use crate::authz::Action;
+use crate::message::Message;
+
+/// The node id in every version this broker assigns (`<ms>:<counter>:Gatehouse`).
+pub const NODE_ID: &str = "Gatehouse";
+/// Payload type of every reply and notification; the Rust and Go clients reject others.
+pub const CONTENT_TYPE: &str = "application/octet-stream";
+/// The RPC protocol version we speak; requests with another major version get 505 (§6.5).
+pub const PROTOCOL_VERSION: &str = "1.0";
+
+/// One request as it arrived: who sent it and what it carried.
+pub struct Invocation<'a> {
+    pub client_id: &'a str,
+    pub payload: &'a Bytes,
+    pub user_properties: &'a [UserProperty],
+}
+
+/// What answers a request: a RESP3 payload, or an RPC-level status without one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub payload: Bytes,
+    /// `__stat`, `__ts`, `__protVer` and friends, in that order.
+    pub user_properties: Vec<UserProperty>,
+}
+
+impl Answer {
+    fn reply(reply: &Reply, version: Option<String>) -> Self {
+        let mut user_properties = vec![("__stat".to_owned(), "200".to_owned())];
+        if let Some(ts) = version {
+            user_properties.push(("__ts".to_owned(), ts));
+        }
+        user_properties.push(("__protVer".to_owned(), PROTOCOL_VERSION.to_owned()));
+        Answer {
+            payload: reply.to_bytes(),
+            user_properties,
+        }
+    }
+
+    fn error(error: ErrorReply) -> Self {
+        Answer::reply(&Reply::Error(error), None)
+    }
+
+    /// 505 Version Not Supported (P1 protocol-versioning.md): empty payload.
+    fn unsupported_version(requested: &str) -> Self {
+        Answer {
+            payload: Bytes::new(),
+            user_properties: vec![
+                ("__stat".to_owned(), "505".to_owned()),
+                (
+                    "__stMsg".to_owned(),
+                    format!("protocol version {requested} is not supported; supported major versions: 1"),
+                ),
+                ("__protVer".to_owned(), PROTOCOL_VERSION.to_owned()),
+                ("__supProtMajVer".to_owned(), "1".to_owned()),
+                ("__requestProtVer".to_owned(), requested.to_owned()),
+            ],
+        }
+    }
+
+    /// The response PUBLISH to `topic`, echoing the request's correlation data (§1.3).
+    pub fn into_message(self, topic: String, correlation_data: Option<Bytes>) -> Message {
+        Message {
+            topic,
+            payload: self.payload,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: PublishProperties {
+                payload_format_indicator: Some(0),
+                correlation_data,
+                user_properties: self.user_properties,
+                content_type: Some(CONTENT_TYPE.to_owned()),
+                ..Default::default()
+            },
+            expires_at: None,
+            origin: None,
+        }
+    }
+}
+
+struct Inner<C> {
+    store: Store,
+    clock: HybridClock<C>,
+}
+
+/// The state store service; the broker owns one.
+pub struct StateStore<C = SystemClock> {
+    inner: Mutex<Inner<C>>,
+    /// Wakes the expiry task when a SET may have brought the next expiry forward.
+    expiry_changed: Notify,
+}
+
+impl StateStore<SystemClock> {
+    /// An empty store with at most `quota` keys.
+    pub fn new(quota: Option<usize>) -> Self {
+        StateStore::with_clock(quota, SystemClock)
+    }
+}
+
+impl<C: WallClock> StateStore<C> {
+    pub fn with_clock(quota: Option<usize>, clock: C) -> Self {
+        let clock = match HybridClock::new(NODE_ID, clock) {
+            Ok(clock) => clock,
+            Err(e) => unreachable!("the constant node id is valid: {e}"),
+        };
+        StateStore {
+            inner: Mutex::new(Inner {
+                store: Store::new(quota),
+                clock,
+            }),
+            expiry_changed: Notify::new(),
+        }
+    }
+
+    /// Run one request. `authorize` is the requesting client's authorization check;
+    /// `deliver(client_id, notification)` hands a notification to a watcher's session.
+    pub fn invoke(
+        &self,
+        invocation: Invocation<'_>,
+        authorize: impl Fn(&Action<'_>) -> bool,
+        mut deliver: impl FnMut(&str, Message),
+    ) -> Answer {
+        let header = |name: &str| {
+            invocation
+                .user_properties
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        if let Some(requested) = header("__protVer") {
+            if !is_supported_version(requested) {
+                return Answer::unsupported_version(requested);
+            }
+        }
+        let request = match Request::parse(invocation.payload) {
+            Ok(request) => request,
+            Err(error) => return Answer::error(error),
+        };
+        if let Some(key) = request.key() {
+            let write = matches!(
+                request,
+                Request::Set { .. } | Request::Del { .. } | Request::VDel { .. }
+            );
+            if !authorize(&Action::StateStore { write, key }) {
+                tracing::debug!(target: "statestore", client_id = invocation.client_id, "key access denied");
+                return Answer::error(ErrorReply::NotAuthorized);
+            }
+        }
+        let rule = StampRule::of(&request);
+        let mut guard = self.inner.lock();
+        let Inner { store, clock } = &mut *guard;
+        let now_ms = clock.wall_now_ms();
+        let stamps = match check_stamps(rule, header("__ts"), header("__ft"), now_ms) {
+            Ok(stamps) => stamps,
+            Err(error) => return Answer::error(error),
+        };
+        if let Request::Scan { pattern, token } = &request {
+            let reply = store.scan(pattern, token.as_deref(), now_ms, |key| {
+                authorize(&Action::StateStore { write: false, key })
+            });
+            return Answer::reply(&reply, None);
+        }
+        let persist = matches!(request, Request::Set { .. })
+            && header("aio-persistence").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let ctx = Context {
+            client: invocation.client_id,
+            stamps: &stamps,
+            now_ms,
+            persist,
+        };
+        let timestamp = stamps.timestamp.clone();
+        let outcome = store.execute(&request, ctx, || match &timestamp {
+            Some(ts) => clock.update(ts),
+            None => clock.now(),
+        });
+        notify(store, &outcome.changes, &mut deliver);
+        drop(guard);
+        if matches!(
+            request,
+            Request::Set {
+                expiry_ms: Some(_),
+                ..
+            }
+        ) {
+            self.expiry_changed.notify_one();
+        }
+        Answer::reply(&outcome.reply, outcome.version.map(|v| v.to_string()))
+    }
+
+    /// A disconnect drops every KEYNOTIFY registration of the client (§4.1).
+    pub fn drop_client(&self, client_id: &str) {
+        self.inner.lock().store.drop_client(client_id);
+    }
+
+    /// Remove every key expired by now, notifying watchers; returns when the next key
+    /// expires (ms since the Unix epoch), if any.
+    pub fn expire_due(&self, mut deliver: impl FnMut(&str, Message)) -> Option<u64> {
+        let mut guard = self.inner.lock();
+        let Inner { store, clock } = &mut *guard;
+        let now_ms = clock.wall_now_ms();
+        let changes = store.expire(now_ms, || clock.now());
+        notify(store, &changes, &mut deliver);
+        store.next_expiry()
+    }
+
+    /// The wall clock the store uses, in ms since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        self.inner.lock().clock.wall_now_ms()
+    }
+
+    /// Resolves when a SET may have brought the next expiry forward.
+    pub async fn expiry_changed(&self) {
+        self.expiry_changed.notified().await;
+    }
+
+    /// The number of stored keys.
+    pub fn len(&self) -> usize {
+        self.inner.lock().store.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// `1.0`, `1`, `1.7`: any 1.x (§6.5).
+fn is_supported_version(requested: &str) -> bool {
+    let major = requested.split('.').next().unwrap_or_default();
+    major.parse::<u32>() == Ok(1)
+}
+
+/// Send each change to every client watching its key, in change order.
+fn notify(store: &Store, changes: &[Change], deliver: &mut impl FnMut(&str, Message)) {
+    for change in changes {
+        let mut watchers = store.watchers(&change.key).peekable();
+        if watchers.peek().is_none() {
+            continue;
+        }
+        let payload = change.notification().to_bytes();
+        let version = change.version.to_string();
+        for client in watchers {
+            deliver(
+                client,
+                Message {
+                    topic: notify_topic(client, &change.key),
+                    payload: payload.clone(),
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    properties: PublishProperties {
+                        payload_format_indicator: Some(0),
+                        user_properties: vec![
+                            ("__ts".to_owned(), version.clone()),
+                            ("__protVer".to_owned(), PROTOCOL_VERSION.to_owned()),
+                        ],
+                        content_type: Some(CONTENT_TYPE.to_owned()),
+                        ..Default::default()
+                    },
+                    expires_at: None,
+                    origin: None,
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use super::*;
+
+    const NOW: u64 = 1_700_000_000_000;
+
+    fn store() -> (StateStore<impl WallClock>, Arc<AtomicU64>) {
+        let now = Arc::new(AtomicU64::new(NOW));
+        let reader = now.clone();
+        let store = StateStore::with_clock(Some(3), move || reader.load(Ordering::Relaxed));
+        (store, now)
+    }
+
+    fn ts(ms: u64) -> String {
+        format!("{ms:015}:00000:client")
+    }
+
+    struct Call {
+        payload: &'static [u8],
+        props: Vec<UserProperty>,
+        client: &'static str,
+    }
+
+    fn call(payload: &'static [u8]) -> Call {
+        Call {
+            payload,
+            props: vec![("__ts".into(), ts(NOW))],
+            client: "c1",
+        }
+    }
+
+    impl Call {
+        fn prop(mut self, k: &str, v: &str) -> Self {
+            self.props.retain(|(name, _)| name != k);
+            self.props.push((k.into(), v.into()));
+            self
+        }
+
+        fn by(mut self, client: &'static str) -> Self {
+            self.client = client;
+            self
+        }
+
+        fn run(&self, s: &StateStore<impl WallClock>) -> (Answer, Vec<(String, Message)>) {
+            let mut sent = Vec::new();
+            let payload = Bytes::from_static(self.payload);
+            let answer = s.invoke(
+                Invocation {
+                    client_id: self.client,
+                    payload: &payload,
+                    user_properties: &self.props,
+                },
+                |_| true,
+                |c, m| sent.push((c.to_owned(), m)),
+            );
+            (answer, sent)
+        }
+    }
+
+    fn prop<'a>(answer: &'a [UserProperty], name: &str) -> Option<&'a str> {
+        answer
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn every_reply_carries_stat_200_and_protocol_version() {
+        let (s, _) = store();
+        for payload in [
+            &b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n"[..],
+            b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n",
+            b"hello",
+            b"*2\r\n$3\r\nFOO\r\n$1\r\nk\r\n",
+        ] {
+            let payload = Bytes::copy_from_slice(payload);
+            let a = s.invoke(
+                Invocation {
+                    client_id: "c",
+                    payload: &payload,
+                    user_properties: &[("__ts".into(), ts(NOW))],
+                },
+                |_| true,
+                |_, _| {},
+            );
+            assert_eq!(prop(&a.user_properties, "__stat"), Some("200"));
+            assert_eq!(prop(&a.user_properties, "__protVer"), Some("1.0"));
+        }
+    }
+
+    #[test]
+    fn set_and_get_carry_the_same_version() {
+        let (s, _) = store();
+        let (set, _) = call(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n").run(&s);
+        assert_eq!(&set.payload[..], b"+OK\r\n");
+        let v1 = prop(&set.user_properties, "__ts").unwrap().to_owned();
+        assert!(v1.ends_with(":Gatehouse"), "{v1}");
+        let (get, _) = call(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n").run(&s);
+        assert_eq!(&get.payload[..], b"$1\r\nv\r\n");
+        assert_eq!(prop(&get.user_properties, "__ts"), Some(v1.as_str()));
+        let (miss, _) = call(b"*2\r\n$3\r\nGET\r\n$1\r\nx\r\n").run(&s);
+        assert_eq!(&miss.payload[..], b"$-1\r\n");
+        assert_eq!(prop(&miss.user_properties, "__ts"), None);
+    }
+
+    #[test]
+    fn unsupported_protocol_version_gets_505_without_payload() {
+        let (s, _) = store();
+        let (a, _) = call(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+            .prop("__protVer", "2.0")
+            .run(&s);
+        assert!(a.payload.is_empty());
+        assert_eq!(prop(&a.user_properties, "__stat"), Some("505"));
+        assert_eq!(prop(&a.user_properties, "__supProtMajVer"), Some("1"));
+        assert_eq!(prop(&a.user_properties, "__requestProtVer"), Some("2.0"));
+        for ok in ["1.0", "1", "1.3"] {
+            let (a, _) = call(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n")
+                .prop("__protVer", ok)
+                .run(&s);
+            assert_eq!(prop(&a.user_properties, "__stat"), Some("200"), "{ok}");
+        }
+    }
+
+    #[test]
+    fn denied_key_is_not_authorized_and_changes_nothing() {
+        let (s, _) = store();
+        let payload = Bytes::from_static(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n");
+        let props = vec![("__ts".to_owned(), ts(NOW))];
+        let a = s.invoke(
+            Invocation {
+                client_id: "c",
+                payload: &payload,
+                user_properties: &props,
+            },
+            |action| matches!(action, Action::StateStore { write: false, .. }),
+            |_, _| {},
+        );
+        assert_eq!(&a.payload[..], b"-ERR not authorized\r\n");
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn scan_returns_only_readable_keys() {
+        let (s, _) = store();
+        for p in [
+            &b"*3\r\n$3\r\nSET\r\n$2\r\na1\r\n$1\r\nv\r\n"[..],
+            b"*3\r\n$3\r\nSET\r\n$2\r\na2\r\n$1\r\nv\r\n",
+        ] {
+            let payload = Bytes::copy_from_slice(p);
+            s.invoke(
+                Invocation {
+                    client_id: "c",
+                    payload: &payload,
+                    user_properties: &[("__ts".into(), ts(NOW))],
+                },
+                |_| true,
+                |_, _| {},
+            );
+        }
+        let payload = Bytes::from_static(b"*2\r\n$4\r\nSCAN\r\n$2\r\na*\r\n");
+        let a = s.invoke(
+            Invocation {
+                client_id: "c",
+                payload: &payload,
+                user_properties: &[],
+            },
+            |action| matches!(action, Action::StateStore { key, .. } if *key == b"a2"),
+            |_, _| {},
+        );
+        assert_eq!(&a.payload[..], b"*1\r\n*1\r\n$2\r\na2\r\n");
+    }
+
+    #[test]
+    fn watchers_get_set_and_delete_notifications_with_versions() {
+        let (s, _) = store();
+        let (a, _) = call(b"*2\r\n$9\r\nKEYNOTIFY\r\n$7\r\nSOMEKEY\r\n")
+            .by("client-id1")
+            .run(&s);
+        assert_eq!(&a.payload[..], b"+OK\r\n");
+        let (set, sent) = call(b"*3\r\n$3\r\nSET\r\n$7\r\nSOMEKEY\r\n$3\r\nabc\r\n")
+            .by("other")
+            .run(&s);
+        assert_eq!(sent.len(), 1);
+        let (to, m) = &sent[0];
+        assert_eq!(to, "client-id1");
+        assert_eq!(
+            m.topic,
+            "clients/statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/636C69656E742D696431/command/notify/534F4D454B4559"
+        );
+        assert_eq!(
+            &m.payload[..],
+            b"*4\r\n$6\r\nNOTIFY\r\n$3\r\nSET\r\n$5\r\nVALUE\r\n$3\r\nabc\r\n"
+        );
+        assert_eq!(
+            prop(&m.properties.user_properties, "__ts"),
+            prop(&set.user_properties, "__ts")
+        );
+        let (_, sent) = call(b"*2\r\n$3\r\nDEL\r\n$7\r\nSOMEKEY\r\n").run(&s);
+        assert_eq!(
+            &sent[0].1.payload[..],
+            b"*2\r\n$6\r\nNOTIFY\r\n$6\r\nDELETE\r\n"
+        );
+        s.drop_client("client-id1");
+        let (_, sent) = call(b"*3\r\n$3\r\nSET\r\n$7\r\nSOMEKEY\r\n$3\r\nabc\r\n").run(&s);
+        assert!(sent.is_empty());
+    }
+
+    #[test]
+    fn active_expiry_notifies_and_reports_the_next_deadline() {
+        let (s, now) = store();
+        call(b"*2\r\n$9\r\nKEYNOTIFY\r\n$1\r\nk\r\n").run(&s);
+        call(b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$2\r\nPX\r\n$4\r\n1000\r\n").run(&s);
+        assert_eq!(
+            s.expire_due(|_, _| panic!("nothing expired yet")),
+            Some(NOW + 1000)
+        );
+        now.store(NOW + 1000, Ordering::Relaxed);
+        let mut sent = Vec::new();
+        assert_eq!(s.expire_due(|c, m| sent.push((c.to_owned(), m))), None);
+        assert_eq!(sent.len(), 1);
+        assert_eq!(
+            &sent[0].1.payload[..],
+            b"*2\r\n$6\r\nNOTIFY\r\n$6\r\nDELETE\r\n"
+        );
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn response_message_echoes_correlation_data() {
+        let answer = Answer::reply(&Reply::Ok, Some("1:0:Gatehouse".into()));
+        let m = answer.into_message("resp/t".into(), Some(Bytes::from_static(b"0123")));
+        assert_eq!(m.topic, "resp/t");
+        assert_eq!(m.qos, QoS::AtLeastOnce);
+        assert!(!m.retain);
+        assert_eq!(m.properties.correlation_data.as_deref(), Some(&b"0123"[..]));
+        assert_eq!(m.properties.content_type.as_deref(), Some(CONTENT_TYPE));
+    }
+}
