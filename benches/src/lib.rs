@@ -1,3 +1,4 @@
 //! Benchmarks live in benches/; see README.md.
 
 pub mod authz_policy;
+pub mod harness;
