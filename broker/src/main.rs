@@ -85,6 +85,9 @@ fn main() -> ExitCode {
     }
 }
 
+/// How long a shutdown waits for connections to flush and close before exiting anyway.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn run(
     config: Config,
     path: Option<PathBuf>,
@@ -106,7 +109,7 @@ fn run(
         }
     };
     runtime.block_on(async move {
-        let server = match Server::start(&config).await {
+        let mut server = match Server::start(&config).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!("{e}");
@@ -126,6 +129,15 @@ fn run(
         tokio::select! {
             _ = server.wait() => {}
             _ = shutdown_signal() => tracing::info!("shutting down"),
+        }
+        let done = server.shutdown(SHUTDOWN_GRACE).await;
+        if done.drained {
+            tracing::info!("stopped; {} client(s) disconnected", done.disconnected);
+        } else {
+            tracing::warn!(
+                "stopped after {SHUTDOWN_GRACE:?} with connections still closing; {} client(s) disconnected",
+                done.disconnected
+            );
         }
         ExitCode::SUCCESS
     })

@@ -59,6 +59,17 @@ pub struct Server {
     pub ports: Vec<BoundPort>,
     reloader: Reloader,
     tasks: JoinSet<()>,
+    /// The connection cap; every permit is back once every connection task has ended.
+    permits: Arc<Semaphore>,
+}
+
+/// What [`Server::shutdown`] did.
+#[derive(Debug, Clone, Copy)]
+pub struct Shutdown {
+    /// Connected clients sent away (v5: DISCONNECT 0x8B).
+    pub disconnected: usize,
+    /// Every connection task ended within the grace period.
+    pub drained: bool,
 }
 
 impl Server {
@@ -161,6 +172,7 @@ impl Server {
             ports,
             reloader,
             tasks,
+            permits,
         })
     }
 
@@ -178,8 +190,27 @@ impl Server {
     }
 
     /// Run until every accept loop has ended (they do not, short of a panic).
-    pub async fn wait(mut self) {
+    pub async fn wait(&mut self) {
         while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Stop gracefully: stop accepting, send every connected client away (v5 clients get
+    /// DISCONNECT 0x8B; their wills are not published and their sessions keep their
+    /// expiry), and wait up to `grace` for the connection tasks to flush and end.
+    pub async fn shutdown(mut self, grace: std::time::Duration) -> Shutdown {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        let disconnected = self
+            .broker
+            .disconnect_all(gatehouse_protocol::ReasonCode::SERVER_SHUTTING_DOWN);
+        let all = u32::try_from(self.broker.limits.max_connections).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(grace, self.permits.acquire_many(all))
+            .await
+            .is_ok_and(|permits| permits.is_ok());
+        Shutdown {
+            disconnected,
+            drained,
+        }
     }
 }
 

@@ -233,3 +233,78 @@ pub async fn run_gatehouse(args: &[&str]) -> Output {
         Err(_) => panic!("gatehouse {args:?} did not exit within 20 s"),
     }
 }
+
+/// The real `gatehouse` binary as a child process (for signals, restarts and `kill -9`):
+/// started with `--config <file>`, its log captured in `<dir>/gatehouse-<n>.log`.
+pub struct BrokerProcess {
+    pub child: tokio::process::Child,
+    /// The MQTT port it was told to listen on.
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+impl BrokerProcess {
+    /// Start the binary on `config` and wait (up to 20 s) until `port` accepts TCP.
+    pub async fn start(config: &Path, port: u16) -> BrokerProcess {
+        let log = config.with_extension(format!("{}.log", unique("run")));
+        let out = std::fs::File::create(&log).expect("create the broker log");
+        let err = out.try_clone().expect("clone the log handle");
+        let mut child = tokio::process::Command::new(gatehouse_bin())
+            .arg("--config")
+            .arg(config)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start gatehouse");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .await
+            .is_err()
+        {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "gatehouse exited ({status}) before listening on {port}:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gatehouse is not listening on {port} after 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        BrokerProcess { child, port, log }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, self.port))
+    }
+
+    /// Send `signal` (e.g. `TERM`, `KILL`) with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("the broker is running");
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// Wait for the process to exit within `within`; panics otherwise.
+    pub async fn exit_within(&mut self, within: Duration) -> std::process::ExitStatus {
+        match tokio::time::timeout(within, self.child.wait()).await {
+            Ok(status) => status.expect("wait for gatehouse"),
+            Err(_) => panic!(
+                "gatehouse did not exit within {within:?}; log:\n{}",
+                self.log_text()
+            ),
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}

@@ -321,7 +321,9 @@ impl Connection {
             Exit::KeepAliveTimeout => (Some(ReasonCode::KEEP_ALIVE_TIMEOUT), true),
             Exit::CredentialsExpired => (None, true),
             Exit::DeviceRevoked(_) => (Some(ReasonCode::NOT_AUTHORIZED), true),
-            Exit::TakenOver(rc) => (Some(*rc), true),
+            // A broker going down publishes no wills: they would reach clients that are
+            // being sent away too, and the sessions themselves live on.
+            Exit::TakenOver(rc) => (Some(*rc), *rc != ReasonCode::SERVER_SHUTTING_DOWN),
             Exit::Closed(_) => (None, true),
         };
         match &exit {
@@ -336,6 +338,9 @@ impl Connection {
             ),
             Exit::DeviceRevoked(why) => {
                 tracing::info!(target: "auth", "disconnecting client: {why}")
+            }
+            Exit::TakenOver(ReasonCode::SERVER_SHUTTING_DOWN) => {
+                tracing::debug!(target: "conn", "disconnected: the server is shutting down")
             }
             Exit::TakenOver(_) => tracing::info!(target: "conn", "session taken over"),
             Exit::Closed(why) => tracing::debug!(target: "conn", "connection closed: {why}"),

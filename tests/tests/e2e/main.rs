@@ -22,6 +22,7 @@ mod retained;
 mod sat;
 mod sat_token_review;
 mod sessions;
+mod shutdown;
 mod statestore_authz;
 mod statestore_cli;
 mod statestore_sdk;
