@@ -215,12 +215,22 @@ async fn watch_config(path: PathBuf, reloader: gatehouse::reload::Reloader) {
                     for what in &done.need_restart {
                         tracing::warn!("reload ({why}): {what}; this takes effect after a restart");
                     }
-                    if done.policies.is_empty() {
-                        tracing::info!("reload ({why}): no authorization change");
+                    if done.policies.is_empty() && done.authentications.is_empty() {
+                        tracing::info!("reload ({why}): no authentication or authorization change");
                     } else {
+                        let changed: Vec<String> = done
+                            .policies
+                            .iter()
+                            .map(|p| format!("authorization {p}"))
+                            .chain(
+                                done.authentications
+                                    .iter()
+                                    .map(|a| format!("authentication {a}")),
+                            )
+                            .collect();
                         tracing::info!(
-                            "reload ({why}): new authorization policies in force ({}); disconnected {} client(s) so they reconnect under them",
-                            done.policies.join(", "),
+                            "reload ({why}): now in force: {}; disconnected {} client(s) so they reconnect under them",
+                            changed.join(", "),
                             done.disconnected
                         );
                     }

@@ -1,7 +1,9 @@
 //! Runtime update (config.md "Runtime reload"): a changed configuration file (or SIGHUP)
-//! applies new authorization policies at once and disconnects every connected client
-//! (AIO behaviour: they reconnect under the new rules). Other changes need a restart and
-//! are reported as such; an invalid file changes nothing.
+//! applies new authorization policies and new authentication resources (methods, trusted
+//! client CAs, attributes) at once and disconnects every connected client (AIO behaviour
+//! for policies: they reconnect under the new rules). Other changes need a restart and are
+//! reported as such; an invalid file, or one whose new resources do not build, changes
+//! nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,6 +12,7 @@ use gatehouse_config::Config;
 use gatehouse_protocol::ReasonCode;
 use parking_lot::Mutex;
 
+use crate::auth::{self, Chain};
 use crate::authz::{Authorizer, Policy};
 use crate::broker::Broker;
 
@@ -18,7 +21,9 @@ use crate::broker::Broker;
 pub struct Reloaded {
     /// Authorization resources whose new policy is now in force.
     pub policies: Vec<String>,
-    /// Clients disconnected because the policies changed.
+    /// Authentication resources whose new methods are now in force.
+    pub authentications: Vec<String>,
+    /// Clients disconnected because policies or authentication resources changed.
     pub disconnected: usize,
     /// Changes that only take effect after a restart.
     pub need_restart: Vec<String>,
@@ -30,6 +35,8 @@ pub struct Reloader {
     broker: Arc<Broker>,
     /// The authorizers in use, by resource name.
     authorizers: Arc<HashMap<String, Arc<Authorizer>>>,
+    /// The authentication chains in use, by resource name.
+    chains: Arc<HashMap<String, Arc<Chain>>>,
     running: Arc<Mutex<Config>>,
 }
 
@@ -37,11 +44,13 @@ impl Reloader {
     pub(crate) fn new(
         broker: Arc<Broker>,
         authorizers: HashMap<String, Arc<Authorizer>>,
+        chains: HashMap<String, Arc<Chain>>,
         config: Config,
     ) -> Reloader {
         Reloader {
             broker,
             authorizers: Arc::new(authorizers),
+            chains: Arc::new(chains),
             running: Arc::new(Mutex::new(config)),
         }
     }
@@ -74,6 +83,27 @@ impl Reloader {
                 Err(p) => problems.extend(p),
             }
         }
+        let mut fresh_chains = Vec::new();
+        for (name, chain) in self.chains.iter() {
+            let old = running.authentications.iter().find(|a| &a.name == name);
+            let Some(auth) = new.authentications.iter().find(|a| &a.name == name) else {
+                problems.push(format!(
+                    "authentication `{name}` is in use by a port but no longer defined; keeping the running one (remove the port's authenticationRef and restart to drop it)"
+                ));
+                continue;
+            };
+            // Methods read certificates through config maps and secrets: a change there
+            // rebuilds every chain in use too.
+            let files_changed =
+                new.config_maps != running.config_maps || new.secrets != running.secrets;
+            if old == Some(auth) && !files_changed {
+                continue;
+            }
+            match auth::build(&new, name) {
+                Ok(fresh) => fresh_chains.push((name.clone(), chain.clone(), fresh)),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -82,11 +112,6 @@ impl Reloader {
                 .need_restart
                 .push("listeners or ports changed".into());
         }
-        if new.authentications != running.authentications {
-            outcome
-                .need_restart
-                .push("authentication resources changed".into());
-        }
         if new.broker != running.broker {
             outcome.need_restart.push("broker limits changed".into());
         }
@@ -94,16 +119,32 @@ impl Reloader {
             authorizer.replace(policy);
             outcome.policies.push(name);
         }
-        if !outcome.policies.is_empty() {
+        for (name, chain, fresh) in fresh_chains {
+            chain.replace(fresh);
+            outcome.authentications.push(name);
+        }
+        if !outcome.policies.is_empty() || !outcome.authentications.is_empty() {
             outcome.disconnected = self
                 .broker
                 .disconnect_all(ReasonCode::ADMINISTRATIVE_ACTION);
         }
         // Keep what was applied; later reloads compare against it.
+        if !outcome.authentications.is_empty() {
+            running.config_maps = new.config_maps.clone();
+            running.secrets = new.secrets.clone();
+        }
         for name in &outcome.policies {
             if let (Some(slot), Some(fresh)) = (
                 running.authorizations.iter_mut().find(|a| &a.name == name),
                 new.authorizations.iter().find(|a| &a.name == name),
+            ) {
+                *slot = fresh.clone();
+            }
+        }
+        for name in &outcome.authentications {
+            if let (Some(slot), Some(fresh)) = (
+                running.authentications.iter_mut().find(|a| &a.name == name),
+                new.authentications.iter().find(|a| &a.name == name),
             ) {
                 *slot = fresh.clone();
             }

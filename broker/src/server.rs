@@ -166,7 +166,11 @@ impl Server {
                 }
             }
         }
-        let reloader = Reloader::new(broker.clone(), authorizers, config.clone());
+        let chains_by_name = chains
+            .values()
+            .map(|c| (c.name.clone(), c.clone()))
+            .collect();
+        let reloader = Reloader::new(broker.clone(), authorizers, chains_by_name, config.clone());
         Ok(Server {
             broker,
             ports,

@@ -12,6 +12,7 @@ pub mod device_registry;
 pub mod dn;
 pub mod files;
 pub mod sat;
+mod verifier;
 pub mod x509;
 
 use std::collections::BTreeMap;
@@ -21,8 +22,11 @@ use std::time::SystemTime;
 
 use gatehouse_config::{AuthenticationMethod, Config};
 use gatehouse_protocol::ReasonCode;
+use parking_lot::RwLock;
 use rustls::pki_types::CertificateDer;
 use rustls::server::danger::ClientCertVerifier;
+
+use verifier::SwappableVerifier;
 
 /// Who a client is, once authenticated.
 #[derive(Clone, PartialEq, Eq)]
@@ -111,11 +115,13 @@ enum Method {
     Custom(custom::CustomMethod),
 }
 
-/// One BrokerAuthentication, ready to use.
+/// One BrokerAuthentication, ready to use. A reload swaps its methods and its TLS client
+/// verifier in place ([`Chain::replace`]); connections already authenticated keep their
+/// principal, new CONNECTs and re-authentications see the new methods.
 pub struct Chain {
     pub name: String,
-    methods: Vec<Method>,
-    client_verifier: Option<Arc<dyn ClientCertVerifier>>,
+    methods: RwLock<Arc<Vec<Method>>>,
+    client_verifier: Arc<SwappableVerifier>,
 }
 
 impl fmt::Debug for Chain {
@@ -148,7 +154,8 @@ pub enum AuthError {
 impl Chain {
     /// Run the chain.
     pub async fn authenticate(&self, creds: &Credentials<'_>) -> Outcome {
-        for method in &self.methods {
+        let methods = self.methods.read().clone();
+        for method in methods.iter() {
             let verdict = match method {
                 Method::X509(m) => m.authenticate(creds),
                 Method::Sat(m) => m.authenticate(creds).await,
@@ -171,7 +178,8 @@ impl Chain {
     /// the client connected with; the first method of the chain that handles it
     /// decides. X.509 clients cannot re-authenticate.
     pub async fn reauthenticate(&self, client_id: &str, method: &str, data: &[u8]) -> Reauth {
-        for m in &self.methods {
+        let methods = self.methods.read().clone();
+        for m in methods.iter() {
             let answer = match m {
                 Method::X509(_) => None,
                 Method::Sat(m) => m.reauthenticate(client_id, method, data).await,
@@ -193,18 +201,29 @@ impl Chain {
     /// Whether some method of the chain accepts CONNECTs with this MQTT v5
     /// Authentication Method (enhanced authentication).
     pub fn accepts_enhanced(&self, method: &str) -> bool {
-        self.methods.iter().any(|m| match m {
+        self.methods.read().iter().any(|m| match m {
             Method::X509(_) => false,
             Method::Sat(m) => m.handles(method),
             Method::Custom(_) => true,
         })
     }
 
-    /// The TLS client certificate verifier for ports using this chain: `Some` when the
-    /// chain has X.509 (client certificates are then requested, but optional, so other
-    /// methods still work on the same port).
+    /// The TLS client certificate verifier for ports using this chain. While the chain
+    /// has X.509, client certificates are requested (but optional, so other methods still
+    /// work on the same port); without it they are not. Swapped by [`Chain::replace`].
     pub fn client_verifier(&self) -> Option<Arc<dyn ClientCertVerifier>> {
-        self.client_verifier.clone()
+        Some(self.client_verifier.clone())
+    }
+
+    /// Take over the methods and the client CA trust of `fresh` (a reload).
+    pub fn replace(&self, fresh: Chain) {
+        let Chain {
+            methods,
+            client_verifier,
+            ..
+        } = fresh;
+        *self.methods.write() = methods.into_inner();
+        self.client_verifier.set(client_verifier.get());
     }
 }
 
@@ -218,8 +237,8 @@ pub fn build(config: &Config, name: &str) -> Result<Chain, AuthError> {
     else {
         return Ok(Chain {
             name: name.to_owned(),
-            methods: Vec::new(),
-            client_verifier: None,
+            methods: RwLock::new(Arc::new(Vec::new())),
+            client_verifier: Arc::new(SwappableVerifier::new(None)),
         });
     };
     let mut methods = Vec::new();
@@ -268,7 +287,7 @@ pub fn build(config: &Config, name: &str) -> Result<Chain, AuthError> {
     };
     Ok(Chain {
         name: auth.name.clone(),
-        methods,
-        client_verifier,
+        methods: RwLock::new(Arc::new(methods)),
+        client_verifier: Arc::new(SwappableVerifier::new(client_verifier)),
     })
 }

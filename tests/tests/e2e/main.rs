@@ -7,6 +7,7 @@
 //! (Debian `mosquitto-clients`, installed by `.ci/run`) and `stdbuf` (coreutils).
 
 mod auth_chain;
+mod authn_reload;
 mod authz;
 mod authz_reload;
 mod authz_sat;
