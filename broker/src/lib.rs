@@ -22,6 +22,7 @@ pub mod connection;
 pub mod file_stamp;
 pub mod limits;
 pub mod message;
+pub mod persistence;
 pub mod reload;
 pub mod routing;
 pub mod server;

@@ -3,11 +3,12 @@
 //! Two forms are accepted and told apart automatically:
 //! - the **native form**, one document with `dataDir`, `listeners`, `authentications`,
 //!   `authorizations`, `issuers`, `certificates`, `secrets`, `configMaps`, `broker`,
-//!   `diagnostics`;
+//!   `diagnostics`, `persistence`;
 //! - **Kubernetes manifests**, a stream of AIO `BrokerListener` / `BrokerAuthentication` /
 //!   `BrokerAuthorization` and cert-manager `Issuer` / `ClusterIssuer` / `Certificate`
-//!   objects (other kinds are skipped with a warning; broker limits, diagnostics and the
-//!   data dir keep their defaults).
+//!   objects, plus the `persistence` of an AIO `Broker` (other kinds, and the Broker's other
+//!   fields, are skipped with a warning; broker limits, diagnostics and the data dir keep
+//!   their defaults).
 //!
 //! Both produce the same [`Config`], with every default applied. Loading stops at the first
 //! YAML syntax or type error (with its path and line); validation then reports *all*
@@ -21,6 +22,7 @@
 //! - `validate`: every cross-field and cross-resource rule.
 //! - [`tokens`]: `{principal.*}` token syntax, shared with the broker's policy compiler.
 //! - [`duration`]: Go-syntax durations (`2160h`, `1h30m`, `500ms`).
+//! - [`size`]: sizes in bytes (`1GiB`, `10Gi`, `500M`).
 //! - `enums`: case-insensitive enum values (`Mqtt`/`mqtt`, `ClusterIp`/`clusterIP`).
 //! - [`error`]: [`ConfigError`] and [`Problem`].
 //!
@@ -35,6 +37,7 @@ mod load;
 mod manifest;
 pub mod model;
 mod raw;
+pub mod size;
 pub mod tokens;
 mod validate;
 mod yaml;

@@ -41,6 +41,8 @@ pub(crate) struct NativeDoc {
     broker: BrokerLimits,
     #[serde(default)]
     diagnostics: Diagnostics,
+    #[serde(default)]
+    persistence: Option<Persistence>,
 }
 
 pub(crate) fn default_data_dir() -> PathBuf {
@@ -102,6 +104,7 @@ impl NativeDoc {
                 .collect(),
             secrets: self.secrets,
             config_maps: self.config_maps,
+            persistence: self.persistence,
         };
         (config, Origins::default(), problems)
     }

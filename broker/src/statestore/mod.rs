@@ -18,6 +18,7 @@
 
 pub mod error;
 pub mod hlc;
+pub mod persist;
 pub mod replay;
 pub mod request;
 pub mod resp3;

@@ -128,6 +128,24 @@ impl Store {
         }
     }
 
+    /// A store holding `entries`, e.g. those persisted before a restart
+    /// ([`super::persist::StatePersistence::open`]). The quota applies to new keys only, so
+    /// every entry is kept. No KEYNOTIFY registrations (clients re-register on reconnect).
+    pub fn with_entries(
+        quota: Option<usize>,
+        entries: impl IntoIterator<Item = (Bytes, Entry)>,
+    ) -> Self {
+        let mut store = Store::new(quota);
+        for (key, entry) in entries {
+            store.unindex_expiry(&key);
+            if let Some(at) = entry.expires_at_ms {
+                store.expiries.insert((at, key.clone()));
+            }
+            store.entries.insert(key, entry);
+        }
+        store
+    }
+
     /// The number of stored keys (expired ones not yet removed included).
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -3,7 +3,8 @@
 //! One module per concern: [`listener`] (listeners and ports), [`tls`] (per-port TLS),
 //! [`certs`] (issuers, certificates), [`auth`] (authentication chains), [`authz`]
 //! (authorization policies), [`broker`] (limits, diagnostics), [`files`] (secrets and config
-//! maps). The broker reads these types and never re-derives a default.
+//! maps), [`persistence`] (what survives a restart). The broker reads these types and never
+//! re-derives a default.
 
 pub mod auth;
 pub mod authz;
@@ -11,6 +12,7 @@ pub mod broker;
 pub mod certs;
 pub mod files;
 pub mod listener;
+pub mod persistence;
 pub mod tls;
 
 use std::collections::BTreeMap;
@@ -26,6 +28,7 @@ pub use broker::*;
 pub use certs::*;
 pub use files::*;
 pub use listener::*;
+pub use persistence::*;
 pub use tls::*;
 
 /// The whole configuration, from either YAML form.
@@ -48,6 +51,9 @@ pub struct Config {
     pub secrets: BTreeMap<String, SecretFiles>,
     /// Explicit files for config map names; others live in `<dataDir>/configmaps/NAME/`.
     pub config_maps: BTreeMap<String, ConfigMapFiles>,
+    /// `persistence:` (native form) or the Broker manifest's `spec.persistence`; `None` =
+    /// nothing is written to disk (AIO's default).
+    pub persistence: Option<Persistence>,
 }
 
 impl Config {
@@ -76,6 +82,7 @@ impl Config {
             certificates: Vec::new(),
             secrets: BTreeMap::new(),
             config_maps: BTreeMap::new(),
+            persistence: None,
         }
     }
 

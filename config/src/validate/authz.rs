@@ -182,6 +182,28 @@ fn check_topic(topic: &str, path: &str, report: &mut Report) {
 
 /// A glob with tokens (resource `clientIds`, `Pattern` keys).
 fn check_glob(pattern: &str, path: &str, what: &str, report: &mut Report) {
+    check_glob_with(pattern, path, what, Tokens::Allowed, report);
+}
+
+/// Whether `{principal.*}` tokens may appear in a key or glob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tokens {
+    /// Authorization rules: substituted with the client's values.
+    Allowed,
+    /// Persistence settings: there is no client to take values from, so braces are only
+    /// reserved (as in authorization, so a key means the same in both places).
+    Reserved,
+}
+
+/// A glob at `path`; with [`Tokens::Reserved`] (persistence) a token is an error. Shared with
+/// `validate/persistence.rs` so that keys and client id globs mean the same in both places.
+pub(super) fn check_glob_with(
+    pattern: &str,
+    path: &str,
+    what: &str,
+    tokens: Tokens,
+    report: &mut Report,
+) {
     let parts = match tokens::parse(pattern) {
         Ok(parts) => parts,
         Err(err) => {
@@ -194,6 +216,19 @@ fn check_glob(pattern: &str, path: &str, what: &str, report: &mut Report) {
             return;
         }
     };
+    if tokens == Tokens::Reserved {
+        if let Some(token) = parts.iter().find(|p| p.is_token()) {
+            report.error(
+                path,
+                format!(
+                    "`{pattern}`: {token} is substituted only in authorization rules; here \
+                     there is no client to take it from (a key with a literal brace needs \
+                     keyType String)"
+                ),
+            );
+            return;
+        }
+    }
     if let Err(err) = globset::Glob::new(&substitute(&parts)) {
         report.error(
             path,
@@ -207,19 +242,37 @@ fn check_glob(pattern: &str, path: &str, what: &str, report: &mut Report) {
 }
 
 fn check_state_store_resource(resource: &StateStoreResource, base: &str, report: &mut Report) {
-    if resource.keys.is_empty() {
+    check_keys(
+        resource.key_type,
+        &resource.keys,
+        base,
+        Tokens::Allowed,
+        report,
+    );
+}
+
+/// The `keys` of a state store resource (authorization rule or persistence settings) at
+/// `<base>.keys`: some; each non-empty; `Pattern` keys globs, `Binary` keys base64.
+pub(super) fn check_keys(
+    key_type: KeyType,
+    keys: &[String],
+    base: &str,
+    tokens: Tokens,
+    report: &mut Report,
+) {
+    if keys.is_empty() {
         report.error(format!("{base}.keys"), "at least one key is required");
     }
-    for (i, key) in resource.keys.iter().enumerate() {
+    for (i, key) in keys.iter().enumerate() {
         let path = format!("{base}.keys[{i}]");
         if key.is_empty() {
             report.error(path, "empty key");
             continue;
         }
-        match resource.key_type {
-            KeyType::Pattern => check_glob(key, &path, "key pattern", report),
+        match key_type {
+            KeyType::Pattern => check_glob_with(key, &path, "key pattern", tokens, report),
             KeyType::String => {
-                if key.contains("{principal.") {
+                if tokens == Tokens::Allowed && key.contains("{principal.") {
                     report.warn(
                         path,
                         format!(

@@ -7,12 +7,13 @@
 //! One file per concern: `listeners` (listeners and ports), `auth` (authentications),
 //! `authz` (authorization rules: topic filters, `{principal.*}` tokens, globs, base64 keys),
 //! `certs` (issuers, certificates, issued secrets), `settings` (secrets, config maps, broker
-//! limits, diagnostics).
+//! limits, diagnostics), `persistence` (the `persistence:` section).
 
 mod auth;
 mod authz;
 mod certs;
 mod listeners;
+mod persistence;
 mod settings;
 
 use std::collections::HashMap;
@@ -52,6 +53,9 @@ pub(crate) struct Origins {
     pub authorizations: Vec<Loc>,
     pub issuers: Vec<Loc>,
     pub certificates: Vec<Loc>,
+    /// Path of the persistence settings when not `persistence` (a Broker manifest's
+    /// `document N (Broker name).spec.persistence`).
+    pub persistence: Option<String>,
 }
 
 impl Origins {
@@ -196,6 +200,10 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Report {
     settings::check_files(config, &mut report);
     settings::check_broker(&config.broker, &mut report);
     settings::check_diagnostics(&config.diagnostics, &mut report);
+    if let Some(settings) = &config.persistence {
+        let base = origins.persistence.as_deref().unwrap_or("persistence");
+        persistence::check_persistence(settings, base, &mut report);
+    }
     report
 }
 

@@ -146,6 +146,13 @@ fn full_yaml_has_everything() {
         QueueStrategy::DropOldest
     );
     assert_eq!(config.diagnostics.logs.format, LogFormat::Json);
+    let persistence = config.persistence.as_ref().expect("persistence");
+    assert_eq!(persistence.max_size, 1 << 30);
+    let state_store = persistence
+        .state_store
+        .custom()
+        .expect("Custom state store");
+    assert_eq!(state_store.state_store_resources.len(), 3);
 }
 
 #[test]

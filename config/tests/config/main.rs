@@ -4,6 +4,7 @@ mod authz;
 mod examples;
 mod manifest;
 mod parsing;
+mod persistence;
 mod validation;
 
 use gatehouse_config::{load_str, ConfigError, Loaded, Problem};

@@ -112,14 +112,14 @@ fn manifests_and_native_form_give_the_same_config() {
 fn other_kinds_are_skipped_with_a_warning() {
     let yaml = format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{ name: web }}\nspec: {{ replicas: 1 }}\n---\n\
-         apiVersion: mqttbroker.iotoperations.azure.com/v1\nkind: Broker\nmetadata: {{ name: default }}\nspec: {{}}\n---\n{MANIFESTS}"
+         apiVersion: connectivity.iotoperations.azure.com/v1\nkind: DataflowProfile\nmetadata: {{ name: default }}\nspec: {{}}\n---\n{MANIFESTS}"
     );
     let loaded = load(&yaml);
     assert_eq!(
         loaded.warnings,
         [
             "document 1 (Deployment web): skipped: apps/v1 Deployment is not used by Gatehouse",
-            "document 2 (Broker default): skipped: mqttbroker.iotoperations.azure.com/v1 Broker is not used by Gatehouse",
+            "document 2 (DataflowProfile default): skipped: connectivity.iotoperations.azure.com/v1 DataflowProfile is not used by Gatehouse",
         ]
     );
     assert_eq!(loaded.config.listeners.len(), 1);
