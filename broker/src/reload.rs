@@ -112,6 +112,11 @@ impl Reloader {
                 .need_restart
                 .push("listeners or ports changed".into());
         }
+        if new.persistence != running.persistence || new.data_dir != running.data_dir {
+            outcome
+                .need_restart
+                .push("persistence or dataDir changed".into());
+        }
         if new.broker != running.broker {
             outcome.need_restart.push("broker limits changed".into());
         }

@@ -34,6 +34,8 @@ pub enum StartError {
         path: String,
         source: Box<AuthError>,
     },
+    #[error("persistence: {0}")]
+    Persistence(#[from] crate::persistence::PersistError),
     #[error("{path}: cannot listen on {addr}: {source}")]
     Bind {
         path: String,
@@ -85,6 +87,9 @@ impl Server {
             &mut tasks,
         )?;
         let broker = Broker::new(Limits::from_config(&config.broker));
+        if let Some(settings) = &config.persistence {
+            restore_state_store(&broker, &config.data_dir, settings)?;
+        }
         let permits = Arc::new(Semaphore::new(broker.limits.max_connections));
         let mut bound = Vec::new();
         for (li, listener) in config.listeners.iter().enumerate() {
@@ -211,11 +216,34 @@ impl Server {
         let drained = tokio::time::timeout(grace, self.permits.acquire_many(all))
             .await
             .is_ok_and(|permits| permits.is_ok());
+        if let Err(e) = self.broker.state_store.flush().await {
+            tracing::error!("state store changes not saved: {e}");
+        }
         Shutdown {
             disconnected,
             drained,
         }
     }
+}
+
+/// Open `<dataDir>/gatehouse.redb` and load the persisted state store keys.
+fn restore_state_store(
+    broker: &Broker,
+    data_dir: &std::path::Path,
+    settings: &gatehouse_config::Persistence,
+) -> Result<(), StartError> {
+    let db = crate::persistence::Database::open(data_dir)?;
+    let now_ms = broker.state_store.now_ms();
+    let (persistence, entries) =
+        crate::statestore::persist::StatePersistence::open(db, settings, now_ms)?;
+    tracing::info!(
+        target: "statestore",
+        keys = entries.len(),
+        "state store persistence in {}",
+        data_dir.display()
+    );
+    broker.state_store.restore(persistence, entries);
+    Ok(())
 }
 
 /// The authentication chain of every port with an `authenticationRef`, shared between

@@ -12,12 +12,15 @@ use gatehouse_protocol::{PublishProperties, QoS, UserProperty};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use std::sync::OnceLock;
+
 use super::error::ErrorReply;
 use super::hlc::{HybridClock, SystemClock, WallClock};
+use super::persist::StatePersistence;
 use super::request::Request;
 use super::resp3::Reply;
 use super::stamps::{check_stamps, StampRule};
-use super::store::{Change, Context, Store};
+use super::store::{Change, Context, Entry, Store};
 use super::topic::notify_topic;
 use crate::authz::Action;
 use crate::message::Message;
@@ -106,8 +109,11 @@ struct Inner<C> {
 /// The state store service; the broker owns one.
 pub struct StateStore<C = SystemClock> {
     inner: Mutex<Inner<C>>,
+    quota: Option<usize>,
     /// Wakes the expiry task when a SET may have brought the next expiry forward.
     expiry_changed: Notify,
+    /// Set once at start when `persistence:` is configured ([`StateStore::restore`]).
+    persistence: OnceLock<StatePersistence>,
 }
 
 impl StateStore<SystemClock> {
@@ -128,7 +134,33 @@ impl<C: WallClock> StateStore<C> {
                 store: Store::new(quota),
                 clock,
             }),
+            quota,
             expiry_changed: Notify::new(),
+            persistence: OnceLock::new(),
+        }
+    }
+
+    /// Start from the persisted `entries` and record every later change through
+    /// `persistence`. The clock moves past the highest stored version, so new versions stay
+    /// above the old ones even if the wall clock went back across the restart.
+    pub fn restore(&self, persistence: StatePersistence, entries: Vec<(Bytes, Entry)>) {
+        let mut guard = self.inner.lock();
+        if let Some(highest) = entries.iter().map(|(_, e)| &e.version).max() {
+            guard.clock.update(highest);
+        }
+        guard.store = Store::with_entries(self.quota, entries);
+        drop(guard);
+        if self.persistence.set(persistence).is_err() {
+            tracing::warn!(target: "statestore", "persistence attached twice; keeping the first");
+        }
+        self.expiry_changed.notify_one();
+    }
+
+    /// Wait until every change so far is on disk (shutdown); a no-op without persistence.
+    pub async fn flush(&self) -> Result<(), crate::persistence::PersistError> {
+        match self.persistence.get() {
+            Some(p) => p.flush().await,
+            None => Ok(()),
         }
     }
 
@@ -180,8 +212,9 @@ impl<C: WallClock> StateStore<C> {
             });
             return Answer::reply(&reply, None);
         }
+        let persistence = self.persistence.get();
         let persist = matches!(request, Request::Set { .. })
-            && header("aio-persistence").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            && persistence.is_some_and(|p| p.policy().dynamic_flag(invocation.user_properties));
         let ctx = Context {
             client: invocation.client_id,
             stamps: &stamps,
@@ -193,6 +226,9 @@ impl<C: WallClock> StateStore<C> {
             Some(ts) => clock.update(ts),
             None => clock.now(),
         });
+        if let Some(p) = persistence {
+            p.record_changes(store, &outcome.changes, now_ms);
+        }
         notify(store, &outcome.changes, &mut deliver);
         drop(guard);
         if matches!(
@@ -219,6 +255,9 @@ impl<C: WallClock> StateStore<C> {
         let Inner { store, clock } = &mut *guard;
         let now_ms = clock.wall_now_ms();
         let changes = store.expire(now_ms, || clock.now());
+        if let Some(p) = self.persistence.get() {
+            p.record_changes(store, &changes, now_ms);
+        }
         notify(store, &changes, &mut deliver);
         store.next_expiry()
     }

@@ -35,8 +35,8 @@ pub struct Entry {
     pub fencing_token: Option<Hlc>,
     /// Absolute expiry in ms since the Unix epoch (`PX`, §6.2).
     pub expires_at_ms: Option<u64>,
-    /// `aio-persistence: true` on the last SET (§6.4); the latest SET decides. Placeholder:
-    /// nothing persists yet.
+    /// The dynamic persistence property (`aio-persistence: true`) was on the last SET
+    /// (§6.4); the latest SET decides. See `persist::PersistPolicy::wants`.
     pub persist: bool,
 }
 

@@ -26,6 +26,7 @@ mod sessions;
 mod shutdown;
 mod statestore_authz;
 mod statestore_cli;
+mod statestore_persistence;
 mod statestore_sdk;
 mod tls;
 mod websockets;
