@@ -117,7 +117,7 @@ pub fn format(bytes: u64) -> String {
     let mut value = bytes;
     let mut unit = "B";
     for next in UNITS {
-        if value == 0 || value % 1024 != 0 {
+        if value == 0 || !value.is_multiple_of(1024) {
             break;
         }
         value /= 1024;
