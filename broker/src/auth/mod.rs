@@ -24,6 +24,8 @@ use gatehouse_protocol::ReasonCode;
 use rustls::pki_types::CertificateDer;
 use rustls::server::danger::ClientCertVerifier;
 
+use crate::metrics::{AuthCounters, MethodCounters};
+
 /// Who a client is, once authenticated.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -116,6 +118,8 @@ pub struct Chain {
     pub name: String,
     methods: Vec<Method>,
     client_verifier: Option<Arc<dyn ClientCertVerifier>>,
+    /// Outcomes per method, for `/metrics`.
+    counters: AuthCounters,
 }
 
 impl fmt::Debug for Chain {
@@ -148,16 +152,18 @@ pub enum AuthError {
 impl Chain {
     /// Run the chain.
     pub async fn authenticate(&self, creds: &Credentials<'_>) -> Outcome {
-        for method in &self.methods {
+        for (i, method) in self.methods.iter().enumerate() {
             let verdict = match method {
                 Method::X509(m) => m.authenticate(creds),
                 Method::Sat(m) => m.authenticate(creds).await,
                 Method::Custom(m) => m.authenticate(creds).await,
             };
             if let Verdict::Decided(outcome) = verdict {
+                self.counters.decided(i, &outcome);
                 return outcome;
             }
         }
+        self.counters.none_relevant();
         Outcome::Rejected(
             ReasonCode::NOT_AUTHORIZED,
             format!(
@@ -171,23 +177,40 @@ impl Chain {
     /// the client connected with; the first method of the chain that handles it
     /// decides. X.509 clients cannot re-authenticate.
     pub async fn reauthenticate(&self, client_id: &str, method: &str, data: &[u8]) -> Reauth {
-        for m in &self.methods {
+        for (i, m) in self.methods.iter().enumerate() {
             let answer = match m {
                 Method::X509(_) => None,
                 Method::Sat(m) => m.reauthenticate(client_id, method, data).await,
                 Method::Custom(m) => m.reauthenticate(client_id, method, data).await,
             };
             if let Some(answer) = answer {
+                self.counters.reauthenticated(Some(i), &answer);
                 return answer;
             }
         }
-        Reauth::Failed(
+        let answer = Reauth::Failed(
             ReasonCode::BAD_AUTHENTICATION_METHOD,
             format!(
                 "no method of authentication {} re-authenticates with `{method}`",
                 self.name
             ),
-        )
+        );
+        self.counters.reauthenticated(None, &answer);
+        answer
+    }
+
+    /// Each method's name (as in the configuration) with its counters, in chain order,
+    /// then `none` (credentials no method was relevant to).
+    pub fn method_counters(&self) -> impl Iterator<Item = (&'static str, &MethodCounters)> {
+        let names = self.methods.iter().map(|m| match m {
+            Method::X509(_) => "X509",
+            Method::Sat(_) => "ServiceAccountToken",
+            Method::Custom(_) => "Custom",
+        });
+        names
+            .chain(std::iter::once("none"))
+            .enumerate()
+            .map(|(i, name)| (name, self.counters.method(i)))
     }
 
     /// Whether some method of the chain accepts CONNECTs with this MQTT v5
@@ -220,6 +243,7 @@ pub fn build(config: &Config, name: &str) -> Result<Chain, AuthError> {
             name: name.to_owned(),
             methods: Vec::new(),
             client_verifier: None,
+            counters: AuthCounters::new(0),
         });
     };
     let mut methods = Vec::new();
@@ -268,6 +292,7 @@ pub fn build(config: &Config, name: &str) -> Result<Chain, AuthError> {
     };
     Ok(Chain {
         name: auth.name.clone(),
+        counters: AuthCounters::new(methods.len()),
         methods,
         client_verifier,
     })

@@ -21,6 +21,7 @@ use super::store::{Change, Context, Store};
 use super::topic::notify_topic;
 use crate::authz::Action;
 use crate::message::Message;
+use crate::metrics::counters::{StateStoreCommand, StateStoreCounters};
 
 /// The node id in every version this broker assigns (`<ms>:<counter>:Gatehouse`).
 pub const NODE_ID: &str = "Gatehouse";
@@ -42,6 +43,19 @@ pub struct Answer {
     pub payload: Bytes,
     /// `__stat`, `__ts`, `__protVer` and friends, in that order.
     pub user_properties: Vec<UserProperty>,
+    /// What the payload says, for the metrics.
+    pub kind: AnswerKind,
+}
+
+/// How a request was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerKind {
+    /// A RESP3 reply other than `-ERR`.
+    Reply,
+    /// A `-ERR` reply.
+    Error(ErrorReply),
+    /// `__stat` 505: another major protocol version was asked for.
+    UnsupportedVersion,
 }
 
 impl Answer {
@@ -54,6 +68,10 @@ impl Answer {
         Answer {
             payload: reply.to_bytes(),
             user_properties,
+            kind: match reply {
+                Reply::Error(e) => AnswerKind::Error(*e),
+                _ => AnswerKind::Reply,
+            },
         }
     }
 
@@ -75,6 +93,7 @@ impl Answer {
                 ("__supProtMajVer".to_owned(), "1".to_owned()),
                 ("__requestProtVer".to_owned(), requested.to_owned()),
             ],
+            kind: AnswerKind::UnsupportedVersion,
         }
     }
 
@@ -108,6 +127,8 @@ pub struct StateStore<C = SystemClock> {
     inner: Mutex<Inner<C>>,
     /// Wakes the expiry task when a SET may have brought the next expiry forward.
     expiry_changed: Notify,
+    /// Requests by command and result, for `/metrics`.
+    pub requests: StateStoreCounters,
 }
 
 impl StateStore<SystemClock> {
@@ -129,6 +150,7 @@ impl<C: WallClock> StateStore<C> {
                 clock,
             }),
             expiry_changed: Notify::new(),
+            requests: StateStoreCounters::default(),
         }
     }
 
@@ -138,7 +160,21 @@ impl<C: WallClock> StateStore<C> {
         &self,
         invocation: Invocation<'_>,
         authorize: impl Fn(&Action<'_>) -> bool,
+        deliver: impl FnMut(&str, Message),
+    ) -> Answer {
+        let mut command = None;
+        let answer = self.run(invocation, authorize, deliver, &mut command);
+        self.requests.record(command, &answer);
+        answer
+    }
+
+    /// [`Self::invoke`]; `command` is set once the request has parsed.
+    fn run(
+        &self,
+        invocation: Invocation<'_>,
+        authorize: impl Fn(&Action<'_>) -> bool,
         mut deliver: impl FnMut(&str, Message),
+        command: &mut Option<StateStoreCommand>,
     ) -> Answer {
         let header = |name: &str| {
             invocation
@@ -156,6 +192,7 @@ impl<C: WallClock> StateStore<C> {
             Ok(request) => request,
             Err(error) => return Answer::error(error),
         };
+        *command = Some(StateStoreCommand::of(&request));
         if let Some(key) = request.key() {
             let write = matches!(
                 request,
