@@ -17,6 +17,7 @@ mod custom_auth;
 mod explain;
 mod ipv6;
 mod limits;
+mod metrics;
 mod mosquitto_clients;
 mod retained;
 mod sat;
