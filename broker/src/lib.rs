@@ -12,6 +12,7 @@
 //! - [`routing`]: the subscription index, retained messages and fan-out.
 //! - [`message`]: an application message and one delivery of it.
 //! - [`limits`]: the `broker:` limits of the configuration, resolved.
+//! - [`metrics`]: counters, `/metrics`, `/healthz` and `/readyz`.
 //!
 //! The wire format lives in the `gatehouse-protocol` crate (sans-IO, fuzzed).
 
@@ -22,6 +23,7 @@ pub mod connection;
 pub mod file_stamp;
 pub mod limits;
 pub mod message;
+pub mod metrics;
 pub mod persistence;
 pub mod reload;
 pub mod routing;

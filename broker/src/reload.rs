@@ -120,6 +120,9 @@ impl Reloader {
         if new.broker != running.broker {
             outcome.need_restart.push("broker limits changed".into());
         }
+        if new.diagnostics.metrics != running.diagnostics.metrics {
+            outcome.need_restart.push("the metrics port changed".into());
+        }
         for (name, authorizer, policy) in compiled {
             authorizer.replace(policy);
             outcome.policies.push(name);

@@ -13,6 +13,7 @@ use crate::authz::{Authorizer, Policy};
 use crate::broker::Broker;
 use crate::connection::PortAuth;
 use crate::limits::Limits;
+use crate::metrics::{self, Registry};
 use crate::reload::Reloader;
 use crate::tls::{TlsError, TlsPorts};
 use crate::transport::{self, Transport};
@@ -59,6 +60,8 @@ pub struct BoundPort {
 pub struct Server {
     pub broker: Arc<Broker>,
     pub ports: Vec<BoundPort>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub metrics_addrs: Vec<SocketAddr>,
     reloader: Reloader,
     tasks: JoinSet<()>,
     /// The connection cap; every permit is back once every connection task has ended.
@@ -92,6 +95,7 @@ impl Server {
         }
         let permits = Arc::new(Semaphore::new(broker.limits.max_connections));
         let mut bound = Vec::new();
+        let mut metric_ports = metrics::Ports::default();
         for (li, listener) in config.listeners.iter().enumerate() {
             for (pi, port) in listener.ports.iter().enumerate() {
                 let path = format!("listeners[{li}].ports[{pi}]");
@@ -99,6 +103,9 @@ impl Server {
                 let sockets = transport::bind(listener.bind_address, port.port)
                     .await
                     .map_err(|source| StartError::Bind { path, addr, source })?;
+                let number = sockets.first().and_then(|s| s.local_addr().ok());
+                let number = number.map_or(port.port, |a| a.port());
+                let counters = metric_ports.add((li, pi), listener, port, number, tls.slot(li, pi));
                 let transport = match port.protocol {
                     Protocol::Mqtt => Transport::Mqtt,
                     Protocol::WebSockets => Transport::WebSockets {
@@ -126,11 +133,19 @@ impl Server {
                                 .contains_key(&(li, pi))
                                 .then(|| policies.get(&(li, pi)).cloned())
                                 .flatten(),
+                            metrics: counters.clone(),
                         },
                     ));
                 }
             }
         }
+        // Bound with the ports, before any accepts: all or nothing.
+        let metrics_sockets = metrics::http::bind(config)
+            .await
+            .map_err(|(addr, source)| {
+                let path = "diagnostics.metrics.prometheusPort".into();
+                StartError::Bind { path, addr, source }
+            })?;
         let mut ports = Vec::new();
         for (info, socket, transport, acceptor, port_auth) in bound {
             tracing::info!(
@@ -175,10 +190,14 @@ impl Server {
             .values()
             .map(|c| (c.name.clone(), c.clone()))
             .collect();
+        let chains = chains.into_values();
+        let registry = Registry::new(broker.clone(), metric_ports, chains, authorizers.clone());
+        let metrics_addrs = metrics::http::start(metrics_sockets, Arc::new(registry), &mut tasks);
         let reloader = Reloader::new(broker.clone(), authorizers, chains_by_name, config.clone());
         Ok(Server {
             broker,
             ports,
+            metrics_addrs,
             reloader,
             tasks,
             permits,
@@ -196,6 +215,11 @@ impl Server {
             .iter()
             .find(|p| p.protocol == protocol)
             .map(|p| p.addr)
+    }
+
+    /// The first address of the metrics and health server.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addrs.first().copied()
     }
 
     /// Run until every accept loop has ended (they do not, short of a panic).

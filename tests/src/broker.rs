@@ -2,7 +2,8 @@
 //!
 //! - [`TestBroker`]: in-process, started from YAML on the current tokio runtime. Test
 //!   configurations use `port: 0` (any free port), so tests never collide with each other
-//!   or with a broker already running on 1883.
+//!   or with a broker already running on 1883. The metrics port is made 0 too, unless the
+//!   YAML sets `prometheusPort` itself: the default 9600 would collide between brokers.
 //! - [`gatehouse_bin`]: the real `gatehouse` binary, built once with cargo, for CLI tests.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -52,13 +53,21 @@ impl TestBroker {
     pub async fn try_start(yaml: &str) -> Result<TestBroker, String> {
         let loaded =
             gatehouse_config::load_str(yaml, "e2e-test.yaml").map_err(|e| e.to_string())?;
-        let server = Server::start(&loaded.config)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(TestBroker {
-            server,
-            config: loaded.config,
-        })
+        let mut config = loaded.config;
+        if !yaml.contains("prometheusPort") {
+            config.diagnostics.metrics.prometheus_port = 0;
+        }
+        let server = Server::start(&config).await.map_err(|e| e.to_string())?;
+        Ok(TestBroker { server, config })
+    }
+
+    /// The metrics and health server, as a connectable address.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        connectable(
+            self.server
+                .metrics_addr()
+                .expect("the broker serves metrics"),
+        )
     }
 
     /// The first MQTT (TCP) port, as an address a client can connect to (an unspecified

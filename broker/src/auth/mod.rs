@@ -26,6 +26,7 @@ use parking_lot::RwLock;
 use rustls::pki_types::CertificateDer;
 use rustls::server::danger::ClientCertVerifier;
 
+use crate::metrics::{AuthCounters, MethodCounters};
 use verifier::SwappableVerifier;
 
 /// Who a client is, once authenticated.
@@ -115,6 +116,19 @@ enum Method {
     Custom(custom::CustomMethod),
 }
 
+/// Method kinds as the configuration names them; a kind's index is its counter slot.
+const KINDS: [&str; 3] = ["X509", "ServiceAccountToken", "Custom"];
+
+impl Method {
+    fn kind(&self) -> usize {
+        match self {
+            Method::X509(_) => 0,
+            Method::Sat(_) => 1,
+            Method::Custom(_) => 2,
+        }
+    }
+}
+
 /// One BrokerAuthentication, ready to use. A reload swaps its methods and its TLS client
 /// verifier in place ([`Chain::replace`]); connections already authenticated keep their
 /// principal, new CONNECTs and re-authentications see the new methods.
@@ -122,6 +136,9 @@ pub struct Chain {
     pub name: String,
     methods: RwLock<Arc<Vec<Method>>>,
     client_verifier: Arc<SwappableVerifier>,
+    /// Outcomes per method kind (X509, ServiceAccountToken, Custom, none), for `/metrics`;
+    /// by kind rather than position so they survive a reload that reorders the chain.
+    counters: AuthCounters,
 }
 
 impl fmt::Debug for Chain {
@@ -162,9 +179,11 @@ impl Chain {
                 Method::Custom(m) => m.authenticate(creds).await,
             };
             if let Verdict::Decided(outcome) = verdict {
+                self.counters.decided(method.kind(), &outcome);
                 return outcome;
             }
         }
+        self.counters.none_relevant();
         Outcome::Rejected(
             ReasonCode::NOT_AUTHORIZED,
             format!(
@@ -186,16 +205,40 @@ impl Chain {
                 Method::Custom(m) => m.reauthenticate(client_id, method, data).await,
             };
             if let Some(answer) = answer {
+                self.counters.reauthenticated(Some(m.kind()), &answer);
                 return answer;
             }
         }
-        Reauth::Failed(
+        let answer = Reauth::Failed(
             ReasonCode::BAD_AUTHENTICATION_METHOD,
             format!(
                 "no method of authentication {} re-authenticates with `{method}`",
                 self.name
             ),
-        )
+        );
+        self.counters.reauthenticated(None, &answer);
+        answer
+    }
+
+    /// Each method kind of the chain (as named in the configuration) with its counters, in
+    /// chain order, then `none` (credentials no method was relevant to).
+    pub fn method_counters(&self) -> Vec<(&'static str, &MethodCounters)> {
+        let mut kinds: Vec<usize> = Vec::new();
+        for m in self.methods.read().iter() {
+            if !kinds.contains(&m.kind()) {
+                kinds.push(m.kind());
+            }
+        }
+        kinds.push(KINDS.len());
+        kinds
+            .into_iter()
+            .map(|k| {
+                (
+                    KINDS.get(k).copied().unwrap_or("none"),
+                    self.counters.method(k),
+                )
+            })
+            .collect()
     }
 
     /// Whether some method of the chain accepts CONNECTs with this MQTT v5
@@ -239,6 +282,7 @@ pub fn build(config: &Config, name: &str) -> Result<Chain, AuthError> {
             name: name.to_owned(),
             methods: RwLock::new(Arc::new(Vec::new())),
             client_verifier: Arc::new(SwappableVerifier::new(None)),
+            counters: AuthCounters::new(KINDS.len()),
         });
     };
     let mut methods = Vec::new();
@@ -289,5 +333,6 @@ pub fn build(config: &Config, name: &str) -> Result<Chain, AuthError> {
         name: auth.name.clone(),
         methods: RwLock::new(Arc::new(methods)),
         client_verifier: Arc::new(SwappableVerifier::new(client_verifier)),
+        counters: AuthCounters::new(KINDS.len()),
     })
 }

@@ -11,11 +11,14 @@ use super::cache::DecisionCache;
 use super::policy::{Action, Decision, Policy};
 use super::template::Subject;
 use crate::auth::Principal;
+use crate::metrics::AuthzCounters;
 
 /// The policy of one BrokerAuthorization, shared by the ports that use it.
 #[derive(Debug)]
 pub struct Authorizer {
     current: RwLock<Arc<Installed>>,
+    /// Denials and cache lookups, for `/metrics`; kept across policy replacements.
+    counters: AuthzCounters,
 }
 
 /// A policy and the decisions made with it. They are replaced together, so a cached
@@ -40,6 +43,7 @@ impl Authorizer {
     pub fn new(policy: Policy) -> Authorizer {
         Authorizer {
             current: RwLock::new(Installed::new(policy)),
+            counters: AuthzCounters::default(),
         }
     }
 
@@ -51,6 +55,10 @@ impl Authorizer {
 
     pub fn policy(&self) -> Arc<Policy> {
         self.current.read().policy.clone()
+    }
+
+    pub fn counters(&self) -> &AuthzCounters {
+        &self.counters
     }
 
     /// How many decisions the cache holds (`None`: caching is off).
@@ -68,11 +76,17 @@ impl Authorizer {
         let (decision, cached) = {
             let current = self.current.read();
             match &current.cache {
-                Some(cache) => cache
-                    .get_or_decide(&subject, action, || current.policy.decide(&subject, action)),
+                Some(cache) => {
+                    let (decision, hit) = cache.get_or_decide(&subject, action, || {
+                        current.policy.decide(&subject, action)
+                    });
+                    self.counters.cache_lookup(hit);
+                    (decision, hit)
+                }
                 None => (current.policy.decide(&subject, action), false),
             }
         };
+        self.counters.decided(action, &decision);
         if tracing::enabled!(target: "authz", tracing::Level::DEBUG) {
             let what = describe(client_id, action);
             let mark = if cached { " (cached)" } else { "" };

@@ -188,6 +188,7 @@ where
         reauth: None,
         principal,
         wbuf: BytesMut::with_capacity(8 * 1024),
+        metrics: security.metrics.clone(),
     };
 
     let properties = match version {

@@ -108,6 +108,7 @@ impl Connection {
     }
 
     fn on_publish(&mut self, mut p: Publish) -> Result<(), Exit> {
+        self.metrics.inbound.messages.inc(p.qos);
         // Resolve the topic alias (MQTT 5 §3.3.2.3.4).
         if let Some(alias) = p.properties.topic_alias.take() {
             if alias == 0 || alias > self.broker.limits.topic_alias_maximum {

@@ -36,6 +36,7 @@ use crate::auth::device_registry::RegistryWatch;
 use crate::auth::{Chain, Principal, Reauth};
 use crate::authz::{Action, Authorizer};
 use crate::broker::{Broker, Detach};
+use crate::metrics::PortMetrics;
 use crate::session::Session;
 
 /// Stop reading from a client whose unsent output exceeds this: a client that does not
@@ -54,13 +55,17 @@ pub struct PortSecurity {
     pub authz: Option<Arc<Authorizer>>,
     /// Leaf first; empty without TLS or without a client certificate.
     pub peer_certs: Vec<CertificateDer<'static>>,
+    /// The port's counters.
+    pub metrics: Arc<PortMetrics>,
 }
 
-/// A port's authentication chain and authorization policy, as configured.
+/// A port's authentication chain and authorization policy, as configured, and its
+/// counters (resolved once when the port is bound, so no packet ever looks them up).
 #[derive(Debug, Clone, Default)]
 pub struct PortAuth {
     pub chain: Option<Arc<Chain>>,
     pub authz: Option<Arc<Authorizer>>,
+    pub metrics: Arc<PortMetrics>,
 }
 
 impl PortAuth {
@@ -70,6 +75,7 @@ impl PortAuth {
             chain: self.chain,
             authz: self.authz,
             peer_certs,
+            metrics: self.metrics,
         }
     }
 }
@@ -128,6 +134,8 @@ pub(crate) struct Connection {
     /// A re-authentication in progress (AUTH 0x19 sent by the client).
     reauth: Option<Pin<Box<dyn Future<Output = Reauth> + Send>>>,
     wbuf: BytesMut,
+    /// The port's counters (PUBLISH in and out).
+    metrics: Arc<PortMetrics>,
 }
 
 /// Serve one accepted connection to the end. Never panics on peer input.

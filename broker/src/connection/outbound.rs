@@ -26,6 +26,7 @@ impl Connection {
                 break;
             };
             let Ok(expiry) = delivery.message.remaining_expiry(now) else {
+                self.metrics.outbound.expired.inc();
                 continue; // expired while queued
             };
             let packet_id = match delivery.qos {
@@ -101,8 +102,12 @@ impl Connection {
         };
         let before = self.wbuf.len();
         match codec::encode_publish(&view, self.version, &mut self.wbuf) {
-            Ok(n) if n as u64 <= u64::from(self.client_maximum_packet_size) => true,
+            Ok(n) if n as u64 <= u64::from(self.client_maximum_packet_size) => {
+                self.metrics.outbound.messages.inc(d.qos);
+                true
+            }
             Ok(_) => {
+                self.metrics.outbound.too_large.inc();
                 self.wbuf.truncate(before);
                 if !topic.is_empty() && alias.is_some() {
                     // The client never saw this alias being set.

@@ -24,6 +24,7 @@ use super::store::{Change, Context, Entry, Store};
 use super::topic::notify_topic;
 use crate::authz::Action;
 use crate::message::Message;
+use crate::metrics::counters::{StateStoreCommand, StateStoreCounters};
 
 /// The node id in every version this broker assigns (`<ms>:<counter>:Gatehouse`).
 pub const NODE_ID: &str = "Gatehouse";
@@ -45,6 +46,19 @@ pub struct Answer {
     pub payload: Bytes,
     /// `__stat`, `__ts`, `__protVer` and friends, in that order.
     pub user_properties: Vec<UserProperty>,
+    /// What the payload says, for the metrics.
+    pub kind: AnswerKind,
+}
+
+/// How a request was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerKind {
+    /// A RESP3 reply other than `-ERR`.
+    Reply,
+    /// A `-ERR` reply.
+    Error(ErrorReply),
+    /// `__stat` 505: another major protocol version was asked for.
+    UnsupportedVersion,
 }
 
 impl Answer {
@@ -57,6 +71,10 @@ impl Answer {
         Answer {
             payload: reply.to_bytes(),
             user_properties,
+            kind: match reply {
+                Reply::Error(e) => AnswerKind::Error(*e),
+                _ => AnswerKind::Reply,
+            },
         }
     }
 
@@ -78,6 +96,7 @@ impl Answer {
                 ("__supProtMajVer".to_owned(), "1".to_owned()),
                 ("__requestProtVer".to_owned(), requested.to_owned()),
             ],
+            kind: AnswerKind::UnsupportedVersion,
         }
     }
 
@@ -114,6 +133,8 @@ pub struct StateStore<C = SystemClock> {
     expiry_changed: Notify,
     /// Set once at start when `persistence:` is configured ([`StateStore::restore`]).
     persistence: OnceLock<StatePersistence>,
+    /// Requests by command and result, for `/metrics`.
+    pub requests: StateStoreCounters,
 }
 
 impl StateStore<SystemClock> {
@@ -137,6 +158,7 @@ impl<C: WallClock> StateStore<C> {
             quota,
             expiry_changed: Notify::new(),
             persistence: OnceLock::new(),
+            requests: StateStoreCounters::default(),
         }
     }
 
@@ -170,7 +192,21 @@ impl<C: WallClock> StateStore<C> {
         &self,
         invocation: Invocation<'_>,
         authorize: impl Fn(&Action<'_>) -> bool,
+        deliver: impl FnMut(&str, Message),
+    ) -> Answer {
+        let mut command = None;
+        let answer = self.run(invocation, authorize, deliver, &mut command);
+        self.requests.record(command, &answer);
+        answer
+    }
+
+    /// [`Self::invoke`]; `command` is set once the request has parsed.
+    fn run(
+        &self,
+        invocation: Invocation<'_>,
+        authorize: impl Fn(&Action<'_>) -> bool,
         mut deliver: impl FnMut(&str, Message),
+        command: &mut Option<StateStoreCommand>,
     ) -> Answer {
         let header = |name: &str| {
             invocation
@@ -188,6 +224,7 @@ impl<C: WallClock> StateStore<C> {
             Ok(request) => request,
             Err(error) => return Answer::error(error),
         };
+        *command = Some(StateStoreCommand::of(&request));
         if let Some(key) = request.key() {
             let write = matches!(
                 request,

@@ -50,6 +50,8 @@ pub enum TlsError {
 /// The acceptors of every TLS port, keyed by (listener index, port index).
 pub struct TlsPorts {
     acceptors: HashMap<(usize, usize), TlsAcceptor>,
+    /// The certificate slots, for readiness and the certificate expiry metric.
+    slots: HashMap<(usize, usize), Arc<CertSlot>>,
 }
 
 impl TlsPorts {
@@ -63,6 +65,7 @@ impl TlsPorts {
         tasks: &mut JoinSet<()>,
     ) -> Result<TlsPorts, TlsError> {
         let mut acceptors = HashMap::new();
+        let mut slots = HashMap::new();
         let mut automatic = Vec::new();
         for (li, listener) in config.listeners.iter().enumerate() {
             for (pi, port) in listener.ports.iter().enumerate() {
@@ -81,6 +84,7 @@ impl TlsPorts {
                         slot.clone(),
                     )),
                 }
+                slots.insert((li, pi), slot.clone());
                 acceptors.insert((li, pi), acceptor(slot, client_verifier(li, pi)));
             }
         }
@@ -89,11 +93,15 @@ impl TlsPorts {
         if !automatic.is_empty() || !config.certificates.is_empty() {
             automatic::start(config, automatic, tasks)?;
         }
-        Ok(TlsPorts { acceptors })
+        Ok(TlsPorts { acceptors, slots })
     }
 
     pub fn acceptor(&self, listener: usize, port: usize) -> Option<TlsAcceptor> {
         self.acceptors.get(&(listener, port)).cloned()
+    }
+
+    pub fn slot(&self, listener: usize, port: usize) -> Option<Arc<CertSlot>> {
+        self.slots.get(&(listener, port)).cloned()
     }
 }
 

@@ -1,6 +1,7 @@
 //! The certificate a TLS port serves, swappable while the port runs.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use parking_lot::RwLock;
 use rustls::server::{ClientHello, ResolvesServerCert};
@@ -20,6 +21,17 @@ impl CertSlot {
 
     pub fn is_empty(&self) -> bool {
         self.current.read().is_none()
+    }
+
+    /// When the served leaf certificate expires (`None` while the slot is empty). Parsed
+    /// on each call: only `/metrics` asks, and the slot stays as cheap as can be for
+    /// handshakes.
+    pub fn not_after(&self) -> Option<SystemTime> {
+        let key = self.current.read().clone()?;
+        let leaf = key.cert.first()?;
+        gatehouse_certs::CertInfo::from_der(leaf)
+            .ok()
+            .map(|info| info.not_after)
     }
 }
 

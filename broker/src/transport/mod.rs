@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::broker::Broker;
 use crate::connection::{self, PortAuth, PortSecurity};
+use crate::metrics::Metered;
 
 /// What a port speaks, resolved from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +72,7 @@ pub async fn accept_loop(
             return; // semaphore closed: shutting down
         };
         let _ = stream.set_nodelay(true);
+        let stream = Metered::new(stream, auth.metrics.clone());
         let broker = broker.clone();
         let transport = transport.clone();
         let tls = tls.clone();

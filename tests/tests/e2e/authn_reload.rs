@@ -37,6 +37,7 @@ secrets:
   server-cert: {{ certFile: {}, keyFile: {} }}
 configMaps:
   client-ca: {{ files: [{}] }}
+diagnostics: {{ metrics: {{ prometheusPort: 0 }} }}
 ",
         p(crt),
         p(key),

@@ -48,6 +48,7 @@ secrets:
   server-cert: {{ certFile: {crt}, keyFile: {key} }}
 configMaps:
   client-ca: {{ files: [{root}] }}
+diagnostics: {{ metrics: {{ prometheusPort: 0 }} }}
 ",
         crt = p(crt),
         key = p(key),

@@ -65,6 +65,7 @@ listeners:
       - port: 0
 diagnostics:
   logs: { level: info, format: json }
+  metrics: { prometheusPort: 0 }
 ",
     );
     let mut child = tokio::process::Command::new(gatehouse_bin())
