@@ -407,7 +407,7 @@ fn main() {
         std::fs::write(
             &config,
             format!(
-                "listeners:\n  - name: bench\n    bindAddress: 127.0.0.1\n    ports: [ {{ port: {port} }} ]\ndataDir: {}\ndiagnostics: {{ logs: {{ level: warn }} }}\n",
+                "listeners:\n  - name: bench\n    bindAddress: 127.0.0.1\n    ports: [ {{ port: {port} }} ]\ndataDir: {}\ndiagnostics: {{ logs: {{ level: warn }}, metrics: {{ prometheusPort: 0 }} }}\n",
                 work.join("data").display()
             ),
         )

@@ -12,7 +12,7 @@ async fn start(dir: &TempDir) -> BrokerProcess {
     let config = dir.write(
         "gatehouse.yaml",
         &format!(
-            "listeners:\n  - name: main\n    bindAddress: 127.0.0.1\n    ports: [ {{ port: {port} }} ]\ndataDir: {}\n",
+            "listeners:\n  - name: main\n    bindAddress: 127.0.0.1\n    ports: [ {{ port: {port} }} ]\ndataDir: {}\ndiagnostics: {{ metrics: {{ prometheusPort: 0 }} }}\n",
             dir.path().join("data").display()
         ),
     );

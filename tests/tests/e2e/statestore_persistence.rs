@@ -19,6 +19,7 @@ listeners:
     bindAddress: 127.0.0.1
     ports: [ {{ port: {port} }} ]
 dataDir: {}
+diagnostics: {{ metrics: {{ prometheusPort: 0 }} }}
 persistence:
   maxSize: 10M
   stateStore:
