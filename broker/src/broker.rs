@@ -17,7 +17,11 @@ use tokio::sync::oneshot;
 
 use crate::limits::Limits;
 use crate::message::{Delivery, Message};
+use crate::persistence::journal::{Journal, LoadedSession};
+use crate::persistence::records::Sent;
 use crate::routing::Router;
+use crate::routing::SubEntry;
+use crate::session::Outgoing;
 use crate::session::{Attachment, PendingWill, QueuePolicy, Session};
 use crate::statestore::StateStore;
 
@@ -27,6 +31,8 @@ pub struct Broker {
     pub state_store: StateStore,
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
     next_key: AtomicU64,
+    /// Set at start when sessions or retained messages persist.
+    pub journal: std::sync::OnceLock<Journal>,
 }
 
 /// A connection's hold on its session. Dropping `released` tells a connection that is
@@ -64,6 +70,7 @@ impl Broker {
             state_store: StateStore::new(quota),
             sessions: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(1),
+            journal: std::sync::OnceLock::new(),
         })
     }
 
@@ -85,6 +92,7 @@ impl Broker {
                     qos: QoS::AtLeastOnce,
                     retain: false,
                     subscription_ids: SmallVec::new(),
+                    seq: None,
                 },
             );
         }
@@ -104,6 +112,79 @@ impl Broker {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.state_store.expiry_changed() => {}
+            }
+        }
+    }
+
+    /// Recreate the sessions loaded from the journal: offline, with their subscriptions
+    /// in the index, queued and in-flight messages in place, and their expiry running on
+    /// from when they went offline (a session that was connected when the broker stopped
+    /// counts from now).
+    pub fn restore_sessions(self: &Arc<Self>, journal: &Journal, loaded: Vec<LoadedSession>) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        for stored in loaded {
+            let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+            let session = Arc::new(Session::new(key, stored.client_id.as_str().into()));
+            let meta = stored.meta;
+            {
+                let mut st = session.lock();
+                st.journal = Some((
+                    journal.clone(),
+                    crate::persistence::journal::Selected::AllMessages,
+                ));
+                st.expiry_interval = meta.expiry_interval;
+                st.incoming_qos2 = meta.incoming_qos2.iter().copied().collect();
+                for (raw, record) in meta.subscriptions {
+                    if let Ok(parsed) = gatehouse_protocol::topic::parse_subscription_filter(&raw) {
+                        self.router.subscribe(
+                            parsed.filter,
+                            parsed.share_group,
+                            SubEntry {
+                                session: session.clone(),
+                                options: record.options,
+                                id: record.id,
+                            },
+                        );
+                    }
+                    st.subscriptions.insert(raw, record);
+                }
+                let mut last_id = 0;
+                for (seq, mut delivery, sent) in stored.messages {
+                    delivery.seq = Some(seq);
+                    st.next_seq = st.next_seq.max(seq + 1);
+                    match sent {
+                        Sent::Queued => st.queue.push_back(delivery),
+                        Sent::InFlight(packet_id, stage) => {
+                            last_id = packet_id.get();
+                            st.outgoing.push_back(Outgoing {
+                                packet_id,
+                                stage,
+                                delivery,
+                            })
+                        }
+                    }
+                }
+                st.set_last_packet_id(last_id);
+            }
+            let offline_for = match meta.offline_since_ms {
+                0 => 0,
+                since => now_ms.saturating_sub(since) / 1000,
+            };
+            let left = u64::from(meta.expiry_interval).saturating_sub(offline_for);
+            self.sessions
+                .lock()
+                .insert(stored.client_id.as_str().into(), session.clone());
+            if left == 0 && meta.expiry_interval != u32::MAX {
+                self.end_session(&session);
+            } else {
+                let after = if meta.expiry_interval == u32::MAX {
+                    Duration::MAX
+                } else {
+                    Duration::from_secs(left)
+                };
+                self.arm_expiry(&session, 0, after);
             }
         }
     }
@@ -200,6 +281,9 @@ impl Broker {
             st.attachment = None;
             st.expiry_interval = expiry_interval;
             session.set_online(false);
+            if expiry_interval > 0 {
+                session.save_offline(&st);
+            }
             if let Some(will) = will {
                 let delay = will.properties.will_delay_interval.unwrap_or(0);
                 if delay == 0 || expiry_interval == 0 {
@@ -230,11 +314,25 @@ impl Broker {
         }
         if expiry_interval == 0 {
             self.end_session(session);
-        } else if expiry_interval != u32::MAX {
+        } else {
+            self.arm_expiry(
+                session,
+                generation,
+                Duration::from_secs(u64::from(expiry_interval)),
+            );
+        }
+    }
+
+    /// End `session` after `after` unless a connection attached meanwhile.
+    fn arm_expiry(self: &Arc<Self>, session: &Arc<Session>, generation: u64, after: Duration) {
+        if after >= Duration::from_secs(u64::from(u32::MAX)) {
+            return; // u32::MAX: the session never expires
+        }
+        {
             let broker = self.clone();
             let s = session.clone();
             tokio::spawn(async move {
-                tokio::time::sleep(Duration::from_secs(u64::from(expiry_interval))).await;
+                tokio::time::sleep(after).await;
                 let expired = {
                     let st = s.lock();
                     st.generation == generation && st.attachment.is_none()
@@ -262,6 +360,7 @@ impl Broker {
         let (subscriptions, will) = {
             let mut st = session.lock();
             st.ended = true;
+            session.forget_journal(&mut st);
             st.queue.clear();
             st.outgoing.clear();
             (

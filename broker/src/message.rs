@@ -52,4 +52,7 @@ pub struct Delivery {
     pub qos: QoS,
     pub retain: bool,
     pub subscription_ids: SmallVec<[u32; 2]>,
+    /// The key of this delivery's record in a persisted session (`persistence::journal`);
+    /// `None` when the session or the message is not persisted.
+    pub seq: Option<u64>,
 }

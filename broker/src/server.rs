@@ -91,7 +91,9 @@ impl Server {
         )?;
         let broker = Broker::new(Limits::from_config(&config.broker));
         if let Some(settings) = &config.persistence {
-            restore_state_store(&broker, &config.data_dir, settings)?;
+            let db = crate::persistence::Database::open(&config.data_dir)?;
+            restore_state_store(&broker, &db, &config.data_dir, settings)?;
+            restore_journal(&broker, &db, settings)?;
         }
         let permits = Arc::new(Semaphore::new(broker.limits.max_connections));
         let mut bound = Vec::new();
@@ -243,6 +245,9 @@ impl Server {
         if let Err(e) = self.broker.state_store.flush().await {
             tracing::error!("state store changes not saved: {e}");
         }
+        if let Some(journal) = self.broker.journal.get() {
+            let _ = tokio::time::timeout(grace, journal.flush()).await;
+        }
         Shutdown {
             disconnected,
             drained,
@@ -253,13 +258,13 @@ impl Server {
 /// Open `<dataDir>/gatehouse.redb` and load the persisted state store keys.
 fn restore_state_store(
     broker: &Broker,
+    db: &crate::persistence::Database,
     data_dir: &std::path::Path,
     settings: &gatehouse_config::Persistence,
 ) -> Result<(), StartError> {
-    let db = crate::persistence::Database::open(data_dir)?;
     let now_ms = broker.state_store.now_ms();
     let (persistence, entries) =
-        crate::statestore::persist::StatePersistence::open(db, settings, now_ms)?;
+        crate::statestore::persist::StatePersistence::open(db.clone(), settings, now_ms)?;
     tracing::info!(
         target: "statestore",
         keys = entries.len(),
@@ -267,6 +272,29 @@ fn restore_state_store(
         data_dir.display()
     );
     broker.state_store.restore(persistence, entries);
+    Ok(())
+}
+
+/// Load persisted sessions and retained messages and start their journal.
+fn restore_journal(
+    broker: &Arc<Broker>,
+    db: &crate::persistence::Database,
+    settings: &gatehouse_config::Persistence,
+) -> Result<(), StartError> {
+    let Some((journal, loaded)) = crate::persistence::journal::Journal::open(db, settings)? else {
+        return Ok(());
+    };
+    tracing::info!(
+        target: "persistence",
+        sessions = loaded.sessions.len(),
+        retained = loaded.retained.len(),
+        "restored sessions and retained messages from {}",
+        db.file().display()
+    );
+    broker.router.restore_retained(loaded.retained);
+    broker.restore_sessions(&journal, loaded.sessions);
+    let _ = broker.router.journal.set(journal.clone());
+    let _ = broker.journal.set(journal);
     Ok(())
 }
 

@@ -159,6 +159,17 @@ where
     }
 
     let attached = broker.attach(&client_id, connect.clean_start).await;
+    if let Some(journal) = broker.journal.get() {
+        let already = attached.session.lock().journal.is_some();
+        let selected = journal
+            .select_session(&client_id, &props.user_properties)
+            .or(already.then_some(crate::persistence::journal::Selected::AllMessages));
+        if let (Some(selected), true) = (selected, session_expiry > 0) {
+            attached
+                .session
+                .start_journal(journal, selected, session_expiry);
+        }
+    }
     let mut conn = Connection {
         broker: broker.clone(),
         session: attached.session,

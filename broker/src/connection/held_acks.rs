@@ -13,6 +13,7 @@ use gatehouse_protocol::{PacketId, QoS, ReasonCode};
 use smallvec::SmallVec;
 use tokio::time::Instant;
 
+use crate::persistence::journal::Journal;
 use crate::session::Session;
 pub(super) use crate::session::HOLD_LIMIT;
 
@@ -22,11 +23,15 @@ pub(super) struct HeldAck {
     pub reason: ReasonCode,
     pub waits: SmallVec<[Arc<Session>; 1]>,
     pub until: Instant,
+    /// The message reached a persisted queue (or set a persisted retained message): the
+    /// acknowledgement waits until the journal has it on disk, however long that takes.
+    pub durable: Option<(Journal, u64)>,
 }
 
 impl HeldAck {
     fn ready(&self, now: Instant) -> bool {
-        now >= self.until || self.waits.iter().all(|s| !s.is_holding())
+        (now >= self.until || self.waits.iter().all(|s| !s.is_holding()))
+            && self.durable.as_ref().is_none_or(|(j, t)| j.is_durable(*t))
     }
 }
 
@@ -68,6 +73,7 @@ impl HeldAcks {
         let front = self.queue.front()?;
         let waits = front.waits.clone();
         let until = front.until;
+        let durable = front.durable.as_ref().map(|(j, t)| j.wait_durable(*t));
         Some(async move {
             let drained = async {
                 for s in &waits {
@@ -75,6 +81,9 @@ impl HeldAcks {
                 }
             };
             let _ = tokio::time::timeout_at(until, drained).await;
+            if let Some(durable) = durable {
+                durable.await;
+            }
         })
     }
 }

@@ -27,7 +27,10 @@ impl Connection {
         match packet {
             Packet::Publish(p) => self.on_publish(p),
             Packet::PubAck(ack) => {
-                self.session.lock().take_outgoing(ack.packet_id);
+                let mut st = self.session.lock();
+                if let Some(done) = st.take_outgoing(ack.packet_id) {
+                    st.journal_done(&self.client_id, &done.delivery);
+                }
                 Ok(())
             }
             Packet::PubRec(rec) => {
@@ -35,11 +38,14 @@ impl Connection {
                 Ok(())
             }
             Packet::PubRel(rel) => {
-                let known = self
-                    .session
-                    .lock()
-                    .incoming_qos2
-                    .remove(&rel.packet_id.get());
+                let known = {
+                    let mut st = self.session.lock();
+                    let known = st.incoming_qos2.remove(&rel.packet_id.get());
+                    if known {
+                        self.session.save_meta(&st, 0);
+                    }
+                    known
+                };
                 let rc = if known {
                     ReasonCode::SUCCESS
                 } else {
@@ -55,7 +61,9 @@ impl Connection {
                     .iter()
                     .position(|o| o.packet_id == comp.packet_id && o.stage == Stage::AwaitPubComp)
                 {
-                    st.outgoing.remove(pos);
+                    if let Some(done) = st.outgoing.remove(pos) {
+                        st.journal_done(&self.client_id, &done.delivery);
+                    }
                 }
                 Ok(())
             }
@@ -212,6 +220,7 @@ impl Connection {
                 ));
             }
             st.incoming_qos2.insert(id.get());
+            self.session.save_meta(&st, 0);
         }
         if p.topic == REQUEST_TOPIC {
             self.on_state_store_request(&p)?;
@@ -234,12 +243,21 @@ impl Connection {
             origin: Some(self.session.key),
         });
         let router = &self.broker.router;
-        if message.retain {
-            router.retain(&message);
-        }
+        let retained = if message.retain {
+            router.retain(&message)
+        } else {
+            None
+        };
         let routed = router.publish(&message);
         if let Some(id) = packet_id {
-            self.ack_in_order(message.qos, id, ReasonCode::SUCCESS, routed.congested);
+            let ticket = routed.ticket.max(retained);
+            self.ack_after(
+                message.qos,
+                id,
+                ReasonCode::SUCCESS,
+                routed.congested,
+                ticket,
+            );
         }
         Ok(())
     }
@@ -254,7 +272,22 @@ impl Connection {
         reason: ReasonCode,
         waits: SmallVec<[Arc<Session>; 1]>,
     ) {
-        if waits.is_empty() && self.held_acks.is_empty() {
+        self.ack_after(qos, id, reason, waits, None);
+    }
+
+    /// [`Self::ack_in_order`], also waiting for journal `ticket` to be durable.
+    fn ack_after(
+        &mut self,
+        qos: QoS,
+        id: PacketId,
+        reason: ReasonCode,
+        waits: SmallVec<[Arc<Session>; 1]>,
+        ticket: Option<u64>,
+    ) {
+        let durable = ticket
+            .and_then(|t| self.broker.journal.get().map(|j| (j.clone(), t)))
+            .filter(|(j, t)| !j.is_durable(*t));
+        if waits.is_empty() && durable.is_none() && self.held_acks.is_empty() {
             self.ack_publish(qos, id, reason);
         } else {
             self.held_acks.push(HeldAck {
@@ -263,6 +296,7 @@ impl Connection {
                 reason,
                 waits,
                 until: tokio::time::Instant::now() + HOLD_LIMIT,
+                durable,
             });
         }
     }
@@ -296,11 +330,20 @@ impl Connection {
                 .position(|o| o.packet_id == rec.packet_id)
             {
                 Some(pos) if rec.reason_code.is_error() => {
-                    st.outgoing.remove(pos);
+                    if let Some(done) = st.outgoing.remove(pos) {
+                        st.journal_done(&self.client_id, &done.delivery);
+                    }
                     return;
                 }
                 Some(pos) => {
                     st.outgoing[pos].stage = Stage::AwaitPubComp;
+                    let o = &st.outgoing[pos];
+                    st.journal_sent(
+                        &self.client_id,
+                        &o.delivery,
+                        o.packet_id,
+                        Stage::AwaitPubComp,
+                    );
                     true
                 }
                 None => false,
@@ -345,13 +388,17 @@ impl Connection {
                 .broker
                 .router
                 .subscribe(parsed.filter, parsed.share_group, entry);
-            self.session.lock().subscriptions.insert(
-                raw.clone(),
-                SubscriptionRecord {
-                    options,
-                    id: sub.subscription_identifier,
-                },
-            );
+            {
+                let mut st = self.session.lock();
+                st.subscriptions.insert(
+                    raw.clone(),
+                    SubscriptionRecord {
+                        options,
+                        id: sub.subscription_identifier,
+                    },
+                );
+                self.session.save_meta(&st, 0);
+            }
             codes.push(ReasonCode(options.qos as u8));
             // Retained messages: not for shared subscriptions (§4.8.2); Retain Handling
             // 0 always, 1 only for a new subscription, 2 never (§3.3.1.3).
@@ -387,7 +434,14 @@ impl Connection {
                 codes.push(ReasonCode::TOPIC_FILTER_INVALID);
                 continue;
             };
-            let had = self.session.lock().subscriptions.remove(raw).is_some();
+            let had = {
+                let mut st = self.session.lock();
+                let had = st.subscriptions.remove(raw).is_some();
+                if had {
+                    self.session.save_meta(&st, 0);
+                }
+                had
+            };
             self.broker
                 .router
                 .unsubscribe(parsed.filter, parsed.share_group, self.session.key);

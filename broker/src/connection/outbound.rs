@@ -27,6 +27,7 @@ impl Connection {
             };
             let Ok(expiry) = delivery.message.remaining_expiry(now) else {
                 self.metrics.outbound.expired.inc();
+                st.journal_done(&self.client_id, &delivery);
                 continue; // expired while queued
             };
             let packet_id = match delivery.qos {
@@ -46,12 +47,15 @@ impl Connection {
                     } else {
                         Stage::AwaitPubRec
                     };
+                    st.journal_sent(&self.client_id, &delivery, packet_id, stage);
                     st.outgoing.push_back(Outgoing {
                         packet_id,
                         stage,
                         delivery,
                     });
                 }
+            } else {
+                st.journal_done(&self.client_id, &delivery);
             }
         }
         session.note_drained(st.queue.len(), self.broker.router.low_water());

@@ -15,6 +15,8 @@
 
 pub mod db;
 pub mod error;
+pub mod journal;
+pub mod records;
 
 pub use db::{Database, FILE_NAME, FORMAT_VERSION};
 pub use error::PersistError;

@@ -42,6 +42,8 @@ pub struct Router {
     retained: RwLock<RetainedStore<Arc<Message>>>,
     policy: QueuePolicy,
     pub stats: RouterStats,
+    /// Set at start when retained messages persist (`persistence.retain`).
+    pub journal: std::sync::OnceLock<crate::persistence::journal::Journal>,
 }
 
 /// Where a published message went.
@@ -51,6 +53,9 @@ pub struct Routed {
     /// Connected sessions whose queues are at their limit: the publisher holds its
     /// QoS 1/2 acknowledgement until they drain.
     pub congested: SmallVec<[Arc<Session>; 1]>,
+    /// The highest journal ticket of the persisted copies: the publisher's acknowledgement
+    /// waits until it is durable.
+    pub ticket: Option<u64>,
 }
 
 pub struct SubscribeOutcome {
@@ -73,6 +78,7 @@ impl Router {
             retained: RwLock::new(RetainedStore::default()),
             policy,
             stats: RouterStats::default(),
+            journal: std::sync::OnceLock::new(),
         }
     }
 
@@ -84,11 +90,22 @@ impl Router {
         self.retained.read().len()
     }
 
-    /// Update the retained store for a message published with RETAIN set.
-    pub fn retain(&self, message: &Arc<Message>) {
+    /// Update the retained store for a message published with RETAIN set; the ticket is
+    /// the persisted change's (`persistence.retain`).
+    pub fn retain(&self, message: &Arc<Message>) -> Option<u64> {
+        let ticket = self.journal.get().filter(|j| j.retains()).and_then(|j| {
+            if !message.payload.is_empty() && j.retain_wanted(message) {
+                j.put_retained(&message.topic, Some(message))
+            } else {
+                // Cleared, or not (or no longer) persisted: drop an older persisted copy.
+                // Nothing waits for it: at worst a crash brings back the older message.
+                j.put_retained(&message.topic, None);
+                None
+            }
+        });
         if message.payload.is_empty() {
             self.retained.write().remove(&message.topic);
-            return;
+            return ticket;
         }
         // The payload is a slice of the publisher's read buffer; a retained message can
         // live for days, so give it its own allocation instead of pinning that buffer.
@@ -102,6 +119,16 @@ impl Router {
             origin: message.origin,
         });
         self.retained.write().set(&message.topic, stored);
+        ticket
+    }
+
+    /// Retained messages loaded from the journal at start.
+    pub fn restore_retained(&self, messages: Vec<Message>) {
+        let mut retained = self.retained.write();
+        for m in messages {
+            let topic = m.topic.clone();
+            retained.set(&topic, Arc::new(m));
+        }
     }
 
     /// Queue `message` for every matching session.
@@ -156,6 +183,7 @@ impl Router {
         let mut routed = Routed {
             matched: targets.len(),
             congested: SmallVec::new(),
+            ticket: None,
         };
         for t in targets {
             let delivery = Delivery {
@@ -163,12 +191,14 @@ impl Router {
                 qos: t.qos,
                 retain: t.retain,
                 subscription_ids: t.ids,
+                seq: None,
             };
             let enqueued = t.session.enqueue(delivery, &self.policy);
             self.record(enqueued.outcome);
             if enqueued.congested {
                 routed.congested.push(t.session);
             }
+            routed.ticket = routed.ticket.max(enqueued.ticket);
         }
         routed
     }
@@ -226,6 +256,7 @@ impl Router {
                 qos: options.qos.min(m.qos),
                 retain: true,
                 subscription_ids: id.into_iter().collect(),
+                seq: None,
             })
             .collect()
     }

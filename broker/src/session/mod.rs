@@ -5,6 +5,7 @@
 //! client's Receive Maximum and tracks in-flight packets). The state sits behind one
 //! short-held mutex; the connection is woken through `wake`.
 
+mod persist;
 mod queue;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -17,6 +18,7 @@ use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
 
 use crate::message::{Delivery, SessionKey};
+use crate::persistence::journal::{Journal, Selected};
 pub use queue::{EnqueueOutcome, QueuePolicy};
 
 /// How long a congested session may hold its publishers back. A consumer that has not
@@ -39,6 +41,9 @@ fn epoch_millis() -> u64 {
 pub struct Enqueued {
     pub outcome: EnqueueOutcome,
     pub congested: bool,
+    /// The journal ticket of the persisted copy: acknowledge the publisher only once it
+    /// is durable.
+    pub ticket: Option<u64>,
 }
 
 pub struct Session {
@@ -86,7 +91,7 @@ pub struct Outgoing {
 }
 
 /// A subscription as the session remembers it (the index holds the routing copy).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscriptionRecord {
     pub options: SubscriptionOptions,
     pub id: Option<u32>,
@@ -128,6 +133,11 @@ pub struct SessionState {
     pub ended: bool,
     /// Answers to recent state store requests, for retransmissions (statestore.md §6.6).
     pub state_store_replies: crate::statestore::replay::ReplyCache,
+    /// Set when this session persists (`persistence.subscriberQueue`): its journal and what
+    /// of it persists.
+    pub journal: Option<(Journal, Selected)>,
+    /// The seq of the next persisted message (records keep queue order).
+    pub next_seq: u64,
     last_packet_id: u16,
 }
 
@@ -148,6 +158,11 @@ impl SessionState {
         }
         self.last_packet_id = next;
         PacketId::new(next)
+    }
+
+    /// Continue packet ids after `id` (sessions restored from the journal).
+    pub fn set_last_packet_id(&mut self, id: u16) {
+        self.last_packet_id = id;
     }
 
     /// Remove the in-flight entry for `id` (acks usually arrive in order: search from the front).
@@ -192,25 +207,43 @@ impl Session {
     pub fn enqueue(&self, delivery: Delivery, policy: &QueuePolicy) -> Enqueued {
         let online = self.is_online();
         let qos = delivery.qos;
-        let (outcome, congested) = {
+        let outcome = {
             let mut st = self.state.lock();
             if st.ended {
                 return Enqueued {
                     outcome: EnqueueOutcome::Dropped,
                     congested: false,
+                    ticket: None,
                 };
             }
-            let outcome = policy.push(&mut st.queue, delivery, online);
+            let mut delivery = delivery;
+            let persist = match &st.journal {
+                Some((j, selected)) => {
+                    qos != QoS::AtMostOnce && j.message_wanted(*selected, &delivery.message.topic)
+                }
+                None => false,
+            };
+            if persist {
+                delivery.seq = Some(st.next_seq);
+                st.next_seq += 1;
+            }
+            let (outcome, dropped) = policy.push(&mut st.queue, delivery, online);
+            let ticket = self.journal_enqueued(&mut st, outcome, dropped);
             let congested = online
                 && qos != QoS::AtMostOnce
                 && st.queue.len() >= policy.length
                 && self.mark_congested();
-            (outcome, congested)
+            (outcome, congested, ticket)
         };
+        let (outcome, congested, ticket) = outcome;
         if online && outcome.queued() {
             self.wake.notify_one();
         }
-        Enqueued { outcome, congested }
+        Enqueued {
+            outcome,
+            congested,
+            ticket,
+        }
     }
 
     /// Note that the queue is at its limit; true while publishers should still be held
@@ -297,6 +330,7 @@ mod tests {
                 qos: QoS::AtLeastOnce,
                 retain: false,
                 subscription_ids: Default::default(),
+                seq: None,
             },
         }
     }

@@ -44,16 +44,17 @@ impl EnqueueOutcome {
 }
 
 impl QueuePolicy {
+    /// Queue `d` or not; with `DropOldest` the delivery dropped to make room comes back.
     pub fn push(
         &self,
         queue: &mut VecDeque<Delivery>,
         d: Delivery,
         online: bool,
-    ) -> EnqueueOutcome {
+    ) -> (EnqueueOutcome, Option<Delivery>) {
         // QoS 0 is not kept for offline sessions (as Mosquitto's default), and is the
         // first thing shed for a slow consumer.
         if d.qos == QoS::AtMostOnce && !online {
-            return EnqueueOutcome::Dropped;
+            return (EnqueueOutcome::Dropped, None);
         }
         let limit = if online && d.qos != QoS::AtMostOnce {
             self.length.saturating_mul(ONLINE_CEILING)
@@ -62,14 +63,14 @@ impl QueuePolicy {
         };
         if queue.len() < limit {
             queue.push_back(d);
-            return EnqueueOutcome::Queued;
+            return (EnqueueOutcome::Queued, None);
         }
         if d.qos == QoS::AtMostOnce || !self.drop_oldest {
-            return EnqueueOutcome::Dropped;
+            return (EnqueueOutcome::Dropped, None);
         }
-        queue.pop_front();
+        let dropped = queue.pop_front();
         queue.push_back(d);
-        EnqueueOutcome::QueuedDroppedOldest
+        (EnqueueOutcome::QueuedDroppedOldest, dropped)
     }
 }
 
@@ -97,6 +98,7 @@ mod tests {
             qos,
             retain: false,
             subscription_ids: Default::default(),
+            seq: None,
         }
     }
 
@@ -112,11 +114,13 @@ mod tests {
         };
         let mut q = VecDeque::new();
         assert_eq!(
-            policy.push(&mut q, delivery(QoS::AtMostOnce, "a"), false),
+            policy.push(&mut q, delivery(QoS::AtMostOnce, "a"), false).0,
             EnqueueOutcome::Dropped
         );
         assert_eq!(
-            policy.push(&mut q, delivery(QoS::AtLeastOnce, "b"), false),
+            policy
+                .push(&mut q, delivery(QoS::AtLeastOnce, "b"), false)
+                .0,
             EnqueueOutcome::Queued
         );
         assert_eq!(topics(&q), ["b"]);
@@ -132,7 +136,9 @@ mod tests {
         policy.push(&mut q, delivery(QoS::AtLeastOnce, "a"), false);
         policy.push(&mut q, delivery(QoS::AtLeastOnce, "b"), false);
         assert_eq!(
-            policy.push(&mut q, delivery(QoS::ExactlyOnce, "c"), false),
+            policy
+                .push(&mut q, delivery(QoS::ExactlyOnce, "c"), false)
+                .0,
             EnqueueOutcome::Dropped
         );
         assert_eq!(topics(&q), ["a", "b"]);
@@ -148,7 +154,9 @@ mod tests {
         policy.push(&mut q, delivery(QoS::AtLeastOnce, "a"), false);
         policy.push(&mut q, delivery(QoS::AtLeastOnce, "b"), false);
         assert_eq!(
-            policy.push(&mut q, delivery(QoS::AtLeastOnce, "c"), false),
+            policy
+                .push(&mut q, delivery(QoS::AtLeastOnce, "c"), false)
+                .0,
             EnqueueOutcome::QueuedDroppedOldest
         );
         assert_eq!(topics(&q), ["b", "c"]);
@@ -163,17 +171,17 @@ mod tests {
         let mut q = VecDeque::new();
         for tag in ["a", "b", "c", "d"] {
             assert_eq!(
-                policy.push(&mut q, delivery(QoS::AtLeastOnce, tag), true),
+                policy.push(&mut q, delivery(QoS::AtLeastOnce, tag), true).0,
                 EnqueueOutcome::Queued
             );
         }
         assert_eq!(
-            policy.push(&mut q, delivery(QoS::AtLeastOnce, "e"), true),
+            policy.push(&mut q, delivery(QoS::AtLeastOnce, "e"), true).0,
             EnqueueOutcome::Dropped
         );
         // QoS 0 still stops at `length`.
         assert_eq!(
-            policy.push(&mut q, delivery(QoS::AtMostOnce, "f"), true),
+            policy.push(&mut q, delivery(QoS::AtMostOnce, "f"), true).0,
             EnqueueOutcome::Dropped
         );
         assert_eq!(topics(&q), ["a", "b", "c", "d"]);
@@ -188,7 +196,7 @@ mod tests {
         let mut q = VecDeque::new();
         policy.push(&mut q, delivery(QoS::AtLeastOnce, "a"), true);
         assert_eq!(
-            policy.push(&mut q, delivery(QoS::AtMostOnce, "b"), true),
+            policy.push(&mut q, delivery(QoS::AtMostOnce, "b"), true).0,
             EnqueueOutcome::Dropped
         );
         assert_eq!(topics(&q), ["a"]);

@@ -7,8 +7,6 @@
 //! - `stateStoreResources[].keys` as in authorization rules (`Pattern` globs, `Binary`
 //!   base64) except that `{principal.*}` tokens are errors: there is no client to fill them.
 //! - `topics`: MQTT topic filters; `subscriberClientIds`: globs.
-//! - `retain` and `subscriberQueue` other than `None` get a warning: they are not yet
-//!   implemented, so those messages stay in memory.
 
 use super::authz::{check_glob_with, check_keys, Tokens};
 use super::Report;
@@ -90,17 +88,7 @@ fn check_topics(topics: &[String], base: &str, report: &mut Report) {
     }
 }
 
-fn not_implemented(mode: PersistenceMode, path: &str, what: &str, report: &mut Report) {
-    if mode != PersistenceMode::None {
-        report.warn(
-            path,
-            format!("not implemented yet: {what} stay in memory and are lost on restart"),
-        );
-    }
-}
-
 fn check_retain(retain: &RetainPolicy, base: &str, report: &mut Report) {
-    not_implemented(retain.mode, base, "retained messages", report);
     let path = format!("{base}.retainSettings");
     if let Some(settings) = applicable(retain.mode, retain.retain_settings.as_ref(), &path, report)
     {
@@ -139,12 +127,6 @@ fn check_state_store(state_store: &StateStorePolicy, base: &str, report: &mut Re
 }
 
 fn check_subscriber_queue(queue: &SubscriberQueuePolicy, base: &str, report: &mut Report) {
-    not_implemented(
-        queue.mode,
-        base,
-        "queued messages of offline sessions",
-        report,
-    );
     let path = format!("{base}.subscriberQueueSettings");
     let settings = queue.subscriber_queue_settings.as_ref();
     if let Some(settings) = applicable(queue.mode, settings, &path, report) {

@@ -20,6 +20,7 @@ mod ipv6;
 mod limits;
 mod metrics;
 mod mosquitto_clients;
+mod persistence;
 mod retained;
 mod sat;
 mod sat_token_review;

@@ -1,0 +1,428 @@
+//! How sessions, their messages and retained messages are written in the `sessions`,
+//! `messages` and `retained` tables.
+//!
+//! A message is stored as the MQTT v5 PUBLISH a subscriber would receive (encoded and
+//! decoded by the broker's own codec, so every property survives exactly), after a short
+//! header: format byte, delivery stage, absolute expiry. Keys of `messages` are
+//! `client id · 0x00 · seq (u64, big endian)`: client ids cannot contain U+0000, so a
+//! session's messages are one contiguous key range, in queue order.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use gatehouse_protocol::codec::{self, PublishView};
+use gatehouse_protocol::{Packet, PacketId, ProtocolVersion, Publish, QoS, SubscriptionOptions};
+
+use crate::message::{Delivery, Message};
+use crate::session::{Stage, SubscriptionRecord};
+
+const FORMAT: u8 = 1;
+/// Large enough for any message the broker accepted (MQTT's own maximum).
+const MAX_PACKET: u32 = 268_435_455;
+
+/// A stored record that does not decode; the table and key are added by the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadRecord(pub &'static str);
+
+/// Where a stored delivery was: still queued, or sent with this packet id and awaiting
+/// this acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    Queued,
+    InFlight(PacketId, Stage),
+}
+
+/// `messages` key of `seq` in `client_id`'s session.
+pub fn message_key(client_id: &str, seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(client_id.len() + 9);
+    key.extend_from_slice(client_id.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+/// The key range of every message of `client_id`.
+pub fn message_range(client_id: &str) -> (Vec<u8>, Vec<u8>) {
+    let mut from = client_id.as_bytes().to_vec();
+    from.push(0);
+    let mut to = client_id.as_bytes().to_vec();
+    to.push(1);
+    (from, to)
+}
+
+/// Split a `messages` key into client id and seq.
+pub fn split_message_key(key: &[u8]) -> Result<(&str, u64), BadRecord> {
+    if key.len() < 9 || key[key.len() - 9] != 0 {
+        return Err(BadRecord("bad message key"));
+    }
+    let (id, rest) = key.split_at(key.len() - 9);
+    let id = std::str::from_utf8(id).map_err(|_| BadRecord("client id is not UTF-8"))?;
+    let seq = u64::from_be_bytes(rest[1..].try_into().map_err(|_| BadRecord("bad seq"))?);
+    Ok((id, seq))
+}
+
+fn unix_ms(at: Instant, now: Instant) -> u64 {
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    wall.saturating_add(at.saturating_duration_since(now).as_millis() as u64)
+}
+
+fn instant_of(ms: u64, now: Instant) -> Instant {
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    now + Duration::from_millis(ms.saturating_sub(wall))
+}
+
+/// A delivery (the message as this subscriber gets it) and where it is.
+pub fn encode_delivery(d: &Delivery, sent: Sent) -> Vec<u8> {
+    let now = Instant::now();
+    let mut out = BytesMut::with_capacity(d.message.payload.len() + d.message.topic.len() + 64);
+    out.put_u8(FORMAT);
+    let (stage, packet_id) = match sent {
+        Sent::Queued => (0u8, None),
+        Sent::InFlight(id, Stage::AwaitPubAck) => (1, Some(id)),
+        Sent::InFlight(id, Stage::AwaitPubRec) => (2, Some(id)),
+        Sent::InFlight(id, Stage::AwaitPubComp) => (3, Some(id)),
+    };
+    out.put_u8(stage);
+    out.put_u64(d.message.expires_at.map_or(0, |at| unix_ms(at, now).max(1)));
+    let view = PublishView {
+        dup: false,
+        qos: d.qos,
+        retain: d.retain,
+        topic: &d.message.topic,
+        // QoS 1/2 PUBLISHes need an id on the wire; 1 stands in for a queued one.
+        packet_id: packet_id.or(PacketId::new(1)),
+        properties: &d.message.properties,
+        topic_alias: None,
+        message_expiry_interval: None,
+        subscription_identifiers: &d.subscription_ids,
+        payload: &d.message.payload,
+    };
+    if codec::encode_publish(&view, ProtocolVersion::V5, &mut out).is_err() {
+        // Only a message the codec cannot write (it was decoded by it, so never);
+        // storing nothing decodable is refused at load rather than panicking here.
+        out.truncate(10);
+    }
+    out.to_vec()
+}
+
+/// Decode a [`encode_delivery`] record; `origin` is unknown after a restart.
+pub fn decode_delivery(record: &[u8]) -> Result<(Delivery, Sent), BadRecord> {
+    let mut buf = record;
+    if buf.len() < 10 || buf.get_u8() != FORMAT {
+        return Err(BadRecord("unknown message record format"));
+    }
+    let stage = buf.get_u8();
+    let expires_ms = buf.get_u64();
+    let mut packet = BytesMut::from(buf);
+    let publish = match codec::decode_from_server(&mut packet, ProtocolVersion::V5, MAX_PACKET) {
+        Ok(Some(Packet::Publish(p))) if packet.is_empty() => p,
+        _ => return Err(BadRecord("the stored PUBLISH does not decode")),
+    };
+    let Publish {
+        qos,
+        retain,
+        topic,
+        packet_id,
+        mut properties,
+        payload,
+        ..
+    } = publish;
+    let sent = match (stage, packet_id) {
+        (0, _) => Sent::Queued,
+        (1, Some(id)) => Sent::InFlight(id, Stage::AwaitPubAck),
+        (2, Some(id)) => Sent::InFlight(id, Stage::AwaitPubRec),
+        (3, Some(id)) => Sent::InFlight(id, Stage::AwaitPubComp),
+        _ => return Err(BadRecord("unknown delivery stage")),
+    };
+    if qos == QoS::AtMostOnce {
+        return Err(BadRecord("QoS 0 messages are never stored"));
+    }
+    let subscription_ids = std::mem::take(&mut properties.subscription_identifiers);
+    let now = Instant::now();
+    let message = Message {
+        topic,
+        payload,
+        qos,
+        retain,
+        properties,
+        expires_at: (expires_ms != 0).then(|| instant_of(expires_ms, now)),
+        origin: None,
+    };
+    Ok((
+        Delivery {
+            message: Arc::new(message),
+            qos,
+            retain,
+            subscription_ids: subscription_ids.into_iter().collect(),
+            seq: None,
+        },
+        sent,
+    ))
+}
+
+/// A retained message.
+pub fn encode_retained(m: &Message) -> Vec<u8> {
+    encode_delivery(
+        &Delivery {
+            message: Arc::new(Message {
+                topic: m.topic.clone(),
+                payload: m.payload.clone(),
+                qos: m.qos,
+                retain: true,
+                properties: m.properties.clone(),
+                expires_at: m.expires_at,
+                origin: None,
+            }),
+            qos: if m.qos == QoS::AtMostOnce {
+                // Stored as QoS 1 with a marker bit of the stage byte; see decode.
+                QoS::AtLeastOnce
+            } else {
+                m.qos
+            },
+            retain: true,
+            subscription_ids: Default::default(),
+            seq: None,
+        },
+        if m.qos == QoS::AtMostOnce {
+            Sent::InFlight(PacketId::MIN, Stage::AwaitPubComp)
+        } else {
+            Sent::Queued
+        },
+    )
+}
+
+/// Decode a [`encode_retained`] record.
+pub fn decode_retained(record: &[u8]) -> Result<Message, BadRecord> {
+    let (d, sent) = decode_delivery(record)?;
+    let qos = match sent {
+        Sent::InFlight(_, Stage::AwaitPubComp) => QoS::AtMostOnce,
+        _ => d.qos,
+    };
+    match Arc::try_unwrap(d.message) {
+        Ok(m) => Ok(Message { qos, ..m }),
+        Err(_) => Err(BadRecord("a decoded message is shared")),
+    }
+}
+
+/// What a persisted session needs besides its messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionMeta {
+    pub expiry_interval: u32,
+    /// When it went offline (ms since the Unix epoch); 0 while connected.
+    pub offline_since_ms: u64,
+    /// Raw filters as subscribed (`$share/...` included).
+    pub subscriptions: Vec<(String, SubscriptionRecord)>,
+    /// QoS 2 packet ids received and not yet released.
+    pub incoming_qos2: Vec<u16>,
+}
+
+pub fn encode_session(meta: &SessionMeta) -> Vec<u8> {
+    let mut out = BytesMut::with_capacity(32 + meta.subscriptions.len() * 32);
+    out.put_u8(FORMAT);
+    out.put_u32(meta.expiry_interval);
+    out.put_u64(meta.offline_since_ms);
+    out.put_u32(meta.subscriptions.len() as u32);
+    for (filter, record) in &meta.subscriptions {
+        out.put_u16(filter.len() as u16);
+        out.put_slice(filter.as_bytes());
+        let o = record.options;
+        out.put_u8(
+            o.qos as u8
+                | (u8::from(o.no_local) << 2)
+                | (u8::from(o.retain_as_published) << 3)
+                | (o.retain_handling << 4),
+        );
+        out.put_u32(record.id.unwrap_or(0));
+    }
+    out.put_u32(meta.incoming_qos2.len() as u32);
+    for id in &meta.incoming_qos2 {
+        out.put_u16(*id);
+    }
+    out.to_vec()
+}
+
+pub fn decode_session(record: &[u8]) -> Result<SessionMeta, BadRecord> {
+    let mut buf = Bytes::copy_from_slice(record);
+    let short = BadRecord("truncated session record");
+    if buf.remaining() < 17 || buf.get_u8() != FORMAT {
+        return Err(BadRecord("unknown session record format"));
+    }
+    let expiry_interval = buf.get_u32();
+    let offline_since_ms = buf.get_u64();
+    let n = buf.get_u32() as usize;
+    let mut subscriptions = Vec::with_capacity(n.min(1024));
+    for _ in 0..n {
+        if buf.remaining() < 2 {
+            return Err(short);
+        }
+        let len = usize::from(buf.get_u16());
+        if buf.remaining() < len + 5 {
+            return Err(short);
+        }
+        let filter = String::from_utf8(buf.split_to(len).to_vec())
+            .map_err(|_| BadRecord("filter is not UTF-8"))?;
+        let bits = buf.get_u8();
+        let qos = QoS::from_u8(bits & 3).ok_or(BadRecord("bad QoS"))?;
+        let options = SubscriptionOptions {
+            qos,
+            no_local: bits & 4 != 0,
+            retain_as_published: bits & 8 != 0,
+            retain_handling: (bits >> 4) & 3,
+        };
+        let id = buf.get_u32();
+        subscriptions.push((
+            filter,
+            SubscriptionRecord {
+                options,
+                id: (id != 0).then_some(id),
+            },
+        ));
+    }
+    if buf.remaining() < 4 {
+        return Err(short);
+    }
+    let n = buf.get_u32() as usize;
+    if buf.remaining() != n * 2 {
+        return Err(short);
+    }
+    let incoming_qos2 = (0..n).map(|_| buf.get_u16()).collect();
+    Ok(SessionMeta {
+        expiry_interval,
+        offline_since_ms,
+        subscriptions,
+        incoming_qos2,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use gatehouse_protocol::PublishProperties;
+
+    use super::*;
+
+    fn delivery(qos: QoS) -> Delivery {
+        Delivery {
+            message: Arc::new(Message {
+                topic: "a/b".into(),
+                payload: Bytes::from_static(b"\0payload\xff"),
+                qos,
+                retain: false,
+                properties: PublishProperties {
+                    content_type: Some("text/plain".into()),
+                    correlation_data: Some(Bytes::from_static(b"c")),
+                    response_topic: Some("r/t".into()),
+                    user_properties: vec![("k".into(), "v".into())],
+                    ..Default::default()
+                },
+                expires_at: Some(Instant::now() + Duration::from_secs(100)),
+                origin: Some(7),
+            }),
+            qos,
+            retain: true,
+            subscription_ids: [3, 9].into_iter().collect(),
+            seq: Some(5),
+        }
+    }
+
+    #[test]
+    fn deliveries_round_trip_with_their_stage() {
+        for (qos, sent) in [
+            (QoS::AtLeastOnce, Sent::Queued),
+            (
+                QoS::AtLeastOnce,
+                Sent::InFlight(PacketId::new(42).unwrap(), Stage::AwaitPubAck),
+            ),
+            (
+                QoS::ExactlyOnce,
+                Sent::InFlight(PacketId::new(7).unwrap(), Stage::AwaitPubComp),
+            ),
+        ] {
+            let d = delivery(qos);
+            let (back, stage) = decode_delivery(&encode_delivery(&d, sent)).unwrap();
+            assert_eq!(stage, sent);
+            assert_eq!(back.qos, qos);
+            assert!(back.retain);
+            assert_eq!(&back.subscription_ids[..], &[3, 9]);
+            assert_eq!(back.message.topic, "a/b");
+            assert_eq!(back.message.payload, d.message.payload);
+            assert_eq!(back.message.properties, d.message.properties);
+            let left = back.message.expires_at.unwrap() - Instant::now();
+            assert!(left > Duration::from_secs(98) && left <= Duration::from_secs(101));
+        }
+    }
+
+    #[test]
+    fn retained_messages_round_trip_at_every_qos() {
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            let m = delivery(qos).message;
+            let back = decode_retained(&encode_retained(&m)).unwrap();
+            assert_eq!((back.qos, back.retain), (qos, true));
+            assert_eq!(back.payload, m.payload);
+            assert_eq!(back.properties, m.properties);
+        }
+    }
+
+    #[test]
+    fn sessions_round_trip() {
+        let meta = SessionMeta {
+            expiry_interval: 3600,
+            offline_since_ms: 1_700_000_000_000,
+            subscriptions: vec![
+                (
+                    "a/+".into(),
+                    SubscriptionRecord {
+                        options: SubscriptionOptions {
+                            qos: QoS::ExactlyOnce,
+                            no_local: true,
+                            retain_as_published: true,
+                            retain_handling: 2,
+                        },
+                        id: Some(12),
+                    },
+                ),
+                (
+                    "$share/g/b/#".into(),
+                    SubscriptionRecord {
+                        options: SubscriptionOptions::default(),
+                        id: None,
+                    },
+                ),
+            ],
+            incoming_qos2: vec![1, 65535],
+        };
+        assert_eq!(decode_session(&encode_session(&meta)).unwrap(), meta);
+    }
+
+    #[test]
+    fn garbage_is_refused_not_panicked_on() {
+        for bad in [
+            &b""[..],
+            b"\x01",
+            b"\x02aaaaaaaaaaaaaaaaaaaaaaa",
+            &[1u8; 40][..],
+        ] {
+            assert!(decode_delivery(bad).is_err());
+            assert!(decode_session(bad).is_err());
+        }
+        let mut good = encode_delivery(&delivery(QoS::AtLeastOnce), Sent::Queued);
+        good.truncate(good.len() - 3);
+        assert!(decode_delivery(&good).is_err());
+    }
+
+    #[test]
+    fn message_keys_sort_by_session_then_seq() {
+        let a1 = message_key("a", 1);
+        let a2 = message_key("a", 256);
+        let ab = message_key("ab", 0);
+        assert!(a1 < a2 && a2 < ab);
+        let (from, to) = message_range("a");
+        assert!(from <= a1 && a2 < to && ab >= to);
+        assert_eq!(split_message_key(&a2).unwrap(), ("a", 256));
+    }
+}
