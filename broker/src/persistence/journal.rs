@@ -9,7 +9,7 @@
 //! persisted retained message) waits for its ticket (see `connection::held_acks`), so a
 //! message the broker acknowledged is on disk: group commit, one fsync per batch.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,6 +20,7 @@ use redb::{ReadableTable, TableDefinition};
 use tokio::sync::{watch, Notify};
 
 use super::records::{self, message_key, message_range, SessionMeta};
+use super::wal::{Batch, Wal};
 use super::{Database, PersistError};
 use crate::message::{Delivery, Message};
 use gatehouse_config::{DynamicMode, Persistence, PersistenceMode};
@@ -32,6 +33,15 @@ const MESSAGES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("messages")
 const RETAINED: TableDefinition<&str, &[u8]> = TableDefinition::new("retained");
 
 const RETRY: Duration = Duration::from_millis(200);
+/// The write-ahead log, next to the database file.
+pub const LOG_FILE: &str = "journal.log";
+/// How often the log is folded into the tables (and fsynced): the most a power loss can
+/// take; a killed process loses nothing (see `wal`).
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// Fold earlier when this many records wait in memory...
+const CHECKPOINT_OPS: usize = 100_000;
+/// ...or the log grew this large.
+const CHECKPOINT_LOG_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Table {
@@ -43,6 +53,9 @@ enum Table {
 #[derive(Default)]
 struct Pending {
     ops: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+    /// Message keys first written in this batch: removing one again before the batch is
+    /// logged just forgets it.
+    fresh: HashSet<Vec<u8>>,
     /// Sessions whose every message goes (applied before `ops`).
     dropped: Vec<String>,
     recorded: u64,
@@ -152,6 +165,9 @@ impl Journal {
         {
             return Ok(None);
         }
+        let log_path = db.file().with_file_name(LOG_FILE);
+        let (mut wal, logged) = Wal::open(&log_path).map_err(|e| io_error(&log_path, e))?;
+        replay(db, &mut wal, logged)?;
         let loaded = load(db)?;
         let shared = Arc::new(Shared {
             file: db.file().to_owned(),
@@ -161,7 +177,7 @@ impl Journal {
             wake: Notify::new(),
             durable: watch::Sender::new(0),
         });
-        tokio::spawn(run(shared.clone(), db.clone()));
+        tokio::spawn(run(shared.clone(), db.clone(), wal));
         Ok(Some((Journal { shared }, loaded)))
     }
 
@@ -233,6 +249,17 @@ impl Journal {
                 );
             }
             return None;
+        }
+        if new && table == Table::Messages {
+            pending.fresh.insert(key.clone());
+        } else if value.is_none() && table == Table::Messages && pending.fresh.remove(&key) {
+            pending.ops.remove(&(table, key));
+            pending.recorded += 1;
+            let ticket = pending.recorded;
+            drop(pending);
+            // Nothing to write, but earlier tickets may now be due.
+            self.shared.wake.notify_one();
+            return Some(ticket);
         }
         pending.ops.insert((table, key), value);
         pending.recorded += 1;
@@ -419,12 +446,118 @@ fn load(db: &Database) -> Result<Loaded, PersistError> {
     })
 }
 
-async fn run(shared: Arc<Shared>, db: Database) {
+type Ops = BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>;
+
+impl Table {
+    fn code(self) -> u8 {
+        match self {
+            Table::Sessions => 1,
+            Table::Messages => 2,
+            Table::Retained => 3,
+        }
+    }
+
+    fn of(code: u8) -> Option<Table> {
+        match code {
+            1 => Some(Table::Sessions),
+            2 => Some(Table::Messages),
+            3 => Some(Table::Retained),
+            _ => None,
+        }
+    }
+}
+
+/// What the log holds and the tables do not yet: folded into them at the next checkpoint.
+#[derive(Default)]
+struct Unfolded {
+    ops: Ops,
+    dropped: Vec<String>,
+    /// Message keys not in the tables yet: a removal just forgets them, so a message
+    /// queued and acknowledged between two checkpoints never reaches the tables.
+    fresh: HashSet<Vec<u8>>,
+}
+
+impl Unfolded {
+    fn absorb(&mut self, ops: Ops, dropped: Vec<String>, fresh: HashSet<Vec<u8>>) {
+        for client_id in dropped {
+            let (from, to) = message_range(&client_id);
+            let doomed: Vec<_> = self
+                .ops
+                .range((
+                    Bound::Included((Table::Messages, from)),
+                    Bound::Excluded((Table::Messages, to)),
+                ))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in doomed {
+                self.ops.remove(&k);
+            }
+            self.dropped.push(client_id);
+        }
+        for ((table, key), value) in ops {
+            if table == Table::Messages {
+                if value.is_none() && self.fresh.remove(&key) {
+                    self.ops.remove(&(table, key));
+                    continue;
+                }
+                if fresh.contains(&key) {
+                    self.fresh.insert(key.clone());
+                }
+            }
+            self.ops.insert((table, key), value);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.ops.is_empty() && self.dropped.is_empty()
+    }
+}
+
+/// Replay the log into the tables (a previous run's acknowledged changes) and start it
+/// over. Blocking; at start.
+fn replay(db: &Database, wal: &mut Wal, batches: Vec<Batch>) -> Result<(), PersistError> {
+    if batches.is_empty() {
+        return Ok(());
+    }
+    let mut unfolded = Unfolded::default();
+    for b in batches {
+        let ops = b
+            .ops
+            .into_iter()
+            .filter_map(|(t, k, v)| Table::of(t).map(|t| ((t, k), v)))
+            .collect();
+        unfolded.absorb(ops, b.dropped, HashSet::new());
+    }
+    tracing::info!(
+        target: "persistence",
+        changes = unfolded.ops.len(),
+        "replaying the journal log of the previous run"
+    );
+    commit(db, &unfolded.ops, &unfolded.dropped)?;
+    wal.reset().map_err(|e| io_error(wal.path(), e))
+}
+
+fn io_error(path: &std::path::Path, source: std::io::Error) -> PersistError {
+    PersistError::Io {
+        file: path.to_owned(),
+        source,
+    }
+}
+
+async fn run(shared: Arc<Shared>, db: Database, wal: Wal) {
+    let mut wal = Some(wal);
+    let mut unfolded = Unfolded::default();
+    let mut last_fold = tokio::time::Instant::now();
     loop {
         let batch = {
             let mut pending = shared.pending.lock();
             if pending.ops.is_empty() && pending.dropped.is_empty() {
-                if pending.closed {
+                // Changes that cancelled out before being logged: nothing to write,
+                // their tickets are done.
+                if *shared.durable.borrow() < pending.recorded {
+                    shared.durable.send_replace(pending.recorded);
+                }
+                if pending.closed && unfolded.is_empty() {
                     return;
                 }
                 None
@@ -432,11 +565,23 @@ async fn run(shared: Arc<Shared>, db: Database) {
                 Some((
                     std::mem::take(&mut pending.ops),
                     std::mem::take(&mut pending.dropped),
+                    std::mem::take(&mut pending.fresh),
                     pending.recorded,
                 ))
             }
         };
-        let Some((ops, dropped, ticket)) = batch else {
+        let due = !unfolded.is_empty()
+            && (last_fold.elapsed() >= CHECKPOINT_EVERY
+                || unfolded.ops.len() >= CHECKPOINT_OPS
+                || wal
+                    .as_ref()
+                    .is_some_and(|w| w.len() >= CHECKPOINT_LOG_BYTES));
+        let Some((ops, dropped, fresh, ticket)) = batch else {
+            if due || (!unfolded.is_empty() && shared.pending.lock().closed) {
+                fold(&shared, &db, &mut wal, &mut unfolded).await;
+                last_fold = tokio::time::Instant::now();
+                continue;
+            }
             let notified = shared.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -445,32 +590,32 @@ async fn run(shared: Arc<Shared>, db: Database) {
                 p.ops.is_empty() && p.dropped.is_empty()
             };
             if empty {
-                notified.await;
+                if unfolded.is_empty() {
+                    notified.await;
+                } else {
+                    let _ = tokio::time::timeout_at(last_fold + CHECKPOINT_EVERY, notified).await;
+                }
             }
             continue;
         };
-        let db2 = db.clone();
-        let committed = tokio::task::spawn_blocking(move || {
-            let result = commit(&db2, &ops, &dropped);
-            (result, ops, dropped)
-        })
-        .await;
-        match committed {
-            Ok((Ok(used), _, _)) => {
-                let full = used >= shared.max_size;
-                {
-                    let mut p = shared.pending.lock();
-                    if p.full && !full {
-                        p.warned = false;
-                    }
-                    p.full = full;
-                }
+        let Some(mut log) = wal.take() else { return };
+        // One `write` into the page cache, on this task: a hop to a blocking thread and
+        // back would cost more than the write, and every acknowledgement waits for it.
+        match log.append_parts(&dropped, ops.iter().map(|((t, k), v)| (t.code(), k, v))) {
+            Ok(()) => {
+                wal = Some(log);
                 shared.durable.send_replace(ticket);
+                unfolded.absorb(ops, dropped, fresh);
+                if due {
+                    fold(&shared, &db, &mut wal, &mut unfolded).await;
+                    last_fold = tokio::time::Instant::now();
+                }
             }
-            Ok((Err(e), ops, dropped)) => {
+            Err(e) => {
+                wal = Some(log);
                 tracing::error!(
                     target: "persistence",
-                    "saving {} session and retained changes failed (retrying): {e}",
+                    "writing {} session and retained changes to the journal log failed (retrying): {e}",
                     ops.len() + dropped.len()
                 );
                 {
@@ -478,22 +623,60 @@ async fn run(shared: Arc<Shared>, db: Database) {
                     for (k, v) in ops {
                         p.ops.entry(k).or_insert(v);
                     }
+                    p.fresh.extend(fresh);
                     let mut again = dropped;
                     again.append(&mut p.dropped);
                     p.dropped = again;
                 }
                 tokio::time::sleep(RETRY).await;
             }
-            Err(_) => return,
         }
     }
 }
 
-fn commit(
-    db: &Database,
-    ops: &BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
-    dropped: &[String],
-) -> Result<u64, PersistError> {
+/// Checkpoint: fold what the log holds into the tables (one fsynced transaction), then
+/// start the log over. On failure the log keeps everything and the next one retries.
+async fn fold(shared: &Shared, db: &Database, wal: &mut Option<Wal>, unfolded: &mut Unfolded) {
+    let Some(mut log) = wal.take() else { return };
+    let taken = std::mem::take(unfolded);
+    let db = db.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let committed = commit(&db, &taken.ops, &taken.dropped);
+        let reset = match &committed {
+            Ok(_) => log.reset().map_err(|e| io_error(log.path(), e)),
+            Err(_) => Ok(()),
+        };
+        (committed, reset, log, taken)
+    })
+    .await;
+    match result {
+        Ok((Ok(used), Ok(()), log, _)) => {
+            *wal = Some(log);
+            let full = used >= shared.max_size;
+            let mut p = shared.pending.lock();
+            if p.full && !full {
+                p.warned = false;
+            }
+            p.full = full;
+        }
+        Ok((committed, reset, log, taken)) => {
+            *wal = Some(log);
+            let err = committed.err().or(reset.err());
+            tracing::error!(
+                target: "persistence",
+                "checkpoint of the journal failed (the log keeps the changes; retrying): {}",
+                err.map(|e| e.to_string()).unwrap_or_default()
+            );
+            let mut merged = taken;
+            let later = std::mem::take(unfolded);
+            merged.absorb(later.ops, later.dropped, later.fresh);
+            *unfolded = merged;
+        }
+        Err(_) => {}
+    }
+}
+
+fn commit(db: &Database, ops: &Ops, dropped: &[String]) -> Result<u64, PersistError> {
     db.write(|tx| {
         {
             let mut messages = tx.open_table(MESSAGES)?;

@@ -17,6 +17,7 @@ pub mod db;
 pub mod error;
 pub mod journal;
 pub mod records;
+pub mod wal;
 
 pub use db::{Database, FILE_NAME, FORMAT_VERSION};
 pub use error::PersistError;

@@ -108,7 +108,7 @@ pub fn encode_delivery(d: &Delivery, sent: Sent) -> Vec<u8> {
         // storing nothing decodable is refused at load rather than panicking here.
         out.truncate(10);
     }
-    out.to_vec()
+    Vec::from(out)
 }
 
 /// Decode a [`encode_delivery`] record; `origin` is unknown after a restart.
@@ -244,7 +244,7 @@ pub fn encode_session(meta: &SessionMeta) -> Vec<u8> {
     for id in &meta.incoming_qos2 {
         out.put_u16(*id);
     }
-    out.to_vec()
+    Vec::from(out)
 }
 
 pub fn decode_session(record: &[u8]) -> Result<SessionMeta, BadRecord> {

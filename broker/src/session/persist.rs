@@ -95,7 +95,10 @@ impl Session {
 }
 
 impl SessionState {
-    /// A persisted delivery was sent with `packet_id`, or moved on to `stage`.
+    /// A persisted delivery was sent with `packet_id`, or moved on to `stage`. Only QoS 2
+    /// records it: exactly-once needs the stage (PUBREL, not PUBLISH, after PUBREC) across
+    /// a restart, while a QoS 1 message restored as queued is simply sent again, which
+    /// at-least-once allows; that saves re-encoding every QoS 1 message.
     pub fn journal_sent(
         &self,
         client_id: &str,
@@ -103,6 +106,9 @@ impl SessionState {
         packet_id: gatehouse_protocol::PacketId,
         stage: Stage,
     ) {
+        if d.qos != gatehouse_protocol::QoS::ExactlyOnce {
+            return;
+        }
         if let (Some((journal, _)), Some(seq)) = (&self.journal, d.seq) {
             journal.update_message(client_id, seq, d, Sent::InFlight(packet_id, stage));
         }
