@@ -26,7 +26,9 @@ use crate::session::{Attachment, PendingWill, QueuePolicy, Session};
 use crate::statestore::StateStore;
 
 pub struct Broker {
-    pub limits: Limits,
+    /// Replaced by a reload; each connection keeps the limits it was connected under
+    /// (its CONNACK announced them).
+    limits: parking_lot::RwLock<Arc<Limits>>,
     pub router: Router,
     pub state_store: StateStore,
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
@@ -65,13 +67,29 @@ impl Broker {
         };
         let quota = limits.state_store_key_quota;
         Arc::new(Broker {
-            limits,
+            limits: parking_lot::RwLock::new(Arc::new(limits)),
             router: Router::new(policy),
             state_store: StateStore::new(quota),
             sessions: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(1),
             journal: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The limits new connections get.
+    pub fn limits(&self) -> Arc<Limits> {
+        self.limits.read().clone()
+    }
+
+    /// Apply new limits (a reload): new connections get them, and the queue policy and
+    /// the state store quota change at once; live connections keep what they were told.
+    pub fn set_limits(&self, limits: Limits) {
+        self.router.set_policy(QueuePolicy {
+            length: limits.queue_length,
+            drop_oldest: limits.queue_drop_oldest,
+        });
+        self.state_store.set_quota(limits.state_store_key_quota);
+        *self.limits.write() = Arc::new(limits);
     }
 
     pub fn session_count(&self) -> usize {
@@ -383,7 +401,7 @@ impl Broker {
     pub fn publish_will(&self, will: Will, origin: Option<u64>) {
         let props = will.properties;
         let expires_at = self
-            .limits
+            .limits()
             .message_expires_at(props.message_expiry_interval);
         let message = Arc::new(Message {
             topic: will.topic,

@@ -212,6 +212,11 @@ async fn watch_config(path: PathBuf, reloader: gatehouse::reload::Reloader) {
                     problems.join("\n  ")
                 ),
                 Ok(done) => {
+                    if done.limits {
+                        tracing::info!(
+                            "reload ({why}): new broker limits apply to new connections"
+                        );
+                    }
                     for what in &done.need_restart {
                         tracing::warn!("reload ({why}): {what}; this takes effect after a restart");
                     }

@@ -1,9 +1,15 @@
 //! Runtime update (config.md "Runtime reload"): a changed configuration file (or SIGHUP)
-//! applies new authorization policies and new authentication resources (methods, trusted
-//! client CAs, attributes) at once and disconnects every connected client (AIO behaviour
-//! for policies: they reconnect under the new rules). Other changes need a restart and are
-//! reported as such; an invalid file, or one whose new resources do not build, changes
-//! nothing.
+//! applies at once
+//! - new authorization policies and new authentication resources (methods, trusted client
+//!   CAs, attributes); every connected client is then disconnected (0x98) so it reconnects
+//!   under them (AIO behaviour for policies);
+//! - new `broker:` limits: new connections get them in their CONNACK, the queue policy,
+//!   the state store quota and the connection cap change at once; live connections keep
+//!   the limits they were told, and nobody is disconnected.
+//!
+//! Certificates reload by themselves (their files are watched). Listener, port, metrics
+//! port and persistence changes need a restart and are reported as such; an invalid file,
+//! or one whose new resources do not build, changes nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +21,7 @@ use parking_lot::Mutex;
 use crate::auth::{self, Chain};
 use crate::authz::{Authorizer, Policy};
 use crate::broker::Broker;
+use crate::limits::Limits;
 
 /// What a reload did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -25,6 +32,8 @@ pub struct Reloaded {
     pub authentications: Vec<String>,
     /// Clients disconnected because policies or authentication resources changed.
     pub disconnected: usize,
+    /// `broker:` limits changed: new connections get them (live ones keep theirs).
+    pub limits: bool,
     /// Changes that only take effect after a restart.
     pub need_restart: Vec<String>,
 }
@@ -37,6 +46,8 @@ pub struct Reloader {
     authorizers: Arc<HashMap<String, Arc<Authorizer>>>,
     /// The authentication chains in use, by resource name.
     chains: Arc<HashMap<String, Arc<Chain>>>,
+    /// The connection cap, resized when `maxConnections` changes.
+    permits: Arc<tokio::sync::Semaphore>,
     running: Arc<Mutex<Config>>,
 }
 
@@ -45,12 +56,14 @@ impl Reloader {
         broker: Arc<Broker>,
         authorizers: HashMap<String, Arc<Authorizer>>,
         chains: HashMap<String, Arc<Chain>>,
+        permits: Arc<tokio::sync::Semaphore>,
         config: Config,
     ) -> Reloader {
         Reloader {
             broker,
             authorizers: Arc::new(authorizers),
             chains: Arc::new(chains),
+            permits,
             running: Arc::new(Mutex::new(config)),
         }
     }
@@ -118,7 +131,24 @@ impl Reloader {
                 .push("persistence or dataDir changed".into());
         }
         if new.broker != running.broker {
-            outcome.need_restart.push("broker limits changed".into());
+            let old = running.broker.max_connections;
+            let fresh = Limits::from_config(&new.broker);
+            let max = fresh.max_connections;
+            self.broker.set_limits(fresh);
+            if max > old {
+                self.permits.add_permits(max - old);
+            } else if max < old {
+                // Only free permits can go; the cap reaches `max` as connections close.
+                let gone = self.permits.forget_permits(old - max);
+                if gone < old - max {
+                    tracing::info!(
+                        "maxConnections lowered to {max}: {} connection(s) above it stay until they close",
+                        old - max - gone
+                    );
+                }
+            }
+            outcome.limits = true;
+            running.broker = new.broker.clone();
         }
         if new.diagnostics.metrics != running.diagnostics.metrics {
             outcome.need_restart.push("the metrics port changed".into());

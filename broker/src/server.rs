@@ -95,7 +95,7 @@ impl Server {
             restore_state_store(&broker, &db, &config.data_dir, settings)?;
             restore_journal(&broker, &db, settings)?;
         }
-        let permits = Arc::new(Semaphore::new(broker.limits.max_connections));
+        let permits = Arc::new(Semaphore::new(broker.limits().max_connections));
         let mut bound = Vec::new();
         let mut metric_ports = metrics::Ports::default();
         for (li, listener) in config.listeners.iter().enumerate() {
@@ -195,7 +195,13 @@ impl Server {
         let chains = chains.into_values();
         let registry = Registry::new(broker.clone(), metric_ports, chains, authorizers.clone());
         let metrics_addrs = metrics::http::start(metrics_sockets, Arc::new(registry), &mut tasks);
-        let reloader = Reloader::new(broker.clone(), authorizers, chains_by_name, config.clone());
+        let reloader = Reloader::new(
+            broker.clone(),
+            authorizers,
+            chains_by_name,
+            permits.clone(),
+            config.clone(),
+        );
         Ok(Server {
             broker,
             ports,
@@ -238,7 +244,7 @@ impl Server {
         let disconnected = self
             .broker
             .disconnect_all(gatehouse_protocol::ReasonCode::SERVER_SHUTTING_DOWN);
-        let all = u32::try_from(self.broker.limits.max_connections).unwrap_or(u32::MAX);
+        let all = u32::try_from(self.broker.limits().max_connections).unwrap_or(u32::MAX);
         let drained = tokio::time::timeout(grace, self.permits.acquire_many(all))
             .await
             .is_ok_and(|permits| permits.is_ok());

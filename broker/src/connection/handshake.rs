@@ -40,7 +40,7 @@ where
 {
     let mut rbuf = BytesMut::with_capacity(4096);
     let connect = loop {
-        match codec::decode(&mut rbuf, None, broker.limits.max_packet_size) {
+        match codec::decode(&mut rbuf, None, broker.limits().max_packet_size) {
             Ok(Some(Packet::Connect(c))) => break c,
             Ok(Some(other)) => {
                 return Err(format!("first packet was {}, not CONNECT", other.name()))
@@ -67,7 +67,7 @@ where
         refuse(writer, Some(version.level()), rc).await;
         return Err(format!("CONNECT refused: {rc}"));
     }
-    let limits = &broker.limits;
+    let limits = broker.limits();
     let props = &connect.properties;
 
     let principal = match &security.chain {
@@ -172,6 +172,7 @@ where
     }
     let mut conn = Connection {
         broker: broker.clone(),
+        limits: limits.clone(),
         session: attached.session,
         generation: attached.generation,
         version,

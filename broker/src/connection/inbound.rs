@@ -119,7 +119,7 @@ impl Connection {
         self.metrics.inbound.messages.inc(p.qos);
         // Resolve the topic alias (MQTT 5 §3.3.2.3.4).
         if let Some(alias) = p.properties.topic_alias.take() {
-            if alias == 0 || alias > self.broker.limits.topic_alias_maximum {
+            if alias == 0 || alias > self.limits.topic_alias_maximum {
                 return Err(violation(
                     ReasonCode::TOPIC_ALIAS_INVALID,
                     "topic alias out of range",
@@ -213,7 +213,7 @@ impl Connection {
                 }
                 return Ok(());
             }
-            if st.incoming_qos2.len() >= usize::from(self.broker.limits.receive_maximum) {
+            if st.incoming_qos2.len() >= usize::from(self.limits.receive_maximum) {
                 return Err(violation(
                     ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
                     "receive maximum exceeded",
@@ -230,7 +230,6 @@ impl Connection {
             return Ok(());
         }
         let expires_at = self
-            .broker
             .limits
             .message_expires_at(p.properties.message_expiry_interval.take());
         let message = Arc::new(Message {
@@ -467,7 +466,7 @@ impl Connection {
                         "DISCONNECT raised a session expiry that CONNECT set to 0",
                     );
                 }
-                self.session_expiry = expiry.min(self.broker.limits.max_session_expiry);
+                self.session_expiry = expiry.min(self.limits.max_session_expiry);
             }
         }
         // Only reason 0x00 deletes the will ([MQTT-3.1.2-8], [MQTT-3.14.4-3]); 0x04 and

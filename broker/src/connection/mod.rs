@@ -103,6 +103,9 @@ pub(crate) enum Exit {
 /// Per-connection state; the session state proper lives in [`Session`].
 pub(crate) struct Connection {
     broker: Arc<Broker>,
+    /// The limits this connection was accepted under (its CONNACK announced them); a
+    /// reload changes them for new connections only.
+    limits: Arc<crate::limits::Limits>,
     session: Arc<Session>,
     generation: u64,
     version: ProtocolVersion,
@@ -235,7 +238,7 @@ impl Connection {
                 if self.wbuf.len() >= READ_PAUSE_BYTES {
                     break;
                 }
-                match codec::decode(rbuf, Some(self.version), self.broker.limits.max_packet_size) {
+                match codec::decode(rbuf, Some(self.version), self.limits.max_packet_size) {
                     Ok(Some(packet)) => {
                         if let Some(t) = self.keep_alive_timeout {
                             keep_alive.as_mut().reset(tokio::time::Instant::now() + t);

@@ -40,7 +40,9 @@ pub struct RouterStats {
 pub struct Router {
     index: RwLock<SubscriptionIndex<SessionKey, SubEntry>>,
     retained: RwLock<RetainedStore<Arc<Message>>>,
-    policy: QueuePolicy,
+    /// `subscriberQueueLimit`, replaceable by a reload.
+    queue_length: std::sync::atomic::AtomicUsize,
+    queue_drop_oldest: std::sync::atomic::AtomicBool,
     pub stats: RouterStats,
     /// Set at start when retained messages persist (`persistence.retain`).
     pub journal: std::sync::OnceLock<crate::persistence::journal::Journal>,
@@ -76,7 +78,8 @@ impl Router {
         Router {
             index: RwLock::new(SubscriptionIndex::new()),
             retained: RwLock::new(RetainedStore::default()),
-            policy,
+            queue_length: std::sync::atomic::AtomicUsize::new(policy.length),
+            queue_drop_oldest: std::sync::atomic::AtomicBool::new(policy.drop_oldest),
             stats: RouterStats::default(),
             journal: std::sync::OnceLock::new(),
         }
@@ -185,6 +188,7 @@ impl Router {
             congested: SmallVec::new(),
             ticket: None,
         };
+        let policy = self.policy();
         for t in targets {
             let delivery = Delivery {
                 message: message.clone(),
@@ -193,7 +197,7 @@ impl Router {
                 subscription_ids: t.ids,
                 seq: None,
             };
-            let enqueued = t.session.enqueue(delivery, &self.policy);
+            let enqueued = t.session.enqueue(delivery, &policy);
             self.record(enqueued.outcome);
             if enqueued.congested {
                 routed.congested.push(t.session);
@@ -203,9 +207,24 @@ impl Router {
         routed
     }
 
+    /// The queue policy in force.
+    pub fn policy(&self) -> QueuePolicy {
+        QueuePolicy {
+            length: self.queue_length.load(Ordering::Relaxed),
+            drop_oldest: self.queue_drop_oldest.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A reload changed `subscriberQueueLimit`.
+    pub fn set_policy(&self, policy: QueuePolicy) {
+        self.queue_length.store(policy.length, Ordering::Relaxed);
+        self.queue_drop_oldest
+            .store(policy.drop_oldest, Ordering::Relaxed);
+    }
+
     /// The queue length at which a congested session counts as drained again.
     pub fn low_water(&self) -> usize {
-        self.policy.length / 2
+        self.policy().length / 2
     }
 
     fn record(&self, outcome: EnqueueOutcome) {
@@ -271,6 +290,6 @@ impl Router {
 
     /// Queue a delivery produced outside fan-out (retained messages on subscribe).
     pub fn enqueue(&self, session: &Session, delivery: Delivery) {
-        self.record(session.enqueue(delivery, &self.policy).outcome);
+        self.record(session.enqueue(delivery, &self.policy()).outcome);
     }
 }

@@ -280,6 +280,11 @@ impl<C: WallClock> StateStore<C> {
         Answer::reply(&outcome.reply, outcome.version.map(|v| v.to_string()))
     }
 
+    /// A reload changed `broker.stateStoreKeyQuota`.
+    pub fn set_quota(&self, quota: Option<usize>) {
+        self.inner.lock().store.set_quota(quota);
+    }
+
     /// A disconnect drops every KEYNOTIFY registration of the client (§4.1).
     pub fn drop_client(&self, client_id: &str) {
         self.inner.lock().store.drop_client(client_id);

@@ -146,6 +146,11 @@ impl Store {
         store
     }
 
+    /// A reload changed the key quota; keys beyond a lower one stay, new ones are refused.
+    pub fn set_quota(&mut self, quota: Option<usize>) {
+        self.quota = quota;
+    }
+
     /// The number of stored keys (expired ones not yet removed included).
     pub fn len(&self) -> usize {
         self.entries.len()

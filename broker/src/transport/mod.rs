@@ -80,7 +80,7 @@ pub async fn accept_loop(
         tokio::spawn(async move {
             let _permit = permit;
             // One deadline for the TLS handshake, the WebSocket upgrade and CONNECT.
-            let deadline = Instant::now() + broker.limits.connect_timeout;
+            let deadline = Instant::now() + broker.limits().connect_timeout;
             let Some(acceptor) = tls else {
                 let security = auth.with_peer_certs(Vec::new());
                 return handle(stream, peer, transport, security, broker, port, deadline).await;

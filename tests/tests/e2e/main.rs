@@ -18,6 +18,7 @@ mod custom_auth;
 mod explain;
 mod ipv6;
 mod limits;
+mod limits_reload;
 mod metrics;
 mod mosquitto_clients;
 mod persistence;
