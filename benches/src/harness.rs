@@ -155,3 +155,34 @@ pub fn locate(tool: &str, given: Option<&PathBuf>, name: &str, build: &str) -> P
     }
     path
 }
+
+/// Start `gatehouse` on a free loopback port with one plain MQTT listener, its data and
+/// log in `work`, logging at `warn`, a free metrics port, plus `extra` YAML (top-level
+/// sections); waits until it listens. Returns the process and its address.
+pub fn start_gatehouse(
+    gatehouse: &std::path::Path,
+    work: &std::path::Path,
+    extra: &str,
+) -> (Proc, SocketAddr) {
+    let port = gatehouse_tests::broker::free_port();
+    std::fs::create_dir_all(work).expect("create the run's directory");
+    let config = work.join("gatehouse.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listeners:\n  - name: bench\n    bindAddress: 127.0.0.1\n    ports: [ {{ port: {port} }} ]\ndataDir: {}\ndiagnostics: {{ logs: {{ level: warn }}, metrics: {{ prometheusPort: 0 }} }}\n{extra}",
+            work.join("data").display()
+        ),
+    )
+    .expect("write the broker configuration");
+    let mut broker = Proc::spawn(
+        "gatehouse",
+        Command::new(gatehouse)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("RUST_LOG"),
+        work.join("gatehouse.log"),
+    );
+    broker.wait_for_port(port);
+    (broker, SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+}

@@ -11,21 +11,19 @@
 //! the subscriber receives in the measured window; latency is PUBLISH written → PUBACK.
 
 use std::collections::VecDeque;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Command;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use clap::Parser;
-use gatehouse_benches::harness::{fmt_num, locate, median, percentile, Proc};
+use gatehouse_benches::harness::{fmt_num, locate, median, percentile, start_gatehouse, Proc};
 use gatehouse_protocol::codec;
 use gatehouse_protocol::{
     Packet, PacketId, ProtocolVersion, PubResp, Publish, QoS, ReasonCode, Subscribe,
     SubscriptionOptions,
 };
-use gatehouse_tests::broker::free_port;
 use gatehouse_tests::raw::ConnectBuilder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -243,28 +241,8 @@ fn main() {
             configs.iter().rev().collect()
         };
         for (name, extra) in order {
-            let port = free_port();
             let work = tmp.path().join(format!("{name}-{run}"));
-            std::fs::create_dir_all(&work).expect("mkdir");
-            let config = work.join("gatehouse.yaml");
-            std::fs::write(
-                &config,
-                format!(
-                    "listeners:\n  - name: bench\n    bindAddress: 127.0.0.1\n    ports: [ {{ port: {port} }} ]\ndataDir: {}\ndiagnostics: {{ logs: {{ level: warn }}, metrics: {{ prometheusPort: 0 }} }}\n{extra}",
-                    work.join("data").display()
-                ),
-            )
-            .expect("write config");
-            let mut broker = Proc::spawn(
-                "gatehouse",
-                Command::new(&gatehouse)
-                    .arg("--config")
-                    .arg(&config)
-                    .env_remove("RUST_LOG"),
-                work.join("gatehouse.log"),
-            );
-            broker.wait_for_port(port);
-            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+            let (broker, addr) = start_gatehouse(&gatehouse, &work, extra);
             let o = rt.block_on(run_load(addr, &args, &broker));
             let rate = o.delivered as f64 / args.duration;
             let cpu_us = o.broker_cpu.as_secs_f64() * 1e6 / (o.delivered.max(1) as f64);

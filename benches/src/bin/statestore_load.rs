@@ -12,20 +12,20 @@
 //! latency is from writing the request to reading its response. GET reads keys written
 //! before the run; SET overwrites `--keys` keys per client round robin.
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Command;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use clap::{Parser, ValueEnum};
-use gatehouse_benches::harness::{fmt_num, locate, median, percentile, threads_cpu, Proc};
+use gatehouse_benches::harness::{
+    fmt_num, locate, median, percentile, start_gatehouse, threads_cpu, Proc,
+};
 use gatehouse_protocol::codec;
 use gatehouse_protocol::{
     Packet, PacketId, ProtocolVersion, PubResp, Publish, PublishProperties, QoS, ReasonCode,
     Subscribe, SubscriptionOptions,
 };
-use gatehouse_tests::broker::free_port;
 use gatehouse_tests::raw::ConnectBuilder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -400,28 +400,8 @@ fn main() {
     );
     let mut all: Vec<Measure> = Vec::new();
     for run in 1..=args.runs {
-        let port = free_port();
         let work = tmp.path().join(format!("run-{run}"));
-        std::fs::create_dir_all(&work).expect("create the run's directory");
-        let config = work.join("gatehouse.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "listeners:\n  - name: bench\n    bindAddress: 127.0.0.1\n    ports: [ {{ port: {port} }} ]\ndataDir: {}\ndiagnostics: {{ logs: {{ level: warn }}, metrics: {{ prometheusPort: 0 }} }}\n",
-                work.join("data").display()
-            ),
-        )
-        .expect("write the broker configuration");
-        let mut broker = Proc::spawn(
-            "gatehouse",
-            Command::new(&gatehouse)
-                .arg("--config")
-                .arg(&config)
-                .env_remove("RUST_LOG"),
-            work.join("gatehouse.log"),
-        );
-        broker.wait_for_port(port);
-        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let (broker, addr) = start_gatehouse(&gatehouse, &work, "");
         for &op in &args.ops {
             for &clients in &args.clients {
                 let m = measure(&load, &broker, &args, addr, op, clients);

@@ -365,6 +365,26 @@ impl Drop for Shared {
     }
 }
 
+/// Every row of `table` (none when it does not exist yet), keys turned owned by `own`.
+fn read_table<K: redb::Key + 'static, O>(
+    tx: &redb::ReadTransaction,
+    table: TableDefinition<K, &[u8]>,
+    own: impl Fn(K::SelfType<'_>) -> O,
+) -> Result<Vec<(O, Vec<u8>)>, redb::Error> {
+    let mut rows = Vec::new();
+    match tx.open_table(table) {
+        Ok(t) => {
+            for row in t.iter()? {
+                let (k, v) = row?;
+                rows.push((own(k.value()), v.value().to_vec()));
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(rows)
+}
+
 /// Every stored session (with its messages) and retained message; records that do not
 /// decode are an error naming them, never skipped silently.
 fn load(db: &Database) -> Result<Loaded, PersistError> {
@@ -376,39 +396,9 @@ fn load(db: &Database) -> Result<Loaded, PersistError> {
         reason: why.to_string(),
     };
     let raw = db.read(|tx| {
-        let mut sessions = Vec::new();
-        let mut messages = Vec::new();
-        let mut retained = Vec::new();
-        match tx.open_table(SESSIONS) {
-            Ok(t) => {
-                for row in t.iter()? {
-                    let (k, v) = row?;
-                    sessions.push((k.value().to_owned(), v.value().to_vec()));
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-        match tx.open_table(MESSAGES) {
-            Ok(t) => {
-                for row in t.iter()? {
-                    let (k, v) = row?;
-                    messages.push((k.value().to_vec(), v.value().to_vec()));
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-        match tx.open_table(RETAINED) {
-            Ok(t) => {
-                for row in t.iter()? {
-                    let (k, v) = row?;
-                    retained.push((k.value().to_owned(), v.value().to_vec()));
-                }
-            }
-            Err(redb::TableError::TableDoesNotExist(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+        let sessions = read_table(tx, SESSIONS, |k: &str| k.to_owned())?;
+        let messages = read_table(tx, MESSAGES, |k: &[u8]| k.to_vec())?;
+        let retained = read_table(tx, RETAINED, |k: &str| k.to_owned())?;
         Ok((sessions, messages, retained))
     })?;
     let (sessions, messages, retained) = raw;
