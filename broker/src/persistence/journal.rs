@@ -311,18 +311,7 @@ impl Journal {
     /// The session ended: it and every message of it go.
     pub fn drop_session(&self, client_id: &str) {
         let mut pending = self.shared.pending.lock();
-        let (from, to) = message_range(client_id);
-        let doomed: Vec<_> = pending
-            .ops
-            .range((
-                Bound::Included((Table::Messages, from)),
-                Bound::Excluded((Table::Messages, to)),
-            ))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in doomed {
-            pending.ops.remove(&k);
-        }
+        forget_messages(&mut pending.ops, client_id);
         pending.dropped.push(client_id.to_owned());
         pending
             .ops
@@ -438,6 +427,21 @@ fn load(db: &Database) -> Result<Loaded, PersistError> {
 
 type Ops = BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>;
 
+/// Drop the changes to `client_id`'s messages from `ops` (its session ended).
+fn forget_messages(ops: &mut Ops, client_id: &str) {
+    let (from, to) = message_range(client_id);
+    let doomed: Vec<_> = ops
+        .range((
+            Bound::Included((Table::Messages, from)),
+            Bound::Excluded((Table::Messages, to)),
+        ))
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in doomed {
+        ops.remove(&k);
+    }
+}
+
 impl Table {
     fn code(self) -> u8 {
         match self {
@@ -470,18 +474,7 @@ struct Unfolded {
 impl Unfolded {
     fn absorb(&mut self, ops: Ops, dropped: Vec<String>, fresh: HashSet<Vec<u8>>) {
         for client_id in dropped {
-            let (from, to) = message_range(&client_id);
-            let doomed: Vec<_> = self
-                .ops
-                .range((
-                    Bound::Included((Table::Messages, from)),
-                    Bound::Excluded((Table::Messages, to)),
-                ))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in doomed {
-                self.ops.remove(&k);
-            }
+            forget_messages(&mut self.ops, &client_id);
             self.dropped.push(client_id);
         }
         for ((table, key), value) in ops {
