@@ -297,7 +297,7 @@ fn restore_journal(
         "restored sessions and retained messages from {}",
         db.file().display()
     );
-    broker.router.restore_retained(loaded.retained);
+    broker.router.restore_retained(&journal, loaded.retained);
     broker.restore_sessions(&journal, loaded.sessions);
     let _ = broker.router.journal.set(journal.clone());
     let _ = broker.journal.set(journal);

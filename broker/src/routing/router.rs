@@ -125,10 +125,20 @@ impl Router {
         ticket
     }
 
-    /// Retained messages loaded from the journal at start.
-    pub fn restore_retained(&self, messages: Vec<Message>) {
+    /// Retained messages loaded from `journal` at start; those that expired while the
+    /// broker was down are dropped from it.
+    pub fn restore_retained(
+        &self,
+        journal: &crate::persistence::journal::Journal,
+        messages: Vec<Message>,
+    ) {
+        let now = Instant::now();
         let mut retained = self.retained.write();
         for m in messages {
+            if m.remaining_expiry(now).is_err() {
+                journal.put_retained(&m.topic, None);
+                continue;
+            }
             let topic = m.topic.clone();
             retained.set(&topic, Arc::new(m));
         }
@@ -283,9 +293,14 @@ impl Router {
     /// Drop expired retained messages (called periodically).
     pub fn purge_expired_retained(&self) {
         let now = Instant::now();
-        self.retained
-            .write()
-            .retain(|m| m.remaining_expiry(now).is_ok());
+        let journal = self.journal.get();
+        self.retained.write().retain(|m| {
+            let keep = m.remaining_expiry(now).is_ok();
+            if let (false, Some(j)) = (keep, journal) {
+                j.put_retained(&m.topic, None);
+            }
+            keep
+        });
     }
 
     /// Queue a delivery produced outside fan-out (retained messages on subscribe).

@@ -160,3 +160,33 @@ async fn without_persistence_nothing_survives() {
     reader.sub_ok(1, "r/#", 1).await;
     reader.expect_nothing(gatehouse_tests::raw::QUIET).await;
 }
+
+#[tokio::test]
+async fn a_retained_message_that_expired_while_down_does_not_come_back() {
+    let dir = TempDir::new("persist-expired");
+    let port = free_port();
+    let file = config(&dir, port, PERSIST_ALL);
+    let mut broker = BrokerProcess::start(&file, port).await;
+    let (mut publisher, _) = connect(&broker, "publisher", true).await;
+    let short = gatehouse_protocol::PublishProperties {
+        message_expiry_interval: Some(1),
+        ..Default::default()
+    };
+    publisher
+        .publish_props("r/short", b"brief", 1, true, 1, short)
+        .await;
+    publisher.expect_raw(&[0x40, 0x02, 0x00, 0x01]).await;
+    publisher.publish_q1("r/long", b"stays", true, 2).await;
+    broker.signal("KILL");
+    broker.exit_within(Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let broker = BrokerProcess::start(&file, port).await;
+    let (mut reader, _) = connect(&broker, "reader", true).await;
+    reader.sub_ok(1, "r/#", 1).await;
+    let p = reader.expect_publish().await;
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("r/long", &b"stays"[..])
+    );
+    reader.expect_nothing(gatehouse_tests::raw::QUIET).await;
+}
