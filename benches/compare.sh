@@ -12,6 +12,9 @@
 #   qos0        QoS 0 throughput, 1 publisher -> 1 subscriber (delivered msg/s)
 #   qos1        QoS 1 throughput, 1 -> 1 (delivered msg/s; published == received check)
 #   qos0_4x4    QoS 0 throughput, 4 publishers x 4 subscribers, 4 topics (delivered msg/s)
+#   qos0_publish_only  QoS 0, 1 publisher and no subscriber: how fast one mqttv5
+#               publisher connection goes against each broker (accepted msg/s) and what
+#               each side spends per message (diagnostic, no target; see README.md)
 #   qos0_4x4_paced  the same at a fixed offered rate (RATE publishes/s in all, x4
 #               deliveries) both brokers sustain: delivered ratio and broker CPU per
 #               message at equal load (informational, no target)
@@ -41,6 +44,8 @@
 #   CHECK_MESSAGES=50000  messages of the strict QoS 1 check
 #   JSON_OUT=FILE   also write every run and the summary as JSON
 #   OUT_DIR=DIR     keep each run's raw mqttv5 JSON and broker logs there
+#   MQTTV5_WORKERS=N  run mqttv5 with N tokio worker threads (TOKIO_WORKER_THREADS;
+#                   default: its own default, one per core)
 #   BUILD=0         skip `cargo build --release -p gatehouse`
 #   MOSQUITTO_CONF_EXTRA=...  extra mosquitto.conf lines for every Mosquitto run, e.g.
 #                   "set_tcp_nodelay true" (Mosquitto's default leaves Nagle on, which
@@ -57,10 +62,14 @@ root="$(cd "$here/.." && pwd)"
 RUNS="${RUNS:-5}"
 DURATION="${DURATION:-10}"
 WARMUP="${WARMUP:-2}"
-SCENARIOS="${SCENARIOS:-qos0 qos1 qos0_4x4 qos0_4x4_paced latency connections qos1_check tls_connections tls_qos0 tls_qos1}"
+SCENARIOS="${SCENARIOS:-qos0 qos1 qos0_4x4 qos0_4x4_paced qos0_publish_only latency connections qos1_check tls_connections tls_qos0 tls_qos1}"
 RATE="${RATE:-40000}"
 CHECK_MESSAGES="${CHECK_MESSAGES:-50000}"
 BUILD="${BUILD:-1}"
+MQTTV5_WORKERS="${MQTTV5_WORKERS:-}"
+# The load generator's environment (its tokio runtime reads TOKIO_WORKER_THREADS).
+loadgen_env=(env)
+[ -n "$MQTTV5_WORKERS" ] && loadgen_env+=("TOKIO_WORKER_THREADS=$MQTTV5_WORKERS")
 MOSQUITTO_CONF_EXTRA="${MOSQUITTO_CONF_EXTRA:-}"
 GATEHOUSE="${GATEHOUSE:-$root/target/release/gatehouse}"
 MOSQUITTO="${MOSQUITTO:-$(command -v mosquitto || echo /usr/sbin/mosquitto)}"
@@ -186,6 +195,7 @@ bench_args() {
     qos0 | tls_qos0) echo "--mode throughput -q 0 --publishers 1 --subscribers 1 --duration $DURATION --warmup $WARMUP" ;;
     qos1 | tls_qos1) echo "--mode throughput -q 1 --publishers 1 --subscribers 1 --duration $DURATION --warmup 0" ;;
     qos0_4x4) echo "--mode throughput -q 0 --publishers 4 --subscribers 4 --topics 4 --duration $DURATION --warmup $WARMUP" ;;
+    qos0_publish_only) echo "--mode throughput -q 0 --publishers 1 --subscribers 0 --duration $DURATION --warmup $WARMUP" ;;
     qos0_4x4_paced) echo "--mode throughput -q 0 --publishers 4 --subscribers 4 --topics 4 --rate $RATE --duration $DURATION --warmup $WARMUP" ;;
     latency) echo "--mode latency -q 0 --rate 1000 --duration $DURATION --warmup $WARMUP" ;;
     connections | tls_connections) echo "--mode connections --concurrency 10 --duration $DURATION" ;;
@@ -337,7 +347,7 @@ run_one() {
     t0="$(date +%s.%N)"
     if [ "$scen" = qos1_check ]; then
         # Load the broker with the QoS 1 bench while the checker runs.
-        "$MQTTV5" bench --host 127.0.0.1 -p "$port" --mode throughput -q 1 \
+        "${loadgen_env[@]}" "$MQTTV5" bench --host 127.0.0.1 -p "$port" --mode throughput -q 1 \
             --duration $((DURATION + 30)) --warmup 0 >/dev/null 2>"$work/loadgen.err" &
         loadgen_pid=$!
         sleep 1
@@ -352,7 +362,7 @@ run_one() {
         rm -f "$work/loadgen.time"
         if [ -x /usr/bin/time ]; then timer=(/usr/bin/time -f '%U %S' -o "$work/loadgen.time"); fi
         # shellcheck disable=SC2046
-        if ! "${timer[@]}" "$MQTTV5" bench "${target[@]}" $(bench_args "$scen") \
+        if ! "${timer[@]}" "${loadgen_env[@]}" "$MQTTV5" bench "${target[@]}" $(bench_args "$scen") \
             >"$out" 2>"$work/bench.err"; then
             log "  mqttv5 bench failed on $name ($scen):"; tail -5 "$work/bench.err" >&2
             echo "{\"mode\":\"$scen\",\"results\":{\"failed\":true}}" >"$out"
@@ -418,9 +428,9 @@ done
 
 python3 - "$results" "$RUNS" "$DURATION" "$WARMUP" "$(nproc)" "${JSON_OUT:-}" \
     "$("$MOSQUITTO" -h 2>&1 | head -1)" "$("$MQTTV5" --version 2>&1 | head -1)" "$gatehouse_rev" "$RATE" \
-    "$tls_info" "$MOSQUITTO_CONF_EXTRA" <<'PY'
+    "$tls_info" "$MOSQUITTO_CONF_EXTRA" "$MQTTV5_WORKERS" <<'PY'
 import json, statistics, sys, datetime, subprocess
-path, runs, duration, warmup, cores, json_out, mosq_ver, mqttv5_ver, rev, rate, tls_info, mosq_extra = sys.argv[1:]
+path, runs, duration, warmup, cores, json_out, mosq_ver, mqttv5_ver, rev, rate, tls_info, mosq_extra, lg_workers = sys.argv[1:]
 rows = [json.loads(l) for l in open(path) if l.strip()]
 
 def by(scen, broker):
@@ -492,6 +502,23 @@ for scen, label, target in THR:
         gd = summary[scen]["gatehouse_published_minus_received"]
         md = summary[scen]["mosquitto_published_minus_received"]
         lines.append(f"| | published − received per run | {' '.join(map(str, gd))} | {' '.join(map(str, md))} | | | 0 (see README) | |")
+if "qos0_publish_only" in present:
+    scen = "qos0_publish_only"
+    def per_pub(broker, key):
+        xs = [r[key] * 1e6 / r["published"] for r in by(scen, broker)
+              if r.get(key) is not None and r.get("published")]
+        return med(xs)
+    go = med([r.get("offered_rate") for r in by(scen, "gatehouse")])
+    mo = med([r.get("offered_rate") for r in by(scen, "mosquitto")])
+    ratio = go / mo if go and mo else None
+    lines.append(f"| QoS 0, 1 pub → no subscriber (diagnostic) | published msg/s (accepted) | {fmt(go)} | {fmt(mo)} | {fmt(ratio, 2)} | {fmt(paired_ratio(scen, 'offered_rate'), 2)} | (informational) | |")
+    gc, mc = per_pub("gatehouse", "broker_cpu_s"), per_pub("mosquitto", "broker_cpu_s")
+    lines.append(f"| | broker CPU µs per publish | {fmt(gc, 2)} | {fmt(mc, 2)} | {fmt(gc / mc if gc and mc else None, 2)} | | lower is better | |")
+    gl, ml = per_pub("gatehouse", "loadgen_cpu_s"), per_pub("mosquitto", "loadgen_cpu_s")
+    lines.append(f"| | load generator (mqttv5) CPU µs per publish | {fmt(gl, 2)} | {fmt(ml, 2)} | {fmt(gl / ml if gl and ml else None, 2)} | | | |")
+    summary[scen] = {"published_rate": {"gatehouse": go, "mosquitto": mo}, "ratio": ratio,
+                     "broker_cpu_us_per_publish": {"gatehouse": gc, "mosquitto": mc},
+                     "loadgen_cpu_us_per_publish": {"gatehouse": gl, "mosquitto": ml}}
 if "latency" in present:
     gp50 = med([r.get("p50_us") for r in by("latency", "gatehouse")])
     mp50 = med([r.get("p50_us") for r in by("latency", "mosquitto")])
@@ -559,7 +586,8 @@ print(f"- machine: {cores} cores shared by the broker under test and the load ge
       "plus whatever else runs on the host; figures are medians of {runs} repetitions, brokers alternating "
       "within each repetition so both see the same background load.".replace("{runs}", runs))
 print(f"- load: {mqttv5_ver}, {duration}s measured per run, warm-up {warmup}s (QoS 1: 0s); "
-      f"Mosquitto: {mosq_ver}; Gatehouse: {rev}")
+      f"Mosquitto: {mosq_ver}; Gatehouse: {rev}"
+      + (f"; mqttv5 with TOKIO_WORKER_THREADS={lg_workers}" if lg_workers else ""))
 if any(sc.startswith("tls_") for sc in present):
     print(f"- TLS: both brokers serve the same {tls_info}; "
           "mqttv5 connects to mqtts://localhost:PORT with --ca-cert ROOT (a new TLS client per "

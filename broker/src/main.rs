@@ -165,8 +165,12 @@ fn init_logging(config: &Config) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.diagnostics.logs.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: a log file or journald gets plain text (and formatting
+    // the escape codes cost a few per cent of the CPU of a short connection).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match config.diagnostics.logs.format {
         LogFormat::Json => builder.json().init(),
