@@ -7,12 +7,18 @@
 //!   the state store quota and the connection cap change at once; live connections keep
 //!   the limits they were told, and nobody is disconnected.
 //!
-//! Certificates reload by themselves (their files are watched). Listener, port, metrics
+//! The certificate files the chains in use read (trusted client CAs, custom servers' CAs)
+//! are watched too: edited in place, with the configuration unchanged, they rebuild those
+//! chains as a configuration change would ([`Reloader::watch_auth_files`]).
+//!
+//! Server certificates reload by themselves (their files are watched). Listener, port, metrics
 //! port and persistence changes need a restart and are reported as such; an invalid file,
 //! or one whose new resources do not build, changes nothing.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use gatehouse_config::Config;
 use gatehouse_protocol::ReasonCode;
@@ -21,7 +27,11 @@ use parking_lot::Mutex;
 use crate::auth::{self, Chain};
 use crate::authz::{Authorizer, Policy};
 use crate::broker::Broker;
+use crate::file_stamp::{stamp, Stamp};
 use crate::limits::Limits;
+
+/// How often the files of the chains in use are `stat`ed.
+const AUTH_FILES_POLL: Duration = Duration::from_secs(1);
 
 /// What a reload did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -49,6 +59,49 @@ pub struct Reloader {
     /// The connection cap, resized when `maxConnections` changes.
     permits: Arc<tokio::sync::Semaphore>,
     running: Arc<Mutex<Config>>,
+    /// The certificate files of the chains in use as they were when last built.
+    auth_files: Arc<Mutex<AuthFiles>>,
+}
+
+/// The files a set of chains reads: their stamps (cheap to compare every second) and,
+/// once a stamp moved, their contents (a `touch` or a rewrite with the same bytes is not a
+/// change).
+#[derive(Debug, Default)]
+struct AuthFiles {
+    stamps: Vec<(PathBuf, Option<Stamp>)>,
+    contents: Vec<Option<Vec<u8>>>,
+}
+
+impl AuthFiles {
+    fn paths(config: &Config, chains: &HashMap<String, Arc<Chain>>) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = config
+            .authentications
+            .iter()
+            .filter(|a| chains.contains_key(&a.name))
+            .flat_map(|a| a.config_maps())
+            .flat_map(|name| auth::files::config_map_paths(config, name))
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
+    fn stamps(paths: &[PathBuf]) -> Vec<(PathBuf, Option<Stamp>)> {
+        paths.iter().map(|p| (p.clone(), stamp(p))).collect()
+    }
+
+    /// A folder reads as `None`; its stamp covers it.
+    fn contents(paths: &[PathBuf]) -> Vec<Option<Vec<u8>>> {
+        paths.iter().map(|p| std::fs::read(p).ok()).collect()
+    }
+
+    fn capture(config: &Config, chains: &HashMap<String, Arc<Chain>>) -> AuthFiles {
+        let paths = Self::paths(config, chains);
+        AuthFiles {
+            stamps: Self::stamps(&paths),
+            contents: Self::contents(&paths),
+        }
+    }
 }
 
 impl Reloader {
@@ -59,13 +112,92 @@ impl Reloader {
         permits: Arc<tokio::sync::Semaphore>,
         config: Config,
     ) -> Reloader {
+        let auth_files = AuthFiles::capture(&config, &chains);
         Reloader {
             broker,
             authorizers: Arc::new(authorizers),
             chains: Arc::new(chains),
             permits,
             running: Arc::new(Mutex::new(config)),
+            auth_files: Arc::new(Mutex::new(auth_files)),
         }
+    }
+
+    /// Poll the certificate files of the chains in use and rebuild the chains when their
+    /// contents change ([`Self::check_auth_files`]). Runs until aborted.
+    pub async fn watch_auth_files(self) {
+        let mut tick = tokio::time::interval(AUTH_FILES_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            match self.check_auth_files() {
+                None => {}
+                Some(Err(problems)) => tracing::error!(
+                    target: "auth",
+                    "trusted CA files changed but the authentication chains do not build with them; keeping the running ones:\n  {}",
+                    problems.join("\n  ")
+                ),
+                Some(Ok(done)) => tracing::info!(
+                    target: "auth",
+                    "trusted CA files changed: now in force: authentication {}; disconnected {} client(s) so they reconnect under it",
+                    done.authentications.join(", authentication "),
+                    done.disconnected
+                ),
+            }
+        }
+    }
+
+    /// Whether the certificate files of the chains in use changed since they were built,
+    /// and if so what rebuilding them did: `None` when nothing changed. Like a changed
+    /// config map in the configuration, new contents rebuild every chain that reads a
+    /// config map and send connected clients away (0x98); a chain that does not build
+    /// with them keeps every running chain, until the files change again.
+    pub fn check_auth_files(&self) -> Option<Result<Reloaded, Vec<String>>> {
+        let running = self.running.lock();
+        let paths = AuthFiles::paths(&running, &self.chains);
+        let stamps = AuthFiles::stamps(&paths);
+        {
+            let mut files = self.auth_files.lock();
+            if files.stamps == stamps {
+                return None;
+            }
+            let contents = AuthFiles::contents(&paths);
+            let changed = contents != files.contents;
+            *files = AuthFiles { stamps, contents };
+            if !changed {
+                return None;
+            }
+        }
+        let mut fresh_chains = Vec::new();
+        let mut problems = Vec::new();
+        for (name, chain) in self.chains.iter() {
+            let Some(auth) = running.authentications.iter().find(|a| &a.name == name) else {
+                continue;
+            };
+            if auth.config_maps().next().is_none() {
+                continue;
+            }
+            match auth::build(&running, name) {
+                Ok(fresh) => fresh_chains.push((name.clone(), chain.clone(), fresh)),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        if !problems.is_empty() {
+            return Some(Err(problems));
+        }
+        if fresh_chains.is_empty() {
+            return None;
+        }
+        let mut outcome = Reloaded::default();
+        for (name, chain, fresh) in fresh_chains {
+            chain.replace(fresh);
+            outcome.authentications.push(name);
+        }
+        outcome.authentications.sort();
+        outcome.disconnected = self
+            .broker
+            .disconnect_all(ReasonCode::ADMINISTRATIVE_ACTION);
+        Some(Ok(outcome))
     }
 
     /// Apply `new` (already loaded and validated). `Err` lists why nothing changed.
@@ -186,6 +318,10 @@ impl Reloader {
             ) {
                 *slot = fresh.clone();
             }
+        }
+        if !outcome.authentications.is_empty() {
+            // The chains now read these files as they are: later polls compare with them.
+            *self.auth_files.lock() = AuthFiles::capture(&running, &self.chains);
         }
         Ok(outcome)
     }

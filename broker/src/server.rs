@@ -202,6 +202,7 @@ impl Server {
             permits.clone(),
             config.clone(),
         );
+        tasks.spawn(reloader.clone().watch_auth_files());
         Ok(Server {
             broker,
             ports,

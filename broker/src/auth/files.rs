@@ -45,6 +45,19 @@ pub(super) fn read_config_map(
     Ok(certs)
 }
 
+/// The files config map `name` is read from, as [`read_config_map`] would find them now
+/// (for a folder: the folder itself, then its `*.pem` / `*.crt` files).
+pub(crate) fn config_map_paths(config: &Config, name: &str) -> Vec<PathBuf> {
+    match config.config_map(name) {
+        ConfigMapSource::Files(files) => files,
+        ConfigMapSource::Dir(dir) => {
+            let mut paths = pem_files(&dir).unwrap_or_default();
+            paths.insert(0, dir);
+            paths
+        }
+    }
+}
+
 fn pem_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))

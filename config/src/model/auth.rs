@@ -32,6 +32,16 @@ impl Authentication {
             .iter()
             .any(|m| matches!(m, AuthenticationMethod::X509(_)))
     }
+
+    /// The config maps the chain reads certificates from: X.509's trusted client CAs and
+    /// the custom servers' CAs.
+    pub fn config_maps(&self) -> impl Iterator<Item = &str> {
+        self.authentication_methods.iter().filter_map(|m| match m {
+            AuthenticationMethod::X509(x) => Some(x.trusted_client_ca_cert.as_str()),
+            AuthenticationMethod::Custom(c) => c.ca_cert_config_map.as_deref(),
+            AuthenticationMethod::ServiceAccountToken(_) => None,
+        })
+    }
 }
 
 /// One method of a chain, with its settings. In YAML: `method` plus the one matching

@@ -136,3 +136,61 @@ async fn a_new_trusted_client_ca_applies_without_restart() {
         "the old CA no longer is"
     );
 }
+
+/// A trusted CA bundle rewritten in place (same path, configuration untouched) is picked
+/// up by polling: new contents rebuild the chain and send connected clients away (0x98);
+/// the same bytes written again (a new mtime) change nothing.
+#[tokio::test]
+async fn a_trusted_ca_file_rewritten_in_place_applies_without_a_configuration_change() {
+    let dir = TempDir::new("authn-file");
+    let (first_dir, second_dir) = (dir.path().join("first"), dir.path().join("second"));
+    std::fs::create_dir_all(&first_dir).expect("mkdir");
+    std::fs::create_dir_all(&second_dir).expect("mkdir");
+    let first = Pki::new(&first_dir, EC);
+    let second = Pki::named(&second_dir, EC, "Second");
+    let (crt, key) = first.write_server(&first.server(EC), "server");
+    // The config map's file: a copy the test rewrites.
+    let bundle = dir.path().join("client-ca.pem");
+    let first_root = std::fs::read(first.root_file()).expect("read first root");
+    std::fs::write(&bundle, &first_root).expect("write bundle");
+    let broker = TestBroker::start(&yaml(&crt, &key, &bundle)).await;
+    let port = broker.server.ports[0].addr.port();
+    assert!(publishes(&first, port, &first, "dev-a").await, "trusted CA");
+
+    let (ccrt, ckey) = first.client("dev-c", EC, HOUR, "dev-c");
+    let tls = connect_as(&first.root_file(), port, "localhost", &ccrt, &ckey)
+        .await
+        .expect("TLS handshake");
+    let mut connected = RawClient::over(tls);
+    connected.send(&ConnectBuilder::new("dev-c").build()).await;
+    connected.expect_connack_ok().await;
+
+    // Same bytes, new mtime: two polls later the client is still connected.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    std::fs::write(&bundle, &first_root).expect("rewrite bundle");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    connected.ping().await;
+
+    // New contents: the second CA only.
+    let second_root = std::fs::read(second.root_file()).expect("read second root");
+    std::fs::write(&bundle, &second_root).expect("rewrite bundle");
+    connected
+        .expect_disconnect_within(0x98, Duration::from_secs(5))
+        .await;
+    assert!(
+        publishes(&first, port, &second, "dev-b").await,
+        "the rewritten CA is trusted"
+    );
+    assert!(
+        !publishes(&first, port, &first, "dev-a").await,
+        "the old CA no longer is"
+    );
+
+    // A rewrite that does not parse keeps the running chain.
+    std::fs::write(&bundle, b"not a certificate").expect("break bundle");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        publishes(&first, port, &second, "dev-b").await,
+        "a broken rewrite keeps the running CA"
+    );
+}
