@@ -70,14 +70,33 @@ async fn publishes(server_pki: &Pki, port: u16, pki: &Pki, cn: &str) -> bool {
         .success()
 }
 
+/// Two independent PKIs under `dir`: the one the broker starts with and another.
+fn two_pkis(dir: &Path) -> (Pki, Pki) {
+    let (first_dir, second_dir) = (dir.join("first"), dir.join("second"));
+    std::fs::create_dir_all(&first_dir).expect("mkdir");
+    std::fs::create_dir_all(&second_dir).expect("mkdir");
+    (
+        Pki::new(&first_dir, EC),
+        Pki::named(&second_dir, EC, "Second"),
+    )
+}
+
+/// An MQTT v5 client connected over TLS with a client certificate of `pki`.
+async fn connected_client(pki: &Pki, port: u16, cn: &str) -> RawClient {
+    let (crt, key) = pki.client(cn, EC, HOUR, cn);
+    let tls = connect_as(&pki.root_file(), port, "localhost", &crt, &key)
+        .await
+        .expect("TLS handshake");
+    let mut client = RawClient::over(tls);
+    client.send(&ConnectBuilder::new(cn).build()).await;
+    client.expect_connack_ok().await;
+    client
+}
+
 #[tokio::test]
 async fn a_new_trusted_client_ca_applies_without_restart() {
     let dir = TempDir::new("authn-reload");
-    let (first_dir, second_dir) = (dir.path().join("first"), dir.path().join("second"));
-    std::fs::create_dir_all(&first_dir).expect("mkdir");
-    std::fs::create_dir_all(&second_dir).expect("mkdir");
-    let first = Pki::new(&first_dir, EC);
-    let second = Pki::named(&second_dir, EC, "Second");
+    let (first, second) = two_pkis(dir.path());
     let (crt, key) = first.write_server(&first.server(EC), "server");
     let broker = TestBroker::start(&yaml(&crt, &key, &first.root_file())).await;
     let port = broker.server.ports[0].addr.port();
@@ -89,13 +108,7 @@ async fn a_new_trusted_client_ca_applies_without_restart() {
     );
 
     // A client connected before the reload.
-    let (ccrt, ckey) = first.client("dev-c", EC, HOUR, "dev-c");
-    let tls = connect_as(&first.root_file(), port, "localhost", &ccrt, &ckey)
-        .await
-        .expect("TLS handshake");
-    let mut connected = RawClient::over(tls);
-    connected.send(&ConnectBuilder::new("dev-c").build()).await;
-    connected.expect_connack_ok().await;
+    let mut connected = connected_client(&first, port, "dev-c").await;
 
     // A reload whose new resource cannot build (missing CA file) changes nothing.
     let broken = gatehouse_config::load_str(
@@ -143,11 +156,7 @@ async fn a_new_trusted_client_ca_applies_without_restart() {
 #[tokio::test]
 async fn a_trusted_ca_file_rewritten_in_place_applies_without_a_configuration_change() {
     let dir = TempDir::new("authn-file");
-    let (first_dir, second_dir) = (dir.path().join("first"), dir.path().join("second"));
-    std::fs::create_dir_all(&first_dir).expect("mkdir");
-    std::fs::create_dir_all(&second_dir).expect("mkdir");
-    let first = Pki::new(&first_dir, EC);
-    let second = Pki::named(&second_dir, EC, "Second");
+    let (first, second) = two_pkis(dir.path());
     let (crt, key) = first.write_server(&first.server(EC), "server");
     // The config map's file: a copy the test rewrites.
     let bundle = dir.path().join("client-ca.pem");
@@ -157,13 +166,7 @@ async fn a_trusted_ca_file_rewritten_in_place_applies_without_a_configuration_ch
     let port = broker.server.ports[0].addr.port();
     assert!(publishes(&first, port, &first, "dev-a").await, "trusted CA");
 
-    let (ccrt, ckey) = first.client("dev-c", EC, HOUR, "dev-c");
-    let tls = connect_as(&first.root_file(), port, "localhost", &ccrt, &ckey)
-        .await
-        .expect("TLS handshake");
-    let mut connected = RawClient::over(tls);
-    connected.send(&ConnectBuilder::new("dev-c").build()).await;
-    connected.expect_connack_ok().await;
+    let mut connected = connected_client(&first, port, "dev-c").await;
 
     // Same bytes, new mtime: two polls later the client is still connected.
     tokio::time::sleep(Duration::from_millis(1100)).await;
