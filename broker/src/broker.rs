@@ -22,7 +22,7 @@ use crate::persistence::records::Sent;
 use crate::routing::Router;
 use crate::routing::SubEntry;
 use crate::session::Outgoing;
-use crate::session::{Attachment, PendingWill, QueuePolicy, Session};
+use crate::session::{Attachment, Owner, PendingWill, QueuePolicy, Session};
 use crate::statestore::StateStore;
 
 pub struct Broker {
@@ -53,7 +53,44 @@ pub struct Detach {
     pub expiry_interval: u32,
     /// The will to publish (after its delay), if the connection ended without a
     /// normal DISCONNECT.
-    pub will: Option<Will>,
+    pub will: Option<WillMessage>,
+}
+
+/// A will and, on a port with authorization, who must still be allowed to publish it.
+/// A will is published on its client's behalf, possibly long after CONNECT (will delay,
+/// session expiry): it is authorized against the policy in force when it is published,
+/// not the one in force at CONNECT (security.md invariant 4).
+pub struct WillMessage {
+    pub will: Will,
+    pub authority: Option<WillAuthority>,
+}
+
+impl std::fmt::Debug for WillMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WillMessage")
+            .field("topic", &self.will.topic)
+            .field("authorized", &self.authority.is_some())
+            .finish()
+    }
+}
+
+/// The port's policy and the principal the will is published for.
+pub struct WillAuthority {
+    pub authz: Arc<crate::authz::Authorizer>,
+    /// `None` only on a misconfigured port (policy without authentication): then nothing
+    /// is allowed, so the will is not published.
+    pub principal: Option<crate::auth::Principal>,
+    pub client_id: Arc<str>,
+}
+
+impl WillAuthority {
+    fn allows(&self, topic: &str) -> bool {
+        self.principal.as_ref().is_some_and(|p| {
+            self.authz
+                .check(p, &self.client_id, &crate::authz::Action::Publish(topic))
+                .allowed
+        })
+    }
 }
 
 /// How long a new connection waits for the connection it takes over to let go.
@@ -222,8 +259,15 @@ impl Broker {
     }
 
     /// Attach a new connection to the session for `client_id`: take it over from a
-    /// connected client (DISCONNECT 0x8E there), resume it, or start a fresh one.
-    pub async fn attach(self: &Arc<Self>, client_id: &str, clean_start: bool) -> Attached {
+    /// connected client (DISCONNECT 0x8E there), resume it, or start a fresh one. A
+    /// session owned by another identity is never resumed: it ends and a fresh one
+    /// starts (Session Present 0), as with Clean Start.
+    pub async fn attach(
+        self: &Arc<Self>,
+        client_id: &str,
+        clean_start: bool,
+        owner: Owner,
+    ) -> Attached {
         loop {
             let previous = {
                 let registry = self.sessions.lock();
@@ -251,8 +295,19 @@ impl Broker {
                 kick: kick_tx,
                 released: released_rx,
             };
+            let resumable = existing.as_ref().is_some_and(|s| {
+                let admitted = s.lock().owner.admits(&owner);
+                if !admitted && !clean_start {
+                    tracing::info!(
+                        target: "session",
+                        client_id,
+                        "the session belongs to another identity: starting a new session"
+                    );
+                }
+                admitted
+            });
             let (session, session_present, ended) = match existing {
-                Some(session) if !clean_start => (session, true, None),
+                Some(session) if !clean_start && resumable => (session, true, None),
                 other => {
                     let key = self.next_key.fetch_add(1, Ordering::Relaxed);
                     let fresh = Arc::new(Session::new(key, client_id.into()));
@@ -264,6 +319,7 @@ impl Broker {
                 let mut st = session.lock();
                 st.generation += 1;
                 st.attachment = Some(attachment);
+                st.owner = owner;
                 // A reconnect within the will delay cancels the will (§3.1.3.2.2).
                 st.pending_will = None;
                 st.generation
@@ -303,7 +359,7 @@ impl Broker {
                 session.save_offline(&st);
             }
             if let Some(will) = will {
-                let delay = will.properties.will_delay_interval.unwrap_or(0);
+                let delay = will.will.properties.will_delay_interval.unwrap_or(0);
                 if delay == 0 || expiry_interval == 0 {
                     publish_now = Some(will);
                 } else {
@@ -397,8 +453,21 @@ impl Broker {
         }
     }
 
-    /// Publish a will message as if its client had published it.
-    pub fn publish_will(&self, will: Will, origin: Option<u64>) {
+    /// Publish a will message as if its client had published it, if the policy in force
+    /// now still lets that client publish on its topic.
+    pub fn publish_will(&self, will: WillMessage, origin: Option<u64>) {
+        let WillMessage { will, authority } = will;
+        if let Some(authority) = &authority {
+            if !authority.allows(&will.topic) {
+                tracing::info!(
+                    target: "authz",
+                    client_id = %authority.client_id,
+                    topic = %will.topic,
+                    "the will's topic is no longer authorized: the will is not published"
+                );
+                return;
+            }
+        }
         let props = will.properties;
         let expires_at = self
             .limits()

@@ -58,6 +58,45 @@ impl fmt::Debug for Principal {
     }
 }
 
+impl Principal {
+    /// Whether the credentials' validity has already ended. A method that accepts such
+    /// credentials (a custom server answering a pass with an expiry in the past, a token
+    /// or certificate expiring between the check and now) must not let the client in:
+    /// the serve loop would only notice after the packets pipelined behind CONNECT.
+    pub fn is_expired(&self) -> bool {
+        self.expiry.is_some_and(|at| at <= SystemTime::now())
+    }
+
+    /// Who holds a session: the method and the verified user name. A session resumed by
+    /// another identity would inherit what was granted to the first one, so
+    /// [`crate::broker::Broker::attach`] starts a new session instead.
+    pub fn identity(&self) -> Identity {
+        Identity {
+            method: self.method,
+            username: self.username.clone(),
+        }
+    }
+}
+
+/// The identity a session belongs to (see [`Principal::identity`]); attributes are not
+/// part of it: they are re-checked, through the policy, whenever a session is resumed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub method: &'static str,
+    pub username: Option<String>,
+}
+
+/// An accepted principal whose credentials are already expired is refused.
+fn refuse_expired(outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Accepted(p) if p.is_expired() => Outcome::Rejected(
+            ReasonCode::NOT_AUTHORIZED,
+            format!("{} credentials were already expired", p.method),
+        ),
+        other => other,
+    }
+}
+
 /// What a client presented. `Debug` leaves the secrets out.
 pub struct Credentials<'a> {
     pub client_id: &'a str,
@@ -179,6 +218,7 @@ impl Chain {
                 Method::Custom(m) => m.authenticate(creds).await,
             };
             if let Verdict::Decided(outcome) = verdict {
+                let outcome = refuse_expired(outcome);
                 self.counters.decided(method.kind(), &outcome);
                 return outcome;
             }
@@ -205,6 +245,13 @@ impl Chain {
                 Method::Custom(m) => m.reauthenticate(client_id, method, data).await,
             };
             if let Some(answer) = answer {
+                let answer = match answer {
+                    Reauth::Success(p) if p.is_expired() => Reauth::Failed(
+                        ReasonCode::NOT_AUTHORIZED,
+                        "the credentials were already expired".into(),
+                    ),
+                    other => other,
+                };
                 self.counters.reauthenticated(Some(m.kind()), &answer);
                 return answer;
             }

@@ -158,7 +158,11 @@ where
         }
     }
 
-    let attached = broker.attach(&client_id, connect.clean_start).await;
+    let owner = match &principal {
+        Some(p) => crate::session::Owner::Principal(p.identity()),
+        None => crate::session::Owner::Anonymous,
+    };
+    let attached = broker.attach(&client_id, connect.clean_start, owner).await;
     if let Some(journal) = broker.journal.get() {
         let already = attached.session.lock().journal.is_some();
         let selected = journal
@@ -223,6 +227,10 @@ where
         properties,
     }));
     if attached.session_present {
+        // What the session holds was granted under an earlier connection: the policy may
+        // have been reloaded since (that is why the client was disconnected), or the
+        // session restored from the journal. Re-check before anything is sent.
+        conn.recheck_grants("session resumed");
         conn.resend_inflight();
     }
     tracing::debug!(

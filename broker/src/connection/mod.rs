@@ -8,6 +8,7 @@
 //! credential expiry, re-authentication and the device registry) → exit: a v5
 //! DISCONNECT with the reason where one applies, then detach (will, expiry).
 
+mod grants;
 mod handshake;
 mod held_acks;
 mod inbound;
@@ -233,6 +234,11 @@ impl Connection {
         let mut device = self.registry_watch();
         let session = self.session.clone();
         loop {
+            // Credentials that expired while packets were waiting: nothing more of this
+            // client's is processed (the timer below may not have fired yet).
+            if credential_expiry.is_some_and(|at| at <= SystemTime::now()) {
+                return Exit::CredentialsExpired;
+            }
             // Handle every complete packet already buffered.
             loop {
                 if self.wbuf.len() >= READ_PAUSE_BYTES {
@@ -390,6 +396,17 @@ impl Connection {
         // registrations it makes after attaching.
         self.broker.state_store.drop_client(&self.client_id);
         let will = if publish_will { self.will.take() } else { None };
+        let will = will.map(|will| crate::broker::WillMessage {
+            will,
+            authority: self
+                .authz
+                .as_ref()
+                .map(|authz| crate::broker::WillAuthority {
+                    authz: authz.clone(),
+                    principal: self.principal.clone(),
+                    client_id: self.client_id.clone(),
+                }),
+        });
         self.broker.detach(
             &self.session,
             Detach {
@@ -423,7 +440,16 @@ impl Connection {
                     principal.username = self.principal.as_ref().and_then(|p| p.username.clone());
                 }
                 tracing::info!(target: "auth", method = principal.method, "client re-authenticated");
+                let changed = self.principal.as_ref() != Some(&principal);
                 self.principal = Some(principal);
+                if changed {
+                    // New attributes or even another identity: what the session was
+                    // granted under the old principal is re-checked under the new one.
+                    self.recheck_grants("re-authenticated");
+                    if let Some(p) = &self.principal {
+                        self.session.lock().owner = crate::session::Owner::Principal(p.identity());
+                    }
+                }
             }
             Reauth::Continue(why) => {
                 tracing::warn!(target: "auth", "re-authentication could not be checked: {why}");

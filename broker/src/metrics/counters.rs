@@ -119,6 +119,11 @@ pub struct Outbound {
     pub expired: Counter,
     /// Deliveries discarded as larger than the client's Maximum Packet Size.
     pub too_large: Counter,
+    /// Queued or in-flight deliveries dropped because the principal now holding the
+    /// session may no longer receive them (resumed session, re-authentication, reload).
+    pub not_authorized: Counter,
+    /// Stored subscriptions removed for the same reason.
+    pub subscriptions_revoked: Counter,
 }
 
 impl PortMetrics {

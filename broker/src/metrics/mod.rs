@@ -242,19 +242,32 @@ impl Registry {
             "Copies of messages queued for subscribing sessions.",
         )
         .sample(&[], load(&stats.deliveries_queued));
-        let (expired, too_large) = self.ports.iter().fold((0, 0), |(x, t), p| {
-            let o = &p.counters.outbound;
-            (x + o.expired.get(), t + o.too_large.get())
-        });
+        let (expired, too_large, not_authorized, revoked) =
+            self.ports.iter().fold((0, 0, 0, 0), |(x, t, n, r), p| {
+                let o = &p.counters.outbound;
+                (
+                    x + o.expired.get(),
+                    t + o.too_large.get(),
+                    n + o.not_authorized.get(),
+                    r + o.subscriptions_revoked.get(),
+                )
+            });
         e.family(
             "gatehouse_messages_dropped_total",
             Kind::Counter,
-            "Deliveries dropped, by reason: queue_full (QoS 0 past the queue limit or to an offline session, QoS 1/2 refused by a full queue), queue_full_oldest (the oldest queued message dropped for a new one, DropOldest), expired (message expiry while queued), too_large (over the client's Maximum Packet Size).",
+            "Deliveries dropped, by reason: queue_full (QoS 0 past the queue limit or to an offline session, QoS 1/2 refused by a full queue), queue_full_oldest (the oldest queued message dropped for a new one, DropOldest), expired (message expiry while queued), too_large (over the client's Maximum Packet Size), not_authorized (no longer allowed for the principal holding the session, re-checked on resume, re-authentication and reload).",
         )
         .sample(&[("reason", "queue_full")], load(&stats.dropped))
         .sample(&[("reason", "queue_full_oldest")], load(&stats.dropped_oldest))
         .sample(&[("reason", "expired")], expired)
-        .sample(&[("reason", "too_large")], too_large);
+        .sample(&[("reason", "too_large")], too_large)
+        .sample(&[("reason", "not_authorized")], not_authorized);
+        e.family(
+            "gatehouse_subscriptions_revoked_total",
+            Kind::Counter,
+            "Stored subscriptions removed because the principal holding the session may no longer subscribe to them (re-checked on resume, re-authentication and reload).",
+        )
+        .sample(&[], revoked);
         e.family(
             "gatehouse_retained_messages",
             Kind::Gauge,

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use gatehouse_protocol::{PacketId, QoS, ReasonCode, SubscriptionOptions, Will};
+use gatehouse_protocol::{PacketId, QoS, ReasonCode, SubscriptionOptions};
 use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
 
@@ -101,8 +101,29 @@ pub struct SubscriptionRecord {
 /// that left it, so a resumed session cancels it.
 #[derive(Debug)]
 pub struct PendingWill {
-    pub will: Will,
+    pub will: crate::broker::WillMessage,
     pub generation: u64,
+}
+
+/// Who a session belongs to. A CONNECT that would resume it under another identity
+/// starts a new session instead (Session Present 0): what the first identity was granted
+/// (its subscriptions, its queued messages) must not pass to another one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Owner {
+    /// Restored from the journal after a restart (the owner is not persisted): the first
+    /// CONNECT resumes it, and everything in it is re-checked against that principal.
+    #[default]
+    Unknown,
+    /// Connected on a port without authentication.
+    Anonymous,
+    Principal(crate::auth::Identity),
+}
+
+impl Owner {
+    /// Whether a connection owned by `other` may resume a session owned by `self`.
+    pub fn admits(&self, other: &Owner) -> bool {
+        matches!(self, Owner::Unknown) || self == other
+    }
 }
 
 /// The link between a session and the connection task currently attached to it.
@@ -124,6 +145,8 @@ pub struct SessionState {
     pub incoming_qos2: HashSet<u16>,
     pub subscriptions: HashMap<String, SubscriptionRecord>,
     pub attachment: Option<Attachment>,
+    /// The identity of the principal that attached last.
+    pub owner: Owner,
     /// Bumped at every attach; timers for expiry and will delay compare it.
     pub generation: u64,
     pub expiry_interval: u32,

@@ -1,0 +1,107 @@
+//! Re-checking what a session was granted when the principal holding it or the policy
+//! changes (security.md invariant 3): a resumed session (after a reload's 0x98, or a
+//! plain reconnect) and a v5 re-authentication.
+//!
+//! Subscriptions are checked as SUBSCRIBE would check them now. Messages waiting in the
+//! session (queued, or sent and not yet acknowledged) are checked as a subscription to
+//! their own topic name would be: a principal may receive a message only where it could
+//! subscribe. Whatever fails is dropped, logged and counted
+//! (`gatehouse_subscriptions_revoked_total`, `gatehouse_messages_dropped_total{reason="not_authorized"}`).
+//!
+//! State store notifications for this client id are exempt from the topic check: they
+//! follow KEYNOTIFY registrations, which the state store re-checks itself, and no
+//! subscription ever matches them (statestore.md §4.2).
+
+use gatehouse_protocol::topic::parse_subscription_filter;
+
+use super::Connection;
+use crate::authz::Action;
+use crate::session::Stage;
+use crate::statestore::topic::NOTIFY_PREFIX;
+
+/// What a re-check removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Revoked {
+    pub subscriptions: Vec<String>,
+    pub messages: usize,
+}
+
+impl Connection {
+    /// Drop every subscription and waiting message the current principal may no longer
+    /// have. `why` names the change, for the log. A port without a policy grants
+    /// everything: nothing to do.
+    pub(super) fn recheck_grants(&mut self, why: &str) -> Revoked {
+        let mut revoked = Revoked::default();
+        if self.authz.is_none() {
+            return revoked;
+        }
+        let notify_prefix = format!("{NOTIFY_PREFIX}/");
+        {
+            let mut st = self.session.lock();
+            revoked.subscriptions = st
+                .subscriptions
+                .keys()
+                .filter(|raw| !self.allowed(&Action::Subscribe(raw)))
+                .cloned()
+                .collect();
+            for raw in &revoked.subscriptions {
+                st.subscriptions.remove(raw);
+            }
+            let may_receive = |topic: &str| {
+                topic.starts_with(&notify_prefix) || self.allowed(&Action::Subscribe(topic))
+            };
+            let before = st.queue.len();
+            let mut dropped = Vec::new();
+            st.queue.retain(|d| {
+                let keep = may_receive(&d.message.topic);
+                if !keep {
+                    dropped.push(d.clone());
+                }
+                keep
+            });
+            revoked.messages = before - st.queue.len();
+            // In flight: a QoS 2 message past PUBREC has been delivered already; only
+            // its PUBREL/PUBCOMP remain, which reveal nothing.
+            let before = st.outgoing.len();
+            st.outgoing.retain(|o| {
+                let keep = o.stage == Stage::AwaitPubComp || may_receive(&o.delivery.message.topic);
+                if !keep {
+                    dropped.push(o.delivery.clone());
+                }
+                keep
+            });
+            revoked.messages += before - st.outgoing.len();
+            for d in &dropped {
+                st.journal_done(&self.client_id, d);
+            }
+            if !revoked.subscriptions.is_empty() {
+                self.session.save_meta(&st, 0);
+            }
+        }
+        for raw in &revoked.subscriptions {
+            if let Ok(parsed) = parse_subscription_filter(raw) {
+                self.broker
+                    .router
+                    .unsubscribe(parsed.filter, parsed.share_group, self.session.key);
+            }
+            tracing::info!(
+                target: "authz",
+                filter = %raw,
+                "subscription no longer authorized ({why}): removed"
+            );
+        }
+        if revoked.messages > 0 {
+            tracing::info!(
+                target: "authz",
+                messages = revoked.messages,
+                "messages no longer authorized ({why}): dropped"
+            );
+        }
+        let outbound = &self.metrics.outbound;
+        outbound
+            .subscriptions_revoked
+            .add(revoked.subscriptions.len() as u64);
+        outbound.not_authorized.add(revoked.messages as u64);
+        revoked
+    }
+}

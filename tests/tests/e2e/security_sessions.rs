@@ -1,0 +1,539 @@
+//! Attacks on what a session was granted (security.md invariants 2, 3 and 4), performed
+//! end to end with real TLS clients presenting X.509 certificates made in the test:
+//!
+//! - another principal resuming someone else's session by client id (issue 13, 4a);
+//! - a session resumed after a policy reload that revokes its subscription (4b);
+//! - a v5 re-authentication that changes the principal (4c, custom auth over HTTPS);
+//! - a custom-auth pass whose expiry is already past, with packets pipelined behind
+//!   CONNECT (5);
+//! - a will whose topic a reloaded policy forbids (6).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use gatehouse_config::PrivateKeyAlgorithm;
+use gatehouse_protocol::{Packet, ReasonCode};
+use gatehouse_tests::broker::{TempDir, TestBroker};
+use gatehouse_tests::https_stub::ScriptedServer;
+use gatehouse_tests::raw::{connack_code, ConnectBuilder, Props, RawClient, WillSpec, WAIT};
+use gatehouse_tests::tls::{connect_as, Pki};
+
+const EC: PrivateKeyAlgorithm = PrivateKeyAlgorithm::Ec256;
+const QUIET: Duration = Duration::from_millis(700);
+
+fn p(path: &Path) -> String {
+    path.to_str().expect("UTF-8 path").to_owned()
+}
+
+/// One TLS port with X.509 authentication and the policy `rules` (YAML list items,
+/// indented 8 spaces).
+fn x509_yaml(pki: &Pki, crt: &Path, key: &Path, rules: &str) -> String {
+    format!(
+        "
+listeners:
+  - name: secure
+    bindAddress: 127.0.0.1
+    ports:
+      - port: 0
+        tls: {{ mode: Manual, manual: {{ secretRef: server-cert }} }}
+        authenticationRef: certs
+        authorizationRef: policy
+authentications:
+  - name: certs
+    authenticationMethods:
+      - method: X509
+        x509Settings: {{ trustedClientCaCert: client-ca }}
+authorizations:
+  - name: policy
+    authorizationPolicies:
+      rules:
+{rules}
+secrets:
+  server-cert: {{ certFile: {crt}, keyFile: {key} }}
+configMaps:
+  client-ca: {{ files: [{root}] }}
+",
+        crt = p(crt),
+        key = p(key),
+        root = p(&pki.root_file())
+    )
+}
+
+/// Alice may read `alice/#`, Mallory `mallory/#`; the publisher `pub` may publish
+/// anywhere. Everyone may connect with any client id.
+const RULES: &str = "        - principals: { usernames: [alice] }
+          brokerResources:
+            - method: Connect
+            - method: Subscribe
+              topics: [\"alice/#\"]
+        - principals: { usernames: [mallory] }
+          brokerResources:
+            - method: Connect
+            - method: Subscribe
+              topics: [\"mallory/#\"]
+        - principals: { usernames: [pub] }
+          brokerResources:
+            - method: Connect
+            - method: Publish
+              topics: [\"#\"]
+";
+
+struct X509Setup {
+    _dir: TempDir,
+    pki: Pki,
+    server: (PathBuf, PathBuf),
+    certs: Vec<(String, PathBuf, PathBuf)>,
+}
+
+impl X509Setup {
+    fn new(name: &str, users: &[&str]) -> X509Setup {
+        let dir = TempDir::new(name);
+        let pki = Pki::new(dir.path(), EC);
+        let server = pki.write_server(&pki.server(EC), "server");
+        let certs = users
+            .iter()
+            .map(|u| {
+                let (crt, key) = pki.client(u, EC, Duration::from_secs(3600), u);
+                (u.to_string(), crt, key)
+            })
+            .collect();
+        X509Setup {
+            _dir: dir,
+            pki,
+            server,
+            certs,
+        }
+    }
+
+    fn yaml(&self, rules: &str) -> String {
+        x509_yaml(&self.pki, &self.server.0, &self.server.1, rules)
+    }
+
+    /// A TLS connection presenting `user`'s certificate, as a raw MQTT client.
+    async fn tls(&self, b: &TestBroker, user: &str) -> RawClient {
+        let (_, crt, key) = self
+            .certs
+            .iter()
+            .find(|(u, _, _)| u == user)
+            .expect("a certificate for the user");
+        let tls = connect_as(
+            &self.pki.root_file(),
+            b.mqtt_addr().port(),
+            "localhost",
+            crt,
+            key,
+        )
+        .await
+        .expect("TLS handshake");
+        RawClient::over(tls)
+    }
+
+    /// Connect as `user` with `builder`; returns the client and the CONNACK.
+    async fn connect(
+        &self,
+        b: &TestBroker,
+        user: &str,
+        builder: ConnectBuilder,
+    ) -> (RawClient, gatehouse_protocol::ConnAck) {
+        let mut c = self.tls(b, user).await;
+        c.send(&builder.build()).await;
+        let ack = c.expect_connack_ok().await;
+        (c, ack)
+    }
+}
+
+/// 4a: Mallory connects with Alice's client id and Clean Start 0. Before the fix she got
+/// Alice's session (Session Present 1), its queued message and its live messages, although
+/// her own SUBSCRIBE to `alice/#` is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_principal_cannot_resume_a_session_by_its_client_id() {
+    let s = X509Setup::new("sec-takeover", &["alice", "mallory", "pub"]);
+    let b = TestBroker::start(&s.yaml(RULES)).await;
+
+    let session = ConnectBuilder::new("shared-id")
+        .clean_start(true)
+        .session_expiry(300);
+    let (mut alice, _) = s.connect(&b, "alice", session).await;
+    alice.sub_ok(1, "alice/#", 1).await;
+    alice.disconnect().await;
+
+    let (mut publisher, _) = s.connect(&b, "pub", ConnectBuilder::new("pub-1")).await;
+    publisher
+        .publish_q1("alice/queued", b"secret-1", false, 1)
+        .await;
+
+    let resume = ConnectBuilder::new("shared-id")
+        .clean_start(false)
+        .session_expiry(300);
+    let (mut mallory, ack) = s.connect(&b, "mallory", resume).await;
+    assert!(
+        !ack.session_present,
+        "Mallory must not resume Alice's session"
+    );
+    // Her own SUBSCRIBE is refused, as before.
+    let refused = mallory.subscribe(2, "alice/#", 1).await;
+    assert_eq!(refused.reason_codes, [ReasonCode::NOT_AUTHORIZED]);
+    publisher
+        .publish_q1("alice/live", b"secret-2", false, 2)
+        .await;
+    mallory.expect_nothing(QUIET).await;
+    mallory.disconnect().await;
+
+    // Alice herself resumes: the session she had is gone (Mallory's CONNECT replaced it),
+    // and nothing of Alice's reached Mallory meanwhile. The same identity resuming its
+    // own session still works: shown with a fresh session below.
+    let own = ConnectBuilder::new("alice-own")
+        .clean_start(true)
+        .session_expiry(300);
+    let (mut alice, _) = s.connect(&b, "alice", own).await;
+    alice.sub_ok(1, "alice/#", 1).await;
+    alice.disconnect().await;
+    publisher
+        .publish_q1("alice/while-away", b"kept", false, 3)
+        .await;
+    let back = ConnectBuilder::new("alice-own")
+        .clean_start(false)
+        .session_expiry(300);
+    let (mut alice, ack) = s.connect(&b, "alice", back).await;
+    assert!(ack.session_present, "the owner resumes her own session");
+    let m = alice.expect_publish().await;
+    assert_eq!(m.topic, "alice/while-away");
+    assert_eq!(&m.payload[..], b"kept");
+}
+
+/// 4b: a policy reload disconnects clients (0x98); a client resuming its session keeps
+/// only the subscriptions the new policy allows, and loses the messages queued for the
+/// revoked ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_loses_what_a_reloaded_policy_revokes() {
+    let s = X509Setup::new("sec-reload-subs", &["alice", "pub"]);
+    let rules_before = "        - principals: { usernames: [alice] }
+          brokerResources:
+            - method: Connect
+            - method: Subscribe
+              topics: [\"alice/#\", \"news/#\"]
+        - principals: { usernames: [pub] }
+          brokerResources:
+            - method: Connect
+            - method: Publish
+              topics: [\"#\"]
+";
+    let rules_after = rules_before.replace("[\"alice/#\", \"news/#\"]", "[\"news/#\"]");
+    let b = TestBroker::start(&s.yaml(rules_before)).await;
+
+    let session = ConnectBuilder::new("alice-1")
+        .clean_start(true)
+        .session_expiry(300);
+    let (mut alice, _) = s.connect(&b, "alice", session).await;
+    alice.sub_ok(1, "alice/#", 1).await;
+    alice.sub_ok(2, "news/#", 1).await;
+
+    let fresh = gatehouse_config::load_str(&s.yaml(&rules_after), "reload.yaml")
+        .expect("new config")
+        .config;
+    let reloaded = b.server.reloader().apply(fresh).expect("reload");
+    assert_eq!(reloaded.policies, ["policy"]);
+    alice.expect_disconnect(0x98).await;
+
+    // While Alice is away: one message on the revoked filter, one on the kept one.
+    let (mut publisher, _) = s.connect(&b, "pub", ConnectBuilder::new("pub-1")).await;
+    publisher
+        .publish_q1("alice/private", b"revoked", false, 1)
+        .await;
+    publisher.publish_q1("news/today", b"kept", false, 2).await;
+
+    let resume = ConnectBuilder::new("alice-1")
+        .clean_start(false)
+        .session_expiry(300);
+    let (mut alice, ack) = s.connect(&b, "alice", resume).await;
+    assert!(ack.session_present);
+    let m = alice.expect_publish().await;
+    assert_eq!(
+        (m.topic.as_str(), &m.payload[..]),
+        ("news/today", &b"kept"[..])
+    );
+    if let Some(id) = m.packet_id {
+        alice.puback(id).await;
+    }
+    alice.expect_nothing(QUIET).await;
+    // Live traffic on the revoked filter does not arrive either.
+    publisher
+        .publish_q1("alice/live", b"revoked", false, 3)
+        .await;
+    publisher.publish_q1("news/live", b"kept", false, 4).await;
+    let m = alice.expect_publish().await;
+    assert_eq!(m.topic, "news/live");
+    if let Some(id) = m.packet_id {
+        alice.puback(id).await;
+    }
+    alice.expect_nothing(QUIET).await;
+    // And the revocation is counted.
+    let metrics = scrape(&b).await;
+    assert!(
+        metrics.contains("gatehouse_subscriptions_revoked_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gatehouse_messages_dropped_total{reason=\"not_authorized\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// 6: a will authorized at CONNECT is not published once a reloaded policy forbids its
+/// topic. The reload's own disconnect (0x98) is what publishes it; the watcher, also
+/// disconnected by the reload, has a persistent QoS 1 session, so a will published at
+/// that moment would wait for it in its queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_will_is_authorized_by_the_policy_in_force_when_it_is_published() {
+    let s = X509Setup::new("sec-will", &["device", "watcher"]);
+    let rules_before = "        - principals: { usernames: [device] }
+          brokerResources:
+            - method: Connect
+            - method: Publish
+              topics: [\"alerts/#\", \"status/#\"]
+        - principals: { usernames: [watcher] }
+          brokerResources:
+            - method: Connect
+            - method: Subscribe
+              topics: [\"#\"]
+";
+    let rules_after = rules_before.replace("[\"alerts/#\", \"status/#\"]", "[\"status/#\"]");
+    let b = TestBroker::start(&s.yaml(rules_before)).await;
+    let watcher_session = |clean: bool| {
+        ConnectBuilder::new("watcher-1")
+            .clean_start(clean)
+            .session_expiry(300)
+    };
+    let (mut watcher, _) = s.connect(&b, "watcher", watcher_session(true)).await;
+    watcher.sub_ok(1, "#", 1).await;
+
+    let mut will = WillSpec::new("alerts/device-1", b"gone");
+    will.qos = 1;
+    let (mut device, _) = s
+        .connect(&b, "device", ConnectBuilder::new("device-1").will(will))
+        .await;
+    let fresh = gatehouse_config::load_str(&s.yaml(&rules_after), "reload.yaml")
+        .expect("new config")
+        .config;
+    b.server.reloader().apply(fresh).expect("reload");
+    device.expect_disconnect(0x98).await;
+    watcher.expect_disconnect(0x98).await;
+
+    // A will that the new policy still allows is published: the check is not a blanket
+    // refusal.
+    let mut allowed = WillSpec::new("status/device-2", b"bye");
+    allowed.qos = 1;
+    let (device, _) = s
+        .connect(&b, "device", ConnectBuilder::new("device-2").will(allowed))
+        .await;
+    drop(device); // no DISCONNECT: the will is due
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let (mut watcher, ack) = s.connect(&b, "watcher", watcher_session(false)).await;
+    assert!(ack.session_present);
+    let m = watcher.expect_publish().await;
+    assert_eq!(
+        m.topic, "status/device-2",
+        "the first device's will on alerts/ must not have been published"
+    );
+    if let Some(id) = m.packet_id {
+        watcher.puback(id).await;
+    }
+    watcher.expect_nothing(QUIET).await;
+}
+
+/// 5: a custom authentication server answers a pass whose expiry is already past. The
+/// client is refused, and the PUBLISH it pipelined behind CONNECT reaches nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_already_expired_pass_is_refused_and_pipelined_packets_are_not_routed() {
+    let dir = TempDir::new("sec-expired-pass");
+    let pki = Pki::new(dir.path(), EC);
+    let server = ScriptedServer::start(&pki, None, |seen| {
+        let past = SystemTime::now() - Duration::from_secs(60);
+        let future = SystemTime::now() + Duration::from_secs(3600);
+        let at = if seen.body["username"] == "stale" {
+            past
+        } else {
+            future
+        };
+        (200, format!(r#"{{"expiry": "{}"}}"#, rfc3339(at)))
+    })
+    .await;
+    let yaml = format!(
+        "
+listeners:
+  - name: custom
+    bindAddress: 127.0.0.1
+    ports:
+      - port: 0
+        authenticationRef: users
+authentications:
+  - name: users
+    authenticationMethods:
+      - method: Custom
+        customSettings:
+          endpoint: \"{endpoint}\"
+          caCertConfigMap: auth-ca
+configMaps:
+  auth-ca: {{ files: [{root}] }}
+",
+        endpoint = server.endpoint("/"),
+        root = p(&pki.root_file()),
+    );
+    let b = TestBroker::start(&yaml).await;
+    let mut watcher = RawClient::connect(b.mqtt_addr()).await;
+    watcher.send(&login("watcher", "fresh")).await;
+    watcher.expect_connack_ok().await;
+    watcher.sub_ok(1, "pipelined/#", 0).await;
+
+    let mut stale = RawClient::connect(b.mqtt_addr()).await;
+    let mut bytes = login("stale-1", "stale");
+    bytes.extend(gatehouse_tests::raw::publish_bytes(
+        0x00,
+        b"pipelined/x",
+        None,
+        Some(&Props::new()),
+        b"should not be routed",
+    ));
+    stale.send(&bytes).await;
+    let raw = stale.recv_raw(WAIT).await.expect("a CONNACK");
+    assert_eq!(connack_code(&raw), 0x87, "CONNACK {raw:02X?}");
+    stale.expect_closed(WAIT).await;
+    watcher.expect_nothing(QUIET).await;
+}
+
+/// CONNECT v5 (clean start, no properties) with user name `username` and a password.
+fn login(client_id: &str, username: &str) -> Vec<u8> {
+    use gatehouse_tests::raw::{frame, mqtt_str};
+    let mut body = Vec::new();
+    mqtt_str(&mut body, b"MQTT");
+    body.push(5);
+    body.push(0x80 | 0x40 | 0x02);
+    body.extend(60u16.to_be_bytes());
+    body.push(0); // no properties
+    mqtt_str(&mut body, client_id.as_bytes());
+    mqtt_str(&mut body, username.as_bytes());
+    mqtt_str(&mut body, b"pw");
+    frame(0x10, &body)
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format")
+}
+
+/// 4c: a v5 re-authentication whose answer changes the principal's attributes (here:
+/// which room it belongs to). Before the fix the subscription granted under the old
+/// attributes kept delivering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_authentication_as_another_principal_drops_what_the_first_was_granted() {
+    let dir = TempDir::new("sec-reauth");
+    let pki = Pki::new(dir.path(), EC);
+    let server = ScriptedServer::start(&pki, None, |seen| {
+        let data = seen.body["enhancedAuthentication"]["data"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        // base64 of "room-a" / "room-b"
+        let room = match data.as_str() {
+            "cm9vbS1h" => "a",
+            "cm9vbS1i" => "b",
+            _ => return (403, r#"{"reason": 135}"#.into()),
+        };
+        (
+            200,
+            format!(r#"{{"expiry": "2099-01-01T00:00:00Z", "attributes": {{"room": "{room}"}}}}"#),
+        )
+    })
+    .await;
+    let yaml = format!(
+        "
+listeners:
+  - name: custom
+    bindAddress: 127.0.0.1
+    ports:
+      - port: 0
+        authenticationRef: users
+        authorizationRef: rooms
+authentications:
+  - name: users
+    authenticationMethods:
+      - method: Custom
+        customSettings:
+          endpoint: \"{endpoint}\"
+          caCertConfigMap: auth-ca
+authorizations:
+  - name: rooms
+    authorizationPolicies:
+      rules:
+        - principals: {{ attributes: [{{ room: a }}] }}
+          brokerResources:
+            - method: Connect
+            - method: Publish
+              topics: [\"rooms/#\"]
+            - method: Subscribe
+              topics: [\"rooms/a/#\"]
+        - principals: {{ attributes: [{{ room: b }}] }}
+          brokerResources:
+            - method: Connect
+            - method: Publish
+              topics: [\"rooms/#\"]
+            - method: Subscribe
+              topics: [\"rooms/b/#\"]
+configMaps:
+  auth-ca: {{ files: [{root}] }}
+",
+        endpoint = server.endpoint("/"),
+        root = p(&pki.root_file()),
+    );
+    let b = TestBroker::start(&yaml).await;
+    let enhanced = |id: &str, data: &[u8]| {
+        ConnectBuilder::new(id)
+            .props(|p| p.str(0x15, "token").bin(0x16, data))
+            .build()
+    };
+    let mut client = RawClient::connect(b.mqtt_addr()).await;
+    client.send(&enhanced("roomie", b"room-a")).await;
+    client.expect_connack_ok().await;
+    client.sub_ok(1, "rooms/a/#", 0).await;
+
+    let mut publisher = RawClient::connect(b.mqtt_addr()).await;
+    publisher.send(&enhanced("publisher", b"room-b")).await;
+    publisher.expect_connack_ok().await;
+    publisher.publish("rooms/a/1", b"before", 0, false, 0).await;
+    assert_eq!(client.expect_publish().await.topic, "rooms/a/1");
+
+    // Re-authenticate into room b.
+    let mut auth = Vec::new();
+    auth.push(0x19);
+    Props::new()
+        .str(0x15, "token")
+        .bin(0x16, b"room-b")
+        .encode(&mut auth);
+    client.send(&gatehouse_tests::raw::frame(0xF0, &auth)).await;
+    match client.expect_packet().await {
+        Packet::Auth(a) => assert_eq!(a.reason_code, ReasonCode::SUCCESS),
+        other => panic!("expected AUTH 0x00, got {other:?}"),
+    }
+    publisher.publish("rooms/a/2", b"after", 0, false, 0).await;
+    publisher.ping().await;
+    client.expect_nothing(QUIET).await;
+    // The new principal's own rights work.
+    client.sub_ok(2, "rooms/b/#", 0).await;
+    publisher.publish("rooms/b/1", b"mine", 0, false, 0).await;
+    assert_eq!(client.expect_publish().await.topic, "rooms/b/1");
+}
+
+async fn scrape(b: &TestBroker) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(b.metrics_addr())
+        .await
+        .expect("metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("response");
+    out
+}
