@@ -468,3 +468,97 @@ async fn state_store_byte_quotas() {
     let r = hog.call(&set(b"h4", &value), &[]).await;
     assert_eq!(&r.payload[..], b"+OK\r\n");
 }
+
+/// A reload applies new byte quotas at once, to connected clients too: a lowered value
+/// bound refuses what was accepted before; what is stored stays.
+#[tokio::test]
+async fn reloaded_byte_quotas_apply_at_once() {
+    let yaml = |value: &str| {
+        format!(
+            "
+listeners:
+  - name: main
+    bindAddress: 127.0.0.1
+    ports: [ {{ port: 0 }} ]
+broker: {{ stateStoreMaxValueBytes: {value} }}
+diagnostics: {{ metrics: {{ prometheusPort: 0 }} }}
+"
+        )
+    };
+    let broker = TestBroker::start(&yaml("4KiB")).await;
+    let mut raw = RawClient::connect(broker.mqtt_addr()).await;
+    raw.send(&ConnectBuilder::new("reloaded").build()).await;
+    raw.expect_connack_ok().await;
+    let mut c = StateStoreClient::start(raw, "reloaded").await;
+    let value = vec![b'v'; 2000];
+    assert_eq!(
+        &c.call(&set(b"a", &value), &[]).await.payload[..],
+        b"+OK\r\n"
+    );
+
+    let loaded = gatehouse_config::load_str(&yaml("1KiB"), "reload.yaml").expect("valid");
+    let done = broker
+        .server
+        .reloader()
+        .apply(loaded.config)
+        .expect("reload");
+    assert!(done.limits);
+    assert_eq!(&c.call(&set(b"b", &value), &[]).await.payload[..], QUOTA);
+    let kept = c.call(&get(b"a"), &[]).await;
+    assert_eq!(kept.payload.len(), value.len() + b"$2000\r\n\r\n".len());
+}
+
+/// Keys restored from disk after a restart still count against the per-client quota of
+/// the client that wrote them (the owner is persisted with the key), so a restart does
+/// not hand a client a fresh quota.
+#[tokio::test]
+async fn restored_keys_count_against_their_writer() {
+    use gatehouse_tests::broker::{free_port, BrokerProcess};
+    let dir = TempDir::new("sec-ss-persist");
+    let port = free_port();
+    let file = dir.write(
+        "gatehouse.yaml",
+        &format!(
+            "
+listeners:
+  - name: main
+    bindAddress: 127.0.0.1
+    ports: [ {{ port: {port} }} ]
+dataDir: {}
+broker: {{ stateStorePerClientBytes: 3KiB }}
+diagnostics: {{ metrics: {{ prometheusPort: 0 }} }}
+persistence:
+  maxSize: 10M
+  stateStore: {{ mode: All }}
+",
+            dir.path().join("data").display()
+        ),
+    );
+    let client = |broker: &BrokerProcess| {
+        let addr = broker.addr();
+        async move {
+            let mut raw = RawClient::connect(addr).await;
+            raw.send(&ConnectBuilder::new("hog").build()).await;
+            raw.expect_connack_ok().await;
+            StateStoreClient::start(raw, "hog").await
+        }
+    };
+    let value = vec![b'v'; 1000];
+    let mut broker = BrokerProcess::start(&file, port).await;
+    let mut c = client(&broker).await;
+    for key in [&b"k1"[..], b"k2", b"k3"] {
+        assert_eq!(
+            &c.call(&set(key, &value), &[]).await.payload[..],
+            b"+OK\r\n"
+        );
+    }
+    assert_eq!(&c.call(&set(b"k4", &value), &[]).await.payload[..], QUOTA);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    broker.signal("TERM");
+    assert!(broker.exit_within(Duration::from_secs(8)).await.success());
+
+    let broker = BrokerProcess::start(&file, port).await;
+    let mut c = client(&broker).await;
+    assert_eq!(c.call(&get(b"k3"), &[]).await.payload.len(), 1000 + 9);
+    assert_eq!(&c.call(&set(b"k4", &value), &[]).await.payload[..], QUOTA);
+}
