@@ -102,11 +102,11 @@ impl Broker {
             length: limits.queue_length,
             drop_oldest: limits.queue_drop_oldest,
         };
-        let quota = limits.state_store_key_quota;
+        let quotas = limits.state_store_quotas();
         Arc::new(Broker {
             limits: parking_lot::RwLock::new(Arc::new(limits)),
             router: Router::new(policy),
-            state_store: StateStore::new(quota),
+            state_store: StateStore::new(quotas),
             sessions: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(1),
             journal: std::sync::OnceLock::new(),
@@ -119,13 +119,13 @@ impl Broker {
     }
 
     /// Apply new limits (a reload): new connections get them, and the queue policy and
-    /// the state store quota change at once; live connections keep what they were told.
+    /// the state store quotas change at once; live connections keep what they were told.
     pub fn set_limits(&self, limits: Limits) {
         self.router.set_policy(QueuePolicy {
             length: limits.queue_length,
             drop_oldest: limits.queue_drop_oldest,
         });
-        self.state_store.set_quota(limits.state_store_key_quota);
+        self.state_store.set_quotas(limits.state_store_quotas());
         *self.limits.write() = Arc::new(limits);
     }
 

@@ -24,6 +24,15 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// Keys the state store holds at most (`-ERR the quota has been exceeded`).
     pub state_store_key_quota: Option<usize>,
+
+    // State store byte quotas (`-ERR the quota has been exceeded`); see
+    // `statestore::store::Quotas`.
+    /// `stateStoreMaxValueBytes`: bytes of one value.
+    pub state_store_max_value_bytes: Option<u64>,
+    /// `stateStoreMaxTotalBytes`: bytes of all keys and values.
+    pub state_store_max_total_bytes: Option<u64>,
+    /// `stateStorePerClientBytes`: bytes of the keys a client id last wrote.
+    pub state_store_per_client_bytes: Option<u64>,
 }
 
 /// Aliases per connection: enough for any real client, small enough that a hostile one
@@ -47,6 +56,19 @@ impl Limits {
             max_connections: b.max_connections,
             connect_timeout: b.connect_timeout,
             state_store_key_quota: Some(b.state_store_key_quota),
+            state_store_max_value_bytes: Some(b.state_store_max_value_bytes),
+            state_store_max_total_bytes: Some(b.state_store_max_total_bytes),
+            state_store_per_client_bytes: Some(b.state_store_per_client_bytes),
+        }
+    }
+
+    /// Every bound of the state store.
+    pub fn state_store_quotas(&self) -> crate::statestore::store::Quotas {
+        crate::statestore::store::Quotas {
+            keys: self.state_store_key_quota,
+            value_bytes: self.state_store_max_value_bytes,
+            total_bytes: self.state_store_max_total_bytes,
+            client_bytes: self.state_store_per_client_bytes,
         }
     }
 

@@ -8,7 +8,9 @@ use gatehouse_config::{Authorization, BrokerResourceMethod, CacheMode, KeyType, 
 use globset::{Glob, GlobMatcher};
 
 use super::filter;
-use super::template::{glob_value, plain_value, topic_value, Subject, Template};
+use super::template::{
+    glob_value, key_glob_value, key_plain_value, plain_value, topic_value, Subject, Template,
+};
 
 // `gatehouse explain`: the checks of `decide`, kept (a child module, so it reuses the
 // private matching functions below).
@@ -63,10 +65,14 @@ impl Decision {
 struct GlobTemplate {
     template: Template,
     fixed: Option<GlobMatcher>,
+    /// How a substituted value enters the glob: [`glob_value`] for client ids,
+    /// [`key_glob_value`] (which also refuses `/`) for state store keys. Kept with the
+    /// template so `decide` and `gatehouse explain`'s trace render it the same way.
+    escape: fn(&str) -> Option<String>,
 }
 
 impl GlobTemplate {
-    fn new(text: &str) -> Result<Self, String> {
+    fn new(text: &str, escape: fn(&str) -> Option<String>) -> Result<Self, String> {
         let template = Template::parse(text)?;
         let fixed = match template.literal() {
             Some(literal) => Some(glob(&literal)?),
@@ -84,15 +90,26 @@ impl GlobTemplate {
                 None
             }
         };
-        Ok(GlobTemplate { template, fixed })
+        Ok(GlobTemplate {
+            template,
+            fixed,
+            escape,
+        })
+    }
+
+    /// The glob for `subject`; `None` when a token has no usable value (matches nothing).
+    fn render(&self, subject: &Subject<'_>) -> Option<String> {
+        match self.template.literal() {
+            Some(literal) => Some(literal),
+            None => self.template.render(subject, self.escape),
+        }
     }
 
     fn is_match(&self, subject: &Subject<'_>, candidate: &str) -> bool {
         match &self.fixed {
             Some(m) => m.is_match(candidate),
             None => self
-                .template
-                .render(subject, glob_value)
+                .render(subject)
                 .and_then(|g| glob(&g).ok())
                 .is_some_and(|m| m.is_match(candidate)),
         }
@@ -225,7 +242,7 @@ impl Policy {
                 }
                 let mut client_ids = Vec::new();
                 for (ci, c) in res.client_ids.iter().enumerate() {
-                    match GlobTemplate::new(c) {
+                    match GlobTemplate::new(c, glob_value) {
                         Ok(g) => client_ids.push(g),
                         Err(e) => problems.push(format!(
                             "{}: {e}",
@@ -248,7 +265,9 @@ impl Policy {
                 for (ki, k) in res.keys.iter().enumerate() {
                     let path = at(&format!("stateStoreResources[{si}].keys[{ki}]"));
                     let key = match res.key_type {
-                        KeyType::Pattern => GlobTemplate::new(k).map(KeyMatch::Pattern),
+                        KeyType::Pattern => {
+                            GlobTemplate::new(k, key_glob_value).map(KeyMatch::Pattern)
+                        }
                         KeyType::String => Template::parse(k).map(KeyMatch::String),
                         KeyType::Binary => base64::engine::general_purpose::STANDARD
                             .decode(k)
@@ -332,7 +351,7 @@ fn key_matches(m: &KeyMatch, subject: &Subject<'_>, key: &[u8]) -> bool {
     match m {
         KeyMatch::Binary(bytes) => bytes.as_slice() == key,
         KeyMatch::String(t) => t
-            .render(subject, plain_value)
+            .render(subject, key_plain_value)
             .is_some_and(|s| s.as_bytes() == key),
         KeyMatch::Pattern(g) => std::str::from_utf8(key).is_ok_and(|k| g.is_match(subject, k)),
     }

@@ -1,9 +1,11 @@
 //! Strings with `{principal.*}` tokens, filled in for one client.
 //!
-//! The security rule (behaviour.md §4): a substituted value must never widen access. A
-//! missing or empty value makes the whole template match nothing; in topic filters a value
-//! containing `+`, `#` or `/` does too (it would add levels or wildcards); in globs the value
-//! is escaped, so it only ever matches itself.
+//! The security rule (behaviour.md §4, security.md invariant 5): a substituted value must
+//! never widen access. A missing or empty value makes the whole template match nothing; in
+//! topic filters a value containing `+`, `#` or `/` does too (it would add levels or
+//! wildcards); in globs the value is escaped, so it only ever matches itself; in state store
+//! key templates (`Pattern` and `String`) a value containing `/` matches nothing, as in
+//! topics ([`key_glob_value`], [`key_plain_value`]).
 
 use std::collections::BTreeMap;
 
@@ -127,6 +129,37 @@ pub(crate) fn plain_value(v: &str) -> Option<String> {
     Some(v.to_owned())
 }
 
+/// For state store key globs (`keyType: Pattern`): as strict as [`topic_value`]. A value
+/// containing `/` is refused, so the template matches nothing; the glob metacharacters of
+/// any other value are escaped by [`glob_value`] and match only themselves.
+///
+/// Why `/` is refused rather than kept: escaping cannot neutralise it. It is no glob
+/// metacharacter, but it is the separator of the key namespaces policies carve out
+/// (`users/{principal.username}/*`): the user name `victim/x` would render
+/// `users/victim/x/*` and reach keys under `users/victim/`, which belong to the user
+/// `victim`. Topic templates refuse such values for the same reason. The other
+/// metacharacters keep being escaped instead of refused: an escaped `*` or `[` only ever
+/// matches itself, so refusing it would only lock out principals whose names contain one.
+///
+/// Client id globs of `brokerResources` keep [`glob_value`]: a client id has no levels, so
+/// a `/` in a value substituted there matches only a `/` in the client id.
+pub(crate) fn key_glob_value(v: &str) -> Option<String> {
+    if v.contains('/') {
+        return None;
+    }
+    glob_value(v)
+}
+
+/// For exact state store keys (`keyType: String`): a value containing `/` is refused, for
+/// the reason given at [`key_glob_value`] (`users/{principal.username}` with the user name
+/// `victim/x` would otherwise be the key `users/victim/x`, under `victim`'s namespace).
+pub(crate) fn key_plain_value(v: &str) -> Option<String> {
+    if v.contains('/') {
+        return None;
+    }
+    plain_value(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +223,40 @@ mod tests {
             .compile_matcher();
         assert!(m.is_match("a\\") && m.is_match("a\\dev-1"));
         assert!(!m.is_match("a*") && !m.is_match("a"));
+    }
+
+    /// A value with `/` cannot move a key template into another principal's namespace
+    /// (issue 13 item 7); without `/`, the value is escaped as for any glob.
+    #[test]
+    fn key_values_refuse_separators() {
+        let attrs = BTreeMap::new();
+        let victim_x = Subject {
+            client_id: "dev-1",
+            username: Some("victim/x"),
+            attributes: &attrs,
+        };
+        let glob = Template::parse("users/{principal.username}/*").expect("valid");
+        assert_eq!(glob.render(&victim_x, key_glob_value), None);
+        let exact = Template::parse("users/{principal.username}").expect("valid");
+        assert_eq!(exact.render(&victim_x, key_plain_value), None);
+        // Escaping still applies to the other metacharacters.
+        let star = Subject {
+            username: Some("a*b"),
+            ..victim_x
+        };
+        assert_eq!(
+            glob.render(&star, key_glob_value).as_deref(),
+            Some("users/a[*]b/*")
+        );
+        assert_eq!(
+            exact.render(&star, key_plain_value).as_deref(),
+            Some("users/a*b")
+        );
+        // Client id globs are unchanged.
+        assert_eq!(
+            glob.render(&victim_x, glob_value).as_deref(),
+            Some("users/victim/x/*")
+        );
     }
 
     #[test]

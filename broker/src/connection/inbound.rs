@@ -196,6 +196,14 @@ impl Connection {
             }
             return Ok(());
         }
+        // A state store answer is published on the requester's behalf: refused like a
+        // publish when the requester may not publish or receive it there (issue 13 item 3).
+        if p.topic == REQUEST_TOPIC && !self.state_store_reply_allowed(&p)? {
+            if let Some(id) = packet_id {
+                self.ack_in_order(p.qos, id, ReasonCode::NOT_AUTHORIZED, Default::default());
+            }
+            return Ok(());
+        }
         if p.qos == QoS::ExactlyOnce {
             let Some(id) = packet_id else {
                 return Err(violation(

@@ -10,6 +10,10 @@
 //!   the connection with DISCONNECT 0x82 Protocol Error (§1.2 says "disconnects").
 //! - Requests are consumed by the state store; they are not routed to subscribers of the
 //!   request topic, so no wildcard subscriber sees other clients' keys and values.
+//! - The answer is published on the requester's behalf (security.md invariant 4), so the
+//!   requester must be allowed to receive it and to publish there
+//!   ([`Connection::state_store_reply_allowed`]); otherwise the request is refused with
+//!   0x87 Not authorized before anything of it runs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,10 +21,79 @@ use std::time::{Duration, Instant};
 use gatehouse_protocol::{Publish, QoS, ReasonCode};
 
 use super::{Connection, Exit};
+use crate::authz::Action;
+use crate::message::Message;
 use crate::statestore::service::Invocation;
 use crate::statestore::topic::is_forbidden_response_topic;
 
+/// The prefix of a client's own reply namespace: `clients/{client id}/` (the AIO
+/// convention: the seed's policies grant `clients/{principal.clientId}/#` and the SDKs
+/// answer under it).
+const OWN_NAMESPACE: &str = "clients/";
+
+/// Whether `topic` lies in `client_id`'s own reply namespace `clients/{client_id}/...`.
+fn in_own_namespace(topic: &str, client_id: &str) -> bool {
+    topic
+        .strip_prefix(OWN_NAMESPACE)
+        .and_then(|rest| rest.strip_prefix(client_id))
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
 impl Connection {
+    /// May the broker publish this request's answer to its response topic on the
+    /// requester's behalf (security.md invariant 4, issue 13 item 3)? Called by
+    /// `on_publish` before anything of the request is acted on: a refused request gets
+    /// 0x87 on its PUBACK/PUBREC, is not run, and nothing is published or cached. A
+    /// request without a response topic (all 3.1.1 requests) has nothing to check; it is
+    /// dropped later. A forbidden response topic still ends the connection (0x82).
+    ///
+    /// The rule:
+    /// - The requester must be allowed to SUBSCRIBE to the response topic (the AIO docs
+    ///   require it of state store clients). A `$share/...` topic name is refused: no
+    ///   subscription can receive a message published to it, and the subscribe check
+    ///   would look at the filter after the share group instead.
+    /// - The requester must also be allowed to PUBLISH to it, unless the topic is in its
+    ///   own reply namespace `clients/{client id}/...`. The seed's example policy (and the
+    ///   AIO docs) give state store clients only Subscribe on
+    ///   `clients/{principal.clientId}/services/statestore/.../response/#`, and every SDK
+    ///   answers under `clients/{client id}/` (Go hex-encodes the id, so it needs Publish
+    ///   or a policy of its own); requiring Publish there would refuse every SDK under
+    ///   those policies. The exception cannot reach anybody else's topics: the topic must
+    ///   be one the requester may subscribe to AND lie under its own client id, where only
+    ///   it (and principals the policy lets read that namespace) receive anything.
+    ///   Everywhere else, e.g. `devices/victim/cmd`, the answer is authorized exactly as if
+    ///   the requester had published it.
+    pub(super) fn state_store_reply_allowed(&self, p: &Publish) -> Result<bool, Exit> {
+        let Some(response_topic) = p.properties.response_topic.as_deref() else {
+            return Ok(true);
+        };
+        if is_forbidden_response_topic(response_topic) {
+            return Err(Exit::Violation(
+                ReasonCode::PROTOCOL_ERROR,
+                "a state store response topic may not be the request topic or a notification topic"
+                    .into(),
+            ));
+        }
+        if self.authz.is_none() {
+            return Ok(true);
+        }
+        let subscribe = !response_topic.starts_with("$share/")
+            && self.allowed(&Action::Subscribe(response_topic));
+        let publish = in_own_namespace(response_topic, &self.client_id)
+            || self.allowed(&Action::Publish(response_topic));
+        if !(subscribe && publish) {
+            tracing::debug!(
+                target: "statestore",
+                client_id = %self.client_id,
+                response_topic,
+                subscribe,
+                publish,
+                "request refused: the requester may not receive or publish its answer there"
+            );
+        }
+        Ok(subscribe && publish)
+    }
+
     pub(super) fn on_state_store_request(&mut self, p: &Publish) -> Result<(), Exit> {
         let Some(response_topic) = p.properties.response_topic.as_deref() else {
             tracing::debug!(target: "statestore", "request without a response topic: dropped");
@@ -42,8 +115,22 @@ impl Connection {
         if p.dup {
             let cached =
                 correlation.and_then(|c| self.session.lock().state_store_replies.get(c, now));
-            if let Some(response) = cached {
+            if let Some(mut response) = cached {
                 tracing::debug!(target: "statestore", "retransmitted request: answered from the cache");
+                // Only to the topic this request names, which `state_store_reply_allowed`
+                // has just authorized for the principal now holding the session (not the
+                // one the first copy named, authorized perhaps for another principal).
+                if response.topic != response_topic {
+                    response = Arc::new(Message {
+                        topic: response_topic.to_owned(),
+                        payload: response.payload.clone(),
+                        qos: response.qos,
+                        retain: response.retain,
+                        properties: response.properties.clone(),
+                        expires_at: response.expires_at,
+                        origin: response.origin,
+                    });
+                }
                 self.broker.router.publish(&response);
                 return Ok(());
             }

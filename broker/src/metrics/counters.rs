@@ -329,7 +329,7 @@ mod tests {
 
     #[test]
     fn state_store_requests_are_counted_by_command_and_result() {
-        let store = StateStore::new(None);
+        let store = StateStore::new(Default::default());
         let ts = format!("{}:0:c", store.now_ms());
         let set = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n";
         run(&store, set, &[("__ts", &ts)], true);

@@ -7,7 +7,7 @@
 //! ```text
 //! start:   let db = Database::open(&config.data_dir)?;
 //!          let (persistence, entries) = StatePersistence::open(db, settings, now_ms)?;
-//!          let store = Store::with_entries(quota, entries);
+//!          let store = Store::with_entries(quotas, entries);
 //! SET:     ctx.persist = persistence.policy().dynamic_flag(&publish.user_properties);
 //! any:     let outcome = store.execute(...);                    // under the store lock
 //!          persistence.record_changes(&store, &outcome.changes, now_ms);

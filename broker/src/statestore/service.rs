@@ -20,7 +20,7 @@ use super::persist::StatePersistence;
 use super::request::Request;
 use super::resp3::Reply;
 use super::stamps::{check_stamps, StampRule};
-use super::store::{Change, Context, Entry, Store};
+use super::store::{Change, Context, Entry, Quotas, Store};
 use super::topic::notify_topic;
 use crate::authz::Action;
 use crate::message::Message;
@@ -128,7 +128,6 @@ struct Inner<C> {
 /// The state store service; the broker owns one.
 pub struct StateStore<C = SystemClock> {
     inner: Mutex<Inner<C>>,
-    quota: Option<usize>,
     /// Wakes the expiry task when a SET may have brought the next expiry forward.
     expiry_changed: Notify,
     /// Set once at start when `persistence:` is configured ([`StateStore::restore`]).
@@ -138,24 +137,23 @@ pub struct StateStore<C = SystemClock> {
 }
 
 impl StateStore<SystemClock> {
-    /// An empty store with at most `quota` keys.
-    pub fn new(quota: Option<usize>) -> Self {
-        StateStore::with_clock(quota, SystemClock)
+    /// An empty store bounded by `quotas`.
+    pub fn new(quotas: Quotas) -> Self {
+        StateStore::with_clock(quotas, SystemClock)
     }
 }
 
 impl<C: WallClock> StateStore<C> {
-    pub fn with_clock(quota: Option<usize>, clock: C) -> Self {
+    pub fn with_clock(quotas: Quotas, clock: C) -> Self {
         let clock = match HybridClock::new(NODE_ID, clock) {
             Ok(clock) => clock,
             Err(e) => unreachable!("the constant node id is valid: {e}"),
         };
         StateStore {
             inner: Mutex::new(Inner {
-                store: Store::new(quota),
+                store: Store::new(quotas),
                 clock,
             }),
-            quota,
             expiry_changed: Notify::new(),
             persistence: OnceLock::new(),
             requests: StateStoreCounters::default(),
@@ -164,13 +162,15 @@ impl<C: WallClock> StateStore<C> {
 
     /// Start from the persisted `entries` and record every later change through
     /// `persistence`. The clock moves past the highest stored version, so new versions stay
-    /// above the old ones even if the wall clock went back across the restart.
+    /// above the old ones even if the wall clock went back across the restart. The quotas
+    /// in force count the restored bytes (total, and per recorded owner).
     pub fn restore(&self, persistence: StatePersistence, entries: Vec<(Bytes, Entry)>) {
         let mut guard = self.inner.lock();
         if let Some(highest) = entries.iter().map(|(_, e)| &e.version).max() {
             guard.clock.update(highest);
         }
-        guard.store = Store::with_entries(self.quota, entries);
+        let quotas = guard.store.quotas();
+        guard.store = Store::with_entries(quotas, entries);
         drop(guard);
         if self.persistence.set(persistence).is_err() {
             tracing::warn!(target: "statestore", "persistence attached twice; keeping the first");
@@ -263,6 +263,14 @@ impl<C: WallClock> StateStore<C> {
             Some(ts) => clock.update(ts),
             None => clock.now(),
         });
+        if let Some(hit) = outcome.quota_hit {
+            tracing::debug!(
+                target: "statestore",
+                client_id = invocation.client_id,
+                limit = hit.setting(),
+                "SET refused: the quota has been exceeded"
+            );
+        }
         if let Some(p) = persistence {
             p.record_changes(store, &outcome.changes, now_ms);
         }
@@ -280,9 +288,38 @@ impl<C: WallClock> StateStore<C> {
         Answer::reply(&outcome.reply, outcome.version.map(|v| v.to_string()))
     }
 
-    /// A reload changed `broker.stateStoreKeyQuota`.
-    pub fn set_quota(&self, quota: Option<usize>) {
-        self.inner.lock().store.set_quota(quota);
+    /// A reload changed `broker.stateStoreKeyQuota` or a byte quota.
+    pub fn set_quotas(&self, quotas: Quotas) {
+        self.inner.lock().store.set_quotas(quotas);
+    }
+
+    /// Re-check the KEYNOTIFY registrations of `client_id` after its principal or the
+    /// policy changed (security.md invariant 3; e.g. a v5 re-authentication as another
+    /// identity): every registration whose key `allowed` no longer grants Read
+    /// (`Action::StateStore { write: false, .. }`, what KEYNOTIFY needs) is dropped and
+    /// logged. Returns how many were dropped. The client is not told (the protocol has no
+    /// message for it): its notifications for those keys stop.
+    pub fn recheck_registrations(
+        &self,
+        client_id: &str,
+        allowed: impl Fn(&Action<'_>) -> bool,
+    ) -> usize {
+        let dropped = self
+            .inner
+            .lock()
+            .store
+            .retain_registrations(client_id, |key| {
+                allowed(&Action::StateStore { write: false, key })
+            });
+        for key in &dropped {
+            tracing::info!(
+                target: "statestore",
+                client_id,
+                key = %crate::persistence::error::show_key(key),
+                "KEYNOTIFY registration dropped: no longer authorized"
+            );
+        }
+        dropped.len()
     }
 
     /// A disconnect drops every KEYNOTIFY registration of the client (§4.1).
@@ -376,7 +413,9 @@ mod tests {
     fn store() -> (StateStore<impl WallClock>, Arc<AtomicU64>) {
         let now = Arc::new(AtomicU64::new(NOW));
         let reader = now.clone();
-        let store = StateStore::with_clock(Some(3), move || reader.load(Ordering::Relaxed));
+        let store = StateStore::with_clock(Quotas::keys(Some(3)), move || {
+            reader.load(Ordering::Relaxed)
+        });
         (store, now)
     }
 
@@ -592,6 +631,37 @@ mod tests {
             b"*2\r\n$6\r\nNOTIFY\r\n$6\r\nDELETE\r\n"
         );
         assert!(s.is_empty());
+    }
+
+    /// A re-check keeps the registrations still readable and drops the others, which then
+    /// get no notification.
+    #[test]
+    fn recheck_registrations_drops_keys_no_longer_readable() {
+        let (s, _) = store();
+        call(b"*2\r\n$9\r\nKEYNOTIFY\r\n$4\r\nmine\r\n").run(&s);
+        call(b"*2\r\n$9\r\nKEYNOTIFY\r\n$6\r\ntheirs\r\n").run(&s);
+        let reads_mine = |action: &Action<'_>| matches!(action, Action::StateStore { write: false, key } if *key == b"mine");
+        assert_eq!(s.recheck_registrations("c1", reads_mine), 1);
+        assert_eq!(s.recheck_registrations("c1", reads_mine), 0);
+        assert_eq!(s.recheck_registrations("other", |_| false), 0);
+        let (_, sent) = call(b"*3\r\n$3\r\nSET\r\n$6\r\ntheirs\r\n$1\r\nv\r\n").run(&s);
+        assert!(sent.is_empty());
+        let (_, sent) = call(b"*3\r\n$3\r\nSET\r\n$4\r\nmine\r\n$1\r\nv\r\n").run(&s);
+        assert_eq!(sent.len(), 1);
+    }
+
+    /// Byte quotas through the service: the SDK's quota error, nothing stored.
+    #[test]
+    fn oversized_value_gets_the_quota_error() {
+        let s = StateStore::new(Quotas {
+            value_bytes: Some(2),
+            ..Quotas::default()
+        });
+        let (a, _) = call(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nabc\r\n").run(&s);
+        assert_eq!(&a.payload[..], b"-ERR the quota has been exceeded\r\n");
+        assert!(s.is_empty());
+        let (a, _) = call(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\nab\r\n").run(&s);
+        assert_eq!(&a.payload[..], b"+OK\r\n");
     }
 
     #[test]

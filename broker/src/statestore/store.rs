@@ -38,11 +38,74 @@ pub struct Entry {
     /// The dynamic persistence property (`aio-persistence: true`) was on the last SET
     /// (§6.4); the latest SET decides. See `persist::PersistPolicy::wants`.
     pub persist: bool,
+    /// The client id of the last writer: the key's bytes count against its
+    /// [`Quotas::client_bytes`] ("last writer owns"). `None` for keys persisted by a build
+    /// that did not record it; they count against the total only.
+    pub owner: Option<Arc<str>>,
 }
 
 impl Entry {
     fn is_expired(&self, now_ms: u64) -> bool {
         self.expires_at_ms.is_some_and(|at| at <= now_ms)
+    }
+}
+
+/// The bytes a key holds for the byte quotas: its key and its value. Versions, tokens
+/// and map overhead are not counted (they are bounded per key, and so by [`Quotas::keys`]).
+fn entry_bytes(key: &[u8], value: &[u8]) -> u64 {
+    (key.len() as u64).saturating_add(value.len() as u64)
+}
+
+/// The bounds of the store (statestore.md §6.3, security.md invariant 6); `None` is no
+/// bound. A SET that would cross one gets `-ERR the quota has been exceeded`, the one
+/// quota error the SDKs know (Rust `ServiceError::QuotaExceeded`), whichever bound it is;
+/// the log says which.
+///
+/// Lowering a bound (a reload) removes nothing: what is stored stays, and a SET is only
+/// refused when it would make a count that is over its bound larger. So a client over a
+/// lowered quota may still shrink or delete its keys.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Quotas {
+    /// Keys in the store (`broker.stateStoreKeyQuota`); only new keys are refused.
+    pub keys: Option<usize>,
+    /// Bytes of one value (`broker.stateStoreMaxValueBytes`).
+    pub value_bytes: Option<u64>,
+    /// Bytes of all keys and values together (`broker.stateStoreMaxTotalBytes`).
+    pub total_bytes: Option<u64>,
+    /// Bytes of the keys and values one client id last wrote and that still exist
+    /// (`broker.stateStorePerClientBytes`). The last writer owns a key: overwriting
+    /// another client's key moves its bytes to the writer; deleting or expiring it frees
+    /// them from the owner, whoever deletes it.
+    pub client_bytes: Option<u64>,
+}
+
+impl Quotas {
+    /// Only a key count bound.
+    pub fn keys(keys: Option<usize>) -> Self {
+        Quotas {
+            keys,
+            ..Quotas::default()
+        }
+    }
+}
+
+/// Which bound of [`Quotas`] a SET would cross, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaHit {
+    Keys,
+    ValueBytes,
+    TotalBytes,
+    ClientBytes,
+}
+
+impl QuotaHit {
+    pub fn setting(self) -> &'static str {
+        match self {
+            QuotaHit::Keys => "stateStoreKeyQuota",
+            QuotaHit::ValueBytes => "stateStoreMaxValueBytes",
+            QuotaHit::TotalBytes => "stateStoreMaxTotalBytes",
+            QuotaHit::ClientBytes => "stateStorePerClientBytes",
+        }
     }
 }
 
@@ -94,6 +157,8 @@ pub struct Outcome {
     pub version: Option<Hlc>,
     /// Changes to notify watchers about, in order (a lazily expired key's DELETE first).
     pub changes: Vec<Change>,
+    /// The bound a refused SET would have crossed (the reply is the quota error).
+    pub quota_hit: Option<QuotaHit>,
 }
 
 impl Outcome {
@@ -102,6 +167,14 @@ impl Outcome {
             reply,
             version,
             changes: Vec::new(),
+            quota_hit: None,
+        }
+    }
+
+    fn quota_exceeded(hit: QuotaHit) -> Self {
+        Outcome {
+            quota_hit: Some(hit),
+            ..Outcome::new(ErrorReply::QuotaExceeded.into(), None)
         }
     }
 }
@@ -112,7 +185,11 @@ pub struct Store {
     entries: BTreeMap<Bytes, Entry>,
     /// `(expires_at_ms, key)` for every entry with an expiry.
     expiries: BTreeSet<(u64, Bytes)>,
-    quota: Option<usize>,
+    quotas: Quotas,
+    /// Bytes of every key and value ([`entry_bytes`]), for [`Quotas::total_bytes`].
+    total_bytes: u64,
+    /// Bytes each owner holds, for [`Quotas::client_bytes`]; no entry for zero.
+    client_bytes: HashMap<Arc<str>, u64>,
     /// key → clients watching it.
     watchers: HashMap<Bytes, BTreeSet<Arc<str>>>,
     /// client → keys it watches, for [`Store::drop_client`].
@@ -120,35 +197,111 @@ pub struct Store {
 }
 
 impl Store {
-    /// An empty store; `quota` is the maximum number of keys (§6.3), `None` for no limit.
-    pub fn new(quota: Option<usize>) -> Self {
+    /// An empty store bounded by `quotas` (§6.3).
+    pub fn new(quotas: Quotas) -> Self {
         Store {
-            quota,
+            quotas,
             ..Store::default()
         }
     }
 
     /// A store holding `entries`, e.g. those persisted before a restart
-    /// ([`super::persist::StatePersistence::open`]). The quota applies to new keys only, so
-    /// every entry is kept. No KEYNOTIFY registrations (clients re-register on reconnect).
-    pub fn with_entries(
-        quota: Option<usize>,
-        entries: impl IntoIterator<Item = (Bytes, Entry)>,
-    ) -> Self {
-        let mut store = Store::new(quota);
+    /// ([`super::persist::StatePersistence::open`]). The quotas apply to new writes only,
+    /// so every entry is kept, and its bytes are counted (total and owner) as if it had
+    /// just been written. No KEYNOTIFY registrations (clients re-register on reconnect).
+    pub fn with_entries(quotas: Quotas, entries: impl IntoIterator<Item = (Bytes, Entry)>) -> Self {
+        let mut store = Store::new(quotas);
         for (key, entry) in entries {
-            store.unindex_expiry(&key);
-            if let Some(at) = entry.expires_at_ms {
-                store.expiries.insert((at, key.clone()));
-            }
-            store.entries.insert(key, entry);
+            store.insert(key, entry);
         }
         store
     }
 
-    /// A reload changed the key quota; keys beyond a lower one stay, new ones are refused.
-    pub fn set_quota(&mut self, quota: Option<usize>) {
-        self.quota = quota;
+    /// A reload changed the quotas; what is stored stays, growth past a lower bound is
+    /// refused.
+    pub fn set_quotas(&mut self, quotas: Quotas) {
+        self.quotas = quotas;
+    }
+
+    /// The bounds in force.
+    pub fn quotas(&self) -> Quotas {
+        self.quotas
+    }
+
+    /// Bytes of all keys and values.
+    pub fn total_bytes(&self) -> u64 {
+        self.total_bytes
+    }
+
+    /// Bytes of the keys `client` last wrote that still exist.
+    pub fn client_bytes(&self, client: &str) -> u64 {
+        self.client_bytes.get(client).copied().unwrap_or(0)
+    }
+
+    /// Store `entry` under `key`, replacing (and uncounting) any entry there: the only
+    /// way in, so the byte counts and the expiry index always match the map.
+    fn insert(&mut self, key: Bytes, entry: Entry) {
+        self.uncount(&key);
+        self.unindex_expiry(&key);
+        if let Some(at) = entry.expires_at_ms {
+            self.expiries.insert((at, key.clone()));
+        }
+        let bytes = entry_bytes(&key, &entry.value);
+        self.total_bytes = self.total_bytes.saturating_add(bytes);
+        if let Some(owner) = &entry.owner {
+            let held = self.client_bytes.entry(owner.clone()).or_default();
+            *held = held.saturating_add(bytes);
+        }
+        self.entries.insert(key, entry);
+    }
+
+    /// Take the bytes of the entry at `key` (if any) out of the counts.
+    fn uncount(&mut self, key: &Bytes) {
+        let Some(entry) = self.entries.get(key) else {
+            return;
+        };
+        let bytes = entry_bytes(key, &entry.value);
+        self.total_bytes = self.total_bytes.saturating_sub(bytes);
+        if let Some(owner) = &entry.owner {
+            if let Some(held) = self.client_bytes.get_mut(owner) {
+                *held = held.saturating_sub(bytes);
+                if *held == 0 {
+                    self.client_bytes.remove(owner);
+                }
+            }
+        }
+    }
+
+    /// The bound `client` writing `value` at `key` would cross, if any. A count already
+    /// over its bound (after a reload lowered it) may stay or shrink, never grow.
+    fn quota_hit(&self, client: &str, key: &Bytes, value: &Bytes) -> Option<QuotaHit> {
+        let q = &self.quotas;
+        let existing = self.entries.get(key);
+        if existing.is_none() && q.keys.is_some_and(|max| self.entries.len() >= max) {
+            return Some(QuotaHit::Keys);
+        }
+        if q.value_bytes.is_some_and(|max| value.len() as u64 > max) {
+            return Some(QuotaHit::ValueBytes);
+        }
+        let new = entry_bytes(key, value);
+        let old = existing.map_or(0, |e| entry_bytes(key, &e.value));
+        let grows_past = |before: u64, after: u64, max: Option<u64>| {
+            after > before && max.is_some_and(|max| after > max)
+        };
+        let total_after = self.total_bytes.saturating_sub(old).saturating_add(new);
+        if grows_past(self.total_bytes, total_after, q.total_bytes) {
+            return Some(QuotaHit::TotalBytes);
+        }
+        let mine = self.client_bytes(client);
+        let mine_old = match existing.and_then(|e| e.owner.as_deref()) {
+            Some(owner) if owner == client => old,
+            _ => 0,
+        };
+        let mine_after = mine.saturating_sub(mine_old).saturating_add(new);
+        if grows_past(mine, mine_after, q.client_bytes) {
+            return Some(QuotaHit::ClientBytes);
+        }
+        None
     }
 
     /// The number of stored keys (expired ones not yet removed included).
@@ -224,10 +377,10 @@ impl Store {
         ctx: Context<'_>,
         next_version: &mut impl FnMut() -> Hlc,
     ) -> Outcome {
-        let existing = self.entries.get(key);
-        if existing.is_none() && self.quota.is_some_and(|q| self.entries.len() >= q) {
-            return Outcome::new(ErrorReply::QuotaExceeded.into(), None);
+        if let Some(hit) = self.quota_hit(ctx.client, key, value) {
+            return Outcome::quota_exceeded(hit);
         }
+        let existing = self.entries.get(key);
         let stored_token = existing.and_then(|e| e.fencing_token.as_ref());
         let fencing_token = match check_fence(stored_token, ctx.stamps.fencing_token.as_ref()) {
             Ok(token) => token,
@@ -245,11 +398,8 @@ impl Store {
         }
         let version = next_version();
         let expires_at_ms = expiry_ms.map(|ms| ctx.now_ms.saturating_add(ms.get()));
-        self.unindex_expiry(key);
-        if let Some(at) = expires_at_ms {
-            self.expiries.insert((at, key.clone()));
-        }
-        self.entries.insert(
+        let owner = self.owner_id(ctx.client);
+        self.insert(
             key.clone(),
             Entry {
                 value: value.clone(),
@@ -257,6 +407,7 @@ impl Store {
                 fencing_token,
                 expires_at_ms,
                 persist: ctx.persist,
+                owner: Some(owner),
             },
         );
         Outcome {
@@ -267,6 +418,7 @@ impl Store {
                 version,
                 kind: ChangeKind::Set(value.clone()),
             }],
+            quota_hit: None,
         }
     }
 
@@ -293,10 +445,20 @@ impl Store {
             reply: Reply::DELETED,
             version: Some(change.version.clone()),
             changes: vec![change],
+            quota_hit: None,
+        }
+    }
+
+    /// The shared `Arc` of `client` as an owner, so a client's keys hold one copy of its id.
+    fn owner_id(&self, client: &str) -> Arc<str> {
+        match self.client_bytes.get_key_value(client) {
+            Some((c, _)) => c.clone(),
+            None => client.into(),
         }
     }
 
     fn remove(&mut self, key: &Bytes, version: Hlc) -> Change {
+        self.uncount(key);
         self.unindex_expiry(key);
         self.entries.remove(key);
         Change {
@@ -391,6 +553,29 @@ impl Store {
         }
     }
 
+    /// Drop the registrations of `client` whose key `keep` no longer lets through (the
+    /// client's principal or the policy changed: security.md invariant 3). Returns the
+    /// dropped keys.
+    pub fn retain_registrations(
+        &mut self,
+        client: &str,
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> Vec<Bytes> {
+        let dropped: Vec<Bytes> = match self.watched.get(client) {
+            Some(keys) => keys.iter().filter(|k| !keep(k)).cloned().collect(),
+            None => return Vec::new(),
+        };
+        for key in &dropped {
+            self.unregister(client, key);
+        }
+        dropped
+    }
+
+    /// The keys `client` watches (any order).
+    pub fn registrations(&self, client: &str) -> impl Iterator<Item = &Bytes> {
+        self.watched.get(client).into_iter().flatten()
+    }
+
     /// The clients watching `key`, in client id order.
     pub fn watchers(&self, key: &[u8]) -> impl Iterator<Item = &str> {
         self.watchers
@@ -467,13 +652,20 @@ mod tests {
     struct Harness {
         store: Store,
         counter: u64,
+        /// The requesting client of the next commands.
+        client: &'static str,
     }
 
     impl Harness {
         fn new(quota: Option<usize>) -> Self {
+            Harness::with_quotas(Quotas::keys(quota))
+        }
+
+        fn with_quotas(quotas: Quotas) -> Self {
             Harness {
-                store: Store::new(quota),
+                store: Store::new(quotas),
                 counter: 0,
+                client: "c1",
             }
         }
 
@@ -483,7 +675,7 @@ mod tests {
                 fencing_token: ft.map(hlc),
             };
             let ctx = Context {
-                client: "c1",
+                client: self.client,
                 stamps: &stamps,
                 now_ms,
                 persist: false,
@@ -501,6 +693,13 @@ mod tests {
 
         fn run(&mut self, req: Request) -> Outcome {
             self.run_ft(req, None, NOW)
+        }
+
+        fn run_as(&mut self, client: &'static str, req: Request) -> Outcome {
+            self.client = client;
+            let outcome = self.run(req);
+            self.client = "c1";
+            outcome
         }
     }
 
@@ -769,6 +968,154 @@ mod tests {
             Reply::Ok
         );
         assert_eq!(h.store.len(), 2);
+    }
+
+    /// Value size, total bytes and per-client bytes (issue 13): refused with the quota
+    /// error, nothing stored, nothing notified; another client is unaffected by one
+    /// client's quota; the last writer owns a key; DEL and expiry free the owner's bytes.
+    #[test]
+    fn byte_quotas() {
+        let mut h = Harness::with_quotas(Quotas {
+            keys: None,
+            value_bytes: Some(10),
+            total_bytes: Some(40),
+            client_bytes: Some(20),
+        });
+        let quota = |o: &Outcome| {
+            assert_eq!(wire(&o.reply), b"-ERR the quota has been exceeded\r\n");
+            assert!(o.changes.is_empty());
+            o.quota_hit
+        };
+        // Value size: 10 bytes pass, 11 do not.
+        let big = h.run(set("k", "01234567890", SetCondition::Always, 0));
+        assert_eq!(quota(&big), Some(QuotaHit::ValueBytes));
+        assert!(h.store.is_empty());
+        assert_eq!(
+            h.run(set("a", "0123456789", SetCondition::Always, 0)).reply,
+            Reply::Ok
+        );
+        assert_eq!(h.store.client_bytes("c1"), 11);
+        // Per client: c1 holds 11, 10 more would be 21 > 20.
+        let over = h.run(set("b", "012345678", SetCondition::Always, 0));
+        assert_eq!(quota(&over), Some(QuotaHit::ClientBytes));
+        assert_eq!(
+            h.run(set("b", "01234567", SetCondition::Always, 0)).reply,
+            Reply::Ok
+        );
+        assert_eq!(h.store.client_bytes("c1"), 20);
+        // Overwriting its own key with a value of the same size is fine at the limit.
+        assert_eq!(
+            h.run(set("b", "abcdefgh", SetCondition::Always, 0)).reply,
+            Reply::Ok
+        );
+        // Another client is not affected by c1's quota.
+        assert_eq!(
+            h.run_as("c2", set("c", "0123456789", SetCondition::Always, 0))
+                .reply,
+            Reply::Ok
+        );
+        assert_eq!(h.store.client_bytes("c2"), 11);
+        assert_eq!(h.store.total_bytes(), 31);
+        // Total: 31 + 10 > 40, whoever asks.
+        let full = h.run_as("c3", set("d", "012345678", SetCondition::Always, 0));
+        assert_eq!(quota(&full), Some(QuotaHit::TotalBytes));
+        assert_eq!(h.store.client_bytes("c3"), 0);
+        // The last writer owns: c2 overwrites c1's `a`, its 11 bytes move to c2.
+        assert_eq!(
+            h.run_as("c2", set("a", "x", SetCondition::Always, 0)).reply,
+            Reply::Ok
+        );
+        assert_eq!(h.store.client_bytes("c1"), 9);
+        assert_eq!(h.store.client_bytes("c2"), 13);
+        // DEL by anyone frees the owner's bytes; so does expiry.
+        h.run_as("c2", del("b"));
+        assert_eq!(h.store.client_bytes("c1"), 0);
+        assert_eq!(
+            h.run(set("e", "v", SetCondition::Always, 5)).reply,
+            Reply::Ok
+        );
+        assert_eq!(h.store.client_bytes("c1"), 2);
+        h.store.expire(NOW + 5, || hlc("1:0:S"));
+        assert_eq!(h.store.client_bytes("c1"), 0);
+        assert_eq!(h.store.total_bytes(), 13);
+        assert!(
+            !h.store.client_bytes.contains_key("c1"),
+            "no entry for zero"
+        );
+    }
+
+    /// A lowered bound keeps what is stored; growth is refused, shrinking is not.
+    #[test]
+    fn lowered_byte_quota_allows_shrinking() {
+        let mut h = Harness::with_quotas(Quotas::default());
+        h.run(set("k", "0123456789", SetCondition::Always, 0));
+        h.store.set_quotas(Quotas {
+            total_bytes: Some(5),
+            client_bytes: Some(5),
+            ..Quotas::default()
+        });
+        assert_eq!(
+            h.run(set("k", "0123", SetCondition::Always, 0)).reply,
+            Reply::Ok
+        );
+        assert_eq!(
+            h.run(set("k", "01234", SetCondition::Always, 0)).quota_hit,
+            Some(QuotaHit::TotalBytes)
+        );
+        assert_eq!(h.store.len(), 1);
+    }
+
+    /// Restored entries count towards the total and their recorded owner.
+    #[test]
+    fn restored_entries_are_counted() {
+        let entry = |value: &'static str, owner: Option<&str>| Entry {
+            value: b(value),
+            version: hlc("1:0:S"),
+            fencing_token: None,
+            expires_at_ms: None,
+            persist: true,
+            owner: owner.map(Arc::from),
+        };
+        let quotas = Quotas {
+            client_bytes: Some(10),
+            total_bytes: Some(100),
+            ..Quotas::default()
+        };
+        let mut h = Harness::with_quotas(quotas);
+        h.store = Store::with_entries(
+            quotas,
+            [
+                (b("a"), entry("12345678", Some("c1"))),
+                (b("b"), entry("xyz", None)),
+            ],
+        );
+        assert_eq!(h.store.total_bytes(), 13);
+        assert_eq!(h.store.client_bytes("c1"), 9);
+        assert_eq!(
+            h.run(set("c", "v", SetCondition::Always, 0)).quota_hit,
+            Some(QuotaHit::ClientBytes)
+        );
+    }
+
+    /// Re-checking a client's registrations drops those `keep` refuses, and only those.
+    #[test]
+    fn retain_registrations_drops_what_is_no_longer_allowed() {
+        let mut h = Harness::new(None);
+        for key in ["mine/1", "mine/2", "theirs/1"] {
+            h.store.register("c1", b(key));
+        }
+        h.store.register("c2", b("theirs/1"));
+        let mut dropped = h
+            .store
+            .retain_registrations("c1", |k| k.starts_with(b"mine/"));
+        dropped.sort();
+        assert_eq!(dropped, [b("theirs/1")]);
+        assert_eq!(h.store.watchers(b"theirs/1").collect::<Vec<_>>(), ["c2"]);
+        assert_eq!(h.store.watchers(b"mine/1").collect::<Vec<_>>(), ["c1"]);
+        assert!(h.store.retain_registrations("c1", |_| true).is_empty());
+        assert!(h.store.retain_registrations("nobody", |_| false).is_empty());
+        assert_eq!(h.store.retain_registrations("c1", |_| false).len(), 2);
+        assert!(!h.store.watched.contains_key("c1"));
     }
 
     /// §8 vectors 12 and 14 at this level: registration replies and who is addressed.

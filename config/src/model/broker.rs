@@ -38,6 +38,23 @@ pub struct BrokerLimits {
     /// one more gets `-ERR the quota has been exceeded`. Default 100000 (AIO sizes its quota
     /// from the memory profile).
     pub state_store_key_quota: usize,
+
+    // --- State store byte quotas (issue 13: the key quota alone let one client store
+    // 433 MB). A SET crossing any of them gets `-ERR the quota has been exceeded`. Sizes
+    // as in `persistence.maxSize` (`1MiB`, `64Mi`, or a number of bytes).
+    /// Gatehouse extension: bytes of one state store value at most; default 1 MiB (the
+    /// default `maxPacketSize`, so by default only a raised packet size makes it bite).
+    #[serde(deserialize_with = "crate::size::deserialize")]
+    pub state_store_max_value_bytes: u64,
+    /// Gatehouse extension: bytes of all state store keys and values together at most;
+    /// default 64 MiB.
+    #[serde(deserialize_with = "crate::size::deserialize")]
+    pub state_store_max_total_bytes: u64,
+    /// Gatehouse extension: bytes of the keys and values one client id last wrote (and
+    /// that still exist) at most; default 8 MiB, so no single client can take more than
+    /// an eighth of the default total.
+    #[serde(deserialize_with = "crate::size::deserialize")]
+    pub state_store_per_client_bytes: u64,
 }
 
 impl Default for BrokerLimits {
@@ -52,6 +69,9 @@ impl Default for BrokerLimits {
             max_connections: 10_000,
             connect_timeout: Duration::from_secs(10),
             state_store_key_quota: 100_000,
+            state_store_max_value_bytes: 1024 * 1024,
+            state_store_max_total_bytes: 64 * 1024 * 1024,
+            state_store_per_client_bytes: 8 * 1024 * 1024,
         }
     }
 }

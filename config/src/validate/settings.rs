@@ -39,6 +39,19 @@ pub(super) fn check_broker(broker: &BrokerLimits, report: &mut Report) {
     );
     at_least_one("maxConnections", broker.max_connections as u64);
     at_least_one("stateStoreKeyQuota", broker.state_store_key_quota as u64);
+    // State store byte quotas: 0 would refuse every SET.
+    at_least_one(
+        "stateStoreMaxValueBytes",
+        broker.state_store_max_value_bytes,
+    );
+    at_least_one(
+        "stateStoreMaxTotalBytes",
+        broker.state_store_max_total_bytes,
+    );
+    at_least_one(
+        "stateStorePerClientBytes",
+        broker.state_store_per_client_bytes,
+    );
     const MQTT_MAX_PACKET: u32 = 268_435_456;
     if broker.max_packet_size_bytes == 0 || broker.max_packet_size_bytes > MQTT_MAX_PACKET {
         report.error(

@@ -462,6 +462,36 @@ fn broker_limits_and_log_level_are_checked() {
     ));
 }
 
+/// The state store byte quotas (issue 13): sizes as in `persistence.maxSize`, at least 1.
+#[test]
+fn state_store_byte_quotas_are_sizes_of_at_least_one_byte() {
+    for field in [
+        "stateStoreMaxValueBytes",
+        "stateStoreMaxTotalBytes",
+        "stateStorePerClientBytes",
+    ] {
+        assert_problem(
+            &with(&format!("broker: {{ {field}: 0 }}")),
+            &format!("broker.{field}"),
+            "at least 1",
+        );
+    }
+    let config = load(&with(
+        "broker: { stateStoreMaxValueBytes: 64KiB, stateStoreMaxTotalBytes: 16Mi, \
+         stateStorePerClientBytes: 1000000 }",
+    ));
+    assert_eq!(config.config.broker.state_store_max_value_bytes, 64 * 1024);
+    assert_eq!(
+        config.config.broker.state_store_max_total_bytes,
+        16 * 1024 * 1024
+    );
+    assert_eq!(config.config.broker.state_store_per_client_bytes, 1_000_000);
+    let defaults = BrokerLimits::default();
+    assert_eq!(defaults.state_store_max_value_bytes, 1024 * 1024);
+    assert_eq!(defaults.state_store_max_total_bytes, 64 * 1024 * 1024);
+    assert_eq!(defaults.state_store_per_client_bytes, 8 * 1024 * 1024);
+}
+
 #[test]
 fn all_problems_are_reported_at_once() {
     let problems = problems(

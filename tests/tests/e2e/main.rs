@@ -26,6 +26,7 @@ mod retained;
 mod sat;
 mod sat_token_review;
 mod security_sessions;
+mod security_statestore;
 mod sessions;
 mod shutdown;
 mod statestore_authz;

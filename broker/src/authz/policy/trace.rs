@@ -8,7 +8,7 @@
 
 use base64::Engine as _;
 
-use super::super::template::{glob_value, plain_value, topic_value, Subject};
+use super::super::template::{key_plain_value, plain_value, topic_value, Subject};
 use super::{filter, key_matches, Action, GlobTemplate, Policy, Resource};
 
 /// One entry of a list (a principal client id or user name, a resource's client id glob,
@@ -197,7 +197,7 @@ impl Policy {
                         .map(|m| EntryCheck {
                             rendered: match m {
                                 super::KeyMatch::Pattern(g) => rendered_glob(g, subject),
-                                super::KeyMatch::String(t) => t.render(subject, plain_value),
+                                super::KeyMatch::String(t) => t.render(subject, key_plain_value),
                                 super::KeyMatch::Binary(bytes) => {
                                     Some(base64::engine::general_purpose::STANDARD.encode(bytes))
                                 }
@@ -227,12 +227,10 @@ impl Policy {
     }
 }
 
-/// The glob after substitution, as the engine compiles it (values escaped).
+/// The glob after substitution, as the engine compiles it (values escaped, and for keys
+/// values with `/` refused: [`GlobTemplate::render`]).
 fn rendered_glob(g: &GlobTemplate, subject: &Subject<'_>) -> Option<String> {
-    match g.template.literal() {
-        Some(literal) => Some(literal),
-        None => g.template.render(subject, glob_value),
-    }
+    g.render(subject)
 }
 
 #[cfg(test)]

@@ -7,12 +7,19 @@
 //!
 //! ```text
 //! u8      layout version = 1
-//! u8      flags: 1 = fencing token, 2 = expiry, 4 = persist flag (other bits zero)
+//! u8      flags: 1 = fencing token, 2 = expiry, 4 = persist flag, 8 = owner
+//!         (other bits zero)
 //! hlc     version         varint wall_ms, varint counter, varint length, node id (UTF-8)
 //! hlc     fencing token   (flag 1)
 //! varint  expires_at_ms   (flag 2)
+//! str     owner           (flag 8) varint length, client id (UTF-8): the last writer,
+//!                         whose per-client byte quota the key counts against
 //! ...     value           the rest of the record
 //! ```
+//!
+//! The owner flag was added later within layout 1: records written before it simply lack
+//! it (their keys count against the total only); a build that predates it refuses records
+//! that carry it (unknown flag) instead of misreading them.
 
 use std::sync::Arc;
 
@@ -27,6 +34,7 @@ const LAYOUT: u8 = 1;
 const FENCING: u8 = 1;
 const EXPIRY: u8 = 2;
 const PERSIST: u8 = 4;
+const OWNER: u8 = 8;
 
 /// Why a stored record cannot be read back.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +51,8 @@ pub enum DecodeError {
     Overflow(&'static str),
     #[error("invalid node id in {0} (empty, not UTF-8, or contains ':')")]
     NodeId(&'static str),
+    #[error("the owner is not UTF-8")]
+    Owner,
 }
 
 /// The record of `entry`.
@@ -58,6 +68,9 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
     if entry.persist {
         flags |= PERSIST;
     }
+    if entry.owner.is_some() {
+        flags |= OWNER;
+    }
     out.push(LAYOUT);
     out.push(flags);
     put_hlc(&mut out, &entry.version);
@@ -66,6 +79,10 @@ pub fn encode(entry: &Entry) -> Vec<u8> {
     }
     if let Some(at) = entry.expires_at_ms {
         put_varint(&mut out, at);
+    }
+    if let Some(owner) = &entry.owner {
+        put_varint(&mut out, owner.len() as u64);
+        out.extend_from_slice(owner.as_bytes());
     }
     out.extend_from_slice(&entry.value);
     out
@@ -79,7 +96,7 @@ pub fn decode(record: &[u8]) -> Result<Entry, DecodeError> {
     }
     let mut reader = Reader(rest);
     let flags = reader.byte("flags")?;
-    if flags & !(FENCING | EXPIRY | PERSIST) != 0 {
+    if flags & !(FENCING | EXPIRY | PERSIST | OWNER) != 0 {
         return Err(DecodeError::UnknownFlags(flags));
     }
     let version = reader.hlc("version")?;
@@ -91,12 +108,22 @@ pub fn decode(record: &[u8]) -> Result<Entry, DecodeError> {
         0 => None,
         _ => Some(reader.varint("expiry")?),
     };
+    let owner = match flags & OWNER {
+        0 => None,
+        _ => {
+            let len = reader.varint("owner")?;
+            let owner =
+                std::str::from_utf8(reader.bytes(len, "owner")?).map_err(|_| DecodeError::Owner)?;
+            Some(Arc::from(owner))
+        }
+    };
     Ok(Entry {
         value: Bytes::copy_from_slice(reader.0),
         version,
         fencing_token,
         expires_at_ms,
         persist: flags & PERSIST != 0,
+        owner,
     })
 }
 
@@ -182,6 +209,7 @@ mod tests {
             fencing_token: Some(hlc("1700000000001:0:client-1")),
             expires_at_ms: Some(1_700_000_060_000),
             persist: true,
+            owner: Some(Arc::from("client-1")),
         }
     }
 
@@ -197,6 +225,7 @@ mod tests {
             fencing_token: None,
             expires_at_ms: None,
             persist: false,
+            owner: None,
             ..entry()
         };
         let record = encode(&e);
@@ -220,6 +249,7 @@ mod tests {
             }),
             expires_at_ms: Some(u64::MAX),
             persist: false,
+            owner: Some(Arc::from("")),
         };
         assert_eq!(decode(&encode(&e)), Ok(e));
     }
@@ -232,6 +262,7 @@ mod tests {
             fencing_token: None,
             expires_at_ms: None,
             persist: false,
+            owner: None,
         };
         // layout, flags, 6-byte wall clock, counter, length, "gh", value.
         assert_eq!(encode(&e).len(), 1 + 1 + 6 + 1 + 1 + 2 + 1);
@@ -246,6 +277,8 @@ mod tests {
             decode(&[LAYOUT, 0x80]),
             Err(DecodeError::UnknownFlags(0x80))
         );
+        let bad_owner = [LAYOUT, OWNER, 1, 1, 1, b'n', 1, 0xFF];
+        assert_eq!(decode(&bad_owner), Err(DecodeError::Owner));
         assert_eq!(decode(&[LAYOUT]), Err(DecodeError::Truncated("flags")));
         // Every cut inside the header (before the value) is an error, never a panic.
         let header = record.len() - entry().value.len();

@@ -34,6 +34,7 @@ fn entry(value: &'static [u8]) -> Entry {
         fencing_token: None,
         expires_at_ms: None,
         persist: false,
+        owner: None,
     }
 }
 
@@ -178,7 +179,7 @@ async fn expired_entries_are_dropped_and_deleted_at_load() {
 async fn changes_from_the_store_are_recorded() {
     let dir = tempfile::tempdir().unwrap();
     let (persistence, _) = open(dir.path(), &all());
-    let mut store = Store::new(None);
+    let mut store = Store::new(Default::default());
     let stamps = Stamps::default();
     let ctx = Context {
         client: "c",
@@ -217,7 +218,7 @@ async fn changes_from_the_store_are_recorded() {
     assert_eq!(Some(&loaded[0].1), store.get(b"b", NOW));
 
     // A restarted store holds the same entries and expires them on time.
-    let restored = Store::with_entries(None, loaded);
+    let restored = Store::with_entries(Default::default(), loaded);
     assert_eq!(restored.get(b"b", NOW), store.get(b"b", NOW));
     assert_eq!(restored.len(), 1);
 }
