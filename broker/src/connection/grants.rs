@@ -9,8 +9,8 @@
 //! (`gatehouse_subscriptions_revoked_total`, `gatehouse_messages_dropped_total{reason="not_authorized"}`).
 //!
 //! State store notifications for this client id are exempt from the topic check: they
-//! follow KEYNOTIFY registrations, which the state store re-checks itself, and no
-//! subscription ever matches them (statestore.md §4.2).
+//! follow KEYNOTIFY registrations, which are re-checked here too (Read on the key), and
+//! no subscription ever matches them (statestore.md §4.2).
 
 use gatehouse_protocol::topic::parse_subscription_filter;
 
@@ -24,6 +24,8 @@ use crate::statestore::topic::NOTIFY_PREFIX;
 pub(crate) struct Revoked {
     pub subscriptions: Vec<String>,
     pub messages: usize,
+    /// KEYNOTIFY registrations (the state store logs each one).
+    pub registrations: usize,
 }
 
 impl Connection {
@@ -97,6 +99,10 @@ impl Connection {
                 "messages no longer authorized ({why}): dropped"
             );
         }
+        revoked.registrations = self
+            .broker
+            .state_store
+            .recheck_registrations(&self.client_id, |action| self.allowed(action));
         let outbound = &self.metrics.outbound;
         outbound
             .subscriptions_revoked

@@ -525,6 +525,131 @@ configMaps:
     assert_eq!(client.expect_publish().await.topic, "rooms/b/1");
 }
 
+/// 4c for the state store: a KEYNOTIFY registration made under the first principal stops
+/// delivering once a re-authentication takes away Read on the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn re_authentication_re_checks_keynotify_registrations() {
+    use gatehouse_tests::state_store::StateStoreClient;
+    let dir = TempDir::new("sec-reauth-ss");
+    let pki = Pki::new(dir.path(), EC);
+    let server = ScriptedServer::start(&pki, None, |seen| {
+        let data = seen.body["enhancedAuthentication"]["data"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        // base64 of "room-a" / "room-b" / "admin"
+        let room = match data.as_str() {
+            "cm9vbS1h" => "a",
+            "cm9vbS1i" => "b",
+            "YWRtaW4=" => "admin",
+            _ => return (403, r#"{"reason": 135}"#.into()),
+        };
+        (
+            200,
+            format!(r#"{{"expiry": "2099-01-01T00:00:00Z", "attributes": {{"room": "{room}"}}}}"#),
+        )
+    })
+    .await;
+    let room_rule = |room: &str, keys: &str, method: &str| {
+        format!(
+            "        - principals: {{ attributes: [{{ room: {room} }}] }}
+          brokerResources:
+            - method: Connect
+            - method: Publish
+              topics: [\"{request}\"]
+            - method: Subscribe
+              topics: [\"clients/#\"]
+          stateStoreResources:
+            - method: {method}
+              keyType: Pattern
+              keys: [\"{keys}\"]
+",
+            request = gatehouse_tests::state_store::REQUEST_TOPIC
+        )
+    };
+    let yaml = format!(
+        "
+listeners:
+  - name: custom
+    bindAddress: 127.0.0.1
+    ports:
+      - port: 0
+        authenticationRef: users
+        authorizationRef: rooms
+authentications:
+  - name: users
+    authenticationMethods:
+      - method: Custom
+        customSettings:
+          endpoint: \"{endpoint}\"
+          caCertConfigMap: auth-ca
+authorizations:
+  - name: rooms
+    authorizationPolicies:
+      rules:
+{a}{b}{admin}configMaps:
+  auth-ca: {{ files: [{root}] }}
+",
+        endpoint = server.endpoint("/"),
+        root = p(&pki.root_file()),
+        a = room_rule("a", "rooms/a/*", "Read"),
+        b = room_rule("b", "rooms/b/*", "Read"),
+        admin = room_rule("admin", "*", "ReadWrite"),
+    );
+    let b = TestBroker::start(&yaml).await;
+    let enhanced = |id: &str, data: &[u8]| {
+        ConnectBuilder::new(id)
+            .props(|p| p.str(0x15, "token").bin(0x16, data))
+            .build()
+    };
+    let command = |parts: &[&[u8]]| {
+        let mut out = format!("*{}\r\n", parts.len()).into_bytes();
+        for part in parts {
+            out.extend_from_slice(format!("${}\r\n", part.len()).as_bytes());
+            out.extend_from_slice(part);
+            out.extend_from_slice(b"\r\n");
+        }
+        out
+    };
+
+    let mut raw = RawClient::connect(b.mqtt_addr()).await;
+    raw.send(&enhanced("watcher-ss", b"room-a")).await;
+    raw.expect_connack_ok().await;
+    let mut watcher = StateStoreClient::start(raw, "watcher-ss").await;
+    let ok = watcher
+        .call(&command(&[b"KEYNOTIFY", b"rooms/a/door"]), &[])
+        .await;
+    assert_eq!(ok.text(), "+OK\r\n", "KEYNOTIFY under room a");
+
+    let mut raw = RawClient::connect(b.mqtt_addr()).await;
+    raw.send(&enhanced("admin-ss", b"admin")).await;
+    raw.expect_connack_ok().await;
+    let mut admin = StateStoreClient::start(raw, "admin-ss").await;
+    admin
+        .call(&command(&[b"SET", b"rooms/a/door", b"open"]), &[])
+        .await;
+    watcher.notification().await;
+
+    // Re-authenticate into room b: Read on rooms/a/* is gone.
+    let mut auth = vec![0x19];
+    Props::new()
+        .str(0x15, "token")
+        .bin(0x16, b"room-b")
+        .encode(&mut auth);
+    watcher
+        .raw
+        .send(&gatehouse_tests::raw::frame(0xF0, &auth))
+        .await;
+    match watcher.raw.expect_packet().await {
+        Packet::Auth(a) => assert_eq!(a.reason_code, ReasonCode::SUCCESS),
+        other => panic!("expected AUTH 0x00, got {other:?}"),
+    }
+    admin
+        .call(&command(&[b"SET", b"rooms/a/door", b"closed"]), &[])
+        .await;
+    watcher.no_notification(QUIET).await;
+}
+
 async fn scrape(b: &TestBroker) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(b.metrics_addr())
