@@ -38,6 +38,19 @@ pub struct BrokerLimits {
     /// one more gets `-ERR the quota has been exceeded`. Default 100000 (AIO sizes its quota
     /// from the memory profile).
     pub state_store_key_quota: usize,
+
+    // --- Pre-CONNECT limit (issue 13): sockets that have not completed CONNECT yet ---
+    /// Gatehouse extension: connections accepted but not yet through CONNECT (TLS
+    /// handshake, WebSocket upgrade, CONNECT and its authentication) at once; they count
+    /// against `maxConnections` too, and at most `maxConnections` of them are allowed.
+    /// When full, the oldest pending connection is closed to make room if it has been
+    /// pending for at least a second, otherwise the new socket is closed at once. Default
+    /// 256.
+    pub max_pending_connections: usize,
+    /// Gatehouse extension: pending connections (as above) from one source address (an
+    /// IPv4 address, or an IPv6 /64) at once; the same rule applies among that address's
+    /// own connections. At most `maxPendingConnections`. Default 64.
+    pub max_pending_connections_per_address: usize,
 }
 
 impl Default for BrokerLimits {
@@ -52,6 +65,8 @@ impl Default for BrokerLimits {
             max_connections: 10_000,
             connect_timeout: Duration::from_secs(10),
             state_store_key_quota: 100_000,
+            max_pending_connections: 256,
+            max_pending_connections_per_address: 64,
         }
     }
 }
