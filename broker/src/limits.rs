@@ -57,9 +57,10 @@ impl Limits {
             // let them take every permit without ever filling up (and so without ever
             // making room for a newcomer).
             max_pending_connections: b.max_pending_connections.clamp(1, b.max_connections.max(1)),
-            max_pending_per_address: b
-                .max_pending_connections_per_address
-                .clamp(1, b.max_pending_connections.clamp(1, b.max_connections.max(1))),
+            max_pending_per_address: b.max_pending_connections_per_address.clamp(
+                1,
+                b.max_pending_connections.clamp(1, b.max_connections.max(1)),
+            ),
         }
     }
 

@@ -250,7 +250,10 @@ impl PendingConnections {
             let over = (ids.len() + 1).saturating_sub(max_per_address.max(1));
             victims.extend(ids.iter().take(over));
         }
-        if !victims.iter().all(|id| st.by_age.get(id).is_some_and(old_enough)) {
+        if !victims
+            .iter()
+            .all(|id| st.by_age.get(id).is_some_and(old_enough))
+        {
             return Err(Refused::Address);
         }
         let over = (st.by_age.len() - victims.len() + 1).saturating_sub(max_total.max(1));
@@ -361,8 +364,7 @@ impl<S> Evictable<S> {
             return Ok(());
         }
         self.state.waker.register(cx.waker());
-        if self.state.evicted.load(Ordering::Acquire) && !self.state.done.load(Ordering::Acquire)
-        {
+        if self.state.evicted.load(Ordering::Acquire) && !self.state.done.load(Ordering::Acquire) {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "closed to make room for a newer connection: no CONNECT in time while the pre-CONNECT limit was reached",
@@ -430,7 +432,11 @@ mod tests {
         assert_eq!(cap.resize(1), 2);
         assert_eq!(cap.available(), 0);
         held.pop();
-        assert_eq!(cap.available(), 0, "a closing connection above the limit is retired");
+        assert_eq!(
+            cap.available(),
+            0,
+            "a closing connection above the limit is retired"
+        );
         held.pop();
         assert_eq!(cap.available(), 0);
         held.pop();
@@ -440,7 +446,11 @@ mod tests {
         // Lower with connections open, then raise before they close.
         let a = cap.acquire().await.expect("permit");
         assert_eq!(cap.resize(0), 1);
-        assert_eq!(cap.resize(3), 0, "raising cancels what was still to be retired");
+        assert_eq!(
+            cap.resize(3),
+            0,
+            "raising cancels what was still to be retired"
+        );
         assert_eq!(cap.available(), 2);
         drop(a);
         assert_eq!(cap.available(), 3);

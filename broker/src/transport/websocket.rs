@@ -10,9 +10,9 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes};
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
@@ -76,7 +76,7 @@ where
         Some(ws_config(max_packet)),
     )
     .await
-        .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())?;
     Ok(WsStream {
         inner: ws,
         pending: Bytes::new(),
@@ -141,7 +141,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
                 code: CloseCode::Size,
                 reason: "message too big".into(),
             };
-            if inner.as_mut().start_send(Message::Close(Some(close))).is_ok() {
+            if inner
+                .as_mut()
+                .start_send(Message::Close(Some(close)))
+                .is_ok()
+            {
                 let _ = inner.poll_flush(cx);
             }
         }

@@ -11,8 +11,8 @@ use futures_util::{SinkExt, StreamExt};
 use gatehouse_config::PrivateKeyAlgorithm;
 use gatehouse_tests::broker::{unique, TempDir, TestBroker};
 use gatehouse_tests::raw::{
-    connack_code, frame_body, publish_bytes, split_frame, ConnectBuilder, Event, ProtocolBroker,
-    Props, RawClient, QUIET, WAIT,
+    connack_code, frame_body, publish_bytes, split_frame, ConnectBuilder, Event, Props,
+    ProtocolBroker, RawClient, QUIET, WAIT,
 };
 use gatehouse_tests::tls::{connect as tls_connect, Pki};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -125,12 +125,22 @@ async fn lowering_max_connections_at_runtime_holds_and_raising_restores_exactly(
     c.expect_closed(WAIT).await;
     expect_connack(&mut newcomer, WAIT, "the newcomer once one left").await;
     let mut third = connecting(addr).await;
-    expect_waiting(&mut third, Duration::from_secs(1), "a third at the limit of 2").await;
+    expect_waiting(
+        &mut third,
+        Duration::from_secs(1),
+        "a third at the limit of 2",
+    )
+    .await;
     // Raised to 3: exactly one more.
     reload(&broker, &yaml("maxConnections: 3")).await;
     expect_connack(&mut third, WAIT, "a third under the raised limit of 3").await;
     let mut fourth = connecting(addr).await;
-    expect_waiting(&mut fourth, Duration::from_secs(1), "a fourth at the limit of 3").await;
+    expect_waiting(
+        &mut fourth,
+        Duration::from_secs(1),
+        "a fourth at the limit of 3",
+    )
+    .await;
     assert_eq!(
         broker.server.open_connections(),
         3,
@@ -159,7 +169,10 @@ async fn shutdown_is_drained_only_when_every_connection_is_gone() {
     // Wait until the broker holds all four.
     let until = Instant::now() + WAIT;
     while broker.server.open_connections() < 4 {
-        assert!(Instant::now() < until, "the broker did not accept 4 sockets");
+        assert!(
+            Instant::now() < until,
+            "the broker did not accept 4 sockets"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     reload(&broker, &yaml("maxConnections: 2")).await;
@@ -178,7 +191,10 @@ async fn shutdown_is_drained_only_when_every_connection_is_gone() {
         .await
         .expect("shutdown ends once the last connections close")
         .expect("shutdown task");
-    assert!(done.drained, "every connection ended within the grace period");
+    assert!(
+        done.drained,
+        "every connection ended within the grace period"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -218,7 +234,9 @@ async fn a_qos1_flood_past_receive_maximum_gets_0x93() {
                 assert_eq!(frame_body(&f).first(), Some(&0x93), "DISCONNECT {f:02X?}");
                 break;
             }
-            other => panic!("expected PUBACKs then DISCONNECT 0x93, got {other:?} after {pubacks} PUBACKs"),
+            other => panic!(
+                "expected PUBACKs then DISCONNECT 0x93, got {other:?} after {pubacks} PUBACKs"
+            ),
         }
     }
     assert!(pubacks < 10, "{pubacks} PUBACKs before the disconnect");
@@ -286,9 +304,7 @@ async fn a_v311_qos1_flood_is_paced_by_backpressure_and_loses_nothing() {
 async fn ws_client(
     addr: SocketAddr,
 ) -> tokio_tungstenite::WebSocketStream<MaybeTlsStream<TcpStream>> {
-    let mut request = format!("ws://{addr}/")
-        .into_client_request()
-        .expect("URL");
+    let mut request = format!("ws://{addr}/").into_client_request().expect("URL");
     request
         .headers_mut()
         .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
@@ -414,7 +430,12 @@ async fn silent_sockets_do_not_lock_out_real_clients() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let started = Instant::now();
     let mut real = connecting(addr).await;
-    expect_connack(&mut real, Duration::from_secs(2), "a real client behind 50 silent sockets").await;
+    expect_connack(
+        &mut real,
+        Duration::from_secs(2),
+        "a real client behind 50 silent sockets",
+    )
+    .await;
     assert!(started.elapsed() < Duration::from_secs(2));
     // The oldest silent socket made room.
     silent[0].expect_closed(WAIT).await;
@@ -445,7 +466,12 @@ async fn the_pending_budget_closes_the_newest_or_the_oldest_pending_socket() {
     sixth.expect_closed(Duration::from_millis(800)).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let mut real = connecting(addr).await;
-    expect_connack(&mut real, WAIT, "a real client once the pending sockets are old").await;
+    expect_connack(
+        &mut real,
+        WAIT,
+        "a real client once the pending sockets are old",
+    )
+    .await;
     silent[0].expect_closed(WAIT).await;
     for s in &mut silent[1..] {
         s.expect_nothing(QUIET).await;
@@ -477,7 +503,12 @@ async fn one_address_cannot_take_the_whole_pending_budget() {
     real.write(&ConnectBuilder::new(&unique("bounds-other")).build())
         .await
         .expect("CONNECT");
-    expect_connack(&mut real, Duration::from_secs(1), "a client from another address").await;
+    expect_connack(
+        &mut real,
+        Duration::from_secs(1),
+        "a client from another address",
+    )
+    .await;
     for s in &mut silent[..3] {
         s.expect_nothing(QUIET).await;
     }
@@ -514,7 +545,11 @@ broker: {{ maxConnections: 4, connectTimeout: 20s }}
     let ca = pki.root_file();
     let mut silent = Vec::new();
     for _ in 0..4 {
-        silent.push(tls_connect(&ca, port, "localhost").await.expect("TLS handshake"));
+        silent.push(
+            tls_connect(&ca, port, "localhost")
+                .await
+                .expect("TLS handshake"),
+        );
     }
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let started = Instant::now();
