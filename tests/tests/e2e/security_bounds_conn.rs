@@ -297,6 +297,59 @@ async fn a_v311_qos1_flood_is_paced_by_backpressure_and_loses_nothing() {
     assert_eq!(order, (1..=N).collect::<Vec<_>>());
 }
 
+/// While a 3.1.1 client is not read because its window is full, its keep alive does not
+/// run out (the silence is ours): with keep alive 1 s and a subscriber that never reads,
+/// the publisher stays connected through the 5 s hold and then gets every PUBACK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_v311_client_is_not_timed_out_by_its_keep_alive() {
+    const N: u16 = 20;
+    let b =
+        ProtocolBroker::with_limits("subscriberQueueLimit: { length: 2 }, maxReceiveMaximum: 4")
+            .await;
+    let (mut sub, _) = b
+        .v5_with(ConnectBuilder::new("bounds-ka-sub").receive_maximum(1))
+        .await;
+    sub.sub_ok(1, "bounds/ka", 1).await;
+    let mut flood = b
+        .sending(&ConnectBuilder::v311("bounds-ka-pub").keep_alive(1).build())
+        .await;
+    assert_eq!(
+        flood.recv_raw(WAIT).await,
+        Some(vec![0x20, 0x02, 0x00, 0x00])
+    );
+    let mut burst = Vec::new();
+    for id in 1..=N {
+        burst.extend(publish_bytes(0x02, b"bounds/ka", Some(id), None, b"x"));
+    }
+    flood.send(&burst).await;
+    let mut acked = Vec::new();
+    let started = Instant::now();
+    while acked.len() < usize::from(N) {
+        assert!(
+            started.elapsed() < Duration::from_secs(12),
+            "{} PUBACKs after {:?}",
+            acked.len(),
+            started.elapsed()
+        );
+        flood.send(&[0xC0, 0x00]).await; // PINGREQ, as a client keeps doing
+        loop {
+            match flood.next_event(Duration::from_millis(500)).await {
+                Event::Frame(f) if f[0] == 0x40 => acked.push(u16::from_be_bytes([f[2], f[3]])),
+                Event::Frame(f) if f[0] == 0xD0 => {}
+                Event::Frame(f) => panic!("unexpected {f:02X?}"),
+                Event::Timeout => break,
+                Event::Closed => panic!(
+                    "the paused client was closed after {:?} with {} PUBACKs",
+                    started.elapsed(),
+                    acked.len()
+                ),
+            }
+        }
+    }
+    assert_eq!(acked, (1..=N).collect::<Vec<_>>());
+    drop(sub);
+}
+
 // ---------------------------------------------------------------------------------------
 // WebSocket message size
 // ---------------------------------------------------------------------------------------
