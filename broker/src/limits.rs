@@ -33,6 +33,12 @@ pub struct Limits {
     pub state_store_max_total_bytes: Option<u64>,
     /// `stateStorePerClientBytes`: bytes of the keys a client id last wrote.
     pub state_store_per_client_bytes: Option<u64>,
+    /// Pre-CONNECT limit (`maxPendingConnections`, at most `maxConnections`): accepted
+    /// connections not yet through CONNECT. See `transport::admission`.
+    pub max_pending_connections: usize,
+    /// The same per source address (`maxPendingConnectionsPerAddress`, at most
+    /// `max_pending_connections`).
+    pub max_pending_per_address: usize,
 }
 
 /// Aliases per connection: enough for any real client, small enough that a hostile one
@@ -56,6 +62,14 @@ impl Limits {
             max_connections: b.max_connections,
             connect_timeout: b.connect_timeout,
             state_store_key_quota: Some(b.state_store_key_quota),
+            // Pending connections hold connection permits: a budget above the cap could
+            // let them take every permit without ever filling up (and so without ever
+            // making room for a newcomer).
+            max_pending_connections: b.max_pending_connections.clamp(1, b.max_connections.max(1)),
+            max_pending_per_address: b.max_pending_connections_per_address.clamp(
+                1,
+                b.max_pending_connections.clamp(1, b.max_connections.max(1)),
+            ),
             state_store_max_value_bytes: Some(b.state_store_max_value_bytes),
             state_store_max_total_bytes: Some(b.state_store_max_total_bytes),
             state_store_per_client_bytes: Some(b.state_store_per_client_bytes),

@@ -29,6 +29,7 @@ use crate::authz::{Authorizer, Policy};
 use crate::broker::Broker;
 use crate::file_stamp::{stamp, Stamp};
 use crate::limits::Limits;
+use crate::transport::admission::ConnectionCap;
 
 /// How often the files of the chains in use are `stat`ed.
 const AUTH_FILES_POLL: Duration = Duration::from_secs(1);
@@ -57,7 +58,7 @@ pub struct Reloader {
     /// The authentication chains in use, by resource name.
     chains: Arc<HashMap<String, Arc<Chain>>>,
     /// The connection cap, resized when `maxConnections` changes.
-    permits: Arc<tokio::sync::Semaphore>,
+    cap: Arc<ConnectionCap>,
     running: Arc<Mutex<Config>>,
     /// The certificate files of the chains in use as they were when last built.
     auth_files: Arc<Mutex<AuthFiles>>,
@@ -109,7 +110,7 @@ impl Reloader {
         broker: Arc<Broker>,
         authorizers: HashMap<String, Arc<Authorizer>>,
         chains: HashMap<String, Arc<Chain>>,
-        permits: Arc<tokio::sync::Semaphore>,
+        cap: Arc<ConnectionCap>,
         config: Config,
     ) -> Reloader {
         let auth_files = AuthFiles::capture(&config, &chains);
@@ -117,7 +118,7 @@ impl Reloader {
             broker,
             authorizers: Arc::new(authorizers),
             chains: Arc::new(chains),
-            permits,
+            cap,
             running: Arc::new(Mutex::new(config)),
             auth_files: Arc::new(Mutex::new(auth_files)),
         }
@@ -267,15 +268,13 @@ impl Reloader {
             let fresh = Limits::from_config(&new.broker);
             let max = fresh.max_connections;
             self.broker.set_limits(fresh);
-            if max > old {
-                self.permits.add_permits(max - old);
-            } else if max < old {
-                // Only free permits can go; the cap reaches `max` as connections close.
-                let gone = self.permits.forget_permits(old - max);
-                if gone < old - max {
+            if max != old {
+                // Free permits go at once; connections above a lowered cap finish
+                // normally and their permits are retired as they close.
+                let above = self.cap.resize(max);
+                if above > 0 {
                     tracing::info!(
-                        "maxConnections lowered to {max}: {} connection(s) above it stay until they close",
-                        old - max - gone
+                        "maxConnections lowered to {max}: {above} connection(s) above it stay until they close"
                     );
                 }
             }

@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use gatehouse_config::{Config, Protocol};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::auth::{self, AuthError, Chain};
@@ -16,6 +15,7 @@ use crate::limits::Limits;
 use crate::metrics::{self, Registry};
 use crate::reload::Reloader;
 use crate::tls::{TlsError, TlsPorts};
+use crate::transport::admission::{ConnectionCap, PendingConnections};
 use crate::transport::{self, Transport};
 
 #[derive(Debug, thiserror::Error)]
@@ -64,8 +64,8 @@ pub struct Server {
     pub metrics_addrs: Vec<SocketAddr>,
     reloader: Reloader,
     tasks: JoinSet<()>,
-    /// The connection cap; every permit is back once every connection task has ended.
-    permits: Arc<Semaphore>,
+    /// The connection cap; it also counts the connections still open.
+    cap: Arc<ConnectionCap>,
 }
 
 /// What [`Server::shutdown`] did.
@@ -95,7 +95,8 @@ impl Server {
             restore_state_store(&broker, &db, &config.data_dir, settings)?;
             restore_journal(&broker, &db, settings)?;
         }
-        let permits = Arc::new(Semaphore::new(broker.limits().max_connections));
+        let cap = ConnectionCap::new(broker.limits().max_connections);
+        let pending = PendingConnections::new();
         let mut bound = Vec::new();
         let mut metric_ports = metrics::Ports::default();
         for (li, listener) in config.listeners.iter().enumerate() {
@@ -164,7 +165,8 @@ impl Server {
                 acceptor,
                 port_auth,
                 broker.clone(),
-                permits.clone(),
+                cap.clone(),
+                pending.clone(),
                 info.addr.port(),
             ));
             ports.push(info);
@@ -199,7 +201,7 @@ impl Server {
             broker.clone(),
             authorizers,
             chains_by_name,
-            permits.clone(),
+            cap.clone(),
             config.clone(),
         );
         tasks.spawn(reloader.clone().watch_auth_files());
@@ -209,7 +211,7 @@ impl Server {
             metrics_addrs,
             reloader,
             tasks,
-            permits,
+            cap,
         })
     }
 
@@ -224,6 +226,11 @@ impl Server {
             .iter()
             .find(|p| p.protocol == protocol)
             .map(|p| p.addr)
+    }
+
+    /// Connections open now (pending or connected), for tests and diagnostics.
+    pub fn open_connections(&self) -> usize {
+        self.cap.live()
     }
 
     /// The first address of the metrics and health server.
@@ -245,10 +252,11 @@ impl Server {
         let disconnected = self
             .broker
             .disconnect_all(gatehouse_protocol::ReasonCode::SERVER_SHUTTING_DOWN);
-        let all = u32::try_from(self.broker.limits().max_connections).unwrap_or(u32::MAX);
-        let drained = tokio::time::timeout(grace, self.permits.acquire_many(all))
+        // Every connection gone, whatever the cap is now (a lowered cap may still have
+        // connections above it open).
+        let drained = tokio::time::timeout(grace, self.cap.drained())
             .await
-            .is_ok_and(|permits| permits.is_ok());
+            .is_ok();
         if let Err(e) = self.broker.state_store.flush().await {
             tracing::error!("state store changes not saved: {e}");
         }

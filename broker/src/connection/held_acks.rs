@@ -5,6 +5,12 @@
 //! Receive Maximum then stops it from sending more, so a slow consumer slows its
 //! publishers instead of losing acknowledged messages. Acknowledgements leave in the
 //! order the PUBLISH packets arrived (MQTT 5 §4.6), so one held ack holds those behind it.
+//!
+//! The queue is bounded by the Receive Maximum we advertise (`maxReceiveMaximum`): a held
+//! PUBACK is a QoS 1 PUBLISH the client has not had acknowledged, so a v5 client with more
+//! of those (plus unreleased QoS 2) than our Receive Maximum gets DISCONNECT 0x93 (MQTT 5
+//! §3.3.4); a 3.1.1 client, which was never told a limit, is simply not read while the
+//! queue is that long (see `Connection::inbound_window_full`).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -38,6 +44,8 @@ impl HeldAck {
 #[derive(Default)]
 pub(super) struct HeldAcks {
     queue: VecDeque<HeldAck>,
+    /// How many entries are QoS 1 (PUBACK): the QoS 1 PUBLISHes not yet acknowledged.
+    qos1: usize,
 }
 
 impl HeldAcks {
@@ -45,7 +53,20 @@ impl HeldAcks {
         self.queue.is_empty()
     }
 
+    /// Acknowledgements held now.
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Held PUBACKs: QoS 1 PUBLISHes the client is still waiting to have acknowledged.
+    pub fn qos1(&self) -> usize {
+        self.qos1
+    }
+
     pub fn push(&mut self, ack: HeldAck) {
+        if ack.qos == QoS::AtLeastOnce {
+            self.qos1 += 1;
+        }
         self.queue.push_back(ack);
     }
 
@@ -60,7 +81,11 @@ impl HeldAcks {
         let now = Instant::now();
         std::iter::from_fn(move || {
             if self.queue.front()?.ready(now) {
-                self.queue.pop_front()
+                let ack = self.queue.pop_front()?;
+                if ack.qos == QoS::AtLeastOnce {
+                    self.qos1 -= 1;
+                }
+                Some(ack)
             } else {
                 None
             }

@@ -117,6 +117,15 @@ impl Connection {
 
     fn on_publish(&mut self, mut p: Publish) -> Result<(), Exit> {
         self.metrics.inbound.messages.inc(p.qos);
+        if p.qos == QoS::AtLeastOnce && self.version == ProtocolVersion::V5 {
+            let qos2 = self.session.lock().incoming_qos2.len();
+            if self.unacknowledged_inbound(qos2) >= usize::from(self.limits.receive_maximum) {
+                return Err(violation(
+                    ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                    "receive maximum exceeded: too many QoS 1 and QoS 2 PUBLISH packets unacknowledged",
+                ));
+            }
+        }
         // Resolve the topic alias (MQTT 5 §3.3.2.3.4).
         if let Some(alias) = p.properties.topic_alias.take() {
             if alias == 0 || alias > self.limits.topic_alias_maximum {
@@ -221,10 +230,16 @@ impl Connection {
                 }
                 return Ok(());
             }
-            if st.incoming_qos2.len() >= usize::from(self.limits.receive_maximum) {
+            // 3.1.1 has no Receive Maximum, but the same bound applies to unreleased
+            // QoS 2 (its held PUBACKs are bounded by not reading: `inbound_window_full`).
+            let unacknowledged = match self.version {
+                ProtocolVersion::V5 => self.unacknowledged_inbound(st.incoming_qos2.len()),
+                ProtocolVersion::V311 => st.incoming_qos2.len(),
+            };
+            if unacknowledged >= usize::from(self.limits.receive_maximum) {
                 return Err(violation(
                     ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
-                    "receive maximum exceeded",
+                    "receive maximum exceeded: too many QoS 1 and QoS 2 PUBLISH packets unacknowledged",
                 ));
             }
             st.incoming_qos2.insert(id.get());
@@ -267,6 +282,23 @@ impl Connection {
             );
         }
         Ok(())
+    }
+
+    /// The client's QoS 1 and QoS 2 PUBLISHes we have not acknowledged yet, as MQTT 5
+    /// §3.3.4 counts them against our Receive Maximum: QoS 1 ones whose PUBACK is held
+    /// back, and `qos2` QoS 2 ones not yet released (PUBREL). A compliant client never
+    /// exceeds it: it sees each acknowledgement only after we have sent it.
+    fn unacknowledged_inbound(&self, qos2: usize) -> usize {
+        self.held_acks.qos1() + qos2
+    }
+
+    /// 3.1.1 has no Receive Maximum, so a 3.1.1 client cannot be told to stop: instead of
+    /// holding ever more acknowledgements for it, stop reading it while as many are held
+    /// as our Receive Maximum (backpressure through TCP, no disconnect). They are released
+    /// within the hold limit (5 s) or once the journal has the messages on disk.
+    pub(super) fn inbound_window_full(&self) -> bool {
+        self.version == ProtocolVersion::V311
+            && self.held_acks.len() >= usize::from(self.limits.receive_maximum)
     }
 
     /// Acknowledge a PUBLISH now, or behind the acknowledgements still held back, so they

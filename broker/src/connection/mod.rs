@@ -58,6 +58,16 @@ pub struct PortSecurity {
     pub peer_certs: Vec<CertificateDer<'static>>,
     /// The port's counters.
     pub metrics: Arc<PortMetrics>,
+    /// This connection's place in the pre-CONNECT budget, dropped once CONNECT is done.
+    pub pending: Option<crate::transport::admission::PendingSlot>,
+}
+
+impl PortSecurity {
+    /// With the connection's place in the pre-CONNECT budget.
+    pub fn pending(mut self, slot: crate::transport::admission::PendingSlot) -> PortSecurity {
+        self.pending = Some(slot);
+        self
+    }
 }
 
 /// A port's authentication chain and authorization policy, as configured, and its
@@ -77,6 +87,7 @@ impl PortAuth {
             authz: self.authz,
             peer_certs,
             metrics: self.metrics,
+            pending: None,
         }
     }
 }
@@ -146,7 +157,7 @@ pub(crate) struct Connection {
 pub async fn serve<S>(
     stream: S,
     broker: Arc<Broker>,
-    security: PortSecurity,
+    mut security: PortSecurity,
     peer: SocketAddr,
     port: u16,
     deadline: tokio::time::Instant,
@@ -161,6 +172,8 @@ pub async fn serve<S>(
             handshake::handshake(&mut reader, &mut writer, &broker, &security),
         )
         .await;
+        // CONNECT done (or refused): no longer pending.
+        drop(security.pending.take());
         let (conn, rbuf, kicked, released) = match hs {
             Ok(Ok(accepted)) => accepted,
             Ok(Err(reason)) => {
@@ -239,9 +252,12 @@ impl Connection {
             if credential_expiry.is_some_and(|at| at <= SystemTime::now()) {
                 return Exit::CredentialsExpired;
             }
+            // Acknowledgements released since the last round may reopen a 3.1.1 client's
+            // window (`inbound_window_full`) for packets already buffered.
+            self.release_held_acks();
             // Handle every complete packet already buffered.
             loop {
-                if self.wbuf.len() >= READ_PAUSE_BYTES {
+                if self.wbuf.len() >= READ_PAUSE_BYTES || self.inbound_window_full() {
                     break;
                 }
                 match codec::decode(rbuf, Some(self.version), self.limits.max_packet_size) {
@@ -262,7 +278,8 @@ impl Connection {
             if rbuf.capacity() - rbuf.len() < 4096 {
                 rbuf.reserve(16 * 1024);
             }
-            let reading = self.wbuf.len() < READ_PAUSE_BYTES;
+            let window_full = self.inbound_window_full();
+            let reading = self.wbuf.len() < READ_PAUSE_BYTES && !window_full;
             let writing = !self.wbuf.is_empty();
             let held = self.held_acks.front_wait();
             let holding = held.is_some();
@@ -312,6 +329,12 @@ impl Connection {
                 Event::Read(Ok(_)) => {}
                 Event::Read(Err(e)) => return Exit::Closed(format!("read error: {e}").into()),
                 Event::Woken | Event::AcksReady => {}
+                // Not the client's silence: we stopped reading it while its window is full.
+                Event::KeepAliveExpired if window_full => {
+                    if let Some(t) = self.keep_alive_timeout {
+                        keep_alive.as_mut().reset(tokio::time::Instant::now() + t);
+                    }
+                }
                 Event::KeepAliveExpired => return Exit::KeepAliveTimeout,
                 Event::CredentialsExpired => return Exit::CredentialsExpired,
                 Event::DeviceRevoked(why) => return Exit::DeviceRevoked(why),

@@ -1,6 +1,7 @@
 //! Listeners: bind each configured port, accept under the connection cap, and hand each
 //! connection (after a WebSocket upgrade where configured) to its own task.
 
+pub mod admission;
 mod websocket;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -8,9 +9,10 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+
+use self::admission::{ConnectionCap, Evictable, PendingConnections};
 
 use crate::broker::Broker;
 use crate::connection::{self, PortAuth, PortSecurity};
@@ -45,17 +47,21 @@ pub async fn bind(addr: IpAddr, port: u16) -> std::io::Result<Vec<TcpListener>> 
     Ok(out)
 }
 
-/// Accept connections forever. `permits` caps live connections across all ports: a
-/// permit is taken right after `accept` and before the connection is served, so at most
-/// one accepted client per socket waits while the cap is reached (the rest wait in the
-/// kernel backlog), and idle listening sockets hold no permits.
+/// Accept connections forever. `cap` caps live connections across all ports: a permit
+/// is taken right after `accept` and before the connection is served, so at most one
+/// accepted client per socket waits while the cap is reached (the rest wait in the
+/// kernel backlog), and idle listening sockets hold no permits. Before that, the socket
+/// must find room in the pre-CONNECT budget (`pending`, see [`admission`]); a socket that
+/// does not is closed at once.
+#[allow(clippy::too_many_arguments)]
 pub async fn accept_loop(
     listener: TcpListener,
     transport: Transport,
     tls: Option<TlsAcceptor>,
     auth: PortAuth,
     broker: Arc<Broker>,
-    permits: Arc<Semaphore>,
+    cap: Arc<ConnectionCap>,
+    pending: Arc<PendingConnections>,
     port: u16,
 ) {
     loop {
@@ -68,10 +74,26 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return; // semaphore closed: shutting down
+        let limits = broker.limits();
+        let slot = match pending.admit(
+            peer.ip(),
+            limits.max_pending_connections,
+            limits.max_pending_per_address,
+        ) {
+            Ok(slot) => slot,
+            Err(why) => {
+                tracing::info!(target: "listener", %peer, port, "connection refused: {why}");
+                drop(stream); // closed at once: nothing was read or written
+                continue;
+            }
+        };
+        let Some(permit) = cap.acquire().await else {
+            return; // cap closed: shutting down
         };
         let _ = stream.set_nodelay(true);
+        // The pending slot goes to the connection, which drops it once CONNECT is done
+        // (or with the task when the TLS handshake or WebSocket upgrade fails).
+        let stream = Evictable::new(stream, slot.state());
         let stream = Metered::new(stream, auth.metrics.clone());
         let broker = broker.clone();
         let transport = transport.clone();
@@ -82,7 +104,7 @@ pub async fn accept_loop(
             // One deadline for the TLS handshake, the WebSocket upgrade and CONNECT.
             let deadline = Instant::now() + broker.limits().connect_timeout;
             let Some(acceptor) = tls else {
-                let security = auth.with_peer_certs(Vec::new());
+                let security = auth.with_peer_certs(Vec::new()).pending(slot);
                 return handle(stream, peer, transport, security, broker, port, deadline).await;
             };
             match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
@@ -93,7 +115,7 @@ pub async fn accept_loop(
                         .peer_certificates()
                         .map(|c| c.to_vec())
                         .unwrap_or_default();
-                    let security = auth.with_peer_certs(peer_certs);
+                    let security = auth.with_peer_certs(peer_certs).pending(slot);
                     handle(stream, peer, transport, security, broker, port, deadline).await
                 }
                 Ok(Err(e)) => {
@@ -121,9 +143,9 @@ async fn handle<S>(
     match transport {
         Transport::Mqtt => connection::serve(stream, broker, security, peer, port, deadline).await,
         Transport::WebSockets { path } => {
-            match tokio::time::timeout_at(deadline, websocket::accept(stream, path.as_deref()))
-                .await
-            {
+            let max_packet = broker.limits().max_packet_size;
+            let upgrade = websocket::accept(stream, path.as_deref(), max_packet);
+            match tokio::time::timeout_at(deadline, upgrade).await {
                 Ok(Ok(ws)) => connection::serve(ws, broker, security, peer, port, deadline).await,
                 Ok(Err(e)) => {
                     tracing::info!(target: "listener", %peer, port, "WebSocket upgrade refused: {e}")

@@ -10,13 +10,39 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes};
 use futures_util::{Sink, Stream};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-/// Upgrade an HTTP connection; refuse other paths when `path` is set.
-pub async fn accept<S>(stream: S, path: Option<&str>) -> Result<WsStream<S>, String>
+/// Room for what a WebSocket message may carry besides one MQTT packet of the largest
+/// size allowed: a client may coalesce a few small packets (acknowledgements, PINGREQ)
+/// with a large PUBLISH in one message (MQTT 5 §6).
+const MESSAGE_ALLOWANCE: usize = 4 * 1024;
+
+/// The WebSocket limits for a port whose largest MQTT packet is `max_packet`: a message
+/// (or frame) larger than one such packet plus [`MESSAGE_ALLOWANCE`] is refused from its
+/// frame header, before its payload is buffered (tungstenite's defaults would buffer up
+/// to 64 MiB before the MQTT layer sees the packet size).
+fn ws_config(max_packet: u32) -> WebSocketConfig {
+    let max = usize::try_from(max_packet)
+        .unwrap_or(usize::MAX)
+        .saturating_add(MESSAGE_ALLOWANCE);
+    WebSocketConfig::default()
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max))
+}
+
+/// Upgrade an HTTP connection; refuse other paths when `path` is set. `max_packet` is
+/// `maxPacketSizeBytes`, which bounds WebSocket messages too ([`ws_config`]).
+pub async fn accept<S>(
+    stream: S,
+    path: Option<&str>,
+    max_packet: u32,
+) -> Result<WsStream<S>, String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -44,9 +70,13 @@ where
         }
         Ok(resp)
     };
-    let ws = tokio_tungstenite::accept_hdr_async(stream, callback)
-        .await
-        .map_err(|e| e.to_string())?;
+    let ws = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        callback,
+        Some(ws_config(max_packet)),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     Ok(WsStream {
         inner: ws,
         pending: Bytes::new(),
@@ -88,7 +118,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsStream<S> {
                 }
                 Some(Ok(Message::Close(_))) | None => return Poll::Ready(Ok(())),
                 Some(Ok(_)) => {} // ping/pong: tungstenite answers pings itself
+                Some(Err(WsError::Capacity(e @ CapacityError::MessageTooLong { .. }))) => {
+                    self.close_too_big(cx);
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!("WebSocket message larger than maxPacketSizeBytes allows: {e}"),
+                    )));
+                }
                 Some(Err(e)) => return Poll::Ready(Err(to_io(e))),
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WsStream<S> {
+    /// Best effort, without waiting: tell the client why with close code 1009 (RFC 6455
+    /// §7.4.1, "message too big"). The connection ends right after either way.
+    fn close_too_big(&mut self, cx: &mut Context<'_>) {
+        let mut inner = Pin::new(&mut self.inner);
+        if let Poll::Ready(Ok(())) = inner.as_mut().poll_ready(cx) {
+            let close = CloseFrame {
+                code: CloseCode::Size,
+                reason: "message too big".into(),
+            };
+            if inner
+                .as_mut()
+                .start_send(Message::Close(Some(close)))
+                .is_ok()
+            {
+                let _ = inner.poll_flush(cx);
             }
         }
     }

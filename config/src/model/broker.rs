@@ -55,6 +55,19 @@ pub struct BrokerLimits {
     /// an eighth of the default total.
     #[serde(deserialize_with = "crate::size::deserialize")]
     pub state_store_per_client_bytes: u64,
+
+    // --- Pre-CONNECT limit (issue 13): sockets that have not completed CONNECT yet ---
+    /// Gatehouse extension: connections accepted but not yet through CONNECT (TLS
+    /// handshake, WebSocket upgrade, CONNECT and its authentication) at once; they count
+    /// against `maxConnections` too, and at most `maxConnections` of them are allowed.
+    /// When full, the oldest pending connection is closed to make room if it has been
+    /// pending for at least a second, otherwise the new socket is closed at once. Default
+    /// 256.
+    pub max_pending_connections: usize,
+    /// Gatehouse extension: pending connections (as above) from one source address (an
+    /// IPv4 address, or an IPv6 /64) at once; the same rule applies among that address's
+    /// own connections. At most `maxPendingConnections`. Default 64.
+    pub max_pending_connections_per_address: usize,
 }
 
 impl Default for BrokerLimits {
@@ -72,6 +85,8 @@ impl Default for BrokerLimits {
             state_store_max_value_bytes: 1024 * 1024,
             state_store_max_total_bytes: 64 * 1024 * 1024,
             state_store_per_client_bytes: 8 * 1024 * 1024,
+            max_pending_connections: 256,
+            max_pending_connections_per_address: 64,
         }
     }
 }

@@ -52,6 +52,15 @@ pub(super) fn check_broker(broker: &BrokerLimits, report: &mut Report) {
         "stateStorePerClientBytes",
         broker.state_store_per_client_bytes,
     );
+    // Pre-CONNECT limit (issue 13).
+    at_least_one(
+        "maxPendingConnections",
+        broker.max_pending_connections as u64,
+    );
+    at_least_one(
+        "maxPendingConnectionsPerAddress",
+        broker.max_pending_connections_per_address as u64,
+    );
     const MQTT_MAX_PACKET: u32 = 268_435_456;
     if broker.max_packet_size_bytes == 0 || broker.max_packet_size_bytes > MQTT_MAX_PACKET {
         report.error(

@@ -493,6 +493,28 @@ fn state_store_byte_quotas_are_sizes_of_at_least_one_byte() {
 }
 
 #[test]
+fn pre_connect_limits_are_checked() {
+    assert_problem(
+        &with("broker: { maxPendingConnections: 0 }"),
+        "broker.maxPendingConnections",
+        "at least 1",
+    );
+    assert_problem(
+        &with("broker: { maxPendingConnectionsPerAddress: 0 }"),
+        "broker.maxPendingConnectionsPerAddress",
+        "at least 1",
+    );
+    // Above `maxConnections` is allowed (and clamped by the broker): the defaults must
+    // not turn a small `maxConnections` into an error.
+    let config = load(&with(
+        "broker: { maxConnections: 10, maxPendingConnections: 20, maxPendingConnectionsPerAddress: 30 }",
+    ))
+    .config;
+    assert_eq!(config.broker.max_pending_connections, 20);
+    assert_eq!(config.broker.max_pending_connections_per_address, 30);
+}
+
+#[test]
 fn all_problems_are_reported_at_once() {
     let problems = problems(
         "

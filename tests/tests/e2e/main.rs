@@ -25,6 +25,7 @@ mod persistence;
 mod retained;
 mod sat;
 mod sat_token_review;
+mod security_bounds_conn;
 mod security_sessions;
 mod security_statestore;
 mod sessions;
