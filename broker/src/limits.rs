@@ -24,6 +24,13 @@ pub struct Limits {
     pub connect_timeout: Duration,
     /// Keys the state store holds at most (`-ERR the quota has been exceeded`).
     pub state_store_key_quota: Option<usize>,
+
+    // --- Subscription and retained message bounds (issue 13) ------------------------
+    /// `maxSubscriptionsPerClient`: past it a SUBSCRIBE filter gets 0x97 Quota exceeded.
+    /// Read from the broker's current limits at each SUBSCRIBE, so a reload applies at once.
+    pub max_subscriptions_per_client: usize,
+    /// `maxRetainedMessages` and `maxRetainedBytes`.
+    pub retained_caps: crate::routing::RetainedCaps,
 }
 
 /// Aliases per connection: enough for any real client, small enough that a hostile one
@@ -47,6 +54,11 @@ impl Limits {
             max_connections: b.max_connections,
             connect_timeout: b.connect_timeout,
             state_store_key_quota: Some(b.state_store_key_quota),
+            max_subscriptions_per_client: b.max_subscriptions_per_client,
+            retained_caps: crate::routing::RetainedCaps {
+                max_messages: b.max_retained_messages,
+                max_bytes: usize::try_from(b.max_retained_bytes).unwrap_or(usize::MAX),
+            },
         }
     }
 

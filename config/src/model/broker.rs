@@ -38,6 +38,24 @@ pub struct BrokerLimits {
     /// one more gets `-ERR the quota has been exceeded`. Default 100000 (AIO sizes its quota
     /// from the memory profile).
     pub state_store_key_quota: usize,
+
+    // --- Subscription and retained message bounds (issue 13) ------------------------
+    /// Gatehouse extension: subscriptions one session holds at most (a re-subscription to
+    /// a filter it holds does not count again); a SUBSCRIBE filter past it gets reason
+    /// 0x97 Quota exceeded (3.1.1: 0x80). Default 1000: far more than a device or an SDK
+    /// client uses, and it bounds the index entries (each with a filter of up to 64 KiB)
+    /// one client can add. A lower value applies to new SUBSCRIBEs only.
+    pub max_subscriptions_per_client: usize,
+    /// Gatehouse extension: retained messages held at most, all topics together. A
+    /// retained PUBLISH for a new topic past it is not retained: v5 QoS 1/2 publishers get
+    /// 0x97 Quota exceeded and the message is not routed; QoS 0 and 3.1.1 messages are
+    /// routed without being retained. Clearing and replacing a retained message always
+    /// work. Default 100000 (as `stateStoreKeyQuota`).
+    pub max_retained_messages: usize,
+    /// Gatehouse extension: bytes of retained messages held at most (topic, payload and
+    /// properties), all topics together; past it as for `maxRetainedMessages` (a
+    /// replacement no larger than the message it replaces always works). Default 64 MiB.
+    pub max_retained_bytes: u64,
 }
 
 impl Default for BrokerLimits {
@@ -52,6 +70,9 @@ impl Default for BrokerLimits {
             max_connections: 10_000,
             connect_timeout: Duration::from_secs(10),
             state_store_key_quota: 100_000,
+            max_subscriptions_per_client: 1000,
+            max_retained_messages: 100_000,
+            max_retained_bytes: 64 * 1024 * 1024,
         }
     }
 }

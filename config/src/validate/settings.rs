@@ -39,6 +39,12 @@ pub(super) fn check_broker(broker: &BrokerLimits, report: &mut Report) {
     );
     at_least_one("maxConnections", broker.max_connections as u64);
     at_least_one("stateStoreKeyQuota", broker.state_store_key_quota as u64);
+    at_least_one(
+        "maxSubscriptionsPerClient",
+        broker.max_subscriptions_per_client as u64,
+    );
+    at_least_one("maxRetainedMessages", broker.max_retained_messages as u64);
+    at_least_one("maxRetainedBytes", broker.max_retained_bytes);
     const MQTT_MAX_PACKET: u32 = 268_435_456;
     if broker.max_packet_size_bytes == 0 || broker.max_packet_size_bytes > MQTT_MAX_PACKET {
         report.error(
