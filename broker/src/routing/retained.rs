@@ -329,6 +329,28 @@ mod tests {
     }
 
     #[test]
+    fn walks_agree_with_topic_matches_and_come_in_topic_order() {
+        let filters = [
+            "#", "+", "a/#", "a/+", "+/b", "a/b", "+/+", "a/+/#", "/+", "+/", "$s/#", "a/b/#",
+            "+/+/+", "a//#",
+        ];
+        let all = [
+            "a", "a/b", "a/b/c", "b", "/", "/a", "a/", "$s/x", "$s", "a//c", "ab", "a/b/c/d",
+        ];
+        let s = store(&all);
+        for f in filters {
+            let mut expected: Vec<&str> = all
+                .iter()
+                .copied()
+                .filter(|t| gatehouse_protocol::topic::matches(f, t))
+                .collect();
+            expected.sort_by(|x, y| x.split('/').cmp(y.split('/')));
+            let walked: Vec<&str> = s.matching(f).into_iter().map(String::as_str).collect();
+            assert_eq!(walked, expected, "filter {f}");
+        }
+    }
+
+    #[test]
     fn a_walk_resumes_in_topic_order_and_ignores_later_changes() {
         let mut s = store(&["a", "a/b", "a/b/c", "a/x", "b", "c/d"]);
         let start = s.seq();
