@@ -335,3 +335,37 @@ async fn retained_store_caps_refuse_new_topics_but_allow_replace_and_clear() {
         5
     );
 }
+
+/// A reload applies the new bounds at once, to connections made before it too (they
+/// announce nothing in CONNACK); what is held already is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloaded_bounds_apply_at_once() {
+    let b = ProtocolBroker::with_limits("maxSubscriptionsPerClient: 5, maxRetainedMessages: 5")
+        .await;
+    let mut c = b.v5("reload-subscriber").await;
+    c.send_packet(&subscribe_many(1, &["rl/1", "rl/2"])).await;
+    assert_eq!(suback_codes(&mut c).await, [1, 1]);
+    let mut publ = b.v5("reload-publisher").await;
+    publ.publish_q1("rr/1", b"a", true, 1).await;
+    publ.publish_q1("rr/2", b"b", true, 2).await;
+
+    // The same configuration as `with_limits` writes, with lower bounds.
+    let yaml = "listeners:\n  - name: protocol\n    bindAddress: 127.0.0.1\n    ports: [ { port: 0 } ]\n\
+                broker: { maxSubscriptionsPerClient: 2, maxRetainedMessages: 1 }\n\
+                diagnostics: { metrics: { prometheusPort: 0 } }\n";
+    let loaded = gatehouse_config::load_str(yaml, "reload.yaml").expect("valid");
+    let done = b.broker.server.reloader().apply(loaded.config).expect("reload");
+    assert!(done.limits);
+    assert!(done.need_restart.is_empty(), "{:?}", done.need_restart);
+    assert_eq!(done.disconnected, 0);
+
+    c.send_packet(&subscribe_many(2, &["rl/1", "rl/3"])).await;
+    assert_eq!(suback_codes(&mut c).await, [1, 0x97]);
+    publ.publish("rr/3", b"c", 1, true, 3).await;
+    publ.expect_raw(&[0x40, 0x03, 0x00, 0x03, 0x97]).await;
+    // Held messages stay, and can still be replaced or cleared.
+    publ.publish_q1("rr/1", b"z", true, 4).await;
+    publ.publish_q1("rr/2", b"", true, 5).await;
+    assert_eq!(b.broker.server.broker.router.retained_count(), 1);
+    assert_eq!(b.broker.server.broker.router.retained_bytes(), "rr/1".len() + 1);
+}
