@@ -334,6 +334,31 @@ async fn retained_store_caps_refuse_new_topics_but_allow_replace_and_clear() {
             .load(Ordering::Relaxed),
         5
     );
+    let metrics = scrape_metrics(&b).await;
+    for line in [
+        "gatehouse_retained_messages 3",
+        "gatehouse_retained_bytes 37", // 14 + 9 + 14
+        "gatehouse_retained_refused_total 5",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} in\n{metrics}"
+        );
+    }
+}
+
+/// `GET /metrics`, by hand.
+async fn scrape_metrics(b: &ProtocolBroker) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(b.broker.metrics_addr())
+        .await
+        .expect("metrics port");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("request");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("response");
+    out
 }
 
 /// A reload applies the new bounds at once, to connections made before it too (they
