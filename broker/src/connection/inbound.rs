@@ -384,7 +384,8 @@ impl Connection {
                 // `maxSubscriptionsPerClient`: a filter the session holds already is
                 // replaced, not added, so it always passes.
                 let st = self.session.lock();
-                if !st.subscriptions.contains_key(&raw) && st.subscriptions.len() >= max_subscriptions
+                if !st.subscriptions.contains_key(&raw)
+                    && st.subscriptions.len() >= max_subscriptions
                 {
                     tracing::debug!(target: "conn", filter = %raw, max_subscriptions, "refused subscription: maxSubscriptionsPerClient reached");
                     codes.push(ReasonCode::QUOTA_EXCEEDED);
@@ -431,7 +432,8 @@ impl Connection {
                     options,
                     sub.subscription_identifier,
                 );
-                self.retained_backlog.push_back(PendingRetained { raw, cursor });
+                self.retained_backlog
+                    .push_back(PendingRetained { raw, cursor });
             }
         }
         self.send(&Packet::SubAck(SubAck {

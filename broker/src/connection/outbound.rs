@@ -50,10 +50,7 @@ impl Connection {
         }
         let router = &self.broker.router;
         let target = RETAINED_BATCH.min(router.policy().length).max(1);
-        loop {
-            let Some(pending) = self.retained_backlog.front_mut() else {
-                break;
-            };
+        while let Some(pending) = self.retained_backlog.front_mut() {
             let (queued, subscribed) = {
                 let st = self.session.lock();
                 (st.queue.len(), st.subscriptions.contains_key(&pending.raw))

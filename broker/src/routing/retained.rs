@@ -45,7 +45,9 @@ pub struct Caps {
 /// Why a retained message was not stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum RetainRefused {
-    #[error("the retained message store holds its maximum of {0} messages (broker.maxRetainedMessages)")]
+    #[error(
+        "the retained message store holds its maximum of {0} messages (broker.maxRetainedMessages)"
+    )]
     Count(usize),
     #[error("the retained message store would exceed its maximum of {0} bytes (broker.maxRetainedBytes)")]
     Bytes(usize),
@@ -151,8 +153,7 @@ impl<V> RetainedStore<V> {
     }
 
     /// Every retained value whose topic matches `filter` (valid, non-shared), in topic
-    /// order.
-    #[cfg(test)]
+    /// order (a walk with [`Self::next_match`] to the end; tests and benchmarks).
     pub fn matching(&self, filter: &str) -> Vec<&V> {
         let mut out = Vec::new();
         let mut after: Option<String> = None;

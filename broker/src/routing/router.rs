@@ -403,8 +403,7 @@ fn retained_size(m: &Message) -> usize {
         + p.response_topic.as_ref().map_or(0, String::len)
         + p.correlation_data.as_ref().map_or(0, Bytes::len)
         + p.content_type.as_ref().map_or(0, String::len)
-        + p
-            .user_properties
+        + p.user_properties
             .iter()
             .map(|(k, v)| k.len() + v.len())
             .sum::<usize>()

@@ -25,8 +25,14 @@ async fn publish_retained(b: &ProtocolBroker, qos: u8) {
     for chunk in (0..RETAINED).collect::<Vec<_>>().chunks(100) {
         for &i in chunk {
             let id = u16::try_from(i % 60_000 + 1).expect("packet id");
-            publ.publish(&retained_topic(i), format!("v{i}").as_bytes(), qos, true, id)
-                .await;
+            publ.publish(
+                &retained_topic(i),
+                format!("v{i}").as_bytes(),
+                qos,
+                true,
+                id,
+            )
+            .await;
         }
         if qos == 1 {
             for _ in chunk {
@@ -117,8 +123,14 @@ async fn retained_burst_follows_receive_maximum_without_losing_live_messages() {
         for window in (0..LIVE).collect::<Vec<_>>().chunks(25) {
             for &i in window {
                 let id = u16::try_from(i + 1).expect("packet id");
-                live.publish(&format!("live/{i}"), format!("live-{i}").as_bytes(), 1, false, id)
-                    .await;
+                live.publish(
+                    &format!("live/{i}"),
+                    format!("live-{i}").as_bytes(),
+                    1,
+                    false,
+                    id,
+                )
+                .await;
             }
             for _ in window {
                 match live.recv(Duration::from_secs(10)).await {
@@ -130,9 +142,14 @@ async fn retained_burst_follows_receive_maximum_without_losing_live_messages() {
     });
     let (topics, payloads, interleaved) = collect(&mut sub, RETAINED, LIVE).await;
     publisher.await.expect("live publisher");
-    assert!(interleaved, "live messages flowed during the retained burst");
+    assert!(
+        interleaved,
+        "live messages flowed during the retained burst"
+    );
     assert_eq!(topics, every_retained_topic());
-    let expected: BTreeSet<Vec<u8>> = (0..LIVE).map(|i| format!("live-{i}").into_bytes()).collect();
+    let expected: BTreeSet<Vec<u8>> = (0..LIVE)
+        .map(|i| format!("live-{i}").into_bytes())
+        .collect();
     assert_eq!(payloads, expected, "every live message arrived");
     sub.expect_nothing(QUIET).await;
     let stats = &b.broker.server.broker.router.stats;
@@ -162,10 +179,15 @@ async fn paced_retained_messages_keep_subscription_options() {
         .v5_with(ConnectBuilder::new("ret-sub-id").receive_maximum(1))
         .await;
     let ack = sub
-        .subscribe_with(1, "fleet/00/#", SubscriptionOptions {
-            qos: QoS::AtMostOnce,
-            ..Default::default()
-        }, Some(42))
+        .subscribe_with(
+            1,
+            "fleet/00/#",
+            SubscriptionOptions {
+                qos: QoS::AtMostOnce,
+                ..Default::default()
+            },
+            Some(42),
+        )
         .await;
     assert_eq!(ack.reason_codes, [ReasonCode::SUCCESS]);
     let expected: Vec<String> = (0..RETAINED)
@@ -225,7 +247,10 @@ async fn subscriptions_past_the_per_client_cap_get_quota_exceeded() {
     publ.publish_q1("cap/4", b"refused", false, 1).await;
     publ.publish_q1("cap/3", b"granted", false, 2).await;
     let p = a.expect_publish().await;
-    assert_eq!((p.topic.as_str(), &p.payload[..]), ("cap/3", &b"granted"[..]));
+    assert_eq!(
+        (p.topic.as_str(), &p.payload[..]),
+        ("cap/3", &b"granted"[..])
+    );
     a.expect_nothing(QUIET).await;
 
     // Room again after an UNSUBSCRIBE.
@@ -283,7 +308,8 @@ async fn retained_store_caps_refuse_new_topics_but_allow_replace_and_clear() {
 
     // 3.1.1 QoS 1 over the cap: acknowledged (3.1.1 has no code for it), routed, not retained.
     let mut old = b.v311("rc-311").await;
-    old.send(&publish_bytes(0x03, b"rc/6", Some(7), None, b"v311")).await;
+    old.send(&publish_bytes(0x03, b"rc/6", Some(7), None, b"v311"))
+        .await;
     old.expect_raw(&[0x40, 0x02, 0x00, 0x07]).await;
     assert_eq!(watcher.expect_publish().await.topic, "rc/6");
 
@@ -340,10 +366,7 @@ async fn retained_store_caps_refuse_new_topics_but_allow_replace_and_clear() {
         "gatehouse_retained_bytes 37", // 14 + 9 + 14
         "gatehouse_retained_refused_total 5",
     ] {
-        assert!(
-            metrics.lines().any(|l| l == line),
-            "{line} in\n{metrics}"
-        );
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
     }
 }
 
@@ -365,8 +388,8 @@ async fn scrape_metrics(b: &ProtocolBroker) -> String {
 /// announce nothing in CONNACK); what is held already is kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloaded_bounds_apply_at_once() {
-    let b = ProtocolBroker::with_limits("maxSubscriptionsPerClient: 5, maxRetainedMessages: 5")
-        .await;
+    let b =
+        ProtocolBroker::with_limits("maxSubscriptionsPerClient: 5, maxRetainedMessages: 5").await;
     let mut c = b.v5("reload-subscriber").await;
     c.send_packet(&subscribe_many(1, &["rl/1", "rl/2"])).await;
     assert_eq!(suback_codes(&mut c).await, [1, 1]);
@@ -375,11 +398,17 @@ async fn reloaded_bounds_apply_at_once() {
     publ.publish_q1("rr/2", b"b", true, 2).await;
 
     // The same configuration as `with_limits` writes, with lower bounds.
-    let yaml = "listeners:\n  - name: protocol\n    bindAddress: 127.0.0.1\n    ports: [ { port: 0 } ]\n\
+    let yaml =
+        "listeners:\n  - name: protocol\n    bindAddress: 127.0.0.1\n    ports: [ { port: 0 } ]\n\
                 broker: { maxSubscriptionsPerClient: 2, maxRetainedMessages: 1 }\n\
                 diagnostics: { metrics: { prometheusPort: 0 } }\n";
     let loaded = gatehouse_config::load_str(yaml, "reload.yaml").expect("valid");
-    let done = b.broker.server.reloader().apply(loaded.config).expect("reload");
+    let done = b
+        .broker
+        .server
+        .reloader()
+        .apply(loaded.config)
+        .expect("reload");
     assert!(done.limits);
     assert!(done.need_restart.is_empty(), "{:?}", done.need_restart);
     assert_eq!(done.disconnected, 0);
@@ -392,5 +421,8 @@ async fn reloaded_bounds_apply_at_once() {
     publ.publish_q1("rr/1", b"z", true, 4).await;
     publ.publish_q1("rr/2", b"", true, 5).await;
     assert_eq!(b.broker.server.broker.router.retained_count(), 1);
-    assert_eq!(b.broker.server.broker.router.retained_bytes(), "rr/1".len() + 1);
+    assert_eq!(
+        b.broker.server.broker.router.retained_bytes(),
+        "rr/1".len() + 1
+    );
 }
