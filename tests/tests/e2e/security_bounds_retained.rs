@@ -5,6 +5,7 @@
 //! 3.1.1), reason codes checked on the bytes.
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -425,4 +426,58 @@ async fn reloaded_bounds_apply_at_once() {
         b.broker.server.broker.router.retained_bytes(),
         "rr/1".len() + 1
     );
+}
+
+/// Retained messages restored from disk count against `maxRetainedMessages`: a restart
+/// does not reset the budget (the real binary, killed with SIGKILL, then started again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_retained_messages_count_against_the_cap() {
+    use gatehouse_tests::broker::{free_port, BrokerProcess, TempDir};
+    let dir = TempDir::new("retained-cap-restore");
+    let port = free_port();
+    let file = dir.write(
+        "gatehouse.yaml",
+        &format!(
+            "
+listeners:
+  - name: main
+    bindAddress: 127.0.0.1
+    ports: [ {{ port: {port} }} ]
+dataDir: {}
+broker: {{ maxRetainedMessages: 2 }}
+diagnostics: {{ metrics: {{ prometheusPort: 0 }} }}
+persistence:
+  maxSize: 100M
+  retain: {{ mode: All }}
+",
+            dir.path().join("data").display()
+        ),
+    );
+    let connect = |id: &'static str| async move {
+        let mut c = RawClient::connect(SocketAddr::from(([127, 0, 0, 1], port))).await;
+        c.send(&ConnectBuilder::new(id).build()).await;
+        c.expect_connack_ok().await;
+        c
+    };
+    let mut broker = BrokerProcess::start(&file, port).await;
+    let mut publ = connect("restore-pub").await;
+    publ.publish_q1("rs/1", b"one", true, 1).await;
+    publ.publish_q1("rs/2", b"two", true, 2).await;
+    broker.signal("KILL");
+    broker.exit_within(Duration::from_secs(5)).await;
+
+    let _broker = BrokerProcess::start(&file, port).await;
+    let mut publ = connect("restore-pub").await;
+    publ.publish("rs/3", b"three", 1, true, 3).await;
+    publ.expect_raw(&[0x40, 0x03, 0x00, 0x03, 0x97]).await;
+    publ.publish_q1("rs/2", b"", true, 4).await;
+    publ.publish_q1("rs/3", b"three", true, 5).await;
+    let mut sub = connect("restore-sub").await;
+    sub.sub_ok(1, "rs/#", 0).await;
+    let topics = [
+        sub.expect_publish().await.topic,
+        sub.expect_publish().await.topic,
+    ];
+    assert_eq!(topics, ["rs/1", "rs/3"]);
+    sub.expect_nothing(QUIET).await;
 }
