@@ -426,7 +426,12 @@ impl Connection {
                 // (the subscription is in the index already, so nothing retained from now
                 // on is missed: it arrives live). A new SUBSCRIBE to the same filter starts
                 // over: what an earlier one still owed is part of it.
-                self.retained_backlog.retain(|p| p.raw != raw);
+                // Walks for filters no longer held (unsubscribed, revoked) go too, so the
+                // backlog never outgrows the subscriptions (`maxSubscriptionsPerClient`).
+                let st = self.session.lock();
+                self.retained_backlog
+                    .retain(|p| p.raw != raw && st.subscriptions.contains_key(&p.raw));
+                drop(st);
                 let cursor = self.broker.router.retained_cursor(
                     parsed.filter,
                     options,
