@@ -142,6 +142,7 @@ fn bench_retained(c: &mut Criterion) {
             store.set(
                 &format!("site/{s}/device/{d}/telemetry"),
                 (s * DEVICES + d) as u32,
+                4,
             );
         }
     }
@@ -157,7 +158,7 @@ fn bench_retained(c: &mut Criterion) {
     }
     group.throughput(Throughput::Elements(1));
     group.bench_function("set_existing", |b| {
-        b.iter(|| store.set(black_box("site/7/device/3/telemetry"), 0))
+        b.iter(|| store.set(black_box("site/7/device/3/telemetry"), 0, 4))
     });
     group.finish();
 }

@@ -103,9 +103,10 @@ impl Broker {
             drop_oldest: limits.queue_drop_oldest,
         };
         let quotas = limits.state_store_quotas();
+        let retained_caps = limits.retained_caps;
         Arc::new(Broker {
             limits: parking_lot::RwLock::new(Arc::new(limits)),
-            router: Router::new(policy),
+            router: Router::new(policy, retained_caps),
             state_store: StateStore::new(quotas),
             sessions: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(1),
@@ -126,6 +127,9 @@ impl Broker {
             drop_oldest: limits.queue_drop_oldest,
         });
         self.state_store.set_quotas(limits.state_store_quotas());
+        // Retained caps apply to the next retained PUBLISH; `maxSubscriptionsPerClient` is
+        // read from these limits at each SUBSCRIBE.
+        self.router.set_retained_caps(limits.retained_caps);
         *self.limits.write() = Arc::new(limits);
     }
 
@@ -490,7 +494,9 @@ impl Broker {
         });
         tracing::debug!(target: "router", topic = %message.topic, "publishing will message");
         if message.retain {
-            self.router.retain(&message);
+            // Past the retained caps the will is still delivered, just not retained (the
+            // refusal is counted and logged by the router).
+            let _ = self.router.retain(&message);
         }
         self.router.publish(&message);
     }

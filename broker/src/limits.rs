@@ -39,6 +39,13 @@ pub struct Limits {
     /// The same per source address (`maxPendingConnectionsPerAddress`, at most
     /// `max_pending_connections`).
     pub max_pending_per_address: usize,
+
+    // --- Subscription and retained message bounds (issue 13) ------------------------
+    /// `maxSubscriptionsPerClient`: past it a SUBSCRIBE filter gets 0x97 Quota exceeded.
+    /// Read from the broker's current limits at each SUBSCRIBE, so a reload applies at once.
+    pub max_subscriptions_per_client: usize,
+    /// `maxRetainedMessages` and `maxRetainedBytes`.
+    pub retained_caps: crate::routing::RetainedCaps,
 }
 
 /// Aliases per connection: enough for any real client, small enough that a hostile one
@@ -73,6 +80,11 @@ impl Limits {
             state_store_max_value_bytes: Some(b.state_store_max_value_bytes),
             state_store_max_total_bytes: Some(b.state_store_max_total_bytes),
             state_store_per_client_bytes: Some(b.state_store_per_client_bytes),
+            max_subscriptions_per_client: b.max_subscriptions_per_client,
+            retained_caps: crate::routing::RetainedCaps {
+                max_messages: b.max_retained_messages,
+                max_bytes: usize::try_from(b.max_retained_bytes).unwrap_or(usize::MAX),
+            },
         }
     }
 

@@ -205,6 +205,7 @@ where
         principal,
         wbuf: BytesMut::with_capacity(8 * 1024),
         metrics: security.metrics.clone(),
+        retained_backlog: Default::default(),
     };
 
     let properties = match version {

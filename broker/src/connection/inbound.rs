@@ -11,6 +11,7 @@ use gatehouse_protocol::{
 use smallvec::SmallVec;
 
 use super::held_acks::{HeldAck, HOLD_LIMIT};
+use super::outbound::PendingRetained;
 use super::{Connection, Exit};
 use crate::authz::Action;
 use crate::message::Message;
@@ -264,12 +265,12 @@ impl Connection {
             expires_at,
             origin: Some(self.session.key),
         });
-        let router = &self.broker.router;
-        let retained = if message.retain {
-            router.retain(&message)
-        } else {
-            None
+        let retained = match message.retain.then(|| self.broker.router.retain(&message)) {
+            Some(Err(_)) if self.refuse_retained(message.qos, packet_id) => return Ok(()),
+            Some(result) => result.unwrap_or(None),
+            None => None,
         };
+        let router = &self.broker.router;
         let routed = router.publish(&message);
         if let Some(id) = packet_id {
             let ticket = routed.ticket.max(retained);
@@ -398,7 +399,8 @@ impl Connection {
 
     fn on_subscribe(&mut self, sub: Subscribe) -> Result<(), Exit> {
         let mut codes = Vec::with_capacity(sub.filters.len());
-        let mut retained = Vec::new();
+        // Read now, not from the connection's limits, so a reload applies at once.
+        let max_subscriptions = self.broker.limits().max_subscriptions_per_client;
         for (raw, options) in sub.filters {
             let parsed = match parse_subscription_filter(&raw) {
                 Ok(p) => p,
@@ -417,6 +419,18 @@ impl Connection {
             if !self.allowed(&Action::Subscribe(&raw)) {
                 codes.push(ReasonCode::NOT_AUTHORIZED);
                 continue;
+            }
+            {
+                // `maxSubscriptionsPerClient`: a filter the session holds already is
+                // replaced, not added, so it always passes.
+                let st = self.session.lock();
+                if !st.subscriptions.contains_key(&raw)
+                    && st.subscriptions.len() >= max_subscriptions
+                {
+                    tracing::debug!(target: "conn", filter = %raw, max_subscriptions, "refused subscription: maxSubscriptionsPerClient reached");
+                    codes.push(ReasonCode::QUOTA_EXCEEDED);
+                    continue;
+                }
             }
             let entry = SubEntry {
                 session: self.session.clone(),
@@ -448,11 +462,23 @@ impl Connection {
                     _ => false,
                 };
             if send_retained {
-                retained.extend(self.broker.router.retained_for(
+                // They follow the SUBACK, fed to the queue by `drain` at the client's pace
+                // (the subscription is in the index already, so nothing retained from now
+                // on is missed: it arrives live). A new SUBSCRIBE to the same filter starts
+                // over: what an earlier one still owed is part of it.
+                // Walks for filters no longer held (unsubscribed, revoked) go too, so the
+                // backlog never outgrows the subscriptions (`maxSubscriptionsPerClient`).
+                let st = self.session.lock();
+                self.retained_backlog
+                    .retain(|p| p.raw != raw && st.subscriptions.contains_key(&p.raw));
+                drop(st);
+                let cursor = self.broker.router.retained_cursor(
                     parsed.filter,
-                    &options,
+                    options,
                     sub.subscription_identifier,
-                ));
+                );
+                self.retained_backlog
+                    .push_back(PendingRetained { raw, cursor });
             }
         }
         self.send(&Packet::SubAck(SubAck {
@@ -460,10 +486,27 @@ impl Connection {
             properties: AckProperties::default(),
             reason_codes: codes,
         }));
-        for d in retained {
-            self.broker.router.enqueue(&self.session, d);
-        }
         Ok(())
+    }
+
+    /// A retained PUBLISH the store refused (`maxRetainedMessages` / `maxRetainedBytes`):
+    /// true when it was answered here with 0x97 Quota exceeded and must not be routed (v5
+    /// QoS 1/2: an error reason means "not accepted", so a retry after the store has room
+    /// delivers it once); false when it is to be routed without being retained (QoS 0 and
+    /// 3.1.1, which cannot be told, as EMQX does).
+    fn refuse_retained(&mut self, qos: QoS, packet_id: Option<PacketId>) -> bool {
+        let (ProtocolVersion::V5, Some(id)) = (self.version, packet_id) else {
+            return false;
+        };
+        if qos == QoS::ExactlyOnce {
+            // A PUBREC with an error ends the exchange: no PUBREL will come for it.
+            let mut st = self.session.lock();
+            if st.incoming_qos2.remove(&id.get()) {
+                self.session.save_meta(&st, 0);
+            }
+        }
+        self.ack_in_order(qos, id, ReasonCode::QUOTA_EXCEEDED, SmallVec::new());
+        true
     }
 
     fn on_unsubscribe(&mut self, unsub: Unsubscribe) {

@@ -151,6 +151,11 @@ pub(crate) struct Connection {
     wbuf: BytesMut,
     /// The port's counters (PUBLISH in and out).
     metrics: Arc<PortMetrics>,
+    /// Retained messages still owed to this connection's new subscriptions, oldest
+    /// SUBSCRIBE first, fed to the session queue by `drain` as it empties. They belong to
+    /// the connection: MQTT sends retained messages on subscribe to the client that
+    /// subscribed, so a takeover or reconnect does not inherit them.
+    retained_backlog: std::collections::VecDeque<outbound::PendingRetained>,
 }
 
 /// Serve one accepted connection to the end. Never panics on peer input.

@@ -1,5 +1,6 @@
 //! Deliveries from the session queue to the client, within its Receive Maximum,
-//! Maximum Packet Size and Topic Alias Maximum.
+//! Maximum Packet Size and Topic Alias Maximum, and the retained messages owed to new
+//! subscriptions, fed into that queue a few at a time as it empties.
 
 use std::time::Instant;
 
@@ -8,17 +9,82 @@ use gatehouse_protocol::{Packet, PacketId, PubResp, QoS, ReasonCode};
 
 use super::{Connection, DRAIN_HIGH_WATER};
 use crate::message::Delivery;
+use crate::routing::RetainedCursor;
 use crate::session::{Outgoing, Stage};
+
+/// Retained messages are moved into the session queue while it holds fewer than this
+/// (or than the queue length, if smaller): enough to keep the in-flight window and the
+/// write buffer busy, few enough that live messages are never crowded out of the queue.
+const RETAINED_BATCH: usize = 32;
+
+/// The retained messages one SUBSCRIBE filter is still owed.
+#[derive(Debug)]
+pub(super) struct PendingRetained {
+    /// The filter as subscribed (the session's subscription key): once the session no
+    /// longer holds it (unsubscribed, or revoked), nothing more is sent for it.
+    pub(super) raw: String,
+    pub(super) cursor: RetainedCursor,
+}
 
 impl Connection {
     /// Move queued deliveries into the write buffer while the in-flight window and the
-    /// buffer allow.
+    /// buffer allow, topping the queue up with owed retained messages as it empties.
     pub(super) fn drain(&mut self) {
+        // Each round either fills the window or buffer (and stops), or finds the queue
+        // empty again, when the next feed moves a cursor on or retires it: this ends.
+        loop {
+            self.feed_retained();
+            if !self.drain_queue() || self.retained_backlog.is_empty() {
+                break;
+            }
+        }
+    }
+
+    /// Queue owed retained messages while the session queue is short (see
+    /// [`RETAINED_BATCH`]). Live messages that arrive meanwhile
+    /// queue behind them, so both flow at the pace of the client's Receive Maximum and the
+    /// socket, and neither is dropped for the other.
+    fn feed_retained(&mut self) {
+        if self.retained_backlog.is_empty() {
+            return;
+        }
+        let router = &self.broker.router;
+        let target = RETAINED_BATCH.min(router.policy().length).max(1);
+        while let Some(pending) = self.retained_backlog.front_mut() {
+            let (queued, subscribed) = {
+                let st = self.session.lock();
+                (st.queue.len(), st.subscriptions.contains_key(&pending.raw))
+            };
+            if queued >= target {
+                break;
+            }
+            let want = target - queued;
+            let batch = if subscribed {
+                router.next_retained(&mut pending.cursor, want)
+            } else {
+                Vec::new()
+            };
+            if batch.len() < want {
+                self.retained_backlog.pop_front(); // walked to the end
+            }
+            for d in batch {
+                router.enqueue(&self.session, d);
+            }
+        }
+    }
+
+    /// Move queued deliveries into the write buffer while the in-flight window and the
+    /// buffer allow; true when it stopped because the queue ran empty.
+    fn drain_queue(&mut self) -> bool {
+        let mut emptied = false;
         let session = self.session.clone();
         let mut st = session.lock();
         let now = Instant::now();
         while self.wbuf.len() < DRAIN_HIGH_WATER {
-            let Some(front) = st.queue.front() else { break };
+            let Some(front) = st.queue.front() else {
+                emptied = true;
+                break;
+            };
             if front.qos != QoS::AtMostOnce && st.outgoing.len() >= self.client_receive_maximum {
                 break;
             }
@@ -59,6 +125,7 @@ impl Connection {
             }
         }
         session.note_drained(st.queue.len(), self.broker.router.low_water());
+        emptied
     }
 
     /// After a session resumes: resend unacknowledged PUBLISHes with DUP set and PUBRELs

@@ -275,6 +275,18 @@ impl Registry {
         )
         .sample(&[], b.router.retained_count());
         e.family(
+            "gatehouse_retained_bytes",
+            Kind::Gauge,
+            "Bytes of retained messages held (topic, payload and properties), as counted against broker.maxRetainedBytes.",
+        )
+        .sample(&[], b.router.retained_bytes());
+        e.family(
+            "gatehouse_retained_refused_total",
+            Kind::Counter,
+            "Retained PUBLISHes not retained because the store was at broker.maxRetainedMessages or broker.maxRetainedBytes.",
+        )
+        .sample(&[], load(&stats.retained_refused));
+        e.family(
             "gatehouse_sessions",
             Kind::Gauge,
             "Sessions held, connected or not.",

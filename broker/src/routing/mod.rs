@@ -5,4 +5,5 @@ pub mod index;
 pub mod retained;
 mod router;
 
-pub use router::{Routed, Router, SubEntry, SubscribeOutcome};
+pub use retained::{Caps as RetainedCaps, RetainRefused};
+pub use router::{RetainedCursor, Routed, Router, SubEntry, SubscribeOutcome};

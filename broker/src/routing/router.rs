@@ -14,7 +14,7 @@ use parking_lot::RwLock;
 use smallvec::SmallVec;
 
 use super::index::SubscriptionIndex;
-use super::retained::RetainedStore;
+use super::retained::{Caps, RetainRefused, RetainedStore};
 use crate::message::{Delivery, Message, SessionKey};
 use crate::session::{EnqueueOutcome, QueuePolicy, Session};
 
@@ -35,6 +35,9 @@ pub struct RouterStats {
     /// deliveries refused by a full queue.
     pub dropped: AtomicU64,
     pub dropped_oldest: AtomicU64,
+    /// Retained PUBLISHes not retained because the store was at `maxRetainedMessages` or
+    /// `maxRetainedBytes`.
+    pub retained_refused: AtomicU64,
 }
 
 pub struct Router {
@@ -43,6 +46,8 @@ pub struct Router {
     /// `subscriberQueueLimit`, replaceable by a reload.
     queue_length: std::sync::atomic::AtomicUsize,
     queue_drop_oldest: std::sync::atomic::AtomicBool,
+    /// `maxRetainedMessages` and `maxRetainedBytes`, replaceable by a reload.
+    retained_caps: parking_lot::Mutex<Caps>,
     pub stats: RouterStats,
     /// Set at start when retained messages persist (`persistence.retain`).
     pub journal: std::sync::OnceLock<crate::persistence::journal::Journal>,
@@ -74,12 +79,13 @@ struct Target {
 }
 
 impl Router {
-    pub fn new(policy: QueuePolicy) -> Self {
+    pub fn new(policy: QueuePolicy, retained_caps: Caps) -> Self {
         Router {
             index: RwLock::new(SubscriptionIndex::new()),
             retained: RwLock::new(RetainedStore::default()),
             queue_length: std::sync::atomic::AtomicUsize::new(policy.length),
             queue_drop_oldest: std::sync::atomic::AtomicBool::new(policy.drop_oldest),
+            retained_caps: parking_lot::Mutex::new(retained_caps),
             stats: RouterStats::default(),
             journal: std::sync::OnceLock::new(),
         }
@@ -93,22 +99,33 @@ impl Router {
         self.retained.read().len()
     }
 
+    /// What the retained messages held count against `maxRetainedBytes`, together.
+    pub fn retained_bytes(&self) -> usize {
+        self.retained.read().bytes()
+    }
+
+    /// A reload changed `maxRetainedMessages` / `maxRetainedBytes`: new retained messages
+    /// are refused until the store is back under them; nothing held is dropped.
+    pub fn set_retained_caps(&self, caps: Caps) {
+        *self.retained_caps.lock() = caps;
+    }
+
     /// Update the retained store for a message published with RETAIN set; the ticket is
-    /// the persisted change's (`persistence.retain`).
-    pub fn retain(&self, message: &Arc<Message>) -> Option<u64> {
-        let ticket = self.journal.get().filter(|j| j.retains()).and_then(|j| {
-            if !message.payload.is_empty() && j.retain_wanted(message) {
-                j.put_retained(&message.topic, Some(message))
-            } else {
-                // Cleared, or not (or no longer) persisted: drop an older persisted copy.
-                // Nothing waits for it: at worst a crash brings back the older message.
-                j.put_retained(&message.topic, None);
-                None
-            }
-        });
+    /// the persisted change's (`persistence.retain`). Clearing (an empty payload) and
+    /// replacing a topic's message with one no larger always succeed; a message that
+    /// would take the store past `maxRetainedMessages` or `maxRetainedBytes` is not
+    /// retained (the caller decides whether it is still routed) and counted.
+    pub fn retain(&self, message: &Arc<Message>) -> Result<Option<u64>, RetainRefused> {
+        let journal = self.journal.get().filter(|j| j.retains());
         if message.payload.is_empty() {
-            self.retained.write().remove(&message.topic);
-            return ticket;
+            let mut retained = self.retained.write();
+            retained.remove(&message.topic);
+            // Nothing waits for a persisted clear: at worst a crash brings back the
+            // older message.
+            if let Some(j) = journal {
+                j.put_retained(&message.topic, None);
+            }
+            return Ok(None);
         }
         // The payload is a slice of the publisher's read buffer; a retained message can
         // live for days, so give it its own allocation instead of pinning that buffer.
@@ -121,12 +138,31 @@ impl Router {
             expires_at: message.expires_at,
             origin: message.origin,
         });
-        self.retained.write().set(&message.topic, stored);
-        ticket
+        let caps = *self.retained_caps.lock();
+        let mut retained = self.retained.write();
+        if let Err(refused) = retained.try_set(&message.topic, stored, retained_size(message), caps)
+        {
+            drop(retained);
+            self.stats.retained_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(target: "router", topic = %message.topic, "message not retained: {refused}");
+            return Err(refused);
+        }
+        // Journalled under the store lock, so the journal sees changes in store order.
+        Ok(journal.and_then(|j| {
+            if j.retain_wanted(message) {
+                j.put_retained(&message.topic, Some(message))
+            } else {
+                // Not (or no longer) persisted: drop an older persisted copy.
+                j.put_retained(&message.topic, None);
+                None
+            }
+        }))
     }
 
     /// Retained messages loaded from `journal` at start; those that expired while the
-    /// broker was down are dropped from it.
+    /// broker was down are dropped from it. They count against the caps but are all
+    /// loaded, even past caps lowered since they were stored (as after a reload, new
+    /// retained messages are then refused until the store is back under them).
     pub fn restore_retained(
         &self,
         journal: &crate::persistence::journal::Journal,
@@ -140,7 +176,17 @@ impl Router {
                 continue;
             }
             let topic = m.topic.clone();
-            retained.set(&topic, Arc::new(m));
+            let size = retained_size(&m);
+            retained.set(&topic, Arc::new(m), size);
+        }
+        let caps = *self.retained_caps.lock();
+        if retained.len() > caps.max_messages || retained.bytes() > caps.max_bytes {
+            tracing::warn!(
+                target: "router",
+                messages = retained.len(),
+                bytes = retained.bytes(),
+                "the retained messages restored exceed broker.maxRetainedMessages or broker.maxRetainedBytes; new retained messages are refused until enough are cleared"
+            );
         }
     }
 
@@ -266,28 +312,52 @@ impl Router {
         self.index.write().remove(filter, group, &key).is_some()
     }
 
-    /// Retained messages for a new subscription, as deliveries for that subscriber
-    /// (retained messages sent because of a subscription keep RETAIN=1).
-    pub fn retained_for(
+    /// A walk over the retained messages matching `filter` as they are now, for a new
+    /// subscription with `options` and identifier `id` (subscribed already, so messages
+    /// retained from now on reach it as live messages and the walk skips them).
+    pub fn retained_cursor(
         &self,
         filter: &str,
-        options: &SubscriptionOptions,
+        options: SubscriptionOptions,
         id: Option<u32>,
-    ) -> Vec<Delivery> {
+    ) -> RetainedCursor {
+        RetainedCursor {
+            filter: filter.to_owned(),
+            options,
+            id,
+            max_seq: self.retained.read().seq(),
+            after: None,
+        }
+    }
+
+    /// The next (at most) `n` retained messages of `cursor`, as deliveries for its
+    /// subscriber (retained messages sent because of a subscription keep RETAIN=1, at the
+    /// lower of the message's and the subscription's QoS; No Local does not apply). Fewer
+    /// than `n` means the walk is over. Messages removed, replaced or expired since the
+    /// subscription are skipped.
+    pub fn next_retained(&self, cursor: &mut RetainedCursor, n: usize) -> Vec<Delivery> {
         let now = Instant::now();
         let retained = self.retained.read();
-        retained
-            .matching(filter)
-            .into_iter()
-            .filter(|m| m.remaining_expiry(now).is_ok())
-            .map(|m| Delivery {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let Some((topic, m)) =
+                retained.next_match(&cursor.filter, cursor.after.as_deref(), cursor.max_seq)
+            else {
+                break;
+            };
+            cursor.after = Some(topic);
+            if m.remaining_expiry(now).is_err() {
+                continue;
+            }
+            out.push(Delivery {
                 message: m.clone(),
-                qos: options.qos.min(m.qos),
+                qos: cursor.options.qos.min(m.qos),
                 retain: true,
-                subscription_ids: id.into_iter().collect(),
+                subscription_ids: cursor.id.into_iter().collect(),
                 seq: None,
-            })
-            .collect()
+            });
+        }
+        out
     }
 
     /// Drop expired retained messages (called periodically).
@@ -303,8 +373,38 @@ impl Router {
         });
     }
 
-    /// Queue a delivery produced outside fan-out (retained messages on subscribe).
+    /// Queue a delivery produced outside fan-out (retained messages on subscribe, state
+    /// store notifications).
     pub fn enqueue(&self, session: &Session, delivery: Delivery) {
         self.record(session.enqueue(delivery, &self.policy()).outcome);
     }
+}
+
+/// Where a new subscription is in the retained messages it is owed: the walk holds its
+/// filter and the last topic it reached, never the messages, so a subscriber is sent every
+/// matching retained message at the pace of its own flow control without the broker
+/// copying them all into its queue (which would overflow it) or holding them for it.
+#[derive(Debug)]
+pub struct RetainedCursor {
+    filter: String,
+    options: SubscriptionOptions,
+    id: Option<u32>,
+    /// The store's sequence number when the subscription was made.
+    max_seq: u64,
+    after: Option<String>,
+}
+
+/// What a retained message counts against `maxRetainedBytes`: its topic, payload and the
+/// variable-length properties it keeps (so large user properties count too).
+fn retained_size(m: &Message) -> usize {
+    let p = &m.properties;
+    m.topic.len()
+        + m.payload.len()
+        + p.response_topic.as_ref().map_or(0, String::len)
+        + p.correlation_data.as_ref().map_or(0, Bytes::len)
+        + p.content_type.as_ref().map_or(0, String::len)
+        + p.user_properties
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
 }

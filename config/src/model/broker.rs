@@ -68,6 +68,24 @@ pub struct BrokerLimits {
     /// IPv4 address, or an IPv6 /64) at once; the same rule applies among that address's
     /// own connections. At most `maxPendingConnections`. Default 64.
     pub max_pending_connections_per_address: usize,
+
+    // --- Subscription and retained message bounds (issue 13) ------------------------
+    /// Gatehouse extension: subscriptions one session holds at most (a re-subscription to
+    /// a filter it holds does not count again); a SUBSCRIBE filter past it gets reason
+    /// 0x97 Quota exceeded (3.1.1: 0x80). Default 1000: far more than a device or an SDK
+    /// client uses, and it bounds the index entries (each with a filter of up to 64 KiB)
+    /// one client can add. A lower value applies to new SUBSCRIBEs only.
+    pub max_subscriptions_per_client: usize,
+    /// Gatehouse extension: retained messages held at most, all topics together. A
+    /// retained PUBLISH for a new topic past it is not retained: v5 QoS 1/2 publishers get
+    /// 0x97 Quota exceeded and the message is not routed; QoS 0 and 3.1.1 messages are
+    /// routed without being retained. Clearing and replacing a retained message always
+    /// work. Default 100000 (as `stateStoreKeyQuota`).
+    pub max_retained_messages: usize,
+    /// Gatehouse extension: bytes of retained messages held at most (topic, payload and
+    /// properties), all topics together; past it as for `maxRetainedMessages` (a
+    /// replacement no larger than the message it replaces always works). Default 64 MiB.
+    pub max_retained_bytes: u64,
 }
 
 impl Default for BrokerLimits {
@@ -87,6 +105,9 @@ impl Default for BrokerLimits {
             state_store_per_client_bytes: 8 * 1024 * 1024,
             max_pending_connections: 256,
             max_pending_connections_per_address: 64,
+            max_subscriptions_per_client: 1000,
+            max_retained_messages: 100_000,
+            max_retained_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -61,6 +61,12 @@ pub(super) fn check_broker(broker: &BrokerLimits, report: &mut Report) {
         "maxPendingConnectionsPerAddress",
         broker.max_pending_connections_per_address as u64,
     );
+    at_least_one(
+        "maxSubscriptionsPerClient",
+        broker.max_subscriptions_per_client as u64,
+    );
+    at_least_one("maxRetainedMessages", broker.max_retained_messages as u64);
+    at_least_one("maxRetainedBytes", broker.max_retained_bytes);
     const MQTT_MAX_PACKET: u32 = 268_435_456;
     if broker.max_packet_size_bytes == 0 || broker.max_packet_size_bytes > MQTT_MAX_PACKET {
         report.error(

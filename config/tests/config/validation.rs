@@ -447,6 +447,17 @@ fn broker_limits_and_log_level_are_checked() {
         "broker.subscriberQueueLimit.length",
         "at least 1",
     );
+    for field in [
+        "maxSubscriptionsPerClient",
+        "maxRetainedMessages",
+        "maxRetainedBytes",
+    ] {
+        assert_problem(
+            &with(&format!("broker: {{ {field}: 0 }}")),
+            &format!("broker.{field}"),
+            "at least 1",
+        );
+    }
     assert_problem(
         &with("broker: { connectTimeout: 0s }"),
         "broker.connectTimeout",

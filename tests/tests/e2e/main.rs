@@ -26,6 +26,7 @@ mod retained;
 mod sat;
 mod sat_token_review;
 mod security_bounds_conn;
+mod security_bounds_retained;
 mod security_sessions;
 mod security_statestore;
 mod sessions;
