@@ -29,9 +29,27 @@ pub enum Value {
 /// One RDN: its attributes as (dotted OID, value), sorted.
 type Rdn = Vec<(String, Value)>;
 
-/// A distinguished name: its RDNs, sorted (order-insensitive comparison).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Dn(Vec<Rdn>);
+/// A distinguished name. Compared by its RDNs sorted (order-insensitive); printed in the
+/// order written (configuration) or encoded (certificate).
+#[derive(Debug, Clone)]
+pub struct Dn {
+    sorted: Vec<Rdn>,
+    ordered: Vec<Rdn>,
+}
+
+impl PartialEq for Dn {
+    fn eq(&self, other: &Dn) -> bool {
+        self.sorted == other.sorted
+    }
+}
+
+impl Eq for Dn {}
+
+impl std::hash::Hash for Dn {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.sorted.hash(state);
+    }
+}
 
 /// Why a certificate's subject could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,12 +96,13 @@ impl Dn {
         Ok(Dn::from_x509_name(cert.subject()))
     }
 
-    fn sorted(mut rdns: Vec<Rdn>) -> Dn {
-        for rdn in &mut rdns {
+    fn sorted(ordered: Vec<Rdn>) -> Dn {
+        let mut sorted = ordered.clone();
+        for rdn in &mut sorted {
             rdn.sort();
         }
-        rdns.sort();
-        Dn(rdns)
+        sorted.sort();
+        Dn { sorted, ordered }
     }
 }
 
@@ -142,7 +161,7 @@ fn text_of(any: &Any<'_>) -> Option<String> {
 /// into the same [`Dn`]; for logs and `gatehouse explain`.
 impl fmt::Display for Dn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, rdn) in self.0.iter().enumerate() {
+        for (i, rdn) in self.ordered.iter().enumerate() {
             if i > 0 {
                 f.write_str(", ")?;
             }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use gatehouse_config::PrivateKeyAlgorithm;
 use gatehouse_protocol::ReasonCode;
-use gatehouse_tests::broker::{TempDir, TestBroker};
+use gatehouse_tests::broker::{run_gatehouse, TempDir, TestBroker};
 use gatehouse_tests::raw::{ConnectBuilder, RawClient};
 use gatehouse_tests::tls::Pki;
 use rcgen::{
@@ -155,6 +155,8 @@ const RULES: &str = r#"
 
 struct Setup {
     dir: TempDir,
+    /// The same configuration as a file, for `gatehouse explain`.
+    config_file: String,
     broker: TestBroker,
     server: Pki,
     clients: ClientPki,
@@ -167,7 +169,7 @@ impl Setup {
         let clients = ClientPki::new();
         let (crt, key) = server.write_server(&server.server(EC), "server");
         let client_root = clients.root.write(dir.path(), "client_root.crt");
-        let broker = TestBroker::start(&format!(
+        let yaml = format!(
             "
 listeners:
   - name: sec
@@ -196,10 +198,12 @@ configMaps:
 ",
             crt = p(&crt),
             key = p(&key),
-        ))
-        .await;
+        );
+        let broker = TestBroker::start(&yaml).await;
+        let config_file = p(&dir.write("gatehouse.yaml", &yaml));
         Setup {
             dir,
+            config_file,
             broker,
             server,
             clients,
@@ -241,6 +245,42 @@ configMaps:
     }
 }
 
+/// `gatehouse explain --client-cert` on the same configuration and chain: exit code and
+/// the JSON answer.
+impl Setup {
+    async fn explain(
+        &self,
+        client_id: &str,
+        chain: &[CertificateDer<'static>],
+        action: &str,
+        target: &str,
+    ) -> (i32, serde_json::Value) {
+        let pem: String = chain.iter().map(gatehouse_certs::encode_cert).collect();
+        let file = p(&self.dir.write(&format!("{client_id}-chain.pem"), &pem));
+        let out = run_gatehouse(&[
+            "explain",
+            "--config",
+            &self.config_file,
+            "--client-cert",
+            &file,
+            "--client-id",
+            client_id,
+            "--json",
+            action,
+            target,
+        ])
+        .await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let json = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+            panic!(
+                "explain printed no JSON ({e}):\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (out.status.code().expect("exited"), json)
+    }
+}
+
 /// QoS 1 PUBLISH; the PUBACK reason code.
 async fn publish(client: &mut RawClient, topic: &str, id: u16) -> u8 {
     client.publish(topic, b"x", 1, false, id).await;
@@ -271,13 +311,8 @@ async fn an_appended_self_made_ca_certificate_gives_no_attributes() {
         .clients
         .building17
         .leaf(name(&[(DnType::CommonName, "sensor-17")]));
-    let mut legit = s
-        .connect(
-            "legit",
-            vec![real, s.clients.building17.cert.clone()],
-            &real_key,
-        )
-        .await;
+    let real_chain = vec![real, s.clients.building17.cert.clone()];
+    let mut legit = s.connect("legit", real_chain.clone(), &real_key).await;
     assert_eq!(subscribe(&mut legit, "building/17/#", 1).await, 1);
     assert_eq!(publish(&mut legit, "building/17/temperature", 2).await, 0);
     assert_eq!(
@@ -303,7 +338,8 @@ async fn an_appended_self_made_ca_certificate_gives_no_attributes() {
     .into_iter()
     .enumerate()
     {
-        let mut intruder = s.connect(&format!("intruder-{i}"), chain, &key).await;
+        let client_id = format!("intruder-{i}");
+        let mut intruder = s.connect(&client_id, chain.clone(), &key).await;
         assert_eq!(
             publish(&mut intruder, "building/17/door", 10).await,
             NOT_AUTHORIZED,
@@ -314,7 +350,61 @@ async fn an_appended_self_made_ca_certificate_gives_no_attributes() {
             NOT_AUTHORIZED,
             "chain {i}: SUBSCRIBE under attributes of an appended certificate"
         );
+        // `gatehouse explain` reads the chain with the broker's code and agrees.
+        let (code, answer) = s
+            .explain(&client_id, &chain, "publish", "building/17/door")
+            .await;
+        assert_eq!(code, 1, "explain: chain {i} is denied\n{answer:#}");
+        assert_eq!(answer["subject"]["attributes"], serde_json::json!({}));
+        assert_eq!(answer["subject"]["username"], "intruder");
+        assert_eq!(answer["certificate"]["presented"], 3);
+        assert_eq!(
+            answer["certificate"]["path"].as_array().map(Vec::len),
+            Some(3),
+            "leaf, Devices CA, root: {answer:#}"
+        );
     }
+    // The human form shows the verified path and the certificate left out.
+    let pem: String = [leaf.clone(), devices.clone(), fake.cert.clone()]
+        .iter()
+        .map(gatehouse_certs::encode_cert)
+        .collect();
+    let file = p(&s.dir.write("appended.pem", &pem));
+    let out = run_gatehouse(&[
+        "explain",
+        "--config",
+        &s.config_file,
+        "--client-cert",
+        &file,
+        "--client-id",
+        "intruder-0",
+        "publish",
+        "building/17/door",
+    ])
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "verified path leaf: CN=intruder\n",
+        "verified path intermediate: CN=Devices CA, O=Gatehouse tests\n",
+        "verified path anchor: CN=Security Test Root CA, O=Gatehouse tests\n",
+        "no certificate of the verified path matches an authorizationAttributes entry",
+        "1 certificate(s) sent but not chained through",
+    ] {
+        assert!(text.contains(line), "explain lacks {line:?}:\n{text}");
+    }
+    let (code, answer) = s
+        .explain("legit", &real_chain, "publish", "building/17/door")
+        .await;
+    assert_eq!(code, 0, "explain: the real Building 17 device\n{answer:#}");
+    assert_eq!(
+        answer["subject"]["attributes"],
+        serde_json::json!({ "building": "17" })
+    );
+    assert_eq!(
+        answer["certificate"]["attributesFrom"],
+        "authentications[0].authenticationMethods[0].x509Settings.authorizationAttributes.b17"
+    );
+    assert_eq!(answer["certificate"]["matchedCertificate"], 1);
     // Nothing of the intruder's reached the building.
     assert!(legit
         .recv(std::time::Duration::from_millis(500))
@@ -368,9 +458,9 @@ async fn a_separator_inside_a_certificate_value_does_not_forge_a_subject() {
     ];
     for (i, (what, subject, building)) in cases.into_iter().enumerate() {
         let (leaf, key) = devices.leaf(subject);
-        let mut client = s
-            .connect(&format!("case-{i}"), vec![leaf, devices.cert.clone()], &key)
-            .await;
+        let client_id = format!("case-{i}");
+        let chain = vec![leaf, devices.cert.clone()];
+        let mut client = s.connect(&client_id, chain.clone(), &key).await;
         let id = 10 * i as u16 + 1;
         assert_eq!(
             publish(&mut client, "building/17/door", id).await,
@@ -390,5 +480,15 @@ async fn a_separator_inside_a_certificate_value_does_not_forge_a_subject() {
                 "{what}: the entry that escapes the separators should match"
             );
         }
+        // `gatehouse explain` agrees with the broker.
+        let (code, answer) = s
+            .explain(&client_id, &chain, "publish", "building/17/door")
+            .await;
+        assert_eq!(code, 1, "explain, {what}\n{answer:#}");
+        let expected = match building {
+            Some(b) => serde_json::json!({ "building": b }),
+            None => serde_json::json!({}),
+        };
+        assert_eq!(answer["subject"]["attributes"], expected, "explain, {what}");
     }
 }
