@@ -301,7 +301,7 @@ fn value<'t>(text: &'t str, name: &str) -> Result<(ParsedValue, Option<char>, &'
 }
 
 fn decode_hex(digits: &str) -> Option<Vec<u8>> {
-    if digits.is_empty() || digits.len() % 2 != 0 {
+    if digits.is_empty() || !digits.len().is_multiple_of(2) {
         return None;
     }
     digits
@@ -319,12 +319,13 @@ fn decode_hex(digits: &str) -> Option<Vec<u8>> {
 pub fn escape_value(value: &str, out: &mut impl fmt::Write) -> fmt::Result {
     let last = value.chars().count().saturating_sub(1);
     for (i, c) in value.chars().enumerate() {
-        let edge_space = c == ' ' && (i == 0 || i == last);
+        let edge_space = c.is_whitespace() && (i == 0 || i == last);
         let leading_sharp = c == '#' && i == 0;
-        if ",+\"\\<>;=".contains(c) || edge_space || leading_sharp {
+        if ",+\"\\<>;=".contains(c) || c == ' ' && edge_space || leading_sharp {
             out.write_char('\\')?;
             out.write_char(c)?;
-        } else if c.is_control() {
+        } else if c.is_control() || edge_space {
+            // Edge whitespace other than a space would be trimmed: write its bytes.
             let mut buf = [0u8; 4];
             for b in c.encode_utf8(&mut buf).bytes() {
                 write!(out, "\\{b:02X}")?;
@@ -478,6 +479,8 @@ mod tests {
             "#x",
             "a+b=c\\d\"e;<>",
             "\u{1}",
+            "\u{a0}nbsp\u{a0}",
+            "\ttab\t",
         ] {
             let mut written = String::from("CN=");
             escape_value(value, &mut written).expect("write");

@@ -110,7 +110,7 @@ impl Dn {
 /// type the certificate uses); anything else as the exact encoding.
 fn decode_encoded(der: Vec<u8>) -> Value {
     match Any::from_der(&der) {
-        Ok((rest, any)) if rest.is_empty() => match text_of(&any) {
+        Ok(([], any)) => match text_of(&any) {
             Some(text) => Value::Text(text),
             None => Value::Der(der),
         },
@@ -137,7 +137,7 @@ fn text_of(any: &Any<'_>) -> Option<String> {
         | Tag::VisibleString
         | Tag::T61String => std::str::from_utf8(data).ok().map(str::to_owned),
         Tag::BmpString => {
-            if data.len() % 2 != 0 {
+            if !data.len().is_multiple_of(2) {
                 return None;
             }
             let units = data.chunks(2).map(|c| u16::from_be_bytes([c[0], c[1]]));
@@ -146,7 +146,7 @@ fn text_of(any: &Any<'_>) -> Option<String> {
                 .ok()
         }
         Tag::UniversalString => {
-            if data.len() % 4 != 0 {
+            if !data.len().is_multiple_of(4) {
                 return None;
             }
             data.chunks(4)
@@ -250,6 +250,67 @@ mod tests {
         ] {
             let a = dn(text);
             assert_eq!(Dn::parse(&a.to_string()), Ok(a.clone()), "{a}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any text: parsing never panics, and what parses prints back to an equal name.
+        #[test]
+        fn parse_never_panics_and_display_round_trips(text in "[ -~\\u{e9}]{0,40}") {
+            if let Ok(a) = Dn::parse(&text) {
+                proptest::prop_assert_eq!(Dn::parse(&a.to_string()), Ok(a));
+            }
+        }
+
+        /// Names built from escaped values parse to exactly those attributes, and print
+        /// back to equal names.
+        #[test]
+        fn built_names_parse_to_their_attributes(
+            parts in proptest::collection::vec(
+                (0usize..6, "[ -~\\u{e9}\\u{a0}\\t]{0,12}", proptest::bool::ANY),
+                1..6,
+            )
+        ) {
+            const NAMES: [(&str, &str); 6] = [
+                ("CN", "2.5.4.3"), ("o", "2.5.4.10"), ("OU", "2.5.4.11"),
+                ("emailAddress", "1.2.840.113549.1.9.1"), ("1.2.3.4", "1.2.3.4"),
+                ("OID.2.5.4.6", "2.5.4.6"),
+            ];
+            let mut text = String::new();
+            for (i, (name, value, multi)) in parts.iter().enumerate() {
+                if i > 0 {
+                    text.push_str(if *multi { " + " } else { " , " });
+                }
+                text.push_str(NAMES[*name].0);
+                text.push_str(" = ");
+                parser::escape_value(value, &mut text).expect("write");
+            }
+            let parsed = parser::parse(&text);
+            proptest::prop_assert!(parsed.is_ok(), "{text}: {parsed:?}");
+            let flat: Vec<(String, ParsedValue)> = parsed
+                .unwrap_or_default()
+                .into_iter()
+                .flatten()
+                .map(|a| (a.oid, a.value))
+                .collect();
+            let expected: Vec<(String, ParsedValue)> = parts
+                .iter()
+                .map(|(n, v, _)| (NAMES[*n].1.to_owned(), ParsedValue::Text(v.clone())))
+                .collect();
+            proptest::prop_assert_eq!(flat, expected);
+            let dn = Dn::parse(&text).expect("parses");
+            proptest::prop_assert_eq!(Dn::parse(&dn.to_string()), Ok(dn));
+        }
+
+        /// Any value, escaped, is one attribute with exactly that value.
+        #[test]
+        fn escaped_values_stay_one_attribute(value in "[ -~\\u{e9}\\u{1}\\u{a0}\\t]{0,30}") {
+            let mut text = String::from("CN=");
+            parser::escape_value(&value, &mut text).expect("write");
+            text.push_str(", O=x");
+            let rdns = parser::parse(&text).expect("parses");
+            proptest::prop_assert_eq!(rdns.len(), 2);
+            proptest::prop_assert_eq!(&rdns[0][0].value, &ParsedValue::Text(value));
         }
     }
 

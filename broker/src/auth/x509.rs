@@ -73,13 +73,6 @@ struct AttributeEntry {
     attributes: BTreeMap<String, String>,
 }
 
-/// A trusted client CA as a path-building anchor.
-struct Anchor {
-    anchor: TrustAnchor<'static>,
-    /// The subject of the certificate the anchor was made from (read from its DER).
-    subject: Dn,
-}
-
 /// Where a certificate of a verified path sits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PathRole {
@@ -114,7 +107,10 @@ pub struct X509Identity {
 /// Turns a client certificate chain into an identity, from the verified path only.
 pub struct CertIdentifier {
     trusted: Vec<CertificateDer<'static>>,
-    anchors: Vec<Anchor>,
+    /// The trusted client CAs as path-building anchors, in `trusted` order.
+    anchors: Vec<TrustAnchor<'static>>,
+    /// The subject of each anchor's certificate (read from its DER), same order.
+    anchor_subjects: Vec<Dn>,
     attributes: Vec<AttributeEntry>,
     /// Signature algorithms of the process's crypto provider (the handshake's own).
     algorithms: WebPkiSupportedAlgorithms,
@@ -144,17 +140,17 @@ impl CertIdentifier {
         trusted: Vec<CertificateDer<'static>>,
         attributes: Vec<AttributeEntry>,
     ) -> Result<Self, X509SetupError> {
-        let anchors = trusted
-            .iter()
-            .map(|cert| {
-                let anchor = webpki::anchor_from_trusted_cert(cert)
+        let mut anchors = Vec::with_capacity(trusted.len());
+        let mut anchor_subjects = Vec::with_capacity(trusted.len());
+        for cert in &trusted {
+            anchors.push(
+                webpki::anchor_from_trusted_cert(cert)
                     .map_err(|e| X509SetupError::Verifier(format!("{e:?}")))?
-                    .to_owned();
-                let subject =
-                    Dn::subject_of(cert).map_err(|e| X509SetupError::Verifier(e.to_string()))?;
-                Ok(Anchor { anchor, subject })
-            })
-            .collect::<Result<_, X509SetupError>>()?;
+                    .to_owned(),
+            );
+            anchor_subjects
+                .push(Dn::subject_of(cert).map_err(|e| X509SetupError::Verifier(e.to_string()))?);
+        }
         let algorithms = match rustls::crypto::CryptoProvider::get_default() {
             Some(provider) => provider.signature_verification_algorithms,
             None => rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
@@ -162,6 +158,7 @@ impl CertIdentifier {
         Ok(CertIdentifier {
             trusted,
             anchors,
+            anchor_subjects,
             attributes,
             algorithms,
         })
@@ -182,7 +179,6 @@ impl CertIdentifier {
         let Some((leaf_der, rest)) = chain.split_first() else {
             return Err("no client certificate".to_owned());
         };
-        let anchors: Vec<TrustAnchor<'_>> = self.anchors.iter().map(|a| a.anchor.clone()).collect();
         let leaf = webpki::EndEntityCert::try_from(leaf_der)
             .map_err(|e| format!("client certificate: {e:?}"))?;
         let since_epoch = now
@@ -191,7 +187,7 @@ impl CertIdentifier {
         let verified = leaf
             .verify_for_usage(
                 self.algorithms.all,
-                &anchors,
+                &self.anchors,
                 rest,
                 UnixTime::since_unix_epoch(since_epoch),
                 webpki::KeyUsage::client_auth(),
@@ -226,14 +222,19 @@ impl CertIdentifier {
         // The anchor is one of `anchors` (webpki hands back a reference into the slice):
         // its position is that of the trusted certificate it came from.
         let anchor = verified.anchor();
-        let index = anchors
+        let index = self
+            .anchors
             .iter()
             .position(|a| std::ptr::eq(a, anchor))
-            .or_else(|| anchors.iter().position(|a| a == anchor))
+            .or_else(|| self.anchors.iter().position(|a| a == anchor))
             .ok_or_else(|| "the verified path ends at an unknown trust anchor".to_owned())?;
         path.push(PathCert {
             role: PathRole::Anchor,
-            subject: self.anchors[index].subject.clone(),
+            subject: self
+                .anchor_subjects
+                .get(index)
+                .cloned()
+                .ok_or_else(|| "the verified path ends at an unknown trust anchor".to_owned())?,
         });
         let matched = path.iter().enumerate().find_map(|(i, cert)| {
             self.attributes
