@@ -21,6 +21,7 @@
 //! - `manifest`: the Kubernetes manifest form.
 //! - `validate`: every cross-field and cross-resource rule.
 //! - [`tokens`]: `{principal.*}` token syntax, shared with the broker's policy compiler.
+//! - [`dn`]: RFC 4514 distinguished names (`authorizationAttributes` subjects).
 //! - [`duration`]: Go-syntax durations (`2160h`, `1h30m`, `500ms`).
 //! - [`size`]: sizes in bytes (`1GiB`, `10Gi`, `500M`).
 //! - `enums`: case-insensitive enum values (`Mqtt`/`mqtt`, `ClusterIp`/`clusterIP`).
@@ -30,6 +31,7 @@
 //! `0` (any free port), WebSockets `path` (absent = any path), relative paths (relative to
 //! the config file, see [`load_file`]).
 
+pub mod dn;
 pub mod duration;
 mod enums;
 pub mod error;

@@ -10,15 +10,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use base64::Engine as _;
 use clap::{Args, ValueEnum};
+use gatehouse::auth::x509::{CertIdentifier, PathRole, X509Identity};
 use gatehouse::authz::policy::{EntryCheck, ResourceCheck, ResourceKind, RuleTrace};
 use gatehouse::authz::{Action, Policy, Subject};
 use gatehouse_config::{
-    AuthorizationRule, BrokerResourceMethod, Config, KeyType, StateStoreMethod,
+    AuthenticationMethod, AuthorizationRule, BrokerResourceMethod, Config, KeyType,
+    StateStoreMethod,
 };
 use serde::{Deserialize, Serialize};
 
@@ -57,6 +59,18 @@ pub struct ExplainArgs {
     /// An attribute authentication gives the client; repeatable.
     #[arg(long = "attr", value_name = "KEY=VALUE", value_parser = parse_attr)]
     attrs: Vec<(String, String)>,
+    /// X.509: the certificate chain the client presents in the TLS handshake (PEM, leaf
+    /// first, as sent, extra certificates included). The user name and attributes are then
+    /// derived exactly as the broker derives them: the chain is verified against the
+    /// authentication's trusted client CAs and attributes come from the verified path only.
+    /// Replaces --username and --attr.
+    #[arg(long, value_name = "PEM", conflicts_with_all = ["username", "attrs"])]
+    client_cert: Option<PathBuf>,
+    /// With --client-cert: the authentication (BrokerAuthentication) whose X.509 method reads
+    /// the chain. Default: the --port's authenticationRef, or the configuration's only
+    /// authentication with an X.509 method.
+    #[arg(long, value_name = "NAME", requires = "client_cert")]
+    authentication: Option<String>,
     /// A binary state store key, in base64 (instead of TARGET).
     #[arg(long, value_name = "BASE64", conflicts_with = "target")]
     binary_key: Option<String>,
@@ -168,6 +182,9 @@ struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     key_base64: Option<String>,
     subject: SubjectOut,
+    /// With --client-cert: how the broker reads the chain (the subject comes from it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificate: Option<CertificateOut>,
     /// With --port: the port and what it does.
     port: Option<PortOut>,
     /// The policy asked (none when the port has no authorizationRef).
@@ -195,6 +212,41 @@ struct SubjectOut {
     client_id: String,
     username: Option<String>,
     attributes: BTreeMap<String, String>,
+}
+
+/// `--client-cert`: the X.509 method that reads the chain and what it made of it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CertificateOut {
+    /// The authentication (BrokerAuthentication) name.
+    authentication: String,
+    /// YAML path of its X.509 method.
+    method_path: String,
+    /// Certificates in the file (leaf first).
+    presented: usize,
+    /// Whether the chain verifies against the trusted client CAs now, for client auth.
+    verified: bool,
+    /// Why it does not (the broker refuses the CONNECT with 0x87 Not authorized).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    /// The verified path: leaf, the intermediates the verifier chained through, the
+    /// trusted CA; where attributes are looked up, in this order.
+    path: Vec<PathCertOut>,
+    /// YAML path of the `authorizationAttributes` entry that gave the attributes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attributes_from: Option<String>,
+    /// Index in `path` of the certificate whose subject matched that entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    matched_certificate: Option<usize>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PathCertOut {
+    /// `leaf`, `intermediate` or `anchor`.
+    role: &'static str,
+    /// RFC 4514, as parsed from the certificate.
+    subject: String,
 }
 
 #[derive(Serialize)]
@@ -402,11 +454,6 @@ fn explain(
     }
     let request = request(args)?;
     let action = request.action();
-    let subject = Subject {
-        client_id: &args.client_id,
-        username: args.username.as_deref(),
-        attributes: &attributes,
-    };
     let paths = Paths::read(config_path);
 
     // The port, and through it (or --policy, or the only one) the policy.
@@ -415,6 +462,25 @@ fn explain(
         .as_deref()
         .map(|spec| find_port(config, spec, &paths))
         .transpose()?;
+
+    // --client-cert: user name and attributes as the broker's X.509 method derives them.
+    let mut username = args.username.clone();
+    let certificate = match &args.client_cert {
+        None => None,
+        Some(file) => {
+            let (out, identity) = certificate_identity(config, args, file, port.as_ref())?;
+            if let Some(identity) = identity {
+                username = Some(identity.username);
+                attributes = identity.attributes;
+            }
+            Some(out)
+        }
+    };
+    let subject = Subject {
+        client_id: &args.client_id,
+        username: username.as_deref(),
+        attributes: &attributes,
+    };
     let chosen: Option<usize> = match (&args.policy, &port) {
         (Some(name), _) => Some(authorization_index(config, name)?),
         (None, Some(p)) => match &p.authorization_ref {
@@ -496,9 +562,10 @@ fn explain(
         key_base64,
         subject: SubjectOut {
             client_id: args.client_id.clone(),
-            username: args.username.clone(),
+            username: username.clone(),
             attributes: attributes.clone(),
         },
+        certificate,
         port: None,
         policy: None,
         rule: None,
@@ -512,6 +579,17 @@ fn explain(
 
     let port_applies = port.as_ref().map(|p| p.policy_applied);
     report.port = port;
+    if let Some(c) = report.certificate.as_ref().filter(|c| !c.verified) {
+        // The broker refuses the CONNECT (0x87) before any policy is asked.
+        report.allowed = false;
+        report.reason = format!(
+            "authentication fails: {} (CONNACK 0x87 Not authorized)",
+            c.error
+                .as_deref()
+                .unwrap_or("the certificate chain does not verify")
+        );
+        return Ok(report);
+    }
     let Some(ai) = chosen else {
         // --port on a port without an authorizationRef.
         report.reason = "the port has no authorizationRef: every client may do everything".into();
@@ -594,6 +672,109 @@ fn explain(
         }
     }
     Ok(report)
+}
+
+/// `--client-cert`: the X.509 method of the chosen authentication reads the chain with the
+/// broker's own code ([`CertIdentifier`], the one `X509Method` uses at CONNECT). The
+/// identity is `None` when the chain does not verify (the broker refuses the CONNECT).
+/// The device registry (`additionalValidation`) is not consulted.
+fn certificate_identity(
+    config: &Config,
+    args: &ExplainArgs,
+    file: &Path,
+    port: Option<&PortOut>,
+) -> Result<(CertificateOut, Option<X509Identity>), String> {
+    let name = match (&args.authentication, port) {
+        (Some(name), _) => name.clone(),
+        (None, Some(p)) => p.authentication_ref.clone().ok_or_else(|| {
+            format!(
+                "port {}:{} has no authenticationRef: it does not read client certificates",
+                p.listener, p.port
+            )
+        })?,
+        (None, None) => {
+            let with_x509: Vec<&str> = config
+                .authentications
+                .iter()
+                .filter(|a| {
+                    a.authentication_methods
+                        .iter()
+                        .any(|m| matches!(m, AuthenticationMethod::X509(_)))
+                })
+                .map(|a| a.name.as_str())
+                .collect();
+            match with_x509.as_slice() {
+                [one] => (*one).to_owned(),
+                [] => return Err("--client-cert: no authentication has an X509 method".into()),
+                many => {
+                    return Err(format!(
+                        "--client-cert: several authentications have an X509 method ({}): \
+                         choose one with --authentication NAME or --port",
+                        many.join(", ")
+                    ))
+                }
+            }
+        }
+    };
+    let (ai, auth) = config
+        .authentications
+        .iter()
+        .enumerate()
+        .find(|(_, a)| a.name == name)
+        .ok_or_else(|| format!("no authentication named `{name}`"))?;
+    let (mi, settings) = auth
+        .authentication_methods
+        .iter()
+        .enumerate()
+        .find_map(|(i, m)| match m {
+            AuthenticationMethod::X509(settings) => Some((i, settings)),
+            _ => None,
+        })
+        .ok_or_else(|| format!("authentication `{name}` has no X509 method"))?;
+    let method_path = format!("authentications[{ai}].authenticationMethods[{mi}]");
+    let identifier =
+        CertIdentifier::new(config, settings).map_err(|e| format!("{method_path}: {e}"))?;
+    let chain = gatehouse_certs::read_certificates(file)
+        .map_err(|e| format!("--client-cert {}: {e}", file.display()))?;
+    let mut out = CertificateOut {
+        authentication: name,
+        method_path,
+        presented: chain.len(),
+        verified: false,
+        error: None,
+        path: Vec::new(),
+        attributes_from: None,
+        matched_certificate: None,
+    };
+    match identifier.identify(&chain, std::time::SystemTime::now()) {
+        Err(e) => {
+            out.error = Some(e);
+            Ok((out, None))
+        }
+        Ok(identity) => {
+            out.verified = true;
+            out.path = identity
+                .path
+                .iter()
+                .map(|c| PathCertOut {
+                    role: match c.role {
+                        PathRole::Leaf => "leaf",
+                        PathRole::Intermediate => "intermediate",
+                        PathRole::Anchor => "anchor",
+                    },
+                    subject: c.subject.to_string(),
+                })
+                .collect();
+            if let Some((index, label)) = &identity.matched {
+                out.matched_certificate = Some(*index);
+                out.attributes_from = Some(format!(
+                    "{}.x509Settings.authorizationAttributes.{label}",
+                    out.method_path
+                ));
+            }
+            Ok((out, Some(identity)))
+        }
+    }
 }
 
 fn authorization_index(config: &Config, name: &str) -> Result<usize, String> {
@@ -1105,6 +1286,9 @@ fn human(r: &Report) -> String {
         attrs.join(", ")
     );
 
+    if let Some(c) = &r.certificate {
+        certificate_lines(&mut out, c);
+    }
     let Some(policy) = &r.policy else {
         out.push_str(&subject_line);
         notes(&mut out, r);
@@ -1347,6 +1531,51 @@ fn human(r: &Report) -> String {
     }
     notes(&mut out, r);
     out
+}
+
+/// How the X.509 method read `--client-cert`.
+fn certificate_lines(out: &mut String, c: &CertificateOut) {
+    let _ = writeln!(
+        out,
+        "  client certificate: {} certificate(s), read by {} (YAML: {})",
+        c.presented, c.authentication, c.method_path
+    );
+    if !c.verified {
+        let _ = writeln!(
+            out,
+            "    does not verify: {}",
+            c.error.as_deref().unwrap_or("-")
+        );
+        return;
+    }
+    for (i, cert) in c.path.iter().enumerate() {
+        let matched = if c.matched_certificate == Some(i) {
+            format!(
+                "  <- attributes from {}",
+                c.attributes_from.as_deref().unwrap_or("-")
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "    verified path {}: {}{matched}",
+            cert.role, cert.subject
+        );
+    }
+    if c.attributes_from.is_none() {
+        let _ = writeln!(
+            out,
+            "    no certificate of the verified path matches an authorizationAttributes entry"
+        );
+    }
+    let sent_off_path = c.presented.saturating_sub(c.path.len().saturating_sub(1));
+    if sent_off_path > 0 {
+        let _ = writeln!(
+            out,
+            "    {sent_off_path} certificate(s) sent but not chained through: ignored (the anchor comes from the trusted CAs)"
+        );
+    }
 }
 
 fn notes(out: &mut String, r: &Report) {

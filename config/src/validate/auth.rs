@@ -129,11 +129,21 @@ fn check_x509(x509: &X509Settings, base: &str, report: &mut Report) {
         &x509.trusted_client_ca_cert,
     );
     for (label, entry) in &x509.authorization_attributes {
-        if entry.subject.trim().is_empty() {
-            report.error(
+        // Parsed here with the broker's own parser (RFC 4514), so a subject the broker
+        // could not compare is refused with its YAML path before anything starts.
+        match crate::dn::parse(&entry.subject) {
+            Ok(_) => {}
+            Err(crate::dn::DnError::Empty) => report.error(
                 format!("{base}.authorizationAttributes.{label}.subject"),
                 "empty subject; write a distinguished name like `CN = smart-fan, O = Contoso`",
-            );
+            ),
+            Err(e) => report.error(
+                format!("{base}.authorizationAttributes.{label}.subject"),
+                format!(
+                    "`{}` is not a distinguished name: {e}; write it like `CN = smart-fan, O = Contoso` (RFC 4514)",
+                    entry.subject
+                ),
+            ),
         }
     }
     match (x509.additional_validation, &x509.device_registry) {

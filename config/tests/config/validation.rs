@@ -298,6 +298,43 @@ fn an_authentication_has_at_least_one_method() {
 }
 
 #[test]
+fn authorization_attribute_subjects_must_parse_as_rfc4514_names() {
+    let yaml = |subject: &str| {
+        with(&format!(
+            "authentications: [ {{ name: certs, authenticationMethods: [ {{ method: X509, x509Settings: {{ authorizationAttributes: {{ fan: {{ subject: '{subject}', attributes: {{ building: '17' }} }} }} }} }} ] }} ]"
+        ))
+    };
+    let at = "authentications[0].authenticationMethods[0].x509Settings.authorizationAttributes.fan.subject";
+    for (subject, needle) in [
+        ("", "empty subject"),
+        ("smart-fan", "has no `=`"),
+        ("CN = a+b", "has no `=`"),
+        ("CN = a,", "is empty"),
+        ("XX = a", "unknown attribute type `XX`"),
+        ("CN = a\\q", "escapes nothing"),
+        ("CN = a; O = b", "unescaped `;`"),
+    ] {
+        assert_problem(&yaml(subject), at, needle);
+    }
+    for subject in [
+        "CN = smart-fan, O = Contoso",
+        "cn=a\\, O\\=b + OU=c, 2.5.4.6=US, OID.0.9.2342.19200300.100.1.25=example",
+        "CN=#0C03666F6F, emailAddress=x@y, SERIALNUMBER=7",
+    ] {
+        let subjects: Vec<String> = match load_str(&yaml(subject), "test.yaml") {
+            Ok(_) => Vec::new(),
+            Err(ConfigError::Invalid(problems)) => problems
+                .into_iter()
+                .filter(|p| p.path == at)
+                .map(|p| p.message)
+                .collect(),
+            Err(other) => panic!("{other}"),
+        };
+        assert!(subjects.is_empty(), "{subject}: {subjects:?}");
+    }
+}
+
+#[test]
 fn device_registry_validation_needs_a_registry_file() {
     assert_problem(
         &with(

@@ -29,6 +29,7 @@ mod security_bounds_conn;
 mod security_bounds_retained;
 mod security_sessions;
 mod security_statestore;
+mod security_x509;
 mod sessions;
 mod shutdown;
 mod statestore_authz;
