@@ -32,7 +32,12 @@ use crate::statestore::topic::is_forbidden_response_topic;
 const OWN_NAMESPACE: &str = "clients/";
 
 /// Whether `topic` lies in `client_id`'s own reply namespace `clients/{client_id}/...`.
+/// Only a client id that is one topic level has one: `dev/x` would own
+/// `clients/dev/x/...`, which lies inside the namespace of the client `dev`.
 fn in_own_namespace(topic: &str, client_id: &str) -> bool {
+    if client_id.is_empty() || client_id.contains(['/', '+', '#']) {
+        return false;
+    }
     topic
         .strip_prefix(OWN_NAMESPACE)
         .and_then(|rest| rest.strip_prefix(client_id))

@@ -337,6 +337,20 @@ async fn answers_without_publish_permission_stay_in_the_own_namespace() {
     // Its own namespace (the SDKs' response topic) is answered.
     let own = watcher.call(&get(b"shared/x"), &[]).await;
     assert_eq!(&own.payload[..], b"$-1\r\n");
+    // A client id with `/` nests its namespace inside another client's: `other-device/x`
+    // would own `clients/other-device/x/...`, which `other-device` receives through
+    // `clients/other-device/#`. Such ids get no namespace exemption.
+    let mut nested = s.requester("watcher", "other-device/x").await;
+    let inside = request(
+        &get(b"shared/x"),
+        QoS::AtLeastOnce,
+        42,
+        "clients/other-device/x/reply",
+        false,
+    );
+    nested.raw.send_packet(&inside).await;
+    nested.raw.expect_raw(&puback_not_authorized(42)).await;
+    other.expect_nothing(QUIET).await;
 }
 
 /// Item 3, the replay cache: a retransmission (DUP) of an answered request that names a
