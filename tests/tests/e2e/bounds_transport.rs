@@ -73,7 +73,6 @@ fn path(p: &Path) -> String {
 /// A broker with one MQTT port over `transport` and the `broker:` limits given.
 pub struct BoundsBroker {
     pub broker: TestBroker,
-    pub transport: Transport,
     pub x509: Option<X509Port>,
 }
 
@@ -127,11 +126,7 @@ impl BoundsBroker {
     pub async fn start(transport: Transport, name: &str, broker: &str) -> BoundsBroker {
         let x509 = (transport == Transport::Tls).then(|| X509Port::new(name));
         let broker = TestBroker::start(&bounds_yaml(x509.as_ref(), broker)).await;
-        BoundsBroker {
-            broker,
-            transport,
-            x509,
-        }
+        BoundsBroker { broker, x509 }
     }
 
     pub fn port(&self) -> u16 {
