@@ -151,7 +151,8 @@ mod tests {
         t.set(1, "short").expect("replace");
         assert_eq!(t.bytes(), 5);
         for alias in 2..=1024u16 {
-            t.set(alias, &"t".repeat(60)).expect("1024 topics of 60 bytes");
+            t.set(alias, &"t".repeat(60))
+                .expect("1024 topics of 60 bytes");
         }
         assert_eq!(t.get(1), Some("short"));
         assert!(t.bytes() <= INBOUND_ALIAS_BYTES);
@@ -169,7 +170,9 @@ mod tests {
         assert_eq!(t.assign("t/5"), ("", Some(6)), "assigned ones are reused");
 
         let mut t = OutboundAliases::new(u16::MAX);
-        let topics: Vec<String> = (0..100).map(|i| format!("{i:04}{}", "x".repeat(996))).collect();
+        let topics: Vec<String> = (0..100)
+            .map(|i| format!("{i:04}{}", "x".repeat(996)))
+            .collect();
         let aliased = topics.iter().filter(|t2| t.assign(t2).1.is_some()).count();
         assert_eq!(aliased, OUTBOUND_ALIAS_BYTES / 1000);
         // A short topic still fits in what is left.

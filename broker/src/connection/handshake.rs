@@ -191,7 +191,9 @@ where
         ),
         client_maximum_packet_size: props.maximum_packet_size.unwrap_or(u32::MAX),
         inbound_aliases: Default::default(),
-        outbound_aliases: super::aliases::OutboundAliases::new(props.topic_alias_maximum.unwrap_or(0)),
+        outbound_aliases: super::aliases::OutboundAliases::new(
+            props.topic_alias_maximum.unwrap_or(0),
+        ),
         will,
         session_expiry,
         connect_expiry_was_zero: requested_expiry == 0,

@@ -54,9 +54,7 @@ async fn inbound_alias_table_is_bounded_in_topic_bytes() {
 
     // Ordinary use: set an alias, then publish by it alone.
     let mut client = b.v5("alias-in-client").await;
-    client
-        .send(&aliased_publish("alias/in/a", 1, b"set"))
-        .await;
+    client.send(&aliased_publish("alias/in/a", 1, b"set")).await;
     client.send(&aliased_publish("", 1, b"by-alias")).await;
     for payload in [&b"set"[..], b"by-alias"] {
         let p = sub.expect_publish().await;
@@ -71,7 +69,11 @@ async fn inbound_alias_table_is_bounded_in_topic_bytes() {
     // A topic of the largest legal size under a third alias once the second is short.
     client.send(&aliased_publish("alias/in/b", 2, b"s")).await;
     client
-        .send(&aliased_publish(&long_topic("max", 0, 65_535 - 20), 3, b"m"))
+        .send(&aliased_publish(
+            &long_topic("max", 0, 65_535 - 20),
+            3,
+            b"m",
+        ))
         .await;
     client.ping().await;
     let p = sub.expect_publish().await;
@@ -141,7 +143,12 @@ impl AliasView {
 
 /// Publish `topics` (QoS 0, payload = the topic's index) in rounds of 100 and read them
 /// at `sub`, checking each resolves to its topic.
-async fn deliver(publisher: &mut RawClient, sub: &mut RawClient, view: &mut AliasView, topics: &[String]) {
+async fn deliver(
+    publisher: &mut RawClient,
+    sub: &mut RawClient,
+    view: &mut AliasView,
+    topics: &[String],
+) {
     for (round, chunk) in topics.chunks(100).enumerate() {
         for (j, t) in chunk.iter().enumerate() {
             let i = round * 100 + j;
@@ -187,7 +194,10 @@ async fn outbound_aliases_are_bounded_in_count_and_bytes() {
         view.assigned,
         view.assigned_bytes
     );
-    assert_eq!(view.assigned, 65, "as many 1000-byte topics as fit in 64 KiB");
+    assert_eq!(
+        view.assigned, 65,
+        "as many 1000-byte topics as fit in 64 KiB"
+    );
     assert_eq!(view.unaliased, 35);
     // Again: the aliased ones come by alias alone, the others in full.
     let mut again = AliasView {
@@ -255,8 +265,12 @@ async fn subscription_filter_bytes_past_the_default_bound_get_quota_exceeded() {
 
     // Nothing is delivered for a refused filter, and the granted ones work.
     let mut publisher = b.v5("sub-bytes-pub").await;
-    publisher.publish_q1(&filters[9], b"refused", false, 1).await;
-    publisher.publish_q1(&filters[7], b"granted", false, 2).await;
+    publisher
+        .publish_q1(&filters[9], b"refused", false, 1)
+        .await;
+    publisher
+        .publish_q1(&filters[7], b"granted", false, 2)
+        .await;
     let p = attacker.expect_publish().await;
     assert_eq!(&p.payload[..], b"granted");
     attacker.expect_nothing(QUIET).await;
@@ -274,18 +288,28 @@ fn v311_subscribe(packet_id: u16, filter: &str) -> Vec<u8> {
 /// its own budget, 3.1.1 gets 0x80, and a reload applies at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscription_filter_bytes_follow_the_configured_bound() {
-    let b = BoundsBroker::start(Transport::Tls, "sub-bytes-cfg", "maxSubscriptionBytesPerClient: 40").await;
+    let b = BoundsBroker::start(
+        Transport::Tls,
+        "sub-bytes-cfg",
+        "maxSubscriptionBytesPerClient: 40",
+    )
+    .await;
     let mut c = b.v5("sub-bytes-cfg").await;
     // 15 + 15 bytes, then a 14-byte shared subscription that does not fit (44 > 40).
     let f = |s: &str| s.to_string();
     c.send_packet(&subscribe_filters(
         1,
-        &[f("sbc/aaaaaaaaaaa"), f("sbc/bbbbbbbbbbb"), f("$share/g/sbc/c")],
+        &[
+            f("sbc/aaaaaaaaaaa"),
+            f("sbc/bbbbbbbbbbb"),
+            f("$share/g/sbc/c"),
+        ],
     ))
     .await;
     assert_eq!(suback_codes(&mut c).await, [1, 1, 0x97]);
     // 10 more bytes fit exactly (40).
-    c.send_packet(&subscribe_filters(2, &[f("sbc/dddddd")])).await;
+    c.send_packet(&subscribe_filters(2, &[f("sbc/dddddd")]))
+        .await;
     assert_eq!(suback_codes(&mut c).await, [1]);
     c.send_packet(&subscribe_filters(3, &[f("sbc/e")])).await;
     assert_eq!(suback_codes(&mut c).await, [0x97]);
@@ -305,9 +329,15 @@ async fn subscription_filter_bytes_follow_the_configured_bound() {
 
     // A reload lowers the bound for the next SUBSCRIBE of connected clients too.
     let x509 = b.x509.as_ref().expect("TLS");
-    let yaml = crate::bounds_transport::bounds_yaml(Some(x509), "maxSubscriptionBytesPerClient: 20");
+    let yaml =
+        crate::bounds_transport::bounds_yaml(Some(x509), "maxSubscriptionBytesPerClient: 20");
     let loaded = gatehouse_config::load_str(&yaml, "reload.yaml").expect("valid");
-    let done = b.broker.server.reloader().apply(loaded.config).expect("reload");
+    let done = b
+        .broker
+        .server
+        .reloader()
+        .apply(loaded.config)
+        .expect("reload");
     assert!(done.limits);
     let mut fresh = b.v5("sub-bytes-fresh").await;
     fresh

@@ -137,9 +137,17 @@ async fn every_retained_message_reaches_mosquitto_sub_over_tls() {
         let messages = sub.next_messages(RETAINED).await;
         assert!(messages.iter().all(|m| m.retain), "{version}: retained");
         let topics: BTreeSet<String> = messages.into_iter().map(|m| m.topic).collect();
-        assert_eq!(topics, every_retained_topic(), "{version}: every topic once");
+        assert_eq!(
+            topics,
+            every_retained_topic(),
+            "{version}: every topic once"
+        );
         let status = sub.exit().await;
-        assert!(status.success(), "{version}: {status}\n{}", sub.transcript());
+        assert!(
+            status.success(),
+            "{version}: {status}\n{}",
+            sub.transcript()
+        );
     }
     let stats = &b.broker.server.broker.router.stats;
     assert_eq!(stats.dropped.load(Ordering::Relaxed), 0, "nothing dropped");
