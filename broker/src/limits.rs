@@ -46,10 +46,16 @@ pub struct Limits {
     pub max_subscriptions_per_client: usize,
     /// `maxRetainedMessages` and `maxRetainedBytes`.
     pub retained_caps: crate::routing::RetainedCaps,
+
+    // --- Subscription filter bytes per client (issue 13) -----------------------------
+    /// `maxSubscriptionBytesPerClient`: bytes of the filters one session holds at most;
+    /// past it a SUBSCRIBE filter gets 0x97 Quota exceeded. Read at each SUBSCRIBE, as
+    /// `max_subscriptions_per_client`.
+    pub max_subscription_bytes_per_client: usize,
 }
 
-/// Aliases per connection: enough for any real client, small enough that a hostile one
-/// cannot make the alias table large (each entry holds a topic of up to 64 KiB).
+/// Aliases per connection: enough for any real client. Each entry holds a topic of up
+/// to 64 KiB, so the table is also bounded in bytes (`connection::aliases`).
 const TOPIC_ALIAS_MAXIMUM: u16 = 1024;
 
 impl Limits {
@@ -81,6 +87,8 @@ impl Limits {
             state_store_max_total_bytes: Some(b.state_store_max_total_bytes),
             state_store_per_client_bytes: Some(b.state_store_per_client_bytes),
             max_subscriptions_per_client: b.max_subscriptions_per_client,
+            max_subscription_bytes_per_client: usize::try_from(b.max_subscription_bytes_per_client)
+                .unwrap_or(usize::MAX),
             retained_caps: crate::routing::RetainedCaps {
                 max_messages: b.max_retained_messages,
                 max_bytes: usize::try_from(b.max_retained_bytes).unwrap_or(usize::MAX),

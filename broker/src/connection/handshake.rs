@@ -1,6 +1,5 @@
 //! The CONNECT → CONNACK exchange (MQTT 5 §3.1, §3.2; 3.1.1 §3.1, §3.2).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -191,9 +190,10 @@ where
                 .min(limits.receive_maximum),
         ),
         client_maximum_packet_size: props.maximum_packet_size.unwrap_or(u32::MAX),
-        client_topic_alias_maximum: props.topic_alias_maximum.unwrap_or(0),
-        inbound_aliases: HashMap::new(),
-        outbound_aliases: HashMap::new(),
+        inbound_aliases: Default::default(),
+        outbound_aliases: super::aliases::OutboundAliases::new(
+            props.topic_alias_maximum.unwrap_or(0),
+        ),
         will,
         session_expiry,
         connect_expiry_was_zero: requested_expiry == 0,

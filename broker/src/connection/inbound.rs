@@ -136,14 +136,18 @@ impl Connection {
                 ));
             }
             if p.topic.is_empty() {
-                match self.inbound_aliases.get(&alias) {
-                    Some(topic) => p.topic = topic.clone(),
+                match self.inbound_aliases.get(alias) {
+                    Some(topic) => p.topic = topic.to_owned(),
                     None => {
                         return Err(violation(ReasonCode::PROTOCOL_ERROR, "unknown topic alias"))
                     }
                 }
-            } else {
-                self.inbound_aliases.insert(alias, p.topic.clone());
+            } else if let Err(full) = self.inbound_aliases.set(alias, &p.topic) {
+                // The table is bounded in topic bytes (see `aliases`).
+                return Err(Exit::Violation(
+                    ReasonCode::QUOTA_EXCEEDED,
+                    full.to_string().into(),
+                ));
             }
         }
         if p.topic.is_empty() {
@@ -400,7 +404,18 @@ impl Connection {
     fn on_subscribe(&mut self, sub: Subscribe) -> Result<(), Exit> {
         let mut codes = Vec::with_capacity(sub.filters.len());
         // Read now, not from the connection's limits, so a reload applies at once.
-        let max_subscriptions = self.broker.limits().max_subscriptions_per_client;
+        let limits = self.broker.limits();
+        let max_subscriptions = limits.max_subscriptions_per_client;
+        let max_bytes = limits.max_subscription_bytes_per_client;
+        // `maxSubscriptionBytesPerClient`: bytes of the filters the session holds, kept up
+        // to date below as filters are added (this connection alone changes them meanwhile).
+        let mut held_bytes: usize = self
+            .session
+            .lock()
+            .subscriptions
+            .keys()
+            .map(String::len)
+            .sum();
         for (raw, options) in sub.filters {
             let parsed = match parse_subscription_filter(&raw) {
                 Ok(p) => p,
@@ -424,12 +439,20 @@ impl Connection {
                 // `maxSubscriptionsPerClient`: a filter the session holds already is
                 // replaced, not added, so it always passes.
                 let st = self.session.lock();
-                if !st.subscriptions.contains_key(&raw)
-                    && st.subscriptions.len() >= max_subscriptions
-                {
+                let held = st.subscriptions.contains_key(&raw);
+                if !held && st.subscriptions.len() >= max_subscriptions {
                     tracing::debug!(target: "conn", filter = %raw, max_subscriptions, "refused subscription: maxSubscriptionsPerClient reached");
                     codes.push(ReasonCode::QUOTA_EXCEEDED);
                     continue;
+                }
+                // `maxSubscriptionBytesPerClient`: the same, for the bytes of the filters.
+                if !held {
+                    if held_bytes.saturating_add(raw.len()) > max_bytes {
+                        tracing::debug!(target: "conn", filter_bytes = raw.len(), held_bytes, max_bytes, "refused subscription: maxSubscriptionBytesPerClient reached");
+                        codes.push(ReasonCode::QUOTA_EXCEEDED);
+                        continue;
+                    }
+                    held_bytes += raw.len();
                 }
             }
             let entry = SubEntry {

@@ -8,6 +8,7 @@
 //! credential expiry, re-authentication and the device registry) → exit: a v5
 //! DISCONNECT with the reason where one applies, then detach (will, expiry).
 
+mod aliases;
 mod grants;
 mod handshake;
 mod held_acks;
@@ -16,7 +17,6 @@ mod outbound;
 mod state_store;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -127,11 +127,12 @@ pub(crate) struct Connection {
     /// The client's Receive Maximum: our in-flight QoS 1/2 window towards it.
     client_receive_maximum: usize,
     client_maximum_packet_size: u32,
-    client_topic_alias_maximum: u16,
-    /// Client→server topic aliases.
-    inbound_aliases: HashMap<u16, String>,
-    /// Server→client topic aliases we have assigned.
-    outbound_aliases: HashMap<String, u16>,
+    /// Client→server topic aliases (bounded in topic bytes: past the bound, DISCONNECT
+    /// 0x97).
+    inbound_aliases: aliases::InboundAliases,
+    /// Server→client topic aliases we have assigned, within the client's Topic Alias
+    /// Maximum and our own count and byte bounds (past them, full topic names).
+    outbound_aliases: aliases::OutboundAliases,
     will: Option<Will>,
     session_expiry: u32,
     /// CONNECT had Session Expiry 0; a DISCONNECT may then not raise it (§3.14.2.2.2).

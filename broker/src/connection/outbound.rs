@@ -158,7 +158,7 @@ impl Connection {
         expiry: Option<u32>,
     ) -> bool {
         let m = &d.message;
-        let (topic, alias) = self.outbound_alias(&m.topic);
+        let (topic, alias) = self.outbound_aliases.assign(&m.topic);
         let view = PublishView {
             dup,
             qos: d.qos,
@@ -182,7 +182,7 @@ impl Connection {
                 self.wbuf.truncate(before);
                 if !topic.is_empty() && alias.is_some() {
                     // The client never saw this alias being set.
-                    self.outbound_aliases.remove(&m.topic);
+                    self.outbound_aliases.forget(&m.topic);
                 }
                 tracing::debug!(target: "conn", topic = %m.topic, "message larger than the client's maximum packet size; discarded");
                 false
@@ -190,29 +190,11 @@ impl Connection {
             Err(e) => {
                 self.wbuf.truncate(before);
                 if !topic.is_empty() && alias.is_some() {
-                    self.outbound_aliases.remove(&m.topic);
+                    self.outbound_aliases.forget(&m.topic);
                 }
                 tracing::warn!(target: "conn", "could not encode PUBLISH: {e}");
                 false
             }
         }
-    }
-
-    /// Topic and alias to send: the alias alone once assigned, topic and a new alias
-    /// while the client's Topic Alias Maximum allows, else the topic alone.
-    fn outbound_alias<'t>(&mut self, topic: &'t str) -> (&'t str, Option<u16>) {
-        if self.client_topic_alias_maximum == 0 {
-            return (topic, None);
-        }
-        if let Some(&alias) = self.outbound_aliases.get(topic) {
-            return ("", Some(alias));
-        }
-        let n = self.outbound_aliases.len();
-        if n < usize::from(self.client_topic_alias_maximum) {
-            let alias = n as u16 + 1;
-            self.outbound_aliases.insert(topic.to_owned(), alias);
-            return (topic, Some(alias));
-        }
-        (topic, None)
     }
 }

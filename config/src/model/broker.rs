@@ -86,6 +86,17 @@ pub struct BrokerLimits {
     /// properties), all topics together; past it as for `maxRetainedMessages` (a
     /// replacement no larger than the message it replaces always works). Default 64 MiB.
     pub max_retained_bytes: u64,
+
+    // --- Subscription filter bytes per client (issue 13) -----------------------------
+    /// Gatehouse extension: bytes of the topic filters one session holds at most, all its
+    /// subscriptions together (each filter as written, `$share/<group>/` included); a
+    /// SUBSCRIBE filter that would pass it gets 0x97 Quota exceeded (3.1.1: 0x80), like
+    /// `maxSubscriptionsPerClient`, which alone still let one client hold 1000 filters of
+    /// 64 KiB. Default 256 KiB: 1000 filters averaging 256 bytes, or a few filters of the
+    /// largest size. A size as in `persistence.maxSize`. A lower value applies to new
+    /// SUBSCRIBEs only.
+    #[serde(deserialize_with = "crate::size::deserialize")]
+    pub max_subscription_bytes_per_client: u64,
 }
 
 impl Default for BrokerLimits {
@@ -108,6 +119,7 @@ impl Default for BrokerLimits {
             max_subscriptions_per_client: 1000,
             max_retained_messages: 100_000,
             max_retained_bytes: 64 * 1024 * 1024,
+            max_subscription_bytes_per_client: 256 * 1024,
         }
     }
 }

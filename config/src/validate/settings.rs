@@ -67,6 +67,11 @@ pub(super) fn check_broker(broker: &BrokerLimits, report: &mut Report) {
     );
     at_least_one("maxRetainedMessages", broker.max_retained_messages as u64);
     at_least_one("maxRetainedBytes", broker.max_retained_bytes);
+    // Subscription filter bytes per client (issue 13): 0 would refuse every SUBSCRIBE.
+    at_least_one(
+        "maxSubscriptionBytesPerClient",
+        broker.max_subscription_bytes_per_client,
+    );
     const MQTT_MAX_PACKET: u32 = 268_435_456;
     if broker.max_packet_size_bytes == 0 || broker.max_packet_size_bytes > MQTT_MAX_PACKET {
         report.error(

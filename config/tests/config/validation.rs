@@ -488,6 +488,7 @@ fn broker_limits_and_log_level_are_checked() {
         "maxSubscriptionsPerClient",
         "maxRetainedMessages",
         "maxRetainedBytes",
+        "maxSubscriptionBytesPerClient",
     ] {
         assert_problem(
             &with(&format!("broker: {{ {field}: 0 }}")),
@@ -613,5 +614,21 @@ fn config_validate_checks_code_built_configs() {
             "listeners[0].ports[0].authorizationRef",
             "listeners[0].ports[1].port"
         ]
+    );
+}
+
+/// `maxSubscriptionBytesPerClient` (issue 13) is a size, 256 KiB by default.
+#[test]
+fn subscription_bytes_per_client_is_a_size() {
+    let config = load(&with("broker: { maxSubscriptionBytesPerClient: 16KiB }"));
+    assert_eq!(
+        config.config.broker.max_subscription_bytes_per_client,
+        16 * 1024
+    );
+    let config = load(&with("broker: { maxSubscriptionBytesPerClient: 1000 }"));
+    assert_eq!(config.config.broker.max_subscription_bytes_per_client, 1000);
+    assert_eq!(
+        BrokerLimits::default().max_subscription_bytes_per_client,
+        256 * 1024
     );
 }

@@ -2,7 +2,8 @@
 //! over real sockets: a lowered `maxConnections` at runtime, Receive Maximum for QoS 1
 //! (v5: DISCONNECT 0x93; 3.1.1: backpressure), the WebSocket message limit, and the
 //! pre-CONNECT budget that keeps silent sockets (plain or after a TLS handshake) from
-//! locking real clients out.
+//! locking real clients out. The QoS 1 flood also runs over a TLS port with X.509 client
+//! certificates made in the test (`bounds_transport`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -22,6 +23,8 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::MaybeTlsStream;
+
+use crate::bounds_transport::{BoundsBroker, Transport};
 
 /// `broker.maxConnections` etc. on one plain MQTT port (and a WebSockets one).
 fn yaml(broker: &str) -> String {
@@ -204,11 +207,13 @@ async fn shutdown_is_drained_only_when_every_connection_is_gone() {
 /// A congested subscriber makes the broker hold its publishers' PUBACKs. A v5 publisher
 /// that ignores our Receive Maximum (4) and floods QoS 1 gets DISCONNECT 0x93 instead of
 /// growing the held-acknowledgement queue; the subscriber is not affected.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_qos1_flood_past_receive_maximum_gets_0x93() {
-    let b =
-        ProtocolBroker::with_limits("subscriberQueueLimit: { length: 2 }, maxReceiveMaximum: 4")
-            .await;
+async fn a_qos1_flood_past_receive_maximum_over(t: Transport) {
+    let b = BoundsBroker::start(
+        t,
+        "bounds-rm",
+        "subscriberQueueLimit: { length: 2 }, maxReceiveMaximum: 4",
+    )
+    .await;
     let (mut sub, _) = b
         .v5_with(ConnectBuilder::new("bounds-rm-sub").receive_maximum(1))
         .await;
@@ -245,6 +250,16 @@ async fn a_qos1_flood_past_receive_maximum_gets_0x93() {
     let p = sub.expect_publish().await;
     assert_eq!(&p.payload[..], b"x");
     sub.ping().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos1_flood_past_receive_maximum_gets_0x93() {
+    a_qos1_flood_past_receive_maximum_over(Transport::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos1_flood_past_receive_maximum_gets_0x93_over_tls() {
+    a_qos1_flood_past_receive_maximum_over(Transport::Tls).await;
 }
 
 /// A 3.1.1 client cannot be told a Receive Maximum: its QoS 1 flood to a congested

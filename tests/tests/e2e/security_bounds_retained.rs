@@ -2,7 +2,9 @@
 //! instead of being cut at its queue length, and the bounds a client could push without
 //! limit: subscriptions per client (`maxSubscriptionsPerClient`) and the retained store
 //! (`maxRetainedMessages`, `maxRetainedBytes`). Real sockets, raw MQTT clients (v5 and
-//! 3.1.1), reason codes checked on the bytes.
+//! 3.1.1), reason codes checked on the bytes. The retained burst and the subscription cap
+//! also run over a TLS port with X.509 client certificates made in the test
+//! (`bounds_transport`), and the burst also to `mosquitto_sub` over TLS.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -10,7 +12,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use gatehouse_protocol::{Packet, PubResp, QoS, ReasonCode, SubscriptionOptions};
+use gatehouse_tests::mosquitto::Sub;
 use gatehouse_tests::raw::*;
+
+use crate::bounds_transport::{BoundsBroker, Transport};
 
 /// More retained messages than the default subscriber queue length (1000).
 const RETAINED: usize = 1500;
@@ -21,7 +26,7 @@ fn retained_topic(i: usize) -> String {
 
 /// Publish [`RETAINED`] retained messages at `qos` (0 or 1), in windows of 100 under the
 /// broker's Receive Maximum, and make sure the broker has handled them all.
-async fn publish_retained(b: &ProtocolBroker, qos: u8) {
+async fn publish_retained(b: &BoundsBroker, qos: u8) {
     let mut publ = b.v5("ret-publisher").await;
     for chunk in (0..RETAINED).collect::<Vec<_>>().chunks(100) {
         for &i in chunk {
@@ -91,9 +96,8 @@ fn every_retained_topic() -> BTreeSet<String> {
 
 /// A new `#` subscriber used to get only the first 1000 (the queue length) of 1500
 /// retained messages, the rest counted as queue-full drops.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_retained_message_reaches_a_new_v5_qos0_subscriber() {
-    let b = ProtocolBroker::start().await;
+async fn every_retained_message_reaches_a_new_v5_qos0_subscriber_over(t: Transport) {
+    let b = BoundsBroker::start(t, "ret-q0", "").await;
     publish_retained(&b, 0).await;
     let mut sub = b.v5("ret-sub-q0").await;
     sub.sub_ok(1, "#", 0).await;
@@ -104,12 +108,56 @@ async fn every_retained_message_reaches_a_new_v5_qos0_subscriber() {
     assert_eq!(stats.dropped.load(Ordering::Relaxed), 0, "nothing dropped");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_retained_message_reaches_a_new_v5_qos0_subscriber() {
+    every_retained_message_reaches_a_new_v5_qos0_subscriber_over(Transport::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_retained_message_reaches_a_new_v5_qos0_subscriber_over_tls() {
+    every_retained_message_reaches_a_new_v5_qos0_subscriber_over(Transport::Tls).await;
+}
+
+/// The same burst to a third-party client over TLS: `mosquitto_sub` presenting an X.509
+/// certificate, v5 at QoS 1 (acknowledging at its own pace) and 3.1.1 at QoS 0, each told to stop after exactly 1500 messages (`-C`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_retained_message_reaches_mosquitto_sub_over_tls() {
+    let b = BoundsBroker::start(Transport::Tls, "ret-mosquitto", "").await;
+    publish_retained(&b, 1).await;
+    let x509 = b.x509.as_ref().expect("TLS");
+    let count = RETAINED.to_string();
+    for (version, qos) in [("mqttv5", "1"), ("mqttv311", "0")] {
+        let mut args = x509.mosquitto_args();
+        let id = format!("ret-mosq-{version}");
+        args.extend(
+            ["-V", version, "-q", qos, "-i", &id, "-t", "#", "-C", &count].map(String::from),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut sub = Sub::spawn_to("localhost", b.port(), &args);
+        let messages = sub.next_messages(RETAINED).await;
+        assert!(messages.iter().all(|m| m.retain), "{version}: retained");
+        let topics: BTreeSet<String> = messages.into_iter().map(|m| m.topic).collect();
+        assert_eq!(
+            topics,
+            every_retained_topic(),
+            "{version}: every topic once"
+        );
+        let status = sub.exit().await;
+        assert!(
+            status.success(),
+            "{version}: {status}\n{}",
+            sub.transcript()
+        );
+    }
+    let stats = &b.broker.server.broker.router.stats;
+    assert_eq!(stats.dropped.load(Ordering::Relaxed), 0, "nothing dropped");
+}
+
 /// QoS 1 with a Receive Maximum of 5 and a queue of 100: retained messages flow at the
 /// client's pace, and QoS 1 messages published live during the burst are not lost.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retained_burst_follows_receive_maximum_without_losing_live_messages() {
+async fn retained_burst_follows_receive_maximum_over(t: Transport) {
     const LIVE: usize = 300;
-    let b = ProtocolBroker::with_limits("subscriberQueueLimit: { length: 100 }").await;
+    let b = BoundsBroker::start(t, "ret-q1", "subscriberQueueLimit: { length: 100 }").await;
     publish_retained(&b, 1).await;
     let (mut sub, _) = b
         .v5_with(ConnectBuilder::new("ret-sub-q1").receive_maximum(5))
@@ -159,8 +207,18 @@ async fn retained_burst_follows_receive_maximum_without_losing_live_messages() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_burst_follows_receive_maximum_without_losing_live_messages() {
+    retained_burst_follows_receive_maximum_over(Transport::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_burst_follows_receive_maximum_without_losing_live_messages_over_tls() {
+    retained_burst_follows_receive_maximum_over(Transport::Tls).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_retained_message_reaches_a_new_v311_subscriber() {
-    let b = ProtocolBroker::start().await;
+    let b = BoundsBroker::start(Transport::Tcp, "ret-311", "").await;
     publish_retained(&b, 0).await;
     let mut sub = b.v311("ret-sub-311").await;
     sub.send(&v311_subscribe(1, "fleet/#", 1)).await;
@@ -174,7 +232,7 @@ async fn every_retained_message_reaches_a_new_v311_subscriber() {
 /// retained message cleared while a subscriber's walk is still owed it is not sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paced_retained_messages_keep_subscription_options() {
-    let b = ProtocolBroker::start().await;
+    let b = BoundsBroker::start(Transport::Tcp, "ret-opts", "").await;
     publish_retained(&b, 1).await;
     let (mut sub, _) = b
         .v5_with(ConnectBuilder::new("ret-sub-id").receive_maximum(1))
@@ -230,9 +288,8 @@ async fn suback_codes(c: &mut RawClient) -> Vec<u8> {
 /// No client can grow the subscription index without bound: past
 /// `maxSubscriptionsPerClient` a filter gets 0x97 (3.1.1: 0x80) and is not subscribed;
 /// re-subscribing a held filter does not count again; other clients are unaffected.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn subscriptions_past_the_per_client_cap_get_quota_exceeded() {
-    let b = ProtocolBroker::with_limits("maxSubscriptionsPerClient: 3").await;
+async fn subscriptions_past_the_per_client_cap_over(t: Transport) {
+    let b = BoundsBroker::start(t, "sub-cap", "maxSubscriptionsPerClient: 3").await;
     let mut a = b.v5("cap-a").await;
     a.send_packet(&subscribe_many(1, &["cap/1", "cap/2"])).await;
     assert_eq!(suback_codes(&mut a).await, [1, 1]);
@@ -274,6 +331,16 @@ async fn subscriptions_past_the_per_client_cap_get_quota_exceeded() {
     }
     old.send(&v311_subscribe(4, "cap/4", 0)).await;
     old.expect_raw(&[0x90, 0x03, 0x00, 0x04, 0x80]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_past_the_per_client_cap_get_quota_exceeded() {
+    subscriptions_past_the_per_client_cap_over(Transport::Tcp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_past_the_per_client_cap_get_quota_exceeded_over_tls() {
+    subscriptions_past_the_per_client_cap_over(Transport::Tls).await;
 }
 
 /// The retained store is bounded in count and bytes. A v5 QoS 1/2 retained PUBLISH past a
