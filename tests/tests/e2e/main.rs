@@ -27,6 +27,7 @@ mod sat;
 mod sat_token_review;
 mod security_bounds_conn;
 mod security_bounds_retained;
+mod security_bounds_session;
 mod security_sessions;
 mod security_statestore;
 mod security_x509;
