@@ -564,10 +564,10 @@ async fn the_state_store_reply_cache_is_bounded_in_bytes() {
         .send_packet(&request(&get, 200, &topic, b"get-0", true))
         .await;
     let again = mallory.await_response(200, b"get-0").await;
-    assert_eq!(
-        &again.payload[..],
-        b"$3\r\nnew\r\n",
-        "answered again, not from a 3 MB cache"
+    assert!(
+        again.payload[..] == b"$3\r\nnew\r\n"[..],
+        "answered again, not from a 3 MB cache: got {} bytes",
+        again.payload.len()
     );
     // The newest is still answered from the cache (the old value).
     mallory
@@ -576,4 +576,86 @@ async fn the_state_store_reply_cache_is_bounded_in_bytes() {
         .await;
     let cached = mallory.await_response(201, b"get-9").await;
     assert_eq!(cached.payload.len(), big.len() + 11, "still remembered");
+}
+
+/// The byte bound counts what a restart restored: a persistent session's queue holds
+/// 1.5 MB when the broker is killed and restarted with `maxBytes: 1MB`; the restored
+/// messages all come back, and a message published after the restart is not queued on
+/// top of them (before the fix nothing bounded the bytes; a bound that started from
+/// zero after a restart would have taken it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_queues_count_against_the_byte_bound() {
+    use gatehouse_tests::broker::{free_port, BrokerProcess};
+    const PAYLOAD: usize = 100_000;
+    let dir = TempDir::new("sec-bnd-restore");
+    let port = free_port();
+    let config = |max_bytes: &str| {
+        dir.write(
+            "gatehouse.yaml",
+            &format!(
+                "
+listeners:
+  - name: main
+    bindAddress: 127.0.0.1
+    ports: [ {{ port: {port} }} ]
+dataDir: {data}
+broker: {{ subscriberQueueLimit: {{ maxBytes: {max_bytes} }} }}
+diagnostics: {{ metrics: {{ prometheusPort: 0 }} }}
+persistence:
+  maxSize: 100M
+  subscriberQueue: {{ mode: All }}
+",
+                data = dir.path().join("data").display()
+            ),
+        )
+    };
+    let connect = |id: &'static str, clean: bool| async move {
+        let mut c = RawClient::connect(std::net::SocketAddr::from(([127, 0, 0, 1], port))).await;
+        c.send(
+            &ConnectBuilder::new(id)
+                .clean_start(clean)
+                .session_expiry(3600)
+                .build(),
+        )
+        .await;
+        let ack = c.expect_connack_ok().await;
+        (c, ack.session_present)
+    };
+
+    let file = config("2MB");
+    let mut broker = BrokerProcess::start(&file, port).await;
+    let (mut hog, _) = connect("hog", true).await;
+    hog.sub_ok(1, "q/#", 1).await;
+    hog.disconnect().await;
+    let (mut publisher, _) = connect("pub", true).await;
+    let payload = vec![b'z'; PAYLOAD];
+    for i in 1..=15u16 {
+        publisher
+            .publish_q1(&format!("q/{i:02}"), &payload, false, i)
+            .await;
+    }
+    broker.signal("KILL");
+    broker.exit_within(Duration::from_secs(5)).await;
+
+    let file = config("1MB");
+    let _broker = BrokerProcess::start(&file, port).await;
+    let (mut publisher, _) = connect("pub", true).await;
+    publisher.publish_q1("q/16", &payload, false, 16).await;
+    let (mut hog, present) = connect("hog", false).await;
+    assert!(present, "the session was restored");
+    let mut topics = Vec::new();
+    while let Some(packet) = hog.recv(QUIET).await {
+        let Packet::Publish(m) = packet else {
+            panic!("expected PUBLISH, got {packet:?}");
+        };
+        topics.push(m.topic.clone());
+        if let Some(id) = m.packet_id {
+            hog.puback(id).await;
+        }
+    }
+    let expected: Vec<String> = (1..=15).map(|i| format!("q/{i:02}")).collect();
+    assert_eq!(
+        topics, expected,
+        "the restored queue, and nothing on top of it"
+    );
 }
