@@ -363,8 +363,9 @@ impl Router {
                 continue;
             }
             let size = m.topic.len().saturating_add(m.payload.len());
-            let fits = bytes.saturating_add(size) <= byte_budget;
-            if !fits && !(out.is_empty() && first_always) {
+            let take =
+                bytes.saturating_add(size) <= byte_budget || (out.is_empty() && first_always);
+            if !take {
                 // Not taken: the walk resumes here once the queue has room.
                 break;
             }
