@@ -22,7 +22,7 @@ use crate::persistence::records::Sent;
 use crate::routing::Router;
 use crate::routing::SubEntry;
 use crate::session::Outgoing;
-use crate::session::{Attachment, Owner, PendingWill, QueuePolicy, Session};
+use crate::session::{Attachment, Owner, PendingWill, Session};
 use crate::statestore::StateStore;
 
 pub struct Broker {
@@ -45,6 +45,14 @@ pub struct Attached {
     pub generation: u64,
     pub kicked: oneshot::Receiver<ReasonCode>,
     pub released: oneshot::Sender<()>,
+}
+
+/// Why [`Broker::attach`] started no session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    /// `maxSessions` reached (the count held): CONNACK 0x97 Quota exceeded.
+    #[error("maxSessions reached ({0} sessions): no new session")]
+    TooManySessions(usize),
 }
 
 /// How a connection left its session.
@@ -98,10 +106,7 @@ const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 
 impl Broker {
     pub fn new(limits: Limits) -> Arc<Self> {
-        let policy = QueuePolicy {
-            length: limits.queue_length,
-            drop_oldest: limits.queue_drop_oldest,
-        };
+        let policy = limits.queue_policy();
         let quotas = limits.state_store_quotas();
         let retained_caps = limits.retained_caps;
         Arc::new(Broker {
@@ -122,10 +127,9 @@ impl Broker {
     /// Apply new limits (a reload): new connections get them, and the queue policy and
     /// the state store quotas change at once; live connections keep what they were told.
     pub fn set_limits(&self, limits: Limits) {
-        self.router.set_policy(QueuePolicy {
-            length: limits.queue_length,
-            drop_oldest: limits.queue_drop_oldest,
-        });
+        // The queue policy (length, bytes, strategy) applies to the next enqueue;
+        // `maxSessions` is read from these limits at each CONNECT.
+        self.router.set_policy(limits.queue_policy());
         self.state_store.set_quotas(limits.state_store_quotas());
         // Retained caps apply to the next retained PUBLISH; `maxSubscriptionsPerClient` is
         // read from these limits at each SUBSCRIBE.
@@ -266,12 +270,17 @@ impl Broker {
     /// connected client (DISCONNECT 0x8E there), resume it, or start a fresh one. A
     /// session owned by another identity is never resumed: it ends and a fresh one
     /// starts (Session Present 0), as with Clean Start.
+    ///
+    /// A fresh session for a client id that has none is refused once the registry holds
+    /// `maxSessions`; one that replaces an existing session does not add to the count
+    /// and always starts.
     pub async fn attach(
         self: &Arc<Self>,
         client_id: &str,
         clean_start: bool,
         owner: Owner,
-    ) -> Attached {
+    ) -> Result<Attached, AttachError> {
+        let max_sessions = self.limits().max_sessions;
         loop {
             let previous = {
                 let registry = self.sessions.lock();
@@ -310,6 +319,9 @@ impl Broker {
                 }
                 admitted
             });
+            if existing.is_none() && registry.len() >= max_sessions {
+                return Err(AttachError::TooManySessions(registry.len()));
+            }
             let (session, session_present, ended) = match existing {
                 Some(session) if !clean_start && resumable => (session, true, None),
                 other => {
@@ -333,13 +345,13 @@ impl Broker {
             if let Some(old) = ended {
                 self.end_session(&old);
             }
-            return Attached {
+            return Ok(Attached {
                 session,
                 session_present,
                 generation,
                 kicked: kick_rx,
                 released: released_tx,
-            };
+            });
         }
     }
 

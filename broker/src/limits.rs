@@ -52,6 +52,16 @@ pub struct Limits {
     /// past it a SUBSCRIBE filter gets 0x97 Quota exceeded. Read at each SUBSCRIBE, as
     /// `max_subscriptions_per_client`.
     pub max_subscription_bytes_per_client: usize,
+    // --- Session bounds (issue 13) ---------------------------------------------------
+    /// `subscriberQueueLimit.maxBytes`: bytes (topic + payload) queued per session, with
+    /// the same strategy and congestion rules as `queue_length` (see `session::queue`).
+    pub queue_max_bytes: usize,
+    /// `maxSessions`: a CONNECT that would create a session past it gets 0x97 (3.1.1:
+    /// 0x03). Read from the broker's current limits at each CONNECT, so a reload applies
+    /// at once (sessions past a lowered bound stay until they end).
+    pub max_sessions: usize,
+    /// `stateStoreMaxKeyNotifyPerClient`: keys one client may watch at once.
+    pub state_store_max_key_notify_per_client: usize,
 }
 
 /// Aliases per connection: enough for any real client. Each entry holds a topic of up
@@ -93,6 +103,10 @@ impl Limits {
                 max_messages: b.max_retained_messages,
                 max_bytes: usize::try_from(b.max_retained_bytes).unwrap_or(usize::MAX),
             },
+            queue_max_bytes: usize::try_from(b.subscriber_queue_limit.max_bytes)
+                .unwrap_or(usize::MAX),
+            max_sessions: b.max_sessions,
+            state_store_max_key_notify_per_client: b.state_store_max_key_notify_per_client,
         }
     }
 
@@ -103,6 +117,16 @@ impl Limits {
             value_bytes: self.state_store_max_value_bytes,
             total_bytes: self.state_store_max_total_bytes,
             client_bytes: self.state_store_per_client_bytes,
+            key_notify_per_client: Some(self.state_store_max_key_notify_per_client),
+        }
+    }
+
+    /// `subscriberQueueLimit`: the per-session queue policy.
+    pub fn queue_policy(&self) -> crate::session::QueuePolicy {
+        crate::session::QueuePolicy {
+            length: self.queue_length,
+            max_bytes: self.queue_max_bytes,
+            drop_oldest: self.queue_drop_oldest,
         }
     }
 

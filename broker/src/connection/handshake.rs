@@ -161,7 +161,15 @@ where
         Some(p) => crate::session::Owner::Principal(p.identity()),
         None => crate::session::Owner::Anonymous,
     };
-    let attached = broker.attach(&client_id, connect.clean_start, owner).await;
+    let attached = match broker.attach(&client_id, connect.clean_start, owner).await {
+        Ok(attached) => attached,
+        Err(e) => {
+            // `maxSessions` (3.1.1: 0x03 Server unavailable).
+            tracing::info!(target: "session", client_id = %client_id, "CONNECT refused: {e}");
+            refuse(writer, Some(version.level()), ReasonCode::QUOTA_EXCEEDED).await;
+            return Err(format!("CONNECT refused: {e}"));
+        }
+    };
     if let Some(journal) = broker.journal.get() {
         let already = attached.session.lock().journal.is_some();
         let selected = journal

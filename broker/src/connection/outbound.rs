@@ -49,26 +49,34 @@ impl Connection {
             return;
         }
         let router = &self.broker.router;
-        let target = RETAINED_BATCH.min(router.policy().length).max(1);
+        let policy = router.policy();
+        let target = RETAINED_BATCH.min(policy.length).max(1);
+        // Likewise at most half the byte bound (`subscriberQueueLimit.maxBytes`).
+        let byte_target = (policy.max_bytes / 2).max(1);
         while let Some(pending) = self.retained_backlog.front_mut() {
-            let (queued, subscribed) = {
+            let (queued, queued_bytes, subscribed) = {
                 let st = self.session.lock();
-                (st.queue.len(), st.subscriptions.contains_key(&pending.raw))
+                let subscribed = st.subscriptions.contains_key(&pending.raw);
+                (st.queue.len(), st.queue.bytes(), subscribed)
             };
-            if queued >= target {
+            if queued >= target || (queued > 0 && queued_bytes >= byte_target) {
                 break;
             }
             let want = target - queued;
-            let batch = if subscribed {
-                router.next_retained(&mut pending.cursor, want)
+            let budget = byte_target.saturating_sub(queued_bytes);
+            let (batch, done) = if subscribed {
+                router.next_retained(&mut pending.cursor, want, budget, queued == 0)
             } else {
-                Vec::new()
+                (Vec::new(), true)
             };
-            if batch.len() < want {
+            if done {
                 self.retained_backlog.pop_front(); // walked to the end
             }
             for d in batch {
                 router.enqueue(&self.session, d);
+            }
+            if !done {
+                break; // the queue is full enough for now
             }
         }
     }
@@ -124,7 +132,7 @@ impl Connection {
                 st.journal_done(&self.client_id, &delivery);
             }
         }
-        session.note_drained(st.queue.len(), self.broker.router.low_water());
+        session.note_drained(&st.queue, &self.broker.router.policy());
         emptied
     }
 

@@ -255,7 +255,7 @@ impl Registry {
         e.family(
             "gatehouse_messages_dropped_total",
             Kind::Counter,
-            "Deliveries dropped, by reason: queue_full (QoS 0 past the queue limit or to an offline session, QoS 1/2 refused by a full queue), queue_full_oldest (the oldest queued message dropped for a new one, DropOldest), expired (message expiry while queued), too_large (over the client's Maximum Packet Size), not_authorized (no longer allowed for the principal holding the session, re-checked on resume, re-authentication and reload).",
+            "Deliveries dropped, by reason: queue_full (QoS 0 past the queue limit or to an offline session, QoS 1/2 refused by a full queue; full by subscriberQueueLimit length or maxBytes), queue_full_oldest (each oldest queued message dropped for a new one, DropOldest), expired (message expiry while queued), too_large (over the client's Maximum Packet Size), not_authorized (no longer allowed for the principal holding the session, re-checked on resume, re-authentication and reload).",
         )
         .sample(&[("reason", "queue_full")], load(&stats.dropped))
         .sample(&[("reason", "queue_full_oldest")], load(&stats.dropped_oldest))

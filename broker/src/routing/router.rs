@@ -45,6 +45,7 @@ pub struct Router {
     retained: RwLock<RetainedStore<Arc<Message>>>,
     /// `subscriberQueueLimit`, replaceable by a reload.
     queue_length: std::sync::atomic::AtomicUsize,
+    queue_max_bytes: std::sync::atomic::AtomicUsize,
     queue_drop_oldest: std::sync::atomic::AtomicBool,
     /// `maxRetainedMessages` and `maxRetainedBytes`, replaceable by a reload.
     retained_caps: parking_lot::Mutex<Caps>,
@@ -84,6 +85,7 @@ impl Router {
             index: RwLock::new(SubscriptionIndex::new()),
             retained: RwLock::new(RetainedStore::default()),
             queue_length: std::sync::atomic::AtomicUsize::new(policy.length),
+            queue_max_bytes: std::sync::atomic::AtomicUsize::new(policy.max_bytes),
             queue_drop_oldest: std::sync::atomic::AtomicBool::new(policy.drop_oldest),
             retained_caps: parking_lot::Mutex::new(retained_caps),
             stats: RouterStats::default(),
@@ -254,7 +256,7 @@ impl Router {
                 seq: None,
             };
             let enqueued = t.session.enqueue(delivery, &policy);
-            self.record(enqueued.outcome);
+            self.record(&enqueued);
             if enqueued.congested {
                 routed.congested.push(t.session);
             }
@@ -267,6 +269,7 @@ impl Router {
     pub fn policy(&self) -> QueuePolicy {
         QueuePolicy {
             length: self.queue_length.load(Ordering::Relaxed),
+            max_bytes: self.queue_max_bytes.load(Ordering::Relaxed),
             drop_oldest: self.queue_drop_oldest.load(Ordering::Relaxed),
         }
     }
@@ -274,22 +277,22 @@ impl Router {
     /// A reload changed `subscriberQueueLimit`.
     pub fn set_policy(&self, policy: QueuePolicy) {
         self.queue_length.store(policy.length, Ordering::Relaxed);
+        self.queue_max_bytes
+            .store(policy.max_bytes, Ordering::Relaxed);
         self.queue_drop_oldest
             .store(policy.drop_oldest, Ordering::Relaxed);
     }
 
-    /// The queue length at which a congested session counts as drained again.
-    pub fn low_water(&self) -> usize {
-        self.policy().length / 2
-    }
-
-    fn record(&self, outcome: EnqueueOutcome) {
-        let counter = match outcome {
-            EnqueueOutcome::Queued => &self.stats.deliveries_queued,
-            EnqueueOutcome::QueuedDroppedOldest => &self.stats.dropped_oldest,
-            EnqueueOutcome::Dropped => &self.stats.dropped,
+    fn record(&self, enqueued: &crate::session::Enqueued) {
+        let (counter, n) = match enqueued.outcome {
+            EnqueueOutcome::Queued => (&self.stats.deliveries_queued, 1),
+            // One per delivery dropped: the byte bound may drop several for one.
+            EnqueueOutcome::QueuedDroppedOldest => {
+                (&self.stats.dropped_oldest, enqueued.evicted.max(1) as u64)
+            }
+            EnqueueOutcome::Dropped => (&self.stats.dropped, 1),
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Add or replace a subscription in the index.
@@ -332,23 +335,42 @@ impl Router {
 
     /// The next (at most) `n` retained messages of `cursor`, as deliveries for its
     /// subscriber (retained messages sent because of a subscription keep RETAIN=1, at the
-    /// lower of the message's and the subscription's QoS; No Local does not apply). Fewer
-    /// than `n` means the walk is over. Messages removed, replaced or expired since the
-    /// subscription are skipped.
-    pub fn next_retained(&self, cursor: &mut RetainedCursor, n: usize) -> Vec<Delivery> {
+    /// lower of the message's and the subscription's QoS; No Local does not apply), of at
+    /// most `byte_budget` bytes together (as the queue counts them,
+    /// [`crate::session::delivery_bytes`]) except that the first one is taken whatever its
+    /// size when `first_always` (the subscriber's queue is empty). The flag is true when
+    /// the walk is over. Messages removed, replaced or expired since the subscription are
+    /// skipped.
+    pub fn next_retained(
+        &self,
+        cursor: &mut RetainedCursor,
+        n: usize,
+        byte_budget: usize,
+        first_always: bool,
+    ) -> (Vec<Delivery>, bool) {
         let now = Instant::now();
         let retained = self.retained.read();
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         while out.len() < n {
             let Some((topic, m)) =
                 retained.next_match(&cursor.filter, cursor.after.as_deref(), cursor.max_seq)
             else {
-                break;
+                return (out, true);
             };
-            cursor.after = Some(topic);
             if m.remaining_expiry(now).is_err() {
+                cursor.after = Some(topic);
                 continue;
             }
+            let size = m.topic.len().saturating_add(m.payload.len());
+            let take =
+                bytes.saturating_add(size) <= byte_budget || (out.is_empty() && first_always);
+            if !take {
+                // Not taken: the walk resumes here once the queue has room.
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            cursor.after = Some(topic);
             out.push(Delivery {
                 message: m.clone(),
                 qos: cursor.options.qos.min(m.qos),
@@ -357,7 +379,7 @@ impl Router {
                 seq: None,
             });
         }
-        out
+        (out, false)
     }
 
     /// Drop expired retained messages (called periodically).
@@ -376,7 +398,7 @@ impl Router {
     /// Queue a delivery produced outside fan-out (retained messages on subscribe, state
     /// store notifications).
     pub fn enqueue(&self, session: &Session, delivery: Delivery) {
-        self.record(session.enqueue(delivery, &self.policy()).outcome);
+        self.record(&session.enqueue(delivery, &self.policy()));
     }
 }
 

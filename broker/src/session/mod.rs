@@ -19,7 +19,7 @@ use tokio::sync::{oneshot, Notify};
 
 use crate::message::{Delivery, SessionKey};
 use crate::persistence::journal::{Journal, Selected};
-pub use queue::{EnqueueOutcome, QueuePolicy};
+pub use queue::{delivery_bytes, DeliveryQueue, EnqueueOutcome, QueuePolicy};
 
 /// How long a congested session may hold its publishers back. A consumer that has not
 /// drained by then counts as stuck: its queue overflows under the configured strategy
@@ -40,6 +40,8 @@ fn epoch_millis() -> u64 {
 #[derive(Debug, Clone, Copy)]
 pub struct Enqueued {
     pub outcome: EnqueueOutcome,
+    /// Deliveries dropped to make room (`DropOldest`), for the metrics.
+    pub evicted: usize,
     pub congested: bool,
     /// The journal ticket of the persisted copy: acknowledge the publisher only once it
     /// is durable.
@@ -136,8 +138,9 @@ pub struct Attachment {
 
 #[derive(Debug, Default)]
 pub struct SessionState {
-    /// Deliveries not yet sent, oldest first. Bounded by the queue policy.
-    pub queue: VecDeque<Delivery>,
+    /// Deliveries not yet sent, oldest first, with their bytes. Bounded by the queue
+    /// policy (length and bytes).
+    pub queue: DeliveryQueue,
     /// Sent QoS 1/2 messages awaiting acknowledgement, in send order (which is also
     /// packet-id order modulo wrap-around, the invariant `next_packet_id` relies on).
     pub outgoing: VecDeque<Outgoing>,
@@ -235,6 +238,7 @@ impl Session {
             if st.ended {
                 return Enqueued {
                     outcome: EnqueueOutcome::Dropped,
+                    evicted: 0,
                     congested: false,
                     ticket: None,
                 };
@@ -251,19 +255,22 @@ impl Session {
                 st.next_seq += 1;
             }
             let (outcome, dropped) = policy.push(&mut st.queue, delivery, online);
+            let evicted = dropped.len();
             let ticket = self.journal_enqueued(&mut st, outcome, dropped);
+            // At either bound (length or bytes) the session is congested.
             let congested = online
                 && qos != QoS::AtMostOnce
-                && st.queue.len() >= policy.length
+                && policy.congests(&st.queue)
                 && self.mark_congested();
-            (outcome, congested, ticket)
+            (outcome, evicted, congested, ticket)
         };
-        let (outcome, congested, ticket) = outcome;
+        let (outcome, evicted, congested, ticket) = outcome;
         if online && outcome.queued() {
             self.wake.notify_one();
         }
         Enqueued {
             outcome,
+            evicted,
             congested,
             ticket,
         }
@@ -293,9 +300,9 @@ impl Session {
     }
 
     /// Called by the attached connection after it took deliveries off the queue: clears
-    /// congestion once the queue is back to `low_water`.
-    pub fn note_drained(&self, queue_len: usize, low_water: usize) {
-        if queue_len <= low_water && self.congested_since.load(Ordering::Relaxed) != 0 {
+    /// congestion once the queue is back to half of both bounds ([`QueuePolicy::drained`]).
+    pub fn note_drained(&self, queue: &DeliveryQueue, policy: &QueuePolicy) {
+        if policy.drained(queue) && self.congested_since.load(Ordering::Relaxed) != 0 {
             self.clear_congestion();
         }
     }

@@ -25,23 +25,26 @@ impl Session {
         &self,
         st: &mut SessionState,
         outcome: EnqueueOutcome,
-        dropped: Option<Delivery>,
+        dropped: super::queue::Evicted,
     ) -> Option<u64> {
         let (journal, _) = st.journal.as_ref()?;
-        if let Some(seq) = dropped.and_then(|d| d.seq) {
+        for seq in dropped.iter().filter_map(|d| d.seq) {
             journal.remove_message(&self.client_id, seq);
         }
         if !outcome.queued() {
             return None;
         }
-        let back = st.queue.back_mut()?;
-        let seq = back.seq?;
-        let ticket = journal.add_message(&self.client_id, seq, back);
-        if ticket.is_none() {
-            // maxSize reached: this one lives in memory only.
-            back.seq = None;
-        }
-        ticket
+        st.queue
+            .update_back(|back| {
+                let seq = back.seq?;
+                let ticket = journal.add_message(&self.client_id, seq, back);
+                if ticket.is_none() {
+                    // maxSize reached: this one lives in memory only.
+                    back.seq = None;
+                }
+                ticket
+            })
+            .flatten()
     }
 
     /// Start persisting this session (a CONNECT the policy selects), or keep doing so.
@@ -51,13 +54,13 @@ impl Session {
         if st.journal.is_none() {
             st.journal = Some((journal.clone(), selected));
             let mut seq = st.next_seq;
-            for d in st.queue.iter_mut().filter(|d| d.qos as u8 > 0) {
-                if journal.message_wanted(selected, &d.message.topic) {
+            st.queue.update_all(|d| {
+                if d.qos as u8 > 0 && journal.message_wanted(selected, &d.message.topic) {
                     d.seq = Some(seq);
                     journal.add_message(&self.client_id, seq, d);
                     seq += 1;
                 }
-            }
+            });
             st.next_seq = seq;
         }
         st.expiry_interval = expiry;

@@ -1,21 +1,113 @@
 //! The bounded per-session delivery queue and its overflow policy.
 //!
-//! `length` is where a connected subscriber counts as *congested*: QoS 1/2 publishers
-//! routing to it get their PUBACK/PUBREC held until it drains (end-to-end backpressure,
-//! so a slow consumer does not lose acknowledged messages). Publishers may overshoot by
-//! their in-flight windows, so a connected session's queue accepts QoS 1/2 up to
-//! [`ONLINE_CEILING`] × `length` before the strategy drops anything. Offline sessions and
-//! QoS 0 stop at `length`.
+//! `length` and `max_bytes` are where a connected subscriber counts as *congested*: QoS 1/2
+//! publishers routing to it get their PUBACK/PUBREC held until it drains (end-to-end
+//! backpressure, so a slow consumer does not lose acknowledged messages). Publishers may
+//! overshoot by their in-flight windows, so a connected session's queue accepts QoS 1/2 up
+//! to [`ONLINE_CEILING`] × `length` (and × `max_bytes`) before the strategy drops anything.
+//! Offline sessions and QoS 0 stop at `length` and `max_bytes`.
+//!
+//! Bytes are those of the topic and payload of each queued delivery ([`delivery_bytes`]).
+//! A message is shared (`Arc`) between the sessions it is queued for, but each session
+//! counts it in full, as mosquitto's `max_queued_bytes` does: that is what the session
+//! would hold on its own if every other one let go, so it is the bound that holds.
 
 use std::collections::VecDeque;
 
 use gatehouse_protocol::QoS;
+use smallvec::SmallVec;
 
 use crate::message::Delivery;
 
-/// How far past `length` a connected session's queue takes QoS 1/2 deliveries while
-/// publishers are being held back.
+/// How far past `length` and `max_bytes` a connected session's queue takes QoS 1/2
+/// deliveries while publishers are being held back.
 pub const ONLINE_CEILING: usize = 2;
+
+/// What one queued delivery counts against `max_bytes`: its topic and payload.
+pub fn delivery_bytes(d: &Delivery) -> usize {
+    d.message
+        .topic
+        .len()
+        .saturating_add(d.message.payload.len())
+}
+
+/// The deliveries of one session not yet sent, oldest first, with their bytes
+/// ([`delivery_bytes`]) kept in step. Reading goes through `Deref` to the `VecDeque`;
+/// every change goes through the methods here, so the byte count cannot drift.
+#[derive(Debug, Default)]
+pub struct DeliveryQueue {
+    items: VecDeque<Delivery>,
+    bytes: usize,
+}
+
+impl std::ops::Deref for DeliveryQueue {
+    type Target = VecDeque<Delivery>;
+
+    fn deref(&self) -> &VecDeque<Delivery> {
+        &self.items
+    }
+}
+
+impl DeliveryQueue {
+    /// Bytes of the queued deliveries.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn push_back(&mut self, d: Delivery) {
+        self.bytes = self.bytes.saturating_add(delivery_bytes(&d));
+        self.items.push_back(d);
+    }
+
+    /// Put back a delivery taken with [`pop_front`](Self::pop_front) but not sent.
+    pub fn push_front(&mut self, d: Delivery) {
+        self.bytes = self.bytes.saturating_add(delivery_bytes(&d));
+        self.items.push_front(d);
+    }
+
+    pub fn pop_front(&mut self) -> Option<Delivery> {
+        let d = self.items.pop_front()?;
+        self.bytes = self.bytes.saturating_sub(delivery_bytes(&d));
+        Some(d)
+    }
+
+    pub fn retain(&mut self, mut keep: impl FnMut(&Delivery) -> bool) {
+        let mut bytes = 0usize;
+        self.items.retain(|d| {
+            let kept = keep(d);
+            if kept {
+                bytes = bytes.saturating_add(delivery_bytes(d));
+            }
+            kept
+        });
+        self.bytes = bytes;
+    }
+
+    pub fn clear(&mut self) {
+        self.items.clear();
+        self.bytes = 0;
+    }
+
+    /// Change the newest delivery in place (its journal seq); its bytes are counted again.
+    pub fn update_back<R>(&mut self, f: impl FnOnce(&mut Delivery) -> R) -> Option<R> {
+        let back = self.items.back_mut()?;
+        let before = delivery_bytes(back);
+        let r = f(back);
+        let after = delivery_bytes(back);
+        self.bytes = self.bytes.saturating_sub(before).saturating_add(after);
+        Some(r)
+    }
+
+    /// Change every delivery in place (journal seqs); the bytes are counted again.
+    pub fn update_all(&mut self, mut f: impl FnMut(&mut Delivery)) {
+        let mut bytes = 0usize;
+        for d in self.items.iter_mut() {
+            f(d);
+            bytes = bytes.saturating_add(delivery_bytes(d));
+        }
+        self.bytes = bytes;
+    }
+}
 
 /// `broker.subscriberQueueLimit` from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -23,6 +115,8 @@ pub struct QueuePolicy {
     /// Queued (not yet sent) deliveries per session at which publishers are held back,
     /// and the hard limit for QoS 0 and for offline sessions.
     pub length: usize,
+    /// The same in bytes ([`delivery_bytes`]; `subscriberQueueLimit.maxBytes`).
+    pub max_bytes: usize,
     /// Drop the oldest queued message to make room (`DropOldest`) or refuse the new
     /// one (`None`, AIO's default).
     pub drop_oldest: bool,
@@ -31,7 +125,8 @@ pub struct QueuePolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnqueueOutcome {
     Queued,
-    /// Queued after dropping the oldest queued delivery.
+    /// Queued after dropping the oldest queued deliveries (one for the length bound,
+    /// possibly several for the byte bound).
     QueuedDroppedOldest,
     /// Not queued: QoS 0 to an offline session, a full queue, or an ended session.
     Dropped,
@@ -43,32 +138,60 @@ impl EnqueueOutcome {
     }
 }
 
+/// Deliveries dropped to make room for a new one.
+pub type Evicted = SmallVec<[Delivery; 1]>;
+
 impl QueuePolicy {
-    /// Queue `d` or not; with `DropOldest` the delivery dropped to make room comes back.
+    /// Whether a congested session has drained enough to release its publishers: back to
+    /// half of both bounds.
+    pub fn drained(&self, queue: &DeliveryQueue) -> bool {
+        queue.len() <= self.length / 2 && queue.bytes() <= self.max_bytes / 2
+    }
+
+    /// Whether a connected session with this queue holds QoS 1/2 publishers back.
+    pub fn congests(&self, queue: &DeliveryQueue) -> bool {
+        queue.len() >= self.length || queue.bytes() >= self.max_bytes
+    }
+
+    /// Queue `d` or not; with `DropOldest` the deliveries dropped to make room come back.
     pub fn push(
         &self,
-        queue: &mut VecDeque<Delivery>,
+        queue: &mut DeliveryQueue,
         d: Delivery,
         online: bool,
-    ) -> (EnqueueOutcome, Option<Delivery>) {
+    ) -> (EnqueueOutcome, Evicted) {
         // QoS 0 is not kept for offline sessions (as Mosquitto's default), and is the
         // first thing shed for a slow consumer.
         if d.qos == QoS::AtMostOnce && !online {
-            return (EnqueueOutcome::Dropped, None);
+            return (EnqueueOutcome::Dropped, Evicted::new());
         }
-        let limit = if online && d.qos != QoS::AtMostOnce {
-            self.length.saturating_mul(ONLINE_CEILING)
+        let ceiling = if online && d.qos != QoS::AtMostOnce {
+            ONLINE_CEILING
         } else {
-            self.length
+            1
         };
-        if queue.len() < limit {
+        let max_len = self.length.saturating_mul(ceiling);
+        let max_bytes = self.max_bytes.saturating_mul(ceiling);
+        let size = delivery_bytes(&d);
+        // An empty queue takes any message, so one larger than `max_bytes` (a packet
+        // size raised above it) is still delivered, one at a time.
+        let fits = |q: &DeliveryQueue| {
+            q.is_empty() || (q.len() < max_len && q.bytes().saturating_add(size) <= max_bytes)
+        };
+        if fits(queue) {
             queue.push_back(d);
-            return (EnqueueOutcome::Queued, None);
+            return (EnqueueOutcome::Queued, Evicted::new());
         }
         if d.qos == QoS::AtMostOnce || !self.drop_oldest {
-            return (EnqueueOutcome::Dropped, None);
+            return (EnqueueOutcome::Dropped, Evicted::new());
         }
-        let dropped = queue.pop_front();
+        let mut dropped = Evicted::new();
+        while !fits(queue) {
+            match queue.pop_front() {
+                Some(old) => dropped.push(old),
+                None => break,
+            }
+        }
         queue.push_back(d);
         (EnqueueOutcome::QueuedDroppedOldest, dropped)
     }
@@ -102,17 +225,18 @@ mod tests {
         }
     }
 
-    fn topics(q: &VecDeque<Delivery>) -> Vec<&str> {
+    fn topics(q: &DeliveryQueue) -> Vec<&str> {
         q.iter().map(|d| d.message.topic.as_str()).collect()
     }
 
     #[test]
     fn qos0_is_not_queued_for_offline_sessions() {
         let policy = QueuePolicy {
+            max_bytes: usize::MAX,
             length: 10,
             drop_oldest: true,
         };
-        let mut q = VecDeque::new();
+        let mut q = DeliveryQueue::default();
         assert_eq!(
             policy.push(&mut q, delivery(QoS::AtMostOnce, "a"), false).0,
             EnqueueOutcome::Dropped
@@ -129,10 +253,11 @@ mod tests {
     #[test]
     fn full_queue_with_strategy_none_refuses_the_new_message() {
         let policy = QueuePolicy {
+            max_bytes: usize::MAX,
             length: 2,
             drop_oldest: false,
         };
-        let mut q = VecDeque::new();
+        let mut q = DeliveryQueue::default();
         policy.push(&mut q, delivery(QoS::AtLeastOnce, "a"), false);
         policy.push(&mut q, delivery(QoS::AtLeastOnce, "b"), false);
         assert_eq!(
@@ -147,10 +272,11 @@ mod tests {
     #[test]
     fn full_queue_with_drop_oldest_keeps_the_newest() {
         let policy = QueuePolicy {
+            max_bytes: usize::MAX,
             length: 2,
             drop_oldest: true,
         };
-        let mut q = VecDeque::new();
+        let mut q = DeliveryQueue::default();
         policy.push(&mut q, delivery(QoS::AtLeastOnce, "a"), false);
         policy.push(&mut q, delivery(QoS::AtLeastOnce, "b"), false);
         assert_eq!(
@@ -165,10 +291,11 @@ mod tests {
     #[test]
     fn connected_sessions_take_qos1_past_length_up_to_the_ceiling() {
         let policy = QueuePolicy {
+            max_bytes: usize::MAX,
             length: 2,
             drop_oldest: false,
         };
-        let mut q = VecDeque::new();
+        let mut q = DeliveryQueue::default();
         for tag in ["a", "b", "c", "d"] {
             assert_eq!(
                 policy.push(&mut q, delivery(QoS::AtLeastOnce, tag), true).0,
@@ -190,15 +317,131 @@ mod tests {
     #[test]
     fn qos0_is_shed_first_when_full() {
         let policy = QueuePolicy {
+            max_bytes: usize::MAX,
             length: 1,
             drop_oldest: true,
         };
-        let mut q = VecDeque::new();
+        let mut q = DeliveryQueue::default();
         policy.push(&mut q, delivery(QoS::AtLeastOnce, "a"), true);
         assert_eq!(
             policy.push(&mut q, delivery(QoS::AtMostOnce, "b"), true).0,
             EnqueueOutcome::Dropped
         );
         assert_eq!(topics(&q), ["a"]);
+    }
+
+    fn sized(qos: QoS, tag: &str, payload: usize) -> Delivery {
+        let mut d = delivery(qos, tag);
+        d.message = Arc::new(Message {
+            topic: tag.to_owned(),
+            payload: Bytes::from(vec![0u8; payload]),
+            qos,
+            retain: false,
+            properties: PublishProperties::default(),
+            expires_at: None,
+            origin: None,
+        });
+        d
+    }
+
+    #[test]
+    fn bytes_bound_refuses_with_strategy_none() {
+        let policy = QueuePolicy {
+            length: 100,
+            max_bytes: 25,
+            drop_oldest: false,
+        };
+        let mut q = DeliveryQueue::default();
+        for tag in ["a", "b"] {
+            assert_eq!(
+                policy
+                    .push(&mut q, sized(QoS::AtLeastOnce, tag, 9), false)
+                    .0,
+                EnqueueOutcome::Queued
+            );
+        }
+        assert_eq!(q.bytes(), 20);
+        assert_eq!(
+            policy
+                .push(&mut q, sized(QoS::AtLeastOnce, "c", 9), false)
+                .0,
+            EnqueueOutcome::Dropped
+        );
+        assert_eq!(topics(&q), ["a", "b"]);
+        q.pop_front();
+        assert_eq!(q.bytes(), 10);
+    }
+
+    #[test]
+    fn bytes_bound_drops_as_many_oldest_as_needed() {
+        let policy = QueuePolicy {
+            length: 100,
+            max_bytes: 30,
+            drop_oldest: true,
+        };
+        let mut q = DeliveryQueue::default();
+        for tag in ["a", "b", "c"] {
+            policy.push(&mut q, sized(QoS::AtLeastOnce, tag, 9), false);
+        }
+        let (outcome, dropped) = policy.push(&mut q, sized(QoS::AtLeastOnce, "d", 19), false);
+        assert_eq!(outcome, EnqueueOutcome::QueuedDroppedOldest);
+        assert_eq!(dropped.len(), 2);
+        assert_eq!(topics(&q), ["c", "d"]);
+        assert_eq!(q.bytes(), 30);
+    }
+
+    #[test]
+    fn bytes_bound_online_ceiling_and_congestion() {
+        let policy = QueuePolicy {
+            length: 100,
+            max_bytes: 20,
+            drop_oldest: false,
+        };
+        let mut q = DeliveryQueue::default();
+        for tag in ["a", "b"] {
+            policy.push(&mut q, sized(QoS::AtLeastOnce, tag, 9), true);
+        }
+        assert!(policy.congests(&q));
+        // QoS 0 stops at the bound, QoS 1 goes on to twice it.
+        assert_eq!(
+            policy.push(&mut q, sized(QoS::AtMostOnce, "x", 9), true).0,
+            EnqueueOutcome::Dropped
+        );
+        for tag in ["c", "d"] {
+            assert_eq!(
+                policy.push(&mut q, sized(QoS::AtLeastOnce, tag, 9), true).0,
+                EnqueueOutcome::Queued
+            );
+        }
+        assert_eq!(
+            policy.push(&mut q, sized(QoS::AtLeastOnce, "e", 9), true).0,
+            EnqueueOutcome::Dropped
+        );
+        assert!(!policy.drained(&q));
+        while q.len() > 1 {
+            q.pop_front();
+        }
+        assert!(policy.drained(&q));
+    }
+
+    #[test]
+    fn an_empty_queue_takes_a_message_larger_than_the_bound() {
+        let policy = QueuePolicy {
+            length: 10,
+            max_bytes: 5,
+            drop_oldest: false,
+        };
+        let mut q = DeliveryQueue::default();
+        assert!(policy
+            .push(&mut q, sized(QoS::AtLeastOnce, "a", 50), false)
+            .0
+            .queued());
+        assert!(!policy
+            .push(&mut q, sized(QoS::AtLeastOnce, "b", 1), false)
+            .0
+            .queued());
+        let mut kept = q;
+        kept.retain(|_| false);
+        assert_eq!(kept.bytes(), 0);
     }
 }

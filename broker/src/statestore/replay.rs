@@ -3,8 +3,10 @@
 //! would otherwise flip from `+OK` to `:-1`.
 //!
 //! The cache lives in the session (a retransmission arrives after a reconnect, on a new
-//! connection) and is bounded twice: [`CAPACITY`] entries, each kept only for the request's
-//! Message Expiry Interval (SDKs send their timeout) or [`DEFAULT_TTL`].
+//! connection) and is bounded three times: [`CAPACITY`] entries, [`MAX_BYTES`] bytes, each
+//! entry kept only for the request's Message Expiry Interval (SDKs send their timeout) or
+//! [`DEFAULT_TTL`]. Without the byte bound 64 answers of 1 MiB values made 64 MiB per
+//! session (issue 13).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,6 +18,12 @@ use crate::message::Message;
 
 /// Responses remembered per session at most (oldest dropped first).
 pub const CAPACITY: usize = 64;
+/// Bytes of remembered responses per session at most ([`cached_bytes`]); the oldest are
+/// dropped first. A response larger than this is not remembered at all: only GET answers
+/// get that large, and a retransmitted GET that runs again does no harm (the answers
+/// that must not run twice, of SET and DEL, are a few bytes). Fixed rather than
+/// configurable: it only trades memory against answering a big GET twice.
+pub const MAX_BYTES: usize = 1024 * 1024;
 /// How long a response is remembered when the request had no Message Expiry Interval.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
 /// The longest a response is remembered, whatever the request asked for.
@@ -26,11 +34,30 @@ struct Cached {
     correlation: Bytes,
     until: Instant,
     response: Arc<Message>,
+    bytes: usize,
+}
+
+/// What a remembered response counts against [`MAX_BYTES`]: the correlation data it is
+/// found by, and the response's topic, payload and variable-length properties.
+fn cached_bytes(correlation: &[u8], response: &Message) -> usize {
+    let p = &response.properties;
+    correlation.len()
+        + response.topic.len()
+        + response.payload.len()
+        + p.correlation_data.as_ref().map_or(0, |c| c.len())
+        + p.response_topic.as_ref().map_or(0, String::len)
+        + p.content_type.as_ref().map_or(0, String::len)
+        + p.user_properties
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
 }
 
 #[derive(Debug, Default)]
 pub struct ReplyCache {
     entries: VecDeque<Cached>,
+    /// Sum of the entries' `bytes`.
+    bytes: usize,
 }
 
 impl ReplyCache {
@@ -38,6 +65,7 @@ impl ReplyCache {
     /// remembered.
     pub fn get(&mut self, correlation: &[u8], now: Instant) -> Option<Arc<Message>> {
         self.entries.retain(|c| c.until > now);
+        self.bytes = self.entries.iter().map(|c| c.bytes).sum();
         self.entries
             .iter()
             .find(|c| c.correlation == correlation)
@@ -53,14 +81,28 @@ impl ReplyCache {
         now: Instant,
     ) {
         let ttl = ttl.unwrap_or(DEFAULT_TTL).min(MAX_TTL);
-        if self.entries.len() >= CAPACITY {
-            self.entries.pop_front();
+        let bytes = cached_bytes(&correlation, &response);
+        if bytes > MAX_BYTES {
+            return; // see MAX_BYTES
         }
+        while self.entries.len() >= CAPACITY || self.bytes + bytes > MAX_BYTES {
+            let Some(old) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= old.bytes;
+        }
+        self.bytes += bytes;
         self.entries.push_back(Cached {
             correlation,
             until: now + ttl,
             response,
+            bytes,
         });
+    }
+
+    /// Bytes of the remembered responses.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn len(&self) -> usize {
@@ -120,6 +162,34 @@ mod tests {
         assert!(cache
             .get((CAPACITY + 9).to_string().as_bytes(), now)
             .is_some());
+    }
+
+    #[test]
+    fn is_bounded_in_bytes() {
+        let now = Instant::now();
+        let mut cache = ReplyCache::default();
+        let big = |n: usize| {
+            Arc::new(Message {
+                topic: "r".into(),
+                payload: Bytes::from(vec![b'x'; n]),
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                properties: Default::default(),
+                expires_at: None,
+                origin: None,
+            })
+        };
+        for i in 0..10 {
+            cache.insert(Bytes::from(i.to_string()), None, big(300_000), now);
+            assert!(cache.bytes() <= MAX_BYTES);
+        }
+        assert_eq!(cache.len(), 3);
+        assert!(cache.get(b"6", now).is_none());
+        assert!(cache.get(b"9", now).is_some());
+        // Larger than the whole bound: not remembered, and nothing else is dropped for it.
+        cache.insert(Bytes::from_static(b"huge"), None, big(MAX_BYTES), now);
+        assert!(cache.get(b"huge", now).is_none());
+        assert_eq!(cache.len(), 3);
     }
 
     #[test]

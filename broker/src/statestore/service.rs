@@ -268,7 +268,7 @@ impl<C: WallClock> StateStore<C> {
                 target: "statestore",
                 client_id = invocation.client_id,
                 limit = hit.setting(),
-                "SET refused: the quota has been exceeded"
+                "request refused: the quota has been exceeded"
             );
         }
         if let Some(p) = persistence {

@@ -77,6 +77,9 @@ pub struct Quotas {
     /// another client's key moves its bytes to the writer; deleting or expiring it frees
     /// them from the owner, whoever deletes it.
     pub client_bytes: Option<u64>,
+    /// Keys one client watches with KEYNOTIFY at once
+    /// (`broker.stateStoreMaxKeyNotifyPerClient`); only a new registration is refused.
+    pub key_notify_per_client: Option<usize>,
 }
 
 impl Quotas {
@@ -96,6 +99,7 @@ pub enum QuotaHit {
     ValueBytes,
     TotalBytes,
     ClientBytes,
+    KeyNotify,
 }
 
 impl QuotaHit {
@@ -105,6 +109,7 @@ impl QuotaHit {
             QuotaHit::ValueBytes => "stateStoreMaxValueBytes",
             QuotaHit::TotalBytes => "stateStoreMaxTotalBytes",
             QuotaHit::ClientBytes => "stateStorePerClientBytes",
+            QuotaHit::KeyNotify => "stateStoreMaxKeyNotifyPerClient",
         }
     }
 }
@@ -348,8 +353,12 @@ impl Store {
             Request::Del { key } => self.delete(key, None, ctx, &mut next_version),
             Request::VDel { key, value } => self.delete(key, Some(value), ctx, &mut next_version),
             Request::KeyNotify { key, stop: false } => {
-                self.register(ctx.client, key.clone());
-                Outcome::new(Reply::Ok, None)
+                if self.registration_refused(ctx.client, key) {
+                    Outcome::quota_exceeded(QuotaHit::KeyNotify)
+                } else {
+                    self.register(ctx.client, key.clone());
+                    Outcome::new(Reply::Ok, None)
+                }
             }
             Request::KeyNotify { key, stop: true } => {
                 let reply = if self.unregister(ctx.client, key) {
@@ -501,6 +510,18 @@ impl Store {
     /// When the next key expires (ms since the Unix epoch), for the wiring's timer.
     pub fn next_expiry(&self) -> Option<u64> {
         self.expiries.first().map(|(at, _)| *at)
+    }
+
+    /// Whether registering `key` for `client` would take it past
+    /// [`Quotas::key_notify_per_client`]; a key it watches already never is.
+    fn registration_refused(&self, client: &str, key: &[u8]) -> bool {
+        let Some(max) = self.quotas.key_notify_per_client else {
+            return false;
+        };
+        match self.watched.get(client) {
+            Some(keys) => !keys.contains(key) && keys.len() >= max,
+            None => max == 0,
+        }
     }
 
     /// KEYNOTIFY: `client` watches `key` (idempotent, §4.1). Returns whether it is new.
@@ -980,6 +1001,7 @@ mod tests {
             value_bytes: Some(10),
             total_bytes: Some(40),
             client_bytes: Some(20),
+            key_notify_per_client: None,
         });
         let quota = |o: &Outcome| {
             assert_eq!(wire(&o.reply), b"-ERR the quota has been exceeded\r\n");
@@ -1116,6 +1138,29 @@ mod tests {
         assert!(h.store.retain_registrations("nobody", |_| false).is_empty());
         assert_eq!(h.store.retain_registrations("c1", |_| false).len(), 2);
         assert!(!h.store.watched.contains_key("c1"));
+    }
+
+    /// `stateStoreMaxKeyNotifyPerClient`: past it a new registration gets the quota
+    /// error; the same key again, other clients and registrations after a STOP still work.
+    #[test]
+    fn keynotify_registrations_per_client_are_bounded() {
+        let mut h = Harness::with_quotas(Quotas {
+            key_notify_per_client: Some(2),
+            ..Quotas::default()
+        });
+        let notify = |key: &str, stop| Request::KeyNotify { key: b(key), stop };
+        assert_eq!(h.run(notify("a", false)).reply, Reply::Ok);
+        assert_eq!(h.run(notify("b", false)).reply, Reply::Ok);
+        assert_eq!(h.run(notify("b", false)).reply, Reply::Ok); // not counted twice
+        let refused = h.run(notify("c", false));
+        assert_eq!(
+            wire(&refused.reply),
+            b"-ERR the quota has been exceeded\r\n"
+        );
+        assert_eq!(refused.quota_hit, Some(QuotaHit::KeyNotify));
+        assert_eq!(h.store.registrations("c1").count(), 2);
+        assert_eq!(h.run(notify("a", true)).reply, Reply::Ok);
+        assert_eq!(h.run(notify("c", false)).reply, Reply::Ok);
     }
 
     /// §8 vectors 12 and 14 at this level: registration replies and who is addressed.

@@ -97,6 +97,21 @@ pub struct BrokerLimits {
     /// SUBSCRIBEs only.
     #[serde(deserialize_with = "crate::size::deserialize")]
     pub max_subscription_bytes_per_client: u64,
+    // --- Session bounds (issue 13): sessions and state store registrations ------------
+    /// Gatehouse extension: sessions the broker holds at most, connected and offline
+    /// together (a session with expiry 0 counts while its client is connected). A CONNECT
+    /// that would create a new session past it is refused with CONNACK 0x97 Quota exceeded
+    /// (3.1.1: 0x03 Server unavailable); resuming or taking over an existing session (and
+    /// Clean Start on an existing client id, which replaces it) always works. Default
+    /// 20000: every `maxConnections` slot can hold a session, plus as many offline sessions
+    /// waiting for their devices to come back; without it any client may CONNECT with
+    /// fresh client ids and a session expiry and leave a queue behind each time.
+    pub max_sessions: usize,
+    /// Gatehouse extension: keys one client may watch with KEYNOTIFY at once; one more gets
+    /// `-ERR the quota has been exceeded`. Registering a key it watches already does not
+    /// count again, and the registrations end with the connection. Default 1000 (a key may
+    /// be as large as a packet, so this bounds the registry one client can grow).
+    pub state_store_max_key_notify_per_client: usize,
 }
 
 impl Default for BrokerLimits {
@@ -120,6 +135,8 @@ impl Default for BrokerLimits {
             max_retained_messages: 100_000,
             max_retained_bytes: 64 * 1024 * 1024,
             max_subscription_bytes_per_client: 256 * 1024,
+            max_sessions: 20_000,
+            state_store_max_key_notify_per_client: 1000,
         }
     }
 }
@@ -133,6 +150,16 @@ pub struct QueueLimit {
     pub length: usize,
     /// Default `None` (AIO's default).
     pub strategy: QueueStrategy,
+
+    // --- Byte bound of the queue (issue 13): 1000 messages of 1 MiB are 1 GB ---------
+    /// Gatehouse extension (mosquitto's `max_queued_bytes`): bytes (topic + payload) of
+    /// the messages queued per subscriber before the strategy applies, counted like
+    /// `length` (a connected session counts as congested at this value and takes QoS 1/2
+    /// up to twice it while its publishers are held back; a message always fits into an
+    /// empty queue). Sizes as in `persistence.maxSize`. Default 16 MiB: sixteen messages
+    /// of the default `maxPacketSizeBytes`, or all 1000 messages at 16 KiB each. At least 1.
+    #[serde(deserialize_with = "crate::size::deserialize")]
+    pub max_bytes: u64,
 }
 
 impl Default for QueueLimit {
@@ -140,6 +167,7 @@ impl Default for QueueLimit {
         QueueLimit {
             length: 1000,
             strategy: QueueStrategy::None,
+            max_bytes: 16 * 1024 * 1024,
         }
     }
 }

@@ -72,6 +72,17 @@ pub(super) fn check_broker(broker: &BrokerLimits, report: &mut Report) {
         "maxSubscriptionBytesPerClient",
         broker.max_subscription_bytes_per_client,
     );
+    // Session bounds (issue 13): 0 would refuse every new session, every queued message,
+    // every KEYNOTIFY.
+    at_least_one(
+        "subscriberQueueLimit.maxBytes",
+        broker.subscriber_queue_limit.max_bytes,
+    );
+    at_least_one("maxSessions", broker.max_sessions as u64);
+    at_least_one(
+        "stateStoreMaxKeyNotifyPerClient",
+        broker.state_store_max_key_notify_per_client as u64,
+    );
     const MQTT_MAX_PACKET: u32 = 268_435_456;
     if broker.max_packet_size_bytes == 0 || broker.max_packet_size_bytes > MQTT_MAX_PACKET {
         report.error(

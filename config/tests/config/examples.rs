@@ -145,6 +145,9 @@ fn full_yaml_has_everything() {
         config.broker.subscriber_queue_limit.strategy,
         QueueStrategy::DropOldest
     );
+    assert_eq!(config.broker.subscriber_queue_limit.max_bytes, 16 << 20);
+    assert_eq!(config.broker.max_sessions, 20_000);
+    assert_eq!(config.broker.state_store_max_key_notify_per_client, 1000);
     assert_eq!(config.diagnostics.logs.format, LogFormat::Json);
     let persistence = config.persistence.as_ref().expect("persistence");
     assert_eq!(persistence.max_size, 1 << 30);

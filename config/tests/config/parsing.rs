@@ -390,3 +390,35 @@ fn only_the_first_type_error_is_reported_then_validation_reports_all() {
         1
     );
 }
+
+/// Session bounds (issue 13): defaults, sizes for `subscriberQueueLimit.maxBytes` (the
+/// length and strategy keep their defaults when only it is given).
+#[test]
+fn session_bounds_parse_with_defaults_and_sizes() {
+    let defaults = load("listeners: [ { name: edge, ports: [ { port: 1883 } ] } ]").config;
+    assert_eq!(defaults.broker.subscriber_queue_limit.max_bytes, 16 << 20);
+    assert_eq!(defaults.broker.max_sessions, 20_000);
+    assert_eq!(defaults.broker.state_store_max_key_notify_per_client, 1000);
+    let set = load(
+        "
+listeners: [ { name: edge, ports: [ { port: 1883 } ] } ]
+broker:
+  subscriberQueueLimit: { maxBytes: 4MiB }
+  maxSessions: 50
+  stateStoreMaxKeyNotifyPerClient: 7
+",
+    )
+    .config;
+    let queue = set.broker.subscriber_queue_limit;
+    assert_eq!(
+        (queue.length, queue.strategy, queue.max_bytes),
+        (1000, QueueStrategy::None, 4 << 20)
+    );
+    assert_eq!(set.broker.max_sessions, 50);
+    assert_eq!(set.broker.state_store_max_key_notify_per_client, 7);
+    assert_problem(
+        "broker: { subscriberQueueLimit: { maxBytes: 4mb } }",
+        "broker.subscriberQueueLimit.maxBytes",
+        "invalid size",
+    );
+}

@@ -484,11 +484,18 @@ fn broker_limits_and_log_level_are_checked() {
         "broker.subscriberQueueLimit.length",
         "at least 1",
     );
+    assert_problem(
+        &with("broker: { subscriberQueueLimit: { maxBytes: 0 } }"),
+        "broker.subscriberQueueLimit.maxBytes",
+        "at least 1",
+    );
     for field in [
         "maxSubscriptionsPerClient",
         "maxRetainedMessages",
         "maxRetainedBytes",
         "maxSubscriptionBytesPerClient",
+        "maxSessions",
+        "stateStoreMaxKeyNotifyPerClient",
     ] {
         assert_problem(
             &with(&format!("broker: {{ {field}: 0 }}")),
