@@ -199,6 +199,7 @@ impl Broker {
                 ));
                 st.expiry_interval = meta.expiry_interval;
                 st.incoming_qos2 = meta.incoming_qos2.iter().copied().collect();
+                st.owner = meta.owner.clone();
                 for (raw, record) in meta.subscriptions {
                     if let Ok(parsed) = gatehouse_protocol::topic::parse_subscription_filter(&raw) {
                         self.router.subscribe(

@@ -476,7 +476,9 @@ impl Connection {
                     // granted under the old principal is re-checked under the new one.
                     self.recheck_grants("re-authenticated");
                     if let Some(p) = &self.principal {
-                        self.session.lock().owner = crate::session::Owner::Principal(p.identity());
+                        let mut st = self.session.lock();
+                        st.owner = crate::session::Owner::Principal(p.identity());
+                        self.session.save_meta(&st, 0);
                     }
                 }
             }

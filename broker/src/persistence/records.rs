@@ -14,8 +14,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use gatehouse_protocol::codec::{self, PublishView};
 use gatehouse_protocol::{Packet, PacketId, ProtocolVersion, Publish, QoS, SubscriptionOptions};
 
+use crate::auth::Identity;
 use crate::message::{Delivery, Message};
-use crate::session::{Stage, SubscriptionRecord};
+use crate::session::{Owner, Stage, SubscriptionRecord};
 
 const FORMAT: u8 = 1;
 /// Large enough for any message the broker accepted (MQTT's own maximum).
@@ -220,6 +221,78 @@ pub struct SessionMeta {
     pub subscriptions: Vec<(String, SubscriptionRecord)>,
     /// QoS 2 packet ids received and not yet released.
     pub incoming_qos2: Vec<u16>,
+    /// Who the session belongs to, so a restart does not let another identity resume it.
+    /// Records written before owners were kept decode as [`Owner::Unknown`].
+    pub owner: Owner,
+}
+
+/// The authentication methods a persisted owner may name (a principal's method is one of
+/// these static names; anything else decodes as an unknown owner).
+const OWNER_METHODS: [&str; 3] = ["X509", "ServiceAccountToken", "Custom"];
+const OWNER_ANONYMOUS: u8 = 1;
+const OWNER_PRINCIPAL: u8 = 2;
+
+fn encode_owner(out: &mut BytesMut, owner: &Owner) {
+    match owner {
+        Owner::Unknown => {}
+        Owner::Anonymous => out.put_u8(OWNER_ANONYMOUS),
+        Owner::Principal(id) => {
+            out.put_u8(OWNER_PRINCIPAL);
+            out.put_u8(id.method.len() as u8);
+            out.put_slice(id.method.as_bytes());
+            match &id.username {
+                None => out.put_u8(0),
+                Some(name) => {
+                    out.put_u8(1);
+                    out.put_u32(name.len() as u32);
+                    out.put_slice(name.as_bytes());
+                }
+            }
+        }
+    }
+}
+
+fn decode_owner(buf: &mut Bytes) -> Result<Owner, BadRecord> {
+    let short = BadRecord("truncated session owner");
+    if !buf.has_remaining() {
+        return Ok(Owner::Unknown);
+    }
+    match buf.get_u8() {
+        OWNER_ANONYMOUS => Ok(Owner::Anonymous),
+        OWNER_PRINCIPAL => {
+            if !buf.has_remaining() {
+                return Err(short);
+            }
+            let len = usize::from(buf.get_u8());
+            if buf.remaining() < len + 1 {
+                return Err(short);
+            }
+            let method = buf.split_to(len);
+            let username = match buf.get_u8() {
+                0 => None,
+                _ => {
+                    if buf.remaining() < 4 {
+                        return Err(short);
+                    }
+                    let len = buf.get_u32() as usize;
+                    if buf.remaining() < len {
+                        return Err(short);
+                    }
+                    Some(
+                        String::from_utf8(buf.split_to(len).to_vec())
+                            .map_err(|_| BadRecord("owner user name is not UTF-8"))?,
+                    )
+                }
+            };
+            Ok(
+                match OWNER_METHODS.iter().find(|m| m.as_bytes() == &method[..]) {
+                    Some(method) => Owner::Principal(Identity { method, username }),
+                    None => Owner::Unknown,
+                },
+            )
+        }
+        _ => Err(BadRecord("unknown session owner kind")),
+    }
 }
 
 pub fn encode_session(meta: &SessionMeta) -> Vec<u8> {
@@ -244,6 +317,7 @@ pub fn encode_session(meta: &SessionMeta) -> Vec<u8> {
     for id in &meta.incoming_qos2 {
         out.put_u16(*id);
     }
+    encode_owner(&mut out, &meta.owner);
     Vec::from(out)
 }
 
@@ -288,15 +362,20 @@ pub fn decode_session(record: &[u8]) -> Result<SessionMeta, BadRecord> {
         return Err(short);
     }
     let n = buf.get_u32() as usize;
-    if buf.remaining() != n * 2 {
+    if buf.remaining() < n * 2 {
         return Err(short);
     }
     let incoming_qos2 = (0..n).map(|_| buf.get_u16()).collect();
+    let owner = decode_owner(&mut buf)?;
+    if buf.has_remaining() {
+        return Err(BadRecord("trailing bytes in a session record"));
+    }
     Ok(SessionMeta {
         expiry_interval,
         offline_since_ms,
         subscriptions,
         incoming_qos2,
+        owner,
     })
 }
 
@@ -395,8 +474,35 @@ mod tests {
                 ),
             ],
             incoming_qos2: vec![1, 65535],
+            owner: Owner::Unknown,
         };
         assert_eq!(decode_session(&encode_session(&meta)).unwrap(), meta);
+        for owner in [
+            Owner::Anonymous,
+            Owner::Principal(Identity {
+                method: "X509",
+                username: Some("alice".into()),
+            }),
+            Owner::Principal(Identity {
+                method: "Custom",
+                username: None,
+            }),
+        ] {
+            let meta = SessionMeta {
+                owner,
+                ..meta.clone()
+            };
+            assert_eq!(decode_session(&encode_session(&meta)).unwrap(), meta);
+            // Any cut of the owner is refused, not misread.
+            let full = encode_session(&meta);
+            let plain = encode_session(&SessionMeta {
+                owner: Owner::Unknown,
+                ..meta.clone()
+            });
+            for cut in plain.len() + 1..full.len() {
+                assert!(decode_session(&full[..cut]).is_err(), "cut at {cut}");
+            }
+        }
     }
 
     #[test]

@@ -112,8 +112,9 @@ pub struct PendingWill {
 /// (its subscriptions, its queued messages) must not pass to another one.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum Owner {
-    /// Restored from the journal after a restart (the owner is not persisted): the first
-    /// CONNECT resumes it, and everything in it is re-checked against that principal.
+    /// Restored from a journal record written before owners were kept (or naming a method
+    /// this build does not know): the first CONNECT resumes it, and everything in it is
+    /// re-checked against that principal.
     #[default]
     Unknown,
     /// Connected on a port without authentication.

@@ -80,6 +80,7 @@ impl Session {
                 .map(|(f, r)| (f.clone(), r.clone()))
                 .collect(),
             incoming_qos2: st.incoming_qos2.iter().copied().collect(),
+            owner: st.owner.clone(),
         };
         journal.put_session(&self.client_id, &meta)
     }

@@ -110,21 +110,15 @@ impl X509Setup {
     }
 
     /// A TLS connection presenting `user`'s certificate, as a raw MQTT client.
-    async fn tls(&self, b: &TestBroker, user: &str) -> RawClient {
+    async fn tls_to(&self, port: u16, user: &str) -> RawClient {
         let (_, crt, key) = self
             .certs
             .iter()
             .find(|(u, _, _)| u == user)
             .expect("a certificate for the user");
-        let tls = connect_as(
-            &self.pki.root_file(),
-            b.mqtt_addr().port(),
-            "localhost",
-            crt,
-            key,
-        )
-        .await
-        .expect("TLS handshake");
+        let tls = connect_as(&self.pki.root_file(), port, "localhost", crt, key)
+            .await
+            .expect("TLS handshake");
         RawClient::over(tls)
     }
 
@@ -135,11 +129,78 @@ impl X509Setup {
         user: &str,
         builder: ConnectBuilder,
     ) -> (RawClient, gatehouse_protocol::ConnAck) {
-        let mut c = self.tls(b, user).await;
+        self.connect_to(b.mqtt_addr().port(), user, builder).await
+    }
+
+    async fn connect_to(
+        &self,
+        port: u16,
+        user: &str,
+        builder: ConnectBuilder,
+    ) -> (RawClient, gatehouse_protocol::ConnAck) {
+        let mut c = self.tls_to(port, user).await;
         c.send(&builder.build()).await;
         let ack = c.expect_connack_ok().await;
         (c, ack)
     }
+}
+
+/// 4a across a restart: the owner of a persisted session is persisted with it, so after
+/// `kill -9` another identity still cannot resume it, while its owner can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_of_a_persisted_session_survives_a_restart() {
+    use gatehouse_tests::broker::{free_port, BrokerProcess};
+    let s = X509Setup::new("sec-owner-restart", &["alice", "mallory", "pub"]);
+    let port = free_port();
+    let data = s._dir.path().join("data");
+    let yaml = format!(
+        "dataDir: {data}\npersistence: {{ maxSize: 64MiB, subscriberQueue: {{ mode: All }} }}\ndiagnostics: {{ metrics: {{ prometheusPort: 0 }} }}\n{}",
+        s.yaml(RULES).replacen("port: 0", &format!("port: {port}"), 1),
+        data = p(&data),
+    );
+    let file = s._dir.write("gatehouse.yaml", &yaml);
+    let session = |id: &str, clean: bool| {
+        ConnectBuilder::new(id)
+            .clean_start(clean)
+            .session_expiry(300)
+    };
+
+    let mut broker = BrokerProcess::start(&file, port).await;
+    for id in ["shared-id", "alice-own"] {
+        let (mut alice, _) = s.connect_to(port, "alice", session(id, true)).await;
+        alice.sub_ok(1, "alice/#", 1).await;
+        alice.disconnect().await;
+    }
+    let (mut publisher, _) = s
+        .connect_to(port, "pub", ConnectBuilder::new("pub-1"))
+        .await;
+    publisher
+        .publish_q1("alice/queued", b"secret", false, 1)
+        .await;
+    broker.signal("KILL");
+    broker.exit_within(Duration::from_secs(5)).await;
+
+    let _broker = BrokerProcess::start(&file, port).await;
+    let (mut mallory, ack) = s
+        .connect_to(port, "mallory", session("shared-id", false))
+        .await;
+    assert!(
+        !ack.session_present,
+        "Mallory must not resume Alice's persisted session after a restart"
+    );
+    mallory.expect_nothing(QUIET).await;
+    let (mut alice, ack) = s
+        .connect_to(port, "alice", session("alice-own", false))
+        .await;
+    assert!(
+        ack.session_present,
+        "the owner resumes her persisted session"
+    );
+    let m = alice.expect_publish().await;
+    assert_eq!(
+        (m.topic.as_str(), &m.payload[..]),
+        ("alice/queued", &b"secret"[..])
+    );
 }
 
 /// 4a: Mallory connects with Alice's client id and Clean Start 0. Before the fix she got
