@@ -71,6 +71,12 @@ impl GlobTemplate {
         let fixed = match template.literal() {
             Some(literal) => Some(glob(&literal)?),
             None => {
+                // A token inside a `[...]` class or after `\` would not be read literally
+                // (validation refuses it too; this keeps the compiler safe on its own).
+                let parts = gatehouse_config::tokens::parse(text).map_err(|e| e.to_string())?;
+                if let Some(why) = gatehouse_config::tokens::glob_token_misplaced(&parts) {
+                    return Err(format!("`{text}`: {why}"));
+                }
                 // Check the shape now, with a placeholder for every token.
                 let probe: String = template
                     .parts()
@@ -130,7 +136,10 @@ impl Resource {
 #[derive(Debug, Clone)]
 enum KeyMatch {
     Pattern(GlobTemplate),
-    String(Template),
+    /// `keyType: String`: the key exactly as written. Tokens are not substituted here
+    /// (behaviour.md §4 "String = exact match"; validation warns about a `{principal.`
+    /// in one), so a key may hold any text, braces included.
+    String(String),
     Binary(Vec<u8>),
 }
 
@@ -249,7 +258,7 @@ impl Policy {
                     let path = at(&format!("stateStoreResources[{si}].keys[{ki}]"));
                     let key = match res.key_type {
                         KeyType::Pattern => GlobTemplate::new(k).map(KeyMatch::Pattern),
-                        KeyType::String => Template::parse(k).map(KeyMatch::String),
+                        KeyType::String => Ok(KeyMatch::String(k.clone())),
                         KeyType::Binary => base64::engine::general_purpose::STANDARD
                             .decode(k)
                             .map(KeyMatch::Binary)
@@ -331,9 +340,7 @@ impl Policy {
 fn key_matches(m: &KeyMatch, subject: &Subject<'_>, key: &[u8]) -> bool {
     match m {
         KeyMatch::Binary(bytes) => bytes.as_slice() == key,
-        KeyMatch::String(t) => t
-            .render(subject, plain_value)
-            .is_some_and(|s| s.as_bytes() == key),
+        KeyMatch::String(s) => s.as_bytes() == key,
         KeyMatch::Pattern(g) => std::str::from_utf8(key).is_ok_and(|k| g.is_match(subject, k)),
     }
 }

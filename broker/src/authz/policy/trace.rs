@@ -197,7 +197,7 @@ impl Policy {
                         .map(|m| EntryCheck {
                             rendered: match m {
                                 super::KeyMatch::Pattern(g) => rendered_glob(g, subject),
-                                super::KeyMatch::String(t) => t.render(subject, plain_value),
+                                super::KeyMatch::String(s) => Some(s.clone()),
                                 super::KeyMatch::Binary(bytes) => {
                                     Some(base64::engine::general_purpose::STANDARD.encode(bytes))
                                 }
