@@ -356,7 +356,7 @@ impl Broker {
                     st.generation == generation && st.attachment.is_none()
                 };
                 if expired {
-                    tracing::debug!(target: "session", client_id = %s.client_id, "session expired");
+                    tracing::debug!(target: "session", client_id = ?s.client_id, "session expired");
                     broker.end_session(&s);
                 }
             });
@@ -419,7 +419,7 @@ impl Broker {
             expires_at,
             origin,
         });
-        tracing::debug!(target: "router", topic = %message.topic, "publishing will message");
+        tracing::debug!(target: "router", topic = ?message.topic, "publishing will message");
         if message.retain {
             self.router.retain(&message);
         }

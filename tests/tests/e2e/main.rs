@@ -25,6 +25,7 @@ mod persistence;
 mod retained;
 mod sat;
 mod sat_token_review;
+mod security_hunt;
 mod sessions;
 mod shutdown;
 mod statestore_authz;
