@@ -298,8 +298,14 @@ impl Policy {
     }
 
     /// Allow-only: the first rule that applies to `subject` and allows `action` decides;
-    /// none = denied.
+    /// none = denied. Publishing to a [reserved topic](is_reserved_for_publish) is denied
+    /// whatever the rules say.
     pub fn decide(&self, subject: &Subject<'_>, action: &Action<'_>) -> Decision {
+        if let Action::Publish(topic) = action {
+            if is_reserved_for_publish(topic) {
+                return Decision::deny(RESERVED);
+            }
+        }
         let subscribe_filter = match action {
             Action::Subscribe(f) => match gatehouse_protocol::topic::parse_subscription_filter(f) {
                 Ok(parsed) => Some(parsed.filter),
@@ -335,6 +341,22 @@ impl Policy {
         }
         Decision::deny("no rule matched")
     }
+}
+
+/// The reason of a denied publish to a reserved topic.
+pub const RESERVED: &str = "the topic is reserved for the state store's notifications";
+
+/// Whether only the broker may publish to `topic`: the state store's notification topics
+/// (`clients/statestore/v1/<GUID>/{HEX(clientId)}/command/notify/{HEX(key)}`, statestore.md
+/// §4.2), which the broker delivers itself. A client that could publish there (a rule like
+/// `clients/{principal.clientId}/#` and the client id `statestore`, or a broad `clients/#`)
+/// would forge notifications (`NOTIFY SET VALUE <anything>`) to every client watching a
+/// key, so no rule can allow it; the same topics are already refused as response topics.
+pub fn is_reserved_for_publish(topic: &str) -> bool {
+    use crate::statestore::topic::NOTIFY_PREFIX;
+    topic
+        .strip_prefix(NOTIFY_PREFIX)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 fn key_matches(m: &KeyMatch, subject: &Subject<'_>, key: &[u8]) -> bool {
@@ -572,6 +594,37 @@ mod tests {
             .expect("compiles");
         let none = attrs(&[]);
         assert!(!p.decide(&who("c", None, &none), &Action::Connect).allowed);
+    }
+
+    /// Only the broker publishes state store notifications: no rule allows a client to.
+    #[test]
+    fn notification_topics_are_reserved() {
+        let p = policy(
+            r##"        - principals: { clientIds: [c] }
+          brokerResources:
+            - method: Publish
+              topics: ["#", "clients/statestore/#"]
+"##,
+        );
+        let none = attrs(&[]);
+        let c = who("c", None, &none);
+        let notify =
+            "clients/statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/63/command/notify/6B";
+        let denied = p.decide(&c, &Action::Publish(notify));
+        assert_eq!((denied.allowed, denied.reason), (false, RESERVED));
+        for t in [
+            "clients/statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8",
+            "clients/statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/x",
+        ] {
+            assert!(!p.decide(&c, &Action::Publish(t)).allowed, "{t}");
+        }
+        for t in [
+            "clients/statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8x/y",
+            "clients/statestore/v1/other",
+            "clients/c/response",
+        ] {
+            assert!(p.decide(&c, &Action::Publish(t)).allowed, "{t}");
+        }
     }
 
     #[test]

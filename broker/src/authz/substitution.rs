@@ -190,7 +190,8 @@ pub fn check_compiled(policy: &Policy, case: &Case<'_>) -> Result<Checked, Strin
     let decision = policy.decide(&subject, &action);
     let traced = (0..policy.rule_count())
         .find(|&r| policy.trace(r, &subject, &action).is_some_and(|t| t.allows));
-    if traced != decision.rule {
+    // A reserved topic is denied before any rule is looked at; explain shows that reason.
+    if traced != decision.rule && decision.reason != super::policy::RESERVED {
         return Err(format!(
             "decide says rule {:?}, explain's trace says {traced:?} for {case:?}",
             decision.rule

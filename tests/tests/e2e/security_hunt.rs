@@ -5,13 +5,20 @@
 //!   breaks (MQTT only forbids U+0000). The text log wrote some of them with `Display`, so
 //!   a client could start a forged log line (a fake "client authenticated" for another
 //!   user, say). They are written escaped now (`Debug`: quoted, `\n`).
+//! - Forged state store notifications: the broker delivers KEYNOTIFY notifications on
+//!   `clients/statestore/v1/<GUID>/{HEX(clientId)}/command/notify/{HEX(key)}`, and the
+//!   SDKs believe whatever arrives there. Under the common per-client rule
+//!   `clients/{principal.clientId}/#`, a client named `statestore` could publish there and
+//!   feed any watching client a value of its choice. Only the broker publishes there now.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use gatehouse_tests::broker::{free_port, BrokerProcess, TempDir};
 use gatehouse_tests::jwt::{jwks, rsa_signer, AUDIENCE, ISSUER, SENSOR};
-use gatehouse_tests::raw::{ConnectBuilder, RawClient, WillSpec};
+use gatehouse_tests::raw::{publish_bytes, ConnectBuilder, Props, RawClient, WillSpec};
+use gatehouse_tests::state_store::{hex, NOTIFY_PREFIX};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -19,9 +26,12 @@ const WAIT: Duration = Duration::from_secs(5);
 /// broker's.
 const FORGED: &str = "FORGED 2026-01-01T00:00:00Z  INFO auth: client authenticated method=\"X509\" username=\"admin\"";
 
-/// The real binary with text logs at debug level, an anonymous port, and a SAT port whose
-/// policy lets the sensor connect and publish under `ok/` only.
-async fn start(dir: &TempDir) -> (BrokerProcess, u16, gatehouse_tests::jwt::Signer) {
+/// The real binary with text logs at debug level, an anonymous port, and a SAT port
+/// (service account tokens signed by the returned signer) whose policy is `rules`.
+async fn start(
+    dir: &TempDir,
+    rules: &str,
+) -> (BrokerProcess, SocketAddr, gatehouse_tests::jwt::Signer) {
     let (signer, jwk) = rsa_signer("key-1");
     let jwks = dir.write("jwks.json", &jwks(&[jwk]));
     let p = |x: &Path| x.to_str().expect("UTF-8").to_owned();
@@ -37,7 +47,7 @@ listeners:
       - port: {anonymous}
       - port: {sat}
         authenticationRef: sat
-        authorizationRef: narrow
+        authorizationRef: policy
 authentications:
   - name: sat
     authenticationMethods:
@@ -46,14 +56,9 @@ authentications:
           audiences: [{AUDIENCE}]
           jwks: {{ file: {jwks}, issuer: {ISSUER} }}
 authorizations:
-  - name: narrow
+  - name: policy
     authorizationPolicies:
-      rules:
-        - principals: {{ usernames: ['{SENSOR}'] }}
-          brokerResources:
-            - method: Connect
-            - method: Publish
-              topics: ['ok/#']
+      rules:{rules}
 diagnostics:
   logs: {{ level: debug, format: text }}
   metrics: {{ prometheusPort: 0 }}
@@ -62,7 +67,14 @@ diagnostics:
         ),
     );
     let broker = BrokerProcess::start(&config, anonymous).await;
-    (broker, sat, signer)
+    (broker, SocketAddr::from(([127, 0, 0, 1], sat)), signer)
+}
+
+/// A v5 CONNECT as the SAT sensor, with client id `client_id`.
+fn sat_connect(signer: &gatehouse_tests::jwt::Signer, client_id: &str) -> ConnectBuilder {
+    let token = signer.good(3600);
+    ConnectBuilder::new(client_id)
+        .props(move |p| p.str(0x15, "K8S-SAT").bin(0x16, token.as_bytes()))
 }
 
 /// No line of the log starts with the forged text, and the text did reach the log
@@ -85,7 +97,16 @@ fn assert_not_injected(log: &str, expected: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_values_cannot_forge_log_lines() {
     let dir = TempDir::new("hunt-logs");
-    let (broker, sat_port, signer) = start(&dir).await;
+    let rules = format!(
+        "
+        - principals: {{ usernames: ['{SENSOR}'] }}
+          brokerResources:
+            - method: Connect
+            - method: Publish
+              topics: ['ok/#']
+"
+    );
+    let (broker, sat, signer) = start(&dir, &rules).await;
     let injected = |before: &str| format!("{before}\n{FORGED}");
 
     // A client id with a line break ("client connected", debug), and a subscription
@@ -99,12 +120,10 @@ async fn client_values_cannot_forge_log_lines() {
 
     // An authenticated client whose will topic is not authorized ("the will's topic is
     // not authorized", info).
-    let token = signer.good(3600);
-    let connect = ConnectBuilder::new("sensor-1")
-        .props(move |p| p.str(0x15, "K8S-SAT").bin(0x16, token.as_bytes()))
+    let connect = sat_connect(&signer, "sensor-1")
         .will(WillSpec::new(&injected("denied"), b"gone"))
         .build();
-    let mut s = RawClient::connect(std::net::SocketAddr::from(([127, 0, 0, 1], sat_port))).await;
+    let mut s = RawClient::connect(sat).await;
     s.send(&connect).await;
     s.expect_connack_ok().await;
     s.disconnect().await;
@@ -120,4 +139,81 @@ async fn client_values_cannot_forge_log_lines() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A client whose client id is `statestore` gets `clients/statestore/#` from the rule
+/// `clients/{principal.clientId}/#`: it publishes a NOTIFY that sets the key `config` to
+/// a value of its choice, on the notification topic of a client that watches the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_cannot_forge_state_store_notifications() {
+    let dir = TempDir::new("hunt-notify");
+    let rules = format!(
+        "
+        - principals: {{ usernames: ['{SENSOR}'] }}
+          brokerResources:
+            - method: Connect
+            - method: Publish
+              topics: ['clients/{{principal.clientId}}/#']
+            - method: Subscribe
+              topics: ['{NOTIFY_PREFIX}/+/command/notify/+']
+"
+    );
+    let (broker, sat, signer) = start(&dir, &rules).await;
+    let notify_topic = format!(
+        "{NOTIFY_PREFIX}/{}/command/notify/{}",
+        hex(b"victim-1"),
+        hex(b"config")
+    );
+
+    // The victim watches `config` the way the SDKs do.
+    let mut victim = RawClient::connect(sat).await;
+    victim.send(&sat_connect(&signer, "victim-1").build()).await;
+    victim.expect_connack_ok().await;
+    victim
+        .sub_ok(
+            1,
+            &format!("{NOTIFY_PREFIX}/{}/command/notify/+", hex(b"victim-1")),
+            1,
+        )
+        .await;
+
+    // The attacker, named `statestore`, publishes a notification of its own.
+    let mut attacker = RawClient::connect(sat).await;
+    attacker
+        .send(&sat_connect(&signer, "statestore").build())
+        .await;
+    attacker.expect_connack_ok().await;
+    let forged = b"*4\r\n$6\r\nNOTIFY\r\n$3\r\nSET\r\n$5\r\nVALUE\r\n$4\r\nevil\r\n";
+    attacker
+        .send(&publish_bytes(
+            0x02,
+            notify_topic.as_bytes(),
+            Some(7),
+            Some(&Props::new()),
+            forged,
+        ))
+        .await;
+    let ack = attacker.expect_packet().await;
+    assert!(
+        matches!(&ack, gatehouse_protocol::Packet::PubAck(a) if a.reason_code.0 == 0x87),
+        "the forged notification was accepted: {ack:?}\n{}",
+        broker.log_text()
+    );
+    victim.expect_nothing(Duration::from_millis(500)).await;
+
+    // Its own namespace still works.
+    attacker
+        .send(&publish_bytes(
+            0x02,
+            b"clients/statestore/own",
+            Some(8),
+            Some(&Props::new()),
+            b"x",
+        ))
+        .await;
+    let ack = attacker.expect_packet().await;
+    assert!(
+        matches!(&ack, gatehouse_protocol::Packet::PubAck(a) if a.reason_code.0 == 0),
+        "{ack:?}"
+    );
 }
