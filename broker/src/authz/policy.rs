@@ -369,21 +369,40 @@ fn key_matches(m: &KeyMatch, subject: &Subject<'_>, key: &[u8]) -> bool {
 
 /// A rule topic: a valid MQTT filter whose tokens fill whole levels.
 fn topic_template(text: &str) -> Result<Template, String> {
-    for level in text.split('/') {
-        if level.contains('{')
-            && !(level.starts_with('{') && level.ends_with('}') && level.matches('{').count() == 1)
-        {
-            return Err(format!(
-                "a token must be the whole topic level, not part of `{level}`"
-            ));
+    use super::template::Part;
+    let template = Template::parse(text)?;
+    // Levels come from the parts, not from splitting the text (as in validation): an
+    // attribute name may hold `/` (`{principal.attributes.aio-broker-auth/group}`).
+    let whole_level = || "a token must be the whole topic level".to_owned();
+    let mut probe = String::new();
+    let (mut text_in_level, mut token_in_level) = (false, false);
+    for part in template.parts() {
+        match part {
+            Part::Text(t) => {
+                for (i, piece) in t.split('/').enumerate() {
+                    if i > 0 {
+                        probe.push('/');
+                        (text_in_level, token_in_level) = (false, false);
+                    }
+                    if !piece.is_empty() {
+                        if token_in_level {
+                            return Err(format!("{}, not part of `{text}`", whole_level()));
+                        }
+                        text_in_level = true;
+                        probe.push_str(piece);
+                    }
+                }
+            }
+            Part::Token(_) => {
+                if text_in_level || token_in_level {
+                    return Err(format!("{}, not part of `{text}`", whole_level()));
+                }
+                token_in_level = true;
+                probe.push('x');
+            }
         }
     }
-    let template = Template::parse(text)?;
-    let probe: Vec<&str> = text
-        .split('/')
-        .map(|l| if l.starts_with('{') { "x" } else { l })
-        .collect();
-    gatehouse_protocol::topic::validate_topic_filter(&probe.join("/"))
+    gatehouse_protocol::topic::validate_topic_filter(&probe)
         .map_err(|e| format!("invalid topic filter `{text}`: {e}"))?;
     Ok(template)
 }
@@ -627,8 +646,27 @@ mod tests {
         }
     }
 
+    /// An attribute name with `/` (the SAT group annotation) is one token, one level: the
+    /// broker used to split the text on `/` and refuse what validation accepted.
+    #[test]
+    fn attribute_names_with_a_slash_fill_one_level() {
+        let p = policy(
+            r##"        - principals: { usernames: [u] }
+          brokerResources:
+            - method: Publish
+              topics: ["groups/{principal.attributes.aio-broker-auth/group}/#"]
+"##,
+        );
+        let a = attrs(&[("aio-broker-auth/group", "sensors")]);
+        let u = who("c", Some("u"), &a);
+        assert!(p.decide(&u, &Action::Publish("groups/sensors/x")).allowed);
+        assert!(!p.decide(&u, &Action::Publish("groups/other/x")).allowed);
+    }
+
     #[test]
     fn partial_level_tokens_are_refused() {
+        assert!(topic_template("{principal.clientId}{principal.username}/#").is_err());
+        assert!(topic_template("a/{principal.clientId}-x").is_err());
         assert!(topic_template("client-{principal.clientId}/#").is_err());
         assert!(topic_template("clients/{principal.clientId}/#").is_ok());
         assert!(topic_template("a/#/b").is_err());

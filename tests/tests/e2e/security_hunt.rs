@@ -217,3 +217,42 @@ async fn clients_cannot_forge_state_store_notifications() {
         "{ack:?}"
     );
 }
+
+/// Validation accepts an attribute name with `/` in a topic token (one token, one level);
+/// the broker split rule topics on `/` before reading tokens and refused to start with
+/// "a token must be the whole topic level". The fuzz targets and the substitution
+/// harness now check the invariant "what validates compiles".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_token_naming_an_attribute_with_a_slash_starts() {
+    let dir = TempDir::new("hunt-slash");
+    let (_signer, jwk) = rsa_signer("key-1");
+    let jwks = dir.write("jwks.json", &jwks(&[jwk]));
+    let yaml = format!(
+        "
+listeners:
+  - name: hunt
+    bindAddress: 127.0.0.1
+    ports: [ {{ port: 0, authenticationRef: sat, authorizationRef: policy }} ]
+authentications:
+  - name: sat
+    authenticationMethods:
+      - method: ServiceAccountToken
+        serviceAccountTokenSettings:
+          audiences: [{AUDIENCE}]
+          jwks: {{ file: {jwks}, issuer: {ISSUER} }}
+authorizations:
+  - name: policy
+    authorizationPolicies:
+      rules:
+        - principals: {{ attributes: [ {{ team/site: north }} ] }}
+          brokerResources:
+            - method: Connect
+            - method: Publish
+              topics: ['sites/{{principal.attributes.team/site}}/#']
+",
+        jwks = jwks.display(),
+    );
+    if let Err(e) = gatehouse_tests::broker::TestBroker::try_start(&yaml).await {
+        panic!("a configuration that validates did not start: {e}");
+    }
+}
