@@ -224,10 +224,21 @@ async fn clients_cannot_forge_state_store_notifications() {
 /// harness now check the invariant "what validates compiles".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_token_naming_an_attribute_with_a_slash_starts() {
-    let dir = TempDir::new("hunt-slash");
-    let (_signer, jwk) = rsa_signer("key-1");
-    let jwks = dir.write("jwks.json", &jwks(&[jwk]));
-    let yaml = format!(
+    let rules = "
+        - principals: { attributes: [ { team/site: north } ] }
+          brokerResources:
+            - method: Connect
+            - method: Publish
+              topics: ['sites/{principal.attributes.team/site}/#']
+";
+    if let Err(e) = policy_starts(rules).await {
+        panic!("a configuration that validates did not start: {e}");
+    }
+}
+
+/// The configuration of [`policy_starts`]: one SAT port with the policy `rules`.
+fn sat_policy_yaml(jwks: &Path, rules: &str) -> String {
+    format!(
         "
 listeners:
   - name: hunt
@@ -243,16 +254,76 @@ authentications:
 authorizations:
   - name: policy
     authorizationPolicies:
-      rules:
-        - principals: {{ attributes: [ {{ team/site: north }} ] }}
-          brokerResources:
-            - method: Connect
-            - method: Publish
-              topics: ['sites/{{principal.attributes.team/site}}/#']
+      rules:{rules}
 ",
         jwks = jwks.display(),
-    );
-    if let Err(e) = gatehouse_tests::broker::TestBroker::try_start(&yaml).await {
+    )
+}
+
+/// Whether the broker starts with `rules`; `Err` is the start error.
+async fn policy_starts(rules: &str) -> Result<(), String> {
+    let dir = TempDir::new("hunt-policy");
+    let (_signer, jwk) = rsa_signer("key-1");
+    let jwks = dir.write("jwks.json", &jwks(&[jwk]));
+    gatehouse_tests::broker::TestBroker::try_start(&sat_policy_yaml(&jwks, rules))
+        .await
+        .map(drop)
+}
+
+/// A token inside a glob's `[...]` class is read as class syntax, not literally: with
+/// `[a-{principal.username}]` a client named `z` would be granted every key `a`..`z`, and
+/// `[!{principal.attributes.x}]` every key but one. Such a policy is refused at start-up
+/// (with its YAML path) instead of widening access at run time; so is a token after an
+/// escaping `\`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn glob_tokens_that_would_not_be_literal_are_refused() {
+    for (key, why) in [
+        (
+            "cfg/[a-{principal.username}]",
+            "inside a `[...]` character class",
+        ),
+        (
+            "cfg/[!{principal.attributes.x}]*",
+            "inside a `[...]` character class",
+        ),
+        ("cfg/\\\\{principal.username}", "follows a `\\`"),
+    ] {
+        let rules = format!(
+            "
+        - principals: {{ usernames: [u] }}
+          brokerResources:
+            - method: Connect
+          stateStoreResources:
+            - method: Read
+              keyType: Pattern
+              keys: [\"{key}\"]
+"
+        );
+        match policy_starts(&rules).await {
+            Ok(()) => panic!("the broker started with the key pattern `{key}`"),
+            Err(e) => assert!(
+                e.contains(why) && e.contains("stateStoreResources[0].keys[0]"),
+                "{key}: {e}"
+            ),
+        }
+    }
+}
+
+/// `keyType: String` keys are exact text (behaviour.md §4; validation says tokens are not
+/// substituted there): one with braces validates, so the broker must start with it (it
+/// parsed it for tokens and refused to start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn string_keys_with_braces_start() {
+    let rules = "
+        - principals: { usernames: [u] }
+          brokerResources:
+            - method: Connect
+          stateStoreResources:
+            - method: Read
+              keyType: String
+              keys: [\"literal/{a,b}\"]
+";
+    if let Err(e) = policy_starts(rules).await {
         panic!("a configuration that validates did not start: {e}");
     }
 }
