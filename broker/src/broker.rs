@@ -429,7 +429,7 @@ impl Broker {
                     st.generation == generation && st.attachment.is_none()
                 };
                 if expired {
-                    tracing::debug!(target: "session", client_id = %s.client_id, "session expired");
+                    tracing::debug!(target: "session", client_id = ?s.client_id, "session expired");
                     broker.end_session(&s);
                 }
             });
@@ -505,7 +505,7 @@ impl Broker {
             expires_at,
             origin,
         });
-        tracing::debug!(target: "router", topic = %message.topic, "publishing will message");
+        tracing::debug!(target: "router", topic = ?message.topic, "publishing will message");
         if message.retain {
             // Past the retained caps the will is still delivered, just not retained (the
             // refusal is counted and logged by the router).

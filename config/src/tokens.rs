@@ -205,6 +205,76 @@ pub fn parse(s: &str) -> Result<Vec<Part<'_>>, TokenError> {
     Ok(parts)
 }
 
+/// Where a token sits in a glob (resource `clientIds`, `Pattern` keys) so that its value
+/// would not be read literally: inside a `[...]` class, or right after an escaping `\`.
+///
+/// The broker escapes a substituted value so that it only ever matches itself, but only
+/// where the glob reads characters one by one: inside a class the value's characters are
+/// members of the set (`!x` negates it, `a-z` is a range), and after `\` the escape takes
+/// the value's first character (a value `*` rendered as `\[*]` would be `[`, a wildcard,
+/// `]`). Either way the value could match text that does not contain it, so such a glob is
+/// refused, by validation and by the broker's compiler alike.
+///
+/// The scan follows `globset`'s syntax in its default settings: outside a class `\`
+/// escapes the next character; `[` opens a class, optionally negated by `!` or `^`, in which
+/// a first `]` is a member and `\` is literal; the next `]` closes it.
+///
+/// ```
+/// use gatehouse_config::tokens::{glob_token_misplaced, parse};
+///
+/// let misplaced = |s| glob_token_misplaced(&parse(s).unwrap());
+/// assert_eq!(misplaced("{principal.clientId}*"), None);
+/// assert_eq!(misplaced("a[0-9]{principal.clientId}\\\\{principal.username}"), None);
+/// assert!(misplaced("[{principal.clientId}]").is_some());
+/// assert!(misplaced("a[!x{principal.clientId}]").is_some());
+/// assert!(misplaced("a\\{principal.clientId}").is_some());
+/// ```
+pub fn glob_token_misplaced(parts: &[Part<'_>]) -> Option<String> {
+    enum State {
+        Outside,
+        Escaped,
+        /// Just after `[`: `!`/`^` negates, `]` is a member.
+        ClassStart,
+        /// After `[!` or `[^`: `]` is a member.
+        ClassFirst,
+        InClass,
+    }
+    let mut state = State::Outside;
+    for part in parts {
+        match part {
+            Part::Text(text) => {
+                for c in text.chars() {
+                    state = match (state, c) {
+                        (State::Outside, '\\') => State::Escaped,
+                        (State::Outside, '[') => State::ClassStart,
+                        (State::Outside | State::Escaped, _) => State::Outside,
+                        (State::ClassStart, '!' | '^') => State::ClassFirst,
+                        (State::ClassStart | State::ClassFirst, _) => State::InClass,
+                        (State::InClass, ']') => State::Outside,
+                        (State::InClass, _) => State::InClass,
+                    };
+                }
+            }
+            token => match state {
+                State::Outside => {}
+                State::Escaped => {
+                    return Some(format!(
+                        "{token} follows a `\\`, which would escape the first character of \
+                         its value; write `\\\\` for a literal backslash before it"
+                    ))
+                }
+                _ => {
+                    return Some(format!(
+                        "{token} is inside a `[...]` character class, where its value would \
+                         be read as a set of characters (`!`, ranges), not literally"
+                    ))
+                }
+            },
+        }
+    }
+    None
+}
+
 /// The token whose text between the braces is `inner`.
 fn token<'a>(inner: &'a str, at: usize, whole: &str) -> Result<Part<'a>, TokenError> {
     match inner {

@@ -11,6 +11,9 @@ pub mod authorizer;
 pub mod cache;
 pub mod filter;
 pub mod policy;
+// The substitution property, for the fuzz target and the property tests only.
+#[doc(hidden)]
+pub mod substitution;
 pub mod template;
 
 #[cfg(test)]

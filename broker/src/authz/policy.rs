@@ -8,9 +8,7 @@ use gatehouse_config::{Authorization, BrokerResourceMethod, CacheMode, KeyType, 
 use globset::{Glob, GlobMatcher};
 
 use super::filter;
-use super::template::{
-    glob_value, key_glob_value, key_plain_value, plain_value, topic_value, Subject, Template,
-};
+use super::template::{glob_value, key_glob_value, plain_value, topic_value, Subject, Template};
 
 // `gatehouse explain`: the checks of `decide`, kept (a child module, so it reuses the
 // private matching functions below).
@@ -77,6 +75,12 @@ impl GlobTemplate {
         let fixed = match template.literal() {
             Some(literal) => Some(glob(&literal)?),
             None => {
+                // A token inside a `[...]` class or after `\` would not be read literally
+                // (validation refuses it too; this keeps the compiler safe on its own).
+                let parts = gatehouse_config::tokens::parse(text).map_err(|e| e.to_string())?;
+                if let Some(why) = gatehouse_config::tokens::glob_token_misplaced(&parts) {
+                    return Err(format!("`{text}`: {why}"));
+                }
                 // Check the shape now, with a placeholder for every token.
                 let probe: String = template
                     .parts()
@@ -147,7 +151,10 @@ impl Resource {
 #[derive(Debug, Clone)]
 enum KeyMatch {
     Pattern(GlobTemplate),
-    String(Template),
+    /// `keyType: String`: the key exactly as written. Tokens are not substituted here
+    /// (behaviour.md §4 "String = exact match"; validation warns about a `{principal.`
+    /// in one), so a key may hold any text, braces included.
+    String(String),
     Binary(Vec<u8>),
 }
 
@@ -268,7 +275,7 @@ impl Policy {
                         KeyType::Pattern => {
                             GlobTemplate::new(k, key_glob_value).map(KeyMatch::Pattern)
                         }
-                        KeyType::String => Template::parse(k).map(KeyMatch::String),
+                        KeyType::String => Ok(KeyMatch::String(k.clone())),
                         KeyType::Binary => base64::engine::general_purpose::STANDARD
                             .decode(k)
                             .map(KeyMatch::Binary)
@@ -308,8 +315,14 @@ impl Policy {
     }
 
     /// Allow-only: the first rule that applies to `subject` and allows `action` decides;
-    /// none = denied.
+    /// none = denied. Publishing to a [reserved topic](is_reserved_for_publish) is denied
+    /// whatever the rules say.
     pub fn decide(&self, subject: &Subject<'_>, action: &Action<'_>) -> Decision {
+        if let Action::Publish(topic) = action {
+            if is_reserved_for_publish(topic) {
+                return Decision::deny(RESERVED);
+            }
+        }
         let subscribe_filter = match action {
             Action::Subscribe(f) => match gatehouse_protocol::topic::parse_subscription_filter(f) {
                 Ok(parsed) => Some(parsed.filter),
@@ -347,33 +360,66 @@ impl Policy {
     }
 }
 
+/// The reason of a denied publish to a reserved topic.
+pub const RESERVED: &str = "the topic is reserved for the state store's notifications";
+
+/// Whether only the broker may publish to `topic`: the state store's notification topics
+/// (`clients/statestore/v1/<GUID>/{HEX(clientId)}/command/notify/{HEX(key)}`, statestore.md
+/// §4.2), which the broker delivers itself. A client that could publish there (a rule like
+/// `clients/{principal.clientId}/#` and the client id `statestore`, or a broad `clients/#`)
+/// would forge notifications (`NOTIFY SET VALUE <anything>`) to every client watching a
+/// key, so no rule can allow it; the same topics are already refused as response topics.
+pub fn is_reserved_for_publish(topic: &str) -> bool {
+    use crate::statestore::topic::NOTIFY_PREFIX;
+    topic
+        .strip_prefix(NOTIFY_PREFIX)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 fn key_matches(m: &KeyMatch, subject: &Subject<'_>, key: &[u8]) -> bool {
     match m {
         KeyMatch::Binary(bytes) => bytes.as_slice() == key,
-        KeyMatch::String(t) => t
-            .render(subject, key_plain_value)
-            .is_some_and(|s| s.as_bytes() == key),
+        KeyMatch::String(s) => s.as_bytes() == key,
         KeyMatch::Pattern(g) => std::str::from_utf8(key).is_ok_and(|k| g.is_match(subject, k)),
     }
 }
 
 /// A rule topic: a valid MQTT filter whose tokens fill whole levels.
 fn topic_template(text: &str) -> Result<Template, String> {
-    for level in text.split('/') {
-        if level.contains('{')
-            && !(level.starts_with('{') && level.ends_with('}') && level.matches('{').count() == 1)
-        {
-            return Err(format!(
-                "a token must be the whole topic level, not part of `{level}`"
-            ));
+    use super::template::Part;
+    let template = Template::parse(text)?;
+    // Levels come from the parts, not from splitting the text (as in validation): an
+    // attribute name may hold `/` (`{principal.attributes.aio-broker-auth/group}`).
+    let whole_level = || "a token must be the whole topic level".to_owned();
+    let mut probe = String::new();
+    let (mut text_in_level, mut token_in_level) = (false, false);
+    for part in template.parts() {
+        match part {
+            Part::Text(t) => {
+                for (i, piece) in t.split('/').enumerate() {
+                    if i > 0 {
+                        probe.push('/');
+                        (text_in_level, token_in_level) = (false, false);
+                    }
+                    if !piece.is_empty() {
+                        if token_in_level {
+                            return Err(format!("{}, not part of `{text}`", whole_level()));
+                        }
+                        text_in_level = true;
+                        probe.push_str(piece);
+                    }
+                }
+            }
+            Part::Token(_) => {
+                if text_in_level || token_in_level {
+                    return Err(format!("{}, not part of `{text}`", whole_level()));
+                }
+                token_in_level = true;
+                probe.push('x');
+            }
         }
     }
-    let template = Template::parse(text)?;
-    let probe: Vec<&str> = text
-        .split('/')
-        .map(|l| if l.starts_with('{') { "x" } else { l })
-        .collect();
-    gatehouse_protocol::topic::validate_topic_filter(&probe.join("/"))
+    gatehouse_protocol::topic::validate_topic_filter(&probe)
         .map_err(|e| format!("invalid topic filter `{text}`: {e}"))?;
     Ok(template)
 }
@@ -586,8 +632,58 @@ mod tests {
         assert!(!p.decide(&who("c", None, &none), &Action::Connect).allowed);
     }
 
+    /// Only the broker publishes state store notifications: no rule allows a client to.
+    #[test]
+    fn notification_topics_are_reserved() {
+        let p = policy(
+            r##"        - principals: { clientIds: [c] }
+          brokerResources:
+            - method: Publish
+              topics: ["#", "clients/statestore/#"]
+"##,
+        );
+        let none = attrs(&[]);
+        let c = who("c", None, &none);
+        let notify =
+            "clients/statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/63/command/notify/6B";
+        let denied = p.decide(&c, &Action::Publish(notify));
+        assert_eq!((denied.allowed, denied.reason), (false, RESERVED));
+        for t in [
+            "clients/statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8",
+            "clients/statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/x",
+        ] {
+            assert!(!p.decide(&c, &Action::Publish(t)).allowed, "{t}");
+        }
+        for t in [
+            "clients/statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8x/y",
+            "clients/statestore/v1/other",
+            "clients/c/response",
+        ] {
+            assert!(p.decide(&c, &Action::Publish(t)).allowed, "{t}");
+        }
+    }
+
+    /// An attribute name with `/` (the SAT group annotation) is one token, one level: the
+    /// broker used to split the text on `/` and refuse what validation accepted.
+    #[test]
+    fn attribute_names_with_a_slash_fill_one_level() {
+        let p = policy(
+            r##"        - principals: { usernames: [u] }
+          brokerResources:
+            - method: Publish
+              topics: ["groups/{principal.attributes.aio-broker-auth/group}/#"]
+"##,
+        );
+        let a = attrs(&[("aio-broker-auth/group", "sensors")]);
+        let u = who("c", Some("u"), &a);
+        assert!(p.decide(&u, &Action::Publish("groups/sensors/x")).allowed);
+        assert!(!p.decide(&u, &Action::Publish("groups/other/x")).allowed);
+    }
+
     #[test]
     fn partial_level_tokens_are_refused() {
+        assert!(topic_template("{principal.clientId}{principal.username}/#").is_err());
+        assert!(topic_template("a/{principal.clientId}-x").is_err());
         assert!(topic_template("client-{principal.clientId}/#").is_err());
         assert!(topic_template("clients/{principal.clientId}/#").is_ok());
         assert!(topic_template("a/#/b").is_err());

@@ -305,9 +305,10 @@ proptest! {
         }
     }
 
-    /// Pattern `k/{x}/*`: an allowed key starts with "k/" + v + "/"; String `w/{x}`: it is
-    /// exactly "w/" + v. A value containing `/` matches nothing (as in topics), so it cannot
-    /// reach into another value's namespace.
+    /// Pattern `k/{x}/*`: an allowed key starts with "k/" + v + "/", and a value containing
+    /// `/` matches nothing (as in topics), so it cannot reach into another value's
+    /// namespace. String `w/{x}` is matched exactly as written (no substitution in String
+    /// keys): only the key `w/{principal.attributes.x}` itself.
     #[test]
     fn state_store_key_token_matches_the_value_literally((v, keys) in candidates("k/", "/")) {
         let policy = token_policy();
@@ -315,12 +316,13 @@ proptest! {
         let read_literal = format!("k/{v}/rest");
         let write_literal = format!("w/{v}");
         let usable = !v.is_empty() && !v.contains('/');
-        for k in keys.iter().chain([&read_literal, &write_literal]) {
+        let written = "w/{principal.attributes.x}".to_owned();
+        for k in keys.iter().chain([&read_literal, &write_literal, &written]) {
             let read = decide(policy, &p, &Action::StateStore { write: false, key: k.as_bytes() });
             prop_assert_eq!(read, usable && k.starts_with(&format!("k/{v}/")),
                 "value `{}`, read key `{}`", v, k);
             let write = decide(policy, &p, &Action::StateStore { write: true, key: k.as_bytes() });
-            prop_assert_eq!(write, usable && *k == write_literal,
+            prop_assert_eq!(write, *k == written,
                 "value `{}`, write key `{}`", v, k);
         }
     }
@@ -530,4 +532,178 @@ fn new_attributes_are_not_answered_from_the_cache() {
     assert_eq!(authz.cached_decisions(), Some(1));
     assert!(!authz.check(&after, "b22-fan", &action).allowed);
     assert_eq!(authz.cached_decisions(), Some(2));
+}
+
+// ---------------------------------------------------------------------------------------
+// Substitution, with generated templates (the property of `super::substitution`, which the
+// `authz_substitution` fuzz target checks too): wherever a token sits in a template (a
+// topic level, anywhere in a glob, next to metacharacters, inside a `[...]` class, after
+// a `\`), an allowed request contains the client's value literally at the token's place.
+
+use super::substitution::{self, Case, Checked, Place};
+
+const TOKENS: [&str; 4] = [
+    "{principal.clientId}",
+    "{principal.username}",
+    "{principal.attributes.v}",
+    "{principal.attributes.none}",
+];
+
+/// A topic template: levels that are a token, a literal or a wildcard, maybe a final `#`.
+fn topic_template() -> impl Strategy<Value = String> {
+    let level = prop_oneof![
+        3 => prop::sample::select(TOKENS.to_vec()),
+        2 => prop::sample::select(vec!["a", "b", "", "+", "$s"]),
+    ];
+    (prop::collection::vec(level, 1..4), any::<bool>()).prop_map(|(mut levels, hash)| {
+        if hash {
+            levels.push("#");
+        }
+        levels.join("/")
+    })
+}
+
+/// A glob template: tokens among glob metacharacters, classes and escapes.
+fn glob_template() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        3 => prop::sample::select(TOKENS.to_vec()),
+        4 => prop::sample::select(vec![
+            "a", "b", "*", "?", "[", "]", "[!", "[a-", "!", "-", "\\", "\\\\", "/", "**",
+        ]),
+        // Braces that are not tokens: invalid in globs, ordinary text in String keys.
+        1 => prop::sample::select(vec!["{a}", "}", "{"]),
+    ];
+    prop::collection::vec(piece, 1..6).prop_map(|pieces| pieces.concat())
+}
+
+/// What a client asks for: built from the values (so that allowed requests are tried)
+/// and from the template's own characters.
+fn request(levels: bool) -> impl Strategy<Value = Vec<String>> {
+    let piece = prop_oneof![
+        4 => Just("<id>".to_owned()),
+        4 => Just("<user>".to_owned()),
+        4 => Just("<v>".to_owned()),
+        3 => value_strategy(),
+        2 => prop::sample::select(vec!["a", "b", "+", "#", "$s", "[", "]", "!"])
+            .prop_map(str::to_owned),
+    ];
+    let one = prop::collection::vec(piece, 1..5);
+    prop::collection::vec(one, 1..6).prop_map(move |requests| {
+        requests
+            .into_iter()
+            .map(|pieces| pieces.join(if levels { "/" } else { "" }))
+            .collect()
+    })
+}
+
+fn check_all(
+    place: Place,
+    template: &str,
+    values: &[String; 3],
+    requests: &[String],
+) -> Result<(), TestCaseError> {
+    let policy = match substitution::compile(place, template) {
+        Ok(Some(policy)) => policy,
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(TestCaseError::fail(e)),
+    };
+    let [id, user, v] = values;
+    for request in requests {
+        let candidate = request
+            .replace("<id>", id)
+            .replace("<user>", user)
+            .replace("<v>", v);
+        let case = Case {
+            place,
+            template,
+            client_id: id,
+            username: (!user.is_empty()).then_some(user.as_str()),
+            attribute: v,
+            candidate: &candidate,
+        };
+        let checked = substitution::check_compiled(&policy, &case).map_err(TestCaseError::fail)?;
+        prop_assert!(checked != Checked::Invalid);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    #[test]
+    fn generated_topic_templates_never_widen(
+        template in topic_template(),
+        values in [value_strategy(), value_strategy(), value_strategy()],
+        requests in request(true),
+        subscribe in any::<bool>(),
+    ) {
+        let place = if subscribe { Place::Subscribe } else { Place::Publish };
+        check_all(place, &template, &values, &requests)?;
+    }
+
+    #[test]
+    fn generated_glob_and_key_templates_never_widen(
+        template in glob_template(),
+        values in [value_strategy(), value_strategy(), value_strategy()],
+        requests in request(false),
+        place in prop::sample::select(vec![Place::ClientId, Place::PatternKey, Place::StringKey]),
+    ) {
+        check_all(place, &template, &values, &requests)?;
+    }
+}
+
+/// Two templates the generated ones found: a token inside a `[...]` class, and a token
+/// right after an escaping `\`. A value there is read as glob syntax (`!x` negates the
+/// class; `*` after `\[` is a wildcard), so validation refuses both placements.
+#[test]
+fn tokens_in_a_class_or_after_an_escape_are_refused() {
+    for template in [
+        "[{principal.attributes.v}]",
+        "a[!{principal.attributes.v}]*",
+        "k/\\{principal.attributes.v}",
+    ] {
+        for place in [Place::ClientId, Place::PatternKey] {
+            assert!(
+                matches!(substitution::compile(place, template), Ok(None)),
+                "{template} in {place:?}"
+            );
+        }
+    }
+    // An escaped backslash before a token is ordinary text.
+    assert!(matches!(
+        substitution::compile(Place::PatternKey, "k\\\\{principal.attributes.v}*"),
+        Ok(Some(_))
+    ));
+}
+
+/// `keyType: String` is an exact match (behaviour.md §4): validation accepts any text,
+/// braces included, and says tokens are not substituted there, so the broker must compile
+/// it as written. (It used to parse tokens: `{a,b}` passed validation and then stopped the
+/// broker from starting, and `{principal.clientId}` was substituted against the warning.)
+#[test]
+fn string_keys_are_literal_and_may_hold_braces() {
+    for (key, yes, no) in [
+        ("{a,b}", "{a,b}", "a"),
+        ("w/{principal.clientId}", "w/{principal.clientId}", "w/cid"),
+        ("}", "}", ""),
+    ] {
+        let policy = substitution::compile(Place::StringKey, key)
+            .expect("validation and compilation agree")
+            .expect("valid");
+        for (candidate, expected) in [(yes, Checked::Allowed), (no, Checked::Denied)] {
+            let case = Case {
+                place: Place::StringKey,
+                template: key,
+                client_id: "cid",
+                username: None,
+                attribute: "v",
+                candidate,
+            };
+            assert_eq!(
+                substitution::check_compiled(&policy, &case),
+                Ok(expected),
+                "{case:?}"
+            );
+        }
+    }
 }

@@ -4,8 +4,8 @@
 //! never widen access. A missing or empty value makes the whole template match nothing; in
 //! topic filters a value containing `+`, `#` or `/` does too (it would add levels or
 //! wildcards); in globs the value is escaped, so it only ever matches itself; in state store
-//! key templates (`Pattern` and `String`) a value containing `/` matches nothing, as in
-//! topics ([`key_glob_value`], [`key_plain_value`]).
+//! key patterns a value containing `/` matches nothing, as in topics ([`key_glob_value`]).
+//! `String` keys are exact text: no token is substituted in them.
 
 use std::collections::BTreeMap;
 
@@ -150,16 +150,6 @@ pub(crate) fn key_glob_value(v: &str) -> Option<String> {
     glob_value(v)
 }
 
-/// For exact state store keys (`keyType: String`): a value containing `/` is refused, for
-/// the reason given at [`key_glob_value`] (`users/{principal.username}` with the user name
-/// `victim/x` would otherwise be the key `users/victim/x`, under `victim`'s namespace).
-pub(crate) fn key_plain_value(v: &str) -> Option<String> {
-    if v.contains('/') {
-        return None;
-    }
-    plain_value(v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,8 +227,6 @@ mod tests {
         };
         let glob = Template::parse("users/{principal.username}/*").expect("valid");
         assert_eq!(glob.render(&victim_x, key_glob_value), None);
-        let exact = Template::parse("users/{principal.username}").expect("valid");
-        assert_eq!(exact.render(&victim_x, key_plain_value), None);
         // Escaping still applies to the other metacharacters.
         let star = Subject {
             username: Some("a*b"),
@@ -247,10 +235,6 @@ mod tests {
         assert_eq!(
             glob.render(&star, key_glob_value).as_deref(),
             Some("users/a[*]b/*")
-        );
-        assert_eq!(
-            exact.render(&star, key_plain_value).as_deref(),
-            Some("users/a*b")
         );
         // Client id globs are unchanged.
         assert_eq!(

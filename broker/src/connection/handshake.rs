@@ -149,7 +149,9 @@ where
             {
                 tracing::info!(
                     target: "authz",
-                    topic = %w.topic,
+                    // `?`: what a client wrote is logged escaped (quoted, `\n`), so a line
+                    // break in it cannot start a forged log line.
+                    topic = ?w.topic,
                     "the will's topic is not authorized: the will will not be published"
                 );
                 will = None;
@@ -244,7 +246,7 @@ where
     }
     tracing::debug!(
         target: "conn",
-        client_id = %client_id,
+        client_id = ?client_id,
         ?version,
         session_present = attached.session_present,
         "client connected"

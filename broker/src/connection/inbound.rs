@@ -420,7 +420,7 @@ impl Connection {
             let parsed = match parse_subscription_filter(&raw) {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::debug!(target: "conn", filter = %raw, "refused subscription: {e}");
+                    tracing::debug!(target: "conn", filter = ?raw, "refused subscription: {e}");
                     codes.push(ReasonCode::TOPIC_FILTER_INVALID);
                     continue;
                 }

@@ -192,7 +192,7 @@ impl Connection {
                     // The client never saw this alias being set.
                     self.outbound_aliases.forget(&m.topic);
                 }
-                tracing::debug!(target: "conn", topic = %m.topic, "message larger than the client's maximum packet size; discarded");
+                tracing::debug!(target: "conn", topic = ?m.topic, "message larger than the client's maximum packet size; discarded");
                 false
             }
             Err(e) => {

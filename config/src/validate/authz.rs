@@ -229,6 +229,10 @@ pub(super) fn check_glob_with(
             return;
         }
     }
+    if let Some(why) = tokens::glob_token_misplaced(&parts) {
+        report.error(path, format!("`{pattern}`: {why}"));
+        return;
+    }
     if let Err(err) = globset::Glob::new(&substitute(&parts)) {
         report.error(
             path,

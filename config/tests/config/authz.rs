@@ -246,6 +246,21 @@ fn resource_client_ids_are_globs_with_tokens() {
         ),
         ("{principal.client}*", "unknown token `{principal.client}`"),
         ("", "empty client id pattern"),
+        // A token's value must be read literally: never as members of a class, never
+        // as the character an escape takes.
+        (
+            "dev-[{principal.attributes.building}]",
+            "`dev-[{principal.attributes.building}]`: {principal.attributes.building} is \
+             inside a `[...]` character class",
+        ),
+        (
+            "x[!{principal.clientId}]*",
+            "is inside a `[...]` character class",
+        ),
+        (
+            "x\\\\{principal.clientId}",
+            "{principal.clientId} follows a `\\`, which would escape the first character",
+        ),
     ] {
         assert_rule_problem(
             &resources(&format!(

@@ -30,6 +30,7 @@ mod security_bounds_alias;
 mod security_bounds_conn;
 mod security_bounds_retained;
 mod security_bounds_session;
+mod security_hunt;
 mod security_sessions;
 mod security_statestore;
 mod security_x509;

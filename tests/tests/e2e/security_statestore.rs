@@ -395,7 +395,9 @@ async fn cached_answer_is_not_served_to_an_unauthorized_topic() {
 
 /// Item 7: the user name `victim/x` (the CN of a certificate made in the test) must not
 /// reach `users/victim/x/...` through `users/{principal.username}/*`, nor the exact key
-/// `names/victim/x` through `names/{principal.username}`. The real `victim` keeps its keys.
+/// `names/victim/x` through `names/{principal.username}` (String keys are exact text, so
+/// that rule names only the key `names/{principal.username}` itself, for everyone). The
+/// real `victim` keeps its keys.
 #[tokio::test]
 async fn username_with_slash_does_not_reach_another_users_keys() {
     let s = Setup::start().await;
@@ -426,8 +428,8 @@ async fn username_with_slash_does_not_reach_another_users_keys() {
         b"$4\r\nmine\r\n"
     );
     assert_eq!(stored(&mut admin, b"names/victim/x").await, b"$-1\r\n");
-    // The victim's own rules still work for it.
-    let r = victim.call(&set(b"names/victim", b"v"), &[]).await;
+    // The victim's own pattern rule still works for it.
+    let r = victim.call(&set(b"users/victim/other", b"v"), &[]).await;
     assert_eq!(&r.payload[..], b"+OK\r\n");
 }
 

@@ -8,7 +8,7 @@
 
 use base64::Engine as _;
 
-use super::super::template::{key_plain_value, plain_value, topic_value, Subject};
+use super::super::template::{plain_value, topic_value, Subject};
 use super::{filter, key_matches, Action, GlobTemplate, Policy, Resource};
 
 /// One entry of a list (a principal client id or user name, a resource's client id glob,
@@ -197,7 +197,7 @@ impl Policy {
                         .map(|m| EntryCheck {
                             rendered: match m {
                                 super::KeyMatch::Pattern(g) => rendered_glob(g, subject),
-                                super::KeyMatch::String(t) => t.render(subject, key_plain_value),
+                                super::KeyMatch::String(s) => Some(s.clone()),
                                 super::KeyMatch::Binary(bytes) => {
                                     Some(base64::engine::general_purpose::STANDARD.encode(bytes))
                                 }
