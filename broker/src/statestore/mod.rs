@@ -22,6 +22,7 @@ pub mod persist;
 pub mod replay;
 pub mod request;
 pub mod resp3;
+pub mod scan_token;
 pub mod service;
 pub mod stamps;
 pub mod store;

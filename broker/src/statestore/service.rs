@@ -134,6 +134,8 @@ pub struct StateStore<C = SystemClock> {
     persistence: OnceLock<StatePersistence>,
     /// Requests by command and result, for `/metrics`.
     pub requests: StateStoreCounters,
+    /// Seals SCAN continuation tokens (they name the last key examined).
+    scan_tokens: super::scan_token::ScanTokens,
 }
 
 impl StateStore<SystemClock> {
@@ -157,6 +159,7 @@ impl<C: WallClock> StateStore<C> {
             expiry_changed: Notify::new(),
             persistence: OnceLock::new(),
             requests: StateStoreCounters::default(),
+            scan_tokens: super::scan_token::ScanTokens::new(),
         }
     }
 
@@ -244,9 +247,31 @@ impl<C: WallClock> StateStore<C> {
             Err(error) => return Answer::error(error),
         };
         if let Request::Scan { pattern, token } = &request {
-            let reply = store.scan(pattern, token.as_deref(), now_ms, |key| {
+            // The client sees sealed tokens only (see `scan_token`): the last key examined
+            // may be one it cannot read.
+            let after = match token {
+                None => None,
+                Some(t) => match self.scan_tokens.open(invocation.client_id, t) {
+                    Some(key) => Some(key),
+                    None => return Answer::error(ErrorReply::Syntax),
+                },
+            };
+            let reply = store.scan(pattern, after.as_deref(), now_ms, |key| {
                 authorize(&Action::StateStore { write: false, key })
             });
+            let reply = match reply {
+                Reply::ScanPage {
+                    keys,
+                    token: Some(last),
+                } => Reply::ScanPage {
+                    keys,
+                    token: self
+                        .scan_tokens
+                        .seal(invocation.client_id, &last)
+                        .map(Bytes::from),
+                },
+                other => other,
+            };
             return Answer::reply(&reply, None);
         }
         let persistence = self.persistence.get();

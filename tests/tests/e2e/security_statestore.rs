@@ -578,3 +578,50 @@ persistence:
     assert_eq!(c.call(&get(b"k3"), &[]).await.payload.len(), 1000 + 9);
     assert_eq!(&c.call(&set(b"k4", &value), &[]).await.payload[..], QUOTA);
 }
+
+/// SCAN continuation tokens are sealed: a page ends after a budget of keys *examined*,
+/// readable or not, and the plain token would be the name of the last one, a key the
+/// client may not read. A client could also pick its own tokens and walk every key name.
+#[tokio::test]
+async fn scan_tokens_do_not_reveal_unreadable_key_names() {
+    let s = Setup::start().await;
+    let mut admin = s.admin().await;
+    // More unreadable keys than one page examines (SCAN_BUDGET), sorted before the
+    // readable one.
+    for i in 0..900 {
+        let key = format!("secret/{i:04}");
+        let r = admin.call(&set(key.as_bytes(), b"x"), &[]).await;
+        assert_eq!(&r.payload[..], b"+OK\r\n");
+    }
+    let r = admin.call(&set(b"shared/a", b"x"), &[]).await;
+    assert_eq!(&r.payload[..], b"+OK\r\n");
+
+    let mut reader = s.requester("reader", "reader-scan").await;
+    let first = reader.call(&command(&[b"SCAN", b"*"]), &[]).await;
+    let page = first.payload.to_vec();
+    assert!(
+        !page.windows(7).any(|w| w == b"secret/"),
+        "the page names no unreadable key: {}",
+        String::from_utf8_lossy(&page)
+    );
+    let prefix = b"*2\r\n*0\r\n$";
+    assert!(
+        page.starts_with(prefix),
+        "{}",
+        String::from_utf8_lossy(&page)
+    );
+    let rest = &page[prefix.len()..];
+    let nl = rest.windows(2).position(|w| w == b"\r\n").expect("length");
+    let token = &rest[nl + 2..rest.len() - 2];
+    // The token continues the scan for its client...
+    let next = reader.call(&command(&[b"SCAN", b"*", token]), &[]).await;
+    assert_eq!(&next.payload[..], b"*1\r\n*1\r\n$8\r\nshared/a\r\n");
+    // ...and for no one else, and a made-up token is refused.
+    let mut other = s.requester("reader", "reader-other").await;
+    let stolen = other.call(&command(&[b"SCAN", b"*", token]), &[]).await;
+    assert!(stolen.payload.starts_with(b"-ERR"), "{:?}", stolen.payload);
+    let forged = reader
+        .call(&command(&[b"SCAN", b"*", b"secret/0100"]), &[])
+        .await;
+    assert!(forged.payload.starts_with(b"-ERR"), "{:?}", forged.payload);
+}
