@@ -158,15 +158,19 @@ impl CustomMethod {
     }
 
     /// Re-authentication (AUTH 0x19): the custom server decides for any authentication
-    /// method, so this is always `Some`. The request carries no user name, so the
-    /// principal's `username` is `None` (the connection keeps the one it has).
+    /// method, so this is always `Some`. The request names the user the connection is
+    /// authenticated as (`username`, a Gatehouse extension like `clientId`): the server's
+    /// pass is for that user, whose name the connection keeps (the principal's `username`
+    /// is `None`). Without it, a pass for another user's credentials would combine that
+    /// user's attributes with this connection's user name.
     pub(crate) async fn reauthenticate(
         &self,
         client_id: &str,
+        username: Option<&str>,
         method: &str,
         data: &[u8],
     ) -> Option<Reauth> {
-        let body = ApiRequest::auth(client_id, method, data);
+        let body = ApiRequest::auth(client_id, username, method, data);
         Some(match self.call(&body).await {
             Answer::Pass(pass) => Reauth::Success(Principal {
                 username: None,
@@ -295,10 +299,10 @@ impl<'a> ApiRequest<'a> {
         }
     }
 
-    fn auth(client_id: &'a str, method: &'a str, data: &[u8]) -> Self {
+    fn auth(client_id: &'a str, username: Option<&'a str>, method: &'a str, data: &[u8]) -> Self {
         ApiRequest {
             kind: "auth",
-            username: None,
+            username,
             password: None,
             certs: None,
             enhanced_authentication: Some(EnhancedAuthentication {
@@ -706,12 +710,22 @@ mod tests {
     #[test]
     fn auth_request_has_the_method_data_and_client_id() {
         assert_eq!(
-            json(&ApiRequest::auth("dev-1", "custom", b"again")),
+            json(&ApiRequest::auth("dev-1", None, "custom", b"again")),
             serde_json::json!({
                 "type": "auth",
                 "enhancedAuthentication": { "method": "custom", "data": "YWdhaW4=" },
                 "clientId": "dev-1",
             })
+        );
+        // The user the connection is authenticated as, so the server decides for it.
+        assert_eq!(
+            json(&ApiRequest::auth(
+                "dev-1",
+                Some("alice"),
+                "custom",
+                b"again"
+            ))["username"],
+            "alice"
         );
     }
 

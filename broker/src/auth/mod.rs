@@ -236,13 +236,19 @@ impl Chain {
     /// Re-authentication with AUTH 0x19 (MQTT v5 §4.12.1): the method must be the one
     /// the client connected with; the first method of the chain that handles it
     /// decides. X.509 clients cannot re-authenticate.
-    pub async fn reauthenticate(&self, client_id: &str, method: &str, data: &[u8]) -> Reauth {
+    pub async fn reauthenticate(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+        method: &str,
+        data: &[u8],
+    ) -> Reauth {
         let methods = self.methods.read().clone();
         for m in methods.iter() {
             let answer = match m {
                 Method::X509(_) => None,
                 Method::Sat(m) => m.reauthenticate(client_id, method, data).await,
-                Method::Custom(m) => m.reauthenticate(client_id, method, data).await,
+                Method::Custom(m) => m.reauthenticate(client_id, username, method, data).await,
             };
             if let Some(answer) = answer {
                 let answer = match answer {

@@ -322,14 +322,23 @@ async fn refuse<W: AsyncWrite + Unpin>(writer: &mut W, level: Option<u8>, reason
 /// A client id for clients that sent none: unique in this process and unlikely to
 /// collide with client-chosen ids.
 fn generate_client_id() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    format!(
-        "gatehouse-{:x}-{n:x}",
-        nanos ^ u64::from(std::process::id()) << 32
-    )
+    // 128 random bits: an assigned id must not be guessable, or another client could take
+    // the session over (on a port where any client id may connect).
+    let mut bytes = [0u8; 16];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        // No random source (does not happen on a working host): unique, not secret.
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        return format!("gatehouse-{nanos:x}-{n:x}");
+    }
+    let mut id = String::with_capacity(10 + 32);
+    id.push_str("gatehouse-");
+    for b in bytes {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
 }

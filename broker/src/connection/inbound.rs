@@ -110,8 +110,11 @@ impl Connection {
         }
         let data = auth.properties.authentication_data.unwrap_or_default();
         let client_id = self.client_id.to_string();
+        let username = self.principal.as_ref().and_then(|p| p.username.clone());
         self.reauth = Some(Box::pin(async move {
-            chain.reauthenticate(&client_id, &method, &data).await
+            chain
+                .reauthenticate(&client_id, username.as_deref(), &method, &data)
+                .await
         }));
         Ok(())
     }

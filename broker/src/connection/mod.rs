@@ -478,6 +478,9 @@ impl Connection {
                     if let Some(p) = &self.principal {
                         let mut st = self.session.lock();
                         st.owner = crate::session::Owner::Principal(p.identity());
+                        // A retransmitted request must not get an answer computed under
+                        // the old principal (a GET of a key only it could read).
+                        st.state_store_replies.clear();
                         self.session.save_meta(&st, 0);
                     }
                 }

@@ -61,6 +61,13 @@ pub struct ReplyCache {
 }
 
 impl ReplyCache {
+    /// Forget every remembered answer: they were computed for the principal that held the
+    /// session before a re-authentication, and hold values it could read.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
     /// The response already sent for the request with this correlation data, if still
     /// remembered.
     pub fn get(&mut self, correlation: &[u8], now: Instant) -> Option<Arc<Message>> {

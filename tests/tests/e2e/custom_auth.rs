@@ -547,7 +547,7 @@ async fn reauthentication_asks_the_server_with_an_auth_request() {
         .config;
     let chain = gatehouse::auth::build(&config, "users").expect("chain");
 
-    match chain.reauthenticate("dev-1", "token", b"fresh").await {
+    match chain.reauthenticate("dev-1", None, "token", b"fresh").await {
         Reauth::Success(p) => {
             assert_eq!(p.client_id, "dev-1");
             assert_eq!(p.attributes.get("k").map(String::as_str), Some("v"));
@@ -562,7 +562,7 @@ async fn reauthentication_asks_the_server_with_an_auth_request() {
         }
         other => panic!("expected success, got {other:?}"),
     }
-    match chain.reauthenticate("dev-1", "token", b"stale").await {
+    match chain.reauthenticate("dev-1", None, "token", b"stale").await {
         Reauth::Failed(rc, why) => {
             assert_eq!(
                 rc,
@@ -573,7 +573,10 @@ async fn reauthentication_asks_the_server_with_an_auth_request() {
         }
         other => panic!("expected failure, got {other:?}"),
     }
-    match chain.reauthenticate("dev-1", "token", b"method").await {
+    match chain
+        .reauthenticate("dev-1", None, "token", b"method")
+        .await
+    {
         Reauth::Failed(rc, _) => assert_eq!(rc, ReasonCode::BAD_AUTHENTICATION_METHOD),
         other => panic!("expected failure, got {other:?}"),
     }
@@ -613,7 +616,7 @@ async fn reauthentication_asks_the_server_with_an_auth_request() {
     // The server gone: AUTH 0x18 Continue, the client may retry.
     drop(server);
     tokio::time::sleep(Duration::from_millis(100)).await;
-    match chain.reauthenticate("dev-1", "token", b"fresh").await {
+    match chain.reauthenticate("dev-1", None, "token", b"fresh").await {
         Reauth::Continue(_) => {}
         other => panic!("expected continue, got {other:?}"),
     }

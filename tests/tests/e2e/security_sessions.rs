@@ -723,3 +723,95 @@ async fn scrape(b: &TestBroker) -> String {
     s.read_to_string(&mut out).await.expect("response");
     out
 }
+
+/// Custom re-authentication names the user the connection is authenticated as, so the
+/// authentication server decides for that user: credentials of another user (Bob's token
+/// on Alice's connection) are refused instead of lending Bob's attributes to a connection
+/// that keeps Alice's user name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_re_authentication_is_decided_for_the_connected_user() {
+    use gatehouse_tests::raw::{frame, mqtt_str};
+    let dir = TempDir::new("sec-reauth-user");
+    let pki = Pki::new(dir.path(), EC);
+    // A server that checks a token belongs to the user it is asked about.
+    let server = ScriptedServer::start(&pki, None, |seen| {
+        let user = seen.body["username"].as_str().unwrap_or_default();
+        let data = seen.body["enhancedAuthentication"]["data"]
+            .as_str()
+            .unwrap_or_default();
+        // base64 of "alice-token" / "bob-token"
+        let owner = match data {
+            "YWxpY2UtdG9rZW4=" => "alice",
+            "Ym9iLXRva2Vu" => "bob",
+            _ => "",
+        };
+        if !owner.is_empty() && owner == user {
+            (200, r#"{"expiry": "2099-01-01T00:00:00Z"}"#.into())
+        } else {
+            (403, r#"{"reason": 135}"#.into())
+        }
+    })
+    .await;
+    let yaml = format!(
+        "
+listeners:
+  - name: custom
+    bindAddress: 127.0.0.1
+    ports:
+      - port: 0
+        authenticationRef: users
+authentications:
+  - name: users
+    authenticationMethods:
+      - method: Custom
+        customSettings:
+          endpoint: \"{endpoint}\"
+          caCertConfigMap: auth-ca
+configMaps:
+  auth-ca: {{ files: [{root}] }}
+",
+        endpoint = server.endpoint("/"),
+        root = p(&pki.root_file()),
+    );
+    let b = TestBroker::start(&yaml).await;
+    // CONNECT v5 with user name, enhanced authentication method and data.
+    let mut body = Vec::new();
+    mqtt_str(&mut body, b"MQTT");
+    body.push(5);
+    body.push(0x80 | 0x02);
+    body.extend(60u16.to_be_bytes());
+    Props::new()
+        .str(0x15, "token")
+        .bin(0x16, b"alice-token")
+        .encode(&mut body);
+    mqtt_str(&mut body, b"alice-conn");
+    mqtt_str(&mut body, b"alice");
+    let mut client = RawClient::connect(b.mqtt_addr()).await;
+    client.send(&frame(0x10, &body)).await;
+    client.expect_connack_ok().await;
+
+    let reauth = |data: &[u8]| {
+        let mut auth = vec![0x19];
+        Props::new()
+            .str(0x15, "token")
+            .bin(0x16, data)
+            .encode(&mut auth);
+        frame(0xF0, &auth)
+    };
+    // Her own fresh token: accepted.
+    client.send(&reauth(b"alice-token")).await;
+    match client.expect_packet().await {
+        Packet::Auth(a) => assert_eq!(a.reason_code, ReasonCode::SUCCESS),
+        other => panic!("expected AUTH 0x00, got {other:?}"),
+    }
+    // Bob's token on Alice's connection: the server is asked about Alice and refuses.
+    client.send(&reauth(b"bob-token")).await;
+    client.expect_disconnect(0x87).await;
+    let asked: Vec<_> = server
+        .seen()
+        .into_iter()
+        .filter(|s| s.body["type"] == "auth")
+        .map(|s| s.body["username"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(asked, ["alice", "alice"]);
+}

@@ -78,6 +78,20 @@ async fn empty_client_id_gets_an_assigned_client_identifier() {
         .expect("Assigned Client Identifier (0x12) in CONNACK");
     assert!(!id1.is_empty());
     assert_ne!(id1, id2, "assigned identifiers are unique");
+    // Not guessable: 128 random bits each (an id derived from the clock and a counter let
+    // another client predict it and take the session over). Consecutive ids share no more
+    // than chance: compare their random parts position by position.
+    for id in [&id1, &id2] {
+        let random = id.strip_prefix("gatehouse-").expect("prefix");
+        assert_eq!(random.len(), 32, "{id}");
+        assert!(random.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+    }
+    let same = id1[10..]
+        .chars()
+        .zip(id2[10..].chars())
+        .filter(|(a, b)| a == b)
+        .count();
+    assert!(same < 16, "{id1} and {id2} share {same} of 32 digits");
     // Both connections live side by side (no takeover between them).
     c1.ping().await;
     c2.ping().await;
