@@ -690,6 +690,12 @@ authorizations:
         .call(&command(&[b"SET", b"rooms/a/door", b"open"]), &[])
         .await;
     watcher.notification().await;
+    // A GET under room a, remembered for retransmission.
+    let ts = gatehouse_tests::state_store::ts_now();
+    let get = command(&[b"GET", b"rooms/a/door"]);
+    let (id, correlation) = watcher.send(&get, &[("__ts", ts.as_str())]).await;
+    let answer = watcher.await_response(id, &correlation).await;
+    assert_eq!(&answer.payload[..], b"$4\r\nopen\r\n");
 
     // Re-authenticate into room b: Read on rooms/a/* is gone.
     let mut auth = vec![0x19];
@@ -709,6 +715,26 @@ authorizations:
         .call(&command(&[b"SET", b"rooms/a/door", b"closed"]), &[])
         .await;
     watcher.no_notification(QUIET).await;
+    // Retransmitting the GET (DUP, same packet id and correlation data) runs it again under
+    // room b instead of handing back the answer room a was given.
+    let retransmit = Packet::Publish(gatehouse_protocol::Publish {
+        dup: true,
+        qos: gatehouse_protocol::QoS::AtLeastOnce,
+        retain: false,
+        topic: gatehouse_tests::state_store::REQUEST_TOPIC.to_owned(),
+        packet_id: gatehouse_protocol::PacketId::new(id),
+        properties: gatehouse_protocol::PublishProperties {
+            response_topic: Some(watcher.response_topic.clone()),
+            correlation_data: Some(correlation.clone()),
+            content_type: Some("application/octet-stream".into()),
+            user_properties: vec![("__ts".into(), gatehouse_tests::state_store::ts_now())],
+            ..Default::default()
+        },
+        payload: get.clone().into(),
+    });
+    watcher.raw.send_packet(&retransmit).await;
+    let again = watcher.await_response(id, &correlation).await;
+    assert_eq!(&again.payload[..], b"-ERR not authorized\r\n");
 }
 
 async fn scrape(b: &TestBroker) -> String {
