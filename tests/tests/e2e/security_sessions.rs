@@ -441,13 +441,13 @@ configMaps:
         endpoint = server.endpoint("/"),
         root = p(&pki.root_file()),
     );
-    let b = TestBroker::start(&yaml).await;
-    let mut watcher = RawClient::connect(b.mqtt_addr()).await;
+    let b = TestBroker::start(&with_tls(&yaml, &pki)).await;
+    let mut watcher = tls_client(&b, &pki).await;
     watcher.send(&login("watcher", "fresh")).await;
     watcher.expect_connack_ok().await;
     watcher.sub_ok(1, "pipelined/#", 0).await;
 
-    let mut stale = RawClient::connect(b.mqtt_addr()).await;
+    let mut stale = tls_client(&b, &pki).await;
     let mut bytes = login("stale-1", "stale");
     bytes.extend(gatehouse_tests::raw::publish_bytes(
         0x00,
@@ -548,18 +548,18 @@ configMaps:
         endpoint = server.endpoint("/"),
         root = p(&pki.root_file()),
     );
-    let b = TestBroker::start(&yaml).await;
+    let b = TestBroker::start(&with_tls(&yaml, &pki)).await;
     let enhanced = |id: &str, data: &[u8]| {
         ConnectBuilder::new(id)
             .props(|p| p.str(0x15, "token").bin(0x16, data))
             .build()
     };
-    let mut client = RawClient::connect(b.mqtt_addr()).await;
+    let mut client = tls_client(&b, &pki).await;
     client.send(&enhanced("roomie", b"room-a")).await;
     client.expect_connack_ok().await;
     client.sub_ok(1, "rooms/a/#", 0).await;
 
-    let mut publisher = RawClient::connect(b.mqtt_addr()).await;
+    let mut publisher = tls_client(&b, &pki).await;
     publisher.send(&enhanced("publisher", b"room-b")).await;
     publisher.expect_connack_ok().await;
     publisher.publish("rooms/a/1", b"before", 0, false, 0).await;
@@ -657,7 +657,7 @@ authorizations:
         b = room_rule("b", "rooms/b/*", "Read"),
         admin = room_rule("admin", "*", "ReadWrite"),
     );
-    let b = TestBroker::start(&yaml).await;
+    let b = TestBroker::start(&with_tls(&yaml, &pki)).await;
     let enhanced = |id: &str, data: &[u8]| {
         ConnectBuilder::new(id)
             .props(|p| p.str(0x15, "token").bin(0x16, data))
@@ -673,7 +673,7 @@ authorizations:
         out
     };
 
-    let mut raw = RawClient::connect(b.mqtt_addr()).await;
+    let mut raw = tls_client(&b, &pki).await;
     raw.send(&enhanced("watcher-ss", b"room-a")).await;
     raw.expect_connack_ok().await;
     let mut watcher = StateStoreClient::start(raw, "watcher-ss").await;
@@ -682,7 +682,7 @@ authorizations:
         .await;
     assert_eq!(ok.text(), "+OK\r\n", "KEYNOTIFY under room a");
 
-    let mut raw = RawClient::connect(b.mqtt_addr()).await;
+    let mut raw = tls_client(&b, &pki).await;
     raw.send(&enhanced("admin-ss", b"admin")).await;
     raw.expect_connack_ok().await;
     let mut admin = StateStoreClient::start(raw, "admin-ss").await;
@@ -735,6 +735,30 @@ authorizations:
     watcher.raw.send_packet(&retransmit).await;
     let again = watcher.await_response(id, &correlation).await;
     assert_eq!(&again.payload[..], b"-ERR not authorized\r\n");
+}
+
+/// `yaml` (one port with `authenticationRef: users`) with TLS on that port: a server
+/// certificate for `localhost` from `pki`.
+fn with_tls(yaml: &str, pki: &Pki) -> String {
+    let (crt, key) = pki.write_server(&pki.server(EC), "server");
+    format!(
+        "{}secrets:\n  server-cert: {{ certFile: {}, keyFile: {} }}\n",
+        yaml.replacen(
+            "        authenticationRef: users",
+            "        tls: { mode: Manual, manual: { secretRef: server-cert } }\n        authenticationRef: users",
+            1,
+        ),
+        p(&crt),
+        p(&key)
+    )
+}
+
+/// A TLS connection to the broker's first MQTT port, trusting `pki`'s root.
+async fn tls_client(b: &TestBroker, pki: &Pki) -> RawClient {
+    let tls = gatehouse_tests::tls::connect(&pki.root_file(), b.mqtt_addr().port(), "localhost")
+        .await
+        .expect("TLS handshake");
+    RawClient::over(tls)
 }
 
 async fn scrape(b: &TestBroker) -> String {
@@ -799,7 +823,7 @@ configMaps:
         endpoint = server.endpoint("/"),
         root = p(&pki.root_file()),
     );
-    let b = TestBroker::start(&yaml).await;
+    let b = TestBroker::start(&with_tls(&yaml, &pki)).await;
     // CONNECT v5 with user name, enhanced authentication method and data.
     let mut body = Vec::new();
     mqtt_str(&mut body, b"MQTT");
@@ -812,7 +836,7 @@ configMaps:
         .encode(&mut body);
     mqtt_str(&mut body, b"alice-conn");
     mqtt_str(&mut body, b"alice");
-    let mut client = RawClient::connect(b.mqtt_addr()).await;
+    let mut client = tls_client(&b, &pki).await;
     client.send(&frame(0x10, &body)).await;
     client.expect_connack_ok().await;
 
