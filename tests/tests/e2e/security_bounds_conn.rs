@@ -633,3 +633,94 @@ broker: {{ maxConnections: 4, connectTimeout: 20s }}
     assert!(started.elapsed() < Duration::from_secs(3));
     real.ping().await;
 }
+
+/// The oversized WebSocket message over `wss` (TLS with a certificate made in the test):
+/// refused with close code 1009 from what the frame announces, and a client on the same TLS
+/// port is unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_message_above_max_packet_size_over_wss_is_refused_with_1009() {
+    const EC: PrivateKeyAlgorithm = PrivateKeyAlgorithm::Ec256;
+    let dir = TempDir::new("bounds-wss");
+    let pki = Pki::new(dir.path(), EC);
+    let (crt, key) = pki.write_server(&pki.server(EC), "server");
+    let broker = TestBroker::start(&format!(
+        "
+listeners:
+  - name: wss
+    bindAddress: 127.0.0.1
+    ports:
+      - port: 0
+        protocol: WebSockets
+        path: /mqtt
+        tls: {{ mode: Manual, manual: {{ secretRef: server-cert }} }}
+secrets:
+  server-cert: {{ certFile: {crt}, keyFile: {key} }}
+broker: {{ maxPacketSizeBytes: 1024 }}
+",
+        crt = crt.display(),
+        key = key.display(),
+    ))
+    .await;
+    let port = broker.ws_addr().port();
+    let ca = pki.root_file();
+    let wss = |id: String| {
+        let ca = ca.clone();
+        async move {
+            let tls = tls_connect(&ca, port, "localhost")
+                .await
+                .expect("TLS handshake");
+            let mut request = format!("wss://localhost:{port}/mqtt")
+                .into_client_request()
+                .expect("URL");
+            request
+                .headers_mut()
+                .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("mqtt"));
+            let (mut ws, _) =
+                tokio::time::timeout(WAIT, tokio_tungstenite::client_async(request, tls))
+                    .await
+                    .expect("upgrade in time")
+                    .expect("WebSocket upgrade over TLS");
+            ws.send(Message::Binary(ConnectBuilder::new(&id).build().into()))
+                .await
+                .expect("send CONNECT");
+            match tokio::time::timeout(WAIT, ws.next()).await {
+                Ok(Some(Ok(Message::Binary(d)))) => {
+                    assert_eq!(connack_code(&d), 0, "CONNACK over wss")
+                }
+                other => panic!("expected CONNACK, got {other:?}"),
+            }
+            ws
+        }
+    };
+    let mut bystander = wss(unique("wss-bystander")).await;
+    let mut ws = wss(unique("wss-attacker")).await;
+    let big = publish_bytes(
+        0x00,
+        b"bounds/wss",
+        None,
+        Some(&Props::new()),
+        &[7u8; 65536],
+    );
+    let _ = ws.send(Message::Binary(big.into())).await;
+    let code = loop {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => break Some(frame.code),
+            Ok(Some(Ok(Message::Binary(d)))) => {
+                panic!("the broker read the message as MQTT and answered {d:02X?}")
+            }
+            Ok(Some(Ok(Message::Close(None)))) | Ok(Some(Err(_))) | Ok(None) => break None,
+            Ok(Some(Ok(_))) => {}
+            Err(_) => panic!("the connection is still open"),
+        }
+    };
+    assert_eq!(code, Some(CloseCode::Size), "close code 1009");
+    // PINGREQ → PINGRESP on the bystander's wss connection.
+    bystander
+        .send(Message::Binary(vec![0xC0, 0x00].into()))
+        .await
+        .expect("PINGREQ");
+    match tokio::time::timeout(WAIT, bystander.next()).await {
+        Ok(Some(Ok(Message::Binary(d)))) => assert_eq!(&d[..], [0xD0, 0x00]),
+        other => panic!("expected PINGRESP, got {other:?}"),
+    }
+}
