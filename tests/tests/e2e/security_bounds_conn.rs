@@ -724,3 +724,92 @@ broker: {{ maxPacketSizeBytes: 1024 }}
         other => panic!("expected PINGRESP, got {other:?}"),
     }
 }
+
+/// Lowering `maxConnections` at runtime, over TLS with X.509 client certificates made in
+/// the test: after the reload, clients leaving above the lowered limit do not give their
+/// permits back, so a newcomer's TLS handshake (its socket waits in the backlog) completes
+/// only once the count is under the new limit. Before the fix the shortfall was lost and
+/// the newcomer got in as soon as two clients left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lowering_max_connections_holds_for_tls_clients() {
+    const EC: PrivateKeyAlgorithm = PrivateKeyAlgorithm::Ec256;
+    let dir = TempDir::new("bounds-tls-cap");
+    let pki = Pki::new(dir.path(), EC);
+    let (crt, key) = pki.write_server(&pki.server(EC), "server");
+    let (ccrt, ckey) = pki.client("device", EC, Duration::from_secs(3600), "device");
+    let config = |max: u32| {
+        format!(
+            "
+listeners:
+  - name: tls
+    bindAddress: 127.0.0.1
+    ports:
+      - port: 0
+        tls: {{ mode: Manual, manual: {{ secretRef: server-cert }} }}
+        authenticationRef: certs
+authentications:
+  - name: certs
+    authenticationMethods:
+      - method: X509
+        x509Settings: {{ trustedClientCaCert: client-ca }}
+secrets:
+  server-cert: {{ certFile: {crt}, keyFile: {key} }}
+configMaps:
+  client-ca: {{ files: [{root}] }}
+broker: {{ maxConnections: {max}, connectTimeout: 30s }}
+diagnostics: {{ metrics: {{ prometheusPort: 0 }} }}
+",
+            crt = crt.display(),
+            key = key.display(),
+            root = pki.root_file().display(),
+        )
+    };
+    let broker = TestBroker::start(&config(4)).await;
+    let port = broker.mqtt_addr().port();
+    let root = pki.root_file();
+    // TLS handshake with the client certificate, CONNECT, CONNACK 0x00.
+    let join = |id: String| {
+        let (root, ccrt, ckey) = (root.clone(), ccrt.clone(), ckey.clone());
+        async move {
+            let tls = gatehouse_tests::tls::connect_as(&root, port, "localhost", &ccrt, &ckey)
+                .await
+                .expect("TLS handshake");
+            let mut c = RawClient::over(tls);
+            c.write(&ConnectBuilder::new(&id).build())
+                .await
+                .expect("CONNECT");
+            expect_connack(&mut c, Duration::from_secs(20), &id).await;
+            c
+        }
+    };
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        clients.push(join(format!("tls-cap-{i}")).await);
+    }
+    reload(&broker, &config(2)).await;
+    for c in &mut clients {
+        c.ping().await;
+    }
+    for mut c in clients.drain(..2) {
+        c.write(&[0xE0, 0x00]).await.expect("DISCONNECT");
+        c.expect_closed(WAIT).await;
+    }
+    // 2 connected, the new limit: a newcomer's handshake cannot complete.
+    let mut newcomer = tokio::spawn(join("tls-cap-new".into()));
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), &mut newcomer)
+            .await
+            .is_err(),
+        "a newcomer got in while 2 of a lowered limit of 2 are connected"
+    );
+    // One more leaves: the newcomer takes its place.
+    let mut c = clients.remove(0);
+    c.write(&[0xE0, 0x00]).await.expect("DISCONNECT");
+    c.expect_closed(WAIT).await;
+    let mut newcomer = tokio::time::timeout(Duration::from_secs(20), newcomer)
+        .await
+        .expect("the newcomer gets in once one left")
+        .expect("the newcomer's task");
+    newcomer.ping().await;
+    assert_eq!(broker.server.open_connections(), 2);
+}
