@@ -548,3 +548,36 @@ persistence:
     assert_eq!(topics, ["rs/1", "rs/3"]);
     sub.expect_nothing(QUIET).await;
 }
+
+/// The retained store's count cap against a client filling it, over TLS with an X.509
+/// client certificate made in the test: a retained PUBLISH for a new topic past the cap
+/// gets PUBACK 0x97 and is not routed; replacing and clearing still work; a new subscriber
+/// sees exactly what was retained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_count_cap_holds_over_tls() {
+    let b = BoundsBroker::start(Transport::Tls, "rc-tls", "maxRetainedMessages: 3").await;
+    let mut watcher = b.v5("rct-watch").await;
+    watcher.sub_ok(1, "rct/#", 0).await;
+    let mut publ = b.v5("rct-pub").await;
+    for (id, t) in [(1u16, "rct/1"), (2, "rct/2"), (3, "rct/3")] {
+        publ.publish_q1(t, b"v", true, id).await;
+        assert_eq!(watcher.expect_publish().await.topic, t);
+    }
+    for id in 4..10u16 {
+        publ.publish(&format!("rct/new-{id}"), b"x", 1, true, id)
+            .await;
+        let [h, l] = id.to_be_bytes();
+        publ.expect_raw(&[0x40, 0x03, h, l, 0x97]).await;
+    }
+    watcher.expect_nothing(QUIET).await;
+    publ.publish_q1("rct/1", b"w", true, 10).await;
+    assert_eq!(watcher.expect_publish().await.topic, "rct/1");
+    let mut fresh = b.v5("rct-fresh").await;
+    fresh.sub_ok(1, "rct/#", 0).await;
+    let mut topics = Vec::new();
+    for _ in 0..3 {
+        topics.push(fresh.expect_publish().await.topic);
+    }
+    assert_eq!(topics, ["rct/1", "rct/2", "rct/3"]);
+    fresh.expect_nothing(QUIET).await;
+}
