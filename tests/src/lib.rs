@@ -8,5 +8,6 @@ pub mod jwt;
 pub mod mosquitto;
 pub mod policies;
 pub mod raw;
+pub mod secure;
 pub mod state_store;
 pub mod tls;

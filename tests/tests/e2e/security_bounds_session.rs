@@ -8,24 +8,17 @@
 //! - a client makes the broker remember large state store answers for retransmissions:
 //!   the reply cache is bounded in bytes (1 MiB per session).
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
-use gatehouse_config::PrivateKeyAlgorithm;
 use gatehouse_protocol::{Packet, Publish, PublishProperties, QoS};
 use gatehouse_tests::broker::{TempDir, TestBroker};
-use gatehouse_tests::raw::{connack_code, pid, ConnectBuilder, RawClient, WAIT};
+use gatehouse_tests::raw::{connack_code, pid, ConnectBuilder, RawClient};
+use gatehouse_tests::secure::SecurePort;
 use gatehouse_tests::state_store::{ts_now, StateStoreClient, REQUEST_TOPIC};
-use gatehouse_tests::tls::{connect_as, Pki};
 
-const EC: PrivateKeyAlgorithm = PrivateKeyAlgorithm::Ec256;
 const QUIET: Duration = Duration::from_millis(700);
 const QUOTA: &[u8] = b"-ERR the quota has been exceeded\r\n";
-
-fn p(path: &Path) -> String {
-    path.to_str().expect("UTF-8 path").to_owned()
-}
 
 /// Everyone may connect with any client id, publish and subscribe to `data/#`, and use
 /// the state store on keys `k/*` with answers in its own `clients/{clientId}/#`.
@@ -44,100 +37,31 @@ const RULES: &str = "        - principals: { usernames: [alice, mallory, pub, bo
 
 /// One TLS port with X.509 authentication, the policy [`RULES`] and the `broker:` block
 /// `broker` (flow style, may be empty).
-struct X509Setup {
-    _dir: TempDir,
-    pki: Pki,
-    server: (PathBuf, PathBuf),
-    certs: Vec<(String, PathBuf, PathBuf)>,
-}
+
+/// The X.509 TLS port of these tests ([`SecurePort`]) with [`RULES`] and its users.
+struct X509Setup(SecurePort);
 
 impl X509Setup {
     fn new(name: &str) -> X509Setup {
-        let dir = TempDir::new(name);
-        let pki = Pki::new(dir.path(), EC);
-        let server = pki.write_server(&pki.server(EC), "server");
-        let certs = ["alice", "mallory", "pub", "bob"]
-            .iter()
-            .map(|u| {
-                let (crt, key) = pki.client(u, EC, Duration::from_secs(3600), u);
-                (u.to_string(), crt, key)
-            })
-            .collect();
-        X509Setup {
-            _dir: dir,
-            pki,
-            server,
-            certs,
-        }
+        X509Setup(SecurePort::new(name, &["alice", "mallory", "pub", "bob"]))
     }
 
     fn yaml(&self, broker: &str) -> String {
-        format!(
-            "
-listeners:
-  - name: secure
-    bindAddress: 127.0.0.1
-    ports:
-      - port: 0
-        tls: {{ mode: Manual, manual: {{ secretRef: server-cert }} }}
-        authenticationRef: certs
-        authorizationRef: policy
-authentications:
-  - name: certs
-    authenticationMethods:
-      - method: X509
-        x509Settings: {{ trustedClientCaCert: client-ca }}
-authorizations:
-  - name: policy
-    authorizationPolicies:
-      rules:
-{RULES}
-broker: {{ {broker} }}
-secrets:
-  server-cert: {{ certFile: {crt}, keyFile: {key} }}
-configMaps:
-  client-ca: {{ files: [{root}] }}
-",
-            crt = p(&self.server.0),
-            key = p(&self.server.1),
-            root = p(&self.pki.root_file())
-        )
+        self.0.yaml(RULES, broker)
     }
 
     async fn start(&self, broker: &str) -> TestBroker {
         TestBroker::start(&self.yaml(broker)).await
     }
 
-    /// A TLS connection presenting `user`'s certificate, as a raw MQTT client.
-    async fn tls(&self, b: &TestBroker, user: &str) -> RawClient {
-        let (_, crt, key) = self
-            .certs
-            .iter()
-            .find(|(u, _, _)| u == user)
-            .expect("a certificate for the user");
-        let tls = connect_as(
-            &self.pki.root_file(),
-            b.mqtt_addr().port(),
-            "localhost",
-            crt,
-            key,
-        )
-        .await
-        .expect("TLS handshake");
-        RawClient::over(tls)
-    }
-
-    /// Connect as `user` with `builder`; returns the client and the raw CONNACK frame.
+    /// Connect as `user`; returns the client and the raw CONNACK frame.
     async fn try_connect(
         &self,
         b: &TestBroker,
         user: &str,
         builder: ConnectBuilder,
     ) -> (RawClient, Vec<u8>) {
-        let mut c = self.tls(b, user).await;
-        c.send(&builder.build()).await;
-        let ack = c.recv_raw(WAIT).await.expect("CONNACK");
-        (c, ack)
+        self.0.try_connect(b, user, builder).await
     }
 
     /// Connect as `user`; the CONNACK must be a success. Returns Session Present.
@@ -147,9 +71,7 @@ configMaps:
         user: &str,
         builder: ConnectBuilder,
     ) -> (RawClient, bool) {
-        let mut c = self.tls(b, user).await;
-        c.send(&builder.build()).await;
-        let ack = c.expect_connack_ok().await;
+        let (c, ack) = self.0.connect(b, user, builder).await;
         (c, ack.session_present)
     }
 }

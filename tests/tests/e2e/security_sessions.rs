@@ -8,7 +8,7 @@
 //!   CONNECT (5);
 //! - a will whose topic a reloaded policy forbids (6).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use gatehouse_config::PrivateKeyAlgorithm;
@@ -16,47 +16,14 @@ use gatehouse_protocol::{Packet, ReasonCode};
 use gatehouse_tests::broker::{TempDir, TestBroker};
 use gatehouse_tests::https_stub::ScriptedServer;
 use gatehouse_tests::raw::{connack_code, ConnectBuilder, Props, RawClient, WillSpec, WAIT};
-use gatehouse_tests::tls::{connect_as, Pki};
+use gatehouse_tests::secure::SecurePort;
+use gatehouse_tests::tls::Pki;
 
 const EC: PrivateKeyAlgorithm = PrivateKeyAlgorithm::Ec256;
 const QUIET: Duration = Duration::from_millis(700);
 
 fn p(path: &Path) -> String {
     path.to_str().expect("UTF-8 path").to_owned()
-}
-
-/// One TLS port with X.509 authentication and the policy `rules` (YAML list items,
-/// indented 8 spaces).
-fn x509_yaml(pki: &Pki, crt: &Path, key: &Path, rules: &str) -> String {
-    format!(
-        "
-listeners:
-  - name: secure
-    bindAddress: 127.0.0.1
-    ports:
-      - port: 0
-        tls: {{ mode: Manual, manual: {{ secretRef: server-cert }} }}
-        authenticationRef: certs
-        authorizationRef: policy
-authentications:
-  - name: certs
-    authenticationMethods:
-      - method: X509
-        x509Settings: {{ trustedClientCaCert: client-ca }}
-authorizations:
-  - name: policy
-    authorizationPolicies:
-      rules:
-{rules}
-secrets:
-  server-cert: {{ certFile: {crt}, keyFile: {key} }}
-configMaps:
-  client-ca: {{ files: [{root}] }}
-",
-        crt = p(crt),
-        key = p(key),
-        root = p(&pki.root_file())
-    )
 }
 
 /// Alice may read `alice/#`, Mallory `mallory/#`; the publisher `pub` may publish
@@ -78,87 +45,20 @@ const RULES: &str = "        - principals: { usernames: [alice] }
               topics: [\"#\"]
 ";
 
-struct X509Setup {
-    _dir: TempDir,
-    pki: Pki,
-    server: (PathBuf, PathBuf),
-    certs: Vec<(String, PathBuf, PathBuf)>,
-}
-
-impl X509Setup {
-    fn new(name: &str, users: &[&str]) -> X509Setup {
-        let dir = TempDir::new(name);
-        let pki = Pki::new(dir.path(), EC);
-        let server = pki.write_server(&pki.server(EC), "server");
-        let certs = users
-            .iter()
-            .map(|u| {
-                let (crt, key) = pki.client(u, EC, Duration::from_secs(3600), u);
-                (u.to_string(), crt, key)
-            })
-            .collect();
-        X509Setup {
-            _dir: dir,
-            pki,
-            server,
-            certs,
-        }
-    }
-
-    fn yaml(&self, rules: &str) -> String {
-        x509_yaml(&self.pki, &self.server.0, &self.server.1, rules)
-    }
-
-    /// A TLS connection presenting `user`'s certificate, as a raw MQTT client.
-    async fn tls_to(&self, port: u16, user: &str) -> RawClient {
-        let (_, crt, key) = self
-            .certs
-            .iter()
-            .find(|(u, _, _)| u == user)
-            .expect("a certificate for the user");
-        let tls = connect_as(&self.pki.root_file(), port, "localhost", crt, key)
-            .await
-            .expect("TLS handshake");
-        RawClient::over(tls)
-    }
-
-    /// Connect as `user` with `builder`; returns the client and the CONNACK.
-    async fn connect(
-        &self,
-        b: &TestBroker,
-        user: &str,
-        builder: ConnectBuilder,
-    ) -> (RawClient, gatehouse_protocol::ConnAck) {
-        self.connect_to(b.mqtt_addr().port(), user, builder).await
-    }
-
-    async fn connect_to(
-        &self,
-        port: u16,
-        user: &str,
-        builder: ConnectBuilder,
-    ) -> (RawClient, gatehouse_protocol::ConnAck) {
-        let mut c = self.tls_to(port, user).await;
-        c.send(&builder.build()).await;
-        let ack = c.expect_connack_ok().await;
-        (c, ack)
-    }
-}
-
 /// 4a across a restart: the owner of a persisted session is persisted with it, so after
 /// `kill -9` another identity still cannot resume it, while its owner can.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_owner_of_a_persisted_session_survives_a_restart() {
     use gatehouse_tests::broker::{free_port, BrokerProcess};
-    let s = X509Setup::new("sec-owner-restart", &["alice", "mallory", "pub"]);
+    let s = SecurePort::new("sec-owner-restart", &["alice", "mallory", "pub"]);
     let port = free_port();
-    let data = s._dir.path().join("data");
+    let data = s.dir.path().join("data");
     let yaml = format!(
         "dataDir: {data}\npersistence: {{ maxSize: 64MiB, subscriberQueue: {{ mode: All }} }}\ndiagnostics: {{ metrics: {{ prometheusPort: 0 }} }}\n{}",
-        s.yaml(RULES).replacen("port: 0", &format!("port: {port}"), 1),
+        s.yaml(RULES, "").replacen("port: 0", &format!("port: {port}"), 1),
         data = p(&data),
     );
-    let file = s._dir.write("gatehouse.yaml", &yaml);
+    let file = s.dir.write("gatehouse.yaml", &yaml);
     let session = |id: &str, clean: bool| {
         ConnectBuilder::new(id)
             .clean_start(clean)
@@ -208,8 +108,8 @@ async fn the_owner_of_a_persisted_session_survives_a_restart() {
 /// her own SUBSCRIBE to `alice/#` is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_principal_cannot_resume_a_session_by_its_client_id() {
-    let s = X509Setup::new("sec-takeover", &["alice", "mallory", "pub"]);
-    let b = TestBroker::start(&s.yaml(RULES)).await;
+    let s = SecurePort::new("sec-takeover", &["alice", "mallory", "pub"]);
+    let b = TestBroker::start(&s.yaml(RULES, "")).await;
 
     let session = ConnectBuilder::new("shared-id")
         .clean_start(true)
@@ -267,7 +167,7 @@ async fn another_principal_cannot_resume_a_session_by_its_client_id() {
 /// revoked ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_session_loses_what_a_reloaded_policy_revokes() {
-    let s = X509Setup::new("sec-reload-subs", &["alice", "pub"]);
+    let s = SecurePort::new("sec-reload-subs", &["alice", "pub"]);
     let rules_before = "        - principals: { usernames: [alice] }
           brokerResources:
             - method: Connect
@@ -280,7 +180,7 @@ async fn a_resumed_session_loses_what_a_reloaded_policy_revokes() {
               topics: [\"#\"]
 ";
     let rules_after = rules_before.replace("[\"alice/#\", \"news/#\"]", "[\"news/#\"]");
-    let b = TestBroker::start(&s.yaml(rules_before)).await;
+    let b = TestBroker::start(&s.yaml(rules_before, "")).await;
 
     let session = ConnectBuilder::new("alice-1")
         .clean_start(true)
@@ -289,7 +189,7 @@ async fn a_resumed_session_loses_what_a_reloaded_policy_revokes() {
     alice.sub_ok(1, "alice/#", 1).await;
     alice.sub_ok(2, "news/#", 1).await;
 
-    let fresh = gatehouse_config::load_str(&s.yaml(&rules_after), "reload.yaml")
+    let fresh = gatehouse_config::load_str(&s.yaml(&rules_after, ""), "reload.yaml")
         .expect("new config")
         .config;
     let reloaded = b.server.reloader().apply(fresh).expect("reload");
@@ -346,7 +246,7 @@ async fn a_resumed_session_loses_what_a_reloaded_policy_revokes() {
 /// that moment would wait for it in its queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_will_is_authorized_by_the_policy_in_force_when_it_is_published() {
-    let s = X509Setup::new("sec-will", &["device", "watcher"]);
+    let s = SecurePort::new("sec-will", &["device", "watcher"]);
     let rules_before = "        - principals: { usernames: [device] }
           brokerResources:
             - method: Connect
@@ -359,7 +259,7 @@ async fn a_will_is_authorized_by_the_policy_in_force_when_it_is_published() {
               topics: [\"#\"]
 ";
     let rules_after = rules_before.replace("[\"alerts/#\", \"status/#\"]", "[\"status/#\"]");
-    let b = TestBroker::start(&s.yaml(rules_before)).await;
+    let b = TestBroker::start(&s.yaml(rules_before, "")).await;
     let watcher_session = |clean: bool| {
         ConnectBuilder::new("watcher-1")
             .clean_start(clean)
@@ -373,7 +273,7 @@ async fn a_will_is_authorized_by_the_policy_in_force_when_it_is_published() {
     let (mut device, _) = s
         .connect(&b, "device", ConnectBuilder::new("device-1").will(will))
         .await;
-    let fresh = gatehouse_config::load_str(&s.yaml(&rules_after), "reload.yaml")
+    let fresh = gatehouse_config::load_str(&s.yaml(&rules_after, ""), "reload.yaml")
         .expect("new config")
         .config;
     b.server.reloader().apply(fresh).expect("reload");
@@ -420,27 +320,7 @@ async fn an_already_expired_pass_is_refused_and_pipelined_packets_are_not_routed
         (200, format!(r#"{{"expiry": "{}"}}"#, rfc3339(at)))
     })
     .await;
-    let yaml = format!(
-        "
-listeners:
-  - name: custom
-    bindAddress: 127.0.0.1
-    ports:
-      - port: 0
-        authenticationRef: users
-authentications:
-  - name: users
-    authenticationMethods:
-      - method: Custom
-        customSettings:
-          endpoint: \"{endpoint}\"
-          caCertConfigMap: auth-ca
-configMaps:
-  auth-ca: {{ files: [{root}] }}
-",
-        endpoint = server.endpoint("/"),
-        root = p(&pki.root_file()),
-    );
+    let yaml = custom_yaml(&server, &pki, None);
     let b = TestBroker::start(&with_tls(&yaml, &pki)).await;
     let mut watcher = tls_client(&b, &pki).await;
     watcher.send(&login("watcher", "fresh")).await;
@@ -508,45 +388,26 @@ async fn re_authentication_as_another_principal_drops_what_the_first_was_granted
         )
     })
     .await;
-    let yaml = format!(
-        "
-listeners:
-  - name: custom
-    bindAddress: 127.0.0.1
-    ports:
-      - port: 0
-        authenticationRef: users
-        authorizationRef: rooms
-authentications:
-  - name: users
-    authenticationMethods:
-      - method: Custom
-        customSettings:
-          endpoint: \"{endpoint}\"
-          caCertConfigMap: auth-ca
-authorizations:
-  - name: rooms
-    authorizationPolicies:
-      rules:
-        - principals: {{ attributes: [{{ room: a }}] }}
+    let yaml = custom_yaml(
+        &server,
+        &pki,
+        Some(
+            "        - principals: { attributes: [{ room: a }] }
           brokerResources:
             - method: Connect
             - method: Publish
               topics: [\"rooms/#\"]
             - method: Subscribe
               topics: [\"rooms/a/#\"]
-        - principals: {{ attributes: [{{ room: b }}] }}
+        - principals: { attributes: [{ room: b }] }
           brokerResources:
             - method: Connect
             - method: Publish
               topics: [\"rooms/#\"]
             - method: Subscribe
               topics: [\"rooms/b/#\"]
-configMaps:
-  auth-ca: {{ files: [{root}] }}
 ",
-        endpoint = server.endpoint("/"),
-        root = p(&pki.root_file()),
+        ),
     );
     let b = TestBroker::start(&with_tls(&yaml, &pki)).await;
     let enhanced = |id: &str, data: &[u8]| {
@@ -628,34 +489,15 @@ async fn re_authentication_re_checks_keynotify_registrations() {
             request = gatehouse_tests::state_store::REQUEST_TOPIC
         )
     };
-    let yaml = format!(
-        "
-listeners:
-  - name: custom
-    bindAddress: 127.0.0.1
-    ports:
-      - port: 0
-        authenticationRef: users
-        authorizationRef: rooms
-authentications:
-  - name: users
-    authenticationMethods:
-      - method: Custom
-        customSettings:
-          endpoint: \"{endpoint}\"
-          caCertConfigMap: auth-ca
-authorizations:
-  - name: rooms
-    authorizationPolicies:
-      rules:
-{a}{b}{admin}configMaps:
-  auth-ca: {{ files: [{root}] }}
-",
-        endpoint = server.endpoint("/"),
-        root = p(&pki.root_file()),
-        a = room_rule("a", "rooms/a/*", "Read"),
-        b = room_rule("b", "rooms/b/*", "Read"),
-        admin = room_rule("admin", "*", "ReadWrite"),
+    let yaml = custom_yaml(
+        &server,
+        &pki,
+        Some(&format!(
+            "{a}{b}{admin}",
+            a = room_rule("a", "rooms/a/*", "Read"),
+            b = room_rule("b", "rooms/b/*", "Read"),
+            admin = room_rule("admin", "*", "ReadWrite")
+        )),
     );
     let b = TestBroker::start(&with_tls(&yaml, &pki)).await;
     let enhanced = |id: &str, data: &[u8]| {
@@ -737,6 +579,39 @@ authorizations:
     assert_eq!(&again.payload[..], b"-ERR not authorized\r\n");
 }
 
+/// One port whose chain `users` is a Custom method asking `server` (trusting `pki`'s
+/// root), with the policy `rules` (YAML list items indented 8 spaces) when given.
+fn custom_yaml(server: &ScriptedServer, pki: &Pki, rules: Option<&str>) -> String {
+    let (authz_ref, authz) = match rules {
+        Some(rules) => (
+            "        authorizationRef: rooms\n",
+            format!("authorizations:\n  - name: rooms\n    authorizationPolicies:\n      rules:\n{rules}"),
+        ),
+        None => ("", String::new()),
+    };
+    format!(
+        "
+listeners:
+  - name: custom
+    bindAddress: 127.0.0.1
+    ports:
+      - port: 0
+        authenticationRef: users
+{authz_ref}authentications:
+  - name: users
+    authenticationMethods:
+      - method: Custom
+        customSettings:
+          endpoint: \"{endpoint}\"
+          caCertConfigMap: auth-ca
+{authz}configMaps:
+  auth-ca: {{ files: [{root}] }}
+",
+        endpoint = server.endpoint("/"),
+        root = p(&pki.root_file()),
+    )
+}
+
 /// `yaml` (one port with `authenticationRef: users`) with TLS on that port: a server
 /// certificate for `localhost` from `pki`.
 fn with_tls(yaml: &str, pki: &Pki) -> String {
@@ -802,27 +677,7 @@ async fn custom_re_authentication_is_decided_for_the_connected_user() {
         }
     })
     .await;
-    let yaml = format!(
-        "
-listeners:
-  - name: custom
-    bindAddress: 127.0.0.1
-    ports:
-      - port: 0
-        authenticationRef: users
-authentications:
-  - name: users
-    authenticationMethods:
-      - method: Custom
-        customSettings:
-          endpoint: \"{endpoint}\"
-          caCertConfigMap: auth-ca
-configMaps:
-  auth-ca: {{ files: [{root}] }}
-",
-        endpoint = server.endpoint("/"),
-        root = p(&pki.root_file()),
-    );
+    let yaml = custom_yaml(&server, &pki, None);
     let b = TestBroker::start(&with_tls(&yaml, &pki)).await;
     // CONNECT v5 with user name, enhanced authentication method and data.
     let mut body = Vec::new();
