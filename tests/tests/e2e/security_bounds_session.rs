@@ -35,9 +35,6 @@ const RULES: &str = "        - principals: { usernames: [alice, mallory, pub, bo
               keys: [\"k/*\"]
 ";
 
-/// One TLS port with X.509 authentication, the policy [`RULES`] and the `broker:` block
-/// `broker` (flow style, may be empty).
-
 /// The X.509 TLS port of these tests ([`SecurePort`]) with [`RULES`] and its users.
 struct X509Setup(SecurePort);
 
