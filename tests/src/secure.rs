@@ -82,13 +82,19 @@ configMaps:
         )
     }
 
-    /// A TLS connection to `port` presenting `user`'s certificate, as a raw MQTT client.
-    pub async fn tls_to(&self, port: u16, user: &str) -> RawClient {
+    /// `user`'s certificate chain (leaf + intermediate) and key files.
+    pub fn cert(&self, user: &str) -> (&Path, &Path) {
         let (_, crt, key) = self
             .certs
             .iter()
             .find(|(u, _, _)| u == user)
             .expect("a certificate for the user");
+        (crt, key)
+    }
+
+    /// A TLS connection to `port` presenting `user`'s certificate, as a raw MQTT client.
+    pub async fn tls_to(&self, port: u16, user: &str) -> RawClient {
+        let (crt, key) = self.cert(user);
         let tls = connect_as(&self.pki.root_file(), port, "localhost", crt, key)
             .await
             .expect("TLS handshake");

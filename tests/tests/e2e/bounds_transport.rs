@@ -6,16 +6,12 @@
 //! [`BoundsBroker`] has the calls of `raw::ProtocolBroker` (`v5`, `v5_with`, `v311`),
 //! so a test body written against one runs against either transport.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
-use gatehouse_config::PrivateKeyAlgorithm;
 use gatehouse_protocol::{ConnAck, ProtocolVersion};
-use gatehouse_tests::broker::{TempDir, TestBroker};
+use gatehouse_tests::broker::TestBroker;
 use gatehouse_tests::raw::{frame_body, ConnectBuilder, RawClient, WAIT};
-use gatehouse_tests::tls::{connect_as, Pki};
-
-const EC: PrivateKeyAlgorithm = PrivateKeyAlgorithm::Ec256;
+use gatehouse_tests::secure::SecurePort;
 
 /// The X.509 user every client of a TLS [`BoundsBroker`] presents (its certificate's CN).
 pub const DEVICE: &str = "device";
@@ -29,39 +25,35 @@ pub enum Transport {
     Tls,
 }
 
-/// Certificates for a TLS port, made in the test.
-pub struct X509Port {
-    _dir: TempDir,
-    pub pki: Pki,
-    /// `DEVICE`'s certificate chain (leaf + intermediate) and key.
-    pub cert: (PathBuf, PathBuf),
-    server: (PathBuf, PathBuf),
-}
+/// Certificates for a TLS port, made in the test: [`SecurePort`] with user [`DEVICE`].
+pub struct X509Port(SecurePort);
+
+/// [`DEVICE`] may connect, publish and subscribe anywhere.
+const RULES: &str = "        - principals: { usernames: [device] }
+          brokerResources:
+            - method: Connect
+            - method: Publish
+              topics: [\"#\"]
+            - method: Subscribe
+              topics: [\"#\"]
+";
 
 impl X509Port {
     pub fn new(name: &str) -> X509Port {
-        let dir = TempDir::new(name);
-        let pki = Pki::new(dir.path(), EC);
-        let server = pki.write_server(&pki.server(EC), "server");
-        let cert = pki.client(DEVICE, EC, Duration::from_secs(3600), DEVICE);
-        X509Port {
-            _dir: dir,
-            pki,
-            cert,
-            server,
-        }
+        X509Port(SecurePort::new(name, &[DEVICE]))
     }
 
     /// Arguments that make a Mosquitto client verify the server against our root and
     /// present `DEVICE`'s certificate.
     pub fn mosquitto_args(&self) -> Vec<String> {
+        let (crt, key) = self.0.cert(DEVICE);
         vec![
             "--cafile".into(),
-            path(&self.pki.root_file()),
+            path(&self.0.pki.root_file()),
             "--cert".into(),
-            path(&self.cert.0),
+            path(crt),
             "--key".into(),
-            path(&self.cert.1),
+            path(key),
         ]
     }
 }
@@ -84,42 +76,7 @@ pub fn bounds_yaml(x509: Option<&X509Port>, broker: &str) -> String {
             "listeners:\n  - name: protocol\n    bindAddress: 127.0.0.1\n    ports: [ {{ port: 0 }} ]\nbroker: {{ {broker} }}\n"
         );
     };
-    format!(
-        "
-listeners:
-  - name: secure
-    bindAddress: 127.0.0.1
-    ports:
-      - port: 0
-        tls: {{ mode: Manual, manual: {{ secretRef: server-cert }} }}
-        authenticationRef: certs
-        authorizationRef: policy
-authentications:
-  - name: certs
-    authenticationMethods:
-      - method: X509
-        x509Settings: {{ trustedClientCaCert: client-ca }}
-authorizations:
-  - name: policy
-    authorizationPolicies:
-      rules:
-        - principals: {{ usernames: [{DEVICE}] }}
-          brokerResources:
-            - method: Connect
-            - method: Publish
-              topics: [\"#\"]
-            - method: Subscribe
-              topics: [\"#\"]
-secrets:
-  server-cert: {{ certFile: {crt}, keyFile: {key} }}
-configMaps:
-  client-ca: {{ files: [{root}] }}
-broker: {{ {broker} }}
-",
-        crt = path(&x.server.0),
-        key = path(&x.server.1),
-        root = path(&x.pki.root_file()),
-    )
+    x.0.yaml(RULES, broker)
 }
 
 impl BoundsBroker {
@@ -137,18 +94,7 @@ impl BoundsBroker {
     pub async fn socket(&self) -> RawClient {
         match &self.x509 {
             None => RawClient::connect(self.broker.mqtt_addr()).await,
-            Some(x) => {
-                let tls = connect_as(
-                    &x.pki.root_file(),
-                    self.port(),
-                    "localhost",
-                    &x.cert.0,
-                    &x.cert.1,
-                )
-                .await
-                .expect("TLS handshake with a client certificate");
-                RawClient::over(tls)
-            }
+            Some(x) => x.0.tls_to(self.port(), DEVICE).await,
         }
     }
 
