@@ -233,6 +233,11 @@ impl Server {
         self.cap.live()
     }
 
+    /// Every bound port's address, in configuration order.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.ports.iter().map(|p| p.addr).collect()
+    }
+
     /// The first address of the metrics and health server.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addrs.first().copied()

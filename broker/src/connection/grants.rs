@@ -8,49 +8,42 @@
 //! subscribe. Whatever fails is dropped, logged and counted
 //! (`gatehouse_subscriptions_revoked_total`, `gatehouse_messages_dropped_total{reason="not_authorized"}`).
 //!
-//! State store notifications for this client id are exempt from the topic check: they
-//! follow KEYNOTIFY registrations, which are re-checked here too (Read on the key), and
-//! no subscription ever matches them (statestore.md §4.2).
+//! State store notifications for this client id (under its own notification prefix, not
+//! anyone else's) are exempt from the topic check: they follow KEYNOTIFY registrations,
+//! which are re-checked here too (Read on the key), and no subscription ever matches them
+//! (statestore.md §4.2).
 
 use gatehouse_protocol::topic::parse_subscription_filter;
 
 use super::Connection;
 use crate::authz::Action;
 use crate::session::Stage;
-use crate::statestore::topic::NOTIFY_PREFIX;
-
-/// What a re-check removed.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Revoked {
-    pub subscriptions: Vec<String>,
-    pub messages: usize,
-    /// KEYNOTIFY registrations (the state store logs each one).
-    pub registrations: usize,
-}
+use crate::statestore::topic::notify_prefix_for;
 
 impl Connection {
     /// Drop every subscription and waiting message the current principal may no longer
     /// have. `why` names the change, for the log. A port without a policy grants
     /// everything: nothing to do.
-    pub(super) fn recheck_grants(&mut self, why: &str) -> Revoked {
-        let mut revoked = Revoked::default();
+    pub(super) fn recheck_grants(&mut self, why: &str) {
         if self.authz.is_none() {
-            return revoked;
+            return;
         }
-        let notify_prefix = format!("{NOTIFY_PREFIX}/");
+        let own_notifications = notify_prefix_for(&self.client_id);
+        let revoked: Vec<String>;
+        let mut messages;
         {
             let mut st = self.session.lock();
-            revoked.subscriptions = st
+            revoked = st
                 .subscriptions
                 .keys()
                 .filter(|raw| !self.allowed(&Action::Subscribe(raw)))
                 .cloned()
                 .collect();
-            for raw in &revoked.subscriptions {
+            for raw in &revoked {
                 st.subscriptions.remove(raw);
             }
             let may_receive = |topic: &str| {
-                topic.starts_with(&notify_prefix) || self.allowed(&Action::Subscribe(topic))
+                topic.starts_with(&own_notifications) || self.allowed(&Action::Subscribe(topic))
             };
             let before = st.queue.len();
             let mut dropped = Vec::new();
@@ -61,7 +54,7 @@ impl Connection {
                 }
                 keep
             });
-            revoked.messages = before - st.queue.len();
+            messages = before - st.queue.len();
             // In flight: a QoS 2 message past PUBREC has been delivered already; only
             // its PUBREL/PUBCOMP remain, which reveal nothing.
             let before = st.outgoing.len();
@@ -72,15 +65,15 @@ impl Connection {
                 }
                 keep
             });
-            revoked.messages += before - st.outgoing.len();
+            messages += before - st.outgoing.len();
             for d in &dropped {
                 st.journal_done(&self.client_id, d);
             }
-            if !revoked.subscriptions.is_empty() {
+            if !revoked.is_empty() {
                 self.session.save_meta(&st, 0);
             }
         }
-        for raw in &revoked.subscriptions {
+        for raw in &revoked {
             if let Ok(parsed) = parse_subscription_filter(raw) {
                 self.broker
                     .router
@@ -92,22 +85,19 @@ impl Connection {
                 "subscription no longer authorized ({why}): removed"
             );
         }
-        if revoked.messages > 0 {
+        if messages > 0 {
             tracing::info!(
                 target: "authz",
-                messages = revoked.messages,
+                messages,
                 "messages no longer authorized ({why}): dropped"
             );
         }
-        revoked.registrations = self
-            .broker
+        // The state store logs each registration it drops.
+        self.broker
             .state_store
             .recheck_registrations(&self.client_id, |action| self.allowed(action));
         let outbound = &self.metrics.outbound;
-        outbound
-            .subscriptions_revoked
-            .add(revoked.subscriptions.len() as u64);
-        outbound.not_authorized.add(revoked.messages as u64);
-        revoked
+        outbound.subscriptions_revoked.add(revoked.len() as u64);
+        outbound.not_authorized.add(messages as u64);
     }
 }

@@ -25,6 +25,17 @@ pub fn notify_topic(client_id: &str, key: &[u8]) -> String {
     topic
 }
 
+/// `clients/statestore/v1/<GUID>/{HEX(clientId)}/command/notify/`: where every
+/// notification for `client_id`, and only those, is published.
+pub fn notify_prefix_for(client_id: &str) -> String {
+    let mut prefix = String::with_capacity(NOTIFY_PREFIX.len() + 17 + 2 * client_id.len());
+    prefix.push_str(NOTIFY_PREFIX);
+    prefix.push('/');
+    push_hex(&mut prefix, client_id.as_bytes());
+    prefix.push_str("/command/notify/");
+    prefix
+}
+
 fn push_hex(out: &mut String, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
     for &b in bytes {
@@ -46,6 +57,8 @@ mod tests {
         );
         assert_eq!(notify_topic("c", b"SOMEKEY").split('/').count(), 8);
         assert!(notify_topic("c", b"\xff\x00\xab").ends_with("/FF00AB"));
+        assert!(notify_topic("client-id1", b"K").starts_with(&notify_prefix_for("client-id1")));
+        assert!(!notify_topic("client-id12", b"K").starts_with(&notify_prefix_for("client-id1")));
     }
 
     /// §8 vector 15: response topics that get the client disconnected.

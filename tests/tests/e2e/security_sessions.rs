@@ -240,6 +240,68 @@ async fn a_resumed_session_loses_what_a_reloaded_policy_revokes() {
     );
 }
 
+/// 4b, narrowly: the re-check on resume lets state store notifications through only for
+/// the client's own notification prefix. A message on another client's notification topic
+/// (published by a client of a port without a policy, where those topics are not reserved)
+/// is queued for a subscription the reload then revokes; it must not be delivered as if
+/// it were a notification.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_session_gets_no_foreign_notification_topics_it_may_no_longer_read() {
+    let s = SecurePort::new("sec-notify-exempt", &["watcher"]);
+    let rules = |filter: &str| {
+        format!(
+            "        - principals: {{ usernames: [watcher] }}
+          brokerResources:
+            - method: Connect
+            - method: Subscribe
+              topics: [\"{filter}\"]
+"
+        )
+    };
+    // One TLS port with the policy, one open port (no authentication, no policy).
+    let yaml = |filter: &str| {
+        s.yaml(&rules(filter), "").replacen(
+            "        authorizationRef: policy\n",
+            "        authorizationRef: policy\n      - port: 0\n",
+            1,
+        )
+    };
+    let b = TestBroker::start(&yaml("clients/#")).await;
+    let addrs = b.server.addrs();
+    let (secure, open) = (
+        addrs[0].port(),
+        gatehouse_tests::broker::connectable(addrs[1]),
+    );
+    let session = |clean: bool| {
+        ConnectBuilder::new("watcher-1")
+            .clean_start(clean)
+            .session_expiry(300)
+    };
+    let (mut watcher, _) = s.connect_to(secure, "watcher", session(true)).await;
+    watcher.sub_ok(1, "clients/#", 1).await;
+
+    let fresh = gatehouse_config::load_str(&yaml("other/#"), "reload.yaml")
+        .expect("new config")
+        .config;
+    b.server.reloader().apply(fresh).expect("reload");
+    watcher.expect_disconnect(0x98).await;
+
+    // Another client's notification topic, written from the open port.
+    let foreign = format!(
+        "{}/{}/command/notify/4B",
+        gatehouse_tests::state_store::NOTIFY_PREFIX,
+        gatehouse_tests::state_store::hex(b"victim")
+    );
+    let mut anon = RawClient::connect(open).await;
+    anon.send(&ConnectBuilder::new("anon-1").build()).await;
+    anon.expect_connack_ok().await;
+    anon.publish_q1(&foreign, b"forged", false, 1).await;
+
+    let (mut watcher, ack) = s.connect_to(secure, "watcher", session(false)).await;
+    assert!(ack.session_present);
+    watcher.expect_nothing(QUIET).await;
+}
+
 /// 6: a will authorized at CONNECT is not published once a reloaded policy forbids its
 /// topic. The reload's own disconnect (0x98) is what publishes it; the watcher, also
 /// disconnected by the reload, has a persistent QoS 1 session, so a will published at
