@@ -99,18 +99,13 @@ impl Connection {
         Ok(subscribe && publish)
     }
 
+    /// Run a request that [`Self::state_store_reply_allowed`] has let through (it also
+    /// refused forbidden response topics).
     pub(super) fn on_state_store_request(&mut self, p: &Publish) -> Result<(), Exit> {
         let Some(response_topic) = p.properties.response_topic.as_deref() else {
             tracing::debug!(target: "statestore", "request without a response topic: dropped");
             return Ok(());
         };
-        if is_forbidden_response_topic(response_topic) {
-            return Err(Exit::Violation(
-                ReasonCode::PROTOCOL_ERROR,
-                "a state store response topic may not be the request topic or a notification topic"
-                    .into(),
-            ));
-        }
         if p.qos == QoS::AtMostOnce {
             tracing::debug!(target: "statestore", "QoS 0 request: dropped (requests must be QoS 1)");
             return Ok(());
