@@ -28,6 +28,22 @@ pub struct Message {
 }
 
 impl Message {
+    /// The bytes a stored copy holds that a client chose: topic, payload and the
+    /// variable-length properties. What bounds on stored messages (retained messages,
+    /// remembered state store answers) count, so a large property cannot slip past them.
+    pub fn stored_bytes(&self) -> usize {
+        let p = &self.properties;
+        self.topic.len()
+            + self.payload.len()
+            + p.response_topic.as_ref().map_or(0, String::len)
+            + p.correlation_data.as_ref().map_or(0, |c| c.len())
+            + p.content_type.as_ref().map_or(0, String::len)
+            + p.user_properties
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+
     /// The Message Expiry Interval to send now: `Ok(None)` when the message does not
     /// expire, `Err(())` when it already has (MQTT 5 §3.3.2.3.3: the server must not
     /// deliver it and must send the remaining lifetime otherwise).

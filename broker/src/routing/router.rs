@@ -142,7 +142,7 @@ impl Router {
         });
         let caps = *self.retained_caps.lock();
         let mut retained = self.retained.write();
-        if let Err(refused) = retained.try_set(&message.topic, stored, retained_size(message), caps)
+        if let Err(refused) = retained.try_set(&message.topic, stored, message.stored_bytes(), caps)
         {
             drop(retained);
             self.stats.retained_refused.fetch_add(1, Ordering::Relaxed);
@@ -178,7 +178,7 @@ impl Router {
                 continue;
             }
             let topic = m.topic.clone();
-            let size = retained_size(&m);
+            let size = m.stored_bytes();
             retained.set(&topic, Arc::new(m), size);
         }
         let caps = *self.retained_caps.lock();
@@ -414,19 +414,4 @@ pub struct RetainedCursor {
     /// The store's sequence number when the subscription was made.
     max_seq: u64,
     after: Option<String>,
-}
-
-/// What a retained message counts against `maxRetainedBytes`: its topic, payload and the
-/// variable-length properties it keeps (so large user properties count too).
-fn retained_size(m: &Message) -> usize {
-    let p = &m.properties;
-    m.topic.len()
-        + m.payload.len()
-        + p.response_topic.as_ref().map_or(0, String::len)
-        + p.correlation_data.as_ref().map_or(0, Bytes::len)
-        + p.content_type.as_ref().map_or(0, String::len)
-        + p.user_properties
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>()
 }

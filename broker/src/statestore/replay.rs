@@ -38,19 +38,9 @@ struct Cached {
 }
 
 /// What a remembered response counts against [`MAX_BYTES`]: the correlation data it is
-/// found by, and the response's topic, payload and variable-length properties.
+/// found by, and what the response holds ([`Message::stored_bytes`]).
 fn cached_bytes(correlation: &[u8], response: &Message) -> usize {
-    let p = &response.properties;
-    correlation.len()
-        + response.topic.len()
-        + response.payload.len()
-        + p.correlation_data.as_ref().map_or(0, |c| c.len())
-        + p.response_topic.as_ref().map_or(0, String::len)
-        + p.content_type.as_ref().map_or(0, String::len)
-        + p.user_properties
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>()
+    correlation.len() + response.stored_bytes()
 }
 
 #[derive(Debug, Default)]
