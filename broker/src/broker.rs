@@ -478,8 +478,8 @@ impl Broker {
             if !authority.allows(&will.topic) {
                 tracing::info!(
                     target: "authz",
-                    client_id = %authority.client_id,
-                    topic = %will.topic,
+                    client_id = ?authority.client_id,
+                    topic = ?will.topic,
                     "the will's topic is no longer authorized: the will is not published"
                 );
                 return;

@@ -81,7 +81,7 @@ impl Connection {
             }
             tracing::info!(
                 target: "authz",
-                filter = %raw,
+                filter = ?raw,
                 "subscription no longer authorized ({why}): removed"
             );
         }

@@ -167,7 +167,7 @@ where
         Ok(attached) => attached,
         Err(e) => {
             // `maxSessions` (3.1.1: 0x03 Server unavailable).
-            tracing::info!(target: "session", client_id = %client_id, "CONNECT refused: {e}");
+            tracing::info!(target: "session", client_id = ?client_id, "CONNECT refused: {e}");
             refuse(writer, Some(version.level()), ReasonCode::QUOTA_EXCEEDED).await;
             return Err(format!("CONNECT refused: {e}"));
         }

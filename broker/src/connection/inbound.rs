@@ -444,7 +444,7 @@ impl Connection {
                 let st = self.session.lock();
                 let held = st.subscriptions.contains_key(&raw);
                 if !held && st.subscriptions.len() >= max_subscriptions {
-                    tracing::debug!(target: "conn", filter = %raw, max_subscriptions, "refused subscription: maxSubscriptionsPerClient reached");
+                    tracing::debug!(target: "conn", filter = ?raw, max_subscriptions, "refused subscription: maxSubscriptionsPerClient reached");
                     codes.push(ReasonCode::QUOTA_EXCEEDED);
                     continue;
                 }

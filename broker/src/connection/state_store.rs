@@ -89,8 +89,8 @@ impl Connection {
         if !(subscribe && publish) {
             tracing::debug!(
                 target: "statestore",
-                client_id = %self.client_id,
-                response_topic,
+                client_id = ?self.client_id,
+                response_topic = ?response_topic,
                 subscribe,
                 publish,
                 "request refused: the requester may not receive or publish its answer there"

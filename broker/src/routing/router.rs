@@ -146,7 +146,7 @@ impl Router {
         {
             drop(retained);
             self.stats.retained_refused.fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(target: "router", topic = %message.topic, "message not retained: {refused}");
+            tracing::debug!(target: "router", topic = ?message.topic, "message not retained: {refused}");
             return Err(refused);
         }
         // Journalled under the store lock, so the journal sees changes in store order.

@@ -327,3 +327,57 @@ async fn string_keys_with_braces_start() {
         panic!("a configuration that validates did not start: {e}");
     }
 }
+
+/// The log line of a refused state store request names the client id and the response
+/// topic, both the client's: a line break in either stays inside the broker's line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_state_store_request_cannot_forge_log_lines() {
+    let dir = TempDir::new("hunt-logs-ss");
+    let rules = format!(
+        "
+        - principals: {{ usernames: ['{SENSOR}'] }}
+          brokerResources:
+            - method: Connect
+            - method: Publish
+              topics: ['{}']
+",
+        gatehouse_tests::state_store::REQUEST_TOPIC
+    );
+    let (broker, sat, signer) = start(&dir, &rules).await;
+    let injected = |before: &str| format!("{before}\n{FORGED}");
+    let mut c = RawClient::connect(sat).await;
+    c.send(&sat_connect(&signer, &injected("id")).build()).await;
+    c.expect_connack_ok().await;
+    // No Subscribe on the response topic: refused with 0x87, and logged.
+    let props = Props::new()
+        .str(0x08, &injected("reply"))
+        .bin(0x09, b"corr");
+    c.send(&publish_bytes(
+        0x02,
+        gatehouse_tests::state_store::REQUEST_TOPIC.as_bytes(),
+        Some(1),
+        Some(&props),
+        b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n",
+    ))
+    .await;
+    c.expect_raw(&[0x40, 0x03, 0x00, 0x01, 0x87]).await;
+    c.disconnect().await;
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let log = broker.log_text();
+        let refused = log.lines().any(|l| l.contains("request refused"));
+        if refused || tokio::time::Instant::now() > deadline {
+            assert!(refused, "the refusal is logged:\n{log}");
+            // The refusal line holds both values escaped (and the span's client id).
+            let line = log
+                .lines()
+                .find(|l| l.contains("request refused"))
+                .unwrap_or_default();
+            assert_eq!(line.matches("\\nFORGED").count(), 3, "{line}");
+            assert_not_injected(&log, 2);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
