@@ -98,10 +98,17 @@ fn run(
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    // Run woken tasks in the order they were woken: with the LIFO slot, the last of a
+    // batch of sockets that became readable together runs first, so a PUBLISH that
+    // reached the broker after another client's SUBSCRIBE took effect before it (Mosquitto,
+    // one thread in epoll order, never reverses them). The option needs
+    // `--cfg tokio_unstable` (set in `.cargo/config.toml`); without it the broker still
+    // works, with that reordering.
+    #[cfg(tokio_unstable)]
+    builder.disable_lifo_slot();
+    let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gatehouse: cannot start the runtime: {e}");

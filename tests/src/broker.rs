@@ -255,6 +255,15 @@ pub struct BrokerProcess {
 impl BrokerProcess {
     /// Start the binary on `config` and wait (up to 20 s) until `port` accepts TCP.
     pub async fn start(config: &Path, port: u16) -> BrokerProcess {
+        BrokerProcess::start_with_env(config, port, &[]).await
+    }
+
+    /// [`Self::start`] with extra environment variables (e.g. `TOKIO_WORKER_THREADS`).
+    pub async fn start_with_env(
+        config: &Path,
+        port: u16,
+        env: &[(&str, &str)],
+    ) -> BrokerProcess {
         let log = config.with_extension(format!("{}.log", unique("run")));
         let out = std::fs::File::create(&log).expect("create the broker log");
         let err = out.try_clone().expect("clone the log handle");
@@ -262,6 +271,7 @@ impl BrokerProcess {
             .arg("--config")
             .arg(config)
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -208,6 +208,7 @@ where
         session_expiry,
         connect_expiry_was_zero: requested_expiry == 0,
         held_acks: Default::default(),
+        paused_for: Default::default(),
         chain: security.chain.clone(),
         authz: security.authz.clone(),
         auth_method: props.authentication_method.clone(),

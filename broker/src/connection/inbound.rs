@@ -279,7 +279,13 @@ impl Connection {
         };
         let router = &self.broker.router;
         let routed = router.publish(&message);
-        if let Some(id) = packet_id {
+        if message.qos == QoS::AtMostOnce {
+            for s in routed.congested {
+                if !self.paused_for.iter().any(|p| Arc::ptr_eq(p, &s)) {
+                    self.paused_for.push(s);
+                }
+            }
+        } else if let Some(id) = packet_id {
             let ticket = routed.ticket.max(retained);
             self.ack_after(
                 message.qos,
@@ -298,6 +304,16 @@ impl Connection {
     /// exceeds it: it sees each acknowledgement only after we have sent it.
     fn unacknowledged_inbound(&self, qos2: usize) -> usize {
         self.held_acks.qos1() + qos2
+    }
+
+    /// Whether this client is not read for now: a QoS 0 PUBLISH of its found a
+    /// subscriber congested, which has neither drained since nor been congested for
+    /// `QOS0_HOLD_LIMIT`. Other clients' deliveries to that subscriber are not held up.
+    pub(super) fn paused(&mut self) -> bool {
+        if !self.paused_for.is_empty() {
+            self.paused_for.retain(|s| s.is_holding_at(QoS::AtMostOnce));
+        }
+        !self.paused_for.is_empty()
     }
 
     /// 3.1.1 has no Receive Maximum, so a 3.1.1 client cannot be told to stop: instead of

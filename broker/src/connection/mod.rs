@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime};
 use bytes::{Buf, BytesMut};
 use gatehouse_protocol::codec;
 use gatehouse_protocol::{
-    Auth, AuthProperties, Disconnect, Packet, ProtocolVersion, ReasonCode, Will,
+    Auth, AuthProperties, Disconnect, Packet, ProtocolVersion, QoS, ReasonCode, Will,
 };
 use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -139,6 +139,11 @@ pub(crate) struct Connection {
     connect_expiry_was_zero: bool,
     /// PUBACK/PUBREC waiting for congested subscribers to drain.
     held_acks: held_acks::HeldAcks,
+    /// Subscribers this client's QoS 0 PUBLISHes found congested: it is not read until
+    /// they drain (for at most `QOS0_HOLD_LIMIT` each), so a publisher faster than the
+    /// broker is slowed through TCP instead of having its messages read, routed and then
+    /// dropped (see `Connection::paused`).
+    paused_for: smallvec::SmallVec<[Arc<Session>; 1]>,
     /// `None` on ports without authentication (anonymous).
     principal: Option<Principal>,
     /// The port's authentication chain (for re-authentication).
@@ -263,7 +268,10 @@ impl Connection {
             self.release_held_acks();
             // Handle every complete packet already buffered.
             loop {
-                if self.wbuf.len() >= READ_PAUSE_BYTES || self.inbound_window_full() {
+                if self.wbuf.len() >= READ_PAUSE_BYTES
+                    || self.inbound_window_full()
+                    || self.paused()
+                {
                     break;
                 }
                 match codec::decode(rbuf, Some(self.version), self.limits.max_packet_size) {
@@ -284,8 +292,11 @@ impl Connection {
             if rbuf.capacity() - rbuf.len() < 4096 {
                 rbuf.reserve(16 * 1024);
             }
-            let window_full = self.inbound_window_full();
+            // Not reading the client, through no fault of its own: its keep alive must
+            // not run out meanwhile.
+            let window_full = self.inbound_window_full() || self.paused();
             let reading = self.wbuf.len() < READ_PAUSE_BYTES && !window_full;
+            let resume = self.paused_for.first().cloned();
             let writing = !self.wbuf.is_empty();
             let held = self.held_acks.front_wait();
             let holding = held.is_some();
@@ -320,6 +331,11 @@ impl Connection {
                     }
                 }, if device.is_some() => Event::DeviceRevoked(why),
                 _ = async { if let Some(f) = held { f.await } }, if holding => Event::AcksReady,
+                _ = async {
+                    if let Some(s) = &resume {
+                        s.wait_drained_at(QoS::AtMostOnce).await
+                    }
+                }, if resume.is_some() => Event::AcksReady,
             };
             match event {
                 Event::Kicked(reason) => return Exit::TakenOver(reason),

@@ -27,6 +27,22 @@ pub use queue::{delivery_bytes, DeliveryQueue, EnqueueOutcome, QueuePolicy};
 pub const HOLD_LIMIT: Duration = Duration::from_secs(5);
 const HOLD_LIMIT_MS: u64 = HOLD_LIMIT.as_millis() as u64;
 
+/// How long a congested session may pause the QoS 0 publishers that reach it (they stop
+/// being read). Short, because nothing is lost without the pause but messages for this
+/// subscriber: it covers a subscriber that is merely waiting for its turn on a worker
+/// (it drains to half within microseconds to milliseconds), and stops covering one that
+/// stays slow, whose QoS 0 messages are then dropped as before.
+pub const QOS0_HOLD_LIMIT: Duration = Duration::from_millis(200);
+const QOS0_HOLD_LIMIT_MS: u64 = QOS0_HOLD_LIMIT.as_millis() as u64;
+
+/// How long publishers at `qos` may be held back by one congested session.
+fn hold_limit_ms(qos: QoS) -> u64 {
+    match qos {
+        QoS::AtMostOnce => QOS0_HOLD_LIMIT_MS,
+        _ => HOLD_LIMIT_MS,
+    }
+}
+
 /// Milliseconds since the first call, plus one (so 0 can mean "never").
 fn epoch_millis() -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -229,8 +245,9 @@ impl Session {
     }
 
     /// Queue a delivery under `policy`, waking the connection if one is attached.
-    /// `congested` is true when a QoS 1/2 publisher should hold its acknowledgement
-    /// until [`wait_drained`](Self::wait_drained) returns.
+    /// `congested` is true when the publisher should wait until
+    /// [`wait_drained`](Self::wait_drained) returns: hold its acknowledgement (QoS 1/2),
+    /// or stop reading its client (QoS 0).
     pub fn enqueue(&self, delivery: Delivery, policy: &QueuePolicy) -> Enqueued {
         let online = self.is_online();
         let qos = delivery.qos;
@@ -260,9 +277,8 @@ impl Session {
             let ticket = self.journal_enqueued(&mut st, outcome, dropped);
             // At either bound (length or bytes) the session is congested.
             let congested = online
-                && qos != QoS::AtMostOnce
                 && policy.congests(&st.queue)
-                && self.mark_congested();
+                && self.mark_congested() < hold_limit_ms(qos);
             (outcome, evicted, congested, ticket)
         };
         let (outcome, evicted, congested, ticket) = outcome;
@@ -277,9 +293,8 @@ impl Session {
         }
     }
 
-    /// Note that the queue is at its limit; true while publishers should still be held
-    /// (congested for less than [`HOLD_LIMIT`]).
-    fn mark_congested(&self) -> bool {
+    /// Note that the queue is at its limit; how long (ms) it has been congested.
+    fn mark_congested(&self) -> u64 {
         let now = epoch_millis();
         let since = match self.congested_since.compare_exchange(
             0,
@@ -290,14 +305,20 @@ impl Session {
             Ok(_) => now,
             Err(since) => since,
         };
-        now.saturating_sub(since) < HOLD_LIMIT_MS
+        now.saturating_sub(since)
     }
 
     /// Whether publishers should hold their acknowledgements for this session: it is
     /// congested, and not for so long that it counts as stuck.
     pub fn is_holding(&self) -> bool {
+        self.is_holding_at(QoS::AtLeastOnce)
+    }
+
+    /// [`is_holding`](Self::is_holding) for publishers at `qos` (QoS 0 ones are held for
+    /// [`QOS0_HOLD_LIMIT`] only).
+    pub fn is_holding_at(&self, qos: QoS) -> bool {
         let since = self.congested_since.load(Ordering::Relaxed);
-        since != 0 && epoch_millis().saturating_sub(since) < HOLD_LIMIT_MS
+        since != 0 && epoch_millis().saturating_sub(since) < hold_limit_ms(qos)
     }
 
     /// Called by the attached connection after it took deliveries off the queue: clears
@@ -317,17 +338,22 @@ impl Session {
     /// Resolves once publishers need no longer wait for this session (drained, offline,
     /// or congested past [`HOLD_LIMIT`]).
     pub async fn wait_drained(&self) {
+        self.wait_drained_at(QoS::AtLeastOnce).await
+    }
+
+    /// [`wait_drained`](Self::wait_drained) for publishers at `qos`.
+    pub async fn wait_drained_at(&self, qos: QoS) {
         loop {
             let notified = self.drained.notified();
             tokio::pin!(notified);
             // Register before checking, so a clear between the check and the await
             // is not missed.
             notified.as_mut().enable();
-            if !self.is_holding() {
+            if !self.is_holding_at(qos) {
                 return;
             }
             let since = self.congested_since.load(Ordering::Relaxed);
-            let stuck_at = since.saturating_add(HOLD_LIMIT_MS);
+            let stuck_at = since.saturating_add(hold_limit_ms(qos));
             let left = Duration::from_millis(stuck_at.saturating_sub(epoch_millis()));
             let _ = tokio::time::timeout(left, notified).await;
         }

@@ -91,10 +91,6 @@ pub async fn accept_loop(
             return; // cap closed: shutting down
         };
         let _ = stream.set_nodelay(true);
-        // The pending slot goes to the connection, which drops it once CONNECT is done
-        // (or with the task when the TLS handshake or WebSocket upgrade fails).
-        let stream = Evictable::new(stream, slot.state());
-        let stream = Metered::new(stream, auth.metrics.clone());
         let broker = broker.clone();
         let transport = transport.clone();
         let tls = tls.clone();
@@ -103,6 +99,17 @@ pub async fn accept_loop(
             let _permit = permit;
             // One deadline for the TLS handshake, the WebSocket upgrade and CONNECT.
             let deadline = Instant::now() + broker.limits().connect_timeout;
+            // Registering the socket with epoll queued a "writable" event for it. Until
+            // the runtime collects that event, this socket keeps its early place in the
+            // kernel's ready list, so its next packet would be reported before packets
+            // that reached other sockets first (a PUBLISH overtaking another client's
+            // SUBSCRIBE sent just before it). Yielding lets the runtime poll epoll
+            // before this connection answers CONNECT.
+            tokio::task::yield_now().await;
+            // The pending slot goes to the connection, which drops it once CONNECT is
+            // done (or with the task when the TLS handshake or WebSocket upgrade fails).
+            let stream = Evictable::new(stream, slot.state());
+            let stream = Metered::new(stream, auth.metrics.clone());
             let Some(acceptor) = tls else {
                 let security = auth.with_peer_certs(Vec::new()).pending(slot);
                 return handle(stream, peer, transport, security, broker, port, deadline).await;

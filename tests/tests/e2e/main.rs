@@ -44,3 +44,4 @@ mod tls;
 mod websockets;
 mod wills;
 mod x509;
+mod arrival_order;
