@@ -144,9 +144,23 @@ impl<C: WallClock> HybridClock<C> {
 
     /// A new version for a write that carries a request timestamp: the standard HLC receive
     /// rule with `request` as the other clock, so the result is greater than both the last
-    /// version and `request` (D1: identical clocks, `…:0:Client1` → `…:1:StateStore`).
+    /// version and `request`.
+    ///
+    /// A request stamped in the very millisecond the server reads (`request.wall_ms ==
+    /// now`) is taken to arrive in the next one: the reading used is `now + 1`, so the
+    /// version is `(now + 1, 0)` rather than `(now, request.counter + 1)`. Without this the
+    /// counter of an otherwise identical write (a lease renewal, whose version becomes the
+    /// fencing token) would be 0 or 1 depending on whether the request crossed a
+    /// millisecond boundary on its way (issue 18), while a client on another host, or
+    /// anything slower than a millisecond, always sees counter 0. The result still follows
+    /// the AIO rules: greater than the request and the last version, and at most 1 ms ahead
+    /// of the wall clock (far inside the 60 s drift clients accept). D1's "identical
+    /// clocks" example (`…:0:Client1` → `…:1:StateStore`) is the case it changes.
     pub fn update(&mut self, request: &Hlc) -> Hlc {
-        let now = self.clock.now_ms();
+        let mut now = self.clock.now_ms();
+        if request.wall_ms == now {
+            now = now.saturating_add(1);
+        }
         if now > self.wall_ms && now > request.wall_ms {
             (self.wall_ms, self.counter) = (now, 0);
         } else {
@@ -258,16 +272,67 @@ mod tests {
         assert!(HybridClock::new("StateStore", SystemClock).is_ok());
     }
 
-    /// §3.3, D1's example: identical clocks, request `1696374425000:0:Client1` → version
-    /// `1696374425000:1:StateStore`, greater than the request.
+    /// §3.3, D1's "identical clocks" example (request `1696374425000:0:Client1`): the
+    /// version is greater than the request, as D1 requires, but it is the next
+    /// millisecond with counter 0 (issue 18: deterministic fencing tokens), not D1's
+    /// `1696374425000:1:StateStore`.
     #[test]
     fn d1_example_identical_clocks() {
         let (_, wall) = clock_at(1_696_374_425_000);
         let mut clock = HybridClock::new("StateStore", wall).unwrap();
         let request = hlc("1696374425000:0:Client1");
         let version = clock.update(&request);
-        assert_eq!(version, hlc("1696374425000:1:StateStore"));
+        assert_eq!(version, hlc("1696374425001:0:StateStore"));
         assert!(version > request);
+    }
+
+    /// Issue 18: a lease renewal's version (its next fencing token) has the same counter
+    /// whether the request arrives in the millisecond it was stamped or later, and whatever
+    /// counter the client's own clock carried.
+    #[test]
+    fn request_stamped_in_the_current_millisecond_is_deterministic() {
+        for client_counter in [0, 1, 7] {
+            for delay in [0, 1, 2, 50] {
+                let (now, wall) = clock_at(5_000);
+                let mut clock = HybridClock::new("S", wall).unwrap();
+                // An earlier write (the acquire), two seconds before.
+                now.set(3_000);
+                clock.update(&hlc("3000:0:c"));
+                now.set(5_000 + delay);
+                let request = Hlc {
+                    wall_ms: 5_000,
+                    counter: client_counter,
+                    node_id: "c".into(),
+                };
+                let version = clock.update(&request);
+                assert_eq!(version.counter, 0, "delay {delay}, counter {client_counter}");
+                assert_eq!(version.wall_ms, (5_000 + delay).max(5_001));
+                assert!(version > request);
+            }
+        }
+    }
+
+    /// The bump never breaks monotonicity: later writes in the same (real) millisecond, with
+    /// or without a request timestamp, follow the bumped version.
+    #[test]
+    fn bumped_reading_stays_monotonic() {
+        let (now, wall) = clock_at(100);
+        let mut clock = HybridClock::new("S", wall).unwrap();
+        let a = clock.update(&hlc("100:0:c"));
+        let b = clock.update(&hlc("100:0:c"));
+        let c = clock.now();
+        let d = clock.update(&hlc("101:3:c"));
+        now.set(101);
+        let e = clock.update(&hlc("101:0:c"));
+        now.set(103);
+        let f = clock.update(&hlc("102:0:c"));
+        assert_eq!(a, hlc("101:0:S"));
+        assert_eq!(b, hlc("101:1:S"));
+        assert_eq!(c, hlc("101:2:S"));
+        assert_eq!(d, hlc("101:4:S"));
+        assert_eq!(e, hlc("102:0:S"));
+        assert_eq!(f, hlc("103:0:S"));
+        assert!(a < b && b < c && c < d && d < e && e < f);
     }
 
     #[test]
@@ -276,15 +341,19 @@ mod tests {
         let mut clock = HybridClock::new("S", wall).unwrap();
         // now > both: (now, 0).
         assert_eq!(clock.update(&hlc("50:7:c")), hlc("100:0:S"));
-        // hlc.ts == req.ts: max(c) + 1.
-        assert_eq!(clock.update(&hlc("100:4:c")), hlc("100:5:S"));
-        // hlc.ts > req.ts: c + 1.
-        assert_eq!(clock.update(&hlc("99:40:c")), hlc("100:6:S"));
+        // hlc.ts > req.ts: c + 1 (the server clock is ahead of its wall clock here).
+        assert_eq!(clock.update(&hlc("99:40:c")), hlc("100:1:S"));
         // request ahead (within skew): (req.ts, req.c + 1).
         assert_eq!(clock.update(&hlc("150:3:c")), hlc("150:4:S"));
+        // hlc.ts == req.ts: max(c) + 1.
+        assert_eq!(clock.update(&hlc("150:9:c")), hlc("150:10:S"));
+        assert_eq!(clock.update(&hlc("150:2:c")), hlc("150:11:S"));
         // the wall clock catches up.
         now.set(151);
         assert_eq!(clock.update(&hlc("150:9:c")), hlc("151:0:S"));
+        // a request stamped in the current millisecond: the next one, counter 0.
+        now.set(200);
+        assert_eq!(clock.update(&hlc("200:5:c")), hlc("201:0:S"));
     }
 
     #[test]
