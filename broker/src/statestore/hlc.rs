@@ -305,7 +305,10 @@ mod tests {
                     node_id: "c".into(),
                 };
                 let version = clock.update(&request);
-                assert_eq!(version.counter, 0, "delay {delay}, counter {client_counter}");
+                assert_eq!(
+                    version.counter, 0,
+                    "delay {delay}, counter {client_counter}"
+                );
                 assert_eq!(version.wall_ms, (5_000 + delay).max(5_001));
                 assert!(version > request);
             }
