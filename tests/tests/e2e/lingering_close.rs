@@ -19,8 +19,11 @@ use crate::bounds_transport::{BoundsBroker, Transport};
 
 /// A subscriber that does not read makes the broker hold the publisher's PUBACKs, so a
 /// publisher flooding QoS 1 exceeds Receive Maximum (4) and gets DISCONNECT 0x93. The
-/// flood is 400 PUBLISH packets of 1 KiB in one write, far more than the broker reads
-/// before it decides.
+/// flood is 400 PUBLISH packets of 1 KiB in one write, then, like a client library that
+/// writes what it has queued before it reads, four more bursts 50 ms apart (while the
+/// broker has already decided). Every write must succeed: once the broker has closed
+/// with input unread, its kernel answers with a reset, the client's next write fails, and
+/// such a client never reads the DISCONNECT waiting in its socket.
 async fn flooding_publisher(t: Transport, name: &str) -> (BoundsBroker, RawClient, RawClient) {
     let b = BoundsBroker::start(
         t,
@@ -36,17 +39,33 @@ async fn flooding_publisher(t: Transport, name: &str) -> (BoundsBroker, RawClien
         .v5_with(ConnectBuilder::new(&format!("{name}-pub")).session_expiry(600))
         .await;
     let payload = vec![b'x'; 1024];
-    let mut burst = Vec::new();
-    for id in 1..=400u16 {
-        burst.extend(publish_bytes(
-            0x02,
-            b"linger/t",
-            Some(id),
-            Some(&Props::new()),
-            &payload,
-        ));
+    let burst = |ids: std::ops::RangeInclusive<u16>| {
+        let mut out = Vec::new();
+        for id in ids {
+            out.extend(publish_bytes(
+                0x02,
+                b"linger/t",
+                Some(id),
+                Some(&Props::new()),
+                &payload,
+            ));
+        }
+        out
+    };
+    let mut next = 1u16;
+    for round in 0..5 {
+        let n = if round == 0 { 400 } else { 10 };
+        if round > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if let Err(e) = flood.write(&burst(next..=next + n - 1)).await {
+            panic!(
+                "write {round} failed ({e}): the broker closed (reset) before the client \
+                 read the DISCONNECT"
+            );
+        }
+        next += n;
     }
-    flood.send(&burst).await;
     (b, flood, sub)
 }
 
