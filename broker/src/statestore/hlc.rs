@@ -109,6 +109,24 @@ impl<F: Fn() -> u64> WallClock for F {
     }
 }
 
+/// The HLC receive rule (statestore.md §3.3, the SDK's `HybridLogicalClock::update`): the
+/// clock `(wall, counter)` after an event stamped `request`, the wall clock reading `now`.
+/// A request stamped in the millisecond `now` itself is taken to arrive in the next one
+/// (see [`HybridClock::update`]).
+fn receive((wall, counter): (u64, u64), mut now: u64, request: &Hlc) -> (u64, u64) {
+    if request.wall_ms == now {
+        now = now.saturating_add(1);
+    }
+    if now > wall && now > request.wall_ms {
+        return (now, 0);
+    }
+    match wall.cmp(&request.wall_ms) {
+        Ordering::Equal => (wall, counter.max(request.counter).saturating_add(1)),
+        Ordering::Greater => (wall, counter.saturating_add(1)),
+        Ordering::Less => (request.wall_ms, request.counter.saturating_add(1)),
+    }
+}
+
 /// The node id is empty or contains `:`, so the server's timestamps would not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid HLC node id {0:?}: it must be non-empty and contain no ':'")]
@@ -157,25 +175,41 @@ impl<C: WallClock> HybridClock<C> {
     /// of the wall clock (far inside the 60 s drift clients accept). D1's "identical
     /// clocks" example (`…:0:Client1` → `…:1:StateStore`) is the case it changes.
     pub fn update(&mut self, request: &Hlc) -> Hlc {
-        let mut now = self.clock.now_ms();
-        if request.wall_ms == now {
-            now = now.saturating_add(1);
-        }
-        if now > self.wall_ms && now > request.wall_ms {
-            (self.wall_ms, self.counter) = (now, 0);
-        } else {
-            match self.wall_ms.cmp(&request.wall_ms) {
-                Ordering::Equal => {
-                    self.counter = self.counter.max(request.counter).saturating_add(1)
-                }
-                Ordering::Greater => self.counter = self.counter.saturating_add(1),
-                Ordering::Less => {
-                    (self.wall_ms, self.counter) =
-                        (request.wall_ms, request.counter.saturating_add(1));
-                }
-            }
-        }
+        let now = self.clock.now_ms();
+        (self.wall_ms, self.counter) = receive((self.wall_ms, self.counter), now, request);
         self.current()
+    }
+
+    /// The version of a write: to a key that is live with version `last` (a SET that
+    /// overwrites it, such as a lease renewal), the receive rule runs on *that key's* last
+    /// version instead of the server clock, so writes to other keys in the same millisecond
+    /// do not raise its counter: a renewal's fencing token has counter 0 whatever other
+    /// clients do meanwhile (issue 18; like a per-shard clock). The version is still greater
+    /// than `last` and than `request`, and the server clock moves up to it, so a key created
+    /// later (`last` is `None`: the server clock's rule, [`Self::update`] / [`Self::now`])
+    /// gets a version above every version issued before, which keeps fencing across lock
+    /// generations safe (a new holder's token exceeds the old holder's).
+    pub fn version_for(&mut self, request: Option<&Hlc>, last: Option<&Hlc>) -> Hlc {
+        let Some(last) = last else {
+            return match request {
+                Some(request) => self.update(request),
+                None => self.now(),
+            };
+        };
+        let now = self.clock.now_ms();
+        let (wall_ms, counter) = match request {
+            Some(request) => receive((last.wall_ms, last.counter), now, request),
+            None if now > last.wall_ms => (now, 0),
+            None => (last.wall_ms, last.counter.saturating_add(1)),
+        };
+        if (wall_ms, counter) > (self.wall_ms, self.counter) {
+            (self.wall_ms, self.counter) = (wall_ms, counter);
+        }
+        Hlc {
+            wall_ms,
+            counter,
+            node_id: self.node_id.clone(),
+        }
     }
 
     /// A new version for a write without a request timestamp (DEL, VDEL, expiry): `(now, 0)`
@@ -313,6 +347,37 @@ mod tests {
                 assert!(version > request);
             }
         }
+    }
+
+    /// Issue 18: a renewal (a SET over the live key) is versioned from the key's own last
+    /// version, so another key written in the same millisecond does not raise its counter;
+    /// a key created afterwards still gets a version above everything issued.
+    #[test]
+    fn renewal_counter_ignores_other_keys_written_in_the_same_millisecond() {
+        let (now, wall) = clock_at(1_000);
+        let mut clock = HybridClock::new("S", wall).unwrap();
+        let lease_v1 = clock.version_for(Some(&hlc("1000:0:a")), None);
+        assert_eq!(lease_v1, hlc("1001:0:S"));
+        now.set(3_000);
+        // Another client's write lands in the same millisecond just before the renewal.
+        let other = clock.version_for(Some(&hlc("2999:0:b")), None);
+        assert_eq!(other, hlc("3000:0:S"));
+        let renewal = clock.version_for(Some(&hlc("2999:0:a")), Some(&lease_v1));
+        assert_eq!(
+            renewal,
+            hlc("3000:0:S"),
+            "counter 0 despite the other write"
+        );
+        // Same with the request stamped in this very millisecond.
+        let renewal2 = clock.version_for(Some(&hlc("3000:0:a")), Some(&renewal));
+        assert_eq!(renewal2, hlc("3001:0:S"));
+        // A key created now is above every version issued (the server clock followed).
+        let fresh = clock.version_for(Some(&hlc("2990:0:c")), None);
+        assert!(fresh > renewal2 && fresh > other, "{fresh}");
+        // Without a request timestamp: the key's own last version, else the clock.
+        let del_like = clock.version_for(None, Some(&renewal2));
+        assert!(del_like > renewal2);
+        assert!(clock.now() > del_like);
     }
 
     /// The bump never breaks monotonicity: later writes in the same (real) millisecond, with

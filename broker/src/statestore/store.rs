@@ -332,19 +332,21 @@ impl Store {
 
     /// Run one command. Authorization and the `__ts`/`__ft` format and skew checks have
     /// already passed; this does quota → fencing → condition → apply (§3.4). `next_version`
-    /// is called once per write (including a lazy expiry), never for a failed one.
+    /// is called once per write (including a lazy expiry), never for a failed one, with the
+    /// key's current version when a SET overwrites a live key (else `None`): see
+    /// [`super::HybridClock::version_for`].
     ///
     /// SCAN here sees every key; the wiring calls [`Store::scan`] to filter by authorization.
     pub fn execute(
         &mut self,
         request: &Request,
         ctx: Context<'_>,
-        mut next_version: impl FnMut() -> Hlc,
+        mut next_version: impl FnMut(Option<&Hlc>) -> Hlc,
     ) -> Outcome {
         let now = ctx.now_ms;
         let mut changes = Vec::new();
         if let Some(key) = request.key() {
-            changes.extend(self.expire_key(key, now, &mut next_version));
+            changes.extend(self.expire_key(key, now, &mut || next_version(None)));
         }
         let mut outcome = match request {
             Request::Get { key } => match self.entries.get(key) {
@@ -357,8 +359,10 @@ impl Store {
                 condition,
                 expiry_ms,
             } => self.set(key, value, *condition, *expiry_ms, ctx, &mut next_version),
-            Request::Del { key } => self.delete(key, None, ctx, &mut next_version),
-            Request::VDel { key, value } => self.delete(key, Some(value), ctx, &mut next_version),
+            Request::Del { key } => self.delete(key, None, ctx, &mut || next_version(None)),
+            Request::VDel { key, value } => {
+                self.delete(key, Some(value), ctx, &mut || next_version(None))
+            }
             Request::KeyNotify { key, stop: false } => {
                 if self.registration_refused(ctx.client, key) {
                     Outcome::quota_exceeded(QuotaHit::KeyNotify)
@@ -391,7 +395,7 @@ impl Store {
         condition: SetCondition,
         expiry_ms: Option<std::num::NonZeroU64>,
         ctx: Context<'_>,
-        next_version: &mut impl FnMut() -> Hlc,
+        next_version: &mut impl FnMut(Option<&Hlc>) -> Hlc,
     ) -> Outcome {
         if let Some(hit) = self.quota_hit(ctx.client, key, value) {
             return Outcome::quota_exceeded(hit);
@@ -412,7 +416,8 @@ impl Store {
                 return Outcome::new(Reply::NOT_APPLIED, Some(e.version.clone()));
             }
         }
-        let version = next_version();
+        let last = existing.map(|e| e.version.clone());
+        let version = next_version(last.as_ref());
         let expires_at_ms = expiry_ms.map(|ms| ctx.now_ms.saturating_add(ms.get()));
         let owner = self.owner_id(ctx.client);
         self.insert(
@@ -728,7 +733,7 @@ mod tests {
                 persist: false,
             };
             let counter = &mut self.counter;
-            self.store.execute(&req, ctx, || {
+            self.store.execute(&req, ctx, |_| {
                 *counter += 1;
                 Hlc {
                     wall_ms: now_ms,
