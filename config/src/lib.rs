@@ -21,6 +21,7 @@
 //! - `manifest`: the Kubernetes manifest form.
 //! - `validate`: every cross-field and cross-resource rule.
 //! - [`tokens`]: `{principal.*}` token syntax, shared with the broker's policy compiler.
+//! - [`glob`]: the one glob dialect (SCAN, authorization, persistence), shared with the broker.
 //! - [`dn`]: RFC 4514 distinguished names (`authorizationAttributes` subjects).
 //! - [`duration`]: Go-syntax durations (`2160h`, `1h30m`, `500ms`).
 //! - [`size`]: sizes in bytes (`1GiB`, `10Gi`, `500M`).
@@ -35,6 +36,7 @@ pub mod dn;
 pub mod duration;
 mod enums;
 pub mod error;
+pub mod glob;
 mod load;
 mod manifest;
 pub mod model;

@@ -215,9 +215,9 @@ pub fn parse(s: &str) -> Result<Vec<Part<'_>>, TokenError> {
 /// `]`). Either way the value could match text that does not contain it, so such a glob is
 /// refused, by validation and by the broker's compiler alike.
 ///
-/// The scan follows `globset`'s syntax in its default settings: outside a class `\`
-/// escapes the next character; `[` opens a class, optionally negated by `!` or `^`, in which
-/// a first `]` is a member and `\` is literal; the next `]` closes it.
+/// The scan follows [`crate::glob`]'s syntax: outside a class `\` escapes the next
+/// character; `[` opens a class, optionally negated by `!` (`^` is an ordinary member), in
+/// which a first `]` is a member and `\` is literal; the next `]` closes it.
 ///
 /// ```
 /// use gatehouse_config::tokens::{glob_token_misplaced, parse};
@@ -233,9 +233,9 @@ pub fn glob_token_misplaced(parts: &[Part<'_>]) -> Option<String> {
     enum State {
         Outside,
         Escaped,
-        /// Just after `[`: `!`/`^` negates, `]` is a member.
+        /// Just after `[`: `!` negates, `]` is a member.
         ClassStart,
-        /// After `[!` or `[^`: `]` is a member.
+        /// After `[!`: `]` is a member.
         ClassFirst,
         InClass,
     }
@@ -248,7 +248,7 @@ pub fn glob_token_misplaced(parts: &[Part<'_>]) -> Option<String> {
                         (State::Outside, '\\') => State::Escaped,
                         (State::Outside, '[') => State::ClassStart,
                         (State::Outside | State::Escaped, _) => State::Outside,
-                        (State::ClassStart, '!' | '^') => State::ClassFirst,
+                        (State::ClassStart, '!') => State::ClassFirst,
                         (State::ClassStart | State::ClassFirst, _) => State::InClass,
                         (State::InClass, ']') => State::Outside,
                         (State::InClass, _) => State::InClass,

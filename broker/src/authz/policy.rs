@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
+use gatehouse_config::glob::Glob;
 use gatehouse_config::{Authorization, BrokerResourceMethod, CacheMode, KeyType, StateStoreMethod};
-use globset::{Glob, GlobMatcher};
 
 use super::filter;
 use super::template::{glob_value, key_glob_value, plain_value, topic_value, Subject, Template};
@@ -62,7 +62,7 @@ impl Decision {
 #[derive(Debug, Clone)]
 struct GlobTemplate {
     template: Template,
-    fixed: Option<GlobMatcher>,
+    fixed: Option<Glob>,
     /// How a substituted value enters the glob: [`glob_value`] for client ids,
     /// [`key_glob_value`] (which also refuses `/`) for state store keys. Kept with the
     /// template so `decide` and `gatehouse explain`'s trace render it the same way.
@@ -120,10 +120,8 @@ impl GlobTemplate {
     }
 }
 
-fn glob(pattern: &str) -> Result<GlobMatcher, String> {
-    Glob::new(pattern)
-        .map(|g| g.compile_matcher())
-        .map_err(|e| format!("invalid glob `{pattern}`: {e}"))
+fn glob(pattern: &str) -> Result<Glob, String> {
+    Glob::new(pattern).map_err(|e| format!("invalid glob `{pattern}`: {e}"))
 }
 
 #[derive(Debug, Clone)]

@@ -286,12 +286,16 @@ fn check_connect(c: &Connect, security: &PortSecurity) -> Result<(), ReasonCode>
 }
 
 /// Send a refusing CONNACK in the client's protocol version: v5 gets the reason code,
-/// 3.1.1 the nearest return code; unknown versions get 3.1.1's "unacceptable protocol
-/// version" (MQTT 5 §3.1.2.2).
+/// 3.1.1 the nearest return code. An unknown version is answered in the newest version not
+/// above it: a level above 5 (a client newer than us) gets a v5 CONNACK with 0x84
+/// Unsupported Protocol Version, which it can read; levels up to 4 (3.1 and older, or a
+/// wrong protocol name) get 3.1.1's return code 0x01 "unacceptable protocol version"
+/// (MQTT 5 §3.1.2.2, 3.1.1 §3.1.2.2).
 async fn refuse<W: AsyncWrite + Unpin>(writer: &mut W, level: Option<u8>, reason: ReasonCode) {
     let version = match level {
         Some(5) => ProtocolVersion::V5,
         Some(4) => ProtocolVersion::V311,
+        Some(6..) if reason == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION => ProtocolVersion::V5,
         // Malformed 3.1.1 (or older) CONNECTs are closed without CONNACK unless the
         // version itself is the problem.
         _ if reason == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION => ProtocolVersion::V311,

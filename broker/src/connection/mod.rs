@@ -6,7 +6,8 @@
 //! session, CONNACK) → [`Connection::run`] (a `select!` over socket reads, socket writes,
 //! the session's wake-up, the keep-alive deadline, a takeover kick and, per principal,
 //! credential expiry, re-authentication and the device registry) → exit: a v5
-//! DISCONNECT with the reason where one applies, then detach (will, expiry).
+//! DISCONNECT with the reason where one applies, then detach (will, expiry), then a
+//! bounded lingering close ([`linger`]) after a DISCONNECT.
 
 mod aliases;
 mod grants;
@@ -46,6 +47,11 @@ const READ_PAUSE_BYTES: usize = 1 << 20;
 /// Stop moving queued deliveries into the write buffer beyond this; they wait in the
 /// (bounded) session queue instead.
 const DRAIN_HIGH_WATER: usize = 64 * 1024;
+/// Lingering close ([`linger`]): after a DISCONNECT with a reason code, read and discard
+/// for at most this long...
+const LINGER_TIME: Duration = Duration::from_secs(1);
+/// ...or at most this many bytes, whichever comes first.
+const LINGER_BYTES: usize = 1 << 20;
 
 /// What the port knows about a connection's security before CONNECT: its
 /// authentication chain and the client certificate chain from the TLS handshake.
@@ -219,8 +225,16 @@ impl Connection {
         let exit = self
             .serve_loop(&mut reader, &mut writer, &mut rbuf, &mut kicked)
             .await;
-        self.finish(&mut writer, exit).await;
+        let lingering = self.finish(&mut writer, exit).await;
+        // The session is detached: a client taking it over need not wait for the linger,
+        // and nothing of the connection but its socket (and its place under the connection
+        // cap) is held while it lasts.
         drop(released);
+        drop(self);
+        drop(rbuf);
+        if lingering {
+            linger(&mut reader).await;
+        }
     }
 
     async fn serve_loop<R, W>(
@@ -375,8 +389,10 @@ impl Connection {
         }
     }
 
-    /// Tell the client why (v5), flush what we can, and detach from the session.
-    async fn finish<W: AsyncWrite + Unpin>(&mut self, writer: &mut W, exit: Exit) {
+    /// Tell the client why (v5), flush what we can, and detach from the session. Returns
+    /// whether a DISCONNECT with a reason code went out and the sending side was shut down
+    /// (close_notify on TLS, a Close frame on WebSockets), so the close should linger.
+    async fn finish<W: AsyncWrite + Unpin>(&mut self, writer: &mut W, exit: Exit) -> bool {
         let (reason, publish_will) = match &exit {
             Exit::Disconnected { will } => (None, *will),
             Exit::Violation(rc, _) => (Some(*rc), true),
@@ -407,6 +423,7 @@ impl Connection {
             Exit::TakenOver(_) => tracing::info!(target: "conn", "session taken over"),
             Exit::Closed(why) => tracing::debug!(target: "conn", "connection closed: {why}"),
         }
+        let disconnect_sent = matches!((reason, self.version), (Some(_), ProtocolVersion::V5));
         if let (Some(rc), ProtocolVersion::V5) = (reason, self.version) {
             let mut disconnect = Disconnect::new(rc);
             // A reason string is always allowed on DISCONNECT (§3.1.2.11.7) and tells the
@@ -430,12 +447,16 @@ impl Connection {
                 let _ = codec::encode(&bare, self.version, &mut self.wbuf);
             }
         }
+        let mut shut_down = false;
         if !matches!(exit, Exit::Closed(_) | Exit::CredentialsExpired) && !self.wbuf.is_empty() {
             let flush = async {
                 writer.write_all(&self.wbuf).await?;
                 writer.shutdown().await
             };
-            let _ = tokio::time::timeout(Duration::from_secs(2), flush).await;
+            shut_down = matches!(
+                tokio::time::timeout(Duration::from_secs(2), flush).await,
+                Ok(Ok(()))
+            );
         }
         // Before detaching: a client taking this session over must not lose the
         // registrations it makes after attaching.
@@ -460,6 +481,7 @@ impl Connection {
                 will,
             },
         );
+        disconnect_sent && shut_down
     }
 
     /// What tells the serve loop that an X.509 client's device was disabled or removed.
@@ -532,6 +554,28 @@ impl Connection {
             tracing::warn!(target: "conn", "could not encode {}: {e}", packet.name());
         }
     }
+}
+
+/// Lingering close (issue 18): after the DISCONNECT went out and our sending side is shut
+/// down, keep reading and discarding what the client still sends until it closes, for at
+/// most [`LINGER_TIME`] and [`LINGER_BYTES`]. Closing a socket with unread input makes the
+/// kernel send a reset, and a client that was still writing (a burst past Receive Maximum,
+/// the usual reason for 0x93) would then lose the DISCONNECT before reading its reason
+/// code. Called after the session is detached, so only the socket and its place under the
+/// connection cap are held, and only within these bounds: a client cannot stretch them.
+async fn linger<R: AsyncRead + Unpin>(reader: &mut R) {
+    let mut scratch = vec![0u8; 16 * 1024];
+    let mut left = LINGER_BYTES;
+    let drain = async {
+        while left > 0 {
+            let want = left.min(scratch.len());
+            match reader.read(&mut scratch[..want]).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
 /// How long until `expiry` (zero when past), or `far` without one.

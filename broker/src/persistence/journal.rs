@@ -14,7 +14,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Duration;
 
-use globset::{Glob, GlobMatcher};
+use gatehouse_config::glob::Glob;
 use parking_lot::Mutex;
 use redb::{ReadableTable, TableDefinition};
 use tokio::sync::{watch, Notify};
@@ -76,7 +76,7 @@ pub enum Selected {
 
 struct Policy {
     queue_mode: PersistenceMode,
-    queue_client_ids: Vec<GlobMatcher>,
+    queue_client_ids: Vec<Glob>,
     queue_topics: Vec<String>,
     queue_dynamic: bool,
     retain_mode: PersistenceMode,
@@ -98,7 +98,7 @@ impl Policy {
             queue_client_ids: qs
                 .subscriber_client_ids
                 .iter()
-                .filter_map(|g| Glob::new(g).ok().map(|g| g.compile_matcher()))
+                .filter_map(|g| Glob::new(g).ok())
                 .collect(),
             queue_topics: qs.topics,
             queue_dynamic: qs.dynamic.mode == DynamicMode::Enabled,

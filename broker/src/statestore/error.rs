@@ -48,6 +48,11 @@ pub enum ErrorReply {
     /// `__ts` or `__ft` is not an HLC string.
     #[error("malformed timestamp")]
     MalformedTimestamp,
+    /// SCAN: matching the pattern against one key alone needs more than the whole
+    /// per-request budget (`store::SCAN_MATCH_BUDGET`). Gatehouse's own message (the AIO
+    /// documents none): only a hostile pattern against long keys gets here.
+    #[error("the pattern is too complex")]
+    PatternTooComplex,
     /// An empty key, for any command (§2.2).
     #[error("the key length is zero")]
     KeyLengthZero,

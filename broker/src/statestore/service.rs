@@ -284,9 +284,8 @@ impl<C: WallClock> StateStore<C> {
             persist,
         };
         let timestamp = stamps.timestamp.clone();
-        let outcome = store.execute(&request, ctx, || match &timestamp {
-            Some(ts) => clock.update(ts),
-            None => clock.now(),
+        let outcome = store.execute(&request, ctx, |last| {
+            clock.version_for(timestamp.as_ref(), last)
         });
         if let Some(hit) = outcome.quota_hit {
             tracing::debug!(

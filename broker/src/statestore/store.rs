@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use gatehouse_config::glob::Glob;
+
 use super::error::ErrorReply;
 use super::hlc::Hlc;
 use super::request::{Request, SetCondition};
@@ -24,6 +26,11 @@ pub const SCAN_PAGE_SIZE: usize = 100;
 /// Keys examined per SCAN request at most; past this a page (possibly empty) ends with a
 /// continuation token, so one request's work stays bounded whatever the pattern.
 pub const SCAN_BUDGET: usize = 8 * SCAN_PAGE_SIZE;
+/// Glob matching steps one SCAN request may spend ([`Glob::matches_within`], about a few
+/// milliseconds): a page ends early, before the key that would cross it, so a long pattern
+/// against long keys cannot stall the state store. A single key that alone needs more is
+/// `-ERR the pattern is too complex` (only a hostile pattern gets there).
+pub const SCAN_MATCH_BUDGET: u64 = 1 << 22;
 
 /// One stored key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -325,19 +332,21 @@ impl Store {
 
     /// Run one command. Authorization and the `__ts`/`__ft` format and skew checks have
     /// already passed; this does quota → fencing → condition → apply (§3.4). `next_version`
-    /// is called once per write (including a lazy expiry), never for a failed one.
+    /// is called once per write (including a lazy expiry), never for a failed one, with the
+    /// key's current version when a SET overwrites a live key (else `None`): see
+    /// [`super::HybridClock::version_for`].
     ///
     /// SCAN here sees every key; the wiring calls [`Store::scan`] to filter by authorization.
     pub fn execute(
         &mut self,
         request: &Request,
         ctx: Context<'_>,
-        mut next_version: impl FnMut() -> Hlc,
+        mut next_version: impl FnMut(Option<&Hlc>) -> Hlc,
     ) -> Outcome {
         let now = ctx.now_ms;
         let mut changes = Vec::new();
         if let Some(key) = request.key() {
-            changes.extend(self.expire_key(key, now, &mut next_version));
+            changes.extend(self.expire_key(key, now, &mut || next_version(None)));
         }
         let mut outcome = match request {
             Request::Get { key } => match self.entries.get(key) {
@@ -350,8 +359,10 @@ impl Store {
                 condition,
                 expiry_ms,
             } => self.set(key, value, *condition, *expiry_ms, ctx, &mut next_version),
-            Request::Del { key } => self.delete(key, None, ctx, &mut next_version),
-            Request::VDel { key, value } => self.delete(key, Some(value), ctx, &mut next_version),
+            Request::Del { key } => self.delete(key, None, ctx, &mut || next_version(None)),
+            Request::VDel { key, value } => {
+                self.delete(key, Some(value), ctx, &mut || next_version(None))
+            }
             Request::KeyNotify { key, stop: false } => {
                 if self.registration_refused(ctx.client, key) {
                     Outcome::quota_exceeded(QuotaHit::KeyNotify)
@@ -384,7 +395,7 @@ impl Store {
         condition: SetCondition,
         expiry_ms: Option<std::num::NonZeroU64>,
         ctx: Context<'_>,
-        next_version: &mut impl FnMut() -> Hlc,
+        next_version: &mut impl FnMut(Option<&Hlc>) -> Hlc,
     ) -> Outcome {
         if let Some(hit) = self.quota_hit(ctx.client, key, value) {
             return Outcome::quota_exceeded(hit);
@@ -405,7 +416,8 @@ impl Store {
                 return Outcome::new(Reply::NOT_APPLIED, Some(e.version.clone()));
             }
         }
-        let version = next_version();
+        let last = existing.map(|e| e.version.clone());
+        let version = next_version(last.as_ref());
         let expires_at_ms = expiry_ms.map(|ms| ctx.now_ms.saturating_add(ms.get()));
         let owner = self.owner_id(ctx.client);
         self.insert(
@@ -607,8 +619,10 @@ impl Store {
 
     /// SCAN (§10): live keys after `token` (exclusive; keys are visited in byte order, so
     /// the token is simply the last key examined) whose whole UTF-8 text matches the glob
-    /// `pattern` and that `readable` lets through. Non-UTF-8 keys are never returned. An
-    /// invalid or non-UTF-8 pattern is `-ERR syntax error`.
+    /// `pattern` ([`gatehouse_config::glob`]: `[!...]` negates, `^` is literal, as the AIO
+    /// SDK expects) and that `readable` lets through. Non-UTF-8 keys are never returned. An
+    /// invalid or non-UTF-8 pattern is `-ERR syntax error`. The matching work is bounded
+    /// by [`SCAN_MATCH_BUDGET`] as well as [`SCAN_BUDGET`].
     pub fn scan(
         &self,
         pattern: &[u8],
@@ -616,13 +630,10 @@ impl Store {
         now_ms: u64,
         readable: impl Fn(&[u8]) -> bool,
     ) -> Reply {
-        let Some(matcher) = std::str::from_utf8(pattern).ok().and_then(|p| {
-            globset::GlobBuilder::new(p)
-                .literal_separator(false)
-                .build()
-                .ok()
-                .map(|g| g.compile_matcher())
-        }) else {
+        let Some(matcher) = std::str::from_utf8(pattern)
+            .ok()
+            .and_then(|p| Glob::new(p).ok())
+        else {
             return ErrorReply::Syntax.into();
         };
         use std::ops::Bound;
@@ -635,12 +646,32 @@ impl Store {
             .range::<Bytes, _>((start, Bound::Unbounded))
             .peekable();
         let mut examined = 0;
+        let mut budget = SCAN_MATCH_BUDGET;
+        let mut previous: Option<&Bytes> = None;
         while let Some((key, entry)) = range.next() {
+            let text = match std::str::from_utf8(key) {
+                Ok(text) if !entry.is_expired(now_ms) => Some(text),
+                _ => None, // expired, or not UTF-8
+            };
+            let matched = text.map_or(Ok(false), |t| matcher.matches_within(t, &mut budget));
+            let matched = match matched {
+                Ok(matched) => matched,
+                // The budget ran out on this key: end the page before it, so the next
+                // request starts here with a whole budget. If this key was the first, even
+                // a whole budget is not enough for it.
+                Err(_) => match previous {
+                    Some(previous) => {
+                        return Reply::ScanPage {
+                            keys,
+                            token: Some(previous.clone()),
+                        }
+                    }
+                    None => return ErrorReply::PatternTooComplex.into(),
+                },
+            };
             examined += 1;
-            let matches = !entry.is_expired(now_ms)
-                && std::str::from_utf8(key).is_ok_and(|k| matcher.is_match(k))
-                && readable(key);
-            if matches {
+            previous = Some(key);
+            if matched && readable(key) {
                 keys.push(key.clone());
             }
             if (keys.len() >= SCAN_PAGE_SIZE || examined >= SCAN_BUDGET) && range.peek().is_some() {
@@ -702,7 +733,7 @@ mod tests {
                 persist: false,
             };
             let counter = &mut self.counter;
-            self.store.execute(&req, ctx, || {
+            self.store.execute(&req, ctx, |_| {
                 *counter += 1;
                 Hlc {
                     wall_ms: now_ms,
@@ -1217,6 +1248,9 @@ mod tests {
         assert_eq!(scan(&h.store, "a/*").0, ["a/1", "a/2", "a/x/3"]);
         assert_eq!(scan(&h.store, "a/?").0, ["a/1", "a/2"]);
         assert_eq!(scan(&h.store, "[!a]/1").0, ["A/1", "b/1"]);
+        // Issue 18: `^` is a member of the class, not a negation (AIO SDK semantics).
+        assert_eq!(scan(&h.store, "[^a]/1").0, ["a/1"]);
+        assert_eq!(scan(&h.store, "a/[^0-9]").0, ["a/1", "a/2"]);
         assert_eq!(scan(&h.store, "a").0, Vec::<String>::new());
         // The authorization hook hides keys.
         let (keys, _) = page(h.store.scan(b"*", None, NOW + 1, |k| !k.starts_with(b"a/")));
@@ -1239,6 +1273,48 @@ mod tests {
             NOW + 1,
         );
         assert_eq!(page(all.reply).0, ["A/1", "a/1", "b/1"]);
+    }
+
+    /// A pattern that is costly against long keys ends pages early (before the key that
+    /// would cross [`SCAN_MATCH_BUDGET`]) and still returns every match across pages; one
+    /// key that alone exceeds the budget is refused, not matched for ever.
+    #[test]
+    fn scan_matching_work_is_bounded_per_request() {
+        let mut h = Harness::new(None);
+        // Each match of `*` + 100 `a` + `?b` against 4000 `a`s retries the `*` at each of the
+        // 4000 characters, comparing up to 100 `a`s each time: about 400 000 steps.
+        let long = "a".repeat(4000);
+        for i in 0..40 {
+            h.run(set(&format!("{i:02}{long}"), "v", SetCondition::Always, 0));
+            h.run(set(&format!("{i:02}{long}b"), "v", SetCondition::Always, 0));
+        }
+        let pattern = format!("*{}?b", "a".repeat(100));
+        let mut token = None;
+        let mut found = 0;
+        let mut pages = 0;
+        loop {
+            let reply = h
+                .store
+                .scan(pattern.as_bytes(), token.as_deref(), NOW, |_| true);
+            let (keys, next) = page(reply);
+            pages += 1;
+            assert!(keys.iter().all(|k| k.ends_with('b')));
+            found += keys.len();
+            match next {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        assert_eq!(found, 40);
+        assert!(pages > 1, "the budget split the scan into pages");
+        // One key whose match alone needs more than a whole budget.
+        let mut h = Harness::new(None);
+        h.run(set(&"a".repeat(60_000), "v", SetCondition::Always, 0));
+        let pattern = format!("*{}b", "a".repeat(100));
+        assert_eq!(
+            h.store.scan(pattern.as_bytes(), None, NOW, |_| true),
+            Reply::Error(ErrorReply::PatternTooComplex)
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //!
 //! Token syntax is [`crate::tokens`]'s; braces are reserved for tokens everywhere tokens are
 //! substituted, so glob alternation (`{a,b}`) does not exist. Globs are checked with
-//! `globset` in its default settings, after replacing each token with a placeholder letter:
+//! [`crate::glob`] (the broker's one dialect), after replacing each token with a placeholder letter:
 //! what passes here compiles in the broker, whatever value a token takes (the broker escapes
 //! substituted values).
 
@@ -233,13 +233,13 @@ pub(super) fn check_glob_with(
         report.error(path, format!("`{pattern}`: {why}"));
         return;
     }
-    if let Err(err) = globset::Glob::new(&substitute(&parts)) {
+    if let Err(err) = crate::glob::Glob::new(&substitute(&parts)) {
         report.error(
             path,
             format!(
-                "`{pattern}` is not a valid {what}: {}; globs use `*` (any text), `?` (one \
-                 character), `[...]` (one of a set, `[!...]` none of it) and `\\` to escape",
-                err.kind()
+                "`{pattern}` is not a valid {what}: {err}; globs use `*` (any text), `?` (one \
+                 character), `[...]` (one of a set, `[!...]` none of it; `^` is literal) and \
+                 `\\` to escape"
             ),
         );
     }

@@ -234,10 +234,10 @@ fn resource_client_ids_are_globs_with_tokens() {
     for (pattern, needle) in [
         (
             "line[0-9",
-            "`line[0-9` is not a valid client id pattern: unclosed character class; missing ']'",
+            "`line[0-9` is not a valid client id pattern: unclosed character class",
         ),
-        ("[z-a]", "invalid range; 'z' > 'a'"),
-        ("dev\\\\", "dangling '\\'"),
+        ("[z-a]", "the range `z-a` is reversed"),
+        ("dev\\\\", "the pattern ends with a lone `\\`"),
         (
             "{a,b}",
             "`{a,b}`: `{a,b}` is not a token: braces are reserved for the tokens \

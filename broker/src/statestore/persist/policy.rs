@@ -13,8 +13,8 @@
 use std::collections::HashSet;
 
 use base64::Engine as _;
+use gatehouse_config::glob::Glob;
 use gatehouse_config::{DynamicMode, KeyType, Persistence, PersistenceMode};
-use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::persistence::PersistError;
 
@@ -32,7 +32,7 @@ enum Mode {
     Everything,
     Custom {
         /// Every `Pattern` key, matched in one pass.
-        patterns: GlobSet,
+        patterns: Vec<Glob>,
         /// `String` keys and decoded `Binary` keys.
         exact: HashSet<Vec<u8>>,
         /// `dynamic.mode: Enabled`.
@@ -58,7 +58,7 @@ impl PersistPolicy {
                         reason: "required with mode Custom".into(),
                     });
                 };
-                let mut patterns = GlobSetBuilder::new();
+                let mut patterns = Vec::new();
                 let mut exact = HashSet::new();
                 for (r, resource) in settings.state_store_resources.iter().enumerate() {
                     for (k, key) in resource.keys.iter().enumerate() {
@@ -71,7 +71,7 @@ impl PersistPolicy {
                         };
                         match resource.key_type {
                             KeyType::Pattern => {
-                                patterns.add(Glob::new(key).map_err(|e| fail(e.to_string()))?);
+                                patterns.push(Glob::new(key).map_err(|e| fail(e.to_string()))?);
                             }
                             KeyType::String => {
                                 exact.insert(key.as_bytes().to_vec());
@@ -86,10 +86,7 @@ impl PersistPolicy {
                     }
                 }
                 Mode::Custom {
-                    patterns: patterns.build().map_err(|e| PersistError::Settings {
-                        path: "persistence.stateStore.stateStoreSettings".into(),
-                        reason: e.to_string(),
-                    })?,
+                    patterns,
                     exact,
                     dynamic: settings.dynamic.mode == DynamicMode::Enabled,
                 }
@@ -111,7 +108,8 @@ impl PersistPolicy {
             } => {
                 (*dynamic && dynamic_flag)
                     || exact.contains(key)
-                    || std::str::from_utf8(key).is_ok_and(|k| patterns.is_match(k))
+                    || std::str::from_utf8(key)
+                        .is_ok_and(|k| patterns.iter().any(|g| g.is_match(k)))
             }
         }
     }

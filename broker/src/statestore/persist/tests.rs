@@ -203,13 +203,13 @@ async fn changes_from_the_store_are_recorded() {
             condition: SetCondition::Always,
             expiry_ms: None,
         };
-        let outcome = store.execute(&set, ctx, &mut next);
+        let outcome = store.execute(&set, ctx, |_| next());
         persistence.record_changes(&store, &outcome.changes, NOW);
     }
     let del = Request::Del {
         key: Bytes::from("a"),
     };
-    let outcome = store.execute(&del, ctx, &mut next);
+    let outcome = store.execute(&del, ctx, |_| next());
     persistence.record_changes(&store, &outcome.changes, NOW);
     persistence.close().await.unwrap();
 
