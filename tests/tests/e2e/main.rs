@@ -19,6 +19,7 @@ mod custom_auth;
 mod explain;
 mod ipv6;
 mod limits;
+mod loadgen;
 mod limits_reload;
 mod metrics;
 mod mosquitto_clients;
