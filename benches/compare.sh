@@ -49,7 +49,9 @@
 #   RUNS=5 DURATION=5 WARMUP=1    repetitions, measured seconds, warm-up seconds
 #   SCENARIOS=...                 subset of the scenarios above
 #   WINDOW=256                    QoS 1 in-flight window (and Mosquitto max_inflight_messages)
-#   FANIN_RATE=20000  FANOUT1000_RATE=200  SUBS10K_RATE=20  RETAINED_MESSAGES=10000
+#   FANIN_RATE=20000  FANOUT1000_RATE=100  SUBS10K_RATE=5  RETAINED_MESSAGES=10000
+#                                 (fixed rates low enough that both brokers keep up, so
+#                                 CPU per message and latency compare at equal load)
 #   IDLE_CONNS=N                  connections of idle / idle_raw
 #   BROKER_CPU=1 LOADGEN_CPU=0    cores (taskset); PIN=0 runs unpinned
 #   JSON_OUT=FILE                 every run and the summary as JSON
@@ -72,8 +74,8 @@ ALL_SCENARIOS="qos0 qos1 fanout8 fanout1000 fanin shared subs10k retained idle i
 SCENARIOS="${SCENARIOS:-$ALL_SCENARIOS}"
 WINDOW="${WINDOW:-256}"
 FANIN_RATE="${FANIN_RATE:-20000}"
-FANOUT1000_RATE="${FANOUT1000_RATE:-200}"
-SUBS10K_RATE="${SUBS10K_RATE:-20}"
+FANOUT1000_RATE="${FANOUT1000_RATE:-100}"
+SUBS10K_RATE="${SUBS10K_RATE:-5}"
 RETAINED_MESSAGES="${RETAINED_MESSAGES:-10000}"
 BROKER_CPU="${BROKER_CPU:-1}"
 LOADGEN_CPU="${LOADGEN_CPU:-0}"
@@ -354,8 +356,8 @@ def fmt(x, nd=0):
     return f"{x:,.{nd}f}"
 
 lines = ["| scenario | Gatehouse | Mosquitto | ratio GH/MQ | target | met |", "|---|---:|---:|---:|---|---|"]
-cpu_lines = ["| scenario | loadgen CPU µs/msg (GH run) | loadgen core use (GH run) | Gatehouse CPU µs/msg | Mosquitto CPU µs/msg |",
-             "|---|---:|---:|---:|---:|"]
+cpu_lines = ["| scenario | loadgen CPU µs/msg (GH run / MQ run) | loadgen core use (GH / MQ) | Gatehouse CPU µs/msg | Mosquitto CPU µs/msg | broker core use (GH / MQ) |",
+             "|---|---:|---:|---:|---:|---:|"]
 summary = {}
 
 def row(scen, label, key, nd=0, target=None, better="higher", unit_scale=1.0, gh_only_target=None):
@@ -385,11 +387,13 @@ def row(scen, label, key, nd=0, target=None, better="higher", unit_scale=1.0, gh
 def cpu_row(scen, label):
     if scen not in present:
         return
-    lg = med(scen, "gatehouse", "loadgen_cpu_us_per_msg")
-    util = med(scen, "gatehouse", "loadgen_cpu_util")
+    pct = lambda x: fmt(x * 100 if x is not None else None, 0) + " %"
+    lg, lm = med(scen, "gatehouse", "loadgen_cpu_us_per_msg"), med(scen, "mosquitto", "loadgen_cpu_us_per_msg")
+    ug, um = med(scen, "gatehouse", "loadgen_cpu_util"), med(scen, "mosquitto", "loadgen_cpu_util")
     g = med(scen, "gatehouse", "broker_cpu_us_per_msg")
     m = med(scen, "mosquitto", "broker_cpu_us_per_msg")
-    cpu_lines.append(f"| {label} | {fmt(lg, 3)} | {fmt(util and util * 100, 0)} % | {fmt(g, 3)} | {fmt(m, 3)} |")
+    bg, bm = med(scen, "gatehouse", "broker_cpu_util"), med(scen, "mosquitto", "broker_cpu_util")
+    cpu_lines.append(f"| {label} | {fmt(lg, 3)} / {fmt(lm, 3)} | {pct(ug)} / {pct(um)} | {fmt(g, 3)} | {fmt(m, 3)} | {pct(bg)} / {pct(bm)} |")
 
 if "qos0" in present:
     row("qos0", "QoS 0, 1 → 1: delivered msg/s", "delivered_rate", target=("ratio", 3))

@@ -58,7 +58,10 @@ fn main() {
     if (conns as u64) + 64 > soft {
         eprintln!("loadgen: warning: {conns} connections but the open-files limit is {soft}");
     }
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("loadgen: cannot start the runtime: {e}");
@@ -80,7 +83,10 @@ fn main() {
         Ok(v) => v,
         Err(e) => {
             eprintln!("loadgen: {e}");
-            println!("{}", serde_json::json!({"failed": true, "error": e.to_string(), "label": common.label}));
+            println!(
+                "{}",
+                serde_json::json!({"failed": true, "error": e.to_string(), "label": common.label})
+            );
             std::process::exit(1);
         }
     };
@@ -108,7 +114,11 @@ fn summary(v: &Value) -> String {
         match v {
             Value::Object(m) => {
                 for (k, x) in m {
-                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
                     walk(&key, x, out);
                 }
             }

@@ -121,7 +121,11 @@ mod tests {
         for v in 1..=100_000u64 {
             h.record(v * 1000);
         }
-        for (q, want) in [(0.5, 50_000_000f64), (0.99, 99_000_000.0), (0.999, 99_900_000.0)] {
+        for (q, want) in [
+            (0.5, 50_000_000f64),
+            (0.99, 99_000_000.0),
+            (0.999, 99_900_000.0),
+        ] {
             let got = h.quantile(q).unwrap() as f64;
             assert!((got - want).abs() / want < 0.035, "q{q}: {got} vs {want}");
         }
@@ -130,7 +134,19 @@ mod tests {
 
     #[test]
     fn bucket_bounds_contain_their_values() {
-        for v in [0u64, 1, 31, 32, 33, 63, 64, 65, 1000, 123_456_789, u64::MAX >> 20] {
+        for v in [
+            0u64,
+            1,
+            31,
+            32,
+            33,
+            63,
+            64,
+            65,
+            1000,
+            123_456_789,
+            u64::MAX >> 20,
+        ] {
             let i = Hist::index(v);
             assert!(Hist::upper(i) >= v, "{v}");
             if i > 0 {

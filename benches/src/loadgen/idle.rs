@@ -46,7 +46,10 @@ pub async fn run(common: &Common, target: Rc<Target>, a: &IdleArgs) -> Result<Va
             if raw {
                 return Ok::<Stream, ConnError>(io);
             }
-            let mut conn = Conn { io, rb: RBuf::new(256) };
+            let mut conn = Conn {
+                io,
+                rb: RBuf::new(256),
+            };
             target.handshake(&mut conn, &id, u16::MAX).await?;
             Ok(conn.io)
         }));

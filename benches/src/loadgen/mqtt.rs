@@ -326,7 +326,8 @@ mod tests {
                 assert_eq!(payload.len(), 64);
                 assert_eq!(stamps(payload), Some((11, 22)));
                 let (first, h, t2) = frame(&out[total..]).unwrap().unwrap();
-                let (_, payload) = publish_parts(first, &out[total + h..total + t2], v.is_v5()).unwrap();
+                let (_, payload) =
+                    publish_parts(first, &out[total + h..total + t2], v.is_v5()).unwrap();
                 assert_eq!(stamps(payload), Some((33, 44)));
             }
         }

@@ -69,7 +69,14 @@ pub fn tls_connector(ca_file: &std::path::Path, resume: bool) -> Result<TlsConne
 /// `count` loopback source addresses 127.0.0.1, 127.0.0.2, ... (all local on Linux).
 pub fn loopback_sources(count: usize) -> Vec<Ipv4Addr> {
     (0..count)
-        .map(|i| Ipv4Addr::new(127, 0, (((i + 1) >> 8) & 0xFF) as u8, ((i + 1) & 0xFF) as u8))
+        .map(|i| {
+            Ipv4Addr::new(
+                127,
+                0,
+                (((i + 1) >> 8) & 0xFF) as u8,
+                ((i + 1) & 0xFF) as u8,
+            )
+        })
         .collect()
 }
 
@@ -159,7 +166,7 @@ impl RBuf {
 
     /// The next complete packet: (first byte, body), consumed.
     #[inline]
-    pub fn next(&mut self) -> Result<Option<(u8, &[u8])>, ProtocolError> {
+    pub fn next_packet(&mut self) -> Result<Option<(u8, &[u8])>, ProtocolError> {
         match mqtt::frame(&self.buf[self.start..self.end])? {
             None => Ok(None),
             Some((first, h, total)) => {
@@ -268,10 +275,14 @@ impl Target {
     }
 
     /// The next packet (owned: handshakes only), with the target's timeout.
-    async fn expect(&self, conn: &mut Conn, what: &'static str) -> Result<(u8, Vec<u8>), ConnError> {
+    async fn expect(
+        &self,
+        conn: &mut Conn,
+        what: &'static str,
+    ) -> Result<(u8, Vec<u8>), ConnError> {
         let fut = async {
             loop {
-                if let Some((first, body)) = conn.rb.next()? {
+                if let Some((first, body)) = conn.rb.next_packet()? {
                     return Ok((first, body.to_vec()));
                 }
                 if conn.rb.fill(&mut conn.io).await? == 0 {

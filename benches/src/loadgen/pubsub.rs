@@ -243,7 +243,7 @@ async fn pub_reader(sh: Rc<Shared>, ps: Rc<PubState>, mut r: ReadHalf<Stream>, m
         }
         let mut wake = false;
         loop {
-            let (first, body) = match rb.next() {
+            let (first, body) = match rb.next_packet() {
                 Ok(Some(p)) => p,
                 Ok(None) => break,
                 Err(e) => {
@@ -267,14 +267,19 @@ async fn pub_reader(sh: Rc<Shared>, ps: Rc<PubState>, mut r: ReadHalf<Stream>, m
                         add(&sh.refused, 1);
                         ps.inflight.set(ps.inflight.get().saturating_sub(1));
                     } else if let Some(p) = body.get(..2) {
-                        ps.pubrels.borrow_mut().push(u16::from_be_bytes([p[0], p[1]]));
+                        ps.pubrels
+                            .borrow_mut()
+                            .push(u16::from_be_bytes([p[0], p[1]]));
                     }
                     wake = true;
                 }
                 mqtt::DISCONNECT => {
                     sh.error(
                         "publisher",
-                        format!("DISCONNECT from the broker, reason 0x{:02x}", body.first().copied().unwrap_or(0)),
+                        format!(
+                            "DISCONNECT from the broker, reason 0x{:02x}",
+                            body.first().copied().unwrap_or(0)
+                        ),
                     );
                 }
                 _ => {}
@@ -311,7 +316,7 @@ pub async fn subscriber(sh: Rc<Shared>, mut conn: Conn, v5: bool) {
         let recording = sh.recording.get();
         let mut n = 0;
         loop {
-            let (first, body) = match conn.rb.next() {
+            let (first, body) = match conn.rb.next_packet() {
                 Ok(Some(p)) => p,
                 Ok(None) => break,
                 Err(e) => {
@@ -348,7 +353,10 @@ pub async fn subscriber(sh: Rc<Shared>, mut conn: Conn, v5: bool) {
                 }
                 mqtt::DISCONNECT => sh.error(
                     "subscriber",
-                    format!("DISCONNECT from the broker, reason 0x{:02x}", body.first().copied().unwrap_or(0)),
+                    format!(
+                        "DISCONNECT from the broker, reason 0x{:02x}",
+                        body.first().copied().unwrap_or(0)
+                    ),
                 ),
                 _ => {}
             }
@@ -438,7 +446,11 @@ pub async fn run(common: &Common, target: Rc<Target>, a: &PubSubArgs) -> Result<
     .await?;
     let connect_secs = t_conn.elapsed().as_secs_f64();
     let rss_connected = proc_rss_kb(common.broker_pid);
-    let server_rm = pubs.iter().map(|(_, a)| a.receive_max).min().unwrap_or(u16::MAX);
+    let server_rm = pubs
+        .iter()
+        .map(|(_, a)| a.receive_max)
+        .min()
+        .unwrap_or(u16::MAX);
     let window = a.window.min(u32::from(server_rm)).max(1);
 
     let sh = Rc::new(Shared {
@@ -462,7 +474,12 @@ pub async fn run(common: &Common, target: Rc<Target>, a: &PubSubArgs) -> Result<
         let ps = Rc::new(PubState::default());
         let Conn { io, rb } = conn;
         let (r, w) = tokio::io::split(io);
-        tasks.push(tokio::task::spawn_local(pub_reader(sh.clone(), ps.clone(), r, rb)));
+        tasks.push(tokio::task::spawn_local(pub_reader(
+            sh.clone(),
+            ps.clone(),
+            r,
+            rb,
+        )));
         // Publishers start at staggered offsets within the first period, so 1,000 paced
         // publishers do not all send in the same millisecond.
         let offset = if per_pub_rate > 0.0 {
@@ -495,7 +512,8 @@ pub async fn run(common: &Common, target: Rc<Target>, a: &PubSubArgs) -> Result<
         sh.recording.set(true);
         s0 = Snap::take(common.broker_pid);
         c0 = counts(&sh);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(a.drain.max(1.0) * 20.0);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs_f64(a.drain.max(1.0) * 20.0);
         for w in writers {
             if tokio::time::timeout_at(deadline, w).await.is_err() {
                 sh.error("publisher", "did not finish sending in time");

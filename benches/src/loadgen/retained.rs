@@ -33,14 +33,28 @@ pub struct RetainedArgs {
     pub wait: f64,
 }
 
-pub async fn run(common: &Common, target: Rc<Target>, a: &RetainedArgs) -> Result<Value, ConnError> {
+pub async fn run(
+    common: &Common,
+    target: Rc<Target>,
+    a: &RetainedArgs,
+) -> Result<Value, ConnError> {
     let v5 = target.version.is_v5();
     let prefix = format!("lg/{}/r", common.resolved_run_id);
     let rss0 = proc_rss_kb(common.broker_pid);
 
     // Phase 1: store the retained messages (QoS 1 with a window, or QoS 0 then a
     // QoS 1 marker so we know all were read).
-    let mut pubs = connect_all(common, &target, 1, 0, |_| format!("{}-rp", common.client_prefix()), u16::MAX, 64 << 10, None).await?;
+    let mut pubs = connect_all(
+        common,
+        &target,
+        1,
+        0,
+        |_| format!("{}-rp", common.client_prefix()),
+        u16::MAX,
+        64 << 10,
+        None,
+    )
+    .await?;
     let (mut conn, ack) = pubs.remove(0);
     let window = a.window.min(u32::from(ack.receive_max)).max(1) as u64;
     let t_store = Instant::now();
@@ -54,8 +68,13 @@ pub async fn run(common: &Common, target: Rc<Target>, a: &RetainedArgs) -> Resul
         while sent < total && sent - acked - refused < window && buf.len() < (64 << 10) {
             let last_marker = a.qos == 0 && sent == a.messages;
             let qos = if last_marker { 1 } else { a.qos };
-            let topic = if last_marker { format!("{prefix}-marker") } else { format!("{prefix}/{sent}") };
-            let mut tpl = PublishTemplate::new(target.version, &topic, qos, !last_marker, a.payload);
+            let topic = if last_marker {
+                format!("{prefix}-marker")
+            } else {
+                format!("{prefix}/{sent}")
+            };
+            let mut tpl =
+                PublishTemplate::new(target.version, &topic, qos, !last_marker, a.payload);
             tpl.emit(&mut buf, (sent % 65_535 + 1) as u16, 0, 0);
             sent += 1;
             if qos == 0 {
@@ -75,7 +94,7 @@ pub async fn run(common: &Common, target: Rc<Target>, a: &RetainedArgs) -> Resul
         if n == 0 {
             return Err(ConnError::Closed("storing retained messages"));
         }
-        while let Some((first, body)) = conn.rb.next()? {
+        while let Some((first, body)) = conn.rb.next_packet()? {
             if first >> 4 == mqtt::PUBACK {
                 if body.get(2).is_some_and(|&r| r >= 0x80) {
                     refused += 1;
@@ -90,7 +109,17 @@ pub async fn run(common: &Common, target: Rc<Target>, a: &RetainedArgs) -> Resul
     drop(conn);
 
     // Phase 2: the subscribers connect first, then all subscribe at once.
-    let subs = connect_all(common, &target, a.subscribers, 1, |i| format!("{}-rs{i}", common.client_prefix()), u16::MAX, 256 << 10, None).await?;
+    let subs = connect_all(
+        common,
+        &target,
+        a.subscribers,
+        1,
+        |i| format!("{}-rs{i}", common.client_prefix()),
+        u16::MAX,
+        256 << 10,
+        None,
+    )
+    .await?;
     let s0 = Snap::take(common.broker_pid);
     let filter = format!("{prefix}/#");
     let mut handles = Vec::new();
@@ -99,7 +128,18 @@ pub async fn run(common: &Common, target: Rc<Target>, a: &RetainedArgs) -> Resul
         let (qos, expect, wait) = (a.qos, a.messages, a.wait);
         handles.push(tokio::task::spawn_local(async move {
             let t0 = Instant::now();
-            conn.io.send(&mqtt::subscribe(if v5 { mqtt::Version::V5 } else { mqtt::Version::V311 }, 1, &filter, qos)).await?;
+            conn.io
+                .send(&mqtt::subscribe(
+                    if v5 {
+                        mqtt::Version::V5
+                    } else {
+                        mqtt::Version::V311
+                    },
+                    1,
+                    &filter,
+                    qos,
+                ))
+                .await?;
             let (mut suback, mut first_at, mut last_at, mut got) = (None, None, None, 0u64);
             let mut out = Vec::new();
             let fut = async {
@@ -108,7 +148,7 @@ pub async fn run(common: &Common, target: Rc<Target>, a: &RetainedArgs) -> Resul
                         return Err(ConnError::Closed("receiving retained messages"));
                     }
                     let now = t0.elapsed();
-                    while let Some((first, body)) = conn.rb.next()? {
+                    while let Some((first, body)) = conn.rb.next_packet()? {
                         match first >> 4 {
                             mqtt::SUBACK => {
                                 mqtt::check_suback(body, v5)?;

@@ -48,8 +48,13 @@ pub async fn run(common: &Common, target: Rc<Target>, a: &StormArgs) -> Result<V
                 let t0 = Instant::now();
                 let r = async {
                     let io = target.open(l + k as usize).await?;
-                    let mut conn = Conn { io, rb: RBuf::new(256) };
-                    target.handshake(&mut conn, &format!("{prefix}-{k}"), u16::MAX).await?;
+                    let mut conn = Conn {
+                        io,
+                        rb: RBuf::new(256),
+                    };
+                    target
+                        .handshake(&mut conn, &format!("{prefix}-{k}"), u16::MAX)
+                        .await?;
                     let took = t0.elapsed();
                     conn.io.send(&mqtt::DISCONNECT_PACKET).await?;
                     // Wait (briefly) for the broker to close first.

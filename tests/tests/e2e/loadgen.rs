@@ -22,7 +22,14 @@ struct CountingSub {
 impl CountingSub {
     async fn start(port: u16, version: &str, qos: u8, filter: &str) -> CountingSub {
         let mut child = Command::new("stdbuf")
-            .args(["-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p", &port.to_string()])
+            .args([
+                "-oL",
+                "mosquitto_sub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .args(["-V", version, "-q", &qos.to_string(), "-t", filter])
             .args(["-d", "-F", "MSG %t %l"])
             .stdin(Stdio::null())
@@ -112,14 +119,36 @@ async fn loadgen_qos1_counts_match_mosquitto_sub() {
     let r = loadgen(
         port,
         &[
-            "--run-id", run, "pubsub", "--qos", "1", "--window", "64", "--publishers", "1",
-            "--subscribers", "1", "--count", "1000", "--payload", "64",
+            "--run-id",
+            run,
+            "pubsub",
+            "--qos",
+            "1",
+            "--window",
+            "64",
+            "--publishers",
+            "1",
+            "--subscribers",
+            "1",
+            "--count",
+            "1000",
+            "--payload",
+            "64",
         ],
     )
     .await;
     let got = sub.collect(1000).await;
-    assert_eq!(got.len(), 1000, "mosquitto_sub received {} of 1000", got.len());
-    assert!(got.iter().all(|(t, len)| t == &format!("lg/{run}/t/0") && *len == 64), "{got:?}");
+    assert_eq!(
+        got.len(),
+        1000,
+        "mosquitto_sub received {} of 1000",
+        got.len()
+    );
+    assert!(
+        got.iter()
+            .all(|(t, len)| t == &format!("lg/{run}/t/0") && *len == 64),
+        "{got:?}"
+    );
     assert_eq!(total(&r, "sent"), 1000, "{r}");
     assert_eq!(total(&r, "accepted"), 1000, "{r}");
     assert_eq!(total(&r, "refused"), 0, "{r}");
@@ -142,16 +171,37 @@ async fn loadgen_qos2_fan_out_counts_match_mosquitto_sub() {
     let r = loadgen(
         port,
         &[
-            "--run-id", run, "--mqtt", "3", "pubsub", "--qos", "2", "--publishers", "4",
-            "--subscribers", "2", "--count", "250", "--payload", "32",
+            "--run-id",
+            run,
+            "--mqtt",
+            "3",
+            "pubsub",
+            "--qos",
+            "2",
+            "--publishers",
+            "4",
+            "--subscribers",
+            "2",
+            "--count",
+            "250",
+            "--payload",
+            "32",
         ],
     )
     .await;
     let got = sub.collect(1000).await;
-    assert_eq!(got.len(), 1000, "mosquitto_sub received {} of 1000", got.len());
+    assert_eq!(
+        got.len(),
+        1000,
+        "mosquitto_sub received {} of 1000",
+        got.len()
+    );
     for p in 0..4 {
         let topic = format!("lg/{run}/t/{p}");
-        let n = got.iter().filter(|(t, len)| t == &topic && *len == 32).count();
+        let n = got
+            .iter()
+            .filter(|(t, len)| t == &topic && *len == 32)
+            .count();
         assert_eq!(n, 250, "{topic}: {n}");
     }
     assert_eq!(total(&r, "sent"), 1000, "{r}");
