@@ -95,6 +95,15 @@ pub async fn run(common: &Common, target: Rc<Target>, a: &IdleArgs) -> Result<Va
     }
     let n = held.len();
     let t_close = Instant::now();
+    // Close with RST (linger 0): 50,000 closes would otherwise leave as many TIME_WAIT
+    // sockets on our side for a minute, holding ephemeral ports the next run needs.
+    for s in &held {
+        let tcp = match s {
+            Stream::Tcp(t) => t,
+            Stream::Tls(t) => t.get_ref().0,
+        };
+        let _ = tcp.set_zero_linger();
+    }
     drop(held);
     tokio::time::sleep(settle.max(Duration::from_secs(1))).await;
     let rss_after = proc_rss_kb(common.broker_pid);

@@ -51,7 +51,8 @@ pub struct Common {
     #[arg(long, global = true)]
     pub broker_pid: Option<u32>,
     /// Loopback source addresses (127.0.0.1, .2, ...) to spread connections over; 0 =
-    /// one per 20,000 connections (each address has its own ephemeral port range).
+    /// one per 5,000 connections (each address has its own ephemeral port range, ~28k
+    /// ports, some of which earlier runs' TIME_WAIT sockets may still hold).
     #[arg(long, default_value_t = 0, global = true)]
     pub sources: usize,
     /// Connections being opened at once.
@@ -100,7 +101,7 @@ impl Common {
         let n = if self.sources > 0 {
             self.sources
         } else {
-            conns.div_ceil(20_000).max(1)
+            conns.div_ceil(5_000).max(1)
         };
         // Source addresses only make sense towards loopback.
         let sources = if addr.ip().is_loopback() {
