@@ -2,3 +2,4 @@
 
 pub mod authz_policy;
 pub mod harness;
+pub mod loadgen;

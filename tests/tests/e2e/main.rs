@@ -21,6 +21,7 @@ mod ipv6;
 mod limits;
 mod limits_reload;
 mod lingering_close;
+mod loadgen;
 mod metrics;
 mod mosquitto_clients;
 mod persistence;

@@ -1,0 +1,631 @@
+//! Publish/subscribe load: N publishers, M subscribers, QoS 0/1/2, one topic per publisher
+//! or one shared topic, plain or `$share/<group>/` subscriptions; as fast as possible or at
+//! a fixed total rate (open loop), for a duration or a fixed count.
+//!
+//! Every connection runs on the one thread of the generator's runtime. A publisher is two
+//! tasks: the writer fills a large buffer with copies of a pre-encoded PUBLISH (packet id
+//! and timestamps patched) and writes it in one call, the reader counts acknowledgements
+//! and opens the in-flight window. A subscriber is one task: read a large chunk, split it
+//! into packets, record latencies, answer QoS 1/2 with acknowledgements written in one
+//! call per chunk.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::sync::Notify;
+
+use super::hist::Hist;
+use super::mqtt::{self, PublishTemplate};
+use super::net::{Conn, ConnError, RBuf, Stream, Target};
+use super::sys::{proc_rss_kb, Snap};
+use super::{connect_all, lat_json, Common};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TopicMode {
+    /// Publisher i publishes to `<prefix>/t/<i>`; subscribers subscribe `<prefix>/t/+`.
+    PerPublisher,
+    /// Every publisher publishes to `<prefix>/t`; subscribers subscribe to it.
+    Shared,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct PubSubArgs {
+    #[arg(long, default_value_t = 1)]
+    pub publishers: usize,
+    #[arg(long, default_value_t = 1)]
+    pub subscribers: usize,
+    /// QoS of the PUBLISHes and of the subscriptions.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub qos: u8,
+    /// Unacknowledged QoS 1/2 PUBLISHes per publisher at most (also capped by the
+    /// broker's Receive Maximum).
+    #[arg(long, default_value_t = 256)]
+    pub window: u32,
+    /// Payload bytes (at least 16: the two timestamps).
+    #[arg(long, default_value_t = 64)]
+    pub payload: usize,
+    /// Total publishes per second over all publishers (open loop); 0 = as fast as possible.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Seconds measured (after the warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Publish exactly this many messages per publisher, then drain (no warm-up, the
+    /// window is the whole run); overrides --duration.
+    #[arg(long)]
+    pub count: Option<u64>,
+    #[arg(long, value_enum, default_value_t = TopicMode::PerPublisher)]
+    pub topics: TopicMode,
+    /// Subscribe with `$share/<group>/<filter>` (one group: each message to one subscriber).
+    #[arg(long)]
+    pub share_group: Option<String>,
+    /// Seconds to wait after the last send for acknowledgements and deliveries.
+    #[arg(long, default_value_t = 5.0)]
+    pub drain: f64,
+    /// Messages encoded into one write at most.
+    #[arg(long, default_value_t = 512)]
+    pub batch: u64,
+}
+
+/// Counters and histograms shared by all tasks (one thread: `Cell`, no atomics).
+#[derive(Default)]
+pub struct Shared {
+    pub epoch: Option<Instant>,
+    pub stop: Cell<bool>,
+    pub sent: Cell<u64>,
+    pub accepted: Cell<u64>,
+    pub refused: Cell<u64>,
+    pub delivered: Cell<u64>,
+    pub recording: Cell<bool>,
+    /// Receive time − send time (the time written into the payload when it was encoded).
+    pub lat: RefCell<Hist>,
+    /// Receive time − scheduled send time (fixed rate: includes any lag of the schedule,
+    /// so a broker that pushes back shows up here).
+    pub lat_sched: RefCell<Hist>,
+    pub errors: Cell<u64>,
+    pub last_error: RefCell<Option<String>>,
+}
+
+impl Shared {
+    #[inline]
+    pub fn now_ns(&self) -> u64 {
+        self.epoch.map_or(0, |e| e.elapsed().as_nanos() as u64)
+    }
+
+    pub fn error(&self, what: &str, e: impl std::fmt::Display) {
+        self.errors.set(self.errors.get() + 1);
+        *self.last_error.borrow_mut() = Some(format!("{what}: {e}"));
+    }
+}
+
+fn add(c: &Cell<u64>, n: u64) {
+    c.set(c.get() + n);
+}
+
+/// Per publisher: in-flight count, PUBRELs to write, the writer's wake-up.
+#[derive(Default)]
+struct PubState {
+    inflight: Cell<u32>,
+    pubrels: RefCell<Vec<u16>>,
+    notify: Notify,
+    done: Cell<bool>,
+}
+
+struct Plan {
+    qos: u8,
+    window: u32,
+    rate: f64,
+    count: Option<u64>,
+    start: Instant,
+    batch: u64,
+    refill: u64,
+    tls: bool,
+}
+
+async fn writer(
+    sh: Rc<Shared>,
+    ps: Rc<PubState>,
+    mut w: WriteHalf<Stream>,
+    mut tpl: PublishTemplate,
+    plan: Plan,
+) {
+    let cap = (tpl.len() * plan.batch as usize).max(4096);
+    let mut buf = Vec::with_capacity(cap);
+    let start_ns = plan
+        .start
+        .saturating_duration_since(sh.epoch.unwrap_or(plan.start))
+        .as_nanos() as u64;
+    let mut k: u64 = 0;
+    let mut pid: u16 = 0;
+    loop {
+        let notified = ps.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        buf.clear();
+        for id in ps.pubrels.borrow_mut().drain(..) {
+            buf.extend_from_slice(&mqtt::ack(mqtt::PUBREL, id));
+        }
+        let finished = sh.stop.get() || plan.count.is_some_and(|c| k >= c);
+        let mut n = 0;
+        let mut window_bound = false;
+        if !finished {
+            let now = Instant::now();
+            n = plan.batch;
+            if plan.rate > 0.0 {
+                let due = (now.saturating_duration_since(plan.start).as_secs_f64() * plan.rate)
+                    as u64
+                    + 1;
+                n = n.min(due.saturating_sub(k));
+            }
+            if let Some(c) = plan.count {
+                n = n.min(c - k);
+            }
+            if plan.qos > 0 {
+                let free = u64::from(plan.window.saturating_sub(ps.inflight.get()));
+                if free < n {
+                    window_bound = true;
+                    // Refill only once a few slots are free: one write per batch of
+                    // acknowledgements, not one per acknowledgement.
+                    n = if free < plan.refill { 0 } else { free };
+                }
+            }
+            if n > 0 {
+                let now_ns = sh.now_ns();
+                for _ in 0..n {
+                    pid = if pid == u16::MAX { 1 } else { pid + 1 };
+                    let sched = if plan.rate > 0.0 {
+                        start_ns + (k as f64 * 1e9 / plan.rate) as u64
+                    } else {
+                        now_ns
+                    };
+                    tpl.emit(&mut buf, pid, now_ns, sched);
+                    k += 1;
+                }
+                add(&sh.sent, n);
+                if plan.qos > 0 {
+                    ps.inflight.set(ps.inflight.get() + n as u32);
+                }
+            }
+        }
+        if !buf.is_empty() {
+            let r = async {
+                w.write_all(&buf).await?;
+                if plan.tls {
+                    w.flush().await?;
+                }
+                Ok::<_, std::io::Error>(())
+            }
+            .await;
+            if let Err(e) = r {
+                sh.error("publisher write", e);
+                break;
+            }
+            if plan.qos == 0 {
+                add(&sh.accepted, n);
+            }
+            continue;
+        }
+        if finished && (plan.qos == 0 || ps.inflight.get() == 0 || ps.done.get()) {
+            break;
+        }
+        if plan.rate > 0.0 && !window_bound && !finished {
+            let next = plan.start + Duration::from_secs_f64(k as f64 / plan.rate);
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(next.into()) => {}
+            }
+        } else {
+            notified.await;
+        }
+    }
+    ps.done.set(true);
+}
+
+async fn pub_reader(sh: Rc<Shared>, ps: Rc<PubState>, mut r: ReadHalf<Stream>, mut rb: RBuf) {
+    loop {
+        match rb.fill(&mut r).await {
+            Ok(0) => {
+                if !sh.stop.get() {
+                    sh.error("publisher", "connection closed by the broker");
+                }
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                sh.error("publisher read", e);
+                break;
+            }
+        }
+        let mut wake = false;
+        loop {
+            let (first, body) = match rb.next_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    sh.error("publisher", e);
+                    return;
+                }
+            };
+            let reason = body.get(2).copied().unwrap_or(0);
+            match first >> 4 {
+                mqtt::PUBACK | mqtt::PUBCOMP => {
+                    if reason >= 0x80 {
+                        add(&sh.refused, 1);
+                    } else {
+                        add(&sh.accepted, 1);
+                    }
+                    ps.inflight.set(ps.inflight.get().saturating_sub(1));
+                    wake = true;
+                }
+                mqtt::PUBREC => {
+                    if reason >= 0x80 {
+                        add(&sh.refused, 1);
+                        ps.inflight.set(ps.inflight.get().saturating_sub(1));
+                    } else if let Some(p) = body.get(..2) {
+                        ps.pubrels
+                            .borrow_mut()
+                            .push(u16::from_be_bytes([p[0], p[1]]));
+                    }
+                    wake = true;
+                }
+                mqtt::DISCONNECT => {
+                    sh.error(
+                        "publisher",
+                        format!(
+                            "DISCONNECT from the broker, reason 0x{:02x}",
+                            body.first().copied().unwrap_or(0)
+                        ),
+                    );
+                }
+                _ => {}
+            }
+        }
+        if wake {
+            ps.notify.notify_one();
+        }
+    }
+    ps.done.set(true);
+    ps.notify.notify_one();
+}
+
+/// A subscriber: counts PUBLISHes, records latencies, acknowledges QoS 1/2.
+pub async fn subscriber(sh: Rc<Shared>, mut conn: Conn, v5: bool) {
+    let mut out: Vec<u8> = Vec::new();
+    let mut lats: Vec<(u64, u64)> = Vec::new();
+    loop {
+        match conn.rb.fill(&mut conn.io).await {
+            Ok(0) => {
+                if !sh.stop.get() {
+                    sh.error("subscriber", "connection closed by the broker");
+                }
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                sh.error("subscriber read", e);
+                return;
+            }
+        }
+        // One clock read per chunk: every message in it arrived by now.
+        let now = sh.now_ns();
+        let recording = sh.recording.get();
+        let mut n = 0;
+        loop {
+            let (first, body) = match conn.rb.next_packet() {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => {
+                    sh.error("subscriber", e);
+                    return;
+                }
+            };
+            match first >> 4 {
+                mqtt::PUBLISH => {
+                    n += 1;
+                    let (pid, payload) = match mqtt::publish_parts(first, body, v5) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            sh.error("subscriber", e);
+                            return;
+                        }
+                    };
+                    if recording {
+                        if let Some(s) = mqtt::stamps(payload) {
+                            lats.push(s);
+                        }
+                    }
+                    match (first >> 1) & 3 {
+                        1 => out.extend_from_slice(&mqtt::ack(mqtt::PUBACK, pid)),
+                        2 => out.extend_from_slice(&mqtt::ack(mqtt::PUBREC, pid)),
+                        _ => {}
+                    }
+                }
+                mqtt::PUBREL => {
+                    if let Some(p) = body.get(..2) {
+                        let pid = u16::from_be_bytes([p[0], p[1]]);
+                        out.extend_from_slice(&mqtt::ack(mqtt::PUBCOMP, pid));
+                    }
+                }
+                mqtt::DISCONNECT => sh.error(
+                    "subscriber",
+                    format!(
+                        "DISCONNECT from the broker, reason 0x{:02x}",
+                        body.first().copied().unwrap_or(0)
+                    ),
+                ),
+                _ => {}
+            }
+        }
+        add(&sh.delivered, n);
+        if !lats.is_empty() {
+            let mut h = sh.lat.borrow_mut();
+            let mut hs = sh.lat_sched.borrow_mut();
+            for &(sent, sched) in &lats {
+                h.record(now.saturating_sub(sent));
+                hs.record(now.saturating_sub(sched));
+            }
+            lats.clear();
+        }
+        if !out.is_empty() {
+            if let Err(e) = conn.io.send(&out).await {
+                sh.error("subscriber write", e);
+                return;
+            }
+            out.clear();
+        }
+    }
+}
+
+struct Counts {
+    sent: u64,
+    accepted: u64,
+    refused: u64,
+    delivered: u64,
+}
+
+fn counts(sh: &Shared) -> Counts {
+    Counts {
+        sent: sh.sent.get(),
+        accepted: sh.accepted.get(),
+        refused: sh.refused.get(),
+        delivered: sh.delivered.get(),
+    }
+}
+
+pub async fn run(common: &Common, target: Rc<Target>, a: &PubSubArgs) -> Result<Value, ConnError> {
+    let v5 = target.version.is_v5();
+    let tls = target.tls.is_some();
+    let prefix = format!("lg/{}", common.resolved_run_id);
+    let filter = match a.topics {
+        TopicMode::PerPublisher => format!("{prefix}/t/+"),
+        TopicMode::Shared => format!("{prefix}/t"),
+    };
+    let filter = match &a.share_group {
+        Some(g) => format!("$share/{g}/{filter}"),
+        None => filter,
+    };
+    let fanout = if a.subscribers == 0 {
+        0
+    } else if a.share_group.is_some() {
+        1
+    } else {
+        a.subscribers as u64
+    };
+    // Read buffers: large for a few connections, small when there are thousands.
+    let sub_rbuf = (64 << 20) / a.subscribers.max(1);
+    let sub_rbuf = sub_rbuf.clamp(4 << 10, 256 << 10);
+
+    let rss0 = proc_rss_kb(common.broker_pid);
+    let t_conn = Instant::now();
+    let subs = connect_all(
+        common,
+        &target,
+        a.subscribers,
+        0,
+        |i| format!("{}-s{i}", common.client_prefix()),
+        u16::MAX,
+        sub_rbuf,
+        Some((filter.clone(), a.qos)),
+    )
+    .await?;
+    let pubs = connect_all(
+        common,
+        &target,
+        a.publishers,
+        a.subscribers,
+        |i| format!("{}-p{i}", common.client_prefix()),
+        u16::MAX,
+        64 << 10,
+        None,
+    )
+    .await?;
+    let connect_secs = t_conn.elapsed().as_secs_f64();
+    let rss_connected = proc_rss_kb(common.broker_pid);
+    let server_rm = pubs
+        .iter()
+        .map(|(_, a)| a.receive_max)
+        .min()
+        .unwrap_or(u16::MAX);
+    let window = a.window.min(u32::from(server_rm)).max(1);
+
+    let sh = Rc::new(Shared {
+        epoch: Some(Instant::now()),
+        ..Shared::default()
+    });
+    let mut tasks = Vec::new();
+    for (conn, _) in subs {
+        tasks.push(tokio::task::spawn_local(subscriber(sh.clone(), conn, v5)));
+    }
+    let start = Instant::now() + Duration::from_millis(20);
+    let per_pub_rate = a.rate / a.publishers.max(1) as f64;
+    let mut states = Vec::new();
+    let mut writers = Vec::new();
+    for (i, (conn, _)) in pubs.into_iter().enumerate() {
+        let topic = match a.topics {
+            TopicMode::PerPublisher => format!("{prefix}/t/{i}"),
+            TopicMode::Shared => format!("{prefix}/t"),
+        };
+        let tpl = PublishTemplate::new(target.version, &topic, a.qos, false, a.payload);
+        let ps = Rc::new(PubState::default());
+        let Conn { io, rb } = conn;
+        let (r, w) = tokio::io::split(io);
+        tasks.push(tokio::task::spawn_local(pub_reader(
+            sh.clone(),
+            ps.clone(),
+            r,
+            rb,
+        )));
+        // Publishers start at staggered offsets within the first period, so 1,000 paced
+        // publishers do not all send in the same millisecond.
+        let offset = if per_pub_rate > 0.0 {
+            Duration::from_secs_f64((i as f64 / a.publishers as f64) / per_pub_rate)
+        } else {
+            Duration::ZERO
+        };
+        let plan = Plan {
+            qos: a.qos,
+            window,
+            rate: per_pub_rate,
+            count: a.count,
+            start: start + offset,
+            batch: a.batch.max(1),
+            refill: u64::from((window / 8).max(1)),
+            tls,
+        };
+        writers.push(tokio::task::spawn_local(writer(
+            sh.clone(),
+            ps.clone(),
+            w,
+            tpl,
+            plan,
+        )));
+        states.push(ps);
+    }
+
+    let (s0, c0, s1, c1);
+    if a.count.is_some() {
+        sh.recording.set(true);
+        s0 = Snap::take(common.broker_pid);
+        c0 = counts(&sh);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs_f64(a.drain.max(1.0) * 20.0);
+        for w in writers {
+            if tokio::time::timeout_at(deadline, w).await.is_err() {
+                sh.error("publisher", "did not finish sending in time");
+                break;
+            }
+        }
+        sh.stop.set(true);
+        drain(&sh, &states, fanout, a.drain).await;
+        s1 = Snap::take(common.broker_pid);
+        c1 = counts(&sh);
+        sh.recording.set(false);
+    } else {
+        tokio::time::sleep_until((start + Duration::from_secs_f64(a.warmup)).into()).await;
+        sh.lat.borrow_mut().reset();
+        sh.lat_sched.borrow_mut().reset();
+        sh.recording.set(true);
+        s0 = Snap::take(common.broker_pid);
+        c0 = counts(&sh);
+        tokio::time::sleep_until((s0.at + Duration::from_secs_f64(a.duration)).into()).await;
+        s1 = Snap::take(common.broker_pid);
+        c1 = counts(&sh);
+        sh.recording.set(false);
+        sh.stop.set(true);
+        for ps in &states {
+            ps.notify.notify_one();
+        }
+        drain(&sh, &states, fanout, a.drain).await;
+    }
+    let rss_end = proc_rss_kb(common.broker_pid);
+    let total = counts(&sh);
+    for t in tasks {
+        t.abort();
+    }
+
+    let secs = (s1.at - s0.at).as_secs_f64();
+    let acc = c1.accepted - c0.accepted;
+    let del = c1.delivered - c0.delivered;
+    let msgs = (acc + del).max(1) as f64;
+    let self_cpu = (s1.self_cpu - s0.self_cpu).as_secs_f64();
+    let broker_cpu = match (s0.broker_cpu, s1.broker_cpu) {
+        (Some(a), Some(b)) => Some((b - a).as_secs_f64()),
+        _ => None,
+    };
+    let expected = total.accepted * fanout;
+    let ratio = (expected > 0).then(|| total.delivered as f64 / expected as f64);
+    let lat = sh.lat.borrow();
+    let lat_sched = sh.lat_sched.borrow();
+    Ok(json!({
+        "scenario": "pubsub",
+        "qos": a.qos,
+        "publishers": a.publishers,
+        "subscribers": a.subscribers,
+        "topics": format!("{:?}", a.topics),
+        "filter": filter,
+        "share_group": a.share_group,
+        "payload_bytes": a.payload.max(mqtt::STAMP_BYTES),
+        "mode": if a.count.is_some() { "count" } else if a.rate > 0.0 { "fixed-rate" } else { "max" },
+        "offered_rate": (a.rate > 0.0).then_some(a.rate),
+        "window": (a.qos > 0).then_some(window),
+        "server_receive_max": server_rm,
+        "window_s": secs,
+        "connect_s": connect_secs,
+        "sent": c1.sent - c0.sent,
+        "accepted": acc,
+        "refused": c1.refused - c0.refused,
+        "delivered": del,
+        "sent_rate": (c1.sent - c0.sent) as f64 / secs,
+        "accepted_rate": acc as f64 / secs,
+        "delivered_rate": del as f64 / secs,
+        "fanout": fanout,
+        "total": { "sent": total.sent, "accepted": total.accepted, "refused": total.refused,
+                   "delivered": total.delivered, "expected_delivered": expected },
+        "delivered_ratio": ratio,
+        "latency_us": lat_json(&lat),
+        "latency_from_schedule_us": lat_json(&lat_sched),
+        "loadgen_cpu_s": self_cpu,
+        "loadgen_cpu_us_per_msg": self_cpu * 1e6 / msgs,
+        "loadgen_cpu_util": self_cpu / secs,
+        "broker_cpu_s": broker_cpu,
+        "broker_cpu_util": broker_cpu.map(|c| c / secs),
+        "broker_cpu_us_per_msg": broker_cpu.map(|c| c * 1e6 / msgs),
+        "broker_cpu_us_per_publish": broker_cpu.map(|c| c * 1e6 / acc.max(1) as f64),
+        "broker_rss_kb": { "before": rss0, "connected": rss_connected, "end": rss_end },
+        "errors": sh.errors.get(),
+        "last_error": sh.last_error.borrow().clone(),
+    }))
+}
+
+/// Wait for the publishers' acknowledgements and the subscribers' deliveries: until all
+/// expected deliveries arrived, nothing moved for a second, or `secs` passed.
+async fn drain(sh: &Shared, states: &[Rc<PubState>], fanout: u64, secs: f64) {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut last = (u64::MAX, u64::MAX);
+    let mut still = Instant::now();
+    while Instant::now() < deadline {
+        let inflight: u64 = states.iter().map(|s| u64::from(s.inflight.get())).sum();
+        let now = (sh.accepted.get() + sh.refused.get(), sh.delivered.get());
+        if inflight == 0 && sh.delivered.get() >= sh.accepted.get() * fanout {
+            break;
+        }
+        if now != last {
+            last = now;
+            still = Instant::now();
+        } else if still.elapsed() > Duration::from_secs(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for s in states {
+        s.done.set(true);
+        s.notify.notify_one();
+    }
+    // Let the writers see `done`.
+    tokio::task::yield_now().await;
+}

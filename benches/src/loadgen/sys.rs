@@ -1,0 +1,92 @@
+//! Process accounting: the generator's own CPU (getrusage), another process's CPU and RSS
+//! (/proc/<pid>/stat and status), and the open-files limit.
+
+use std::time::Duration;
+
+/// Linux reports utime/stime in /proc in USER_HZ ticks, 100 on every architecture.
+const USER_HZ: f64 = 100.0;
+
+fn tv(t: libc::timeval) -> Duration {
+    Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+}
+
+/// User + system CPU of this whole process (every thread; the generator runs its load on
+/// one thread, so this is that thread plus a negligible start-up).
+pub fn self_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct we pass; zeroed is a valid rusage.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
+        return Duration::ZERO;
+    }
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// utime + stime of process `pid` (10 ms resolution).
+pub fn proc_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces: count fields after it.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_secs_f64(ticks as f64 / USER_HZ))
+}
+
+/// VmRSS of process `pid` in KiB (`None` for "self" means this process failed to read).
+pub fn proc_rss_kb(pid: Option<u32>) -> Option<u64> {
+    let path = match pid {
+        Some(p) => format!("/proc/{p}/status"),
+        None => "/proc/self/status".to_string(),
+    };
+    let status = std::fs::read_to_string(path).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Raise the soft open-files limit to the hard one; returns (soft, hard) after the attempt.
+/// (A hard limit can only be raised with CAP_SYS_RESOURCE, which a container usually
+/// lacks; then the hard limit caps the connections one process can hold.)
+pub fn raise_nofile(want: u64) -> (u64, u64) {
+    // SAFETY: plain libc calls on a local struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return (0, 0);
+        }
+        if lim.rlim_max < want {
+            let higher = libc::rlimit {
+                rlim_cur: want,
+                rlim_max: want,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &higher) == 0 {
+                return (want, want);
+            }
+        }
+        let cur = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &cur) == 0 {
+            return (lim.rlim_max, lim.rlim_max);
+        }
+        (lim.rlim_cur, lim.rlim_max)
+    }
+}
+
+/// CPU and clock at one instant, for per-window deltas.
+#[derive(Clone, Copy)]
+pub struct Snap {
+    pub at: std::time::Instant,
+    pub self_cpu: Duration,
+    pub broker_cpu: Option<Duration>,
+}
+
+impl Snap {
+    pub fn take(broker_pid: Option<u32>) -> Snap {
+        Snap {
+            at: std::time::Instant::now(),
+            self_cpu: self_cpu(),
+            broker_cpu: broker_pid.and_then(proc_cpu),
+        }
+    }
+}
