@@ -168,8 +168,13 @@ def main():
     p.add_argument("--sources", type=int, default=8, help="127.0.0.x source addresses")
     p.add_argument("--cpu", default="1", help="taskset CPU list for the broker ('' = none)")
     p.add_argument("--settle", type=float, default=2.0, help="seconds before each RSS reading")
+    p.add_argument("--close-settle", type=float, default=None,
+                   help="seconds between closing and the RSS reading after close (default: --settle)")
     p.add_argument("--env", action="append", default=[], help="KEY=VALUE for the broker")
     p.add_argument("--log", help="copy the broker's output here at the end")
+    p.add_argument("--gdb-stats", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--gdb-trim", action="store_true",
+                   help="experiment: call glibc malloc_trim(0) in the broker (gdb) after close")
     args = p.parse_args()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -198,7 +203,15 @@ def main():
                 held = settle(pid, args.settle)
                 for s in socks:
                     s.close()
-                after = settle(pid, args.settle)
+                after = settle(pid, args.settle if args.close_settle is None else args.close_settle)
+                if args.gdb_stats:
+                    subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "call (void)_rjem_malloc_stats_print(0,0,\"dablxe\")"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                if args.gdb_trim:
+                    subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "call (int)malloc_trim(0)"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    trimmed = settle(pid, 0.5)
+                    print(f"  after malloc_trim(0): {trimmed} KB", flush=True)
                 per_conn = (held - base) * 1024 / args.n
                 rounds.append({"round": r + 1, "held_kb": held, "after_close_kb": after,
                                "bytes_per_conn": round(per_conn), "open_s": round(opened, 2)})

@@ -247,7 +247,7 @@ where
         outbound_aliases: super::aliases::OutboundAliases::new(
             props.topic_alias_maximum.unwrap_or(0),
         ),
-        will,
+        will: will.map(Box::new),
         session_expiry,
         connect_expiry_was_zero: requested_expiry == 0,
         held_acks: Default::default(),

@@ -133,7 +133,8 @@ pub(crate) struct Connection {
     /// Server→client topic aliases we have assigned, within the client's Topic Alias
     /// Maximum and our own count and byte bounds (past them, full topic names).
     outbound_aliases: aliases::OutboundAliases,
-    will: Option<Will>,
+    /// Boxed: a few hundred bytes that most connections do not have.
+    will: Option<Box<Will>>,
     session_expiry: u32,
     /// CONNECT had Session Expiry 0; a DISCONNECT may then not raise it (§3.14.2.2.2).
     connect_expiry_was_zero: bool,
@@ -436,7 +437,7 @@ impl Connection {
         self.broker.state_store.drop_client(&self.client_id);
         let will = if publish_will { self.will.take() } else { None };
         let will = will.map(|will| crate::broker::WillMessage {
-            will,
+            will: *will,
             authority: self
                 .authz
                 .as_ref()
