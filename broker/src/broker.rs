@@ -380,7 +380,7 @@ impl Broker {
                 if delay == 0 || expiry_interval == 0 {
                     publish_now = Some(will);
                 } else {
-                    st.pending_will = Some(PendingWill { will, generation });
+                    st.pending_will = Some(Box::new(PendingWill { will, generation }));
                     let broker = self.clone();
                     let s = session.clone();
                     let wait = Duration::from_secs(u64::from(delay.min(expiry_interval)));

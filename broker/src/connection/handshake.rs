@@ -19,7 +19,7 @@ use crate::authz::Action;
 use crate::broker::Broker;
 
 pub(super) type Accepted = (
-    Connection,
+    Box<Connection>,
     BytesMut,
     oneshot::Receiver<ReasonCode>,
     oneshot::Sender<()>,
@@ -27,6 +27,11 @@ pub(super) type Accepted = (
 
 /// Read and answer CONNECT. On refusal the CONNACK (if the version allows one) has
 /// been written and the error says why, for the log.
+///
+/// Waiting for CONNECT is all that a socket which never sends one costs, so that part
+/// keeps little state (a small read buffer); what only a CONNECT needs (authentication,
+/// the session, the [`Connection`]) lives in a future boxed once CONNECT is read, so its
+/// size does not count in every connection task from `accept` on.
 pub(super) async fn handshake<R, W>(
     reader: &mut R,
     writer: &mut W,
@@ -37,19 +42,44 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut rbuf = BytesMut::with_capacity(4096);
-    let connect = loop {
-        match codec::decode(&mut rbuf, None, broker.limits().max_packet_size) {
-            Ok(Some(Packet::Connect(c))) => break c,
+    let (connect, rbuf) = read_connect(reader, writer, broker).await?;
+    Box::pin(accept(connect, rbuf, writer, broker, security)).await
+}
+
+/// What a CONNECT usually fits in: the read buffer before CONNECT starts this small and
+/// doubles while a larger CONNECT arrives (up to the packet size limit the codec checks).
+const CONNECT_READ_BUFFER: usize = 256;
+
+/// Read the first packet, which must be CONNECT; the bytes after it stay in the buffer.
+async fn read_connect<R, W>(
+    reader: &mut R,
+    writer: &mut W,
+    broker: &Arc<Broker>,
+) -> Result<(Box<Connect>, BytesMut), String>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut rbuf = BytesMut::with_capacity(CONNECT_READ_BUFFER);
+    loop {
+        // The decoded packet is not kept across the awaits below (a `match` on it would
+        // keep it, and its size, in this future).
+        let bad = match codec::decode(&mut rbuf, None, broker.limits().max_packet_size) {
+            Ok(Some(Packet::Connect(c))) => return Ok((c, rbuf)),
             Ok(Some(other)) => {
                 return Err(format!("first packet was {}, not CONNECT", other.name()))
             }
-            Ok(None) => {}
-            Err(e) => {
-                let level = codec::peek_protocol_level(&rbuf);
-                refuse(writer, level, e.reason).await;
-                return Err(format!("bad CONNECT: {e}"));
-            }
+            Ok(None) => None,
+            Err(e) => Some(e),
+        };
+        if let Some(e) = bad {
+            let level = codec::peek_protocol_level(&rbuf);
+            // Boxed: rare, and its timer would otherwise count in every socket.
+            Box::pin(refuse(writer, level, e.reason)).await;
+            return Err(format!("bad CONNECT: {e}"));
+        }
+        if rbuf.len() == rbuf.capacity() {
+            rbuf.reserve(rbuf.capacity().max(CONNECT_READ_BUFFER));
         }
         if reader
             .read_buf(&mut rbuf)
@@ -59,7 +89,20 @@ where
         {
             return Err("closed before CONNECT".into());
         }
-    };
+    }
+}
+
+/// Answer a CONNECT read by [`read_connect`].
+async fn accept<W>(
+    connect: Box<Connect>,
+    rbuf: BytesMut,
+    writer: &mut W,
+    broker: &Arc<Broker>,
+    security: &PortSecurity,
+) -> Result<Accepted, String>
+where
+    W: AsyncWrite + Unpin,
+{
     let connect = *connect;
     let version = connect.protocol;
     if let Err(rc) = check_connect(&connect, security) {
@@ -183,7 +226,7 @@ where
                 .start_journal(journal, selected, session_expiry);
         }
     }
-    let mut conn = Connection {
+    let mut conn = Box::new(Connection {
         broker: broker.clone(),
         limits: limits.clone(),
         session: attached.session,
@@ -204,7 +247,7 @@ where
         outbound_aliases: super::aliases::OutboundAliases::new(
             props.topic_alias_maximum.unwrap_or(0),
         ),
-        will,
+        will: will.map(Box::new),
         session_expiry,
         connect_expiry_was_zero: requested_expiry == 0,
         held_acks: Default::default(),
@@ -214,10 +257,11 @@ where
         auth_method: props.authentication_method.clone(),
         reauth: None,
         principal,
-        wbuf: BytesMut::with_capacity(8 * 1024),
+        // Allocated as packets are written, released when idle (see `serve_loop`).
+        wbuf: BytesMut::new(),
         metrics: security.metrics.clone(),
         retained_backlog: Default::default(),
-    };
+    });
 
     let properties = match version {
         ProtocolVersion::V311 => ConnAckProperties::default(),

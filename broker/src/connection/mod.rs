@@ -139,7 +139,8 @@ pub(crate) struct Connection {
     /// Server→client topic aliases we have assigned, within the client's Topic Alias
     /// Maximum and our own count and byte bounds (past them, full topic names).
     outbound_aliases: aliases::OutboundAliases,
-    will: Option<Will>,
+    /// Boxed: a few hundred bytes that most connections do not have.
+    will: Option<Box<Will>>,
     session_expiry: u32,
     /// CONNECT had Session Expiry 0; a DISCONNECT may then not raise it (§3.14.2.2.2).
     connect_expiry_was_zero: bool,
@@ -212,7 +213,7 @@ pub async fn serve<S>(
 
 impl Connection {
     async fn run<R, W>(
-        mut self,
+        mut self: Box<Self>,
         mut reader: R,
         mut writer: W,
         mut rbuf: BytesMut,
@@ -263,6 +264,9 @@ impl Connection {
         // Set after a write until a flush has gone through: framed transports
         // (WebSockets) may hold written bytes until flushed; for TCP flush is free.
         let mut dirty = false;
+        // The last read filled the read buffer: the client sends faster than one small
+        // read takes, so read in large chunks (see `size_read_buffer`).
+        let mut streaming = false;
         let far = Duration::from_secs(86400 * 365);
         let keep_alive = tokio::time::sleep(self.keep_alive_timeout.unwrap_or(far));
         tokio::pin!(keep_alive);
@@ -303,16 +307,18 @@ impl Connection {
             }
             self.release_held_acks();
             self.drain();
-            if rbuf.capacity() - rbuf.len() < 4096 {
-                rbuf.reserve(16 * 1024);
-            }
+            size_read_buffer(rbuf, streaming);
+            let read_room = rbuf.capacity() - rbuf.len();
             // Not reading the client, through no fault of its own: its keep alive must
             // not run out meanwhile.
             let window_full = self.inbound_window_full() || self.paused();
             let reading = self.wbuf.len() < READ_PAUSE_BYTES && !window_full;
             let resume = self.paused_for.first().cloned();
             let writing = !self.wbuf.is_empty();
-            let held = self.held_acks.front_wait();
+            // Boxed (only while acknowledgements are held, and for clients watched by
+            // the device registry): their timers and channel waits would otherwise
+            // count in every connection's task.
+            let held = self.held_acks.front_wait().map(Box::pin);
             let holding = held.is_some();
             let event = tokio::select! {
                 biased;
@@ -340,7 +346,7 @@ impl Connection {
                 }, if self.reauth.is_some() => Event::Reauthenticated(r),
                 why = async {
                     match device.as_mut() {
-                        Some(d) => d.revoked().await,
+                        Some(d) => Box::pin(d.revoked()).await,
                         None => std::future::pending().await,
                     }
                 }, if device.is_some() => Event::DeviceRevoked(why),
@@ -356,13 +362,18 @@ impl Connection {
                 Event::Wrote(Ok(0)) => return Exit::Closed("write returned 0".into()),
                 Event::Wrote(Ok(n)) => {
                     self.wbuf.advance(n);
+                    if self.wbuf.is_empty() {
+                        // Written out: hold no write buffer while idle. A busy
+                        // connection allocates one per batch, a few KiB per write.
+                        self.wbuf = BytesMut::new();
+                    }
                     dirty = true;
                 }
                 Event::Flushed(Ok(())) => dirty = false,
                 Event::Flushed(Err(e)) => return Exit::Closed(format!("flush error: {e}").into()),
                 Event::Wrote(Err(e)) => return Exit::Closed(format!("write error: {e}").into()),
                 Event::Read(Ok(0)) => return Exit::Closed("connection closed by client".into()),
-                Event::Read(Ok(_)) => {}
+                Event::Read(Ok(n)) => streaming = n >= read_room,
                 Event::Read(Err(e)) => return Exit::Closed(format!("read error: {e}").into()),
                 Event::Woken | Event::AcksReady => {}
                 // Not the client's silence: we stopped reading it while its window is full.
@@ -463,7 +474,7 @@ impl Connection {
         self.broker.state_store.drop_client(&self.client_id);
         let will = if publish_will { self.will.take() } else { None };
         let will = will.map(|will| crate::broker::WillMessage {
-            will,
+            will: *will,
             authority: self
                 .authz
                 .as_ref()
@@ -576,6 +587,30 @@ async fn linger<R: AsyncRead + Unpin>(reader: &mut R) {
         }
     };
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
+}
+
+/// The read buffer of a quiet connection: a few small packets (PINGREQ, an occasional
+/// PUBLISH). Released while nothing is buffered, so an idle connection holds only this.
+const READ_BUFFER_IDLE: usize = 256;
+/// The read buffer of a connection whose client streams (its last read filled the buffer).
+const READ_BUFFER_BUSY: usize = 16 * 1024;
+
+/// Size the read buffer for the next read: large while the client streams, small
+/// otherwise. An empty buffer grown large for a burst is dropped once the burst is over
+/// (packets decoded from it keep their part alive until delivered).
+fn size_read_buffer(rbuf: &mut BytesMut, streaming: bool) {
+    if streaming {
+        if rbuf.capacity() - rbuf.len() < 4096 {
+            rbuf.reserve(READ_BUFFER_BUSY);
+        }
+        return;
+    }
+    if rbuf.is_empty() && rbuf.capacity() > READ_BUFFER_IDLE {
+        *rbuf = BytesMut::new();
+    }
+    if rbuf.capacity() - rbuf.len() < READ_BUFFER_IDLE / 4 {
+        rbuf.reserve(READ_BUFFER_IDLE);
+    }
 }
 
 /// How long until `expiry` (zero when past), or `far` without one.

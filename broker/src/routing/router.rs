@@ -4,6 +4,7 @@
 //! index, so a message reaches subscriber queues without a hop through a router task.
 //! Subscriber queues are bounded and never block the publisher (see `session::queue`).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -69,6 +70,75 @@ pub struct Routed {
 pub struct SubscribeOutcome {
     /// A subscription with the same filter already existed (Retain Handling 1).
     pub existed: bool,
+}
+
+/// Up to this many targets, a linear search finds a session's target faster than a
+/// hash map would (no map to build; measured with `benches/benches/fanout.rs`).
+const LINEAR_DEDUP: usize = 16;
+
+/// Finds the first target of a session during one fan-out in O(1): a linear search while
+/// the targets are few, then a map from session key to target index, built once from
+/// the targets so far when they pass [`LINEAR_DEDUP`] and kept up to date from then on.
+#[derive(Default)]
+struct Dedup {
+    map: Option<HashMap<SessionKey, usize, BuildKeyHasher>>,
+}
+
+impl Dedup {
+    /// The index of the first target for `key`.
+    fn find(&mut self, targets: &[Target], key: SessionKey) -> Option<usize> {
+        if self.map.is_none() && targets.len() > LINEAR_DEDUP {
+            let mut map = HashMap::with_capacity_and_hasher(targets.len() * 2, BuildKeyHasher);
+            for (i, t) in targets.iter().enumerate() {
+                map.entry(t.session.key).or_insert(i);
+            }
+            self.map = Some(map);
+        }
+        match &self.map {
+            Some(map) => map.get(&key).copied(),
+            None => targets.iter().position(|t| t.session.key == key),
+        }
+    }
+
+    /// A target for `key` was pushed at index `i` (kept only if it is the session's first).
+    fn note(&mut self, key: SessionKey, i: usize) {
+        if let Some(map) = &mut self.map {
+            map.entry(key).or_insert(i);
+        }
+    }
+}
+
+/// Session keys are handed out by the broker in sequence, never chosen by a client, so a
+/// multiplicative hash spreads them well and cannot be steered into collisions; SipHash
+/// would cost more than the rest of a delivery.
+#[derive(Default, Clone, Copy)]
+struct BuildKeyHasher;
+
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::BuildHasher for BuildKeyHasher {
+    type Hasher = KeyHasher;
+
+    fn build_hasher(&self) -> KeyHasher {
+        KeyHasher(0)
+    }
+}
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// A target session and what it gets, aggregated over its matching subscriptions.
@@ -196,9 +266,14 @@ impl Router {
     pub fn publish(&self, message: &Arc<Message>) -> Routed {
         self.stats.messages_routed.fetch_add(1, Ordering::Relaxed);
         let mut targets: SmallVec<[Target; 8]> = SmallVec::new();
+        let mut dedup = Dedup::default();
         {
             let index = self.index.read();
             index.for_each_match(&message.topic, |entry| {
+                // The keys of one filter's subscribers are distinct: the first filter
+                // with subscribers needs no look-up at all (the common case of one
+                // matching filter, however many subscribers it has).
+                let first = targets.is_empty();
                 for (key, sub) in &entry.direct {
                     if sub.options.no_local && message.origin == Some(*key) {
                         continue;
@@ -207,18 +282,27 @@ impl Router {
                     let retain = message.retain && sub.options.retain_as_published;
                     // One copy per session, carrying every matching identifier and the
                     // highest QoS among its matching subscriptions (MQTT 5 §3.3.4).
-                    match targets.iter_mut().find(|t| t.session.key == *key) {
-                        Some(t) => {
+                    let found = if first {
+                        None
+                    } else {
+                        dedup.find(&targets, *key)
+                    };
+                    match found {
+                        Some(i) => {
+                            let t = &mut targets[i];
                             t.qos = t.qos.max(qos);
                             t.retain |= retain;
                             t.ids.extend(sub.id);
                         }
-                        None => targets.push(Target {
-                            session: sub.session.clone(),
-                            qos,
-                            retain,
-                            ids: sub.id.into_iter().collect(),
-                        }),
+                        None => {
+                            dedup.note(*key, targets.len());
+                            targets.push(Target {
+                                session: sub.session.clone(),
+                                qos,
+                                retain,
+                                ids: sub.id.into_iter().collect(),
+                            });
+                        }
                     }
                 }
                 for group in entry.shared.values() {
@@ -232,6 +316,9 @@ impl Router {
                         .map(|i| &group.members[(start + i) % n].1)
                         .find(|s| s.session.is_online())
                         .unwrap_or(&group.members[start % n].1);
+                    // A shared subscription's copy is never merged into an earlier one;
+                    // a later plain subscription of the same session may merge into it.
+                    dedup.note(pick.session.key, targets.len());
                     targets.push(Target {
                         session: pick.session.clone(),
                         qos: pick.options.qos.min(message.qos),
@@ -414,4 +501,123 @@ pub struct RetainedCursor {
     /// The store's sequence number when the subscription was made.
     max_seq: u64,
     after: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatehouse_protocol::PublishProperties;
+
+    fn router() -> Router {
+        Router::new(
+            QueuePolicy {
+                length: 100,
+                max_bytes: usize::MAX,
+                drop_oldest: false,
+            },
+            Caps {
+                max_messages: 10,
+                max_bytes: 1 << 20,
+            },
+        )
+    }
+
+    fn options(qos: QoS) -> SubscriptionOptions {
+        SubscriptionOptions {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: 0,
+        }
+    }
+
+    fn sub(
+        router: &Router,
+        s: &Arc<Session>,
+        filter: &str,
+        group: Option<&str>,
+        qos: QoS,
+        id: u32,
+    ) {
+        let entry = SubEntry {
+            session: s.clone(),
+            options: options(qos),
+            id: Some(id),
+        };
+        router.subscribe(filter, group, entry);
+    }
+
+    fn publish(router: &Router) -> Routed {
+        router.publish(&Arc::new(Message {
+            topic: "a/b".into(),
+            payload: Bytes::from_static(b"x"),
+            qos: QoS::ExactlyOnce,
+            retain: false,
+            properties: PublishProperties::default(),
+            expires_at: None,
+            origin: None,
+        }))
+    }
+
+    fn sessions(n: u64) -> Vec<Arc<Session>> {
+        (1..=n)
+            .map(|k| {
+                let s = Arc::new(Session::new(k, format!("c{k}").into()));
+                s.set_online(true);
+                s
+            })
+            .collect()
+    }
+
+    /// Few and many subscribers (linear search and map), each on three overlapping
+    /// filters: one copy each, every identifier, the highest QoS.
+    #[test]
+    fn overlapping_subscriptions_give_one_copy_at_any_fan_out() {
+        for n in [1, 3, LINEAR_DEDUP as u64, LINEAR_DEDUP as u64 + 1, 200] {
+            let router = router();
+            let all = sessions(n);
+            for s in &all {
+                sub(&router, s, "a/b", None, QoS::AtMostOnce, 1);
+                sub(&router, s, "a/+", None, QoS::ExactlyOnce, 2);
+                sub(&router, s, "#", None, QoS::AtLeastOnce, 3);
+            }
+            assert_eq!(publish(&router).matched, n as usize, "n = {n}");
+            for s in &all {
+                let st = s.lock();
+                assert_eq!(st.queue.len(), 1, "n = {n}");
+                let d = &st.queue[0];
+                assert_eq!(d.qos, QoS::ExactlyOnce);
+                let mut ids = d.subscription_ids.to_vec();
+                ids.sort_unstable();
+                assert_eq!(ids, [1, 2, 3]);
+            }
+        }
+    }
+
+    /// A shared subscription's copy is separate from an earlier plain one of the same
+    /// session; a plain subscription matched after it merges into it, as before.
+    #[test]
+    fn shared_copies_are_not_merged_into_earlier_targets() {
+        for n in [2, 40] {
+            let router = router();
+            let all = sessions(n);
+            for s in &all {
+                sub(&router, s, "a/b", None, QoS::AtMostOnce, 1);
+                sub(&router, s, "a/b", Some("g"), QoS::AtLeastOnce, 2);
+            }
+            // The one member picked for the group gets two copies, the others one.
+            assert_eq!(publish(&router).matched, n as usize + 1);
+            let copies: usize = all.iter().map(|s| s.lock().queue.len()).sum();
+            assert_eq!(copies, n as usize + 1);
+            let router = self::router();
+            let all = sessions(n);
+            for s in &all {
+                sub(&router, s, "a/b", Some("g"), QoS::AtLeastOnce, 2);
+                sub(&router, s, "a/+", None, QoS::AtMostOnce, 1);
+            }
+            // The exact filter (with the group) is visited first: the picked member's
+            // plain subscription merges into its shared copy.
+            assert_eq!(publish(&router).matched, n as usize);
+        }
+    }
 }

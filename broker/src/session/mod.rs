@@ -170,7 +170,8 @@ pub struct SessionState {
     /// Bumped at every attach; timers for expiry and will delay compare it.
     pub generation: u64,
     pub expiry_interval: u32,
-    pub pending_will: Option<PendingWill>,
+    /// Boxed: a will is a few hundred bytes that most sessions never hold.
+    pub pending_will: Option<Box<PendingWill>>,
     /// Set when the session has been removed from the registry; late deliveries and
     /// timers check it.
     pub ended: bool,

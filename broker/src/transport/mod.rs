@@ -95,7 +95,10 @@ pub async fn accept_loop(
         let transport = transport.clone();
         let tls = tls.clone();
         let auth = auth.clone();
-        tokio::spawn(async move {
+        // The task's future is allocated at its largest state for the connection's whole
+        // life, from `accept` on: TLS and WebSocket state (several KiB) live in boxes of
+        // their own so a plain connection does not carry their size.
+        let fut = async move {
             let _permit = permit;
             // One deadline for the TLS handshake, the WebSocket upgrade and CONNECT.
             let deadline = Instant::now() + broker.limits().connect_timeout;
@@ -114,25 +117,32 @@ pub async fn accept_loop(
                 let security = auth.with_peer_certs(Vec::new()).pending(slot);
                 return handle(stream, peer, transport, security, broker, port, deadline).await;
             };
-            match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => {
-                    let peer_certs = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .map(|c| c.to_vec())
-                        .unwrap_or_default();
-                    let security = auth.with_peer_certs(peer_certs).pending(slot);
-                    handle(stream, peer, transport, security, broker, port, deadline).await
+            Box::pin(async move {
+                match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let peer_certs = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .map(|c| c.to_vec())
+                            .unwrap_or_default();
+                        let security = auth.with_peer_certs(peer_certs).pending(slot);
+                        handle(stream, peer, transport, security, broker, port, deadline).await
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!(target: "listener", %peer, port, "TLS handshake failed: {e}")
+                    }
+                    Err(_) => {
+                        tracing::info!(target: "listener", %peer, port, "TLS handshake timed out")
+                    }
                 }
-                Ok(Err(e)) => {
-                    tracing::info!(target: "listener", %peer, port, "TLS handshake failed: {e}")
-                }
-                Err(_) => {
-                    tracing::info!(target: "listener", %peer, port, "TLS handshake timed out")
-                }
-            }
-        });
+            })
+            .await
+        };
+        if std::env::var_os("GH_SIZES").is_some() {
+            eprintln!("SIZE conn task future {}", std::mem::size_of_val(&fut));
+        }
+        tokio::spawn(fut);
     }
 }
 
@@ -149,7 +159,7 @@ async fn handle<S>(
 {
     match transport {
         Transport::Mqtt => connection::serve(stream, broker, security, peer, port, deadline).await,
-        Transport::WebSockets { path } => {
+        Transport::WebSockets { path } => Box::pin(async move {
             let max_packet = broker.limits().max_packet_size;
             let upgrade = websocket::accept(stream, path.as_deref(), max_packet);
             match tokio::time::timeout_at(deadline, upgrade).await {
@@ -161,6 +171,7 @@ async fn handle<S>(
                     tracing::info!(target: "listener", %peer, port, "WebSocket upgrade timed out")
                 }
             }
-        }
+        })
+        .await,
     }
 }

@@ -15,6 +15,7 @@ mod bounds_transport;
 mod ca_cli;
 mod cli;
 mod config_errors;
+mod conn_buffers;
 mod custom_auth;
 mod explain;
 mod ipv6;
