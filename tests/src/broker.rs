@@ -259,11 +259,7 @@ impl BrokerProcess {
     }
 
     /// [`Self::start`] with extra environment variables (e.g. `TOKIO_WORKER_THREADS`).
-    pub async fn start_with_env(
-        config: &Path,
-        port: u16,
-        env: &[(&str, &str)],
-    ) -> BrokerProcess {
+    pub async fn start_with_env(config: &Path, port: u16, env: &[(&str, &str)]) -> BrokerProcess {
         let log = config.with_extension(format!("{}.log", unique("run")));
         let out = std::fs::File::create(&log).expect("create the broker log");
         let err = out.try_clone().expect("clone the log handle");

@@ -277,9 +277,8 @@ impl Session {
             let evicted = dropped.len();
             let ticket = self.journal_enqueued(&mut st, outcome, dropped);
             // At either bound (length or bytes) the session is congested.
-            let congested = online
-                && policy.congests(&st.queue)
-                && self.mark_congested() < hold_limit_ms(qos);
+            let congested =
+                online && policy.congests(&st.queue) && self.mark_congested() < hold_limit_ms(qos);
             (outcome, evicted, congested, ticket)
         };
         let (outcome, evicted, congested, ticket) = outcome;

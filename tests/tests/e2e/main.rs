@@ -6,6 +6,7 @@
 //! topics, so tests run in parallel. They need `mosquitto_pub` / `mosquitto_sub`
 //! (Debian `mosquitto-clients`, installed by `.ci/run`) and `stdbuf` (coreutils).
 
+mod arrival_order;
 mod auth_chain;
 mod authn_reload;
 mod authz;
@@ -49,4 +50,3 @@ mod tls;
 mod websockets;
 mod wills;
 mod x509;
-mod arrival_order;
