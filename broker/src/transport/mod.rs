@@ -139,9 +139,6 @@ pub async fn accept_loop(
             })
             .await
         };
-        if std::env::var_os("GH_SIZES").is_some() {
-            eprintln!("SIZE conn task future {}", std::mem::size_of_val(&fut));
-        }
         tokio::spawn(fut);
     }
 }

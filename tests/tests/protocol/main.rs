@@ -3,6 +3,7 @@
 //! module per feature. Reason codes that matter are asserted on the bytes themselves.
 
 mod aliases;
+mod backpressure;
 mod connect;
 mod dollar;
 mod expiry;
