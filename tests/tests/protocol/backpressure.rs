@@ -46,7 +46,10 @@ async fn a_subscriber_that_reads_late_gets_every_qos0_message() {
         got
     };
     let (_, got) = tokio::join!(flood(&mut publisher), read);
-    assert_eq!(got, COUNT, "QoS 0 messages delivered to a subscriber that keeps up");
+    assert_eq!(
+        got, COUNT,
+        "QoS 0 messages delivered to a subscriber that keeps up"
+    );
 }
 
 /// A subscriber that never reads holds the publisher back once, briefly: the publisher
