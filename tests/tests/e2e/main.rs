@@ -45,7 +45,6 @@ mod statestore_authz;
 mod statestore_cli;
 mod statestore_persistence;
 mod statestore_sdk;
-mod statestore_sdk_conformance;
 mod tls;
 mod websockets;
 mod wills;

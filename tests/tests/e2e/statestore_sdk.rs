@@ -994,3 +994,6 @@ async fn scan_pages_through_matching_keys() {
 
     c.close().await;
 }
+
+#[path = "statestore_sdk_conformance.rs"]
+mod conformance;

@@ -4,137 +4,40 @@
 //! renewal's version has counter 0 whether or not the request reaches the broker in the
 //! millisecond it was stamped, which `lease_single_holder_acquires_a_lease_with_auto_renewal`
 //! relies on).
+//!
+//! A child of `statestore_sdk`: it uses that module's SDK client (`Sdk`).
 
-use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
-use azure_iot_operations_mqtt::aio::connection_settings::MqttConnectionSettingsBuilder;
-use azure_iot_operations_mqtt::session::{
-    Session, SessionError, SessionExitHandle, SessionManagedClient, SessionOptionsBuilder,
-};
-use azure_iot_operations_protocol::application::ApplicationContextBuilder;
 use azure_iot_operations_services::leased_lock::lease;
-use azure_iot_operations_services::state_store::{self, SetOptions};
+use azure_iot_operations_services::state_store::SetOptions;
 use gatehouse_tests::broker::{unique, TestBroker};
-use tokio::task::JoinHandle;
 
-/// What the SDK waits for one reply.
-const REQUEST: Duration = Duration::from_secs(5);
-/// What a test waits for anything from the network (longer than [`REQUEST`]).
-const BOUND: Duration = Duration::from_secs(10);
+use super::{within, Sdk, REQUEST};
 
-async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(BOUND, fut).await {
-        Ok(v) => v,
-        Err(_) => panic!("{what}: nothing within {BOUND:?}"),
-    }
-}
-
-/// One SDK state store client on its own MQTT session.
-struct Sdk {
-    id: String,
-    store: Arc<state_store::Client>,
-    exit: SessionExitHandle,
-    session: JoinHandle<Result<(), SessionError>>,
-}
-
-impl Sdk {
-    async fn connect(broker: &TestBroker, prefix: &str) -> Sdk {
-        let id = unique(prefix);
-        let addr = broker.mqtt_addr();
-        let settings = MqttConnectionSettingsBuilder::default()
-            .client_id(id.clone())
-            .hostname(addr.ip().to_string())
-            .tcp_port(addr.port())
-            .keep_alive(Duration::from_secs(10))
-            .use_tls(false)
-            .build()
-            .expect("MQTT connection settings");
-        let options = SessionOptionsBuilder::default()
-            .connection_settings(settings)
-            .build()
-            .expect("session options");
-        let session = Session::new(options).expect("SDK session");
-        let monitor = session.create_session_monitor();
-        let managed: SessionManagedClient = session.create_managed_client();
-        let store = state_store::Client::new(
-            ApplicationContextBuilder::default()
-                .build()
-                .expect("application context"),
-            managed,
-            session.create_session_monitor(),
-            state_store::ClientOptionsBuilder::default()
-                .build()
-                .expect("state store client options"),
-        )
-        .expect("state store client");
-        let exit = session.create_exit_handle();
-        let session = tokio::spawn(session.run());
-        within(&format!("{id}: CONNACK"), monitor.connected()).await;
-        Sdk {
-            id,
-            store: Arc::new(store),
-            exit,
-            session,
-        }
-    }
-
-    async fn set_ok(&self, key: &str) {
-        let r = within(
-            &format!("SET {key}"),
-            self.store.set(
-                key.as_bytes().to_vec(),
-                b"v".to_vec(),
-                REQUEST,
-                None,
-                SetOptions::default(),
+/// Every key SCAN returns for `pattern`, over all pages, sorted.
+async fn scan(sdk: &Sdk, pattern: &str) -> Vec<String> {
+    let mut pager = sdk
+        .store
+        .list_keys(pattern.as_bytes().to_vec(), REQUEST)
+        .expect("a non-empty pattern");
+    let mut keys = Vec::new();
+    for _ in 0..64 {
+        match within(&format!("SCAN {pattern}"), pager.next())
+            .await
+            .unwrap_or_else(|e| panic!("SCAN {pattern}: {e:?}"))
+        {
+            Some(page) => keys.extend(
+                page.into_iter()
+                    .map(|k| String::from_utf8(k).expect("UTF-8 key")),
             ),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("SET {key}: {e:?}"));
-        assert!(r.response, "SET {key} applied");
-    }
-
-    /// Every key SCAN returns for `pattern`, over all pages, sorted.
-    async fn scan(&self, pattern: &str) -> Vec<String> {
-        let mut pager = self
-            .store
-            .list_keys(pattern.as_bytes().to_vec(), REQUEST)
-            .expect("a non-empty pattern");
-        let mut keys = Vec::new();
-        for _ in 0..64 {
-            match within(&format!("SCAN {pattern}"), pager.next())
-                .await
-                .unwrap_or_else(|e| panic!("SCAN {pattern}: {e:?}"))
-            {
-                Some(page) => keys.extend(
-                    page.into_iter()
-                        .map(|k| String::from_utf8(k).expect("UTF-8 key")),
-                ),
-                None => {
-                    keys.sort();
-                    return keys;
-                }
+            None => {
+                keys.sort();
+                return keys;
             }
         }
-        panic!("SCAN {pattern}: the pager did not end");
     }
-
-    async fn close(self) {
-        let Sdk {
-            id,
-            store,
-            exit,
-            session,
-        } = self;
-        within(&format!("{id}: state store shutdown"), store.shutdown())
-            .await
-            .unwrap_or_else(|e| panic!("{id}: state store shutdown: {e:?}"));
-        exit.try_exit()
-            .unwrap_or_else(|e| panic!("{id}: session exit: {e:?}"));
-        let _ = within(&format!("{id}: session end"), session).await;
-    }
+    panic!("SCAN {pattern}: the pager did not end");
 }
 
 /// The SDK's pattern cases: `[^0-9]` is a digit or a literal `^` (it failed every time
@@ -146,7 +49,8 @@ async fn scan_patterns_follow_the_sdk_glob_semantics() {
     let p = unique("pat");
     let suffixes = ["", "a", "b", "c", "1", "2", "ab", "abc", ".x", "*lit", "^"];
     for s in suffixes {
-        sdk.set_ok(&format!("{p}{s}")).await;
+        sdk.set_ok(format!("{p}{s}").as_bytes(), b"v", SetOptions::default())
+            .await;
     }
     let keys = |v: &[&str]| {
         let mut k: Vec<String> = v.iter().map(|s| format!("{p}{s}")).collect();
@@ -168,7 +72,7 @@ async fn scan_patterns_follow_the_sdk_glob_semantics() {
         ("nomatch*", &[][..]),
     ] {
         assert_eq!(
-            sdk.scan(&format!("{p}{suffix}")).await,
+            scan(&sdk, &format!("{p}{suffix}")).await,
             keys(expected),
             "pattern {p}{suffix}"
         );
