@@ -9,9 +9,9 @@
 //! that order, before it can read either.
 //!
 //! One worker handles them in epoll order: at least 95 of 100 are asked for (measured
-//! 100/100; 0/100 before the fix). Two workers can handle B's and A's packets at the same
+//! 100/100; 92–94 before the fix). Two workers can handle B's and A's packets at the same
 //! moment on two threads, so the race is only narrowed there: at least 90 of 100 are asked
-//! for (measured 94–100; 34–60 before). See ARCHITECTURE.md, "Arrival order".
+//! for (measured 94–100; 75–82 before). See ARCHITECTURE.md, "Arrival order".
 
 use std::time::Duration;
 
