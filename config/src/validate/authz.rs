@@ -233,7 +233,12 @@ pub(super) fn check_glob_with(
         report.error(path, format!("`{pattern}`: {why}"));
         return;
     }
-    if let Err(err) = crate::glob::Glob::new(&substitute(&parts)) {
+    let glob = substitute(&parts);
+    if let Some(why) = caret_class(&glob) {
+        report.error(path, format!("`{pattern}`: {why}"));
+        return;
+    }
+    if let Err(err) = crate::glob::Glob::new(&glob) {
         report.error(
             path,
             format!(
@@ -338,4 +343,43 @@ fn substitute(parts: &[Part<'_>]) -> String {
             _ => PLACEHOLDER,
         })
         .collect()
+}
+
+/// A class that opens with `^` (`[^0-9]`). In AIO's glob rules (and ours) `^` is an
+/// ordinary member there, but other glob dialects read it as "none of", and Gatehouse did
+/// too before issue 18. An operator's `[^t]*` meant to keep `t...` out would now let it in,
+/// so in configuration it is refused rather than silently widened: `[!...]` says "none of",
+/// and a literal `^` can stand anywhere in the class but first.
+fn caret_class(glob: &str) -> Option<&'static str> {
+    let mut chars = glob.chars();
+    let mut in_class = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if !in_class => {
+                chars.next();
+            }
+            '[' if !in_class => {
+                in_class = true;
+                match chars.clone().next() {
+                    Some('^') => {
+                        return Some(
+                            "a class may not start with `^`: write `[!...]` for \"none of\", \
+                             or put a literal `^` after the first member",
+                        )
+                    }
+                    Some('!') => {
+                        chars.next();
+                    }
+                    _ => {}
+                }
+                // `]` right after `[` (or `[!`) is a member, not the end.
+                if chars.clone().next() == Some(']') {
+                    chars.next();
+                }
+            }
+            ']' if in_class => in_class = false,
+            _ => {}
+        }
+    }
+    None
 }

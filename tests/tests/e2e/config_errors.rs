@@ -149,3 +149,32 @@ listeners:
     );
     assert!(std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, good)).is_err());
 }
+
+/// Issue 18 made `^` an ordinary member of a glob class (AIO's rules). A policy written for
+/// the old reading, `dev-[^t]*` to keep test devices out, would then let `dev-test` in:
+/// `check` refuses it with its path instead of widening access silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_glob_class_starting_with_caret_is_refused_not_widened() {
+    let stderr = check_fails(
+        "
+listeners:
+  - name: main
+    ports: [ { port: 1883, authorizationRef: policy } ]
+authorizations:
+  - name: policy
+    authorizationPolicies:
+      rules:
+        - principals: { usernames: [device] }
+          brokerResources:
+            - method: Connect
+              clientIds: [\"dev-[^t]*\"]
+",
+        &[
+            "authorizations[0].authorizationPolicies.rules[0].brokerResources[0].clientIds[0]",
+            "may not start with `^`",
+            "[!...]",
+        ],
+    )
+    .await;
+    assert!(!stderr.contains("configuration is valid"), "{stderr}");
+}
