@@ -10,7 +10,7 @@ use gatehouse_protocol::topic::validate_topic_name;
 use gatehouse_protocol::{
     ConnAck, ConnAckProperties, Connect, Packet, ProtocolVersion, ReasonCode,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 use super::{Connection, PortSecurity};
@@ -25,33 +25,14 @@ pub(super) type Accepted = (
     oneshot::Sender<()>,
 );
 
-/// Read and answer CONNECT. On refusal the CONNACK (if the version allows one) has
-/// been written and the error says why, for the log.
-///
-/// Waiting for CONNECT is all that a socket which never sends one costs, so that part
-/// keeps little state (a small read buffer); what only a CONNECT needs (authentication,
-/// the session, the [`Connection`]) lives in a future boxed once CONNECT is read, so its
-/// size does not count in every connection task from `accept` on.
-pub(super) async fn handshake<R, W>(
-    reader: &mut R,
-    writer: &mut W,
-    broker: &Arc<Broker>,
-    security: &PortSecurity,
-) -> Result<Accepted, String>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let (connect, rbuf) = read_connect(reader, writer, broker).await?;
-    Box::pin(accept(connect, rbuf, writer, broker, security)).await
-}
-
-/// What a CONNECT usually fits in: the read buffer before CONNECT starts this small and
-/// doubles while a larger CONNECT arrives (up to the packet size limit the codec checks).
-const CONNECT_READ_BUFFER: usize = 256;
-
 /// Read the first packet, which must be CONNECT; the bytes after it stay in the buffer.
-async fn read_connect<R, W>(
+///
+/// Waiting for CONNECT is all that a socket which never sends one costs, so this part
+/// keeps almost no state: no read buffer is held until bytes arrive (the first read goes
+/// through a buffer on the stack, see [`super::read_some`]), and what only a CONNECT
+/// needs (authentication, the session, the [`Connection`]) is in [`accept`], boxed by the
+/// caller once CONNECT is read.
+pub(super) async fn read_connect<R, W>(
     reader: &mut R,
     writer: &mut W,
     broker: &Arc<Broker>,
@@ -60,7 +41,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut rbuf = BytesMut::with_capacity(CONNECT_READ_BUFFER);
+    let mut rbuf = BytesMut::new();
     loop {
         // The decoded packet is not kept across the awaits below (a `match` on it would
         // keep it, and its size, in this future).
@@ -78,22 +59,26 @@ where
             Box::pin(refuse(writer, level, e.reason)).await;
             return Err(format!("bad CONNECT: {e}"));
         }
-        if rbuf.len() == rbuf.capacity() {
+        // A CONNECT larger than one read: grow by doubling (up to the packet size limit
+        // the codec checks).
+        if !rbuf.is_empty() && rbuf.len() == rbuf.capacity() {
             rbuf.reserve(rbuf.capacity().max(CONNECT_READ_BUFFER));
         }
-        if reader
-            .read_buf(&mut rbuf)
+        let n = std::future::poll_fn(|cx| super::read_some(&mut *reader, &mut rbuf, cx))
             .await
-            .map_err(|e| e.to_string())?
-            == 0
-        {
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
             return Err("closed before CONNECT".into());
         }
     }
 }
 
-/// Answer a CONNECT read by [`read_connect`].
-async fn accept<W>(
+/// What a CONNECT that did not fit in the first read grows its buffer by, at least.
+const CONNECT_READ_BUFFER: usize = 256;
+
+/// Answer a CONNECT read by [`read_connect`]. On refusal the CONNACK (if the version
+/// allows one) has been written and the error says why, for the log.
+pub(super) async fn accept<W>(
     connect: Box<Connect>,
     rbuf: BytesMut,
     writer: &mut W,

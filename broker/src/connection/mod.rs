@@ -22,6 +22,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, BytesMut};
@@ -30,8 +31,9 @@ use gatehouse_protocol::{
     Auth, AuthProperties, Disconnect, Packet, ProtocolVersion, QoS, ReasonCode, Will,
 };
 use rustls::pki_types::CertificateDer;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::auth::device_registry::RegistryWatch;
@@ -66,12 +68,21 @@ pub struct PortSecurity {
     pub metrics: Arc<PortMetrics>,
     /// This connection's place in the pre-CONNECT budget, dropped once CONNECT is done.
     pub pending: Option<crate::transport::admission::PendingSlot>,
+    /// This connection's place under the connection cap, handed to the task that serves
+    /// the session.
+    pub permit: Option<crate::transport::admission::ConnectionPermit>,
 }
 
 impl PortSecurity {
     /// With the connection's place in the pre-CONNECT budget.
     pub fn pending(mut self, slot: crate::transport::admission::PendingSlot) -> PortSecurity {
         self.pending = Some(slot);
+        self
+    }
+
+    /// With the connection's place under the connection cap.
+    pub fn permit(mut self, permit: crate::transport::admission::ConnectionPermit) -> PortSecurity {
+        self.permit = Some(permit);
         self
     }
 }
@@ -94,6 +105,7 @@ impl PortAuth {
             peer_certs,
             metrics: self.metrics,
             pending: None,
+            permit: None,
         }
     }
 }
@@ -171,7 +183,14 @@ pub(crate) struct Connection {
     retained_backlog: std::collections::VecDeque<outbound::PendingRetained>,
 }
 
-/// Serve one accepted connection to the end. Never panics on peer input.
+/// Serve one accepted connection: read and answer CONNECT under the connect deadline in
+/// this task, then serve the session in a task of its own.
+///
+/// Two tasks because a task's future is allocated at its largest state for the task's
+/// whole life: the handshake's state (the deadline timer, the boxed CONNECT answer, this
+/// function's arguments) would otherwise stay allocated in every connected client's
+/// task, and the serve loop's in every socket that never sends CONNECT. Never panics on
+/// peer input.
 pub async fn serve<S>(
     stream: S,
     broker: Arc<Broker>,
@@ -182,33 +201,64 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let first = tokio::time::timeout_at(
+        deadline,
+        handshake::read_connect(&mut reader, &mut writer, &broker),
+    )
+    .await;
+    let (connect, rbuf) = match first {
+        Ok(Ok(read)) => read,
+        Ok(Err(reason)) => {
+            tracing::info!(target: "conn", %peer, port, "connection refused: {reason}");
+            let _ = writer.shutdown().await;
+            return;
+        }
+        Err(_) => {
+            tracing::info!(target: "conn", %peer, port, "no CONNECT before the connect deadline; closing");
+            return;
+        }
+    };
+    // The span starts with CONNECT: a socket that never sends one does not pay for it.
     let span = tracing::info_span!("conn", %peer, port, client_id = tracing::field::Empty);
-    async move {
-        let (mut reader, mut writer) = tokio::io::split(stream);
-        let hs = tokio::time::timeout_at(
-            deadline,
-            handshake::handshake(&mut reader, &mut writer, &broker, &security),
-        )
-        .await;
-        // CONNECT done (or refused): no longer pending.
-        drop(security.pending.take());
-        let (conn, rbuf, kicked, released) = match hs {
-            Ok(Ok(accepted)) => accepted,
-            Ok(Err(reason)) => {
-                tracing::info!(target: "conn", "connection refused: {reason}");
-                let _ = writer.shutdown().await;
-                return;
-            }
-            Err(_) => {
-                tracing::info!(target: "conn", "no CONNECT before the connect deadline; closing");
-                return;
-            }
-        };
-        tracing::Span::current().record("client_id", &*conn.client_id);
-        conn.run(reader, writer, rbuf, kicked, released).await;
-    }
-    .instrument(span)
-    .await
+    let answer = tokio::time::timeout_at(
+        deadline,
+        Box::pin(handshake::accept(
+            connect,
+            rbuf,
+            &mut writer,
+            &broker,
+            &security,
+        ))
+        .instrument(span.clone()),
+    )
+    .await;
+    // CONNECT done (or refused): no longer pending.
+    drop(security.pending.take());
+    let (conn, rbuf, kicked, released) = match answer {
+        Ok(Ok(accepted)) => accepted,
+        Ok(Err(reason)) => {
+            span.in_scope(|| tracing::info!(target: "conn", "connection refused: {reason}"));
+            let _ = writer.shutdown().await;
+            return;
+        }
+        Err(_) => {
+            span.in_scope(|| {
+                tracing::info!(target: "conn", "no CONNACK before the connect deadline; closing")
+            });
+            return;
+        }
+    };
+    span.record("client_id", &*conn.client_id);
+    let permit = security.permit.take();
+    tokio::spawn(
+        async move {
+            // The connection's place under the connection cap lasts as long as it does.
+            let _permit = permit;
+            conn.run(reader, writer, rbuf, kicked, released).await
+        }
+        .instrument(span),
+    );
 }
 
 impl Connection {
@@ -255,8 +305,7 @@ impl Connection {
             Read(std::io::Result<usize>),
             Flushed(std::io::Result<()>),
             Woken,
-            KeepAliveExpired,
-            CredentialsExpired,
+            Timer,
             AcksReady,
             Reauthenticated(Reauth),
             DeviceRevoked(String),
@@ -267,12 +316,14 @@ impl Connection {
         // The last read filled the read buffer: the client sends faster than one small
         // read takes, so read in large chunks (see `size_read_buffer`).
         let mut streaming = false;
-        let far = Duration::from_secs(86400 * 365);
-        let keep_alive = tokio::time::sleep(self.keep_alive_timeout.unwrap_or(far));
-        tokio::pin!(keep_alive);
+        // One timer serves both deadlines, and it is re-armed lazily: a packet only moves
+        // `keep_alive_at` (no timer operation per packet); when the timer fires before
+        // the deadlines it stands for, it is set to the nearer one.
+        let mut keep_alive_at = self.keep_alive_timeout.map(|t| Instant::now() + t);
         let mut credential_expiry = self.principal.as_ref().and_then(|p| p.expiry);
-        let credentials = tokio::time::sleep(until_expiry(credential_expiry, far));
-        tokio::pin!(credentials);
+        let mut credentials_at = credential_expiry.map(until_expiry);
+        let timer = tokio::time::sleep_until(Instant::now() + FAR);
+        tokio::pin!(timer);
         let mut device = self.registry_watch();
         let session = self.session.clone();
         loop {
@@ -285,6 +336,7 @@ impl Connection {
             // window (`inbound_window_full`) for packets already buffered.
             self.release_held_acks();
             // Handle every complete packet already buffered.
+            let mut got_packet = false;
             loop {
                 if self.wbuf.len() >= READ_PAUSE_BYTES
                     || self.inbound_window_full()
@@ -294,9 +346,7 @@ impl Connection {
                 }
                 match codec::decode(rbuf, Some(self.version), self.limits.max_packet_size) {
                     Ok(Some(packet)) => {
-                        if let Some(t) = self.keep_alive_timeout {
-                            keep_alive.as_mut().reset(tokio::time::Instant::now() + t);
-                        }
+                        got_packet = true;
                         if let Err(exit) = self.handle(packet) {
                             return exit;
                         }
@@ -305,58 +355,96 @@ impl Connection {
                     Err(e) => return Exit::Violation(e.reason, e.detail),
                 }
             }
+            if got_packet {
+                if let Some(t) = self.keep_alive_timeout {
+                    keep_alive_at = Some(Instant::now() + t);
+                }
+            }
             self.release_held_acks();
             self.drain();
             size_read_buffer(rbuf, streaming);
-            let read_room = rbuf.capacity() - rbuf.len();
+            let read_room = match rbuf.capacity() - rbuf.len() {
+                // Nothing held: the read goes through the stack (`read_some`).
+                0 => STACK_READ,
+                room => room,
+            };
             // Not reading the client, through no fault of its own: its keep alive must
             // not run out meanwhile.
             let window_full = self.inbound_window_full() || self.paused();
             let reading = self.wbuf.len() < READ_PAUSE_BYTES && !window_full;
-            let resume = self.paused_for.first().cloned();
             let writing = !self.wbuf.is_empty();
-            // Boxed (only while acknowledgements are held, and for clients watched by
-            // the device registry): their timers and channel waits would otherwise
-            // count in every connection's task.
-            let held = self.held_acks.front_wait().map(Box::pin);
-            let holding = held.is_some();
-            let event = tokio::select! {
-                biased;
-                r = &mut *kicked => match r {
-                    Ok(reason) => Event::Kicked(reason),
+            // Only an earlier deadline moves the timer now; a later one waits for it
+            // to fire.
+            if let Some(at) = earliest(keep_alive_at, credentials_at) {
+                if at < timer.deadline() {
+                    timer.as_mut().reset(at);
+                }
+            }
+            let timed = keep_alive_at.is_some() || credentials_at.is_some();
+            // Boxed and made only when they apply (acknowledgements held, a publisher
+            // paused, a re-authentication running, a device-registry client): their
+            // timers and channel waits would otherwise count in every connection's task.
+            let mut held = self.held_acks.front_wait().map(Box::pin);
+            let mut resume = self
+                .paused_for
+                .first()
+                .cloned()
+                .map(|s| Box::pin(async move { s.wait_drained_at(QoS::AtMostOnce).await }));
+            let mut revoked = device.as_mut().map(|d| Box::pin(d.revoked()));
+            let wake = session.wake.notified();
+            tokio::pin!(wake);
+            // Polled in this order (the order the branches are listed in): a takeover
+            // first, then writing (so output drains before more input is read), then
+            // reading, then the rest.
+            let event = std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = Pin::new(&mut *kicked).poll(cx) {
                     // Sender dropped without a kick: the session was ended under us.
-                    Err(_) => Event::Kicked(ReasonCode::SESSION_TAKEN_OVER),
-                },
-                ev = async {
-                    if writing {
-                        Event::Wrote(writer.write(&self.wbuf).await)
-                    } else {
-                        Event::Flushed(writer.flush().await)
+                    return Poll::Ready(Event::Kicked(r.unwrap_or(ReasonCode::SESSION_TAKEN_OVER)));
+                }
+                if writing {
+                    if let Poll::Ready(r) = Pin::new(&mut *writer).poll_write(cx, &self.wbuf) {
+                        return Poll::Ready(Event::Wrote(r));
                     }
-                }, if writing || dirty => ev,
-                r = reader.read_buf(rbuf), if reading => Event::Read(r),
-                _ = session.wake.notified() => Event::Woken,
-                _ = &mut keep_alive, if self.keep_alive_timeout.is_some() => Event::KeepAliveExpired,
-                _ = &mut credentials, if credential_expiry.is_some() => Event::CredentialsExpired,
-                r = async {
-                    match self.reauth.as_mut() {
-                        Some(f) => f.await,
-                        None => std::future::pending().await,
+                } else if dirty {
+                    if let Poll::Ready(r) = Pin::new(&mut *writer).poll_flush(cx) {
+                        return Poll::Ready(Event::Flushed(r));
                     }
-                }, if self.reauth.is_some() => Event::Reauthenticated(r),
-                why = async {
-                    match device.as_mut() {
-                        Some(d) => Box::pin(d.revoked()).await,
-                        None => std::future::pending().await,
+                }
+                if reading {
+                    if let Poll::Ready(r) = read_some(&mut *reader, rbuf, cx) {
+                        return Poll::Ready(Event::Read(r));
                     }
-                }, if device.is_some() => Event::DeviceRevoked(why),
-                _ = async { if let Some(f) = held { f.await } }, if holding => Event::AcksReady,
-                _ = async {
-                    if let Some(s) = &resume {
-                        s.wait_drained_at(QoS::AtMostOnce).await
+                }
+                if wake.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Woken);
+                }
+                if timed && timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Timer);
+                }
+                if let Some(f) = self.reauth.as_mut() {
+                    if let Poll::Ready(r) = f.as_mut().poll(cx) {
+                        return Poll::Ready(Event::Reauthenticated(r));
                     }
-                }, if resume.is_some() => Event::AcksReady,
-            };
+                }
+                if let Some(f) = revoked.as_mut() {
+                    if let Poll::Ready(why) = f.as_mut().poll(cx) {
+                        return Poll::Ready(Event::DeviceRevoked(why));
+                    }
+                }
+                if let Some(f) = held.as_mut() {
+                    if f.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Event::AcksReady);
+                    }
+                }
+                if let Some(f) = resume.as_mut() {
+                    if f.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Event::AcksReady);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            drop(revoked);
             match event {
                 Event::Kicked(reason) => return Exit::TakenOver(reason),
                 Event::Wrote(Ok(0)) => return Exit::Closed("write returned 0".into()),
@@ -376,14 +464,24 @@ impl Connection {
                 Event::Read(Ok(n)) => streaming = n >= read_room,
                 Event::Read(Err(e)) => return Exit::Closed(format!("read error: {e}").into()),
                 Event::Woken | Event::AcksReady => {}
-                // Not the client's silence: we stopped reading it while its window is full.
-                Event::KeepAliveExpired if window_full => {
-                    if let Some(t) = self.keep_alive_timeout {
-                        keep_alive.as_mut().reset(tokio::time::Instant::now() + t);
+                Event::Timer => {
+                    let now = Instant::now();
+                    if credentials_at.is_some_and(|at| at <= now) {
+                        return Exit::CredentialsExpired;
                     }
+                    if keep_alive_at.is_some_and(|at| at <= now) {
+                        // Not the client's silence: we stopped reading it while its
+                        // window is full.
+                        if !window_full {
+                            return Exit::KeepAliveTimeout;
+                        }
+                        keep_alive_at = self.keep_alive_timeout.map(|t| now + t);
+                    }
+                    // Fired for a deadline that has since moved: wait for the nearer one.
+                    timer
+                        .as_mut()
+                        .reset(earliest(keep_alive_at, credentials_at).unwrap_or(now + FAR));
                 }
-                Event::KeepAliveExpired => return Exit::KeepAliveTimeout,
-                Event::CredentialsExpired => return Exit::CredentialsExpired,
                 Event::DeviceRevoked(why) => return Exit::DeviceRevoked(why),
                 Event::Reauthenticated(answer) => {
                     self.reauth = None;
@@ -391,9 +489,11 @@ impl Connection {
                         return exit;
                     }
                     credential_expiry = self.principal.as_ref().and_then(|p| p.expiry);
-                    credentials
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + until_expiry(credential_expiry, far));
+                    credentials_at = credential_expiry.map(until_expiry);
+                    // The new expiry may be later than the timer: re-arm from scratch.
+                    timer.as_mut().reset(
+                        earliest(keep_alive_at, credentials_at).unwrap_or(Instant::now() + FAR),
+                    );
                     device = self.registry_watch();
                 }
             }
@@ -589,15 +689,57 @@ async fn linger<R: AsyncRead + Unpin>(reader: &mut R) {
     let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
-/// The read buffer of a quiet connection: a few small packets (PINGREQ, an occasional
-/// PUBLISH). Released while nothing is buffered, so an idle connection holds only this.
-const READ_BUFFER_IDLE: usize = 256;
+/// A connection's timer when no deadline applies (it is then not polled).
+const FAR: Duration = Duration::from_secs(86400 * 365);
+
+/// The nearer of two optional deadlines.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Bytes read through the stack when no read buffer is held. A read that fills it means
+/// the client streams, and the next reads go into a heap buffer of
+/// [`READ_BUFFER_BUSY`] bytes (see [`size_read_buffer`]).
+const STACK_READ: usize = 2048;
 /// The read buffer of a connection whose client streams (its last read filled the buffer).
 const READ_BUFFER_BUSY: usize = 16 * 1024;
+/// Room kept for the rest of a packet that arrived in part.
+const READ_BUFFER_PARTIAL: usize = 256;
 
-/// Size the read buffer for the next read: large while the client streams, small
-/// otherwise. An empty buffer grown large for a burst is dropped once the burst is over
-/// (packets decoded from it keep their part alive until delivered).
+/// Read what the client sent into `rbuf`. With no buffer held (an idle connection, or one
+/// whose reads each carry whole packets) the bytes are read into a buffer on the stack
+/// and copied into one allocated to their size, so a connection that waits holds no read
+/// buffer at all; a buffer with room (a packet arriving in parts, a streaming client) is
+/// read into directly. Ready(Ok(0)) is end of stream.
+fn read_some<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    rbuf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
+    if rbuf.capacity() > rbuf.len() {
+        let read = reader.read_buf(rbuf);
+        tokio::pin!(read);
+        return read.poll(cx);
+    }
+    let mut stack = [0u8; STACK_READ];
+    let mut buf = ReadBuf::new(&mut stack);
+    match Pin::new(reader).poll_read(cx, &mut buf) {
+        Poll::Ready(Ok(())) => {
+            rbuf.extend_from_slice(buf.filled());
+            Poll::Ready(Ok(buf.filled().len()))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => Poll::Pending,
+    }
+}
+
+/// Size the read buffer for the next read: large while the client streams, none at all
+/// when nothing is buffered (the next read goes through the stack), and some room for
+/// the rest of a packet that arrived in part. Packets decoded from a released buffer
+/// keep their part of it alive until delivered.
 fn size_read_buffer(rbuf: &mut BytesMut, streaming: bool) {
     if streaming {
         if rbuf.capacity() - rbuf.len() < 4096 {
@@ -605,21 +747,22 @@ fn size_read_buffer(rbuf: &mut BytesMut, streaming: bool) {
         }
         return;
     }
-    if rbuf.is_empty() && rbuf.capacity() > READ_BUFFER_IDLE {
-        *rbuf = BytesMut::new();
+    if rbuf.is_empty() {
+        if rbuf.capacity() > 0 {
+            *rbuf = BytesMut::new();
+        }
+        return;
     }
-    if rbuf.capacity() - rbuf.len() < READ_BUFFER_IDLE / 4 {
-        rbuf.reserve(READ_BUFFER_IDLE);
+    if rbuf.capacity() - rbuf.len() < READ_BUFFER_PARTIAL / 4 {
+        rbuf.reserve(READ_BUFFER_PARTIAL);
     }
 }
 
-/// How long until `expiry` (zero when past), or `far` without one.
-fn until_expiry(expiry: Option<SystemTime>, far: Duration) -> Duration {
-    match expiry {
-        Some(at) => at
-            .duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO)
-            .min(far),
-        None => far,
-    }
+/// When credentials expiring at `expiry` run out, on the runtime's clock (now when past).
+fn until_expiry(expiry: SystemTime) -> Instant {
+    let left = expiry
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+        .min(FAR);
+    Instant::now() + left
 }

@@ -147,6 +147,7 @@ impl Registry {
         self.render_authz(&mut e);
         self.render_state_store(&mut e);
         self.render_tls(&mut e, SystemTime::now());
+        render_runtime(&mut e);
         e.finish()
     }
 
@@ -437,6 +438,28 @@ impl Registry {
             f.sample(&[("listener", &c.listener), ("port", &port)], left);
         }
     }
+}
+
+/// The async runtime's own figures. Tasks alive is what a connection costs in tasks: one
+/// per connected client plus a fixed few, so a count that grows with connections closed
+/// (or two per connection) shows a task kept alive by a stored waker.
+fn render_runtime(e: &mut Exposition) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let m = handle.metrics();
+    e.family(
+        "gatehouse_runtime_tasks",
+        Kind::Gauge,
+        "Tasks alive in the broker's async runtime.",
+    )
+    .sample(&[], m.num_alive_tasks() as u64);
+    e.family(
+        "gatehouse_runtime_workers",
+        Kind::Gauge,
+        "Worker threads of the broker's async runtime.",
+    )
+    .sample(&[], m.num_workers() as u64);
 }
 
 #[cfg(test)]

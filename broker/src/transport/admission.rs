@@ -342,6 +342,10 @@ impl PendingSlot {
 impl Drop for PendingSlot {
     fn drop(&mut self) {
         self.state.done.store(true, Ordering::Release);
+        // The waker registered while pending belongs to the task that read CONNECT,
+        // which ends once CONNECT is answered: a waker kept here would keep that task's
+        // memory allocated for the connection's whole life.
+        drop(self.state.waker.take());
         self.registry.state.lock().remove(self.id);
     }
 }
@@ -364,7 +368,13 @@ impl<S> Evictable<S> {
             return Ok(());
         }
         self.state.waker.register(cx.waker());
-        if self.state.evicted.load(Ordering::Acquire) && !self.state.done.load(Ordering::Acquire) {
+        if self.state.done.load(Ordering::Acquire) {
+            // The slot was dropped between the first check and the registration: take
+            // the waker back (see `PendingSlot`'s drop).
+            drop(self.state.waker.take());
+            return Ok(());
+        }
+        if self.state.evicted.load(Ordering::Acquire) {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "closed to make room for a newer connection: no CONNECT in time while the pre-CONNECT limit was reached",

@@ -99,7 +99,6 @@ pub async fn accept_loop(
         // life, from `accept` on: TLS and WebSocket state (several KiB) live in boxes of
         // their own so a plain connection does not carry their size.
         let fut = async move {
-            let _permit = permit;
             // One deadline for the TLS handshake, the WebSocket upgrade and CONNECT.
             let deadline = Instant::now() + broker.limits().connect_timeout;
             // Registering the socket with epoll queued a "writable" event for it. Until
@@ -114,7 +113,10 @@ pub async fn accept_loop(
             let stream = Evictable::new(stream, slot.state());
             let stream = Metered::new(stream, auth.metrics.clone());
             let Some(acceptor) = tls else {
-                let security = auth.with_peer_certs(Vec::new()).pending(slot);
+                let security = auth
+                    .with_peer_certs(Vec::new())
+                    .pending(slot)
+                    .permit(permit);
                 return handle(stream, peer, transport, security, broker, port, deadline).await;
             };
             Box::pin(async move {
@@ -126,7 +128,10 @@ pub async fn accept_loop(
                             .peer_certificates()
                             .map(|c| c.to_vec())
                             .unwrap_or_default();
-                        let security = auth.with_peer_certs(peer_certs).pending(slot);
+                        let security = auth
+                            .with_peer_certs(peer_certs)
+                            .pending(slot)
+                            .permit(permit);
                         handle(stream, peer, transport, security, broker, port, deadline).await
                     }
                     Ok(Err(e)) => {

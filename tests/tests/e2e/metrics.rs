@@ -574,3 +574,40 @@ fn the_parser_rejects_what_prometheus_would() {
         assert!(parse_prometheus(bad).is_err(), "accepted {bad:?}");
     }
 }
+
+/// Connection tasks (issue 14, memory per connection): a socket waiting for CONNECT is one
+/// task; a connected client is one task too, because the task that read CONNECT ends once
+/// it has handed the connection to the task that serves it; and every one of them ends
+/// with its connection. `gatehouse_runtime_tasks` is the runtime's own count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_task_per_connection_and_none_after_close() {
+    let pb = ProtocolBroker::start().await;
+    let tasks = |s: &Scrape| s.value("gatehouse_runtime_tasks", &[]);
+    let before = tasks(&scrape(&pb.broker).await);
+    assert!(before >= 1.0, "the runtime counts its own tasks: {before}");
+    let mut connected = Vec::new();
+    for i in 0..40 {
+        connected.push(pb.v5(&format!("tasks-{i}")).await);
+    }
+    let mut waiting = Vec::new();
+    for _ in 0..10 {
+        waiting.push(pb.client().await);
+    }
+    // Exactly one task more per connection: a handshake task that outlived its CONNECT
+    // would make it two per connected client.
+    let held = scrape_until(&pb.broker, "one task per connection", |s| {
+        tasks(s) >= before + 50.0
+    })
+    .await;
+    assert!(
+        tasks(&held) <= before + 52.0,
+        "{} tasks for 50 connections over a baseline of {before}",
+        tasks(&held)
+    );
+    drop(connected);
+    drop(waiting);
+    scrape_until(&pb.broker, "every connection task ended", |s| {
+        tasks(s) <= before
+    })
+    .await;
+}
