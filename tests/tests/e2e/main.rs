@@ -27,6 +27,7 @@ mod loadgen;
 mod metrics;
 mod mosquitto_clients;
 mod persistence;
+mod process_metrics;
 mod protocol_levels;
 mod retained;
 mod sat;
