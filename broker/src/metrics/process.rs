@@ -46,9 +46,7 @@ pub fn read() -> ProcessStats {
     ProcessStats {
         resident_memory_bytes: read("/proc/self/status").and_then(|t| parse_rss(&t)),
         virtual_memory_bytes: stat.as_ref().map(|s| s.vsize),
-        cpu_seconds: stat
-            .as_ref()
-            .map(|s| (s.utime + s.stime) as f64 / USER_HZ),
+        cpu_seconds: stat.as_ref().map(|s| (s.utime + s.stime) as f64 / USER_HZ),
         open_fds: std::fs::read_dir("/proc/self/fd")
             .ok()
             .map(|dir| dir.filter(|e| e.is_ok()).count() as u64),
@@ -163,7 +161,9 @@ fn parse_boot_time(text: &str) -> Option<u64> {
 
 /// The soft limit of `Max open files` in `/proc/self/limits` (`None` when unlimited).
 fn parse_max_fds(text: &str) -> Option<u64> {
-    let rest = text.lines().find_map(|l| l.strip_prefix("Max open files"))?;
+    let rest = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?;
     rest.split_whitespace().next()?.parse().ok()
 }
 
@@ -224,7 +224,10 @@ mod tests {
         let mut e = Exposition::default();
         render(&mut e, &s);
         let text = e.finish();
-        assert!(text.contains("# TYPE process_cpu_seconds_total counter\n"), "{text}");
+        assert!(
+            text.contains("# TYPE process_cpu_seconds_total counter\n"),
+            "{text}"
+        );
         assert!(text.contains("\nprocess_open_fds "), "{text}");
     }
 }

@@ -26,6 +26,7 @@ mod lingering_close;
 mod loadgen;
 mod metrics;
 mod mosquitto_clients;
+mod password;
 mod persistence;
 mod process_metrics;
 mod protocol_levels;

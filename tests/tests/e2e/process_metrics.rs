@@ -116,7 +116,10 @@ async fn process_metrics_are_plausible_and_match_proc_from_outside() {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS");
     let ratio = rss / (outside_kb * 1024.0);
-    assert!((0.5..2.0).contains(&ratio), "RSS {rss} vs /proc {outside_kb} kB");
+    assert!(
+        (0.5..2.0).contains(&ratio),
+        "RSS {rss} vs /proc {outside_kb} kB"
+    );
 
     let cpu = value(
         &body,
@@ -124,7 +127,7 @@ async fn process_metrics_are_plausible_and_match_proc_from_outside() {
         PrometheusType::Counter,
         &[],
     );
-    assert!(cpu >= 0.0 && cpu < 600.0, "cpu {cpu}");
+    assert!((0.0..600.0).contains(&cpu), "cpu {cpu}");
 
     // Two MQTT ports and the metrics port listen, plus stdio and the runtime's own.
     let open = value(&body, "process_open_fds", PrometheusType::Gauge, &[]);
@@ -150,5 +153,8 @@ async fn process_metrics_are_plausible_and_match_proc_from_outside() {
         start >= launched - 2.0 && start <= now + 1.0,
         "start {start}, launched {launched}, now {now}"
     );
-    assert!(now - start < 60.0, "started within the last minute: {start}");
+    assert!(
+        now - start < 60.0,
+        "started within the last minute: {start}"
+    );
 }
