@@ -303,6 +303,18 @@ impl Chain {
             .collect()
     }
 
+    /// The password files of the chain's `Password` methods (for `/metrics`).
+    pub fn password_files(&self) -> Vec<Arc<password::PasswordFile>> {
+        self.methods
+            .read()
+            .iter()
+            .filter_map(|m| match m {
+                Method::Password(p) => Some(p.file().clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Whether some method of the chain accepts CONNECTs with this MQTT v5
     /// Authentication Method (enhanced authentication).
     pub fn accepts_enhanced(&self, method: &str) -> bool {

@@ -147,6 +147,16 @@ impl Registry {
         self.render_ports(&mut e);
         self.render_broker(&mut e);
         self.render_auth(&mut e);
+        let password_files: Vec<_> = self
+            .chains
+            .iter()
+            .flat_map(|(name, c)| {
+                c.password_files()
+                    .into_iter()
+                    .map(move |f| (name.as_str(), f))
+            })
+            .collect();
+        crate::auth::password::render_metrics(&mut e, &password_files);
         self.render_authz(&mut e);
         self.render_state_store(&mut e);
         self.render_tls(&mut e, SystemTime::now());

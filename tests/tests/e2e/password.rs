@@ -169,6 +169,28 @@ async fn pub_as(
     }
 }
 
+/// `/metrics`, checked to be valid Prometheus text; the value of the sample of `family`
+/// whose line contains every one of `labels` (`name="value"`).
+async fn metric(b: &TestBroker, family: &str, labels: &[&str]) -> f64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(b.metrics_addr())
+        .await
+        .unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let body = raw.split_once("\r\n\r\n").expect("headers").1;
+    openmetrics_parser::prometheus::parse_prometheus(body)
+        .unwrap_or_else(|e| panic!("not valid Prometheus text ({e}):\n{body}"));
+    body.lines()
+        .find(|l| l.starts_with(&format!("{family}{{")) && labels.iter().all(|x| l.contains(x)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {family} {labels:?} in\n{body}"))
+}
+
 /// Rename over `path` (a new inode, as editors and `gatehouse passwd` do).
 fn replace(path: &Path, text: &str) {
     let tmp = path.with_extension("edit");
@@ -289,6 +311,14 @@ async fn gatehouse_passwd_files_work_and_edits_apply_without_restart() {
             .unwrap()
             .to_owned()
     };
+    let failures = |b| {
+        metric(
+            b,
+            "gatehouse_password_file_reloads_total",
+            &["result=\"failure\""],
+        )
+    };
+    assert_eq!(failures(&b).await, 0.0);
     replace(&file, &format!("{good}{dave_line}\nthis is not an entry\n"));
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(
@@ -300,6 +330,26 @@ async fn gatehouse_passwd_files_work_and_edits_apply_without_restart() {
         login(&b, 5, "alice", "second").await,
         SUCCESS,
         "last good file kept"
+    );
+    // Seen on /metrics: one change not taken, the one user of the good version in force.
+    assert_eq!(failures(&b).await, 1.0);
+    assert_eq!(
+        metric(
+            &b,
+            "gatehouse_password_file_users",
+            &["authentication=\"users\""]
+        )
+        .await,
+        1.0
+    );
+    assert!(
+        metric(
+            &b,
+            "gatehouse_password_file_reloads_total",
+            &["result=\"success\""]
+        )
+        .await
+            >= 3.0
     );
     // Removed: the last good version stays too.
     std::fs::remove_file(&file).unwrap();

@@ -39,6 +39,7 @@ pub mod hash;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Weak};
 use std::time::Duration;
 
@@ -49,6 +50,7 @@ use tokio::sync::Semaphore;
 
 use super::files::{stamp, Stamp};
 use super::{Credentials, Outcome, Principal, Verdict};
+use crate::metrics::render::{Exposition, Kind};
 use hash::PasswordHash;
 
 /// How often the background task looks at the file.
@@ -150,6 +152,9 @@ pub struct PasswordFile {
     path: PathBuf,
     table: RwLock<Arc<Table>>,
     stamp: Mutex<Option<Stamp>>,
+    /// Changes of the file taken, and not taken (invalid or missing), for `/metrics`.
+    reloads: AtomicU64,
+    reload_failures: AtomicU64,
 }
 
 impl fmt::Debug for PasswordFile {
@@ -177,6 +182,8 @@ impl PasswordFile {
             path: path.to_owned(),
             table: RwLock::new(Arc::new(table)),
             stamp: Mutex::new(stamp),
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(poll(Arc::downgrade(&file)));
@@ -208,9 +215,11 @@ impl PasswordFile {
                     table.users.len()
                 );
                 *self.table.write() = Arc::new(table);
+                self.reloads.fetch_add(1, Ordering::Relaxed);
                 true
             }
             Err(e) => {
+                self.reload_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(
                     target: "auth",
                     "{e}\n  keeping the previous version ({} user(s))",
@@ -240,6 +249,45 @@ async fn poll(file: Weak<PasswordFile>) {
     }
 }
 
+/// `/metrics` families of the password files of the chains (resource name, file), so an
+/// operator sees a bad edit being ignored without reading the log.
+pub fn render_metrics(e: &mut Exposition, files: &[(&str, Arc<PasswordFile>)]) {
+    let mut f = e.family(
+        "gatehouse_password_file_users",
+        Kind::Gauge,
+        "Users in the password file in force, by authentication resource and file (Password method).",
+    );
+    for (resource, file) in files {
+        let path = file.path.display().to_string();
+        f.sample(
+            &[("authentication", resource), ("file", &path)],
+            file.table.read().users.len(),
+        );
+    }
+    drop(f);
+    let mut f = e.family(
+        "gatehouse_password_file_reloads_total",
+        Kind::Counter,
+        "Changes of a password file seen while running, by authentication resource, file and result (success: taken; failure: invalid or missing, the last good version stays).",
+    );
+    for (resource, file) in files {
+        let path = file.path.display().to_string();
+        for (result, n) in [
+            ("success", &file.reloads),
+            ("failure", &file.reload_failures),
+        ] {
+            f.sample(
+                &[
+                    ("authentication", resource),
+                    ("file", &path),
+                    ("result", result),
+                ],
+                n.load(Ordering::Relaxed),
+            );
+        }
+    }
+}
+
 /// The method, as built from `passwordSettings`.
 pub struct PasswordMethod {
     file: Arc<PasswordFile>,
@@ -247,6 +295,11 @@ pub struct PasswordMethod {
 }
 
 impl PasswordMethod {
+    /// The file this method reads (for `/metrics`).
+    pub fn file(&self) -> &Arc<PasswordFile> {
+        &self.file
+    }
+
     pub fn new(settings: &PasswordSettings) -> Result<PasswordMethod, PasswordSetupError> {
         let file = PasswordFile::open(&settings.password_file)?;
         let table = file.table();
