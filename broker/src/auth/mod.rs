@@ -303,6 +303,19 @@ impl Chain {
             .collect()
     }
 
+    /// The users that the chain's `Password` methods' files dropped or gave a new password
+    /// since last asked (see `Reloader::revoke_password_users`).
+    pub fn take_revoked_password_users(&self) -> Vec<String> {
+        self.methods
+            .read()
+            .iter()
+            .flat_map(|m| match m {
+                Method::Password(p) => p.file().take_revoked(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
     /// The password files of the chain's `Password` methods (for `/metrics`).
     pub fn password_files(&self) -> Vec<Arc<password::PasswordFile>> {
         self.methods

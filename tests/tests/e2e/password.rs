@@ -519,3 +519,56 @@ async fn in_a_chain_password_decides_for_logins_and_passes_on_the_rest() {
     assert!(out.status.success(), "{}", out.stderr);
     assert_eq!(server.requests(), 1);
 }
+
+/// A raw client logged in at `level` (CONNACK 0 checked), kept connected.
+async fn connected(b: &TestBroker, level: u8, username: &str, password: &str) -> RawClient {
+    let mut c = RawClient::connect(b.mqtt_addr()).await;
+    c.send(&login_connect(
+        level,
+        &unique("kept"),
+        username,
+        password.as_bytes(),
+    ))
+    .await;
+    let raw = c.recv_raw(WAIT).await.expect("a CONNACK");
+    assert_eq!(connack_code(&raw), SUCCESS, "{username}");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_user_or_changing_a_password_disconnects_their_clients() {
+    let dir = TempDir::new("pw-revoke");
+    let file = dir.path().join("passwd");
+    let f = p(&file);
+    gatehouse_passwd(&["-c", "-b", &f, "alice", "a"]).await;
+    gatehouse_passwd(&["-b", &f, "bob", "b"]).await;
+    gatehouse_passwd(&["-b", &f, "carol", "c"]).await;
+    let b = TestBroker::start(&config(&password_method(&file, ""), None)).await;
+    let mut alice_v5 = connected(&b, 5, "alice", "a").await;
+    let mut alice_v311 = connected(&b, 4, "alice", "a").await;
+    let mut alice_sub = Sub::subscribed(
+        b.mqtt_addr(),
+        &["-V", "mqttv5", "-u", "alice", "-P", "a", "-t", "t/#"],
+    )
+    .await;
+    let mut bob = connected(&b, 5, "bob", "b").await;
+    let mut carol = connected(&b, 5, "carol", "c").await;
+
+    // alice removed: every client of hers goes (v5: DISCONNECT 0x87); the others stay.
+    gatehouse_passwd(&["-D", &f, "alice"]).await;
+    alice_v5
+        .expect_disconnect_within(NOT_AUTHORIZED_V5, WAIT)
+        .await;
+    alice_v311.expect_closed(WAIT).await;
+    assert!(
+        alice_sub.exit_within(WAIT).await.is_some(),
+        "mosquitto_sub as alice still connected:\n{}",
+        alice_sub.transcript()
+    );
+    // bob's password changed: his client goes too; carol, untouched, stays connected.
+    gatehouse_passwd(&["-b", &f, "bob", "b2"]).await;
+    bob.expect_disconnect_within(NOT_AUTHORIZED_V5, WAIT).await;
+    carol.ping().await;
+    assert_eq!(login(&b, 5, "bob", "b2").await, SUCCESS);
+    assert_eq!(login(&b, 5, "alice", "a").await, BAD_LOGIN_V5);
+}

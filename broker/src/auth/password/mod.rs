@@ -30,8 +30,12 @@
 //! At start-up (and on a configuration reload) a missing or invalid file stops the chain
 //! from building, every bad line listed, as Mosquitto refuses to start. Once running, a
 //! changed file that is invalid or missing keeps the last good table and logs each bad
-//! line (good lines of a bad file are *not* taken: half an edit must not apply). Users
-//! removed from the file stay connected until they reconnect.
+//! line (good lines of a bad file are *not* taken: half an edit must not apply).
+//!
+//! A reload that removes a user or changes their hash records the user name; the
+//! configuration reloader (`Reloader::revoke_password_users`, which holds the broker)
+//! takes those names every second and disconnects the clients authenticated as them
+//! with 0x87, as Mosquitto re-checks its clients on reload.
 
 pub mod file;
 pub mod hash;
@@ -155,6 +159,9 @@ pub struct PasswordFile {
     /// Changes of the file taken, and not taken (invalid or missing), for `/metrics`.
     reloads: AtomicU64,
     reload_failures: AtomicU64,
+    /// Users removed or given a new password by reloads, until taken by the reloader,
+    /// which disconnects their clients.
+    revoked: Mutex<Vec<String>>,
 }
 
 impl fmt::Debug for PasswordFile {
@@ -184,11 +191,17 @@ impl PasswordFile {
             stamp: Mutex::new(stamp),
             reloads: AtomicU64::new(0),
             reload_failures: AtomicU64::new(0),
+            revoked: Mutex::new(Vec::new()),
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(poll(Arc::downgrade(&file)));
         }
         Ok(file)
+    }
+
+    /// The users removed or given a new password since last asked.
+    pub fn take_revoked(&self) -> Vec<String> {
+        std::mem::take(&mut *self.revoked.lock())
     }
 
     fn table(&self) -> Arc<Table> {
@@ -214,7 +227,16 @@ impl PasswordFile {
                     self.path.display(),
                     table.users.len()
                 );
-                *self.table.write() = Arc::new(table);
+                let old = std::mem::replace(&mut *self.table.write(), Arc::new(table));
+                let new = self.table();
+                let gone = old.users.iter().filter(|(user, hash)| {
+                    new.users
+                        .get(*user)
+                        .is_none_or(|now| now.as_ref() != hash.as_ref())
+                });
+                self.revoked
+                    .lock()
+                    .extend(gone.map(|(user, _)| user.clone()));
                 self.reloads.fetch_add(1, Ordering::Relaxed);
                 true
             }
@@ -463,6 +485,8 @@ mod tests {
         assert!(file.refresh());
         let t = file.table();
         assert!(t.users.contains_key("carol") && !t.users.contains_key("alice"));
+        assert_eq!(file.take_revoked(), ["alice"]);
+        assert!(file.take_revoked().is_empty());
         // The dummy has the cost of the entries ($7$ with 101 iterations).
         assert_eq!(t.dummy.cost_key(), hash::CostKey::Pbkdf2(101, 64));
     }
