@@ -367,10 +367,15 @@ impl PasswordMethod {
             Outcome::Rejected(
                 ReasonCode::BAD_USER_NAME_OR_PASSWORD,
                 if known {
-                    format!("password: wrong password for user `{user}`")
+                    // Escaped: the name comes from the client and goes to the log.
+                    format!(
+                        "password: wrong password for user `{}`",
+                        user.escape_debug()
+                    )
                 } else {
                     format!(
-                        "password: user `{user}` is not in {}",
+                        "password: user `{}` is not in {}",
+                        user.escape_debug(),
                         self.file.path.display()
                     )
                 },
