@@ -267,6 +267,25 @@ impl Broker {
         kicked
     }
 
+    /// Disconnect the connected clients whose session owner `revoked` picks (v5: DISCONNECT
+    /// with `reason`), e.g. password users removed from their file; sessions stay under
+    /// their expiry rules. Returns how many were disconnected.
+    pub fn disconnect_owners(&self, reason: ReasonCode, revoked: impl Fn(&Owner) -> bool) -> usize {
+        let registry = self.sessions.lock();
+        let mut kicked = 0;
+        for session in registry.values() {
+            let mut state = session.lock();
+            if !revoked(&state.owner) {
+                continue;
+            }
+            if let Some(attachment) = state.attachment.take() {
+                let _ = attachment.kick.send(reason);
+                kicked += 1;
+            }
+        }
+        kicked
+    }
+
     /// Attach a new connection to the session for `client_id`: take it over from a
     /// connected client (DISCONNECT 0x8E there), resume it, or start a fresh one. A
     /// session owned by another identity is never resumed: it ends and a fresh one

@@ -55,9 +55,19 @@ enum Command {
     /// and which rule decides? Exit code 0 allowed, 1 denied, 2 usage or configuration
     /// error.
     Explain(cli::explain::ExplainArgs),
+    /// Add, change or delete a user of a password file (the `Password` authentication
+    /// method), like mosquitto_passwd: `gatehouse passwd [-c] [-D] [-b] [--password-stdin]
+    /// FILE USER [PASSWORD]`; see `gatehouse passwd --help`.
+    Passwd(cli::passwd::Forwarded),
 }
 
 fn main() -> ExitCode {
+    // `passwd` takes mosquitto_passwd's options, whose `-c` (create) is the global
+    // `--config` here: it has its own parser, and needs no configuration.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "passwd") {
+        return cli::passwd::main(&argv[1..]);
+    }
     let cli = Cli::parse();
     let (config, warnings, local_default) = match &cli.config {
         Some(path) => match gatehouse_config::load_file(path) {
@@ -95,6 +105,7 @@ fn main() -> ExitCode {
             }
             cli::explain::run(&args, &config, cli.config.as_deref())
         }
+        Command::Passwd(_) => cli::passwd::misplaced(),
         Command::Run => run(config, cli.config.clone(), warnings, local_default),
     }
 }

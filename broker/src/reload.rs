@@ -131,6 +131,7 @@ impl Reloader {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
+            self.revoke_password_users();
             match self.check_auth_files() {
                 None => {}
                 Some(Err(problems)) => tracing::error!(
@@ -146,6 +147,36 @@ impl Reloader {
                 ),
             }
         }
+    }
+
+    /// Disconnect (0x87) the clients authenticated by a `Password` method whose entry was
+    /// removed from its file, or whose password changed, since last asked: a changed
+    /// password file otherwise only applies to new CONNECTs (Mosquitto re-checks its
+    /// connected clients on reload too). Matched by method and user name, so the same user
+    /// name in another chain's password file is disconnected as well (and reconnects).
+    fn revoke_password_users(&self) {
+        let users: std::collections::HashSet<String> = self
+            .chains
+            .values()
+            .flat_map(|c| c.take_revoked_password_users())
+            .collect();
+        if users.is_empty() {
+            return;
+        }
+        let n = self
+            .broker
+            .disconnect_owners(ReasonCode::NOT_AUTHORIZED, |owner| match owner {
+                crate::session::Owner::Principal(id) => {
+                    id.method == auth::password::METHOD
+                        && id.username.as_ref().is_some_and(|u| users.contains(u))
+                }
+                _ => false,
+            });
+        tracing::info!(
+            target: "auth",
+            "password file changed: {} user(s) removed or with a new password; disconnected {n} client(s)",
+            users.len()
+        );
     }
 
     /// Whether the certificate files of the chains in use changed since they were built,

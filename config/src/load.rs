@@ -150,6 +150,7 @@ fn resolve_paths(config: &mut Config, fix: &dyn Fn(&Path) -> PathBuf) {
                     }
                 }
                 AuthenticationMethod::Custom(_) => {}
+                AuthenticationMethod::Password(password) => resolve(&mut password.password_file),
             }
         }
     }

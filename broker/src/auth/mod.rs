@@ -5,12 +5,13 @@
 //!
 //! Methods: [`x509`] (client certificates from the TLS handshake), [`sat`] (Kubernetes
 //! service account tokens, offline or by TokenReview) and [`custom`] (an HTTPS
-//! authentication server).
+//! authentication server); beyond AIO, [`password`] (a password file).
 
 pub mod custom;
 pub mod device_registry;
 pub mod dn;
 pub mod files;
+pub mod password;
 pub mod sat;
 mod verifier;
 pub mod x509;
@@ -153,10 +154,11 @@ enum Method {
     X509(x509::X509Method),
     Sat(sat::SatMethod),
     Custom(custom::CustomMethod),
+    Password(password::PasswordMethod),
 }
 
 /// Method kinds as the configuration names them; a kind's index is its counter slot.
-const KINDS: [&str; 3] = ["X509", "ServiceAccountToken", "Custom"];
+const KINDS: [&str; 4] = ["X509", "ServiceAccountToken", "Custom", password::METHOD];
 
 impl Method {
     fn kind(&self) -> usize {
@@ -164,6 +166,7 @@ impl Method {
             Method::X509(_) => 0,
             Method::Sat(_) => 1,
             Method::Custom(_) => 2,
+            Method::Password(_) => 3,
         }
     }
 }
@@ -205,6 +208,11 @@ pub enum AuthError {
         path: String,
         source: custom::CustomSetupError,
     },
+    #[error("{path}.passwordSettings.passwordFile: {source}")]
+    Password {
+        path: String,
+        source: password::PasswordSetupError,
+    },
 }
 
 impl Chain {
@@ -216,6 +224,7 @@ impl Chain {
                 Method::X509(m) => m.authenticate(creds),
                 Method::Sat(m) => m.authenticate(creds).await,
                 Method::Custom(m) => m.authenticate(creds).await,
+                Method::Password(m) => m.authenticate(creds).await,
             };
             if let Verdict::Decided(outcome) = verdict {
                 let outcome = refuse_expired(outcome);
@@ -246,7 +255,7 @@ impl Chain {
         let methods = self.methods.read().clone();
         for m in methods.iter() {
             let answer = match m {
-                Method::X509(_) => None,
+                Method::X509(_) | Method::Password(_) => None,
                 Method::Sat(m) => m.reauthenticate(client_id, method, data).await,
                 Method::Custom(m) => m.reauthenticate(client_id, username, method, data).await,
             };
@@ -294,11 +303,36 @@ impl Chain {
             .collect()
     }
 
+    /// The users that the chain's `Password` methods' files dropped or gave a new password
+    /// since last asked (see `Reloader::revoke_password_users`).
+    pub fn take_revoked_password_users(&self) -> Vec<String> {
+        self.methods
+            .read()
+            .iter()
+            .flat_map(|m| match m {
+                Method::Password(p) => p.file().take_revoked(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    /// The password files of the chain's `Password` methods (for `/metrics`).
+    pub fn password_files(&self) -> Vec<Arc<password::PasswordFile>> {
+        self.methods
+            .read()
+            .iter()
+            .filter_map(|m| match m {
+                Method::Password(p) => Some(p.file().clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Whether some method of the chain accepts CONNECTs with this MQTT v5
     /// Authentication Method (enhanced authentication).
     pub fn accepts_enhanced(&self, method: &str) -> bool {
         self.methods.read().iter().any(|m| match m {
-            Method::X509(_) => false,
+            Method::X509(_) | Method::Password(_) => false,
             Method::Sat(m) => m.handles(method),
             Method::Custom(_) => true,
         })
@@ -369,6 +403,11 @@ pub fn build(config: &Config, name: &str) -> Result<Chain, AuthError> {
                         source => AuthError::Custom { path, source },
                     })?;
                 methods.push(Method::Custom(m));
+            }
+            AuthenticationMethod::Password(settings) => {
+                let m = password::PasswordMethod::new(settings)
+                    .map_err(|source| AuthError::Password { path, source })?;
+                methods.push(Method::Password(m));
             }
         }
     }

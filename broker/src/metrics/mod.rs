@@ -9,6 +9,7 @@
 //! - [`Registry`] (here): where every counter and gauge is found at scrape time, and the
 //!   readiness of the ports; nothing is aggregated until someone asks.
 //! - [`render`]: the text exposition format.
+//! - [`process`]: the standard `process_*` metrics, read from `/proc/self` (Linux).
 //! - [`http`]: the HTTP/1.1 server.
 //!
 //! Gauges that the broker already knows (sessions, retained messages, subscriptions, state
@@ -17,6 +18,7 @@
 
 pub mod counters;
 pub mod http;
+pub mod process;
 pub mod render;
 pub mod stream;
 
@@ -141,9 +143,20 @@ impl Registry {
             "Always 1; the version label says which Gatehouse is running.",
         )
         .sample(&[("version", env!("CARGO_PKG_VERSION"))], 1u64);
+        process::render(&mut e, &process::read());
         self.render_ports(&mut e);
         self.render_broker(&mut e);
         self.render_auth(&mut e);
+        let password_files: Vec<_> = self
+            .chains
+            .iter()
+            .flat_map(|(name, c)| {
+                c.password_files()
+                    .into_iter()
+                    .map(move |f| (name.as_str(), f))
+            })
+            .collect();
+        crate::auth::password::render_metrics(&mut e, &password_files);
         self.render_authz(&mut e);
         self.render_state_store(&mut e);
         self.render_tls(&mut e, SystemTime::now());

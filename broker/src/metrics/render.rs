@@ -25,11 +25,19 @@ impl Kind {
 }
 
 /// A sample value: counts are integers; signed for quantities that can be negative
-/// (seconds until a certificate expires, once it has expired).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// (seconds until a certificate expires, once it has expired); floating point for the
+/// `process_*` seconds (CPU time, start time).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Value {
     Unsigned(u64),
     Signed(i64),
+    Float(f64),
+}
+
+impl From<f64> for Value {
+    fn from(v: f64) -> Value {
+        Value::Float(v)
+    }
 }
 
 impl From<u64> for Value {
@@ -111,6 +119,13 @@ impl Family<'_> {
         let _ = match value.into() {
             Value::Unsigned(v) => writeln!(s, " {v}"),
             Value::Signed(v) => writeln!(s, " {v}"),
+            // `Display` never uses an exponent; the text format's own spellings for the
+            // values it lacks.
+            Value::Float(v) if v.is_nan() => writeln!(s, " NaN"),
+            Value::Float(v) if v.is_infinite() => {
+                writeln!(s, " {}", if v > 0.0 { "+Inf" } else { "-Inf" })
+            }
+            Value::Float(v) => writeln!(s, " {v}"),
         };
         self
     }
@@ -177,6 +192,9 @@ mod tests {
         .sample(&[("listener", "plain"), ("port", "8883")], 0u64);
         e.family("demo_seconds", Kind::Gauge, "Signed.")
             .sample(&[], -5i64);
+        e.family("demo_float", Kind::Gauge, "Float.")
+            .sample(&[("v", "a")], 1733500000.25f64)
+            .sample(&[("v", "b")], f64::INFINITY);
         assert_eq!(
             e.finish(),
             "# HELP demo_total Line one\\nback\\\\slash \"quoted\"\n\
@@ -185,7 +203,11 @@ mod tests {
              demo_total{listener=\"plain\",port=\"8883\"} 0\n\
              # HELP demo_seconds Signed.\n\
              # TYPE demo_seconds gauge\n\
-             demo_seconds -5\n"
+             demo_seconds -5\n\
+             # HELP demo_float Float.\n\
+             # TYPE demo_float gauge\n\
+             demo_float{v=\"a\"} 1733500000.25\n\
+             demo_float{v=\"b\"} +Inf\n"
         );
     }
 

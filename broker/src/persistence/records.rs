@@ -228,7 +228,7 @@ pub struct SessionMeta {
 
 /// The authentication methods a persisted owner may name (a principal's method is one of
 /// these static names; anything else decodes as an unknown owner).
-const OWNER_METHODS: [&str; 3] = ["X509", "ServiceAccountToken", "Custom"];
+const OWNER_METHODS: [&str; 4] = ["X509", "ServiceAccountToken", "Custom", "Password"];
 const OWNER_ANONYMOUS: u8 = 1;
 const OWNER_PRINCIPAL: u8 = 2;
 

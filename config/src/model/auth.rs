@@ -39,19 +39,24 @@ impl Authentication {
         self.authentication_methods.iter().filter_map(|m| match m {
             AuthenticationMethod::X509(x) => Some(x.trusted_client_ca_cert.as_str()),
             AuthenticationMethod::Custom(c) => c.ca_cert_config_map.as_deref(),
-            AuthenticationMethod::ServiceAccountToken(_) => None,
+            AuthenticationMethod::ServiceAccountToken(_) | AuthenticationMethod::Password(_) => {
+                None
+            }
         })
     }
 }
 
 /// One method of a chain, with its settings. In YAML: `method` plus the one matching
-/// settings object (`customSettings`, `serviceAccountTokenSettings` or `x509Settings`).
+/// settings object (`customSettings`, `serviceAccountTokenSettings`, `x509Settings` or,
+/// beyond AIO, `passwordSettings`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "RawMethod")]
 pub enum AuthenticationMethod {
     Custom(CustomSettings),
     ServiceAccountToken(ServiceAccountTokenSettings),
     X509(X509Settings),
+    /// Gatehouse extension (not in AIO): user names and password hashes from a file.
+    Password(PasswordSettings),
 }
 
 impl AuthenticationMethod {
@@ -63,6 +68,7 @@ impl AuthenticationMethod {
                 AuthenticationMethodKind::ServiceAccountToken
             }
             AuthenticationMethod::X509(_) => AuthenticationMethodKind::X509,
+            AuthenticationMethod::Password(_) => AuthenticationMethodKind::Password,
         }
     }
 }
@@ -73,6 +79,7 @@ ci_enum! {
         Custom = "Custom",
         ServiceAccountToken = "ServiceAccountToken",
         X509 = "X509",
+        Password = "Password",
     }
 }
 
@@ -86,6 +93,8 @@ struct RawMethod {
     service_account_token_settings: Option<ServiceAccountTokenSettings>,
     #[serde(default)]
     x509_settings: Option<X509Settings>,
+    #[serde(default)]
+    password_settings: Option<PasswordSettings>,
 }
 
 impl TryFrom<RawMethod> for AuthenticationMethod {
@@ -101,6 +110,7 @@ impl TryFrom<RawMethod> for AuthenticationMethod {
                 .as_ref()
                 .map(|_| "serviceAccountTokenSettings"),
             raw.x509_settings.as_ref().map(|_| "x509Settings"),
+            raw.password_settings.as_ref().map(|_| "passwordSettings"),
         ]
         .into_iter()
         .flatten()
@@ -121,6 +131,10 @@ impl TryFrom<RawMethod> for AuthenticationMethod {
                 Some(AuthenticationMethod::X509(
                     raw.x509_settings.unwrap_or_default(),
                 )),
+            ),
+            Kind::Password => (
+                "passwordSettings",
+                raw.password_settings.map(AuthenticationMethod::Password),
             ),
         };
         if let Some(other) = present.iter().find(|name| **name != own) {
@@ -314,4 +328,22 @@ pub struct DeviceRegistry {
 
 fn default_device_recheck_interval() -> Duration {
     DEFAULT_DEVICE_RECHECK_INTERVAL
+}
+
+// --- Password authentication (issue 16; a Gatehouse extension, not in AIO) ---
+
+/// `passwordSettings`: user names and salted password hashes from a file in the format of
+/// Mosquitto's `password_file` (`user:hash` per line), written by `gatehouse passwd`
+/// (argon2id) or `mosquitto_passwd` (`$7$` PBKDF2-SHA512). Relevant to a CONNECT with a
+/// user name and a password and no MQTT v5 Authentication Method.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PasswordSettings {
+    /// The password file; reloaded when it changes (the last good version stays while
+    /// it is invalid).
+    pub password_file: PathBuf,
+    /// User name → attributes for authorization (like X.509's `authorizationAttributes`);
+    /// users not listed have none.
+    #[serde(default)]
+    pub user_attributes: BTreeMap<String, BTreeMap<String, String>>,
 }

@@ -11,7 +11,7 @@ pub(super) fn check_authentication(
     if authentication.authentication_methods.is_empty() {
         report.error(
             loc.at("authenticationMethods"),
-            "at least one method is required (Custom, ServiceAccountToken or X509)",
+            "at least one method is required (Custom, ServiceAccountToken, X509 or Password)",
         );
     }
     for (k, method) in authentication.authentication_methods.iter().enumerate() {
@@ -25,6 +25,9 @@ pub(super) fn check_authentication(
             }
             AuthenticationMethod::X509(x509) => {
                 check_x509(x509, &format!("{base}.x509Settings"), report)
+            }
+            AuthenticationMethod::Password(password) => {
+                check_password(password, &format!("{base}.passwordSettings"), report)
             }
         }
     }
@@ -163,6 +166,32 @@ fn check_x509(x509: &X509Settings, base: &str, report: &mut Report) {
                 format!("{base}.deviceRegistry.recheckInterval"),
                 "must be longer than 0 (default 10m)",
             );
+        }
+    }
+}
+
+/// `passwordSettings` (issue 16). The file itself is read when the chain is built.
+fn check_password(settings: &PasswordSettings, base: &str, report: &mut Report) {
+    if settings.password_file.as_os_str().is_empty() {
+        report.error(
+            format!("{base}.passwordFile"),
+            "empty path; name the password file (`gatehouse passwd -c <file> <user>` writes one)",
+        );
+    }
+    for (user, attributes) in &settings.user_attributes {
+        if user.is_empty() || user.contains(':') || user.contains(char::is_control) {
+            report.error(
+                format!("{base}.userAttributes.{user}"),
+                "not a user name a password file can hold (empty, or with `:` or a control character)",
+            );
+        }
+        for name in attributes.keys() {
+            if name.trim().is_empty() {
+                report.error(
+                    format!("{base}.userAttributes.{user}"),
+                    "empty attribute name",
+                );
+            }
         }
     }
 }

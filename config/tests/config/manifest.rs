@@ -145,7 +145,7 @@ fn type_errors_name_the_document() {
 fn type_errors_of_several_documents_are_all_reported() {
     let yaml = MANIFESTS
         .replace("port: 18883", "port: high")
-        .replace("method: X509", "method: Password");
+        .replace("method: X509", "method: Kerberos");
     let paths: Vec<String> = problems(&yaml).into_iter().map(|p| p.path).collect();
     assert_eq!(
         paths,
