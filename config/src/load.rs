@@ -43,18 +43,20 @@ pub fn load_str(yaml: &str, origin: &str) -> Result<Loaded, ConfigError> {
     let documents = yaml::documents(yaml, origin)?;
     let (mut config, origins, built_problems, mut warnings) =
         if manifest::is_manifest_stream(&documents) {
+            // A document that does not deserialize is reported with the rest: validation
+            // still checks the others (references to the unreadable ones are not reported
+            // as missing, see `Paths::unreadable`).
             let built = manifest::build(yaml, &documents);
-            if !built.type_errors.is_empty() {
-                // Some resources are missing, so checking references would mislead.
-                return Err(ConfigError::Invalid(built.type_errors));
-            }
-            (built.config, built.origins, built.problems, built.warnings)
+            let mut problems = built.type_errors;
+            problems.extend(built.problems);
+            (built.config, built.origins, problems, built.warnings)
         } else {
             let (config, origins, problems) = native(yaml, &documents)?;
             (config, origins, problems, Vec::new())
         };
+    config.paths = origins;
 
-    let report = validate::validate(&config, &origins);
+    let report = validate::validate(&config, &config.paths);
     warnings.extend(report.warnings);
     let mut problems = built_problems;
     problems.extend(report.problems);

@@ -46,8 +46,9 @@ impl Authentication {
 
 /// One method of a chain, with its settings. In YAML: `method` plus the one matching
 /// settings object (`customSettings`, `serviceAccountTokenSettings` or `x509Settings`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "RawMethod")]
+///
+/// Deserialized through `RawMethod` (see `yaml::map_try_from`: errors keep their line).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthenticationMethod {
     Custom(CustomSettings),
     ServiceAccountToken(ServiceAccountTokenSettings),
@@ -75,6 +76,8 @@ ci_enum! {
         X509 = "X509",
     }
 }
+
+crate::yaml::map_try_from!(AuthenticationMethod, RawMethod, "an authentication method");
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
