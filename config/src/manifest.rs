@@ -249,10 +249,10 @@ fn add(
         (None, None) => {}
         (Some(name_given), _) => {
             if name_given {
-            built.problems.push(Problem::new(
-                loc.at("name"),
-                "the name comes from metadata.name; remove it from spec",
-            ));
+                built.problems.push(Problem::new(
+                    loc.at("name"),
+                    "the name comes from metadata.name; remove it from spec",
+                ));
             }
         }
     }

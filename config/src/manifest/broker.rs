@@ -222,7 +222,10 @@ fn add_diagnostics(diagnostics: BrokerDiagnostics, loc: &Loc, built: &mut Built)
 fn add_advanced(advanced: Advanced, loc: &Loc, built: &mut Built) {
     let base = loc.at("advanced");
     for (field, present) in [
-        ("encryptInternalTraffic", advanced.encrypt_internal_traffic.is_some()),
+        (
+            "encryptInternalTraffic",
+            advanced.encrypt_internal_traffic.is_some(),
+        ),
         ("internalCerts", advanced.internal_certs.is_some()),
     ] {
         if present {

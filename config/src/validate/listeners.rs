@@ -7,7 +7,12 @@ use super::{check_label, check_unique, names_or_none, Origins, Report};
 use crate::model::*;
 
 pub(super) fn check_listeners(config: &Config, origins: &Origins, report: &mut Report) {
-    if config.listeners.is_empty() && !origins.unreadable.iter().any(|(k, _)| *k == "BrokerListener") {
+    if config.listeners.is_empty()
+        && !origins
+            .unreadable
+            .iter()
+            .any(|(k, _)| *k == "BrokerListener")
+    {
         let (path, hint) = if origins.manifest {
             ("manifests", "add a BrokerListener")
         } else {
