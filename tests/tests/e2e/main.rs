@@ -27,6 +27,7 @@ mod loadgen;
 mod metrics;
 mod mosquitto_clients;
 mod persistence;
+mod preflight;
 mod protocol_levels;
 mod retained;
 mod sat;
