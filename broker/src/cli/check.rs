@@ -41,13 +41,13 @@ pub fn run(config: &Config, warnings: &[String], path: Option<&Path>) -> ExitCod
     let total_warnings = warnings.len() + report.warnings.len();
     let what = match path {
         Some(path) => path.display().to_string(),
-        None => "no --config given: the embedded defaults".to_owned(),
+        None => "no --config given".to_owned(),
     };
     if report.errors.is_empty() {
         let valid = if path.is_some() {
             "configuration is valid"
         } else {
-            "are valid"
+            "the embedded defaults are valid"
         };
         match total_warnings {
             0 => println!("{what}: {valid}"),

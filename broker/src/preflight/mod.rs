@@ -21,7 +21,7 @@ mod auth;
 mod files;
 mod tls;
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::fmt;
 
 use gatehouse_config::Config;
@@ -82,23 +82,29 @@ impl Preflight {
 /// warnings, since start-up does not load it.
 struct Sink<'a> {
     report: &'a mut Preflight,
-    used: bool,
+    /// The references that make the resource used (`listeners[0].ports[1].authenticationRef`),
+    /// named in its errors so that they say which ports cannot start; empty = unused.
+    used_by: Vec<String>,
     errors: usize,
 }
 
 impl<'a> Sink<'a> {
-    fn new(report: &'a mut Preflight, used: bool) -> Sink<'a> {
+    fn new(report: &'a mut Preflight, used_by: Vec<String>) -> Sink<'a> {
         Sink {
             report,
-            used,
+            used_by,
             errors: 0,
         }
     }
 
     fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.errors += 1;
-        if self.used {
-            self.report.error(path, message);
+        if !self.used_by.is_empty() {
+            let message = message.into();
+            self.report.error(
+                path,
+                format!("{message} (used by {})", self.used_by.join(", ")),
+            );
         } else {
             let message = message.into();
             self.report.warn(
@@ -113,19 +119,29 @@ impl<'a> Sink<'a> {
 /// file.
 pub fn run(config: &Config, mode: Mode) -> Preflight {
     let mut report = Preflight::default();
-    let ports = config.listeners.iter().flat_map(|l| &l.ports);
-    let authentications: BTreeSet<&str> = ports
-        .clone()
-        .filter_map(|p| p.authentication_ref.as_deref())
-        .collect();
-    let authorizations: BTreeSet<&str> = ports
-        .filter_map(|p| p.authorization_ref.as_deref())
-        .collect();
+    // Every port's references, by resource name.
+    let mut authentications: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut authorizations: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (li, listener) in config.listeners.iter().enumerate() {
+        for (pi, port) in listener.ports.iter().enumerate() {
+            if let Some(name) = &port.authentication_ref {
+                let at = format!("{}.authenticationRef", config.paths.port(li, pi));
+                authentications.entry(name).or_default().push(at);
+            }
+            if let Some(name) = &port.authorization_ref {
+                let at = format!("{}.authorizationRef", config.paths.port(li, pi));
+                authorizations.entry(name).or_default().push(at);
+            }
+        }
+    }
 
     for (i, authentication) in config.authentications.iter().enumerate() {
         let loc = config.paths.authentication(i);
-        let used = authentications.contains(authentication.name.as_str());
-        if !used {
+        let used_by = authentications
+            .get(authentication.name.as_str())
+            .cloned()
+            .unwrap_or_default();
+        if used_by.is_empty() {
             report.warn(
                 &loc.name,
                 format!(
@@ -134,12 +150,15 @@ pub fn run(config: &Config, mode: Mode) -> Preflight {
                 ),
             );
         }
-        auth::check(config, i, mode, &mut Sink::new(&mut report, used));
+        auth::check(config, i, mode, &mut Sink::new(&mut report, used_by));
     }
     for (i, authorization) in config.authorizations.iter().enumerate() {
         let loc = config.paths.authorization(i);
-        let used = authorizations.contains(authorization.name.as_str());
-        if !used {
+        let used_by = authorizations
+            .get(authorization.name.as_str())
+            .cloned()
+            .unwrap_or_default();
+        if used_by.is_empty() {
             report.warn(
                 &loc.name,
                 format!(
@@ -150,7 +169,7 @@ pub fn run(config: &Config, mode: Mode) -> Preflight {
         }
         if mode == Mode::Check {
             if let Err(problems) = Policy::compile(authorization, &loc.spec) {
-                let mut sink = Sink::new(&mut report, used);
+                let mut sink = Sink::new(&mut report, used_by);
                 for problem in problems {
                     sink.error("", problem);
                 }

@@ -186,9 +186,19 @@ listeners:
         );
         let path = path.to_str().expect("UTF-8 path");
 
-        // `check` accepts the file: it is valid, just not servable yet.
+        // `check` refuses it too, naming the same path (issue 16: `check` is a preflight).
         let out = run_gatehouse(&["check", "--config", path]).await;
-        assert!(out.status.success(), "check {field}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "check {field}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("no backend for service account tokens"),
+            "check {field}: {}",
+            text(&out.stderr)
+        );
 
         let mut child = tokio::process::Command::new(gatehouse_bin())
             .args(["--config", path])
