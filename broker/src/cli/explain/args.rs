@@ -118,8 +118,6 @@ pub(super) fn parse_attr(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Runs `gatehouse explain`; `config_path` is where `config` came from (for YAML paths in
-
 /// The request, owned.
 pub(super) enum Request {
     Connect,

@@ -34,8 +34,8 @@ const ALLOWED: u8 = 0;
 const DENIED: u8 = 1;
 const USAGE: u8 = 2;
 
-/// Runs `gatehouse explain`; `config_path` is where `config` came from (for YAML paths in
-/// the manifest form), `None` for the embedded defaults.
+/// Runs `gatehouse explain`; `config_path` is where `config` came from (named when it has
+/// no authorization), `None` for the embedded defaults.
 pub fn run(args: &ExplainArgs, config: &Config, config_path: Option<&Path>) -> ExitCode {
     match walk::explain(args, config, config_path) {
         Ok(report) => {
