@@ -135,10 +135,13 @@ impl Paths {
 
     /// The data folder: `dataDir`, or in a manifest stream the Broker's annotation.
     pub fn data_dir(&self) -> String {
-        if self.manifest {
-            format!("Broker metadata.annotations.{DATA_DIR_ANNOTATION}")
-        } else {
-            "dataDir".into()
+        match (&self.broker, self.manifest) {
+            (Some(spec), _) => {
+                let document = spec.strip_suffix(".spec").unwrap_or(spec);
+                format!("{document}.metadata.annotations.{DATA_DIR_ANNOTATION}")
+            }
+            (None, true) => format!("Broker metadata.annotations.{DATA_DIR_ANNOTATION}"),
+            (None, false) => "dataDir".into(),
         }
     }
 
@@ -169,6 +172,32 @@ mod tests {
             "diagnostics.metrics.prometheusPort"
         );
         assert_eq!(paths.persistence(), "persistence");
+        assert_eq!(paths.data_dir(), "dataDir");
+        assert_eq!(
+            paths.limit("maxPacketSizeBytes"),
+            "broker.maxPacketSizeBytes"
+        );
+    }
+
+    #[test]
+    fn broker_manifest_paths() {
+        let paths = Paths {
+            manifest: true,
+            broker: Some("document 1 (Broker default).spec".into()),
+            ..Paths::default()
+        };
+        assert_eq!(
+            paths.diagnostics("metrics.prometheusPort"),
+            "document 1 (Broker default).spec.diagnostics.metrics.prometheusPort"
+        );
+        assert_eq!(
+            paths.limit("maxPacketSizeBytes"),
+            "document 1 (Broker default).spec.advanced.clients.maxPacketSizeBytes"
+        );
+        assert_eq!(
+            paths.data_dir(),
+            "document 1 (Broker default).metadata.annotations.gatehouse/data-dir"
+        );
     }
 
     #[test]

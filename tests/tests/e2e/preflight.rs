@@ -12,9 +12,24 @@ use std::process::{Output, Stdio};
 use std::time::Duration;
 
 use gatehouse_config::PrivateKeyAlgorithm;
-use gatehouse_tests::broker::{free_port, gatehouse_bin, BrokerProcess, TempDir};
+use gatehouse_tests::broker::{gatehouse_bin, BrokerProcess, TempDir};
 use gatehouse_tests::jwt;
 use gatehouse_tests::tls::Pki;
+
+/// A port free now, outside Linux's ephemeral range (32768-60999): `free_port()`'s ports
+/// come from that range, where a broker of another test run on this machine binding port 0,
+/// or any outgoing connection, may take them again before our broker binds them.
+fn free_port() -> u16 {
+    use std::hash::{BuildHasher, RandomState};
+    let state = RandomState::new();
+    for attempt in 0u32..1000 {
+        let port = 20000 + (state.hash_one((std::process::id(), attempt)) % 12000) as u16;
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000");
+}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
