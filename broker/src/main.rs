@@ -62,6 +62,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `check` goes on past validation problems to check the files too (every problem at
+    // once); it loads the file itself.
+    if let (Some(Command::Check), Some(path)) = (&cli.command, &cli.config) {
+        return cli::check::run_file(path);
+    }
     let (config, warnings, local_default) = match &cli.config {
         Some(path) => match gatehouse_config::load_file(path) {
             Ok(loaded) => (loaded.config, loaded.warnings, false),

@@ -54,6 +54,6 @@ mod yaml;
 
 pub use enums::CaseInsensitive;
 pub use error::{ConfigError, Problem};
-pub use load::{load_file, load_str, Loaded};
+pub use load::{check_file, load_file, load_str, Checked, Loaded};
 pub use model::*;
 pub use paths::{Loc, Paths, DATA_DIR_ANNOTATION};

@@ -543,3 +543,35 @@ async fn a_second_instance_is_told_which_setting_to_change() {
     first.signal("TERM");
     first.exit_within(Duration::from_secs(10)).await;
 }
+
+/// A validation problem does not hide a missing file: `check` goes on with what it could
+/// read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_validation_problem_and_a_missing_file_are_reported_together() {
+    let dir = TempDir::new("preflight-both");
+    let path = dir.write(
+        "gatehouse.yaml",
+        "
+listeners:
+  - name: Main
+    ports:
+      - port: 18844
+        authenticationRef: devices
+        tls: { mode: Manual, manual: { secretRef: server } }
+authentications:
+  - name: devices
+    authenticationMethods:
+      - method: X509
+        x509Settings: { trustedClientCaCert: device-ca }
+",
+    );
+    let out = check(&path).await;
+    assert_eq!(out.status.code(), Some(1));
+    let found = errors(&out);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(found[0].starts_with("listeners[0].name: `Main` is not a valid listener name"));
+    assert!(found[1].starts_with(
+        "authentications[0].authenticationMethods[0].x509Settings.trustedClientCaCert: trusted \
+         client CA config map `device-ca`"
+    ));
+}
