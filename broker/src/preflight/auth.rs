@@ -133,7 +133,12 @@ fn sat(settings: &ServiceAccountTokenSettings, at: &str, sink: &mut Sink<'_>) {
 }
 
 fn custom(config: &Config, settings: &CustomSettings, at: &str, sink: &mut Sink<'_>) {
-    if let Err(e) = reqwest::Url::parse(&settings.endpoint) {
+    // Validation has already refused anything but https://; the rest must parse.
+    let url = settings
+        .endpoint
+        .starts_with("https://")
+        .then(|| reqwest::Url::parse(&settings.endpoint));
+    if let Some(Err(e)) = url {
         sink.error(
             format!("{at}.endpoint"),
             format!("`{}` is not a URL: {e}", settings.endpoint),

@@ -290,3 +290,77 @@ fn add_persistence(p: BrokerPersistence, loc: &Loc, built: &mut Built) {
     });
     built.origins.persistence = Some(base);
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{load_str, DATA_DIR_ANNOTATION};
+
+    const LISTENER: &str = "apiVersion: mqttbroker.iotoperations.azure.com/v1
+kind: BrokerListener
+metadata: { name: default }
+spec: { ports: [ { port: 1883 } ] }
+---
+";
+
+    fn broker(metadata: &str, spec: &str) -> String {
+        format!(
+            "{LISTENER}apiVersion: mqttbroker.iotoperations.azure.com/v1\nkind: Broker\n\
+             metadata: {metadata}\nspec: {spec}\n"
+        )
+    }
+
+    #[test]
+    fn diagnostics_limits_and_data_folder_are_read() {
+        let yaml = broker(
+            &format!("{{ name: default, annotations: {{ {DATA_DIR_ANNOTATION}: /var/lib/gh }} }}"),
+            "{ diagnostics: { logs: { level: debug }, metrics: { prometheusPort: 9601 } },
+               advanced: { clients: { maxPacketSizeBytes: 4096, maxKeepAliveSeconds: 60,
+                 subscriberQueueLimit: { length: 10, strategy: DropOldest } } } }",
+        );
+        let loaded = load_str(&yaml, "t.yaml").expect("valid");
+        let config = loaded.config;
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        assert_eq!(config.diagnostics.logs.level, "debug");
+        assert_eq!(config.diagnostics.metrics.prometheus_port, 9601);
+        assert_eq!(config.broker.max_packet_size_bytes, 4096);
+        assert_eq!(config.broker.max_keep_alive_seconds, 60);
+        assert_eq!(config.broker.subscriber_queue_limit.length, 10);
+        assert_eq!(config.data_dir, std::path::PathBuf::from("/var/lib/gh"));
+    }
+
+    #[test]
+    fn bad_values_are_reported_at_the_broker_fields() {
+        let yaml = broker(
+            "{ name: default }",
+            "{ diagnostics: { logs: { level: loud }, selfCheck: { mode: Enabled } },
+               advanced: { clients: { maxPacketSizeBytes: 0 }, internalCerts: {} } }",
+        );
+        let err = load_str(&yaml, "t.yaml").expect_err("invalid");
+        let text = err.to_string();
+        assert!(
+            text.contains("document 2 (Broker default).spec.diagnostics.logs.level: `loud`"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "document 2 (Broker default).spec.advanced.clients.maxPacketSizeBytes: 0 is out of range"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn deployment_and_tracing_fields_are_skipped_with_a_warning() {
+        let yaml = broker(
+            "{ name: default }",
+            "{ diagnostics: { traces: { mode: Enabled } }, advanced: { encryptInternalTraffic: Enabled } }",
+        );
+        let loaded = load_str(&yaml, "t.yaml").expect("valid");
+        assert_eq!(loaded.warnings.len(), 2, "{:?}", loaded.warnings);
+        assert!(loaded.warnings[0]
+            .starts_with("document 2 (Broker default).spec.diagnostics.traces: skipped"));
+        assert!(loaded.warnings[1].starts_with(
+            "document 2 (Broker default).spec.advanced.encryptInternalTraffic: skipped"
+        ));
+    }
+}
