@@ -13,6 +13,8 @@
 //! - [`message`]: an application message and one delivery of it.
 //! - [`limits`]: the `broker:` limits of the configuration, resolved.
 //! - [`metrics`]: counters, `/metrics`, `/healthz` and `/readyz`.
+//! - [`preflight`]: what start-up needs besides ports, checked at once (`gatehouse check`
+//!   and [`Server::start`] both run it).
 //!
 //! The wire format lives in the `gatehouse-protocol` crate (sans-IO, fuzzed).
 
@@ -25,6 +27,7 @@ pub mod limits;
 pub mod message;
 pub mod metrics;
 pub mod persistence;
+pub mod preflight;
 pub mod reload;
 pub mod routing;
 pub mod server;

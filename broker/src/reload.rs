@@ -255,7 +255,7 @@ impl Reloader {
             if old == Some(auth) {
                 continue;
             }
-            match Policy::compile(auth, &format!("authorizations[{i}]")) {
+            match Policy::compile(auth, &new.paths.authorization(i).spec) {
                 Ok(policy) => compiled.push((name.clone(), authorizer.clone(), policy)),
                 Err(p) => problems.extend(p),
             }

@@ -37,12 +37,37 @@ pub enum StartError {
     },
     #[error("persistence: {0}")]
     Persistence(#[from] crate::persistence::PersistError),
-    #[error("{path}: cannot listen on {addr}: {source}")]
+    /// `path` is the setting to change (a port's `port`, or the metrics port).
+    #[error("{path}: cannot listen on {addr}: {source}{}", bind_hint(.source, .path))]
     Bind {
         path: String,
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// What the preflight found (every problem, one per line); see [`crate::preflight`].
+    #[error("the configuration cannot start:\n  {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Preflight(Vec<crate::preflight::Finding>),
+}
+
+/// What to do about a port that cannot be bound (issue 16: a second instance failed with
+/// only "Address in use").
+fn bind_hint(source: &std::io::Error, path: &str) -> String {
+    use std::io::ErrorKind;
+    match source.kind() {
+        ErrorKind::AddrInUse => format!(
+            "; another process already listens there (another Gatehouse, or a Mosquitto \
+             service?): stop it, or set {path} to a free port (0 = any free port)"
+        ),
+        ErrorKind::PermissionDenied => format!(
+            "; ports below 1024 need root or CAP_NET_BIND_SERVICE: set {path} to a port from \
+             1024 up"
+        ),
+        ErrorKind::AddrNotAvailable => {
+            "; the address is not one of this machine's: change the listener's bindAddress"
+                .to_owned()
+        }
+        _ => String::new(),
+    }
 }
 
 /// A port the broker is listening on.
@@ -80,6 +105,14 @@ pub struct Shutdown {
 impl Server {
     /// Bind every port of `config` (all or nothing) and start accepting.
     pub async fn start(config: &Config) -> Result<Server, StartError> {
+        // Everything but the ports, checked at once (as `gatehouse check` does).
+        let preflight = crate::preflight::run(config, crate::preflight::Mode::Start);
+        for warning in &preflight.warnings {
+            tracing::warn!(target: "config", "{warning}");
+        }
+        if !preflight.errors.is_empty() {
+            return Err(StartError::Preflight(preflight.errors));
+        }
         let mut tasks = JoinSet::new();
         let chains = port_chains(config)?;
         let policies = port_policies(config)?;
@@ -101,7 +134,7 @@ impl Server {
         let mut metric_ports = metrics::Ports::default();
         for (li, listener) in config.listeners.iter().enumerate() {
             for (pi, port) in listener.ports.iter().enumerate() {
-                let path = format!("listeners[{li}].ports[{pi}]");
+                let path = format!("{}.port", config.paths.port(li, pi));
                 let addr = SocketAddr::new(listener.bind_address, port.port);
                 let sockets = transport::bind(listener.bind_address, port.port)
                     .await
@@ -146,7 +179,7 @@ impl Server {
         let metrics_sockets = metrics::http::bind(config)
             .await
             .map_err(|(addr, source)| {
-                let path = "diagnostics.metrics.prometheusPort".into();
+                let path = config.paths.diagnostics("metrics.prometheusPort");
                 StartError::Bind { path, addr, source }
             })?;
         let mut ports = Vec::new();
@@ -334,7 +367,7 @@ fn port_chains(config: &Config) -> Result<HashMap<(usize, usize), Arc<Chain>>, S
                     let c =
                         Arc::new(
                             auth::build(config, name).map_err(|source| StartError::Auth {
-                                path: format!("listeners[{li}].ports[{pi}].authenticationRef"),
+                                path: format!("{}.authenticationRef", config.paths.port(li, pi)),
                                 source: Box::new(source),
                             })?,
                         );
@@ -367,15 +400,14 @@ fn port_policies(config: &Config) -> Result<HashMap<(usize, usize), Arc<Authoriz
                         .enumerate()
                         .find(|(_, a)| &a.name == name)
                         .ok_or_else(|| StartError::Authz {
-                            path: format!("listeners[{li}].ports[{pi}].authorizationRef"),
+                            path: format!("{}.authorizationRef", config.paths.port(li, pi)),
                             problems: vec![format!("no authorization named `{name}`")],
                         })?;
-                    let policy = Policy::compile(auth, &format!("authorizations[{ai}]")).map_err(
-                        |problems| StartError::Authz {
-                            path: format!("listeners[{li}].ports[{pi}].authorizationRef"),
+                    let policy = Policy::compile(auth, &config.paths.authorization(ai).spec)
+                        .map_err(|problems| StartError::Authz {
+                            path: format!("{}.authorizationRef", config.paths.port(li, pi)),
                             problems,
-                        },
-                    )?;
+                        })?;
                     let a = Arc::new(Authorizer::new(policy));
                     built.insert(name, a.clone());
                     a

@@ -6,13 +6,16 @@
 //!   `diagnostics`, `persistence`;
 //! - **Kubernetes manifests**, a stream of AIO `BrokerListener` / `BrokerAuthentication` /
 //!   `BrokerAuthorization` and cert-manager `Issuer` / `ClusterIssuer` / `Certificate`
-//!   objects, plus the `persistence` of an AIO `Broker` (other kinds, and the Broker's other
-//!   fields, are skipped with a warning; broker limits, diagnostics and the data dir keep
-//!   their defaults).
+//!   objects, plus an AIO `Broker` (its `persistence`, `diagnostics.logs.level`,
+//!   `diagnostics.metrics.prometheusPort`, `advanced.clients` limits, and the data folder
+//!   from the annotation [`DATA_DIR_ANNOTATION`]); other kinds, and a Broker's
+//!   Kubernetes-only fields, are skipped with a warning.
 //!
 //! Both produce the same [`Config`], with every default applied. Loading stops at the first
-//! YAML syntax or type error (with its path and line); validation then reports *all*
-//! remaining problems at once, each as `<yaml path>: <what was found and what is allowed>`.
+//! YAML syntax error, and in the native form at the first type error (with its path and
+//! line); in a manifest stream every document's type error is reported, and validation
+//! still checks the other documents. Validation reports *all* problems at once, each as
+//! `<yaml path>: <what was found and what is allowed>`.
 //!
 //! # Layout
 //! - [`model`]: the typed configuration, one module per concern.
@@ -20,6 +23,8 @@
 //! - `yaml`: syntax errors with line/column, type errors with their YAML path.
 //! - `manifest`: the Kubernetes manifest form.
 //! - `validate`: every cross-field and cross-resource rule.
+//! - [`paths`]: where each resource is in the YAML ([`Config::paths`]), shared by every
+//!   message about it (validation, `gatehouse check`, start-up, `gatehouse explain`).
 //! - [`tokens`]: `{principal.*}` token syntax, shared with the broker's policy compiler.
 //! - [`glob`]: the one glob dialect (SCAN, authorization, persistence), shared with the broker.
 //! - [`dn`]: RFC 4514 distinguished names (`authorizationAttributes` subjects).
@@ -40,6 +45,7 @@ pub mod glob;
 mod load;
 mod manifest;
 pub mod model;
+pub mod paths;
 mod raw;
 pub mod size;
 pub mod tokens;
@@ -48,5 +54,6 @@ mod yaml;
 
 pub use enums::CaseInsensitive;
 pub use error::{ConfigError, Problem};
-pub use load::{load_file, load_str, Loaded};
+pub use load::{check_file, load_file, load_str, Checked, Loaded};
 pub use model::*;
+pub use paths::{Loc, Paths, DATA_DIR_ANNOTATION};

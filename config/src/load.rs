@@ -26,44 +26,82 @@ pub struct Loaded {
 /// files, so the broker behaves the same whatever its working directory; `~/` is the home
 /// folder.
 pub fn load_file(path: &Path) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    let mut loaded = load_str(&text, &path.display().to_string())?;
-    let base = path.parent().unwrap_or(Path::new(""));
-    resolve_paths(&mut loaded.config, &|p| relative_to(base, p));
-    Ok(loaded)
+    check_file(path)?.into_loaded()
 }
 
 /// Loads and validates configuration text (either form). `origin` names it in syntax errors
 /// (usually the file name). Relative paths are kept as written (relative to the working
 /// directory); `~/` is the home folder.
 pub fn load_str(yaml: &str, origin: &str) -> Result<Loaded, ConfigError> {
+    let mut checked = read(yaml, origin)?;
+    resolve_paths(&mut checked.config, &|p| p.to_owned());
+    checked.into_loaded()
+}
+
+/// A configuration as far as it could be read, with every problem validation found: what
+/// `gatehouse check` needs to go on and check the files of what was read (issue 16: every
+/// problem at once). Not for running: with problems, the configuration is incomplete or
+/// inconsistent.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub config: Config,
+    /// Validation problems; none = valid.
+    pub problems: Vec<Problem>,
+    pub warnings: Vec<String>,
+}
+
+impl Checked {
+    /// [`Loaded`] when there is no problem, else [`ConfigError::Invalid`].
+    pub fn into_loaded(self) -> Result<Loaded, ConfigError> {
+        if !self.problems.is_empty() {
+            return Err(ConfigError::Invalid(self.problems));
+        }
+        Ok(Loaded {
+            config: self.config,
+            warnings: self.warnings,
+        })
+    }
+}
+
+/// [`load_file`] that returns the configuration also when validation finds problems. Fails
+/// only when nothing can be checked: the file cannot be read, the YAML is not well-formed,
+/// or (native form) the document does not deserialize.
+pub fn check_file(path: &Path) -> Result<Checked, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut checked = read(&text, &path.display().to_string())?;
+    let base = path.parent().unwrap_or(Path::new(""));
+    resolve_paths(&mut checked.config, &|p| relative_to(base, p));
+    Ok(checked)
+}
+
+/// Reads and validates (paths not resolved).
+fn read(yaml: &str, origin: &str) -> Result<Checked, ConfigError> {
     let documents = yaml::documents(yaml, origin)?;
     let (mut config, origins, built_problems, mut warnings) =
         if manifest::is_manifest_stream(&documents) {
+            // A document that does not deserialize is reported with the rest: validation
+            // still checks the others (references to the unreadable ones are not reported
+            // as missing, see `Paths::unreadable`).
             let built = manifest::build(yaml, &documents);
-            if !built.type_errors.is_empty() {
-                // Some resources are missing, so checking references would mislead.
-                return Err(ConfigError::Invalid(built.type_errors));
-            }
-            (built.config, built.origins, built.problems, built.warnings)
+            let mut problems = built.type_errors;
+            problems.extend(built.problems);
+            (built.config, built.origins, problems, built.warnings)
         } else {
             let (config, origins, problems) = native(yaml, &documents)?;
             (config, origins, problems, Vec::new())
         };
+    config.paths = origins;
 
-    let report = validate::validate(&config, &origins);
+    let report = validate::validate(&config, &config.paths);
     warnings.extend(report.warnings);
     let mut problems = built_problems;
     problems.extend(report.problems);
-    if !problems.is_empty() {
-        return Err(ConfigError::Invalid(problems));
-    }
-    resolve_paths(&mut config, &|p| p.to_owned());
-    Ok(Loaded {
+    Ok(Checked {
         config,
+        problems,
         warnings: warnings.iter().map(ToString::to_string).collect(),
     })
 }

@@ -1,9 +1,10 @@
 //! The Kubernetes manifest form: a multi-document stream of AIO and cert-manager objects.
 //!
 //! `metadata.name` becomes the resource name and `spec` holds the same fields as the native
-//! form. Of an AIO `Broker`, `spec.persistence` is read (the native form's `persistence:`);
-//! its other fields describe a Kubernetes deployment (cardinality, memory profile, ...) and
-//! are skipped with a warning. Kinds Gatehouse does not use are skipped with a warning, so
+//! form. Of an AIO `Broker`, what applies to one process is read (see `broker`:
+//! persistence, log level, metrics port, the AIO client limits, and the data folder from an
+//! annotation); its fields that describe a Kubernetes deployment are skipped with a
+//! warning. Kinds Gatehouse does not use are skipped with a warning, so
 //! an AIO user can point Gatehouse at the manifests they already have. Paths in messages
 //! start with the document, `document 2 (BrokerListener default).spec.ports[0].port`,
 //! counted from 1.
@@ -12,7 +13,6 @@ use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_norway::{Deserializer, Value};
 
-use crate::enums::ci_enum;
 use crate::error::Problem;
 use crate::model::*;
 use crate::raw::{
@@ -20,6 +20,8 @@ use crate::raw::{
 };
 use crate::validate::{Loc, Origins};
 use crate::yaml;
+
+mod broker;
 
 /// AIO's API group; `v1` and the older `v1beta1` have the same fields for these kinds.
 const AIO_GROUP: &str = "mqttbroker.iotoperations.azure.com";
@@ -45,6 +47,9 @@ struct Manifest<S> {
 #[derive(Deserialize)]
 struct Metadata {
     name: String,
+    /// Read on a Broker only ([`crate::paths::DATA_DIR_ANNOTATION`]).
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// Whether the documents are Kubernetes objects (any of them has `apiVersion` or `kind`).
@@ -64,7 +69,7 @@ pub(crate) struct Built {
     pub problems: Vec<Problem>,
     pub warnings: Vec<Problem>,
     /// The label of the Broker document read, if any (Gatehouse is one broker).
-    broker: Option<String>,
+    pub(crate) broker: Option<String>,
 }
 
 /// Which resource a document is.
@@ -75,6 +80,20 @@ enum Kind {
     Authorization,
     Issuer(IssuerKind),
     Certificate,
+}
+
+impl Kind {
+    /// The manifest kind (both issuer kinds are `Issuer`: they share one namespace).
+    fn name(&self) -> &'static str {
+        match self {
+            Kind::Broker => "Broker",
+            Kind::Listener => "BrokerListener",
+            Kind::Authentication => "BrokerAuthentication",
+            Kind::Authorization => "BrokerAuthorization",
+            Kind::Issuer(_) => "Issuer",
+            Kind::Certificate => "Certificate",
+        }
+    }
 }
 
 fn classify(api: &str, kind: &str) -> Result<Option<Kind>, String> {
@@ -126,6 +145,7 @@ pub(crate) fn build(text: &str, documents: &[Value]) -> Built {
             secrets: Default::default(),
             config_maps: Default::default(),
             persistence: None,
+            paths: Default::default(),
         },
         origins: Origins {
             manifest: true,
@@ -170,21 +190,28 @@ pub(crate) fn build(text: &str, documents: &[Value]) -> Built {
                 label,
                 format!("skipped: {api} {kind} is not used by Gatehouse"),
             )),
-            Ok(Some(resource)) => add(&mut built, resource, document, label),
+            Ok(Some(resource)) => add(&mut built, resource, document, label, name),
         }
     }
     built
 }
 
 /// Deserializes one document of a known kind and adds its resource.
-fn add(built: &mut Built, kind: Kind, document: Deserializer<'_>, label: String) {
+fn add(
+    built: &mut Built,
+    kind: Kind,
+    document: Deserializer<'_>,
+    label: String,
+    name: Option<&str>,
+) {
+    let kind_name = kind.name();
     let loc = Loc {
         spec: format!("{label}.spec"),
         name: format!("{label}.metadata.name"),
     };
     let result = match kind {
-        Kind::Broker => typed::<BrokerSpec>(document, &label, built, |m, b| {
-            add_broker(m.spec, &label, &loc, b)
+        Kind::Broker => typed::<broker::BrokerSpec>(document, &label, built, |m, b| {
+            broker::add(m.spec, &m.metadata, &label, &loc, b)
         }),
         Kind::Listener => typed::<ListenerDoc>(document, &label, built, |m, b| {
             let listener = m.spec.build(m.metadata.name, &loc, &mut b.problems);
@@ -217,130 +244,18 @@ fn add(built: &mut Built, kind: Kind, document: Deserializer<'_>, label: String)
             b.origins.certificates.push(loc.clone());
         }),
     };
-    if let Some(name_given) = result {
-        if name_given {
-            built.problems.push(Problem::new(
-                loc.at("name"),
-                "the name comes from metadata.name; remove it from spec",
-            ));
+    match (result, name) {
+        (None, Some(name)) => built.origins.unreadable.push((kind_name, name.to_owned())),
+        (None, None) => {}
+        (Some(name_given), _) => {
+            if name_given {
+                built.problems.push(Problem::new(
+                    loc.at("name"),
+                    "the name comes from metadata.name; remove it from spec",
+                ));
+            }
         }
     }
-}
-
-/// A Broker `spec` (AIO `BrokerProperties`): only `persistence` is used.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct BrokerSpec {
-    #[serde(default)]
-    persistence: Option<BrokerPersistence>,
-    #[serde(default)]
-    advanced: Option<IgnoredAny>,
-    #[serde(default)]
-    cardinality: Option<IgnoredAny>,
-    #[serde(default)]
-    diagnostics: Option<IgnoredAny>,
-    #[serde(default)]
-    disk_backed_message_buffer: Option<IgnoredAny>,
-    #[serde(default)]
-    generate_resource_limits: Option<IgnoredAny>,
-    #[serde(default)]
-    memory_profile: Option<IgnoredAny>,
-}
-
-/// AIO `BrokerPersistence`: the native form's `persistence:` plus two fields about the
-/// Kubernetes volume and its encryption, which Gatehouse does not have.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct BrokerPersistence {
-    #[serde(deserialize_with = "crate::size::deserialize")]
-    max_size: u64,
-    #[serde(default)]
-    dynamic_settings: DynamicSettings,
-    #[serde(default)]
-    retain: RetainPolicy,
-    #[serde(default)]
-    state_store: StateStorePolicy,
-    #[serde(default)]
-    subscriber_queue: SubscriberQueuePolicy,
-    #[serde(default)]
-    encryption: Option<Encryption>,
-    #[serde(default)]
-    persistent_volume_claim_spec: Option<IgnoredAny>,
-}
-
-/// `persistence.encryption`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Encryption {
-    mode: EncryptionMode,
-}
-
-ci_enum! {
-    /// `persistence.encryption.mode`.
-    enum EncryptionMode("encryption mode") {
-        Enabled = "Enabled",
-        Disabled = "Disabled",
-    }
-}
-
-/// Takes the persistence of a Broker and warns about the fields Gatehouse skips.
-fn add_broker(spec: BrokerSpec, label: &str, loc: &Loc, built: &mut Built) {
-    if let Some(first) = &built.broker {
-        built.problems.push(Problem::new(
-            label,
-            format!("a second Broker: Gatehouse is one broker (the first is {first})"),
-        ));
-        return;
-    }
-    built.broker = Some(label.to_owned());
-    let skipped = [
-        ("advanced", spec.advanced.is_some()),
-        ("cardinality", spec.cardinality.is_some()),
-        ("diagnostics", spec.diagnostics.is_some()),
-        (
-            "diskBackedMessageBuffer",
-            spec.disk_backed_message_buffer.is_some(),
-        ),
-        (
-            "generateResourceLimits",
-            spec.generate_resource_limits.is_some(),
-        ),
-        ("memoryProfile", spec.memory_profile.is_some()),
-    ];
-    for (field, _) in skipped.iter().filter(|(_, present)| *present) {
-        built.warnings.push(Problem::new(
-            loc.at(field),
-            "skipped: Gatehouse reads only spec.persistence of a Broker (limits and \
-             diagnostics keep their defaults in the manifest form)",
-        ));
-    }
-    let Some(p) = spec.persistence else {
-        return;
-    };
-    let base = loc.at("persistence");
-    if p.encryption
-        .is_some_and(|e| e.mode == EncryptionMode::Enabled)
-    {
-        built.warnings.push(Problem::new(
-            format!("{base}.encryption"),
-            "not implemented: gatehouse.redb is not encrypted (set mode Disabled to \
-             acknowledge, or protect <dataDir> by other means)",
-        ));
-    }
-    if p.persistent_volume_claim_spec.is_some() {
-        built.warnings.push(Problem::new(
-            format!("{base}.persistentVolumeClaimSpec"),
-            "skipped: Gatehouse writes to <dataDir>/gatehouse.redb",
-        ));
-    }
-    built.config.persistence = Some(Persistence {
-        max_size: p.max_size,
-        dynamic_settings: p.dynamic_settings,
-        retain: p.retain,
-        state_store: p.state_store,
-        subscriber_queue: p.subscriber_queue,
-    });
-    built.origins.persistence = Some(base);
 }
 
 /// A spec type that may carry a (native-form only) `name`.
@@ -351,7 +266,7 @@ trait Named {
 macro_rules! named {
     ($($doc:ty),+) => { $( impl Named for $doc { fn has_name(&self) -> bool { self.name.is_some() } } )+ };
 }
-impl Named for BrokerSpec {
+impl Named for broker::BrokerSpec {
     fn has_name(&self) -> bool {
         false
     }

@@ -105,6 +105,7 @@ impl NativeDoc {
             secrets: self.secrets,
             config_maps: self.config_maps,
             persistence: self.persistence,
+            paths: Default::default(),
         };
         (config, Origins::default(), problems)
     }

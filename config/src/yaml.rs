@@ -68,6 +68,38 @@ fn bare_message(err: &serde_norway::Error, path: &str) -> String {
     message.to_owned()
 }
 
+/// `impl Deserialize for $ty` through `$raw` and `TryFrom<$raw>`, like
+/// `#[serde(try_from = "$raw")]`, but with the conversion's error raised inside the YAML
+/// mapping, so that serde_norway gives it the mapping's own line. With `try_from`, the error
+/// arises after the mapping is read and takes the position of the nearest enclosing
+/// sequence: the second `authenticationMethods` entry was reported at the first one's line.
+macro_rules! map_try_from {
+    ($ty:ty, $raw:ty, $expecting:literal) => {
+        impl<'de> serde::Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Visitor;
+                impl<'de> serde::de::Visitor<'de> for Visitor {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        map: A,
+                    ) -> Result<$ty, A::Error> {
+                        let raw = <$raw as serde::Deserialize>::deserialize(
+                            serde::de::value::MapAccessDeserializer::new(map),
+                        )?;
+                        <$ty>::try_from(raw).map_err(serde::de::Error::custom)
+                    }
+                }
+                deserializer.deserialize_map(Visitor)
+            }
+        }
+    };
+}
+pub(crate) use map_try_from;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,7 +58,7 @@ pub(crate) fn config_map_paths(config: &Config, name: &str) -> Vec<PathBuf> {
     }
 }
 
-fn pem_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+pub(crate) fn pem_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|x| x == "pem" || x == "crt"))

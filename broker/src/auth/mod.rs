@@ -375,7 +375,10 @@ pub fn build(config: &Config, name: &str) -> Result<Chain, AuthError> {
     let mut methods = Vec::new();
     let mut x509_roots = Vec::new();
     for (mi, method) in auth.authentication_methods.iter().enumerate() {
-        let path = format!("authentications[{ai}].authenticationMethods[{mi}]");
+        let path = config
+            .paths
+            .authentication(ai)
+            .at(format!("authenticationMethods[{mi}]"));
         match method {
             AuthenticationMethod::X509(settings) => {
                 let m = x509::X509Method::new(config, settings)
@@ -416,7 +419,7 @@ pub fn build(config: &Config, name: &str) -> Result<Chain, AuthError> {
     } else {
         Some(
             x509::client_verifier(x509_roots).map_err(|source| AuthError::X509 {
-                path: format!("authentications[{ai}]"),
+                path: config.paths.authentication(ai).spec,
                 source,
             })?,
         )

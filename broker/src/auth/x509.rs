@@ -254,14 +254,14 @@ impl CertIdentifier {
     }
 }
 
-pub(super) struct X509Method {
+pub(crate) struct X509Method {
     identifier: CertIdentifier,
     /// With `additionalValidation: AzureDeviceRegistry`.
     registry: Option<Arc<DeviceRegistry>>,
 }
 
 impl X509Method {
-    pub(super) fn new(config: &Config, settings: &X509Settings) -> Result<Self, X509SetupError> {
+    pub(crate) fn new(config: &Config, settings: &X509Settings) -> Result<Self, X509SetupError> {
         let registry = match settings.additional_validation {
             AdditionalValidation::None => None,
             AdditionalValidation::AzureDeviceRegistry => {

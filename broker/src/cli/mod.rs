@@ -1,5 +1,6 @@
-//! Subcommands of the `gatehouse` binary beyond `run` and `check`.
+//! Subcommands of the `gatehouse` binary beyond `run`.
 
 pub mod ca;
+pub mod check;
 pub mod explain;
 pub mod passwd;

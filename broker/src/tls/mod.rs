@@ -70,7 +70,7 @@ impl TlsPorts {
         for (li, listener) in config.listeners.iter().enumerate() {
             for (pi, port) in listener.ports.iter().enumerate() {
                 let Some(tls) = &port.tls else { continue };
-                let path = format!("listeners[{li}].ports[{pi}].tls");
+                let path = format!("{}.tls", config.paths.port(li, pi));
                 let slot = Arc::new(CertSlot::default());
                 match tls {
                     Tls::Manual(manual) => {

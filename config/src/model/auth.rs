@@ -49,8 +49,9 @@ impl Authentication {
 /// One method of a chain, with its settings. In YAML: `method` plus the one matching
 /// settings object (`customSettings`, `serviceAccountTokenSettings`, `x509Settings` or,
 /// beyond AIO, `passwordSettings`).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "RawMethod")]
+///
+/// Deserialized through `RawMethod` (see `yaml::map_try_from`: errors keep their line).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthenticationMethod {
     Custom(CustomSettings),
     ServiceAccountToken(ServiceAccountTokenSettings),
@@ -82,6 +83,8 @@ ci_enum! {
         Password = "Password",
     }
 }
+
+crate::yaml::map_try_from!(AuthenticationMethod, RawMethod, "an authentication method");
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

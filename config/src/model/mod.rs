@@ -20,7 +20,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
 use crate::error::ConfigError;
-use crate::validate::{self, Origins};
+use crate::paths::Paths;
+use crate::validate;
 
 pub use auth::*;
 pub use authz::*;
@@ -54,6 +55,12 @@ pub struct Config {
     /// `persistence:` (native form) or the Broker manifest's `spec.persistence`; `None` =
     /// nothing is written to disk (AIO's default).
     pub persistence: Option<Persistence>,
+
+    // --- Where things are in the YAML (issue 16: check and start-up name the same paths)
+    /// Where each resource was written, for messages: set by [`load_file`](crate::load_file)
+    /// and [`load_str`](crate::load_str); native-form paths when built in code. Ignored by
+    /// equality (see [`Paths`]).
+    pub paths: Paths,
 }
 
 impl Config {
@@ -83,6 +90,7 @@ impl Config {
             secrets: BTreeMap::new(),
             config_maps: BTreeMap::new(),
             persistence: None,
+            paths: Paths::default(),
         }
     }
 
@@ -92,7 +100,7 @@ impl Config {
     /// this themselves (with manifest paths where needed); call it after building or
     /// changing a `Config` in code.
     pub fn validate(&self) -> Result<Vec<String>, ConfigError> {
-        validate::validate(self, &Origins::default()).into_result()
+        validate::validate(self, &self.paths).into_result()
     }
 
     /// The listener and port a TCP port number belongs to (port 0 matches nothing).

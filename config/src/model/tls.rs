@@ -17,8 +17,8 @@ pub const DEFAULT_CERT_DURATION: Duration = Duration::from_secs(2160 * 3600);
 pub const CERT_MANAGER_GROUP: &str = "cert-manager.io";
 
 /// TLS on a port. Absent `tls` in the YAML means plain TCP (AIO has no `Disabled` mode).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "RawTls")]
+/// Deserialized through `RawTls` (see `yaml::map_try_from`: errors keep their line).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tls {
     /// `mode: Automatic`: the broker issues the server certificate itself and renews it.
     /// `certManagerCertificateSpec` may be omitted: the default issuer and defaults apply.
@@ -53,6 +53,8 @@ pub struct ManualTls {
     /// [`Config::secret`](super::Config::secret). May not exist yet: the port waits for it.
     pub secret_ref: String,
 }
+
+crate::yaml::map_try_from!(Tls, RawTls, "TLS settings");
 
 /// The YAML shape of `tls`, checked for consistency before it becomes a [`Tls`].
 #[derive(Deserialize)]

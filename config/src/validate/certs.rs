@@ -13,7 +13,10 @@ pub(super) fn check_issuer_ref(
     base: &str,
     report: &mut Report,
 ) {
-    if issuer_ref.name != DEFAULT_ISSUER && config.issuer(&issuer_ref.name).is_none() {
+    if issuer_ref.name != DEFAULT_ISSUER
+        && config.issuer(&issuer_ref.name).is_none()
+        && !config.paths.is_unreadable("Issuer", &issuer_ref.name)
+    {
         report.error(
             format!("{base}.name"),
             format!(

@@ -7,7 +7,12 @@ use super::{check_label, check_unique, names_or_none, Origins, Report};
 use crate::model::*;
 
 pub(super) fn check_listeners(config: &Config, origins: &Origins, report: &mut Report) {
-    if config.listeners.is_empty() {
+    if config.listeners.is_empty()
+        && !origins
+            .unreadable
+            .iter()
+            .any(|(k, _)| *k == "BrokerListener")
+    {
         let (path, hint) = if origins.manifest {
             ("manifests", "add a BrokerListener")
         } else {
@@ -61,9 +66,9 @@ pub(super) fn check_listeners(config: &Config, origins: &Origins, report: &mut R
                     report.error(
                         at("port"),
                         format!(
-                            "port {} is also the metrics port \
-                             (diagnostics.metrics.prometheusPort, default 9600)",
-                            port.port
+                            "port {} is also the metrics port ({}, default 9600)",
+                            port.port,
+                            origins.diagnostics("metrics.prometheusPort")
                         ),
                     );
                 }
@@ -106,6 +111,7 @@ fn check_port(
     }
     if let Some(name) = &port.authentication_ref {
         match config.authentication(name) {
+            None if config.paths.is_unreadable("BrokerAuthentication", name) => {}
             None => report.error(
                 at("authenticationRef"),
                 format!(
@@ -125,7 +131,9 @@ fn check_port(
         }
     }
     if let Some(name) = &port.authorization_ref {
-        if config.authorization(name).is_none() {
+        if config.authorization(name).is_none()
+            && !config.paths.is_unreadable("BrokerAuthorization", name)
+        {
             report.error(
                 at("authorizationRef"),
                 format!(

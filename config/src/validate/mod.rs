@@ -21,66 +21,7 @@ use std::collections::HashMap;
 use crate::error::{ConfigError, Problem};
 use crate::model::*;
 
-/// Where a resource is in the YAML.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Loc {
-    /// Prefix of the resource's fields: `listeners[1]` or `document 2 (...).spec`.
-    pub spec: String,
-    /// Path of its name: `listeners[1].name` or `document 2 (...).metadata.name`.
-    pub name: String,
-}
-
-impl Loc {
-    pub(crate) fn native(list: &str, index: usize) -> Loc {
-        Loc {
-            spec: format!("{list}[{index}]"),
-            name: format!("{list}[{index}].name"),
-        }
-    }
-
-    /// `<spec>.<suffix>`.
-    pub(crate) fn at(&self, suffix: impl AsRef<str>) -> String {
-        format!("{}.{}", self.spec, suffix.as_ref())
-    }
-}
-
-/// Where each resource of a [`Config`] came from; empty = native form.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Origins {
-    pub manifest: bool,
-    pub listeners: Vec<Loc>,
-    pub authentications: Vec<Loc>,
-    pub authorizations: Vec<Loc>,
-    pub issuers: Vec<Loc>,
-    pub certificates: Vec<Loc>,
-    /// Path of the persistence settings when not `persistence` (a Broker manifest's
-    /// `document N (Broker name).spec.persistence`).
-    pub persistence: Option<String>,
-}
-
-impl Origins {
-    fn pick(locs: &[Loc], list: &str, index: usize) -> Loc {
-        locs.get(index)
-            .cloned()
-            .unwrap_or_else(|| Loc::native(list, index))
-    }
-
-    fn listener(&self, i: usize) -> Loc {
-        Self::pick(&self.listeners, "listeners", i)
-    }
-    fn authentication(&self, i: usize) -> Loc {
-        Self::pick(&self.authentications, "authentications", i)
-    }
-    fn authorization(&self, i: usize) -> Loc {
-        Self::pick(&self.authorizations, "authorizations", i)
-    }
-    fn issuer(&self, i: usize) -> Loc {
-        Self::pick(&self.issuers, "issuers", i)
-    }
-    fn certificate(&self, i: usize) -> Loc {
-        Self::pick(&self.certificates, "certificates", i)
-    }
-}
+pub(crate) use crate::paths::{Loc, Paths as Origins};
 
 /// Problems (errors) and warnings found.
 #[derive(Debug, Default)]
@@ -198,11 +139,10 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Report {
     }
     certs::check_certs(config, origins, &mut report);
     settings::check_files(config, &mut report);
-    settings::check_broker(&config.broker, &mut report);
-    settings::check_diagnostics(&config.diagnostics, &mut report);
+    settings::check_broker(&config.broker, origins, &mut report);
+    settings::check_diagnostics(&config.diagnostics, origins, &mut report);
     if let Some(settings) = &config.persistence {
-        let base = origins.persistence.as_deref().unwrap_or("persistence");
-        persistence::check_persistence(settings, base, &mut report);
+        persistence::check_persistence(settings, &origins.persistence(), &mut report);
     }
     report
 }

@@ -1,6 +1,6 @@
 //! Secrets and config maps, broker limits, diagnostics (native-form sections).
 
-use super::{check_label, Report};
+use super::{check_label, Origins, Report};
 use crate::model::*;
 
 pub(super) fn check_files(config: &Config, report: &mut Report) {
@@ -18,10 +18,10 @@ pub(super) fn check_files(config: &Config, report: &mut Report) {
     }
 }
 
-pub(super) fn check_broker(broker: &BrokerLimits, report: &mut Report) {
+pub(super) fn check_broker(broker: &BrokerLimits, origins: &Origins, report: &mut Report) {
     let mut at_least_one = |field: &str, value: u64| {
         if value == 0 {
-            report.error(format!("broker.{field}"), "must be at least 1");
+            report.error(origins.limit(field), "must be at least 1");
         }
     };
     at_least_one(
@@ -86,7 +86,7 @@ pub(super) fn check_broker(broker: &BrokerLimits, report: &mut Report) {
     const MQTT_MAX_PACKET: u32 = 268_435_456;
     if broker.max_packet_size_bytes == 0 || broker.max_packet_size_bytes > MQTT_MAX_PACKET {
         report.error(
-            "broker.maxPacketSizeBytes",
+            origins.limit("maxPacketSizeBytes"),
             format!(
                 "{} is out of range; allowed: 1..={MQTT_MAX_PACKET} (256 MiB, the MQTT maximum)",
                 broker.max_packet_size_bytes
@@ -95,13 +95,13 @@ pub(super) fn check_broker(broker: &BrokerLimits, report: &mut Report) {
     }
     if broker.connect_timeout.is_zero() {
         report.error(
-            "broker.connectTimeout",
+            origins.limit("connectTimeout"),
             "must be longer than 0 (default 10s)",
         );
     }
 }
 
-pub(super) fn check_diagnostics(diagnostics: &Diagnostics, report: &mut Report) {
+pub(super) fn check_diagnostics(diagnostics: &Diagnostics, origins: &Origins, report: &mut Report) {
     const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
     let level_ok = |level: &str| LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level));
     let filter = &diagnostics.logs.level;
@@ -121,7 +121,7 @@ pub(super) fn check_diagnostics(diagnostics: &Diagnostics, report: &mut Report) 
         });
     if !ok {
         report.error(
-            "diagnostics.logs.level",
+            origins.diagnostics("logs.level"),
             format!(
                 "`{filter}` is not a log filter; allowed: a level ({}) and/or target=level \
                  directives, comma-separated, e.g. info,authz=debug",

@@ -296,12 +296,10 @@ fn broker_manifest_skips_deployment_fields_and_names_its_paths() {
     assert_eq!(
         loaded.warnings,
         [
-            "document 2 (Broker default).spec.cardinality: skipped: Gatehouse reads only \
-             spec.persistence of a Broker (limits and diagnostics keep their defaults in the \
-             manifest form)",
-            "document 2 (Broker default).spec.memoryProfile: skipped: Gatehouse reads only \
-             spec.persistence of a Broker (limits and diagnostics keep their defaults in the \
-             manifest form)",
+            "document 2 (Broker default).spec.cardinality: skipped: it describes a \
+             Kubernetes deployment; Gatehouse is one process",
+            "document 2 (Broker default).spec.memoryProfile: skipped: it describes a \
+             Kubernetes deployment; Gatehouse is one process",
             "document 2 (Broker default).spec.persistence.encryption: not implemented: \
              gatehouse.redb is not encrypted (set mode Disabled to acknowledge, or protect \
              <dataDir> by other means)",

@@ -18,6 +18,10 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// The shipped examples are valid YAML configurations. `check` also checks the files they
+/// refer to (issue 16), which the repository does not ship for `full.yaml` and
+/// `aio-manifests.yaml` (certificates, keys, JWKS; and AIO's default SAT needs a
+/// Kubernetes pod): those are their only errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_accepts_the_shipped_examples() {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples");
@@ -25,17 +29,25 @@ async fn check_accepts_the_shipped_examples() {
         let path = examples.join(name);
         let path = path.to_str().expect("UTF-8 path");
         let out = run_gatehouse(&["check", "--config", path]).await;
+        let stderr = text(&out.stderr);
         assert!(
-            out.status.success(),
-            "gatehouse check {name}: {}\n{}",
-            out.status,
-            text(&out.stderr)
+            !stderr.contains("invalid configuration"),
+            "{name}: {stderr}"
         );
-        assert!(
-            text(&out.stdout).contains("configuration is valid"),
-            "{}",
-            text(&out.stdout)
-        );
+        for line in stderr.lines().filter(|l| l.starts_with("error: ")) {
+            assert!(
+                line.contains("does not exist") || line.contains("no backend for service account"),
+                "gatehouse check {name}: {line}"
+            );
+        }
+        if name == "gatehouse.yaml" {
+            assert!(out.status.success(), "{name}: {}\n{stderr}", out.status);
+            assert!(
+                text(&out.stdout).contains("configuration is valid"),
+                "{}",
+                text(&out.stdout)
+            );
+        }
     }
 }
 
@@ -174,9 +186,19 @@ listeners:
         );
         let path = path.to_str().expect("UTF-8 path");
 
-        // `check` accepts the file: it is valid, just not servable yet.
+        // `check` refuses it too, naming the same path (issue 16: `check` is a preflight).
         let out = run_gatehouse(&["check", "--config", path]).await;
-        assert!(out.status.success(), "check {field}: {}", text(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "check {field}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains("no backend for service account tokens"),
+            "check {field}: {}",
+            text(&out.stderr)
+        );
 
         let mut child = tokio::process::Command::new(gatehouse_bin())
             .args(["--config", path])

@@ -28,6 +28,7 @@ mod metrics;
 mod mosquitto_clients;
 mod password;
 mod persistence;
+mod preflight;
 mod process_metrics;
 mod protocol_levels;
 mod retained;
