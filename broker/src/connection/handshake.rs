@@ -32,14 +32,12 @@ pub(super) type Accepted = (
 /// through a buffer on the stack, see [`super::read_some`]), and what only a CONNECT
 /// needs (authentication, the session, the [`Connection`]) is in [`accept`], boxed by the
 /// caller once CONNECT is read.
-pub(super) async fn read_connect<R, W>(
-    reader: &mut R,
-    writer: &mut W,
+pub(super) async fn read_connect<S>(
+    stream: &mut S,
     broker: &Arc<Broker>,
 ) -> Result<(Box<Connect>, BytesMut), String>
 where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut rbuf = BytesMut::new();
     loop {
@@ -56,7 +54,7 @@ where
         if let Some(e) = bad {
             let level = codec::peek_protocol_level(&rbuf);
             // Boxed: rare, and its timer would otherwise count in every socket.
-            Box::pin(refuse(writer, level, e.reason)).await;
+            Box::pin(refuse(stream, level, e.reason)).await;
             return Err(format!("bad CONNECT: {e}"));
         }
         // A CONNECT larger than one read: grow by doubling (up to the packet size limit
@@ -64,7 +62,7 @@ where
         if !rbuf.is_empty() && rbuf.len() == rbuf.capacity() {
             rbuf.reserve(rbuf.capacity().max(CONNECT_READ_BUFFER));
         }
-        let n = std::future::poll_fn(|cx| super::read_some(&mut *reader, &mut rbuf, cx))
+        let n = std::future::poll_fn(|cx| super::read_some(&mut *stream, &mut rbuf, cx))
             .await
             .map_err(|e| e.to_string())?;
         if n == 0 {

@@ -1,11 +1,12 @@
-//! One task per network connection: it owns the socket, runs the CONNECT handshake
-//! under the connect deadline, then serves the session until either side ends it.
+//! The tasks of a network connection: each owns the socket in turn, the first reads
+//! and answers CONNECT under the connect deadline, the second serves the session until
+//! either side ends it.
 //!
 //! # Flow
-//! [`serve`] → [`handshake`](handshake::handshake) (read CONNECT, validate, attach the
-//! session, CONNACK) → [`Connection::run`] (a `select!` over socket reads, socket writes,
-//! the session's wake-up, the keep-alive deadline, a takeover kick and, per principal,
-//! credential expiry, re-authentication and the device registry) → exit: a v5
+//! [`serve`] → [`handshake`] (read CONNECT, validate, attach the session, CONNACK) →
+//! a task of its own for [`Connection::run`] (one wait over socket reads, socket writes,
+//! the session's wake-up, one timer for keep alive and credential expiry, a takeover
+//! kick and, per principal, re-authentication and the device registry) → exit: a v5
 //! DISCONNECT with the reason where one applies, then detach (will, expiry), then a
 //! bounded lingering close ([`linger`]) after a DISCONNECT.
 
@@ -66,25 +67,6 @@ pub struct PortSecurity {
     pub peer_certs: Vec<CertificateDer<'static>>,
     /// The port's counters.
     pub metrics: Arc<PortMetrics>,
-    /// This connection's place in the pre-CONNECT budget, dropped once CONNECT is done.
-    pub pending: Option<crate::transport::admission::PendingSlot>,
-    /// This connection's place under the connection cap, handed to the task that serves
-    /// the session.
-    pub permit: Option<crate::transport::admission::ConnectionPermit>,
-}
-
-impl PortSecurity {
-    /// With the connection's place in the pre-CONNECT budget.
-    pub fn pending(mut self, slot: crate::transport::admission::PendingSlot) -> PortSecurity {
-        self.pending = Some(slot);
-        self
-    }
-
-    /// With the connection's place under the connection cap.
-    pub fn permit(mut self, permit: crate::transport::admission::ConnectionPermit) -> PortSecurity {
-        self.permit = Some(permit);
-        self
-    }
 }
 
 /// A port's authentication chain and authorization policy, as configured, and its
@@ -104,10 +86,22 @@ impl PortAuth {
             authz: self.authz,
             peer_certs,
             metrics: self.metrics,
-            pending: None,
-            permit: None,
         }
     }
+}
+
+/// An accepted socket's context, boxed once at `accept` (see `transport::accept_loop`).
+pub struct Incoming {
+    pub broker: Arc<Broker>,
+    pub auth: PortAuth,
+    pub peer: SocketAddr,
+    pub port: u16,
+    /// Its place in the pre-CONNECT budget, dropped once CONNECT is done.
+    pub slot: crate::transport::admission::PendingSlot,
+    /// Its place under the connection cap, for as long as the connection lasts.
+    pub permit: crate::transport::admission::ConnectionPermit,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    pub transport: crate::transport::Transport,
 }
 
 /// Why a connection ended.
@@ -192,26 +186,24 @@ pub(crate) struct Connection {
 /// task, and the serve loop's in every socket that never sends CONNECT. Never panics on
 /// peer input.
 pub async fn serve<S>(
-    stream: S,
-    broker: Arc<Broker>,
-    mut security: PortSecurity,
-    peer: SocketAddr,
-    port: u16,
+    mut stream: S,
+    incoming: Box<Incoming>,
+    peer_certs: Vec<CertificateDer<'static>>,
     deadline: tokio::time::Instant,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (mut reader, mut writer) = tokio::io::split(stream);
     let first = tokio::time::timeout_at(
         deadline,
-        handshake::read_connect(&mut reader, &mut writer, &broker),
+        handshake::read_connect(&mut stream, &incoming.broker),
     )
     .await;
+    let (peer, port) = (incoming.peer, incoming.port);
     let (connect, rbuf) = match first {
         Ok(Ok(read)) => read,
         Ok(Err(reason)) => {
             tracing::info!(target: "conn", %peer, port, "connection refused: {reason}");
-            let _ = writer.shutdown().await;
+            let _ = stream.shutdown().await;
             return;
         }
         Err(_) => {
@@ -219,6 +211,14 @@ pub async fn serve<S>(
             return;
         }
     };
+    let Incoming {
+        broker,
+        auth,
+        slot,
+        permit,
+        ..
+    } = *incoming;
+    let security = auth.with_peer_certs(peer_certs);
     // The span starts with CONNECT: a socket that never sends one does not pay for it.
     let span = tracing::info_span!("conn", %peer, port, client_id = tracing::field::Empty);
     let answer = tokio::time::timeout_at(
@@ -226,7 +226,7 @@ pub async fn serve<S>(
         Box::pin(handshake::accept(
             connect,
             rbuf,
-            &mut writer,
+            &mut stream,
             &broker,
             &security,
         ))
@@ -234,12 +234,12 @@ pub async fn serve<S>(
     )
     .await;
     // CONNECT done (or refused): no longer pending.
-    drop(security.pending.take());
+    drop(slot);
     let (conn, rbuf, kicked, released) = match answer {
         Ok(Ok(accepted)) => accepted,
         Ok(Err(reason)) => {
             span.in_scope(|| tracing::info!(target: "conn", "connection refused: {reason}"));
-            let _ = writer.shutdown().await;
+            let _ = stream.shutdown().await;
             return;
         }
         Err(_) => {
@@ -250,33 +250,29 @@ pub async fn serve<S>(
         }
     };
     span.record("client_id", &*conn.client_id);
-    let permit = security.permit.take();
     tokio::spawn(
-        async move {
-            // The connection's place under the connection cap lasts as long as it does.
-            let _permit = permit;
-            conn.run(reader, writer, rbuf, kicked, released).await
-        }
-        .instrument(span),
+        conn.run(stream, rbuf, kicked, released, permit)
+            .instrument(span),
     );
 }
 
 impl Connection {
-    async fn run<R, W>(
+    /// The socket is not split into halves: the serve loop polls reading and writing in
+    /// turn from one task, so it needs neither the halves' shared allocation nor their
+    /// lock on every read and write.
+    async fn run<S>(
         mut self: Box<Self>,
-        mut reader: R,
-        mut writer: W,
+        mut stream: S,
         mut rbuf: BytesMut,
         mut kicked: oneshot::Receiver<ReasonCode>,
         released: oneshot::Sender<()>,
+        // The connection's place under the connection cap lasts as long as it does.
+        permit: crate::transport::admission::ConnectionPermit,
     ) where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Unpin,
     {
-        let exit = self
-            .serve_loop(&mut reader, &mut writer, &mut rbuf, &mut kicked)
-            .await;
-        let lingering = self.finish(&mut writer, exit).await;
+        let exit = self.serve_loop(&mut stream, &mut rbuf, &mut kicked).await;
+        let lingering = self.finish(&mut stream, exit).await;
         // The session is detached: a client taking it over need not wait for the linger,
         // and nothing of the connection but its socket (and its place under the connection
         // cap) is held while it lasts.
@@ -284,20 +280,19 @@ impl Connection {
         drop(self);
         drop(rbuf);
         if lingering {
-            linger(&mut reader).await;
+            linger(&mut stream).await;
         }
+        drop(permit);
     }
 
-    async fn serve_loop<R, W>(
+    async fn serve_loop<S>(
         &mut self,
-        reader: &mut R,
-        writer: &mut W,
+        stream: &mut S,
         rbuf: &mut BytesMut,
         kicked: &mut oneshot::Receiver<ReasonCode>,
     ) -> Exit
     where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
+        S: AsyncRead + AsyncWrite + Unpin,
     {
         enum Event {
             Kicked(ReasonCode),
@@ -402,16 +397,16 @@ impl Connection {
                     return Poll::Ready(Event::Kicked(r.unwrap_or(ReasonCode::SESSION_TAKEN_OVER)));
                 }
                 if writing {
-                    if let Poll::Ready(r) = Pin::new(&mut *writer).poll_write(cx, &self.wbuf) {
+                    if let Poll::Ready(r) = Pin::new(&mut *stream).poll_write(cx, &self.wbuf) {
                         return Poll::Ready(Event::Wrote(r));
                     }
                 } else if dirty {
-                    if let Poll::Ready(r) = Pin::new(&mut *writer).poll_flush(cx) {
+                    if let Poll::Ready(r) = Pin::new(&mut *stream).poll_flush(cx) {
                         return Poll::Ready(Event::Flushed(r));
                     }
                 }
                 if reading {
-                    if let Poll::Ready(r) = read_some(&mut *reader, rbuf, cx) {
+                    if let Poll::Ready(r) = read_some(&mut *stream, rbuf, cx) {
                         return Poll::Ready(Event::Read(r));
                     }
                 }

@@ -4,7 +4,7 @@
 pub mod admission;
 mod websocket;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -15,7 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use self::admission::{ConnectionCap, Evictable, PendingConnections};
 
 use crate::broker::Broker;
-use crate::connection::{self, PortAuth, PortSecurity};
+use crate::connection::{self, PortAuth};
 use crate::metrics::Metered;
 
 /// What a port speaks, resolved from the configuration.
@@ -91,89 +91,97 @@ pub async fn accept_loop(
             return; // cap closed: shutting down
         };
         let _ = stream.set_nodelay(true);
-        let broker = broker.clone();
-        let transport = transport.clone();
-        let tls = tls.clone();
-        let auth = auth.clone();
-        // The task's future is allocated at its largest state for the connection's whole
-        // life, from `accept` on: TLS and WebSocket state (several KiB) live in boxes of
-        // their own so a plain connection does not carry their size.
-        let fut = async move {
-            // One deadline for the TLS handshake, the WebSocket upgrade and CONNECT.
-            let deadline = Instant::now() + broker.limits().connect_timeout;
-            // Registering the socket with epoll queued a "writable" event for it. Until
-            // the runtime collects that event, this socket keeps its early place in the
-            // kernel's ready list, so its next packet would be reported before packets
-            // that reached other sockets first (a PUBLISH overtaking another client's
-            // SUBSCRIBE sent just before it). Yielding lets the runtime poll epoll
-            // before this connection answers CONNECT.
-            tokio::task::yield_now().await;
-            // The pending slot goes to the connection, which drops it once CONNECT is
-            // done (or with the task when the TLS handshake or WebSocket upgrade fails).
-            let stream = Evictable::new(stream, slot.state());
-            let stream = Metered::new(stream, auth.metrics.clone());
-            let Some(acceptor) = tls else {
-                let security = auth
-                    .with_peer_certs(Vec::new())
-                    .pending(slot)
-                    .permit(permit);
-                return handle(stream, peer, transport, security, broker, port, deadline).await;
-            };
-            Box::pin(async move {
-                match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => {
-                        let peer_certs = stream
-                            .get_ref()
-                            .1
-                            .peer_certificates()
-                            .map(|c| c.to_vec())
-                            .unwrap_or_default();
-                        let security = auth
-                            .with_peer_certs(peer_certs)
-                            .pending(slot)
-                            .permit(permit);
-                        handle(stream, peer, transport, security, broker, port, deadline).await
-                    }
-                    Ok(Err(e)) => {
-                        tracing::info!(target: "listener", %peer, port, "TLS handshake failed: {e}")
-                    }
-                    Err(_) => {
-                        tracing::info!(target: "listener", %peer, port, "TLS handshake timed out")
-                    }
-                }
-            })
-            .await
-        };
-        tokio::spawn(fut);
+        // Everything the connection needs, in one box: the task's future then holds a
+        // pointer instead of a copy of each value at every level of the call chain below
+        // (an async function keeps its arguments for its whole life).
+        let incoming = Box::new(connection::Incoming {
+            broker: broker.clone(),
+            auth: auth.clone(),
+            peer,
+            port,
+            slot,
+            permit,
+            tls: tls.clone(),
+            transport: transport.clone(),
+        });
+        tokio::spawn(serve_accepted(stream, incoming));
     }
 }
 
-async fn handle<S>(
+/// An accepted socket's task until CONNECT is answered (see [`connection::serve`]).
+///
+/// A task's future is allocated at its largest state from `accept` on, and every socket
+/// has one, CONNECT or not: TLS and WebSocket state (several KiB) live in a box of their
+/// own so a plain connection does not carry their size.
+async fn serve_accepted(stream: tokio::net::TcpStream, incoming: Box<connection::Incoming>) {
+    // One deadline for the TLS handshake, the WebSocket upgrade and CONNECT.
+    let deadline = Instant::now() + incoming.broker.limits().connect_timeout;
+    // Registering the socket with epoll queued a "writable" event for it. Until the
+    // runtime collects that event, this socket keeps its early place in the kernel's
+    // ready list, so its next packet would be reported before packets that reached other
+    // sockets first (a PUBLISH overtaking another client's SUBSCRIBE sent just before
+    // it). Yielding lets the runtime poll epoll before this connection answers CONNECT.
+    tokio::task::yield_now().await;
+    // Until CONNECT is done the pending slot can close the socket (see `admission`).
+    let stream = Metered::new(
+        Evictable::new(stream, incoming.slot.state()),
+        incoming.auth.metrics.clone(),
+    );
+    if incoming.tls.is_none() && incoming.transport == Transport::Mqtt {
+        connection::serve(stream, incoming, Vec::new(), deadline).await
+    } else {
+        Box::pin(secure_and_upgrade(stream, incoming, deadline)).await
+    }
+}
+
+/// TLS handshake and/or WebSocket upgrade, then [`connection::serve`].
+async fn secure_and_upgrade<S>(stream: S, incoming: Box<connection::Incoming>, deadline: Instant)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (peer, port) = (incoming.peer, incoming.port);
+    let Some(acceptor) = incoming.tls.clone() else {
+        return upgrade(stream, incoming, Vec::new(), deadline).await;
+    };
+    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => {
+            let peer_certs = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| c.to_vec())
+                .unwrap_or_default();
+            upgrade(stream, incoming, peer_certs, deadline).await
+        }
+        Ok(Err(e)) => {
+            tracing::info!(target: "listener", %peer, port, "TLS handshake failed: {e}")
+        }
+        Err(_) => tracing::info!(target: "listener", %peer, port, "TLS handshake timed out"),
+    }
+}
+
+/// The WebSocket upgrade where the port speaks WebSockets, then [`connection::serve`].
+async fn upgrade<S>(
     stream: S,
-    peer: SocketAddr,
-    transport: Transport,
-    security: PortSecurity,
-    broker: Arc<Broker>,
-    port: u16,
+    incoming: Box<connection::Incoming>,
+    peer_certs: Vec<rustls::pki_types::CertificateDer<'static>>,
     deadline: Instant,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    match transport {
-        Transport::Mqtt => connection::serve(stream, broker, security, peer, port, deadline).await,
-        Transport::WebSockets { path } => Box::pin(async move {
-            let max_packet = broker.limits().max_packet_size;
-            let upgrade = websocket::accept(stream, path.as_deref(), max_packet);
-            match tokio::time::timeout_at(deadline, upgrade).await {
-                Ok(Ok(ws)) => connection::serve(ws, broker, security, peer, port, deadline).await,
-                Ok(Err(e)) => {
-                    tracing::info!(target: "listener", %peer, port, "WebSocket upgrade refused: {e}")
-                }
-                Err(_) => {
-                    tracing::info!(target: "listener", %peer, port, "WebSocket upgrade timed out")
-                }
-            }
-        })
-        .await,
+    let Transport::WebSockets { path } = &incoming.transport else {
+        return connection::serve(stream, incoming, peer_certs, deadline).await;
+    };
+    let (peer, port) = (incoming.peer, incoming.port);
+    let max_packet = incoming.broker.limits().max_packet_size;
+    let upgrade = websocket::accept(stream, path.as_deref(), max_packet);
+    match tokio::time::timeout_at(deadline, upgrade).await {
+        Ok(Ok(ws)) => connection::serve(ws, incoming, peer_certs, deadline).await,
+        Ok(Err(e)) => {
+            tracing::info!(target: "listener", %peer, port, "WebSocket upgrade refused: {e}")
+        }
+        Err(_) => {
+            tracing::info!(target: "listener", %peer, port, "WebSocket upgrade timed out")
+        }
     }
 }
