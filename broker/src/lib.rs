@@ -16,21 +16,24 @@
 //!
 //! The wire format lives in the `gatehouse-protocol` crate (sans-IO, fuzzed).
 
+pub mod admission;
 pub mod auth;
 pub mod authz;
 pub mod broker;
 pub mod connection;
+pub mod counters;
 pub mod file_stamp;
 pub mod limits;
 pub mod message;
 pub mod metrics;
-pub mod persistence;
 pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod session;
 pub mod statestore;
+pub mod storage;
 pub mod tls;
+pub mod topics;
 pub mod transport;
 
 pub use server::{BoundPort, Server, StartError};

@@ -24,12 +24,12 @@ use gatehouse_config::Config;
 use gatehouse_protocol::ReasonCode;
 use parking_lot::Mutex;
 
+use crate::admission::ConnectionCap;
 use crate::auth::{self, Chain};
 use crate::authz::{Authorizer, Policy};
 use crate::broker::Broker;
 use crate::file_stamp::{stamp, Stamp};
 use crate::limits::Limits;
-use crate::transport::admission::ConnectionCap;
 
 /// How often the files of the chains in use are `stat`ed.
 const AUTH_FILES_POLL: Duration = Duration::from_secs(1);

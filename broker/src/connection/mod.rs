@@ -38,7 +38,7 @@ use crate::auth::device_registry::RegistryWatch;
 use crate::auth::{Chain, Principal, Reauth};
 use crate::authz::{Action, Authorizer};
 use crate::broker::{Broker, Detach};
-use crate::metrics::PortMetrics;
+use crate::counters::PortMetrics;
 use crate::session::Session;
 
 /// Stop reading from a client whose unsent output exceeds this: a client that does not
@@ -65,12 +65,12 @@ pub struct PortSecurity {
     /// The port's counters.
     pub metrics: Arc<PortMetrics>,
     /// This connection's place in the pre-CONNECT budget, dropped once CONNECT is done.
-    pub pending: Option<crate::transport::admission::PendingSlot>,
+    pub pending: Option<crate::admission::PendingSlot>,
 }
 
 impl PortSecurity {
     /// With the connection's place in the pre-CONNECT budget.
-    pub fn pending(mut self, slot: crate::transport::admission::PendingSlot) -> PortSecurity {
+    pub fn pending(mut self, slot: crate::admission::PendingSlot) -> PortSecurity {
         self.pending = Some(slot);
         self
     }

@@ -7,11 +7,13 @@ use bytes::Bytes;
 use gatehouse_config::Persistence;
 
 use super::*;
-use crate::persistence::{FILE_NAME, FORMAT_VERSION};
+use redb::{ReadableTable, TableDefinition};
+
 use crate::statestore::hlc::Hlc;
 use crate::statestore::request::{Request, SetCondition};
 use crate::statestore::stamps::Stamps;
 use crate::statestore::store::{Context, Store};
+use crate::storage::{Database, FILE_NAME, FORMAT_VERSION};
 
 const NOW: u64 = 1_700_000_000_000;
 
