@@ -10,12 +10,12 @@
 //! message the broker acknowledged is on disk: group commit, one fsync per batch.
 //!
 //! # Layout
-//! - [`policy`]: which sessions, messages and retained messages persist.
+//! - `policy`: which sessions, messages and retained messages persist.
 //! - [`records`]: how each record is encoded.
 //! - here: [`Journal`], the handle sessions and the registry write through (the pending
 //!   map and its tickets).
-//! - [`writer`]: the writer task (log appends, checkpoints).
-//! - [`restore`]: start-up (replaying the log, loading the tables).
+//! - `writer`: the writer task (log appends, checkpoints).
+//! - `restore`: start-up (replaying the log, loading the tables).
 //!
 //! Everything below [`Journal`] goes through [`crate::storage::Store`], so the same
 //! journal runs on any store; the log is the embedded store's (a store that is durable
