@@ -26,4 +26,4 @@ pub mod wal;
 
 pub use db::{Database, FILE_NAME, FORMAT_VERSION};
 pub use error::PersistError;
-pub use store::{Change, Keys, Store, Table};
+pub use store::{Change, Keys, Rows, Store, Table};

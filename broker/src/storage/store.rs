@@ -60,6 +60,9 @@ pub enum Change<'a> {
     },
 }
 
+/// The records of a table: (key, value), in key order.
+pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Where the broker's durable data lives. Every method blocks: call them from a blocking
 /// thread (`tokio::task::spawn_blocking`) or at start, never on a connection's path.
 pub trait Store: Send + Sync + 'static {
@@ -67,12 +70,15 @@ pub trait Store: Send + Sync + 'static {
     fn location(&self) -> &Path;
 
     /// Every record of `table` in key order; none when the table was never written.
-    fn scan(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, PersistError>;
+    fn scan(&self, table: Table) -> Result<Rows, PersistError>;
 
     /// Apply `changes` in order as one durable batch; returns the bytes the store now uses
     /// (what `persistence.maxSize` is compared with).
     fn apply(&self, changes: &[Change<'_>]) -> Result<u64, PersistError>;
 }
+
+type TextTable<'t> = redb::Table<'t, &'static str, &'static [u8]>;
+type BytesTable<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
 
 impl Table {
     fn text(self) -> TableDefinition<'static, &'static str, &'static [u8]> {
@@ -95,7 +101,7 @@ impl Store for Database {
         self.file()
     }
 
-    fn scan(&self, table: Table) -> Result<Vec<(Vec<u8>, Vec<u8>)>, PersistError> {
+    fn scan(&self, table: Table) -> Result<Rows, PersistError> {
         self.read(|tx| {
             let mut rows = Vec::new();
             match table.keys {
@@ -128,8 +134,8 @@ impl Store for Database {
         self.write(|tx| {
             {
                 // Each table is opened once per batch (a checkpoint can hold 100k changes).
-                let mut text: Vec<(&str, redb::Table<&str, &[u8]>)> = Vec::new();
-                let mut bytes: Vec<(&str, redb::Table<&[u8], &[u8]>)> = Vec::new();
+                let mut text: Vec<(&str, TextTable<'_>)> = Vec::new();
+                let mut bytes: Vec<(&str, BytesTable<'_>)> = Vec::new();
                 for change in changes {
                     let (Change::Put { table, .. }
                     | Change::Delete { table, .. }
