@@ -2,6 +2,10 @@
 //! certificates (`gatehouse ca bundle`, `gatehouse ca issue`), or explain an authorization
 //! decision (`gatehouse explain`).
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the subcommands other than `run` are synchronous programs: no runtime to block"
+)]
 mod cli;
 
 /// jemalloc, not the system allocator: the memory of closed connections goes back to the
@@ -10,13 +14,14 @@ mod cli;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's options, read when it starts (`_RJEM_MALLOC_CONF` in the environment still
-/// overrides them): a background thread purges freed pages, so an idle broker returns the
-/// memory of connections that closed without waiting for its next allocations; pages
-/// unused for a second go back (default 10 s, and only on allocator activity).
-#[cfg(feature = "jemalloc")]
-#[export_name = "_rjem_malloc_conf"]
-pub static MALLOC_CONF: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+// jemalloc's options (`background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0`) are
+// compiled into jemalloc, not set here: `.cargo/config.toml` passes them to its build as
+// `JEMALLOC_SYS_WITH_MALLOC_CONF` (jemalloc's `--with-malloc-conf`), so no `unsafe`
+// `#[export_name = "_rjem_malloc_conf"]` static is needed (the workspace forbids unsafe
+// code). `_RJEM_MALLOC_CONF` in the environment still overrides them at run time. A
+// background thread purges freed pages, so an idle broker returns the memory of
+// connections that closed without waiting for its next allocations; pages unused for a
+// second go back (default 10 s, and only on allocator activity).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

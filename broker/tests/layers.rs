@@ -16,6 +16,12 @@
 //! modules must be acyclic. Every `crate::<module>` path outside comments counts (a `use`,
 //! or a path written out in code). A new top-level module must be given a layer here.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is a failed test, and fixtures are written synchronously"
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

@@ -115,6 +115,10 @@ fn parse(text: &str, json: bool) -> Result<Table, String> {
     Ok(table)
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "known blocking on an async worker (issue 17 item 3: the file-watch service removes it)"
+)]
 fn read(path: &Path) -> Result<Table, RegistryError> {
     let text = std::fs::read_to_string(path).map_err(|source| RegistryError::Read {
         path: path.to_owned(),
@@ -337,6 +341,10 @@ impl RegistryWatch {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests write their fixtures synchronously"
+)]
 mod tests {
     use super::*;
 

@@ -128,6 +128,10 @@ pub struct Wal {
 
 impl Wal {
     /// Open (or create) the log and read its complete records; a torn tail is cut off.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "opening the log is part of Journal::open: start-up"
+    )]
     pub fn open(path: &Path) -> io::Result<(Wal, Vec<Batch>)> {
         let mut file = OpenOptions::new()
             .read(true)
@@ -226,6 +230,10 @@ impl Wal {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests write their fixtures synchronously"
+)]
 mod tests {
     use super::*;
 

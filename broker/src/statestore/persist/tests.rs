@@ -1,6 +1,11 @@
 //! Persistence across restarts: the writer, `load`, and the database's refusals, through the
 //! state store's own API.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests write their fixtures synchronously"
+)]
+
 use std::path::Path;
 
 use bytes::Bytes;

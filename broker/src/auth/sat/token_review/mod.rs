@@ -70,6 +70,7 @@ impl fmt::Debug for BearerToken {
 }
 
 impl BearerToken {
+    #[allow(clippy::disallowed_methods, reason = "inside spawn_blocking")]
     async fn current(&self) -> Result<String, ReviewError> {
         match self {
             BearerToken::Value(token) => Ok(token.clone()),
@@ -185,6 +186,10 @@ impl TokenReviewClient {
     /// In-cluster access from the service environment variables (`host`, `port`: the
     /// values of `KUBERNETES_SERVICE_HOST` / `KUBERNETES_SERVICE_PORT`) and the mounted
     /// token and CA files.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "runs when an authentication chain is built (start-up, reload), never per connection"
+    )]
     pub(crate) fn in_cluster(
         host: Option<&str>,
         port: Option<&str>,

@@ -1,5 +1,10 @@
 //! The TokenReview client against the stand-in API server of [`super::mock_api`].
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests write their fixtures synchronously"
+)]
+
 use gatehouse_certs::Usage;
 use serde_json::json;
 use tokio::net::TcpListener;
