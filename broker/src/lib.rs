@@ -32,7 +32,8 @@
 //! - [`counters`]: counter primitives and a port's counters.
 //! - [`message`]: an application message and one delivery of it.
 //! - [`topics`]: the topics the broker serves itself (the state store's).
-//! - [`file_stamp`]: whether a file changed.
+//! - [`file_stamp`]: whether a file changed; [`file_watch`]: files followed by a sweeping
+//!   task, their parsed contents read without touching the file system.
 //!
 //! The wire format lives in the `gatehouse-protocol` crate (sans-IO, fuzzed), the
 //! configuration in `gatehouse-config`. The `gatehouse` binary (`main.rs`, `cli/`) uses
@@ -45,6 +46,7 @@ pub mod broker;
 pub mod connection;
 pub mod counters;
 pub mod file_stamp;
+pub mod file_watch;
 pub mod limits;
 pub mod message;
 pub mod metrics;

@@ -8,7 +8,8 @@
 //! broker, session, routing, limits   the session registry, sessions, fan-out
 //! auth, authz, statestore, tls       security and the state store
 //! storage, admission, counters,      leaves: what is kept, the admission gates, counter
-//!   message, topics, file_stamp        primitives, the message model, reserved topics
+//!   message, topics, file_stamp,       primitives, the message model, reserved topics,
+//!   file_watch                         following files
 //! (gatehouse-protocol, gatehouse-config: other crates)
 //! ```
 //!
@@ -46,6 +47,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("message", 5),
     ("topics", 5),
     ("file_stamp", 5),
+    ("file_watch", 5),
 ];
 
 /// The binary (`main.rs` and `cli/`) uses the library through `gatehouse::`, not `crate::`.

@@ -20,7 +20,6 @@ use base64::Engine as _;
 use gatehouse_certs::{load_chain_and_key, LoadError};
 use gatehouse_config::{Config, CustomSettings};
 use gatehouse_protocol::ReasonCode;
-use parking_lot::Mutex;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use reqwest::{StatusCode, Url};
 use rustls::client::ResolvesClientCert;
@@ -31,8 +30,9 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::files::{self, ConfigMapError, Stamp};
+use super::files::{self, ConfigMapError};
 use super::{Credentials, Outcome, Principal, Reauth, Verdict};
+use crate::file_watch::{self, Watched};
 
 /// The API version this broker speaks (the only one there is).
 const API_VERSION: &str = "0.5.0";
@@ -576,52 +576,30 @@ fn http_client(
         .map_err(|e| client_error(&e))
 }
 
-/// The broker's client certificate for mTLS, re-read when the secret's files change (a
-/// pooled connection keeps the certificate it was opened with). A reload that fails
-/// keeps the previous certificate.
+/// The broker's client certificate for mTLS, followed by the file-watch service and
+/// re-read on a blocking thread when the secret's files change (a pooled connection keeps
+/// the certificate it was opened with). rustls asks for it inside the TLS handshake, so
+/// the callback only takes the current value. A reload that fails keeps the previous
+/// certificate.
 #[derive(Debug)]
 struct ClientIdentity {
-    cert_file: PathBuf,
-    key_file: PathBuf,
-    current: Mutex<(Option<Stamp>, Option<Stamp>, Arc<CertifiedKey>)>,
+    current: Watched<Arc<CertifiedKey>>,
 }
 
 impl ClientIdentity {
     fn load(cert_file: PathBuf, key_file: PathBuf) -> Result<Self, LoadError> {
-        let stamps = (files::stamp(&cert_file), files::stamp(&key_file));
-        let loaded = load_chain_and_key(&cert_file, &key_file)?;
-        Ok(ClientIdentity {
-            current: Mutex::new((stamps.0, stamps.1, loaded.certified_key)),
-            cert_file,
-            key_file,
-        })
+        let paths = vec![cert_file.clone(), key_file.clone()];
+        let current = file_watch::follow(
+            "custom authentication client certificate",
+            paths,
+            file_watch::SWEEP,
+            move || load_chain_and_key(&cert_file, &key_file).map(|loaded| loaded.certified_key),
+        )?;
+        Ok(ClientIdentity { current })
     }
 
     fn certified_key(&self) -> Arc<CertifiedKey> {
-        let mut current = self.current.lock();
-        let stamps = (files::stamp(&self.cert_file), files::stamp(&self.key_file));
-        if (stamps.0, stamps.1) != (current.0, current.1) {
-            match load_chain_and_key(&self.cert_file, &self.key_file) {
-                Ok(loaded) => {
-                    tracing::info!(
-                        target: "auth",
-                        file = %self.cert_file.display(),
-                        "custom authentication: client certificate reloaded"
-                    );
-                    *current = (stamps.0, stamps.1, loaded.certified_key);
-                }
-                Err(e) => {
-                    tracing::warn!(
-                        target: "auth",
-                        "custom authentication: keeping the previous client certificate: {e}"
-                    );
-                    // Do not retry until the files change again.
-                    current.0 = stamps.0;
-                    current.1 = stamps.1;
-                }
-            }
-        }
-        current.2.clone()
+        Arc::clone(&self.current.current())
     }
 }
 
