@@ -209,7 +209,14 @@ fn init_logging(config: &Config) {
 async fn watch_config(path: PathBuf, reloader: gatehouse::reload::Reloader) {
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut last = gatehouse::file_stamp::stamp(&path);
+    // Every stat, read and rebuild below runs on a blocking thread, off the async workers.
+    let stamp = |path: &PathBuf| {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || gatehouse::file_stamp::stamp(&path))
+    };
+    let Ok(mut last) = stamp(&path).await else {
+        return;
+    };
     loop {
         #[cfg(unix)]
         let signalled = async {
@@ -223,7 +230,9 @@ async fn watch_config(path: PathBuf, reloader: gatehouse::reload::Reloader) {
         let why = tokio::select! {
             _ = signalled => "SIGHUP",
             _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
-                let now = gatehouse::file_stamp::stamp(&path);
+                let Ok(now) = stamp(&path).await else {
+                    return; // the runtime is shutting down
+                };
                 if now == last {
                     continue;
                 }
@@ -231,12 +240,20 @@ async fn watch_config(path: PathBuf, reloader: gatehouse::reload::Reloader) {
                 "the configuration file changed"
             }
         };
-        match gatehouse_config::load_file(&path) {
+        let (file, applier) = (path.clone(), reloader.clone());
+        let Ok(outcome) = tokio::task::spawn_blocking(move || {
+            gatehouse_config::load_file(&file).map(|loaded| applier.apply(loaded.config))
+        })
+        .await
+        else {
+            return;
+        };
+        match outcome {
             Err(e) => tracing::error!(
                 "reload ({why}): {} is invalid; keeping the running configuration:\n{e}",
                 path.display()
             ),
-            Ok(loaded) => match reloader.apply(loaded.config) {
+            Ok(applied) => match applied {
                 Err(problems) => tracing::error!(
                     "reload ({why}): keeping the running configuration:\n  {}",
                     problems.join("\n  ")

@@ -94,7 +94,7 @@ impl AuthFiles {
     /// A folder reads as `None`; its stamp covers it.
     #[allow(
         clippy::disallowed_methods,
-        reason = "called from the reload check (known blocking on an async worker (issue 17 item 3: the file-watch service removes it))"
+        reason = "called from the reload check, which runs on a blocking thread"
     )]
     fn contents(paths: &[PathBuf]) -> Vec<Option<Vec<u8>>> {
         paths.iter().map(|p| std::fs::read(p).ok()).collect()
@@ -135,7 +135,13 @@ impl Reloader {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
-            match self.check_auth_files() {
+            // stat, read and rebuild off the async workers.
+            let this = self.clone();
+            let Ok(checked) = tokio::task::spawn_blocking(move || this.check_auth_files()).await
+            else {
+                return; // the runtime is shutting down
+            };
+            match checked {
                 None => {}
                 Some(Err(problems)) => tracing::error!(
                     target: "auth",

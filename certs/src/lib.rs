@@ -36,7 +36,7 @@
 
 #![allow(
     clippy::disallowed_methods,
-    reason = "a synchronous library (no tasks): the broker calls it at start-up and from spawn_blocking (renewal); tls/manual.rs still polls it on a worker (issue 17 item 3)"
+    reason = "a synchronous library (no tasks): the broker calls it at start-up and from blocking threads (renewal, the manual TLS poller, reload)"
 )]
 
 pub mod authority;
