@@ -478,6 +478,7 @@ devices:
     }
 
     /// Opened outside a runtime, so without the poller: the two triggers are seen apart.
+    /// On a paused clock (the rechecks are tokio timers; the file is written at once).
     #[test]
     fn a_watch_resolves_at_the_recheck_or_at_a_change_once_the_device_is_not_enabled() {
         let dir = tempfile::tempdir().unwrap();
@@ -488,8 +489,10 @@ devices:
         );
         let often = DeviceRegistry::open(&path, Duration::from_millis(200)).unwrap();
         let rarely = DeviceRegistry::open(&path, Duration::from_secs(3600)).unwrap();
+        // A paused clock: the rechecks and timeouts below take no real time.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
+            .start_paused(true)
             .build()
             .unwrap();
         runtime.block_on(async {
