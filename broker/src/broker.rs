@@ -10,19 +10,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_protocol::{PublishProperties, QoS, ReasonCode, Will};
+use gatehouse_protocol::{PublishProperties, QoS, ReasonCode};
 use parking_lot::Mutex;
 use smallvec::SmallVec;
 use tokio::sync::oneshot;
 
 use crate::limits::Limits;
 use crate::message::{Delivery, Message};
-use crate::persistence::journal::{Journal, LoadedSession};
-use crate::persistence::records::Sent;
-use crate::routing::Router;
-use crate::routing::SubEntry;
+use crate::routing::{RetainedSink, Router, SubEntry};
+use crate::session::journal::records::Sent;
+use crate::session::journal::{Journal, LoadedSession};
 use crate::session::Outgoing;
 use crate::session::{Attachment, Owner, PendingWill, Session};
+// The will types moved to `session::will` (a pending will is session state); re-exported
+// so existing paths keep working.
+pub use crate::session::will::{WillAuthority, WillMessage};
 use crate::statestore::StateStore;
 
 pub struct Broker {
@@ -62,43 +64,6 @@ pub struct Detach {
     /// The will to publish (after its delay), if the connection ended without a
     /// normal DISCONNECT.
     pub will: Option<WillMessage>,
-}
-
-/// A will and, on a port with authorization, who must still be allowed to publish it.
-/// A will is published on its client's behalf, possibly long after CONNECT (will delay,
-/// session expiry): it is authorized against the policy in force when it is published,
-/// not the one in force at CONNECT (security.md invariant 4).
-pub struct WillMessage {
-    pub will: Will,
-    pub authority: Option<WillAuthority>,
-}
-
-impl std::fmt::Debug for WillMessage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WillMessage")
-            .field("topic", &self.will.topic)
-            .field("authorized", &self.authority.is_some())
-            .finish()
-    }
-}
-
-/// The port's policy and the principal the will is published for.
-pub struct WillAuthority {
-    pub authz: Arc<crate::authz::Authorizer>,
-    /// `None` only on a misconfigured port (policy without authentication): then nothing
-    /// is allowed, so the will is not published.
-    pub principal: Option<crate::auth::Principal>,
-    pub client_id: Arc<str>,
-}
-
-impl WillAuthority {
-    fn allows(&self, topic: &str) -> bool {
-        self.principal.as_ref().is_some_and(|p| {
-            self.authz
-                .check(p, &self.client_id, &crate::authz::Action::Publish(topic))
-                .allowed
-        })
-    }
 }
 
 /// How long a new connection waits for the connection it takes over to let go.
@@ -195,7 +160,7 @@ impl Broker {
                 let mut st = session.lock();
                 st.journal = Some((
                     journal.clone(),
-                    crate::persistence::journal::Selected::AllMessages,
+                    crate::session::journal::Selected::AllMessages,
                 ));
                 st.expiry_interval = meta.expiry_interval;
                 st.incoming_qos2 = meta.incoming_qos2.iter().copied().collect();
@@ -531,5 +496,21 @@ impl Broker {
             let _ = self.router.retain(&message);
         }
         self.router.publish(&message);
+    }
+}
+
+/// The journal keeps retained messages for the router. Implemented here, where both are
+/// known, so that neither `routing` nor `session` imports the other for it.
+impl RetainedSink for Journal {
+    fn enabled(&self) -> bool {
+        self.retains()
+    }
+
+    fn wanted(&self, message: &Message) -> bool {
+        self.retain_wanted(message)
+    }
+
+    fn changed(&self, topic: &str, message: Option<&Message>) -> Option<u64> {
+        self.put_retained(topic, message)
     }
 }

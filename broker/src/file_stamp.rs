@@ -16,6 +16,10 @@ pub struct Stamp {
 }
 
 /// `None` when the file cannot be `stat`ed (e.g. it does not exist).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "one stat; every caller runs at start-up or on a blocking thread (file_watch, the device registry and TLS pollers, reload)"
+)]
 pub fn stamp(path: &Path) -> Option<Stamp> {
     // `metadata` follows symlinks, so a swapped `..data` link counts as a change.
     let meta = std::fs::metadata(path).ok()?;

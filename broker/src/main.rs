@@ -2,6 +2,10 @@
 //! certificates (`gatehouse ca bundle`, `gatehouse ca issue`), or explain an authorization
 //! decision (`gatehouse explain`).
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the subcommands other than `run` are synchronous programs: no runtime to block"
+)]
 mod cli;
 
 /// jemalloc, not the system allocator: the memory of closed connections goes back to the
@@ -10,13 +14,14 @@ mod cli;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's options, read when it starts (`_RJEM_MALLOC_CONF` in the environment still
-/// overrides them): a background thread purges freed pages, so an idle broker returns the
-/// memory of connections that closed without waiting for its next allocations; pages
-/// unused for a second go back (default 10 s, and only on allocator activity).
-#[cfg(feature = "jemalloc")]
-#[export_name = "_rjem_malloc_conf"]
-pub static MALLOC_CONF: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+// jemalloc's options (`background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0`) are
+// compiled into jemalloc, not set here: `.cargo/config.toml` passes them to its build as
+// `JEMALLOC_SYS_WITH_MALLOC_CONF` (jemalloc's `--with-malloc-conf`), so no `unsafe`
+// `#[export_name = "_rjem_malloc_conf"]` static is needed (the workspace forbids unsafe
+// code). `_RJEM_MALLOC_CONF` in the environment still overrides them at run time. A
+// background thread purges freed pages, so an idle broker returns the memory of
+// connections that closed without waiting for its next allocations; pages unused for a
+// second go back (default 10 s, and only on allocator activity).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -214,7 +219,14 @@ fn init_logging(config: &Config) {
 async fn watch_config(path: PathBuf, reloader: gatehouse::reload::Reloader) {
     #[cfg(unix)]
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut last = gatehouse::file_stamp::stamp(&path);
+    // Every stat, read and rebuild below runs on a blocking thread, off the async workers.
+    let stamp = |path: &PathBuf| {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || gatehouse::file_stamp::stamp(&path))
+    };
+    let Ok(mut last) = stamp(&path).await else {
+        return;
+    };
     loop {
         #[cfg(unix)]
         let signalled = async {
@@ -228,7 +240,9 @@ async fn watch_config(path: PathBuf, reloader: gatehouse::reload::Reloader) {
         let why = tokio::select! {
             _ = signalled => "SIGHUP",
             _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
-                let now = gatehouse::file_stamp::stamp(&path);
+                let Ok(now) = stamp(&path).await else {
+                    return; // the runtime is shutting down
+                };
                 if now == last {
                     continue;
                 }
@@ -236,12 +250,20 @@ async fn watch_config(path: PathBuf, reloader: gatehouse::reload::Reloader) {
                 "the configuration file changed"
             }
         };
-        match gatehouse_config::load_file(&path) {
+        let (file, applier) = (path.clone(), reloader.clone());
+        let Ok(outcome) = tokio::task::spawn_blocking(move || {
+            gatehouse_config::load_file(&file).map(|loaded| applier.apply(loaded.config))
+        })
+        .await
+        else {
+            return;
+        };
+        match outcome {
             Err(e) => tracing::error!(
                 "reload ({why}): {} is invalid; keeping the running configuration:\n{e}",
                 path.display()
             ),
-            Ok(loaded) => match reloader.apply(loaded.config) {
+            Ok(applied) => match applied {
                 Err(problems) => tracing::error!(
                     "reload ({why}): keeping the running configuration:\n  {}",
                     problems.join("\n  ")

@@ -24,12 +24,12 @@ use gatehouse_config::Config;
 use gatehouse_protocol::ReasonCode;
 use parking_lot::Mutex;
 
+use crate::admission::ConnectionCap;
 use crate::auth::{self, Chain};
 use crate::authz::{Authorizer, Policy};
 use crate::broker::Broker;
 use crate::file_stamp::{stamp, Stamp};
 use crate::limits::Limits;
-use crate::transport::admission::ConnectionCap;
 
 /// How often the files of the chains in use are `stat`ed.
 const AUTH_FILES_POLL: Duration = Duration::from_secs(1);
@@ -92,6 +92,10 @@ impl AuthFiles {
     }
 
     /// A folder reads as `None`; its stamp covers it.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "called from the reload check, which runs on a blocking thread"
+    )]
     fn contents(paths: &[PathBuf]) -> Vec<Option<Vec<u8>>> {
         paths.iter().map(|p| std::fs::read(p).ok()).collect()
     }
@@ -132,7 +136,13 @@ impl Reloader {
         loop {
             tick.tick().await;
             self.revoke_password_users();
-            match self.check_auth_files() {
+            // stat, read and rebuild off the async workers.
+            let this = self.clone();
+            let Ok(checked) = tokio::task::spawn_blocking(move || this.check_auth_files()).await
+            else {
+                return; // the runtime is shutting down
+            };
+            match checked {
                 None => {}
                 Some(Err(problems)) => tracing::error!(
                     target: "auth",

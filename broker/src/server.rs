@@ -7,6 +7,7 @@ use std::sync::Arc;
 use gatehouse_config::{Config, Protocol};
 use tokio::task::JoinSet;
 
+use crate::admission::{ConnectionCap, PendingConnections};
 use crate::auth::{self, AuthError, Chain};
 use crate::authz::{Authorizer, Policy};
 use crate::broker::Broker;
@@ -15,7 +16,6 @@ use crate::limits::Limits;
 use crate::metrics::{self, Registry};
 use crate::reload::Reloader;
 use crate::tls::{TlsError, TlsPorts};
-use crate::transport::admission::{ConnectionCap, PendingConnections};
 use crate::transport::{self, Transport};
 
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +36,7 @@ pub enum StartError {
         source: Box<AuthError>,
     },
     #[error("persistence: {0}")]
-    Persistence(#[from] crate::persistence::PersistError),
+    Persistence(#[from] crate::storage::PersistError),
     /// `path` is the setting to change (a port's `port`, or the metrics port).
     #[error("{path}: cannot listen on {addr}: {source}{}", bind_hint(.source, .path))]
     Bind {
@@ -124,7 +124,7 @@ impl Server {
         )?;
         let broker = Broker::new(Limits::from_config(&config.broker));
         if let Some(settings) = &config.persistence {
-            let db = crate::persistence::Database::open(&config.data_dir)?;
+            let db = crate::storage::Database::open(&config.data_dir)?;
             restore_state_store(&broker, &db, &config.data_dir, settings)?;
             restore_journal(&broker, &db, settings)?;
         }
@@ -311,7 +311,7 @@ impl Server {
 /// Open `<dataDir>/gatehouse.redb` and load the persisted state store keys.
 fn restore_state_store(
     broker: &Broker,
-    db: &crate::persistence::Database,
+    db: &crate::storage::Database,
     data_dir: &std::path::Path,
     settings: &gatehouse_config::Persistence,
 ) -> Result<(), StartError> {
@@ -331,10 +331,10 @@ fn restore_state_store(
 /// Load persisted sessions and retained messages and start their journal.
 fn restore_journal(
     broker: &Arc<Broker>,
-    db: &crate::persistence::Database,
+    db: &crate::storage::Database,
     settings: &gatehouse_config::Persistence,
 ) -> Result<(), StartError> {
-    let Some((journal, loaded)) = crate::persistence::journal::Journal::open(db, settings)? else {
+    let Some((journal, loaded)) = crate::session::journal::Journal::open(db, settings)? else {
         return Ok(());
     };
     tracing::info!(
@@ -346,7 +346,7 @@ fn restore_journal(
     );
     broker.router.restore_retained(&journal, loaded.retained);
     broker.restore_sessions(&journal, loaded.sessions);
-    let _ = broker.router.journal.set(journal.clone());
+    let _ = broker.router.retained_sink.set(Arc::new(journal.clone()));
     let _ = broker.journal.set(journal);
     Ok(())
 }

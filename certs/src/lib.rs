@@ -34,6 +34,11 @@
 //! - [`san`]: default subject alternative names of port certificates.
 //! - `fs`: atomic writes, private file modes.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a synchronous library (no tasks): the broker calls it at start-up and from blocking threads (renewal, the manual TLS poller, reload)"
+)]
+
 pub mod authority;
 pub mod bundle;
 pub mod ensure;

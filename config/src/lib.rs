@@ -37,6 +37,11 @@
 //! `0` (any free port), WebSockets `path` (absent = any path), relative paths (relative to
 //! the config file, see [`load_file`]).
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a synchronous library: the broker loads configuration at start-up and on reload, the CLI at once"
+)]
+
 pub mod dn;
 pub mod duration;
 mod enums;

@@ -1,16 +1,21 @@
 //! A scripted HTTPS server standing in for a custom authentication server: HTTP/1.1 with
-//! keep-alive over tokio-rustls, a `localhost` certificate from a [`Pki`], every request
+//! keep-alive (hyper) over tokio-rustls, a `localhost` certificate from a [`Pki`], every request
 //! counted (and recorded, unless started with [`ScriptedServer::counting`]) and answered
 //! by the test's script.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use gatehouse_certs::CertInfo;
 use gatehouse_config::PrivateKeyAlgorithm;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -151,8 +156,9 @@ impl ScriptedServer {
     }
 }
 
+/// Serves one connection with hyper (HTTP/1.1, keep-alive) until the client closes it.
 async fn serve_connection(
-    mut tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
     script: Script,
     log: Arc<Log>,
 ) {
@@ -163,65 +169,49 @@ async fn serve_connection(
         .and_then(|c| c.first())
         .and_then(|leaf| CertInfo::from_der(leaf).ok())
         .and_then(|info| info.common_name);
-    let mut buf = Vec::new();
-    loop {
-        // The head, up to the empty line.
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
+    let service = service_fn(move |request: hyper::Request<Incoming>| {
+        let (script, log, client_cn) = (script.clone(), log.clone(), client_cn.clone());
+        async move {
+            let (parts, body) = request.into_parts();
+            assert!(
+                parts.method == hyper::Method::POST,
+                "not a POST: {} {}",
+                parts.method,
+                parts.uri
+            );
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            let seen = Seen {
+                target: parts
+                    .uri
+                    .path_and_query()
+                    .map_or_else(|| parts.uri.to_string(), |p| p.to_string()),
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(n, v)| {
+                        let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                        (n.as_str().to_owned(), v)
+                    })
+                    .collect(),
+                body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+                client_cn,
+            };
+            let (status, answer) = script(&seen);
+            log.count.fetch_add(1, Ordering::Relaxed);
+            if let Some(all) = &log.seen {
+                all.lock().expect("seen").push(seen);
             }
-            let mut chunk = [0u8; 4096];
-            match tls.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let request_line = lines.next().unwrap_or_default();
-        let target = request_line
-            .split(' ')
-            .nth(1)
-            .unwrap_or_default()
-            .to_owned();
-        assert!(
-            request_line.starts_with("POST "),
-            "not a POST: {request_line}"
-        );
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
-        let length: usize = headers
-            .iter()
-            .find(|(n, _)| n == "content-length")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + length {
-            let mut chunk = [0u8; 4096];
-            match tls.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+            hyper::Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(answer)))
         }
-        let body: Vec<u8> = buf.drain(..head_end + length).skip(head_end).collect();
-        let seen = Seen {
-            target,
-            headers,
-            body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
-            client_cn: client_cn.clone(),
-        };
-        let (status, answer) = script(&seen);
-        log.count.fetch_add(1, Ordering::Relaxed);
-        if let Some(all) = &log.seen {
-            all.lock().expect("seen").push(seen);
-        }
-        let reply = format!(
-            "HTTP/1.1 {status} Scripted\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
-            answer.len()
-        );
-        if tls.write_all(reply.as_bytes()).await.is_err() || tls.flush().await.is_err() {
-            return;
-        }
-    }
+    });
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(tls), service)
+        .await;
 }

@@ -2,6 +2,12 @@
 //! tests (tests/tests/protocol): the broker in-process or as the `gatehouse` binary, the
 //! Mosquitto command-line clients, a raw MQTT client with hand-made packets, service
 //! account tokens ([`jwt`]) and a scripted HTTPS authentication server ([`https_stub`]).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is a failed test, and fixtures are written synchronously"
+)]
 pub mod broker;
 pub mod https_stub;
 pub mod jwt;

@@ -26,6 +26,12 @@
 //! use rustls with aws-lc-rs and its default key exchange groups (X25519MLKEM768 first)
 //! unless `--x25519-only`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "a measuring tool, not the broker: a setup failure aborts the run; /proc and result files are read and written synchronously"
+)]
+
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

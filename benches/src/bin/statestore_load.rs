@@ -12,6 +12,12 @@
 //! latency is from writing the request to reading its response. GET reads keys written
 //! before the run; SET overwrites `--keys` keys per client round robin.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "a measuring tool, not the broker: a setup failure aborts the run; /proc and result files are read and written synchronously"
+)]
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

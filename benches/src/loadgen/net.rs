@@ -4,12 +4,12 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use nix::sys::socket::{setsockopt, sockopt};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -207,17 +207,9 @@ impl Target {
         if !self.sources.is_empty() {
             // Choose the port at connect(), not at bind(): then it only has to be unique
             // per 4-tuple, and each source address offers the whole ephemeral range.
-            let one: libc::c_int = 1;
-            // SAFETY: setsockopt on our own socket with a valid int option.
-            unsafe {
-                libc::setsockopt(
-                    socket.as_raw_fd(),
-                    libc::IPPROTO_IP,
-                    libc::IP_BIND_ADDRESS_NO_PORT,
-                    (&one as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                );
-            }
+            // Best effort, as before: without it, each source address still works but
+            // binds its ports at bind().
+            let _ = setsockopt(&socket, sockopt::IpBindAddressNoPort, &true);
             let src = self.sources[idx % self.sources.len()];
             socket.bind(SocketAddr::from((src, 0)))?;
         }

@@ -1,25 +1,25 @@
 //! Process accounting: the generator's own CPU (getrusage), another process's CPU and RSS
-//! (/proc/<pid>/stat and status), and the open-files limit.
+//! (/proc/<pid>/stat and status), and the open-files limit. System calls go through `nix`
+//! (safe wrappers): the workspace forbids `unsafe`.
 
 use std::time::Duration;
+
+use nix::sys::resource::{getrlimit, getrusage, setrlimit, Resource, UsageWho};
 
 /// Linux reports utime/stime in /proc in USER_HZ ticks, 100 on every architecture.
 const USER_HZ: f64 = 100.0;
 
-fn tv(t: libc::timeval) -> Duration {
-    Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+fn tv(t: nix::sys::time::TimeVal) -> Duration {
+    Duration::from_secs(t.tv_sec().max(0) as u64) + Duration::from_micros(t.tv_usec().max(0) as u64)
 }
 
 /// User + system CPU of this whole process (every thread; the generator runs its load on
 /// one thread, so this is that thread plus a negligible start-up).
 pub fn self_cpu() -> Duration {
-    // SAFETY: getrusage only writes the struct we pass; zeroed is a valid rusage.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid pointer.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
-        return Duration::ZERO;
+    match getrusage(UsageWho::RUSAGE_SELF) {
+        Ok(ru) => tv(ru.user_time()) + tv(ru.system_time()),
+        Err(_) => Duration::ZERO,
     }
-    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// utime + stime of process `pid` (10 ms resolution).
@@ -47,30 +47,16 @@ pub fn proc_rss_kb(pid: Option<u32>) -> Option<u64> {
 /// (A hard limit can only be raised with CAP_SYS_RESOURCE, which a container usually
 /// lacks; then the hard limit caps the connections one process can hold.)
 pub fn raise_nofile(want: u64) -> (u64, u64) {
-    // SAFETY: plain libc calls on a local struct.
-    unsafe {
-        let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return (0, 0);
-        }
-        if lim.rlim_max < want {
-            let higher = libc::rlimit {
-                rlim_cur: want,
-                rlim_max: want,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &higher) == 0 {
-                return (want, want);
-            }
-        }
-        let cur = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &cur) == 0 {
-            return (lim.rlim_max, lim.rlim_max);
-        }
-        (lim.rlim_cur, lim.rlim_max)
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return (0, 0);
+    };
+    if hard < want && setrlimit(Resource::RLIMIT_NOFILE, want, want).is_ok() {
+        return (want, want);
     }
+    if setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+        return (hard, hard);
+    }
+    (soft, hard)
 }
 
 /// CPU and clock at one instant, for per-window deltas.

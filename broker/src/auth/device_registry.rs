@@ -21,9 +21,10 @@
 //!
 //! # Reloading
 //!
-//! A background task `stat`s the file every second (see [`files::stamp`](super::files));
-//! when it changes the file is read again and, if valid, replaces the table and bumps a
-//! generation counter on a `watch` channel. An invalid or missing file keeps the last
+//! A background task `stat`s the file every second (see [`files::stamp`](super::files))
+//! on a blocking thread; when it changes the file is read again there and, if valid,
+//! replaces the table and bumps a generation counter on a `watch` channel. Checking a
+//! device (at CONNECT, on a recheck) only reads the table in memory, never the file. An invalid or missing file keeps the last
 //! good table (and says why in the log). Each connection authenticated against the
 //! registry holds a [`RegistryWatch`] that checks its device again on every change and
 //! every `recheckInterval`; the connection ends when the device is disabled or removed.
@@ -115,6 +116,10 @@ fn parse(text: &str, json: bool) -> Result<Table, String> {
     Ok(table)
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "at start-up and on the poll task's blocking thread (refresh)"
+)]
 fn read(path: &Path) -> Result<Table, RegistryError> {
     let text = std::fs::read_to_string(path).map_err(|source| RegistryError::Read {
         path: path.to_owned(),
@@ -174,7 +179,7 @@ impl DeviceRegistry {
             Ok(runtime) => {
                 runtime.spawn(poll(Arc::downgrade(&registry)));
             }
-            // Only outside the server (tests): the file is still re-read when checked.
+            // Only outside the server (tests): the file is re-read only by `refresh`.
             Err(_) => tracing::debug!(
                 target: "auth",
                 "device registry {}: no runtime to watch it from",
@@ -218,9 +223,9 @@ impl DeviceRegistry {
         }
     }
 
-    /// `Ok` when `device` is an enabled device, else why not (for the log).
+    /// `Ok` when `device` is an enabled device, else why not (for the log). Reads the
+    /// table as last loaded, not the file: this runs on a connection's path.
     pub fn check(&self, device: &str) -> Result<(), String> {
-        self.refresh();
         match self.state.lock().devices.get(device) {
             Some(true) => Ok(()),
             Some(false) => Err(format!(
@@ -248,7 +253,13 @@ async fn poll(registry: Weak<DeviceRegistry>) {
         let Some(registry) = registry.upgrade() else {
             return;
         };
-        registry.refresh();
+        // stat, and on a change read and parse, off the async workers.
+        if tokio::task::spawn_blocking(move || registry.refresh())
+            .await
+            .is_err()
+        {
+            return; // the runtime is shutting down
+        }
     }
 }
 
@@ -337,6 +348,10 @@ impl RegistryWatch {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests write their fixtures synchronously"
+)]
 mod tests {
     use super::*;
 
@@ -455,13 +470,15 @@ devices:
             .contains("disabled"));
         assert!(!changes.has_changed().unwrap());
 
-        // Valid again (as JSON in a .json file would be too): taken at once.
+        // Valid again (as JSON in a .json file would be too): taken at the next refresh.
         write(&path, "- { name: smart-fan, enabled: true }\n");
+        assert!(registry.refresh());
         assert_eq!(registry.check("smart-fan"), Ok(()));
         assert!(changes.has_changed().unwrap());
     }
 
     /// Opened outside a runtime, so without the poller: the two triggers are seen apart.
+    /// On a paused clock (the rechecks are tokio timers; the file is written at once).
     #[test]
     fn a_watch_resolves_at_the_recheck_or_at_a_change_once_the_device_is_not_enabled() {
         let dir = tempfile::tempdir().unwrap();
@@ -472,8 +489,10 @@ devices:
         );
         let often = DeviceRegistry::open(&path, Duration::from_millis(200)).unwrap();
         let rarely = DeviceRegistry::open(&path, Duration::from_secs(3600)).unwrap();
+        // A paused clock: the rechecks and timeouts below take no real time.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
+            .start_paused(true)
             .build()
             .unwrap();
         runtime.block_on(async {
@@ -484,8 +503,9 @@ devices:
             let waited = tokio::time::timeout(Duration::from_millis(700), watch.revoked()).await;
             assert!(waited.is_err(), "revoked while enabled");
 
-            // Disabled and nobody announces it: a recheck finds it.
-            write(&path, r#"[{"name": "smart-fan", "enabled": false}]"#);
+            // Disabled and nobody announces it (the table changed without a generation
+            // bump): a recheck finds it.
+            often.state.lock().devices.insert("smart-fan".into(), false);
             let why = tokio::time::timeout(Duration::from_secs(5), watch.revoked())
                 .await
                 .expect("the recheck sees the device disabled");

@@ -58,6 +58,10 @@ pub(crate) fn config_map_paths(config: &Config, name: &str) -> Vec<PathBuf> {
     }
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "runs when an authentication chain is built (start-up, reload), never per connection"
+)]
 pub(crate) fn pem_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -7,6 +7,7 @@
 //! service account tokens, offline or by TokenReview) and [`custom`] (an HTTPS
 //! authentication server); beyond AIO, [`password`] (a password file).
 
+pub mod counters;
 pub mod custom;
 pub mod device_registry;
 pub mod dn;
@@ -27,7 +28,7 @@ use parking_lot::RwLock;
 use rustls::pki_types::CertificateDer;
 use rustls::server::danger::ClientCertVerifier;
 
-use crate::metrics::{AuthCounters, MethodCounters};
+use counters::{AuthCounters, MethodCounters};
 use verifier::SwappableVerifier;
 
 /// Who a client is, once authenticated.

@@ -8,10 +8,10 @@ use parking_lot::RwLock;
 use serde_json::json;
 
 use super::cache::DecisionCache;
+use super::counters::AuthzCounters;
 use super::policy::{Action, Decision, Policy};
 use super::template::Subject;
 use crate::auth::Principal;
-use crate::metrics::AuthzCounters;
 
 /// The policy of one BrokerAuthorization, shared by the ports that use it.
 #[derive(Debug)]

@@ -6,9 +6,11 @@
 //! - [`policy`]: the compiled policy and [`Policy::decide`].
 //! - [`authorizer`]: what ports use: the current policy, swapped on reload, and the logs.
 //! - [`cache`]: the decision cache (`cache: Enabled`), one per installed policy.
+//! - [`counters`]: denials by action and cache hits, which survive reloads.
 
 pub mod authorizer;
 pub mod cache;
+pub mod counters;
 pub mod filter;
 pub mod policy;
 // The substitution property, for the fuzz target and the property tests only.

@@ -202,7 +202,7 @@ where
         let already = attached.session.lock().journal.is_some();
         let selected = journal
             .select_session(&client_id, &props.user_properties)
-            .or(already.then_some(crate::persistence::journal::Selected::AllMessages));
+            .or(already.then_some(crate::session::journal::Selected::AllMessages));
         if let (Some(selected), true) = (selected, session_expiry > 0) {
             attached
                 .session

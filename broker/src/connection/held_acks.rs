@@ -19,7 +19,7 @@ use gatehouse_protocol::{PacketId, QoS, ReasonCode};
 use smallvec::SmallVec;
 use tokio::time::Instant;
 
-use crate::persistence::journal::Journal;
+use crate::session::journal::Journal;
 use crate::session::Session;
 pub(super) use crate::session::HOLD_LIMIT;
 

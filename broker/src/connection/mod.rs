@@ -41,7 +41,7 @@ use crate::auth::device_registry::RegistryWatch;
 use crate::auth::{Chain, Principal, Reauth};
 use crate::authz::{Action, Authorizer};
 use crate::broker::{Broker, Detach};
-use crate::metrics::PortMetrics;
+use crate::counters::PortMetrics;
 use crate::session::Session;
 
 /// Stop reading from a client whose unsent output exceeds this: a client that does not
@@ -97,9 +97,9 @@ pub struct Incoming {
     pub peer: SocketAddr,
     pub port: u16,
     /// Its place in the pre-CONNECT budget, dropped once CONNECT is done.
-    pub slot: crate::transport::admission::PendingSlot,
+    pub slot: crate::admission::PendingSlot,
     /// Its place under the connection cap, for as long as the connection lasts.
-    pub permit: crate::transport::admission::ConnectionPermit,
+    pub permit: crate::admission::ConnectionPermit,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub transport: crate::transport::Transport,
 }
@@ -267,7 +267,7 @@ impl Connection {
         mut kicked: oneshot::Receiver<ReasonCode>,
         released: oneshot::Sender<()>,
         // The connection's place under the connection cap lasts as long as it does.
-        permit: crate::transport::admission::ConnectionPermit,
+        permit: crate::admission::ConnectionPermit,
     ) where
         S: AsyncRead + AsyncWrite + Unpin,
     {

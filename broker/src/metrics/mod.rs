@@ -2,10 +2,11 @@
 //! `/metrics` (Prometheus text), `/healthz` and `/readyz`.
 //!
 //! # Layout
-//! - [`counters`]: the atomics bumped where things happen: per port (connections, PUBLISH
-//!   in and out by QoS, bytes), per authentication chain, per authorization policy, for
-//!   the state store. The router keeps its own (`RouterStats`).
-//! - [`stream`]: [`Metered`], the accepted socket that counts connections and bytes.
+//! - The counters are not here: each domain bumps its own, built from the primitives of
+//!   [`crate::counters`] (per port: connections, PUBLISH in and out by QoS, bytes;
+//!   [`crate::auth::counters`] per authentication chain, [`crate::authz::counters`] per
+//!   authorization policy, [`crate::statestore::counters`] for the state store). The
+//!   router keeps its own (`RouterStats`); [`crate::transport::metered`] counts bytes.
 //! - [`Registry`] (here): where every counter and gauge is found at scrape time, and the
 //!   readiness of the ports; nothing is aggregated until someone asks.
 //! - [`render`]: the text exposition format.
@@ -16,11 +17,9 @@
 //! store keys, time left on each port's certificate) are read when `/metrics` is scraped,
 //! so they cost nothing in between.
 
-pub mod counters;
 pub mod http;
 pub mod process;
 pub mod render;
-pub mod stream;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,10 +28,10 @@ use std::time::SystemTime;
 use gatehouse_config::{Listener, ListenerPort, Tls};
 use gatehouse_protocol::QoS;
 
-pub use counters::{
-    AuthCounters, AuthzCounters, Counter, Gauge, MethodCounters, PortMetrics, StateStoreCounters,
-};
-pub use stream::Metered;
+use crate::auth::counters::MethodCounters;
+use crate::authz::counters::AUTHZ_ACTIONS;
+use crate::counters::PortMetrics;
+use crate::statestore::counters::{STATE_STORE_COMMANDS, STATE_STORE_RESULTS};
 
 use crate::auth::Chain;
 use crate::authz::Authorizer;
@@ -370,7 +369,7 @@ impl Registry {
             "Authorization denials, by authorization resource and action.",
         );
         for (name, a) in &self.authorizers {
-            for (i, action) in counters::AUTHZ_ACTIONS.iter().enumerate() {
+            for (i, action) in AUTHZ_ACTIONS.iter().enumerate() {
                 f.sample(
                     &[("authorization", name), ("action", action)],
                     a.counters().denied[i].get(),
@@ -415,8 +414,8 @@ impl Registry {
             Kind::Counter,
             "State store requests answered, by command and result (ok, denied, error: another -ERR reply, unsupported_version).",
         );
-        for (ci, command) in counters::STATE_STORE_COMMANDS.iter().enumerate() {
-            for (ri, result) in counters::STATE_STORE_RESULTS.iter().enumerate() {
+        for (ci, command) in STATE_STORE_COMMANDS.iter().enumerate() {
+            for (ri, result) in STATE_STORE_RESULTS.iter().enumerate() {
                 f.sample(
                     &[("command", command), ("result", result)],
                     store.requests.get(ci, ri),

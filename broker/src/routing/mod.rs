@@ -6,4 +6,4 @@ pub mod retained;
 mod router;
 
 pub use retained::{Caps as RetainedCaps, RetainRefused};
-pub use router::{RetainedCursor, Routed, Router, SubEntry, SubscribeOutcome};
+pub use router::{RetainedCursor, RetainedSink, Routed, Router, SubEntry, SubscribeOutcome};

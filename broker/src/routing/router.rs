@@ -19,6 +19,19 @@ use super::retained::{Caps, RetainRefused, RetainedStore};
 use crate::message::{Delivery, Message, SessionKey};
 use crate::session::{EnqueueOutcome, QueuePolicy, Session};
 
+/// Where the router reports changes to retained messages that should survive a restart
+/// (`persistence.retain`). The router knows nothing of how they are kept: the session
+/// journal implements this (see `broker.rs`), and a clustered store would too.
+pub trait RetainedSink: Send + Sync {
+    /// Whether retained messages persist at all.
+    fn enabled(&self) -> bool;
+    /// Whether this retained message persists.
+    fn wanted(&self, message: &Message) -> bool;
+    /// The retained message on `topic` was set (`Some`) or cleared. Returns the ticket the
+    /// publisher's acknowledgement waits for, `None` when nothing is kept.
+    fn changed(&self, topic: &str, message: Option<&Message>) -> Option<u64>;
+}
+
 /// What the index stores per subscription.
 #[derive(Debug, Clone)]
 pub struct SubEntry {
@@ -52,7 +65,7 @@ pub struct Router {
     retained_caps: parking_lot::Mutex<Caps>,
     pub stats: RouterStats,
     /// Set at start when retained messages persist (`persistence.retain`).
-    pub journal: std::sync::OnceLock<crate::persistence::journal::Journal>,
+    pub retained_sink: std::sync::OnceLock<Arc<dyn RetainedSink>>,
 }
 
 /// Where a published message went.
@@ -159,7 +172,7 @@ impl Router {
             queue_drop_oldest: std::sync::atomic::AtomicBool::new(policy.drop_oldest),
             retained_caps: parking_lot::Mutex::new(retained_caps),
             stats: RouterStats::default(),
-            journal: std::sync::OnceLock::new(),
+            retained_sink: std::sync::OnceLock::new(),
         }
     }
 
@@ -188,14 +201,14 @@ impl Router {
     /// would take the store past `maxRetainedMessages` or `maxRetainedBytes` is not
     /// retained (the caller decides whether it is still routed) and counted.
     pub fn retain(&self, message: &Arc<Message>) -> Result<Option<u64>, RetainRefused> {
-        let journal = self.journal.get().filter(|j| j.retains());
+        let journal = self.retained_sink.get().filter(|j| j.enabled());
         if message.payload.is_empty() {
             let mut retained = self.retained.write();
             retained.remove(&message.topic);
             // Nothing waits for a persisted clear: at worst a crash brings back the
             // older message.
             if let Some(j) = journal {
-                j.put_retained(&message.topic, None);
+                j.changed(&message.topic, None);
             }
             return Ok(None);
         }
@@ -221,11 +234,11 @@ impl Router {
         }
         // Journalled under the store lock, so the journal sees changes in store order.
         Ok(journal.and_then(|j| {
-            if j.retain_wanted(message) {
-                j.put_retained(&message.topic, Some(message))
+            if j.wanted(message) {
+                j.changed(&message.topic, Some(message))
             } else {
                 // Not (or no longer) persisted: drop an older persisted copy.
-                j.put_retained(&message.topic, None);
+                j.changed(&message.topic, None);
                 None
             }
         }))
@@ -235,16 +248,12 @@ impl Router {
     /// broker was down are dropped from it. They count against the caps but are all
     /// loaded, even past caps lowered since they were stored (as after a reload, new
     /// retained messages are then refused until the store is back under them).
-    pub fn restore_retained(
-        &self,
-        journal: &crate::persistence::journal::Journal,
-        messages: Vec<Message>,
-    ) {
+    pub fn restore_retained(&self, journal: &dyn RetainedSink, messages: Vec<Message>) {
         let now = Instant::now();
         let mut retained = self.retained.write();
         for m in messages {
             if m.remaining_expiry(now).is_err() {
-                journal.put_retained(&m.topic, None);
+                journal.changed(&m.topic, None);
                 continue;
             }
             let topic = m.topic.clone();
@@ -472,11 +481,11 @@ impl Router {
     /// Drop expired retained messages (called periodically).
     pub fn purge_expired_retained(&self) {
         let now = Instant::now();
-        let journal = self.journal.get();
+        let journal = self.retained_sink.get();
         self.retained.write().retain(|m| {
             let keep = m.remaining_expiry(now).is_ok();
             if let (false, Some(j)) = (keep, journal) {
-                j.put_retained(&m.topic, None);
+                j.changed(&m.topic, None);
             }
             keep
         });

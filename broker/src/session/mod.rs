@@ -5,8 +5,10 @@
 //! client's Receive Maximum and tracks in-flight packets). The state sits behind one
 //! short-held mutex; the connection is woken through `wake`.
 
+pub mod journal;
 mod persist;
 mod queue;
+pub mod will;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -18,7 +20,7 @@ use parking_lot::Mutex;
 use tokio::sync::{oneshot, Notify};
 
 use crate::message::{Delivery, SessionKey};
-use crate::persistence::journal::{Journal, Selected};
+use crate::session::journal::{Journal, Selected};
 pub use queue::{delivery_bytes, DeliveryQueue, EnqueueOutcome, QueuePolicy};
 
 /// How long a congested session may hold its publishers back. A consumer that has not
@@ -119,7 +121,7 @@ pub struct SubscriptionRecord {
 /// that left it, so a resumed session cancels it.
 #[derive(Debug)]
 pub struct PendingWill {
-    pub will: crate::broker::WillMessage,
+    pub will: will::WillMessage,
     pub generation: u64,
 }
 

@@ -9,8 +9,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{Delivery, EnqueueOutcome, Session, SessionState, Stage};
-use crate::persistence::journal::{Journal, Selected};
-use crate::persistence::records::{Sent, SessionMeta};
+use crate::session::journal::records::{Sent, SessionMeta};
+use crate::session::journal::{Journal, Selected};
 
 fn now_ms() -> u64 {
     SystemTime::now()

@@ -16,6 +16,7 @@
 //! request without running it twice. The connection task calls the service
 //! (`connection/state_store.rs`); the broker owns it and runs its expiry task.
 
+pub mod counters;
 pub mod error;
 pub mod hlc;
 pub mod persist;
@@ -26,7 +27,7 @@ pub mod scan_token;
 pub mod service;
 pub mod stamps;
 pub mod store;
-pub mod topic;
+pub use crate::topics as topic;
 
 #[cfg(test)]
 mod proptests;

@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 
 use std::sync::OnceLock;
 
+use super::counters::{StateStoreCommand, StateStoreCounters};
 use super::error::ErrorReply;
 use super::hlc::{HybridClock, SystemClock, WallClock};
 use super::persist::StatePersistence;
@@ -24,7 +25,6 @@ use super::store::{Change, Context, Entry, Quotas, Store};
 use super::topic::notify_topic;
 use crate::authz::Action;
 use crate::message::Message;
-use crate::metrics::counters::{StateStoreCommand, StateStoreCounters};
 
 /// The node id in every version this broker assigns (`<ms>:<counter>:Gatehouse`).
 pub const NODE_ID: &str = "Gatehouse";
@@ -182,7 +182,7 @@ impl<C: WallClock> StateStore<C> {
     }
 
     /// Wait until every change so far is on disk (shutdown); a no-op without persistence.
-    pub async fn flush(&self) -> Result<(), crate::persistence::PersistError> {
+    pub async fn flush(&self) -> Result<(), crate::storage::PersistError> {
         match self.persistence.get() {
             Some(p) => p.flush().await,
             None => Ok(()),
@@ -339,7 +339,7 @@ impl<C: WallClock> StateStore<C> {
             tracing::info!(
                 target: "statestore",
                 client_id,
-                key = %crate::persistence::error::show_key(key),
+                key = %crate::storage::error::show_key(key),
                 "KEYNOTIFY registration dropped: no longer authorized"
             );
         }

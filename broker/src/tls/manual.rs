@@ -74,9 +74,17 @@ async fn watch(
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut waited = 0u32;
+    let files = Arc::new(files);
     loop {
         tick.tick().await;
-        let now = (stamp(&files.cert_file), stamp(&files.key_file));
+        // stat and load on a blocking thread, never on an async worker.
+        let swept = files.clone();
+        let Ok(now) =
+            tokio::task::spawn_blocking(move || (stamp(&swept.cert_file), stamp(&swept.key_file)))
+                .await
+        else {
+            return; // the runtime is shutting down
+        };
         if now == last {
             if slot.is_empty() {
                 // Keep saying why the port refuses handshakes, every 30 s.
@@ -89,7 +97,15 @@ async fn watch(
             continue;
         }
         last = now;
-        match load_chain_and_key(&files.cert_file, &files.key_file) {
+        let read = files.clone();
+        let Ok(loaded) = tokio::task::spawn_blocking(move || {
+            load_chain_and_key(&read.cert_file, &read.key_file)
+        })
+        .await
+        else {
+            return;
+        };
+        match loaded {
             Ok(loaded) => {
                 tracing::info!(
                     target: "tls",

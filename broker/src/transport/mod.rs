@@ -1,7 +1,7 @@
 //! Listeners: bind each configured port, accept under the connection cap, and hand each
 //! connection (after a WebSocket upgrade where configured) to its own task.
 
-pub mod admission;
+pub mod metered;
 mod websocket;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -12,11 +12,11 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use self::admission::{ConnectionCap, Evictable, PendingConnections};
+use crate::admission::{ConnectionCap, Evictable, PendingConnections};
 
+use self::metered::Metered;
 use crate::broker::Broker;
 use crate::connection::{self, PortAuth};
-use crate::metrics::Metered;
 
 /// What a port speaks, resolved from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]

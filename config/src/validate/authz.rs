@@ -145,16 +145,25 @@ fn check_topic(topic: &str, path: &str, report: &mut Report) {
             Part::Text(text) => {
                 let mut pieces = text.split('/');
                 if let Some(first) = pieces.next().filter(|p| !p.is_empty()) {
-                    levels.last_mut().unwrap().push(Part::Text(first));
+                    levels
+                        .last_mut()
+                        .expect("levels starts with one level and only grows")
+                        .push(Part::Text(first));
                 }
                 for piece in pieces {
                     levels.push(Vec::new());
                     if !piece.is_empty() {
-                        levels.last_mut().unwrap().push(Part::Text(piece));
+                        levels
+                            .last_mut()
+                            .expect("levels starts with one level and only grows")
+                            .push(Part::Text(piece));
                     }
                 }
             }
-            token => levels.last_mut().unwrap().push(*token),
+            token => levels
+                .last_mut()
+                .expect("levels starts with one level and only grows")
+                .push(*token),
         }
     }
     for level in levels
@@ -162,7 +171,10 @@ fn check_topic(topic: &str, path: &str, report: &mut Report) {
         .filter(|level| level.len() > 1 && level.iter().any(Part::is_token))
     {
         let text: String = level.iter().map(Part::to_string).collect();
-        let token = level.iter().find(|p| p.is_token()).unwrap();
+        let token = level
+            .iter()
+            .find(|p| p.is_token())
+            .expect("only levels holding a token are kept");
         report.error(
             path,
             format!(

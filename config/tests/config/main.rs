@@ -1,5 +1,11 @@
 //! Integration tests of gatehouse-config: one binary, one module per concern.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is a failed test, and fixtures are written synchronously"
+)]
+
 mod authz;
 mod examples;
 mod manifest;

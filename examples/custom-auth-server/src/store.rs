@@ -29,6 +29,10 @@ struct Stamp {
 
 impl Stamp {
     /// The file's stamp; `None` when it cannot be read (e.g. it is gone).
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "called at start-up and from UserStore::current, which runs in spawn_blocking"
+    )]
     fn of(path: &Path) -> Option<Stamp> {
         let metadata = std::fs::metadata(path).ok()?;
         #[cfg(unix)]
@@ -101,6 +105,10 @@ impl UserStore {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests write their fixtures synchronously"
+)]
 mod tests {
     use std::collections::BTreeMap;
 

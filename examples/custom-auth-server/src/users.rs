@@ -133,6 +133,10 @@ impl UsersFile {
     }
 
     /// Reads and parses the file at `path` (not checked: see [`compile`](Self::compile)).
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "at start-up, in spawn_blocking (UserStore::current) and in the add-user command"
+    )]
     pub fn read(path: &Path) -> Result<UsersFile, UsersError> {
         let text = fs::read_to_string(path).map_err(|source| UsersError::Read {
             path: path.to_owned(),
@@ -199,6 +203,10 @@ impl UsersFile {
     /// Replaces the file at `path` atomically (a temporary file beside it, then a rename),
     /// so a server reading it sees the old or the new users, never half a file. A new file is
     /// readable by its owner only (it holds password hashes); an existing one keeps its mode.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the add-user command (synchronous)"
+    )]
     pub fn write(&self, path: &Path) -> Result<(), UsersError> {
         let text = self
             .to_text(Format::of(path))
@@ -248,6 +256,10 @@ pub fn parse_lifetime(text: &str) -> Result<Duration, String> {
 }
 
 #[cfg(unix)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the add-user command (synchronous)"
+)]
 fn private_file(path: &Path) -> io::Result<fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     fs::OpenOptions::new()
@@ -259,11 +271,19 @@ fn private_file(path: &Path) -> io::Result<fs::File> {
 }
 
 #[cfg(not(unix))]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "the add-user command (synchronous)"
+)]
 fn private_file(path: &Path) -> io::Result<fs::File> {
     fs::File::create(path)
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests write their fixtures synchronously"
+)]
 mod tests {
     use super::*;
 

@@ -6,11 +6,13 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use gatehouse_tests::broker::{free_port, ipv6_loopback_available, unique, TestBroker};
 use gatehouse_tests::mosquitto::{publish, Sub};
 
-fn skip() -> bool {
+/// Whether `test` cannot run here: then it says so on stderr, naming itself, and returns
+/// early (the harness has no "skipped" state, so a pass without this line means it ran).
+fn skip(test: &str) -> bool {
     if ipv6_loopback_available() {
         return false;
     }
-    eprintln!("skipped: ::1 cannot be bound on this machine");
+    eprintln!("SKIPPED ipv6::{test}: ::1 cannot be bound on this machine, so it did not run");
     true
 }
 
@@ -32,7 +34,7 @@ async fn round_trip(sub_addr: SocketAddr, pub_addr: SocketAddr) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_bind_address() {
-    if skip() {
+    if skip("ipv6_bind_address") {
         return;
     }
     let broker = TestBroker::start(
@@ -53,7 +55,7 @@ listeners:
 /// The default bind address 0.0.0.0 serves IPv4 and IPv6 clients alike.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_bind_address_is_dual_stack() {
-    if skip() {
+    if skip("default_bind_address_is_dual_stack") {
         return;
     }
     let broker = TestBroker::start(
@@ -75,7 +77,7 @@ listeners:
 /// `localhost` works whichever address it resolves to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv4_loopback_also_listens_on_ipv6_loopback() {
-    if skip() {
+    if skip("ipv4_loopback_also_listens_on_ipv6_loopback") {
         return;
     }
     let port = free_port();

@@ -6,6 +6,12 @@
 //! topics, so tests run in parallel. They need `mosquitto_pub` / `mosquitto_sub`
 //! (Debian `mosquitto-clients`, installed by `.ci/run`) and `stdbuf` (coreutils).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is a failed test, and fixtures are written synchronously"
+)]
+
 mod arrival_order;
 mod auth_chain;
 mod authn_reload;

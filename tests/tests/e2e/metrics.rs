@@ -9,14 +9,16 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use gatehouse_config::PrivateKeyAlgorithm;
 use gatehouse_tests::broker::{unique, TempDir, TestBroker};
 use gatehouse_tests::mosquitto::{try_publish_to, Sub};
 use gatehouse_tests::raw::ProtocolBroker;
 use gatehouse_tests::state_store::StateStoreClient;
 use gatehouse_tests::tls::Pki;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
 use openmetrics_parser::{MetricNumber, PrometheusType, PrometheusValue};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const EC: PrivateKeyAlgorithm = PrivateKeyAlgorithm::Ec256;
 
@@ -32,32 +34,37 @@ struct Http {
 }
 
 async fn http(addr: SocketAddr, method: &str, path: &str) -> Http {
-    let mut stream = tokio::net::TcpStream::connect(addr)
+    let stream = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect to the metrics port");
-    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: e2e\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .expect("send request");
-    // The server closes after one response (`Connection: close`).
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
-        .await
-        .expect("the response within 10 s")
-        .expect("read response");
-    let text = String::from_utf8(raw).expect("UTF-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("a header block");
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .expect("HTTP/1.1 handshake");
+    tokio::spawn(connection);
+    let request = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", addr.to_string())
+        .header("user-agent", "e2e")
+        .body(Empty::<Bytes>::new())
+        .expect("request");
+    let (parts, body) = tokio::time::timeout(Duration::from_secs(10), async {
+        let response = sender.send_request(request).await.expect("send request");
+        let (parts, body) = response.into_parts();
+        (
+            parts,
+            body.collect().await.expect("read response").to_bytes(),
+        )
+    })
+    .await
+    .expect("the response within 10 s");
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+            (k.as_str().to_owned(), v)
+        })
         .collect::<HashMap<_, _>>();
     if let Some(len) = headers.get("content-length") {
         assert_eq!(
@@ -67,9 +74,9 @@ async fn http(addr: SocketAddr, method: &str, path: &str) -> Http {
         );
     }
     Http {
-        status,
+        status: parts.status.as_u16(),
         headers,
-        body: body.to_owned(),
+        body: String::from_utf8(body.to_vec()).expect("UTF-8 response"),
     }
 }
 

@@ -7,18 +7,35 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use gatehouse_config::PrivateKeyAlgorithm;
 use gatehouse_protocol::Packet;
 use gatehouse_tests::broker::{TempDir, TestBroker};
 use gatehouse_tests::jwt::sat_connect;
 use gatehouse_tests::raw::{connack_code, frame, Props, RawClient, WAIT};
 use gatehouse_tests::tls::Pki;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 const BROKER_TOKEN: &str = "broker-sa-token";
+
+/// The stand-in API server is down (or the request broke): no answer, the connection closes.
+#[derive(Debug)]
+struct Outage;
+
+impl std::fmt::Display for Outage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("outage")
+    }
+}
+
+impl std::error::Error for Outage {}
 
 /// The stand-in API server: answers TokenReviews for three known tokens and the
 /// `sensor` service account; counts requests.
@@ -45,21 +62,16 @@ fn review_status(token: &str) -> Value {
     }
 }
 
-async fn answer(request: &str, body: &str) -> (u16, Value) {
-    let mut lines = request.lines();
-    let first = lines.next().unwrap_or_default().to_owned();
-    let auth_ok = lines.any(|l| {
-        l.to_ascii_lowercase().starts_with("authorization:")
-            && l.ends_with(&format!("Bearer {BROKER_TOKEN}"))
-    });
-    if !auth_ok {
+/// The API server's answer to `method path`, authorized by `authorization`.
+fn answer(method: &str, path: &str, authorization: Option<&str>, body: &[u8]) -> (u16, Value) {
+    if authorization != Some(format!("Bearer {BROKER_TOKEN}").as_str()) {
         return (
             401,
             json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Unauthorized", "code": 401 }),
         );
     }
-    if first.starts_with("POST /apis/authentication.k8s.io/v1/tokenreviews ") {
-        let review: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    if (method, path) == ("POST", "/apis/authentication.k8s.io/v1/tokenreviews") {
+        let review: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
         assert_eq!(review["apiVersion"], "authentication.k8s.io/v1");
         assert_eq!(review["kind"], "TokenReview");
         assert_eq!(review["spec"]["audiences"], json!(["aio-internal"]));
@@ -68,7 +80,7 @@ async fn answer(request: &str, body: &str) -> (u16, Value) {
         out["status"] = review_status(token);
         return (201, out);
     }
-    if first.starts_with("GET /api/v1/namespaces/default/serviceaccounts/sensor ") {
+    if (method, path) == ("GET", "/api/v1/namespaces/default/serviceaccounts/sensor") {
         return (
             200,
             json!({
@@ -115,56 +127,44 @@ impl ApiServer {
                 let counter = counter.clone();
                 let is_down = is_down.clone();
                 tokio::spawn(async move {
-                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
                         return;
                     };
-                    loop {
-                        // One HTTP/1.1 request: headers, then Content-Length bytes.
-                        let mut buf = Vec::new();
-                        let head_end = loop {
-                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                                break i + 4;
+                    let service = service_fn(move |request: hyper::Request<Incoming>| {
+                        let (counter, is_down) = (counter.clone(), is_down.clone());
+                        async move {
+                            let (parts, body) = request.into_parts();
+                            let body = match body.collect().await {
+                                Ok(body) => body.to_bytes(),
+                                Err(_) => return Err(Outage),
+                            };
+                            if is_down.load(Ordering::SeqCst) {
+                                // An error closes the connection without an answer.
+                                return Err(Outage);
                             }
-                            let mut chunk = [0u8; 4096];
-                            match tls.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            if parts.method == hyper::Method::POST {
+                                counter.fetch_add(1, Ordering::SeqCst);
                             }
-                        };
-                        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-                        let length = head
-                            .lines()
-                            .find_map(|l| {
-                                let (k, v) = l.split_once(':')?;
-                                k.eq_ignore_ascii_case("content-length")
-                                    .then(|| v.trim().parse::<usize>().ok())?
-                            })
-                            .unwrap_or(0);
-                        while buf.len() < head_end + length {
-                            let mut chunk = [0u8; 4096];
-                            match tls.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
+                            let authorization = parts
+                                .headers
+                                .get(hyper::header::AUTHORIZATION)
+                                .and_then(|v| v.to_str().ok());
+                            let (code, value) = answer(
+                                parts.method.as_str(),
+                                parts.uri.path(),
+                                authorization,
+                                &body,
+                            );
+                            hyper::Response::builder()
+                                .status(code)
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(value.to_string())))
+                                .map_err(|_| Outage)
                         }
-                        if is_down.load(Ordering::SeqCst) {
-                            return;
-                        }
-                        let body =
-                            String::from_utf8_lossy(&buf[head_end..head_end + length]).into_owned();
-                        if head.starts_with("POST") {
-                            counter.fetch_add(1, Ordering::SeqCst);
-                        }
-                        let (code, value) = answer(&head, &body).await;
-                        let text = value.to_string();
-                        let response = format!(
-                            "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
-                            text.len()
-                        );
-                        if tls.write_all(response.as_bytes()).await.is_err() {
-                            return;
-                        }
-                    }
+                    });
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
                 });
             }
         });

@@ -2,6 +2,12 @@
 //! in-process on a free loopback port, a raw client writing hand-made bytes, one
 //! module per feature. Reason codes that matter are asserted on the bytes themselves.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is a failed test, and fixtures are written synchronously"
+)]
+
 mod aliases;
 mod backpressure;
 mod connect;

@@ -124,6 +124,10 @@ impl Table {
 }
 
 /// Read and parse the file (blocking).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "called on a blocking thread (the refresh task's spawn_blocking), at start-up and by reload's blocking check, never on a connection's path"
+)]
 fn read(path: &Path) -> Result<Table, PasswordSetupError> {
     let io = |source| PasswordSetupError::Read {
         path: path.to_owned(),
@@ -400,6 +404,7 @@ async fn verify(hash: Arc<PasswordHash>, password: Vec<u8>) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, reason = "test set-up")]
 mod tests {
     use super::*;
 

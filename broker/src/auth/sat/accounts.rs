@@ -2,14 +2,14 @@
 //! objects (one per document, or a `kind: List` with `items`, as `kubectl get sa -o yaml`
 //! prints), so attributes can come from the same annotations as in a cluster. Only
 //! annotations starting with `aio-broker-auth/` become attributes (prefix removed).
-//! The file is re-read when it changes.
+//! The file is followed by the file-watch service ([`crate::file_watch`]) and re-read on a
+//! blocking thread when it changes; a file that does not parse keeps the last good table.
 
+use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
-use parking_lot::Mutex;
-use serde::Deserialize;
+use crate::file_watch::{self, Watched};
 
 const ANNOTATION_PREFIX: &str = "aio-broker-auth/";
 
@@ -45,48 +45,44 @@ struct Metadata {
 
 type Table = HashMap<(String, String), BTreeMap<String, String>>;
 
+/// The service accounts file, followed by the file-watch service: a CONNECT reads the
+/// last good table and never the file.
 pub(crate) struct ServiceAccounts {
-    path: PathBuf,
-    state: Mutex<(Option<SystemTime>, Table)>,
+    table: Watched<Table>,
 }
 
 impl ServiceAccounts {
+    /// Reads the file now (an error stops the chain from building) and follows it.
     pub(crate) fn load(path: &Path) -> Result<Self, AccountsError> {
-        let (stamp, table) = read(path)?;
-        Ok(ServiceAccounts {
-            path: path.to_owned(),
-            state: Mutex::new((stamp, table)),
-        })
+        let file = path.to_owned();
+        let table = file_watch::follow(
+            "service accounts file",
+            vec![path.to_owned()],
+            file_watch::SWEEP,
+            move || read(&file),
+        )?;
+        Ok(ServiceAccounts { table })
     }
 
     /// The attributes of `namespace/name` (empty when unknown).
     pub(crate) fn attributes(&self, namespace: &str, name: &str) -> BTreeMap<String, String> {
-        let mut state = self.state.lock();
-        let now = std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok();
-        if now != state.0 {
-            match read(&self.path) {
-                Ok(fresh) => *state = fresh,
-                Err(e) => {
-                    tracing::warn!(target: "auth", "{e}; keeping the previous service accounts")
-                }
-            }
-        }
-        state
-            .1
+        self.table
+            .current()
             .get(&(namespace.to_owned(), name.to_owned()))
             .cloned()
             .unwrap_or_default()
     }
 }
 
-fn read(path: &Path) -> Result<(Option<SystemTime>, Table), AccountsError> {
+#[allow(
+    clippy::disallowed_methods,
+    reason = "runs when the chain is built and on the file-watch service's blocking thread"
+)]
+fn read(path: &Path) -> Result<Table, AccountsError> {
     let text = std::fs::read_to_string(path).map_err(|source| AccountsError::Read {
         path: path.to_owned(),
         source,
     })?;
-    let stamp = std::fs::metadata(path).and_then(|m| m.modified()).ok();
     let mut table = Table::new();
     for doc in serde_norway::Deserializer::from_str(&text) {
         let object = Object::deserialize(doc).map_err(|e| AccountsError::Parse {
@@ -95,7 +91,7 @@ fn read(path: &Path) -> Result<(Option<SystemTime>, Table), AccountsError> {
         })?;
         collect(object, &mut table);
     }
-    Ok((stamp, table))
+    Ok(table)
 }
 
 fn collect(object: Object, table: &mut Table) {

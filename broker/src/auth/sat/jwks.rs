@@ -39,6 +39,10 @@ pub(crate) struct Offline {
 }
 
 impl Offline {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "runs when an authentication chain is built (start-up, reload), never per connection"
+    )]
     pub(crate) fn load(file: &Path, issuer: &str) -> Result<Offline, JwksError> {
         let text = std::fs::read(file).map_err(|source| JwksError::Read {
             path: file.to_owned(),

@@ -128,6 +128,10 @@ struct User {
 }
 
 /// Read the kubeconfig at `path` and resolve its current context.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "runs when an authentication chain is built (start-up, reload), never per connection"
+)]
 pub(crate) fn load(path: &Path) -> Result<Endpoint, KubeconfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| KubeconfigError(format!("cannot read the file: {e}")))?;
@@ -140,6 +144,10 @@ pub(crate) fn load(path: &Path) -> Result<Endpoint, KubeconfigError> {
 
 /// Resolve the current context of the kubeconfig `text`; relative paths are taken
 /// relative to `dir` (the kubeconfig's folder).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "runs when an authentication chain is built (start-up, reload), never per connection"
+)]
 pub(crate) fn parse(text: &str, dir: &Path) -> Result<Endpoint, KubeconfigError> {
     let err = |m: String| KubeconfigError(m);
     let config: Kubeconfig =
@@ -306,6 +314,10 @@ fn decode(data: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("not base64: {e}"))
 }
 
+#[allow(
+    clippy::disallowed_methods,
+    reason = "runs when an authentication chain is built (start-up, reload), never per connection"
+)]
 fn read_pem_field(
     dir: &Path,
     data: &Option<String>,
@@ -327,6 +339,10 @@ fn read_pem_field(
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests write their fixtures synchronously"
+)]
 mod tests {
     use super::*;
 

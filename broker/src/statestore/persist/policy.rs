@@ -16,7 +16,7 @@ use base64::Engine as _;
 use gatehouse_config::glob::Glob;
 use gatehouse_config::{DynamicMode, KeyType, Persistence, PersistenceMode};
 
-use crate::persistence::PersistError;
+use crate::storage::PersistError;
 
 /// The compiled state store persistence policy.
 #[derive(Debug, Clone)]

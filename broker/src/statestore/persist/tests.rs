@@ -1,17 +1,24 @@
 //! Persistence across restarts: the writer, `load`, and the database's refusals, through the
 //! state store's own API.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "tests write their fixtures synchronously"
+)]
+
 use std::path::Path;
 
 use bytes::Bytes;
 use gatehouse_config::Persistence;
 
 use super::*;
-use crate::persistence::{FILE_NAME, FORMAT_VERSION};
+use redb::{ReadableTable, TableDefinition};
+
 use crate::statestore::hlc::Hlc;
 use crate::statestore::request::{Request, SetCondition};
 use crate::statestore::stamps::Stamps;
 use crate::statestore::store::{Context, Store};
+use crate::storage::{Database, FILE_NAME, FORMAT_VERSION};
 
 const NOW: u64 = 1_700_000_000_000;
 

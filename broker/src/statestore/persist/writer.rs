@@ -36,8 +36,8 @@ use tokio::sync::{watch, Notify};
 use tracing::{error, info, warn};
 
 use super::super::store::{Change, ChangeKind, Entry, Store};
-use super::{codec, PersistPolicy, TABLE};
-use crate::persistence::{Database, PersistError};
+use super::{codec, PersistPolicy, STORED};
+use crate::storage::{self, Database, PersistError};
 
 /// Persistence of one state store: the policy and the background writer.
 ///
@@ -345,21 +345,24 @@ async fn wait_to_retry(shared: &Shared, backoff: Duration) {
 }
 
 /// Writes one batch in one transaction; returns the bytes the file now uses.
-fn commit(db: &Database, changes: &HashMap<Bytes, Option<Entry>>) -> Result<u64, PersistError> {
-    db.write(|tx| {
-        {
-            let mut table = tx.open_table(TABLE)?;
-            for (key, change) in changes {
-                match change {
-                    Some(entry) => {
-                        table.insert(key.as_ref(), codec::encode(entry).as_slice())?;
-                    }
-                    None => {
-                        table.remove(key.as_ref())?;
-                    }
-                }
-            }
-        }
-        Database::used_bytes(tx)
-    })
+fn commit(
+    store: &dyn storage::Store,
+    changes: &HashMap<Bytes, Option<Entry>>,
+) -> Result<u64, PersistError> {
+    let encoded: Vec<_> = changes
+        .iter()
+        .map(|(key, change)| (key, change.as_ref().map(codec::encode)))
+        .collect();
+    let batch: Vec<_> = encoded
+        .iter()
+        .map(|(key, value)| match value {
+            Some(value) => storage::Change::Put {
+                table: STORED,
+                key,
+                value,
+            },
+            None => storage::Change::Delete { table: STORED, key },
+        })
+        .collect();
+    store.apply(&batch)
 }

@@ -2,6 +2,12 @@
 //! time, each test starts its own server on port 0 and talks to it with a hyper client over
 //! tokio-rustls that trusts only the test CA.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a panic is a failed test, and fixtures are written synchronously"
+)]
+
 mod add_user;
 mod api;
 mod common;

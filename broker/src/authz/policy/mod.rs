@@ -368,7 +368,7 @@ pub const RESERVED: &str = "the topic is reserved for the state store's notifica
 /// would forge notifications (`NOTIFY SET VALUE <anything>`) to every client watching a
 /// key, so no rule can allow it; the same topics are already refused as response topics.
 pub fn is_reserved_for_publish(topic: &str) -> bool {
-    use crate::statestore::topic::NOTIFY_PREFIX;
+    use crate::topics::NOTIFY_PREFIX;
     topic
         .strip_prefix(NOTIFY_PREFIX)
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))

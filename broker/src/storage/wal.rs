@@ -1,4 +1,4 @@
-//! The journal's write-ahead log, `<dataDir>/journal.log`: each batch of changes is
+//! A write-ahead log (the session journal's, `<dataDir>/journal.log`): each batch of changes is
 //! appended with one `write` before the publishers it covers are acknowledged, and folded
 //! into the redb tables (one fsynced transaction) every so often, after which the log
 //! starts over.
@@ -6,7 +6,7 @@
 //! A `write` that returned is in the kernel's page cache, so a killed broker (`kill -9`, a
 //! panic, the OOM killer) loses nothing it acknowledged; the log is replayed at the next
 //! start. Only a power loss or kernel crash can lose what was logged since the last
-//! checkpoint (at most [`super::journal::CHECKPOINT_EVERY`]), like Redis'
+//! checkpoint (at most [`crate::session::journal::CHECKPOINT_EVERY`]), like Redis'
 //! `appendfsync everysec`; one fsync per batch instead would cap a persistent session at
 //! about one batch per fsync (measured: ~22k msg/s here against ~200k in memory).
 //!
@@ -128,6 +128,10 @@ pub struct Wal {
 
 impl Wal {
     /// Open (or create) the log and read its complete records; a torn tail is cut off.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "opening the log is part of Journal::open: start-up"
+    )]
     pub fn open(path: &Path) -> io::Result<(Wal, Vec<Batch>)> {
         let mut file = OpenOptions::new()
             .read(true)
@@ -226,6 +230,10 @@ impl Wal {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests write their fixtures synchronously"
+)]
 mod tests {
     use super::*;
 

@@ -466,7 +466,7 @@ mod tests {
         assert_eq!(cap.available(), 3);
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn drained_waits_for_every_connection() {
         let cap = ConnectionCap::new(2);
         let a = cap.acquire().await.expect("permit");

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::PortMetrics;
+use crate::counters::PortMetrics;
 
 /// Wraps an accepted socket: counts the connection as accepted and open (until the socket
 /// is dropped, i.e. closed) and every byte read and written, below TLS and WebSockets, so

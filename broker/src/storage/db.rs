@@ -100,6 +100,10 @@ impl Database {
     /// Errors, each naming the file: the folder cannot be created, the file is held by
     /// another process, is not a redb database, is corrupt, or has a newer format version.
     /// Blocking.
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "opening the database is blocking by contract (documented): start-up"
+    )]
     pub fn open(data_dir: &Path) -> Result<Database, PersistError> {
         std::fs::create_dir_all(data_dir).map_err(|source| PersistError::CreateDir {
             dir: data_dir.to_owned(),
@@ -233,6 +237,10 @@ impl Database {
 
 /// An existing, non-empty file must start with redb's magic number. (An empty file is a new
 /// database, as redb treats it.)
+#[allow(
+    clippy::disallowed_methods,
+    reason = "part of Database::open: start-up"
+)]
 fn check_magic(file: &Path) -> Result<(), PersistError> {
     let mut head = Vec::with_capacity(REDB_MAGIC.len());
     match File::open(file) {
@@ -300,6 +308,10 @@ fn guarded<R>(f: impl FnOnce() -> Result<R, redb::Error>) -> Result<R, Guarded> 
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "tests write their fixtures synchronously"
+)]
 mod tests {
     use super::*;
 

@@ -1,4 +1,8 @@
-//! The state store's topics (statestore.md §1.1, §1.2, §4.2).
+//! The topics the broker serves itself: the state store's (statestore.md §1.1, §1.2, §4.2).
+//!
+//! A leaf module so that both sides can use it without importing each other: the state
+//! store (`statestore::topic` re-exports it) serves these topics, and authorization refuses
+//! client publishes to the notification topics.
 
 /// Requests are PUBLISHed here; the state store subscribes to it implicitly.
 pub const REQUEST_TOPIC: &str = "statestore/v1/FA9AE35F-2F64-47CD-9BFF-08E2B32A0FE8/command/invoke";

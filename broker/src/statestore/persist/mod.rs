@@ -29,41 +29,36 @@ pub mod policy;
 pub mod writer;
 
 use bytes::Bytes;
-use redb::{ReadableTable, TableDefinition};
 
 use super::store::Entry;
-use crate::persistence::error::show_key;
-use crate::persistence::{Database, PersistError};
+use crate::storage::error::show_key;
+use crate::storage::{Change, Keys, PersistError, Store, Table};
 
 pub use policy::PersistPolicy;
 pub use writer::StatePersistence;
 
 const TABLE_NAME: &str = "statestore";
 /// The table: raw key → [`codec`] record.
-pub(crate) const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new(TABLE_NAME);
+pub(crate) const STORED: Table = Table {
+    name: TABLE_NAME,
+    keys: Keys::Bytes,
+};
+/// The same table as redb sees it, for tests that damage the file.
+#[cfg(test)]
+pub(crate) const TABLE: redb::TableDefinition<&[u8], &[u8]> =
+    redb::TableDefinition::new(TABLE_NAME);
 
 /// Every stored entry that has not expired by `now_ms`, in key order; expired ones are
 /// deleted from the file. A record that cannot be decoded is an error naming the file and
 /// key (nothing is skipped silently). Blocking.
-pub fn load(db: &Database, now_ms: u64) -> Result<Vec<(Bytes, Entry)>, PersistError> {
-    let records = db.read(|tx| {
-        let table = match tx.open_table(TABLE) {
-            Ok(table) => table,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(error) => return Err(error.into()),
-        };
-        let mut records = Vec::new();
-        for row in table.iter()? {
-            let (key, value) = row?;
-            records.push((Bytes::copy_from_slice(key.value()), value.value().to_vec()));
-        }
-        Ok(records)
-    })?;
+pub fn load(store: &dyn Store, now_ms: u64) -> Result<Vec<(Bytes, Entry)>, PersistError> {
+    let records = store.scan(STORED)?;
     let mut entries = Vec::with_capacity(records.len());
     let mut expired = Vec::new();
     for (key, record) in records {
+        let key = Bytes::from(key);
         let entry = codec::decode(&record).map_err(|error| PersistError::Record {
-            file: db.file().to_owned(),
+            file: store.location().to_owned(),
             table: TABLE_NAME,
             key: show_key(&key),
             reason: error.to_string(),
@@ -75,13 +70,11 @@ pub fn load(db: &Database, now_ms: u64) -> Result<Vec<(Bytes, Entry)>, PersistEr
         }
     }
     if !expired.is_empty() {
-        db.write(|tx| {
-            let mut table = tx.open_table(TABLE)?;
-            for key in &expired {
-                table.remove(key.as_ref())?;
-            }
-            Ok(())
-        })?;
+        let deletes: Vec<_> = expired
+            .iter()
+            .map(|key| Change::Delete { table: STORED, key })
+            .collect();
+        store.apply(&deletes)?;
     }
     Ok(entries)
 }
