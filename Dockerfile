@@ -6,6 +6,8 @@
 # save replaces the file; a single-file bind mount keeps showing the old one, so the broker
 # never sees the change). See docs/operations.md, "Container".
 #          -v "$PWD/gatehouse-config:/etc/gatehouse:ro"
+# with gatehouse-config/gatehouse.yaml saying `dataDir: /var/lib/gatehouse` (relative paths,
+# the default ./data included, are relative to the configuration file's folder).
 
 # --- Build stage --------------------------------------------------------------------------
 # rust:*-bookworm is based on buildpack-deps: gcc and make are there, which jemalloc (the
