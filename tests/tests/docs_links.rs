@@ -109,7 +109,9 @@ fn markdown_file_spans(line: &str) -> Vec<String> {
         .skip(1)
         .step_by(2)
         .filter(|span| {
-            span.ends_with(".md")
+            span.len() > ".md".len()
+                && span.ends_with(".md")
+                && !span.ends_with("/.md")
                 && !span.contains(char::is_whitespace)
                 && !span.contains(['*', '<', '>', '{', '}'])
         })
@@ -235,7 +237,7 @@ fn the_checker_sees_links_spans_and_anchors() {
     );
     assert_eq!(link_targets("[ref]: ../x.md"), vec!["../x.md".to_owned()]);
     assert_eq!(
-        markdown_file_spans("the spec (`config.md`) and `a b.md`, `x.yaml`"),
+        markdown_file_spans("the spec (`config.md`) and `a b.md`, `x.yaml`, `.md`"),
         vec!["config.md".to_owned()]
     );
     let anchors = anchors("# Top\n## Why was it denied? `gatehouse explain`\n## Top\n");
