@@ -239,7 +239,7 @@ where
         authz: security.authz.clone(),
         auth_method: props.authentication_method.clone(),
         reauth: None,
-        principal,
+        principal: principal.map(Box::new),
         // Allocated as packets are written, released when idle (see `serve_loop`).
         wbuf: BytesMut::new(),
         metrics: security.metrics.clone(),

@@ -157,8 +157,9 @@ pub(crate) struct Connection {
     /// broker is slowed through TCP instead of having its messages read, routed and then
     /// dropped (see `Connection::paused`).
     paused_for: smallvec::SmallVec<[Arc<Session>; 1]>,
-    /// `None` on ports without authentication (anonymous).
-    principal: Option<Principal>,
+    /// `None` on ports without authentication (anonymous). Boxed: a hundred-odd bytes that
+    /// anonymous connections do not have.
+    principal: Option<Box<Principal>>,
     /// The port's authentication chain (for re-authentication).
     chain: Option<Arc<Chain>>,
     /// The port's authorization policy; `None` = everything allowed.
@@ -250,41 +251,67 @@ pub async fn serve<S>(
         }
     };
     span.record("client_id", &*conn.client_id);
-    tokio::spawn(
-        conn.run(stream, rbuf, kicked, released, permit)
-            .instrument(span),
-    );
+    let running = Box::new(Running {
+        conn,
+        stream,
+        rbuf,
+        kicked,
+        released,
+        permit,
+    });
+    tokio::spawn(run(running).instrument(span));
+}
+
+/// A connected client's task: the connection and what it owns, in one box, so the task's
+/// future holds a pointer to them rather than copies (an async function keeps its
+/// arguments for its whole life, next to the locals they are moved into).
+struct Running<S> {
+    conn: Box<Connection>,
+    /// Not split into halves: the serve loop polls reading and writing in turn from one
+    /// task, so it needs neither the halves' shared allocation nor their lock on every
+    /// read and write.
+    stream: S,
+    rbuf: BytesMut,
+    kicked: oneshot::Receiver<ReasonCode>,
+    released: oneshot::Sender<()>,
+    /// The connection's place under the connection cap lasts as long as it does.
+    permit: crate::admission::ConnectionPermit,
+}
+
+async fn run<S>(mut r: Box<Running<S>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Running {
+        conn,
+        stream,
+        rbuf,
+        kicked,
+        ..
+    } = &mut *r;
+    let exit = conn.serve_loop(stream, rbuf, kicked).await;
+    let lingering = conn.finish(stream, exit).await;
+    let Running {
+        conn,
+        mut stream,
+        rbuf,
+        released,
+        permit,
+        ..
+    } = *r;
+    // The session is detached: a client taking it over need not wait for the linger,
+    // and nothing of the connection but its socket (and its place under the connection
+    // cap) is held while it lasts.
+    drop(released);
+    drop(conn);
+    drop(rbuf);
+    if lingering {
+        linger(&mut stream).await;
+    }
+    drop(permit);
 }
 
 impl Connection {
-    /// The socket is not split into halves: the serve loop polls reading and writing in
-    /// turn from one task, so it needs neither the halves' shared allocation nor their
-    /// lock on every read and write.
-    async fn run<S>(
-        mut self: Box<Self>,
-        mut stream: S,
-        mut rbuf: BytesMut,
-        mut kicked: oneshot::Receiver<ReasonCode>,
-        released: oneshot::Sender<()>,
-        // The connection's place under the connection cap lasts as long as it does.
-        permit: crate::admission::ConnectionPermit,
-    ) where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        let exit = self.serve_loop(&mut stream, &mut rbuf, &mut kicked).await;
-        let lingering = self.finish(&mut stream, exit).await;
-        // The session is detached: a client taking it over need not wait for the linger,
-        // and nothing of the connection but its socket (and its place under the connection
-        // cap) is held while it lasts.
-        drop(released);
-        drop(self);
-        drop(rbuf);
-        if lingering {
-            linger(&mut stream).await;
-        }
-        drop(permit);
-    }
-
     async fn serve_loop<S>(
         &mut self,
         stream: &mut S,
@@ -315,8 +342,7 @@ impl Connection {
         // `keep_alive_at` (no timer operation per packet); when the timer fires before
         // the deadlines it stands for, it is set to the nearer one.
         let mut keep_alive_at = self.keep_alive_timeout.map(|t| Instant::now() + t);
-        let mut credential_expiry = self.principal.as_ref().and_then(|p| p.expiry);
-        let mut credentials_at = credential_expiry.map(until_expiry);
+        let mut credentials_at = self.credentials_at();
         let timer = tokio::time::sleep_until(Instant::now() + FAR);
         tokio::pin!(timer);
         let mut device = self.registry_watch();
@@ -324,7 +350,7 @@ impl Connection {
         loop {
             // Credentials that expired while packets were waiting: nothing more of this
             // client's is processed (the timer below may not have fired yet).
-            if credential_expiry.is_some_and(|at| at <= SystemTime::now()) {
+            if credentials_at.is_some_and(|at| at <= Instant::now()) {
                 return Exit::CredentialsExpired;
             }
             // Acknowledgements released since the last round may reopen a 3.1.1 client's
@@ -483,8 +509,7 @@ impl Connection {
                     if let Err(exit) = self.on_reauth(answer) {
                         return exit;
                     }
-                    credential_expiry = self.principal.as_ref().and_then(|p| p.expiry);
-                    credentials_at = credential_expiry.map(until_expiry);
+                    credentials_at = self.credentials_at();
                     // The new expiry may be later than the timer: re-arm from scratch.
                     timer.as_mut().reset(
                         earliest(keep_alive_at, credentials_at).unwrap_or(Instant::now() + FAR),
@@ -575,7 +600,7 @@ impl Connection {
                 .as_ref()
                 .map(|authz| crate::broker::WillAuthority {
                     authz: authz.clone(),
-                    principal: self.principal.clone(),
+                    principal: self.principal.as_deref().cloned(),
                     client_id: self.client_id.clone(),
                 }),
         });
@@ -590,10 +615,16 @@ impl Connection {
         disconnect_sent && shut_down
     }
 
-    /// What tells the serve loop that an X.509 client's device was disabled or removed.
-    fn registry_watch(&self) -> Option<RegistryWatch> {
+    /// What tells the serve loop that an X.509 client's device was disabled or removed
+    /// (boxed: most clients have none, and the serve loop's state is in every task).
+    fn registry_watch(&self) -> Option<Box<RegistryWatch>> {
         let check = self.principal.as_ref()?.registry.as_ref()?;
-        Some(check.watch())
+        Some(Box::new(check.watch()))
+    }
+
+    /// When the principal's credentials expire, on the runtime's clock.
+    fn credentials_at(&self) -> Option<Instant> {
+        self.principal.as_ref()?.expiry.map(until_expiry)
     }
 
     /// Apply the answer to a re-authentication (behaviour.md §3).
@@ -613,8 +644,8 @@ impl Connection {
                     principal.username = self.principal.as_ref().and_then(|p| p.username.clone());
                 }
                 tracing::info!(target: "auth", method = principal.method, "client re-authenticated");
-                let changed = self.principal.as_ref() != Some(&principal);
-                self.principal = Some(principal);
+                let changed = self.principal.as_deref() != Some(&principal);
+                self.principal = Some(Box::new(principal));
                 if changed {
                     // New attributes or even another identity: what the session was
                     // granted under the old principal is re-checked under the new one.
