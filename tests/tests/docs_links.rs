@@ -13,6 +13,11 @@
 //! Links to `http(s)://` and `mailto:` are not followed (no network in tests). Fenced code
 //! blocks are skipped: their text is YAML or shell, not Markdown.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "test code: it reads the repository's files synchronously"
+)]
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};

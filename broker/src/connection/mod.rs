@@ -100,8 +100,6 @@ pub struct Incoming {
     pub slot: crate::admission::PendingSlot,
     /// Its place under the connection cap, for as long as the connection lasts.
     pub permit: crate::admission::ConnectionPermit,
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
-    pub transport: crate::transport::Transport,
 }
 
 /// Why a connection ended.

@@ -155,7 +155,7 @@ impl Registry {
                     .map(move |f| (name.as_str(), f))
             })
             .collect();
-        crate::auth::password::render_metrics(&mut e, &password_files);
+        render_password_files(&mut e, &password_files);
         self.render_authz(&mut e);
         self.render_state_store(&mut e);
         self.render_tls(&mut e, SystemTime::now());
@@ -448,6 +448,46 @@ impl Registry {
             let c = &p.counters;
             let port = c.port.to_string();
             f.sample(&[("listener", &c.listener), ("port", &port)], left);
+        }
+    }
+}
+
+/// `/metrics` families of the password files of the chains (resource name, file), so an
+/// operator sees a bad edit being ignored without reading the log.
+fn render_password_files(
+    e: &mut Exposition,
+    files: &[(&str, Arc<crate::auth::password::PasswordFile>)],
+) {
+    let mut f = e.family(
+        "gatehouse_password_file_users",
+        Kind::Gauge,
+        "Users in the password file in force, by authentication resource and file (Password method).",
+    );
+    for (resource, file) in files {
+        let path = file.path().display().to_string();
+        f.sample(
+            &[("authentication", resource), ("file", &path)],
+            file.users(),
+        );
+    }
+    drop(f);
+    let mut f = e.family(
+        "gatehouse_password_file_reloads_total",
+        Kind::Counter,
+        "Changes of a password file seen while running, by authentication resource, file and result (success: taken; failure: invalid or missing, the last good version stays).",
+    );
+    for (resource, file) in files {
+        let path = file.path().display().to_string();
+        let (taken, refused) = file.reload_counts();
+        for (result, n) in [("success", taken), ("failure", refused)] {
+            f.sample(
+                &[
+                    ("authentication", resource),
+                    ("file", &path),
+                    ("result", result),
+                ],
+                n,
+            );
         }
     }
 }

@@ -64,6 +64,8 @@ pub async fn accept_loop(
     pending: Arc<PendingConnections>,
     port: u16,
 ) {
+    // Shared by the port's connections (a WebSocket path is not copied per connection).
+    let shared_transport = Arc::new(transport);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -101,10 +103,13 @@ pub async fn accept_loop(
             port,
             slot,
             permit,
-            tls: tls.clone(),
-            transport: transport.clone(),
         });
-        tokio::spawn(serve_accepted(stream, incoming));
+        tokio::spawn(serve_accepted(
+            stream,
+            incoming,
+            tls.clone(),
+            shared_transport.clone(),
+        ));
     }
 }
 
@@ -113,7 +118,12 @@ pub async fn accept_loop(
 /// A task's future is allocated at its largest state from `accept` on, and every socket
 /// has one, CONNECT or not: TLS and WebSocket state (several KiB) live in a box of their
 /// own so a plain connection does not carry their size.
-async fn serve_accepted(stream: tokio::net::TcpStream, incoming: Box<connection::Incoming>) {
+async fn serve_accepted(
+    stream: tokio::net::TcpStream,
+    incoming: Box<connection::Incoming>,
+    tls: Option<TlsAcceptor>,
+    transport: Arc<Transport>,
+) {
     // One deadline for the TLS handshake, the WebSocket upgrade and CONNECT.
     let deadline = Instant::now() + incoming.broker.limits().connect_timeout;
     // Registering the socket with epoll queued a "writable" event for it. Until the
@@ -127,21 +137,29 @@ async fn serve_accepted(stream: tokio::net::TcpStream, incoming: Box<connection:
         Evictable::new(stream, incoming.slot.state()),
         incoming.auth.metrics.clone(),
     );
-    if incoming.tls.is_none() && incoming.transport == Transport::Mqtt {
+    if tls.is_none() && *transport == Transport::Mqtt {
         connection::serve(stream, incoming, Vec::new(), deadline).await
     } else {
-        Box::pin(secure_and_upgrade(stream, incoming, deadline)).await
+        Box::pin(secure_and_upgrade(
+            stream, incoming, tls, transport, deadline,
+        ))
+        .await
     }
 }
 
 /// TLS handshake and/or WebSocket upgrade, then [`connection::serve`].
-async fn secure_and_upgrade<S>(stream: S, incoming: Box<connection::Incoming>, deadline: Instant)
-where
+async fn secure_and_upgrade<S>(
+    stream: S,
+    incoming: Box<connection::Incoming>,
+    tls: Option<TlsAcceptor>,
+    transport: Arc<Transport>,
+    deadline: Instant,
+) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (peer, port) = (incoming.peer, incoming.port);
-    let Some(acceptor) = incoming.tls.clone() else {
-        return upgrade(stream, incoming, Vec::new(), deadline).await;
+    let Some(acceptor) = tls else {
+        return upgrade(stream, incoming, &transport, Vec::new(), deadline).await;
     };
     match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
@@ -151,7 +169,7 @@ where
                 .peer_certificates()
                 .map(|c| c.to_vec())
                 .unwrap_or_default();
-            upgrade(stream, incoming, peer_certs, deadline).await
+            upgrade(stream, incoming, &transport, peer_certs, deadline).await
         }
         Ok(Err(e)) => {
             tracing::info!(target: "listener", %peer, port, "TLS handshake failed: {e}")
@@ -164,12 +182,13 @@ where
 async fn upgrade<S>(
     stream: S,
     incoming: Box<connection::Incoming>,
+    transport: &Transport,
     peer_certs: Vec<rustls::pki_types::CertificateDer<'static>>,
     deadline: Instant,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let Transport::WebSockets { path } = &incoming.transport else {
+    let Transport::WebSockets { path } = transport else {
         return connection::serve(stream, incoming, peer_certs, deadline).await;
     };
     let (peer, port) = (incoming.peer, incoming.port);

@@ -54,7 +54,6 @@ use tokio::sync::Semaphore;
 
 use super::files::{stamp, Stamp};
 use super::{Credentials, Outcome, Principal, Verdict};
-use crate::metrics::render::{Exposition, Kind};
 use hash::PasswordHash;
 
 /// How often the background task looks at the file.
@@ -204,6 +203,24 @@ impl PasswordFile {
     }
 
     /// The users removed or given a new password since last asked.
+    /// The file (for `/metrics`).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Users in the table in force (for `/metrics`).
+    pub fn users(&self) -> usize {
+        self.table.read().users.len()
+    }
+
+    /// Changes of the file taken, and not taken (for `/metrics`).
+    pub fn reload_counts(&self) -> (u64, u64) {
+        (
+            self.reloads.load(Ordering::Relaxed),
+            self.reload_failures.load(Ordering::Relaxed),
+        )
+    }
+
     pub fn take_revoked(&self) -> Vec<String> {
         std::mem::take(&mut *self.revoked.lock())
     }
@@ -271,45 +288,6 @@ async fn poll(file: Weak<PasswordFile>) {
             .is_err()
         {
             return;
-        }
-    }
-}
-
-/// `/metrics` families of the password files of the chains (resource name, file), so an
-/// operator sees a bad edit being ignored without reading the log.
-pub fn render_metrics(e: &mut Exposition, files: &[(&str, Arc<PasswordFile>)]) {
-    let mut f = e.family(
-        "gatehouse_password_file_users",
-        Kind::Gauge,
-        "Users in the password file in force, by authentication resource and file (Password method).",
-    );
-    for (resource, file) in files {
-        let path = file.path.display().to_string();
-        f.sample(
-            &[("authentication", resource), ("file", &path)],
-            file.table.read().users.len(),
-        );
-    }
-    drop(f);
-    let mut f = e.family(
-        "gatehouse_password_file_reloads_total",
-        Kind::Counter,
-        "Changes of a password file seen while running, by authentication resource, file and result (success: taken; failure: invalid or missing, the last good version stays).",
-    );
-    for (resource, file) in files {
-        let path = file.path.display().to_string();
-        for (result, n) in [
-            ("success", &file.reloads),
-            ("failure", &file.reload_failures),
-        ] {
-            f.sample(
-                &[
-                    ("authentication", resource),
-                    ("file", &path),
-                    ("result", result),
-                ],
-                n.load(Ordering::Relaxed),
-            );
         }
     }
 }
