@@ -195,7 +195,7 @@ impl Connection {
                 }
             };
         }
-        if !self.allowed(&Action::Publish(&p.topic)) {
+        if !self.permitted(&Action::Publish(&p.topic)) {
             // Dropped. v5 says so in the acknowledgement; 3.1.1 has no code for it, so
             // the client gets a normal one (and a QoS 2 exchange completes as usual).
             if let Some(id) = packet_id {
@@ -450,7 +450,7 @@ impl Connection {
                     "No Local on a shared subscription",
                 ));
             }
-            if !self.allowed(&Action::Subscribe(&raw)) {
+            if !self.permitted(&Action::Subscribe(&raw)) {
                 codes.push(ReasonCode::NOT_AUTHORIZED);
                 continue;
             }
@@ -596,8 +596,6 @@ impl Connection {
         }
         // Only reason 0x00 deletes the will ([MQTT-3.1.2-8], [MQTT-3.14.4-3]); 0x04 and
         // every error reason leave it to be published.
-        Exit::Disconnected {
-            will: d.reason_code != ReasonCode::NORMAL_DISCONNECTION,
-        }
+        Exit::Disconnected(d.reason_code)
     }
 }

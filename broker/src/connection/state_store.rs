@@ -83,9 +83,9 @@ impl Connection {
             return Ok(true);
         }
         let subscribe = !response_topic.starts_with("$share/")
-            && self.allowed(&Action::Subscribe(response_topic));
+            && self.permitted(&Action::Subscribe(response_topic));
         let publish = in_own_namespace(response_topic, &self.client_id)
-            || self.allowed(&Action::Publish(response_topic));
+            || self.permitted(&Action::Publish(response_topic));
         if !(subscribe && publish) {
             tracing::debug!(
                 target: "statestore",
@@ -142,7 +142,7 @@ impl Connection {
                 payload: &p.payload,
                 user_properties: &p.properties.user_properties,
             },
-            |action| self.allowed(action),
+            |action| self.permitted(action),
             |client, notification| broker.deliver_notification(client, notification),
         );
         let response =
