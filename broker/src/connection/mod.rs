@@ -605,7 +605,11 @@ impl Connection {
             client_id = &*self.client_id,
             peer = %self.peer,
             reason_code = rc.map(logs::code),
-            reason = rc.map(|rc| rc.name()),
+            // 0x00 is "success" elsewhere; on DISCONNECT it is a normal disconnection.
+            reason = rc.map(|rc| match rc {
+                ReasonCode::NORMAL_DISCONNECTION => "normal disconnection",
+                rc => rc.name(),
+            }),
             denials_suppressed = (suppressed > 0).then_some(suppressed),
             "client disconnected: {}",
             text.escape_debug()
