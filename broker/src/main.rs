@@ -244,8 +244,9 @@ struct LogFlags {
 fn init_logging(config: &Config, flags: LogFlags) -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
     let filter = match &flags.level {
-        Some(level) => EnvFilter::try_new(level)
-            .map_err(|e| format!("invalid --log-level {level:?}: {e}"))?,
+        Some(level) => {
+            EnvFilter::try_new(level).map_err(|e| format!("invalid --log-level {level:?}: {e}"))?
+        }
         None => EnvFilter::try_from_default_env()
             .or_else(|_| EnvFilter::try_new(&config.diagnostics.logs.level))
             .unwrap_or_else(|_| EnvFilter::new("info")),

@@ -204,10 +204,8 @@ impl Server {
                 tls = info.tls_mode.map_or("off", |m| m.as_str()),
                 authentication = info.authentication.as_deref().unwrap_or("none (anonymous)"),
                 authorization = info.authorization.as_deref().unwrap_or("none (all allowed)"),
-                "listening on {} ({:?}{})",
-                info.addr,
-                info.protocol,
-                if info.tls { ", TLS" } else { "" }
+                "listening on {}",
+                info.addr
             );
             tasks.spawn(transport::accept_loop(
                 socket,

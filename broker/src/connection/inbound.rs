@@ -439,7 +439,7 @@ impl Connection {
             let parsed = match parse_subscription_filter(&raw) {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::debug!(target: "conn", filter = ?raw, "refused subscription: {e}");
+                    tracing::debug!(target: "conn", client_id = &*self.client_id, filter = ?raw, "refused subscription: {e}");
                     codes.push(ReasonCode::TOPIC_FILTER_INVALID);
                     continue;
                 }
@@ -460,14 +460,14 @@ impl Connection {
                 let st = self.session.lock();
                 let held = st.subscriptions.contains_key(&raw);
                 if !held && st.subscriptions.len() >= max_subscriptions {
-                    tracing::debug!(target: "conn", filter = ?raw, max_subscriptions, "refused subscription: maxSubscriptionsPerClient reached");
+                    tracing::debug!(target: "conn", client_id = &*self.client_id, filter = ?raw, max_subscriptions, "refused subscription: maxSubscriptionsPerClient reached");
                     codes.push(ReasonCode::QUOTA_EXCEEDED);
                     continue;
                 }
                 // `maxSubscriptionBytesPerClient`: the same, for the bytes of the filters.
                 if !held {
                     if held_bytes.saturating_add(raw.len()) > max_bytes {
-                        tracing::debug!(target: "conn", filter_bytes = raw.len(), held_bytes, max_bytes, "refused subscription: maxSubscriptionBytesPerClient reached");
+                        tracing::debug!(target: "conn", client_id = &*self.client_id, filter_bytes = raw.len(), held_bytes, max_bytes, "refused subscription: maxSubscriptionBytesPerClient reached");
                         codes.push(ReasonCode::QUOTA_EXCEEDED);
                         continue;
                     }

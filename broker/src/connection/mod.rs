@@ -249,13 +249,11 @@ pub async fn serve<S>(
         }
     };
     let permit = security.permit.take();
-    tokio::spawn(
-        async move {
-            // The connection's place under the connection cap lasts as long as it does.
-            let _permit = permit;
-            conn.run(reader, writer, rbuf, kicked, released).await
-        }
-    );
+    tokio::spawn(async move {
+        // The connection's place under the connection cap lasts as long as it does.
+        let _permit = permit;
+        conn.run(reader, writer, rbuf, kicked, released).await
+    });
 }
 
 impl Connection {

@@ -125,7 +125,10 @@ diagnostics:
                     std::fs::read_to_string(&log).unwrap_or_default()
                 );
             }
-            assert!(tokio::time::Instant::now() < deadline, "port {port} not open");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "port {port} not open"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
@@ -184,7 +187,9 @@ async fn default_level_logs_startup_connects_disconnects_and_denials() {
     let version = version.split_whitespace().last().expect("a version");
     let config = b.config.display().to_string();
     b.line("start-up", |l| {
-        l.contains(&format!("gatehouse {version} starting with configuration {config}"))
+        l.contains(&format!(
+            "gatehouse {version} starting with configuration {config}"
+        ))
     })
     .await;
     let anon_port = b
@@ -215,7 +220,9 @@ async fn default_level_logs_startup_connects_disconnects_and_denials() {
     let anon_id = unique("anon");
     let out = try_publish(
         addr(b.anon),
-        &["-V", "mqttv311", "-i", &anon_id, "-k", "30", "-t", "t/a", "-m", "hi"],
+        &[
+            "-V", "mqttv311", "-i", &anon_id, "-k", "30", "-t", "t/a", "-m", "hi",
+        ],
     )
     .await;
     assert!(out.status.success(), "{out:?}");
@@ -283,7 +290,9 @@ async fn default_level_logs_startup_connects_disconnects_and_denials() {
         ],
     );
     let denial = b
-        .line("denial", |l| l.contains("denied publish") && l.contains(&quoted))
+        .line("denial", |l| {
+            l.contains("denied publish") && l.contains(&quoted)
+        })
         .await;
     assert_has(
         &denial,
@@ -305,7 +314,20 @@ async fn default_level_logs_startup_connects_disconnects_and_denials() {
     let wrong_id = unique("wrong");
     let out = try_publish(
         addr(b.secure),
-        &["-V", "mqttv5", "-i", &wrong_id, "-u", "alice", "-P", WRONG, "-t", "allowed/x", "-m", "x"],
+        &[
+            "-V",
+            "mqttv5",
+            "-i",
+            &wrong_id,
+            "-u",
+            "alice",
+            "-P",
+            WRONG,
+            "-t",
+            "allowed/x",
+            "-m",
+            "x",
+        ],
     )
     .await;
     assert!(!out.status.success(), "{out:?}");
@@ -316,7 +338,12 @@ async fn default_level_logs_startup_connects_disconnects_and_denials() {
         .await;
     assert_has(
         &refused,
-        &[" INFO ", r#"username="alice""#, r#"result="refused""#, "0x86"],
+        &[
+            " INFO ",
+            r#"username="alice""#,
+            r#"result="refused""#,
+            "0x86",
+        ],
     );
 
     let text = b.text();
@@ -340,7 +367,9 @@ async fn json_format_and_rate_limited_denials() {
     c.send(&login_connect(&id, "alice", PASSWORD)).await;
     let raw = c.recv_raw(WAIT).await.expect("a CONNACK");
     assert_eq!(connack_code(&raw), 0, "alice logs in");
-    let burst: Vec<u8> = (0..HAMMER).flat_map(|_| publish_q0("denied/hammer")).collect();
+    let burst: Vec<u8> = (0..HAMMER)
+        .flat_map(|_| publish_q0("denied/hammer"))
+        .collect();
     c.send(&burst).await;
     c.disconnect().await;
     let quoted = format!("\"client_id\":\"{id}\"");
@@ -364,7 +393,9 @@ async fn json_format_and_rate_limited_denials() {
             .iter()
             .filter(|v| {
                 v["client_id"] == id.as_str()
-                    && v["message"].as_str().is_some_and(|m| m.starts_with(message))
+                    && v["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with(message))
             })
             .collect()
     };
@@ -373,7 +404,9 @@ async fn json_format_and_rate_limited_denials() {
     let connect = connect[0];
     assert_eq!(connect["level"], "INFO");
     assert!(
-        connect["peer"].as_str().is_some_and(|p| p.starts_with("127.0.0.1:")),
+        connect["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
         "{connect}"
     );
     assert_eq!(connect["port"], b.secure);
@@ -425,7 +458,8 @@ async fn client_strings_cannot_forge_lines() {
     let b = start(&dir, &[], &[]).await;
     let evil = "evil\n2026-01-01T00:00:00Z  INFO conn: forged line";
     let mut c = RawClient::connect(addr(b.anon)).await;
-    c.send(&login_connect(evil, "eve\nINFO forged user", "pw")).await;
+    c.send(&login_connect(evil, "eve\nINFO forged user", "pw"))
+        .await;
     let raw = c.recv_raw(WAIT).await.expect("a CONNACK");
     assert_eq!(connack_code(&raw), 0);
     c.disconnect().await;
@@ -435,10 +469,15 @@ async fn client_strings_cannot_forge_lines() {
     .await;
     let text = b.text();
     assert!(
-        !text.lines().any(|l| l.contains("forged") && !l.contains("evil\\n")),
+        !text
+            .lines()
+            .any(|l| l.contains("forged") && !l.contains("evil\\n")),
         "a forged line:\n{text}"
     );
-    assert!(text.contains(r#"username="eve\nINFO forged user""#), "{text}");
+    assert!(
+        text.contains(r#"username="eve\nINFO forged user""#),
+        "{text}"
+    );
     assert!(!text.contains("\"pw\""), "the password in the log:\n{text}");
 }
 
