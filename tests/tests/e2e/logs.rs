@@ -63,6 +63,9 @@ async fn start(dir: &TempDir, args: &[&str], env: &[(&str, &str)]) -> Logged {
     let p = passwd.to_str().expect("UTF-8 path");
     let out = run_gatehouse(&["passwd", "-c", "-b", p, "alice", PASSWORD]).await;
     assert!(out.status.success(), "gatehouse passwd: {out:?}");
+    // bob may log in but no rule lets him connect.
+    let out = run_gatehouse(&["passwd", "-b", p, "bob", PASSWORD]).await;
+    assert!(out.status.success(), "gatehouse passwd: {out:?}");
     let (anon, secure) = (free_port(), free_port());
     let config = dir.write(
         "gatehouse.yaml",
@@ -345,6 +348,44 @@ async fn default_level_logs_startup_connects_disconnects_and_denials() {
             "0x86",
         ],
     );
+
+    // A CONNECT the policy denies: a denial line and a refused connect line.
+    let bob_id = unique("bob");
+    let out = try_publish(
+        addr(b.secure),
+        &[
+            "-V",
+            "mqttv5",
+            "-i",
+            &bob_id,
+            "-u",
+            "bob",
+            "-P",
+            PASSWORD,
+            "-t",
+            "allowed/x",
+            "-m",
+            "x",
+        ],
+    )
+    .await;
+    assert!(!out.status.success(), "{out:?}");
+    let quoted = format!("client_id=\"{bob_id}\"");
+    let denial = b
+        .line("connect denial", |l| {
+            l.contains("denied connect") && l.contains(&quoted)
+        })
+        .await;
+    assert_has(
+        &denial,
+        &[" INFO ", r#"username="bob""#, r#"action="connect""#],
+    );
+    let refused = b
+        .line("refused connect", |l| {
+            l.contains("connection refused") && l.contains(&quoted)
+        })
+        .await;
+    assert_has(&refused, &[r#"username="bob""#, r#"result="refused""#]);
 
     let text = b.text();
     assert!(
