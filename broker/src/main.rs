@@ -41,6 +41,15 @@ struct Cli {
     /// listens on 127.0.0.1:1883 (MQTT) and 127.0.0.1:8080 (WebSockets, /mqtt).
     #[arg(long, short, global = true)]
     config: Option<PathBuf>,
+    // --- logging flags (issue 16) ---
+    /// Log level or filter, the syntax of RUST_LOG: `debug`, or `info,authz=debug`. Wins
+    /// over RUST_LOG, which wins over the configuration's `diagnostics.logs.level`.
+    #[arg(long, global = true, value_name = "LEVEL|FILTER")]
+    log_level: Option<String>,
+    /// `text` (default) or `json` (one JSON object per line). Wins over the
+    /// configuration's `diagnostics.logs.format`.
+    #[arg(long, global = true, value_name = "text|json", value_parser = parse_log_format)]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -110,7 +119,13 @@ fn main() -> ExitCode {
             cli::explain::run(&args, &config, cli.config.as_deref())
         }
         Command::Passwd(_) => cli::passwd::misplaced(),
-        Command::Run => run(config, cli.config.clone(), warnings, local_default),
+        Command::Run => {
+            let logging = LogFlags {
+                level: cli.log_level,
+                format: cli.log_format,
+            };
+            run(config, cli.config.clone(), warnings, local_default, logging)
+        }
     }
 }
 
@@ -122,8 +137,24 @@ fn run(
     path: Option<PathBuf>,
     warnings: Vec<String>,
     local_default: bool,
+    logging: LogFlags,
 ) -> ExitCode {
-    init_logging(&config);
+    if let Err(e) = init_logging(&config, logging) {
+        eprintln!("gatehouse: {e}");
+        return ExitCode::from(2);
+    }
+    // Like `mosquitto -v`: what runs, from which file (each port follows as it is bound).
+    tracing::info!(
+        target: "gatehouse",
+        version = env!("CARGO_PKG_VERSION"),
+        config = path.as_deref().map(|p| p.display().to_string()),
+        "gatehouse {} starting{}",
+        env!("CARGO_PKG_VERSION"),
+        match &path {
+            Some(p) => format!(" with configuration {}", p.display()),
+            None => " without a configuration file".to_owned(),
+        }
+    );
     for w in &warnings {
         tracing::warn!("{w}");
     }
@@ -194,13 +225,37 @@ async fn shutdown_signal() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
-/// `RUST_LOG` wins over `diagnostics.logs.level`, so an operator can turn on one target
-/// (`RUST_LOG=info,authz=debug`) without editing the file.
-fn init_logging(config: &Config) {
+/// `--log-format`: `text` or `json`, in any letter case (as in the configuration).
+fn parse_log_format(text: &str) -> Result<LogFormat, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("expected `text` or `json`".to_owned()),
+    }
+}
+
+/// `--log-level` and `--log-format` as given on the command line.
+struct LogFlags {
+    level: Option<String>,
+    format: Option<LogFormat>,
+}
+
+/// The filter comes from `--log-level`, else `RUST_LOG`, else `diagnostics.logs.level`
+/// (a `Broker` manifest's `spec.diagnostics.logs.level` lands there too): the command line
+/// wins, and `RUST_LOG` lets an operator turn on one target (`RUST_LOG=info,authz=debug`)
+/// without editing the file. An invalid `--log-level` is an error (the operator asked for
+/// it); an invalid `RUST_LOG` falls back to the configuration, as before. The format comes
+/// from `--log-format`, else `diagnostics.logs.format`.
+fn init_logging(config: &Config, flags: LogFlags) -> Result<(), String> {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.diagnostics.logs.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = match &flags.level {
+        Some(level) => {
+            EnvFilter::try_new(level).map_err(|e| format!("invalid --log-level {level:?}: {e}"))?
+        }
+        None => EnvFilter::try_from_default_env()
+            .or_else(|_| EnvFilter::try_new(&config.diagnostics.logs.level))
+            .unwrap_or_else(|_| EnvFilter::new("info")),
+    };
     // Colours only on a terminal: a log file or journald gets plain text (and formatting
     // the escape codes cost a few per cent of the CPU of a short connection).
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -208,10 +263,13 @@ fn init_logging(config: &Config) {
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    match config.diagnostics.logs.format {
-        LogFormat::Json => builder.json().init(),
+    match flags.format.unwrap_or(config.diagnostics.logs.format) {
+        // The event's fields at the top level next to `timestamp`, `level`, `target` and
+        // `message`: `{"client_id":"x",...}` rather than nested under `fields`.
+        LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
     }
+    Ok(())
 }
 
 /// Reload on SIGHUP and when the configuration file changes (its stamp is polled every

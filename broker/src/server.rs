@@ -79,6 +79,13 @@ pub struct BoundPort {
     pub addr: SocketAddr,
     pub protocol: Protocol,
     pub tls: bool,
+    // --- for the start-up log (issue 16) ---
+    /// `Automatic` or `Manual`; `None` without TLS.
+    pub tls_mode: Option<gatehouse_config::TlsMode>,
+    /// The port's `authenticationRef` (`None`: anonymous).
+    pub authentication: Option<String>,
+    /// The `authorizationRef` in force (`None` without one, or without authentication).
+    pub authorization: Option<String>,
 }
 
 /// A running broker. Dropping it stops accepting connections.
@@ -157,6 +164,12 @@ impl Server {
                             addr,
                             protocol: port.protocol,
                             tls: port.tls.is_some(),
+                            tls_mode: port.tls.as_ref().map(|t| t.mode()),
+                            authentication: port.authentication_ref.clone(),
+                            authorization: port
+                                .authentication_ref
+                                .as_ref()
+                                .and(port.authorization_ref.clone()),
                         },
                         socket,
                         transport.clone(),
@@ -188,7 +201,9 @@ impl Server {
                 target: "listener",
                 listener = %info.listener,
                 protocol = ?info.protocol,
-                tls = info.tls,
+                tls = info.tls_mode.map_or("off", |m| m.as_str()),
+                authentication = info.authentication.as_deref().unwrap_or("none (anonymous)"),
+                authorization = info.authorization.as_deref().unwrap_or("none (all allowed)"),
                 "listening on {}",
                 info.addr
             );

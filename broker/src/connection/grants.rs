@@ -81,13 +81,15 @@ impl Connection {
             }
             tracing::info!(
                 target: "authz",
-                filter = ?raw,
+                client_id = &*self.client_id,
+                filter = raw.as_str(),
                 "subscription no longer authorized ({why}): removed"
             );
         }
         if messages > 0 {
             tracing::info!(
                 target: "authz",
+                client_id = &*self.client_id,
                 messages,
                 "messages no longer authorized ({why}): dropped"
             );

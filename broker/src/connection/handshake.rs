@@ -1,5 +1,6 @@
 //! The CONNECT → CONNACK exchange (MQTT 5 §3.1, §3.2; 3.1.1 §3.1, §3.2).
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,14 +75,72 @@ where
 /// What a CONNECT that did not fit in the first read grows its buffer by, at least.
 const CONNECT_READ_BUFFER: usize = 256;
 
-/// Answer a CONNECT read by [`read_connect`]. On refusal the CONNACK (if the version
-/// allows one) has been written and the error says why, for the log.
+/// Answer a CONNECT read by [`read_connect`], and log the connect line at info, accepted
+/// or refused (like `mosquitto -v`): client id, peer and port, protocol version, clean
+/// start, keep alive, user name, authentication, result. Never the password or the
+/// authentication data. On refusal the CONNACK (if the version allows one) has been
+/// written.
 pub(super) async fn accept<W>(
     connect: Box<Connect>,
     rbuf: BytesMut,
     writer: &mut W,
     broker: &Arc<Broker>,
     security: &PortSecurity,
+    (peer, port): (SocketAddr, u16),
+) -> Result<Accepted, ()>
+where
+    W: AsyncWrite + Unpin,
+{
+    // What the line needs from CONNECT, which `admit` consumes.
+    let client_id = connect.client_id.clone();
+    let username = connect.username.clone();
+    let protocol = super::logs::protocol(connect.protocol);
+    let clean_start = connect.clean_start;
+    let keep_alive = connect.keep_alive;
+    let auth_method = connect.properties.authentication_method.clone();
+    let answer = admit(connect, rbuf, writer, broker, security, peer).await;
+    match &answer {
+        Ok((conn, ..)) => tracing::info!(
+            target: "conn",
+            client_id = &*conn.client_id,
+            peer = %peer,
+            port,
+            protocol,
+            clean_start,
+            keep_alive,
+            username = username.as_deref(),
+            auth = conn.principal.as_ref().map_or("anonymous", |p| p.method),
+            principal = conn.principal.as_ref().and_then(|p| p.username.as_deref()),
+            auth_method = auth_method.as_deref(),
+            result = "accepted",
+            "client connected"
+        ),
+        Err(why) => tracing::info!(
+            target: "conn",
+            client_id = client_id.as_str(),
+            peer = %peer,
+            port,
+            protocol,
+            clean_start,
+            keep_alive,
+            username = username.as_deref(),
+            auth_method = auth_method.as_deref(),
+            result = "refused",
+            "connection refused: {}",
+            why.escape_debug()
+        ),
+    }
+    answer.map_err(drop)
+}
+
+/// [`accept`] without the log line; the error says why, for it.
+async fn admit<W>(
+    connect: Box<Connect>,
+    rbuf: BytesMut,
+    writer: &mut W,
+    broker: &Arc<Broker>,
+    security: &PortSecurity,
+    peer: SocketAddr,
 ) -> Result<Accepted, String>
 where
     W: AsyncWrite + Unpin,
@@ -115,14 +174,7 @@ where
             }
         }
     };
-    if let Some(p) = &principal {
-        tracing::info!(
-            target: "auth",
-            method = p.method,
-            username = p.username.as_deref().unwrap_or(""),
-            "client authenticated"
-        );
-    }
+    // "client authenticated": on the connect line (`auth`, `principal`).
 
     let mut assigned = None;
     let client_id: Arc<str> = if connect.client_id.is_empty() {
@@ -161,10 +213,18 @@ where
     // principal exists; without one a policy denies (fail closed).
     let mut will = connect.will;
     if let Some(authz) = &security.authz {
-        let connect_allowed = principal
+        let decision = principal
             .as_ref()
-            .is_some_and(|p| authz.check(p, &client_id, &Action::Connect).allowed);
-        if !connect_allowed {
+            .map(|p| authz.check(p, &client_id, &Action::Connect));
+        if !decision.as_ref().is_some_and(|d| d.allowed) {
+            super::logs::denied(
+                &client_id,
+                principal.as_ref().and_then(|p| p.username.as_deref()),
+                peer,
+                &Action::Connect,
+                decision.map_or("no authenticated principal", |d| d.reason),
+                0,
+            );
             refuse(writer, Some(version.level()), ReasonCode::NOT_AUTHORIZED).await;
             return Err("CONNECT not authorized".into());
         }
@@ -175,9 +235,10 @@ where
             {
                 tracing::info!(
                     target: "authz",
-                    // `?`: what a client wrote is logged escaped (quoted, `\n`), so a line
-                    // break in it cannot start a forged log line.
-                    topic = ?w.topic,
+                    // A `&str` field: what a client wrote is logged escaped (quoted, `\n`),
+                    // so a line break in it cannot start a forged log line.
+                    client_id = &*client_id,
+                    topic = w.topic.as_str(),
                     "the will's topic is not authorized: the will will not be published"
                 );
                 will = None;
@@ -193,7 +254,7 @@ where
         Ok(attached) => attached,
         Err(e) => {
             // `maxSessions` (3.1.1: 0x03 Server unavailable).
-            tracing::info!(target: "session", client_id = ?client_id, "CONNECT refused: {e}");
+            tracing::info!(target: "session", client_id = &*client_id, "CONNECT refused: {e}");
             refuse(writer, Some(version.level()), ReasonCode::QUOTA_EXCEEDED).await;
             return Err(format!("CONNECT refused: {e}"));
         }
@@ -216,6 +277,8 @@ where
         generation: attached.generation,
         version,
         client_id: client_id.clone(),
+        peer,
+        denials: Default::default(),
         keep_alive_timeout: (keep_alive > 0)
             .then(|| Duration::from_millis(u64::from(keep_alive) * 1500)),
         // `maxReceiveMaximum` caps the window a client may ask for (AIO semantics).
@@ -274,10 +337,9 @@ where
     }
     tracing::debug!(
         target: "conn",
-        client_id = ?client_id,
-        ?version,
+        client_id = &*client_id,
         session_present = attached.session_present,
-        "client connected"
+        "session attached"
     );
     Ok((conn, rbuf, attached.kicked, attached.released))
 }

@@ -195,7 +195,7 @@ impl Connection {
                 }
             };
         }
-        if !self.allowed(&Action::Publish(&p.topic)) {
+        if !self.permitted(&Action::Publish(&p.topic)) {
             // Dropped. v5 says so in the acknowledgement; 3.1.1 has no code for it, so
             // the client gets a normal one (and a QoS 2 exchange completes as usual).
             if let Some(id) = packet_id {
@@ -439,7 +439,7 @@ impl Connection {
             let parsed = match parse_subscription_filter(&raw) {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::debug!(target: "conn", filter = ?raw, "refused subscription: {e}");
+                    tracing::debug!(target: "conn", client_id = &*self.client_id, filter = ?raw, "refused subscription: {e}");
                     codes.push(ReasonCode::TOPIC_FILTER_INVALID);
                     continue;
                 }
@@ -450,7 +450,7 @@ impl Connection {
                     "No Local on a shared subscription",
                 ));
             }
-            if !self.allowed(&Action::Subscribe(&raw)) {
+            if !self.permitted(&Action::Subscribe(&raw)) {
                 codes.push(ReasonCode::NOT_AUTHORIZED);
                 continue;
             }
@@ -460,14 +460,14 @@ impl Connection {
                 let st = self.session.lock();
                 let held = st.subscriptions.contains_key(&raw);
                 if !held && st.subscriptions.len() >= max_subscriptions {
-                    tracing::debug!(target: "conn", filter = ?raw, max_subscriptions, "refused subscription: maxSubscriptionsPerClient reached");
+                    tracing::debug!(target: "conn", client_id = &*self.client_id, filter = ?raw, max_subscriptions, "refused subscription: maxSubscriptionsPerClient reached");
                     codes.push(ReasonCode::QUOTA_EXCEEDED);
                     continue;
                 }
                 // `maxSubscriptionBytesPerClient`: the same, for the bytes of the filters.
                 if !held {
                     if held_bytes.saturating_add(raw.len()) > max_bytes {
-                        tracing::debug!(target: "conn", filter_bytes = raw.len(), held_bytes, max_bytes, "refused subscription: maxSubscriptionBytesPerClient reached");
+                        tracing::debug!(target: "conn", client_id = &*self.client_id, filter_bytes = raw.len(), held_bytes, max_bytes, "refused subscription: maxSubscriptionBytesPerClient reached");
                         codes.push(ReasonCode::QUOTA_EXCEEDED);
                         continue;
                     }
@@ -596,8 +596,6 @@ impl Connection {
         }
         // Only reason 0x00 deletes the will ([MQTT-3.1.2-8], [MQTT-3.14.4-3]); 0x04 and
         // every error reason leave it to be published.
-        Exit::Disconnected {
-            will: d.reason_code != ReasonCode::NORMAL_DISCONNECTION,
-        }
+        Exit::Disconnected(d.reason_code)
     }
 }

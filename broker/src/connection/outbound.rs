@@ -192,7 +192,7 @@ impl Connection {
                     // The client never saw this alias being set.
                     self.outbound_aliases.forget(&m.topic);
                 }
-                tracing::debug!(target: "conn", topic = ?m.topic, "message larger than the client's maximum packet size; discarded");
+                tracing::debug!(target: "conn", client_id = &*self.client_id, topic = ?m.topic, "message larger than the client's maximum packet size; discarded");
                 false
             }
             Err(e) => {
@@ -200,7 +200,7 @@ impl Connection {
                 if !topic.is_empty() && alias.is_some() {
                     self.outbound_aliases.forget(&m.topic);
                 }
-                tracing::warn!(target: "conn", "could not encode PUBLISH: {e}");
+                tracing::warn!(target: "conn", client_id = &*self.client_id, "could not encode PUBLISH: {e}");
                 false
             }
         }

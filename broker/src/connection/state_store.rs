@@ -83,9 +83,9 @@ impl Connection {
             return Ok(true);
         }
         let subscribe = !response_topic.starts_with("$share/")
-            && self.allowed(&Action::Subscribe(response_topic));
+            && self.permitted(&Action::Subscribe(response_topic));
         let publish = in_own_namespace(response_topic, &self.client_id)
-            || self.allowed(&Action::Publish(response_topic));
+            || self.permitted(&Action::Publish(response_topic));
         if !(subscribe && publish) {
             tracing::debug!(
                 target: "statestore",
@@ -103,11 +103,11 @@ impl Connection {
     /// refused forbidden response topics).
     pub(super) fn on_state_store_request(&mut self, p: &Publish) -> Result<(), Exit> {
         let Some(response_topic) = p.properties.response_topic.as_deref() else {
-            tracing::debug!(target: "statestore", "request without a response topic: dropped");
+            tracing::debug!(target: "statestore", client_id = &*self.client_id, "request without a response topic: dropped");
             return Ok(());
         };
         if p.qos == QoS::AtMostOnce {
-            tracing::debug!(target: "statestore", "QoS 0 request: dropped (requests must be QoS 1)");
+            tracing::debug!(target: "statestore", client_id = &*self.client_id, "QoS 0 request: dropped (requests must be QoS 1)");
             return Ok(());
         }
         let correlation = p.properties.correlation_data.as_ref();
@@ -116,7 +116,7 @@ impl Connection {
             let cached =
                 correlation.and_then(|c| self.session.lock().state_store_replies.get(c, now));
             if let Some(mut response) = cached {
-                tracing::debug!(target: "statestore", "retransmitted request: answered from the cache");
+                tracing::debug!(target: "statestore", client_id = &*self.client_id, "retransmitted request: answered from the cache");
                 // Only to the topic this request names, which `state_store_reply_allowed`
                 // has just authorized for the principal now holding the session (not the
                 // one the first copy named, authorized perhaps for another principal).
@@ -142,7 +142,7 @@ impl Connection {
                 payload: &p.payload,
                 user_properties: &p.properties.user_properties,
             },
-            |action| self.allowed(action),
+            |action| self.permitted(action),
             |client, notification| broker.deliver_notification(client, notification),
         );
         let response =

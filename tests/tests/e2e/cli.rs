@@ -100,7 +100,8 @@ diagnostics:
             let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
                 continue;
             };
-            if let Some(at) = v["fields"]["message"]
+            // JSON lines have the event's fields at the top level (issue 16).
+            if let Some(at) = v["message"]
                 .as_str()
                 .and_then(|m| m.strip_prefix("listening on "))
             {

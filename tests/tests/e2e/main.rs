@@ -30,6 +30,7 @@ mod limits;
 mod limits_reload;
 mod lingering_close;
 mod loadgen;
+mod logs;
 mod metrics;
 mod mosquitto_clients;
 mod password;
