@@ -355,26 +355,35 @@ impl Drop for PendingSlot {
 /// WebSocket upgrade, CONNECT) ends at once and releases its permit.
 pub struct Evictable<S> {
     inner: S,
-    state: Arc<SlotState>,
+    /// Let go of once the slot is done: a connected client no longer needs it.
+    state: Option<Arc<SlotState>>,
 }
 
 impl<S> Evictable<S> {
     pub fn new(inner: S, state: Arc<SlotState>) -> Evictable<S> {
-        Evictable { inner, state }
+        Evictable {
+            inner,
+            state: Some(state),
+        }
     }
 
-    fn check(&self, cx: &mut Context<'_>) -> io::Result<()> {
-        if self.state.done.load(Ordering::Acquire) {
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let Some(state) = &self.state else {
+            return Ok(());
+        };
+        if state.done.load(Ordering::Acquire) {
+            self.state = None;
             return Ok(());
         }
-        self.state.waker.register(cx.waker());
-        if self.state.done.load(Ordering::Acquire) {
+        state.waker.register(cx.waker());
+        if state.done.load(Ordering::Acquire) {
             // The slot was dropped between the first check and the registration: take
             // the waker back (see `PendingSlot`'s drop).
-            drop(self.state.waker.take());
+            drop(state.waker.take());
+            self.state = None;
             return Ok(());
         }
-        if self.state.evicted.load(Ordering::Acquire) {
+        if state.evicted.load(Ordering::Acquire) {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
                 "closed to make room for a newer connection: no CONNECT in time while the pre-CONNECT limit was reached",

@@ -37,17 +37,19 @@ pub(crate) struct AliasTableFull {
     pub wanted: usize,
 }
 
-/// Client→server aliases: alias → topic, with the bytes of the topics held.
+/// Client→server aliases: alias → topic, with the bytes of the topics held. The table is
+/// allocated with the first alias (most clients never use one, and an empty map still
+/// costs its 48 bytes in every connection).
 #[derive(Debug, Default)]
 pub(crate) struct InboundAliases {
-    map: HashMap<u16, String>,
+    map: Option<Box<HashMap<u16, String>>>,
     bytes: usize,
 }
 
 impl InboundAliases {
     /// The topic `alias` stands for.
     pub(crate) fn get(&self, alias: u16) -> Option<&str> {
-        self.map.get(&alias).map(String::as_str)
+        self.map.as_ref()?.get(&alias).map(String::as_str)
     }
 
     /// Map `alias` to `topic` (replacing what it stood for), unless the table would then
@@ -58,7 +60,7 @@ impl InboundAliases {
     /// §3.14.2.1): the client may not use an alias we did not store, and 0x94 Topic
     /// Alias invalid would wrongly say the alias number was out of range.
     pub(crate) fn set(&mut self, alias: u16, topic: &str) -> Result<(), AliasTableFull> {
-        let replaced = self.map.get(&alias).map_or(0, String::len);
+        let replaced = self.get(alias).map_or(0, str::len);
         let held = self.bytes - replaced;
         if held + topic.len() > INBOUND_ALIAS_BYTES {
             return Err(AliasTableFull {
@@ -66,7 +68,9 @@ impl InboundAliases {
                 wanted: topic.len(),
             });
         }
-        self.map.insert(alias, topic.to_owned());
+        self.map
+            .get_or_insert_with(Default::default)
+            .insert(alias, topic.to_owned());
         self.bytes = held + topic.len();
         Ok(())
     }
@@ -77,10 +81,11 @@ impl InboundAliases {
     }
 }
 
-/// Server→client aliases we have assigned: topic → alias.
+/// Server→client aliases we have assigned: topic → alias. The table is allocated with
+/// the first alias assigned (see [`InboundAliases`]).
 #[derive(Debug)]
 pub(crate) struct OutboundAliases {
-    map: HashMap<String, u16>,
+    map: Option<Box<HashMap<String, u16>>>,
     bytes: usize,
     /// The client's Topic Alias Maximum, capped at [`OUTBOUND_ALIAS_MAXIMUM`].
     maximum: u16,
@@ -90,7 +95,7 @@ impl OutboundAliases {
     /// For a client that announced Topic Alias Maximum `client_maximum` (0: none).
     pub(crate) fn new(client_maximum: u16) -> OutboundAliases {
         OutboundAliases {
-            map: HashMap::new(),
+            map: None,
             bytes: 0,
             maximum: client_maximum.min(OUTBOUND_ALIAS_MAXIMUM),
         }
@@ -102,15 +107,16 @@ impl OutboundAliases {
         if self.maximum == 0 {
             return (topic, None);
         }
-        if let Some(&alias) = self.map.get(topic) {
+        let map = self.map.get_or_insert_with(Default::default);
+        if let Some(&alias) = map.get(topic) {
             return ("", Some(alias));
         }
-        let n = self.map.len();
+        let n = map.len();
         if n < usize::from(self.maximum) && self.bytes + topic.len() <= OUTBOUND_ALIAS_BYTES {
             // Aliases are never removed except the one just assigned (`forget`), so
             // 1..=n are taken and n + 1 is free; n < maximum ≤ u16::MAX.
             let alias = u16::try_from(n + 1).unwrap_or(u16::MAX);
-            self.map.insert(topic.to_owned(), alias);
+            map.insert(topic.to_owned(), alias);
             self.bytes += topic.len();
             return (topic, Some(alias));
         }
@@ -119,14 +125,14 @@ impl OutboundAliases {
 
     /// Undo the assignment of `topic`'s alias: the PUBLISH that set it was not sent.
     pub(crate) fn forget(&mut self, topic: &str) {
-        if self.map.remove(topic).is_some() {
+        if self.map.as_mut().and_then(|m| m.remove(topic)).is_some() {
             self.bytes -= topic.len();
         }
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.map.len()
+        self.map.as_ref().map_or(0, |m| m.len())
     }
 }
 
