@@ -247,7 +247,7 @@ where
     }
 
     let owner = match &principal {
-        Some(p) => crate::session::Owner::Principal(p.identity()),
+        Some(p) => crate::session::Owner::Principal(Box::new(p.identity())),
         None => crate::session::Owner::Anonymous,
     };
     let attached = match broker.attach(&client_id, connect.clean_start, owner).await {

@@ -677,7 +677,7 @@ impl Connection {
                     self.recheck_grants("re-authenticated");
                     if let Some(p) = &self.principal {
                         let mut st = self.session.lock();
-                        st.owner = crate::session::Owner::Principal(p.identity());
+                        st.owner = crate::session::Owner::Principal(Box::new(p.identity()));
                         // A retransmitted request must not get an answer computed under
                         // the old principal (a GET of a key only it could read).
                         st.state_store_replies.clear();

@@ -10,7 +10,7 @@ mod persist;
 mod queue;
 pub mod will;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -137,7 +137,8 @@ pub enum Owner {
     Unknown,
     /// Connected on a port without authentication.
     Anonymous,
-    Principal(crate::auth::Identity),
+    /// Boxed: forty-odd bytes that anonymous sessions would otherwise carry too.
+    Principal(Box<crate::auth::Identity>),
 }
 
 impl Owner {
@@ -164,8 +165,11 @@ pub struct SessionState {
     /// packet-id order modulo wrap-around, the invariant `next_packet_id` relies on).
     pub outgoing: VecDeque<Outgoing>,
     /// Incoming QoS 2 packet ids for which PUBREC was sent and PUBREL not yet received.
-    pub incoming_qos2: HashSet<u16>,
-    pub subscriptions: HashMap<String, SubscriptionRecord>,
+    /// B-tree collections here: empty, they take half the room of hash tables in every
+    /// session, and they stay small (bounded by Receive Maximum and the subscription
+    /// limit).
+    pub incoming_qos2: BTreeSet<u16>,
+    pub subscriptions: BTreeMap<String, SubscriptionRecord>,
     pub attachment: Option<Attachment>,
     /// The identity of the principal that attached last.
     pub owner: Owner,

@@ -286,7 +286,7 @@ fn decode_owner(buf: &mut Bytes) -> Result<Owner, BadRecord> {
             };
             Ok(
                 match OWNER_METHODS.iter().find(|m| m.as_bytes() == &method[..]) {
-                    Some(method) => Owner::Principal(Identity { method, username }),
+                    Some(method) => Owner::Principal(Box::new(Identity { method, username })),
                     None => Owner::Unknown,
                 },
             )
@@ -479,14 +479,14 @@ mod tests {
         assert_eq!(decode_session(&encode_session(&meta)).unwrap(), meta);
         for owner in [
             Owner::Anonymous,
-            Owner::Principal(Identity {
+            Owner::Principal(Box::new(Identity {
                 method: "X509",
                 username: Some("alice".into()),
-            }),
-            Owner::Principal(Identity {
+            })),
+            Owner::Principal(Box::new(Identity {
                 method: "Custom",
                 username: None,
-            }),
+            })),
         ] {
             let meta = SessionMeta {
                 owner,
