@@ -41,7 +41,10 @@ pub(crate) struct AliasTableFull {
 /// allocated with the first alias (most clients never use one, and an empty map still
 /// costs its 48 bytes in every connection).
 #[derive(Debug, Default)]
-#[allow(clippy::box_collection, reason = "boxed to be small while empty, see above")]
+#[allow(
+    clippy::box_collection,
+    reason = "boxed to be small while empty, see above"
+)]
 pub(crate) struct InboundAliases {
     map: Option<Box<HashMap<u16, String>>>,
     bytes: usize,
@@ -85,7 +88,10 @@ impl InboundAliases {
 /// Server→client aliases we have assigned: topic → alias. The table is allocated with
 /// the first alias assigned (see [`InboundAliases`]).
 #[derive(Debug)]
-#[allow(clippy::box_collection, reason = "boxed to be small while empty, see above")]
+#[allow(
+    clippy::box_collection,
+    reason = "boxed to be small while empty, see above"
+)]
 pub(crate) struct OutboundAliases {
     map: Option<Box<HashMap<String, u16>>>,
     bytes: usize,

@@ -274,37 +274,37 @@ struct Running<S> {
     permit: crate::admission::ConnectionPermit,
 }
 
-async fn run<S>(mut r: Box<Running<S>>)
+/// Not an `async fn`: its argument would be kept twice in the task (as the argument and
+/// as the local it is moved into); the block below captures the box once.
+fn run<S>(mut r: Box<Running<S>>) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Running {
-        conn,
-        stream,
-        rbuf,
-        kicked,
-        ..
-    } = &mut *r;
-    let exit = conn.serve_loop(stream, rbuf, kicked).await;
-    let lingering = conn.finish(stream, exit).await;
-    let Running {
-        conn,
-        mut stream,
-        rbuf,
-        released,
-        permit,
-        ..
-    } = *r;
-    // The session is detached: a client taking it over need not wait for the linger,
-    // and nothing of the connection but its socket (and its place under the connection
-    // cap) is held while it lasts.
-    drop(released);
-    drop(conn);
-    drop(rbuf);
-    if lingering {
-        linger(&mut stream).await;
+    async move {
+        let exit = r
+            .conn
+            .serve_loop(&mut r.stream, &mut r.rbuf, &mut r.kicked)
+            .await;
+        let lingering = r.conn.finish(&mut r.stream, exit).await;
+        let Running {
+            conn,
+            mut stream,
+            rbuf,
+            released,
+            permit,
+            ..
+        } = *r;
+        // The session is detached: a client taking it over need not wait for the
+        // linger, and nothing of the connection but its socket (and its place under the
+        // connection cap) is held while it lasts.
+        drop(released);
+        drop(conn);
+        drop(rbuf);
+        if lingering {
+            linger(&mut stream).await;
+        }
+        drop(permit);
     }
-    drop(permit);
 }
 
 impl Connection {
@@ -408,18 +408,21 @@ impl Connection {
                 .cloned()
                 .map(|s| Box::pin(async move { s.wait_drained_at(QoS::AtMostOnce).await }));
             let mut revoked = device.as_mut().map(|d| Box::pin(d.revoked()));
-            let wake = session.wake.notified();
-            tokio::pin!(wake);
             // Polled in this order (the order the branches are listed in): a takeover
             // first, then writing (so output drains before more input is read), then
-            // reading, then the rest.
-            let event = std::future::poll_fn(|cx| {
+            // reading, then the rest. A `move` closure over references and flags: what
+            // it captures is stored in every waiting connection's task, so it captures
+            // each thing once and the flags by value.
+            let (wbuf, reauth, session) = (&self.wbuf, &mut self.reauth, &*session);
+            let (kicked, stream, rbuf) = (&mut *kicked, &mut *stream, &mut *rbuf);
+            let mut waiting_timer = timer.as_mut();
+            let event = std::future::poll_fn(move |cx| {
                 if let Poll::Ready(r) = Pin::new(&mut *kicked).poll(cx) {
                     // Sender dropped without a kick: the session was ended under us.
                     return Poll::Ready(Event::Kicked(r.unwrap_or(ReasonCode::SESSION_TAKEN_OVER)));
                 }
                 if writing {
-                    if let Poll::Ready(r) = Pin::new(&mut *stream).poll_write(cx, &self.wbuf) {
+                    if let Poll::Ready(r) = Pin::new(&mut *stream).poll_write(cx, wbuf) {
                         return Poll::Ready(Event::Wrote(r));
                     }
                 } else if dirty {
@@ -432,13 +435,13 @@ impl Connection {
                         return Poll::Ready(Event::Read(r));
                     }
                 }
-                if wake.as_mut().poll(cx).is_ready() {
+                if session.wake.poll(cx).is_ready() {
                     return Poll::Ready(Event::Woken);
                 }
-                if timed && timer.as_mut().poll(cx).is_ready() {
+                if timed && waiting_timer.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Event::Timer);
                 }
-                if let Some(f) = self.reauth.as_mut() {
+                if let Some(f) = reauth.as_mut() {
                     if let Poll::Ready(r) = f.as_mut().poll(cx) {
                         return Poll::Ready(Event::Reauthenticated(r));
                     }
@@ -461,7 +464,6 @@ impl Connection {
                 Poll::Pending
             })
             .await;
-            drop(revoked);
             match event {
                 Event::Kicked(reason) => return Exit::TakenOver(reason),
                 Event::Wrote(Ok(0)) => return Exit::Closed("write returned 0".into()),
@@ -831,9 +833,9 @@ fn size_read_buffer(rbuf: &mut BytesMut, streaming: bool) {
         return;
     }
     if rbuf.is_empty() {
-        if rbuf.capacity() > 0 {
-            *rbuf = BytesMut::new();
-        }
+        // Even with no capacity left: a buffer whose bytes were all split off still
+        // holds its share of the allocation they came from.
+        *rbuf = BytesMut::new();
         return;
     }
     if rbuf.capacity() - rbuf.len() < READ_BUFFER_PARTIAL / 4 {

@@ -66,6 +66,40 @@ pub struct Enqueued {
     pub ticket: Option<u64>,
 }
 
+/// Wakes the connection attached to a session: a flag and that connection task's waker.
+///
+/// Smaller than a `Notify` and, above all, than the `Notified` future a `Notify` needs in
+/// every connection's task while it waits (64 bytes each): the serve loop polls this
+/// directly. One task polls it at a time (the attached connection; a taken-over one has
+/// released the session before its successor serves).
+#[derive(Debug, Default)]
+pub struct WakeSignal {
+    woken: AtomicBool,
+    waker: futures_util::task::AtomicWaker,
+}
+
+impl WakeSignal {
+    /// Wake the connection (or, if none is waiting, have its next poll return at once).
+    pub fn notify(&self) {
+        self.woken.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready once per [`WakeSignal::notify`] since the last Ready; otherwise registers
+    /// the task to be woken. Registering before the second look means a notify between
+    /// the two is not missed.
+    pub fn poll(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.woken.swap(false, Ordering::AcqRel) {
+            return std::task::Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.woken.swap(false, Ordering::AcqRel) {
+            return std::task::Poll::Ready(());
+        }
+        std::task::Poll::Pending
+    }
+}
+
 pub struct Session {
     pub key: SessionKey,
     pub client_id: Arc<str>,
@@ -74,7 +108,7 @@ pub struct Session {
     online: AtomicBool,
     state: Mutex<SessionState>,
     /// Wakes the attached connection when deliveries are queued.
-    pub wake: Notify,
+    pub wake: WakeSignal,
     /// When the queue of this connected session reached the policy length (milliseconds
     /// since [`epoch`], plus one; 0 = not congested). Publishers routing QoS 1/2 here hold
     /// their acknowledgements until it clears, for at most [`HOLD_LIMIT`] from then.
@@ -229,7 +263,7 @@ impl Session {
             client_id,
             online: AtomicBool::new(false),
             state: Mutex::new(SessionState::default()),
-            wake: Notify::new(),
+            wake: WakeSignal::default(),
             congested_since: AtomicU64::new(0),
             drained: Notify::new(),
         }
@@ -289,7 +323,7 @@ impl Session {
         };
         let (outcome, evicted, congested, ticket) = outcome;
         if online && outcome.queued() {
-            self.wake.notify_one();
+            self.wake.notify();
         }
         Enqueued {
             outcome,
