@@ -14,7 +14,7 @@
 //!
 //! The data path:
 //! - [`transport`]: listeners, TCP and WebSockets, the metered socket.
-//! - [`connection`]: one task per connection: CONNECT handshake, packet handling,
+//! - [`connection`]: a connection's tasks (CONNECT handshake, then serving): packet handling,
 //!   delivery to the client, keep alive, exit (DISCONNECT, will, expiry).
 //! - [`broker`]: the session registry (clean start, resume, takeover, expiry, will delay).
 //! - [`session`]: state that outlives a connection: queue, in-flight window,

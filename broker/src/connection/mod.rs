@@ -276,6 +276,10 @@ struct Running<S> {
 
 /// Not an `async fn`: its argument would be kept twice in the task (as the argument and
 /// as the local it is moved into); the block below captures the box once.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep its argument twice in every connected client's task"
+)]
 fn run<S>(mut r: Box<Running<S>>) -> impl Future<Output = ()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
