@@ -63,7 +63,7 @@ where
         if !rbuf.is_empty() && rbuf.len() == rbuf.capacity() {
             rbuf.reserve(rbuf.capacity().max(CONNECT_READ_BUFFER));
         }
-        let n = std::future::poll_fn(|cx| super::read_some(&mut *stream, &mut rbuf, cx))
+        let n = std::future::poll_fn(|cx| super::read::read_some(&mut *stream, &mut rbuf, cx))
             .await
             .map_err(|e| e.to_string())?;
         if n == 0 {

@@ -1,0 +1,303 @@
+//! Serving a connected client: its task (`run`) and the wait at the heart of it, one
+//! `poll_fn` over the socket, the session's wake-up, one timer and the rarer events.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::{Duration, SystemTime};
+
+use bytes::{Buf, BytesMut};
+use gatehouse_protocol::codec;
+use gatehouse_protocol::{QoS, ReasonCode};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::exit::linger;
+use super::read::{read_some, size_read_buffer, STACK_READ};
+use super::{Connection, Exit, READ_PAUSE_BYTES};
+use crate::auth::Reauth;
+/// A connected client's task: the connection and what it owns, in one box, so the task's
+/// future holds a pointer to them rather than copies (an async function keeps its
+/// arguments for its whole life, next to the locals they are moved into).
+pub(super) struct Running<S> {
+    pub(super) conn: Box<Connection>,
+    /// Not split into halves: the serve loop polls reading and writing in turn from one
+    /// task, so it needs neither the halves' shared allocation nor their lock on every
+    /// read and write.
+    pub(super) stream: S,
+    pub(super) rbuf: BytesMut,
+    pub(super) kicked: oneshot::Receiver<ReasonCode>,
+    pub(super) released: oneshot::Sender<()>,
+    /// The connection's place under the connection cap lasts as long as it does.
+    pub(super) permit: crate::admission::ConnectionPermit,
+}
+
+/// Not an `async fn`: its argument would be kept twice in the task (as the argument and
+/// as the local it is moved into); the block below captures the box once.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep its argument twice in every connected client's task"
+)]
+pub(super) fn run<S>(mut r: Box<Running<S>>) -> impl Future<Output = ()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    async move {
+        let exit = r
+            .conn
+            .serve_loop(&mut r.stream, &mut r.rbuf, &mut r.kicked)
+            .await;
+        let lingering = r.conn.finish(&mut r.stream, exit).await;
+        let Running {
+            conn,
+            mut stream,
+            rbuf,
+            released,
+            permit,
+            ..
+        } = *r;
+        // The session is detached: a client taking it over need not wait for the
+        // linger, and nothing of the connection but its socket (and its place under the
+        // connection cap) is held while it lasts.
+        drop(released);
+        drop(conn);
+        drop(rbuf);
+        if lingering {
+            linger(&mut stream).await;
+        }
+        drop(permit);
+    }
+}
+
+impl Connection {
+    pub(super) async fn serve_loop<S>(
+        &mut self,
+        stream: &mut S,
+        rbuf: &mut BytesMut,
+        kicked: &mut oneshot::Receiver<ReasonCode>,
+    ) -> Exit
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        enum Event {
+            Kicked(ReasonCode),
+            Wrote(std::io::Result<usize>),
+            Read(std::io::Result<usize>),
+            Flushed(std::io::Result<()>),
+            Woken,
+            Timer,
+            AcksReady,
+            Reauthenticated(Reauth),
+            DeviceRevoked(String),
+        }
+        // Set after a write until a flush has gone through: framed transports
+        // (WebSockets) may hold written bytes until flushed; for TCP flush is free.
+        let mut dirty = false;
+        // The last read filled the read buffer: the client sends faster than one small
+        // read takes, so read in large chunks (see `size_read_buffer`).
+        let mut streaming = false;
+        // One timer serves both deadlines, and it is re-armed lazily: a packet only moves
+        // `keep_alive_at` (no timer operation per packet); when the timer fires before
+        // the deadlines it stands for, it is set to the nearer one.
+        let mut keep_alive_at = self.keep_alive_timeout.map(|t| Instant::now() + t);
+        let mut credentials_at = self.credentials_at();
+        let timer = tokio::time::sleep_until(Instant::now() + FAR);
+        tokio::pin!(timer);
+        let mut device = self.registry_watch();
+        let session = self.session.clone();
+        loop {
+            // Credentials that expired while packets were waiting: nothing more of this
+            // client's is processed (the timer below may not have fired yet).
+            if credentials_at.is_some_and(|at| at <= Instant::now()) {
+                return Exit::CredentialsExpired;
+            }
+            // Acknowledgements released since the last round may reopen a 3.1.1 client's
+            // window (`inbound_window_full`) for packets already buffered.
+            self.release_held_acks();
+            // Handle every complete packet already buffered.
+            let mut got_packet = false;
+            loop {
+                if self.wbuf.len() >= READ_PAUSE_BYTES
+                    || self.inbound_window_full()
+                    || self.paused()
+                {
+                    break;
+                }
+                match codec::decode(rbuf, Some(self.version), self.limits.max_packet_size) {
+                    Ok(Some(packet)) => {
+                        got_packet = true;
+                        if let Err(exit) = self.handle(packet) {
+                            return exit;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => return Exit::Violation(e.reason, e.detail),
+                }
+            }
+            if got_packet {
+                if let Some(t) = self.keep_alive_timeout {
+                    keep_alive_at = Some(Instant::now() + t);
+                }
+            }
+            self.release_held_acks();
+            self.drain();
+            size_read_buffer(rbuf, streaming);
+            let read_room = match rbuf.capacity() - rbuf.len() {
+                // Nothing held: the read goes through the stack (`read_some`).
+                0 => STACK_READ,
+                room => room,
+            };
+            // Not reading the client, through no fault of its own: its keep alive must
+            // not run out meanwhile.
+            let window_full = self.inbound_window_full() || self.paused();
+            let reading = self.wbuf.len() < READ_PAUSE_BYTES && !window_full;
+            let writing = !self.wbuf.is_empty();
+            // Only an earlier deadline moves the timer now; a later one waits for it
+            // to fire.
+            if let Some(at) = earliest(keep_alive_at, credentials_at) {
+                if at < timer.deadline() {
+                    timer.as_mut().reset(at);
+                }
+            }
+            let timed = keep_alive_at.is_some() || credentials_at.is_some();
+            // Boxed and made only when they apply (acknowledgements held, a publisher
+            // paused, a re-authentication running, a device-registry client): their
+            // timers and channel waits would otherwise count in every connection's task.
+            let mut held = self.held_acks.front_wait().map(Box::pin);
+            let mut resume = self
+                .paused_for
+                .first()
+                .cloned()
+                .map(|s| Box::pin(async move { s.wait_drained_at(QoS::AtMostOnce).await }));
+            let mut revoked = device.as_mut().map(|d| Box::pin(d.revoked()));
+            // Polled in this order (the order the branches are listed in): a takeover
+            // first, then writing (so output drains before more input is read), then
+            // reading, then the rest. A `move` closure over references and flags: what
+            // it captures is stored in every waiting connection's task, so it captures
+            // each thing once and the flags by value.
+            let (wbuf, reauth, session) = (&self.wbuf, &mut self.reauth, &*session);
+            let (kicked, stream, rbuf) = (&mut *kicked, &mut *stream, &mut *rbuf);
+            let mut waiting_timer = timer.as_mut();
+            let event = std::future::poll_fn(move |cx| {
+                if let Poll::Ready(r) = Pin::new(&mut *kicked).poll(cx) {
+                    // Sender dropped without a kick: the session was ended under us.
+                    return Poll::Ready(Event::Kicked(r.unwrap_or(ReasonCode::SESSION_TAKEN_OVER)));
+                }
+                if writing {
+                    if let Poll::Ready(r) = Pin::new(&mut *stream).poll_write(cx, wbuf) {
+                        return Poll::Ready(Event::Wrote(r));
+                    }
+                } else if dirty {
+                    if let Poll::Ready(r) = Pin::new(&mut *stream).poll_flush(cx) {
+                        return Poll::Ready(Event::Flushed(r));
+                    }
+                }
+                if reading {
+                    if let Poll::Ready(r) = read_some(&mut *stream, rbuf, cx) {
+                        return Poll::Ready(Event::Read(r));
+                    }
+                }
+                if session.wake.poll(cx).is_ready() {
+                    return Poll::Ready(Event::Woken);
+                }
+                if timed && waiting_timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Timer);
+                }
+                if let Some(f) = reauth.as_mut() {
+                    if let Poll::Ready(r) = f.as_mut().poll(cx) {
+                        return Poll::Ready(Event::Reauthenticated(r));
+                    }
+                }
+                if let Some(f) = revoked.as_mut() {
+                    if let Poll::Ready(why) = f.as_mut().poll(cx) {
+                        return Poll::Ready(Event::DeviceRevoked(why));
+                    }
+                }
+                if let Some(f) = held.as_mut() {
+                    if f.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Event::AcksReady);
+                    }
+                }
+                if let Some(f) = resume.as_mut() {
+                    if f.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Event::AcksReady);
+                    }
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                Event::Kicked(reason) => return Exit::TakenOver(reason),
+                Event::Wrote(Ok(0)) => return Exit::Closed("write returned 0".into()),
+                Event::Wrote(Ok(n)) => {
+                    self.wbuf.advance(n);
+                    if self.wbuf.is_empty() {
+                        // Written out: hold no write buffer while idle. A busy
+                        // connection allocates one per batch, a few KiB per write.
+                        self.wbuf = BytesMut::new();
+                    }
+                    dirty = true;
+                }
+                Event::Flushed(Ok(())) => dirty = false,
+                Event::Flushed(Err(e)) => return Exit::Closed(format!("flush error: {e}").into()),
+                Event::Wrote(Err(e)) => return Exit::Closed(format!("write error: {e}").into()),
+                Event::Read(Ok(0)) => return Exit::Closed("connection closed by client".into()),
+                Event::Read(Ok(n)) => streaming = n >= read_room,
+                Event::Read(Err(e)) => return Exit::Closed(format!("read error: {e}").into()),
+                Event::Woken | Event::AcksReady => {}
+                Event::Timer => {
+                    let now = Instant::now();
+                    if credentials_at.is_some_and(|at| at <= now) {
+                        return Exit::CredentialsExpired;
+                    }
+                    if keep_alive_at.is_some_and(|at| at <= now) {
+                        // Not the client's silence: we stopped reading it while its
+                        // window is full.
+                        if !window_full {
+                            return Exit::KeepAliveTimeout;
+                        }
+                        keep_alive_at = self.keep_alive_timeout.map(|t| now + t);
+                    }
+                    // Fired for a deadline that has since moved: wait for the nearer one.
+                    timer
+                        .as_mut()
+                        .reset(earliest(keep_alive_at, credentials_at).unwrap_or(now + FAR));
+                }
+                Event::DeviceRevoked(why) => return Exit::DeviceRevoked(why),
+                Event::Reauthenticated(answer) => {
+                    self.reauth = None;
+                    if let Err(exit) = self.on_reauth(answer) {
+                        return exit;
+                    }
+                    credentials_at = self.credentials_at();
+                    // The new expiry may be later than the timer: re-arm from scratch.
+                    timer.as_mut().reset(
+                        earliest(keep_alive_at, credentials_at).unwrap_or(Instant::now() + FAR),
+                    );
+                    device = self.registry_watch();
+                }
+            }
+        }
+    }
+}
+
+/// A connection's timer when no deadline applies (it is then not polled).
+const FAR: Duration = Duration::from_secs(86400 * 365);
+
+/// The nearer of two optional deadlines.
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// When credentials expiring at `expiry` run out, on the runtime's clock (now when past).
+pub(super) fn until_expiry(expiry: SystemTime) -> Instant {
+    let left = expiry
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO)
+        .min(FAR);
+    Instant::now() + left
+}
