@@ -80,9 +80,17 @@ pub struct WakeSignal {
 
 impl WakeSignal {
     /// Wake the connection (or, if none is waiting, have its next poll return at once).
+    ///
+    /// Called for every copy queued (millions a second in a fan-out), so a signal still
+    /// pending costs one load: its connection was woken when it was set, or is polling
+    /// and looks again after registering.
     pub fn notify(&self) {
-        self.woken.store(true, Ordering::Release);
-        self.waker.wake();
+        if self.woken.load(Ordering::Acquire) {
+            return;
+        }
+        if !self.woken.swap(true, Ordering::AcqRel) {
+            self.waker.wake();
+        }
     }
 
     /// Ready once per [`WakeSignal::notify`] since the last Ready; otherwise registers
