@@ -260,12 +260,24 @@ impl BrokerProcess {
 
     /// [`Self::start`] with extra environment variables (e.g. `TOKIO_WORKER_THREADS`).
     pub async fn start_with_env(config: &Path, port: u16, env: &[(&str, &str)]) -> BrokerProcess {
+        BrokerProcess::start_with(config, &[port], &[], env).await
+    }
+
+    /// Start the binary on `config` with extra command-line `args` and environment, and
+    /// wait (up to 20 s) until every one of `ports` accepts TCP; `port` is the first.
+    pub async fn start_with(
+        config: &Path,
+        ports: &[u16],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> BrokerProcess {
         let log = config.with_extension(format!("{}.log", unique("run")));
         let out = std::fs::File::create(&log).expect("create the broker log");
         let err = out.try_clone().expect("clone the log handle");
         let mut child = tokio::process::Command::new(gatehouse_bin())
             .arg("--config")
             .arg(config)
+            .args(args)
             .env_remove("RUST_LOG")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -275,22 +287,25 @@ impl BrokerProcess {
             .spawn()
             .expect("start gatehouse");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
-            .await
-            .is_err()
-        {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "gatehouse exited ({status}) before listening on {port}:\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
+        for &port in ports {
+            while tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+                .await
+                .is_err()
+            {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!(
+                        "gatehouse exited ({status}) before listening on {port}:\n{}",
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    );
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "gatehouse is not listening on {port} after 20 s"
                 );
+                tokio::time::sleep(Duration::from_millis(25)).await;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "gatehouse is not listening on {port} after 20 s"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
         }
+        let port = ports.first().copied().unwrap_or_default();
         BrokerProcess { child, port, log }
     }
 

@@ -8,10 +8,9 @@
 //! a forged line) and no password anywhere.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
-use gatehouse_tests::broker::{free_port, gatehouse_bin, run_gatehouse, unique, TempDir};
+use gatehouse_tests::broker::{free_port, run_gatehouse, unique, BrokerProcess, TempDir};
 use gatehouse_tests::mosquitto::try_publish;
 use gatehouse_tests::raw::{connack_code, frame, mqtt_str, RawClient};
 
@@ -25,7 +24,7 @@ const DENIALS_PER_SECOND: usize = 5;
 
 /// The real binary, its stdout and stderr captured in one file.
 struct Logged {
-    _child: tokio::process::Child,
+    _broker: BrokerProcess,
     log: PathBuf,
     config: PathBuf,
     /// Anonymous MQTT port.
@@ -101,42 +100,10 @@ diagnostics:
 "#
         ),
     );
-    let log = dir.path().join(format!("{}.log", unique("broker")));
-    let out = std::fs::File::create(&log).expect("create the log");
-    let err = out.try_clone().expect("clone the log handle");
-    let mut child = tokio::process::Command::new(gatehouse_bin())
-        .arg("--config")
-        .arg(&config)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start gatehouse");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    for port in [anon, secure] {
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "gatehouse exited ({status}):\n{}",
-                    std::fs::read_to_string(&log).unwrap_or_default()
-                );
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "port {port} not open"
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
+    let broker = BrokerProcess::start_with(&config, &[anon, secure], args, env).await;
+    let log = broker.log.clone();
     Logged {
-        _child: child,
+        _broker: broker,
         log,
         config,
         anon,
