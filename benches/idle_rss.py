@@ -53,12 +53,18 @@ def connect_packet(client_id, keep_alive=600):
     return bytes([0x10]) + varint(len(body)) + body
 
 
-def rss_kb(pid):
+def rss_kb(pid, field="VmRSS"):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+    raise RuntimeError(f"no {field}")
+
+
+def anon_kb(pid):
+    """The anonymous part of RSS (heap, stacks): what connections cost. VmRSS also counts
+    the pages of the executable mapped so far, which differ from build to build."""
+    return rss_kb(pid, "RssAnon")
 
 
 def free_port():
@@ -194,13 +200,15 @@ def main():
             for s in warm:
                 s.close()
             base = settle(pid, args.settle)
-            print(f"{args.broker} {args.mode} n={args.n}: baseline {base} KB", flush=True)
+            base_anon = anon_kb(pid)
+            print(f"{args.broker} {args.mode} n={args.n}: baseline {base} KB (anonymous {base_anon} KB)", flush=True)
             rounds = []
             for r in range(args.rounds):
                 t0 = time.time()
                 socks = open_all(args, port, r)
                 opened = time.time() - t0
                 held = settle(pid, args.settle)
+                held_anon = anon_kb(pid)
                 for s in socks:
                     s.close()
                 after = settle(pid, args.settle if args.close_settle is None else args.close_settle)
@@ -212,10 +220,15 @@ def main():
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     trimmed = settle(pid, 0.5)
                     print(f"  after malloc_trim(0): {trimmed} KB", flush=True)
+                after_anon = anon_kb(pid)
                 per_conn = (held - base) * 1024 / args.n
+                anon_per_conn = (held_anon - base_anon) * 1024 / args.n
                 rounds.append({"round": r + 1, "held_kb": held, "after_close_kb": after,
-                               "bytes_per_conn": round(per_conn), "open_s": round(opened, 2)})
-                print(f"  round {r + 1}: held {held} KB ({per_conn:.0f} B/conn), "
+                               "bytes_per_conn": round(per_conn), "open_s": round(opened, 2),
+                               "anon_bytes_per_conn": round(anon_per_conn),
+                               "anon_after_close_ratio": round(after_anon / base_anon, 3)})
+                print(f"  round {r + 1}: held {held} KB ({per_conn:.0f} B/conn; anonymous "
+                      f"{anon_per_conn:.0f} B/conn, after close {after_anon / base_anon:.2f}x), "
                       f"after close {after} KB ({(after - base) * 100 / base:+.1f}% of baseline), "
                       f"opened in {opened:.1f}s", flush=True)
             print(json.dumps({"broker": args.broker, "mode": args.mode, "n": args.n,

@@ -23,6 +23,12 @@
 //! for the connect deadline (an attacker would have to open a whole budget of sockets
 //! every second), while a burst of real clients whose CONNECT is merely waiting to be
 //! read is not thinned out by its own late arrivals.
+//!
+//! # The connect deadline
+//! A pending connection still pending `connectTimeout` after `accept` is closed by one
+//! sweeper for all of them ([`expire_pending`]), the same way as an eviction: no timer
+//! per socket. A socket that never sends CONNECT then costs its task, its registration
+//! with the runtime and its place here, and nothing that ticks.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io;
@@ -213,6 +219,8 @@ struct Entry {
 pub struct SlotState {
     /// Closed to make room for a newer connection.
     evicted: AtomicBool,
+    /// Closed by the sweeper: still pending at the connect deadline.
+    expired: AtomicBool,
     /// No longer pending (CONNECT done, or the connection ended): eviction no longer applies.
     done: AtomicBool,
     waker: AtomicWaker,
@@ -295,6 +303,25 @@ impl PendingConnections {
         })
     }
 
+    /// Close the connections pending for `timeout` or longer at `now` (the connect
+    /// deadline); returns how many. Entries are in admission order, so this stops at the
+    /// first younger one: a look at the front when nothing is due.
+    pub fn expire(&self, now: Instant, timeout: Duration) -> usize {
+        let mut st = self.state.lock();
+        let mut expired = 0;
+        while let Some((&id, entry)) = st.by_age.first_key_value() {
+            if now.saturating_duration_since(entry.since) < timeout {
+                break;
+            }
+            if let Some(entry) = st.remove(id) {
+                entry.slot.expired.store(true, Ordering::Release);
+                entry.slot.waker.wake();
+                expired += 1;
+            }
+        }
+        expired
+    }
+
     /// Connections pending now.
     pub fn len(&self) -> usize {
         self.state.lock().by_age.len()
@@ -315,6 +342,26 @@ impl PendingState {
             }
         }
         Some(entry)
+    }
+}
+
+/// How often [`expire_pending`] looks: the connect deadline is kept to within this.
+pub const EXPIRY_SWEEP: Duration = Duration::from_millis(100);
+
+/// Close pending connections at the connect deadline (`timeout()`, read at every sweep so
+/// a reload applies to connections already pending), until `pending` is dropped.
+pub async fn expire_pending(
+    pending: std::sync::Weak<PendingConnections>,
+    timeout: impl Fn() -> Duration,
+) {
+    let mut tick = tokio::time::interval(EXPIRY_SWEEP);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(pending) = pending.upgrade() else {
+            return;
+        };
+        pending.expire(Instant::now(), timeout());
     }
 }
 
@@ -389,6 +436,12 @@ impl<S> Evictable<S> {
                 "closed to make room for a newer connection: no CONNECT in time while the pre-CONNECT limit was reached",
             ));
         }
+        if state.expired.load(Ordering::Acquire) {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "not connected by the connect deadline (connectTimeout)",
+            ));
+        }
         Ok(())
     }
 }
@@ -439,6 +492,33 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Evictable<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn expire_closes_only_connections_past_the_deadline() {
+        let pending = PendingConnections::new();
+        let t0 = Instant::now();
+        let ip: IpAddr = "10.0.0.1".parse().expect("ip");
+        let old = pending.admit_at(ip, 10, 10, t0).expect("admit");
+        let young = pending
+            .admit_at(ip, 10, 10, t0 + Duration::from_secs(5))
+            .expect("admit");
+        let timeout = Duration::from_secs(10);
+        assert_eq!(pending.expire(t0 + Duration::from_secs(9), timeout), 0);
+        assert_eq!(pending.expire(t0 + Duration::from_secs(10), timeout), 1);
+        assert!(old.state.expired.load(Ordering::Acquire));
+        assert!(!young.state.expired.load(Ordering::Acquire));
+        assert_eq!(pending.len(), 1);
+        // The expired connection's stream fails its next read or write.
+        let mut stream = Evictable::new(tokio::io::empty(), old.state());
+        let mut buf = [0u8; 4];
+        let err = tokio::io::AsyncReadExt::read(&mut stream, &mut buf)
+            .await
+            .expect_err("expired");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        drop(old);
+        drop(young);
+        assert!(pending.is_empty());
+    }
 
     #[tokio::test]
     async fn lowering_then_raising_the_cap_ends_at_the_new_limit() {

@@ -137,6 +137,12 @@ impl Server {
         }
         let cap = ConnectionCap::new(broker.limits().max_connections);
         let pending = PendingConnections::new();
+        // The connect deadline of every pending connection, kept by one sweeper.
+        let deadline_broker = broker.clone();
+        tasks.spawn(crate::admission::expire_pending(
+            Arc::downgrade(&pending),
+            move || deadline_broker.limits().connect_timeout,
+        ));
         let mut bound = Vec::new();
         let mut metric_ports = metrics::Ports::default();
         for (li, listener) in config.listeners.iter().enumerate() {

@@ -557,6 +557,10 @@ pub async fn run(common: &Common, target: Rc<Target>, a: &PubSubArgs) -> Result<
         (Some(a), Some(b)) => Some((b - a).as_secs_f64()),
         _ => None,
     };
+    let broker_user_cpu = match (s0.broker_user_cpu, s1.broker_user_cpu) {
+        (Some(a), Some(b)) => Some((b - a).as_secs_f64()),
+        _ => None,
+    };
     let expected = total.accepted * fanout;
     let ratio = (expected > 0).then(|| total.delivered as f64 / expected as f64);
     let lat = sh.lat.borrow();
@@ -596,6 +600,9 @@ pub async fn run(common: &Common, target: Rc<Target>, a: &PubSubArgs) -> Result<
         "broker_cpu_util": broker_cpu.map(|c| c / secs),
         "broker_cpu_us_per_msg": broker_cpu.map(|c| c * 1e6 / msgs),
         "broker_cpu_us_per_publish": broker_cpu.map(|c| c * 1e6 / acc.max(1) as f64),
+        "broker_user_cpu_s": broker_user_cpu,
+        "broker_user_cpu_us_per_msg": broker_user_cpu.map(|c| c * 1e6 / msgs),
+        "broker_user_cpu_us_per_publish": broker_user_cpu.map(|c| c * 1e6 / acc.max(1) as f64),
         "broker_rss_kb": { "before": rss0, "connected": rss_connected, "end": rss_end },
         "errors": sh.errors.get(),
         "last_error": sh.last_error.borrow().clone(),

@@ -24,12 +24,22 @@ pub fn self_cpu() -> Duration {
 
 /// utime + stime of process `pid` (10 ms resolution).
 pub fn proc_cpu(pid: u32) -> Option<Duration> {
+    proc_cpu_split(pid).map(|(user, system)| user + system)
+}
+
+/// (utime, stime) of process `pid`: the broker's own code against the kernel's work on
+/// its behalf (on loopback, a send also runs the receiver's TCP input in the sender's
+/// system time).
+pub fn proc_cpu_split(pid: u32) -> Option<(Duration, Duration)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may contain spaces: count fields after it.
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_secs_f64(ticks as f64 / USER_HZ))
+    let ticks = |i: usize| -> Option<Duration> {
+        let t = f.get(i)?.parse::<u64>().ok()?;
+        Some(Duration::from_secs_f64(t as f64 / USER_HZ))
+    };
+    Some((ticks(11)?, ticks(12)?))
 }
 
 /// VmRSS of process `pid` in KiB (`None` for "self" means this process failed to read).
@@ -65,14 +75,18 @@ pub struct Snap {
     pub at: std::time::Instant,
     pub self_cpu: Duration,
     pub broker_cpu: Option<Duration>,
+    /// The user-space part of `broker_cpu`.
+    pub broker_user_cpu: Option<Duration>,
 }
 
 impl Snap {
     pub fn take(broker_pid: Option<u32>) -> Snap {
+        let split = broker_pid.and_then(proc_cpu_split);
         Snap {
             at: std::time::Instant::now(),
             self_cpu: self_cpu(),
-            broker_cpu: broker_pid.and_then(proc_cpu),
+            broker_cpu: split.map(|(u, s)| u + s),
+            broker_user_cpu: split.map(|(u, _)| u),
         }
     }
 }

@@ -95,6 +95,18 @@ pub struct Incoming {
     pub slot: crate::admission::PendingSlot,
     /// Its place under the connection cap, for as long as the connection lasts.
     pub permit: crate::admission::ConnectionPermit,
+    /// When it was accepted: the connect deadline counts from here.
+    pub since: Instant,
+    /// The client certificate chain from the TLS handshake (leaf first; empty without).
+    pub peer_certs: Vec<CertificateDer<'static>>,
+}
+
+impl Incoming {
+    /// The connect deadline: the TLS handshake, the WebSocket upgrade, CONNECT and its
+    /// authentication must all be done by then.
+    pub fn deadline(&self) -> Instant {
+        self.since + self.broker.limits().connect_timeout
+    }
 }
 
 /// Why a connection ended.
@@ -177,55 +189,68 @@ pub(crate) struct Connection {
 /// this task, then serve the session in a task of its own.
 ///
 /// Two tasks because a task's future is allocated at its largest state for the task's
-/// whole life: the handshake's state (the deadline timer, the boxed CONNECT answer, this
-/// function's arguments) would otherwise stay allocated in every connected client's
-/// task, and the serve loop's in every socket that never sends CONNECT. Never panics on
-/// peer input.
-pub async fn serve<S>(
+/// whole life: the handshake's state (authentication, the CONNECT answer) would otherwise
+/// stay allocated in every connected client's task, and the serve loop's in every socket
+/// that never sends CONNECT. And within this task, what waits for CONNECT holds only the
+/// stream, the box and the read state: answering is boxed once CONNECT is read, and the
+/// deadline is kept by the pre-CONNECT sweeper (`admission::expire_pending`, which fails
+/// the stream) rather than by a timer per socket. Never panics on peer input.
+///
+/// Not an `async fn`: its arguments would be kept twice in every task (as arguments and as
+/// the locals they become); the block captures each once.
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep its arguments twice in every pre-CONNECT task"
+)]
+pub fn serve<S>(mut stream: S, incoming: Box<Incoming>) -> impl Future<Output = ()> + Send
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    async move {
+        // Registering the socket with epoll queued a "writable" event for it. Until the
+        // runtime collects that event, this socket keeps its early place in the kernel's
+        // ready list, so its next packet would be reported before packets that reached
+        // other sockets first (a PUBLISH overtaking another client's SUBSCRIBE sent just
+        // before it). Yielding lets the runtime poll epoll before this connection
+        // answers CONNECT.
+        tokio::task::yield_now().await;
+        let first = handshake::read_connect(&mut stream, &incoming.broker).await;
+        Box::pin(answer(stream, incoming, first)).await
+    }
+}
+
+/// Answer the CONNECT that [`serve`] read (or log why there is none), then start the
+/// serve loop's task.
+async fn answer<S>(
     mut stream: S,
     incoming: Box<Incoming>,
-    peer_certs: Vec<CertificateDer<'static>>,
-    deadline: tokio::time::Instant,
+    first: Result<(Box<gatehouse_protocol::Connect>, BytesMut), String>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let first = tokio::time::timeout_at(
-        deadline,
-        handshake::read_connect(&mut stream, &incoming.broker),
-    )
-    .await;
     let (peer, port) = (incoming.peer, incoming.port);
     let (connect, rbuf) = match first {
-        Ok(Ok(read)) => read,
-        Ok(Err(reason)) => {
+        Ok(read) => read,
+        Err(reason) => {
             tracing::info!(target: "conn", %peer, port, "connection refused: {reason}");
             let _ = stream.shutdown().await;
             return;
         }
-        Err(_) => {
-            tracing::info!(target: "conn", %peer, port, "no CONNECT before the connect deadline; closing");
-            return;
-        }
     };
+    let deadline = incoming.deadline();
     let Incoming {
         broker,
         auth,
         slot,
         permit,
+        peer_certs,
         ..
     } = *incoming;
     let security = auth.with_peer_certs(peer_certs);
     // No span per connection (it cost ~390 bytes per client): the lines name the client.
     let answer = tokio::time::timeout_at(
         deadline,
-        Box::pin(handshake::accept(
-            connect,
-            rbuf,
-            &mut stream,
-            &broker,
-            &security,
-            (peer, port),
-        )),
+        handshake::accept(connect, rbuf, &mut stream, &broker, &security, (peer, port)),
     )
     .await;
     // CONNECT done (or refused): no longer pending.

@@ -41,7 +41,13 @@ pub struct SharedGroup<K, V> {
 
 #[derive(Debug)]
 struct TrieNode<K, V> {
+    /// Children by literal level.
     children: HashMap<Box<str>, TrieNode<K, V>>,
+    /// The `+` child, apart from the literal ones: a publish then looks up one level
+    /// name per level instead of two (the lookups hash topic levels with SipHash, which
+    /// stays because levels are the client's to choose, and were most of a fan-in
+    /// publish's routing cost).
+    plus: Option<Box<TrieNode<K, V>>>,
     /// Subscribers whose filter ends at this node.
     here: Option<Box<FilterEntry<K, V>>>,
     /// Subscribers of `<this node>/#`.
@@ -52,6 +58,7 @@ impl<K, V> Default for TrieNode<K, V> {
     fn default() -> Self {
         TrieNode {
             children: HashMap::new(),
+            plus: None,
             here: None,
             multi: None,
         }
@@ -60,7 +67,10 @@ impl<K, V> Default for TrieNode<K, V> {
 
 impl<K, V> TrieNode<K, V> {
     fn is_empty(&self) -> bool {
-        self.children.is_empty() && self.here.is_none() && self.multi.is_none()
+        self.children.is_empty()
+            && self.plus.is_none()
+            && self.here.is_none()
+            && self.multi.is_none()
     }
 }
 
@@ -148,10 +158,11 @@ impl<K: Eq + std::hash::Hash + Clone, V> SubscriptionIndex<K, V> {
         }
         let mut node = &mut self.wild;
         for level in filter.split('/') {
-            if level == "#" {
-                return node.multi.get_or_insert_with(Default::default);
-            }
-            node = node.children.entry(level.into()).or_default();
+            node = match level {
+                "#" => return node.multi.get_or_insert_with(Default::default),
+                "+" => node.plus.get_or_insert_with(Default::default),
+                _ => node.children.entry(level.into()).or_default(),
+            };
         }
         node.here.get_or_insert_with(Default::default)
     }
@@ -165,9 +176,26 @@ impl<K: Eq + std::hash::Hash + Clone, V> SubscriptionIndex<K, V> {
             return;
         }
         let dollar = topic.starts_with('$');
-        let levels: smallvec::SmallVec<[&str; 16]> = topic.split('/').collect();
+        let levels = levels(topic);
         walk(&self.wild, &levels, dollar, &mut visit);
     }
+}
+
+/// The levels of `topic`, split at each `/` with a plain byte scan: `str::split`'s
+/// searcher costs about a hundred instructions per level, more than the scan of a
+/// whole topic.
+fn levels(topic: &str) -> smallvec::SmallVec<[&str; 16]> {
+    let mut out = smallvec::SmallVec::new();
+    let mut start = 0;
+    for (i, b) in topic.bytes().enumerate() {
+        if b == b'/' {
+            // '/' is ASCII: both ends are character boundaries.
+            out.push(topic.get(start..i).unwrap_or_default());
+            start = i + 1;
+        }
+    }
+    out.push(topic.get(start..).unwrap_or_default());
+    out
 }
 
 fn walk<'a, K, V>(
@@ -192,7 +220,7 @@ fn walk<'a, K, V>(
         walk(child, rest, false, visit);
     }
     if !first_is_dollar {
-        if let Some(child) = node.children.get("+") {
+        if let Some(child) = &node.plus {
             walk(child, rest, false, visit);
         }
     }
@@ -226,6 +254,14 @@ fn remove_from_trie<'f, K: Eq + std::hash::Hash, V>(
     let slot = match levels.next() {
         Some("#") => &mut node.multi,
         None => &mut node.here,
+        Some("+") => {
+            let child = node.plus.as_mut()?;
+            let removed = remove_from_trie(child, levels, group, key);
+            if child.is_empty() {
+                node.plus = None;
+            }
+            return removed;
+        }
         Some(level) => {
             let child = node.children.get_mut(level)?;
             let removed = remove_from_trie(child, levels, group, key);
@@ -273,6 +309,14 @@ mod tests {
         assert_eq!(matching(&idx, "a/b/c"), vec![3, 4, 5]);
         assert_eq!(matching(&idx, "q"), vec![4]);
         assert_eq!(idx.len(), 6);
+    }
+
+    #[test]
+    fn levels_split_like_str_split() {
+        for t in ["", "/", "a", "a/b", "/a/", "a//b", "ä/€/𝄞", "$SYS/x/"] {
+            let want: Vec<&str> = t.split('/').collect();
+            assert_eq!(levels(t).to_vec(), want, "topic {t:?}");
+        }
     }
 
     #[test]

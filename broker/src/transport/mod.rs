@@ -93,6 +93,8 @@ pub async fn accept_loop(
             return; // cap closed: shutting down
         };
         let _ = stream.set_nodelay(true);
+        // Until CONNECT is done the pending slot can close the socket (see `admission`).
+        let stream = Metered::new(Evictable::new(stream, slot.state()), auth.metrics.clone());
         // Everything the connection needs, in one box: the task's future then holds a
         // pointer instead of a copy of each value at every level of the call chain below
         // (an async function keeps its arguments for its whole life).
@@ -103,47 +105,22 @@ pub async fn accept_loop(
             port,
             slot,
             permit,
+            since: Instant::now(),
+            peer_certs: Vec::new(),
         });
-        tokio::spawn(serve_accepted(
-            stream,
-            incoming,
-            tls.clone(),
-            shared_transport.clone(),
-        ));
-    }
-}
-
-/// An accepted socket's task until CONNECT is answered (see [`connection::serve`]).
-///
-/// A task's future is allocated at its largest state from `accept` on, and every socket
-/// has one, CONNECT or not: TLS and WebSocket state (several KiB) live in a box of their
-/// own so a plain connection does not carry their size.
-async fn serve_accepted(
-    stream: tokio::net::TcpStream,
-    incoming: Box<connection::Incoming>,
-    tls: Option<TlsAcceptor>,
-    transport: Arc<Transport>,
-) {
-    // One deadline for the TLS handshake, the WebSocket upgrade and CONNECT.
-    let deadline = Instant::now() + incoming.broker.limits().connect_timeout;
-    // Registering the socket with epoll queued a "writable" event for it. Until the
-    // runtime collects that event, this socket keeps its early place in the kernel's
-    // ready list, so its next packet would be reported before packets that reached other
-    // sockets first (a PUBLISH overtaking another client's SUBSCRIBE sent just before
-    // it). Yielding lets the runtime poll epoll before this connection answers CONNECT.
-    tokio::task::yield_now().await;
-    // Until CONNECT is done the pending slot can close the socket (see `admission`).
-    let stream = Metered::new(
-        Evictable::new(stream, incoming.slot.state()),
-        incoming.auth.metrics.clone(),
-    );
-    if tls.is_none() && *transport == Transport::Mqtt {
-        connection::serve(stream, incoming, Vec::new(), deadline).await
-    } else {
-        Box::pin(secure_and_upgrade(
-            stream, incoming, tls, transport, deadline,
-        ))
-        .await
+        // A task's future is allocated at its largest state from `accept` on, and every
+        // socket has one, CONNECT or not: TLS and WebSocket state (several KiB) live in a
+        // box of their own so a plain connection does not carry their size.
+        if tls.is_none() && *shared_transport == Transport::Mqtt {
+            tokio::spawn(connection::serve(stream, incoming));
+        } else {
+            tokio::spawn(Box::pin(secure_and_upgrade(
+                stream,
+                incoming,
+                tls.clone(),
+                shared_transport.clone(),
+            )));
+        }
     }
 }
 
@@ -153,23 +130,24 @@ async fn secure_and_upgrade<S>(
     incoming: Box<connection::Incoming>,
     tls: Option<TlsAcceptor>,
     transport: Arc<Transport>,
-    deadline: Instant,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (peer, port) = (incoming.peer, incoming.port);
     let Some(acceptor) = tls else {
-        return upgrade(stream, incoming, &transport, Vec::new(), deadline).await;
+        return upgrade(stream, incoming, &transport).await;
     };
+    let deadline = incoming.deadline();
     match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => {
-            let peer_certs = stream
+            let mut incoming = incoming;
+            incoming.peer_certs = stream
                 .get_ref()
                 .1
                 .peer_certificates()
                 .map(|c| c.to_vec())
                 .unwrap_or_default();
-            upgrade(stream, incoming, &transport, peer_certs, deadline).await
+            upgrade(stream, incoming, &transport).await
         }
         Ok(Err(e)) => {
             tracing::info!(target: "listener", %peer, port, "TLS handshake failed: {e}")
@@ -179,23 +157,19 @@ async fn secure_and_upgrade<S>(
 }
 
 /// The WebSocket upgrade where the port speaks WebSockets, then [`connection::serve`].
-async fn upgrade<S>(
-    stream: S,
-    incoming: Box<connection::Incoming>,
-    transport: &Transport,
-    peer_certs: Vec<rustls::pki_types::CertificateDer<'static>>,
-    deadline: Instant,
-) where
+async fn upgrade<S>(stream: S, incoming: Box<connection::Incoming>, transport: &Transport)
+where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let Transport::WebSockets { path } = transport else {
-        return connection::serve(stream, incoming, peer_certs, deadline).await;
+        return connection::serve(stream, incoming).await;
     };
     let (peer, port) = (incoming.peer, incoming.port);
     let max_packet = incoming.broker.limits().max_packet_size;
+    let deadline = incoming.deadline();
     let upgrade = websocket::accept(stream, path.as_deref(), max_packet);
     match tokio::time::timeout_at(deadline, upgrade).await {
-        Ok(Ok(ws)) => connection::serve(ws, incoming, peer_certs, deadline).await,
+        Ok(Ok(ws)) => connection::serve(ws, incoming).await,
         Ok(Err(e)) => {
             tracing::info!(target: "listener", %peer, port, "WebSocket upgrade refused: {e}")
         }

@@ -60,6 +60,18 @@ pub(crate) fn packet(
         Packet::Disconnect(_) => 0xE0,
         Packet::Auth(_) => 0xF0,
     };
+    // The acknowledgement of nearly every QoS 1/2 message: fixed header, packet id, and
+    // (v5) no reason code or properties when it is a plain success. Written directly,
+    // without the two passes below: it is sent once per message.
+    if let Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) = packet {
+        let plain = version == ProtocolVersion::V311
+            || (r.reason_code == ReasonCode::SUCCESS && props_encode::ack_is_empty(&r.properties));
+        if plain {
+            let [hi, lo] = r.packet_id.get().to_be_bytes();
+            out.extend_from_slice(&[first, 2, hi, lo]);
+            return Ok(4);
+        }
+    }
     let v5 = version == ProtocolVersion::V5;
     let mut counter = Counter::default();
     body(packet, v5, &mut counter)?;
