@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::exit::linger;
 use super::read::{read_some, size_read_buffer, STACK_READ};
-use super::{Connection, Exit, READ_PAUSE_BYTES};
+use super::{Connection, Exit, DRAIN_HIGH_WATER, READ_PAUSE_BYTES};
 use crate::auth::Reauth;
 /// A connected client's task: the connection and what it owns, in one box, so the task's
 /// future holds a pointer to them rather than copies (an async function keeps its
@@ -104,6 +104,11 @@ impl Connection {
         let mut credentials_at = self.credentials_at();
         let timer = tokio::time::sleep_until(Instant::now() + FAR);
         tokio::pin!(timer);
+        // The timer holds this task's waker from its last poll until it fires or is
+        // reset: only then does it need polling again.
+        let mut timer_registered = false;
+        // What the wait found pending earlier in this same run of the task (see `Looked`).
+        let mut looked = Looked::default();
         let mut device = self.registry_watch();
         let session = self.session.clone();
         // Poll the kick once, so its receiver holds this task's waker; the wait below
@@ -154,6 +159,26 @@ impl Connection {
             }
             self.release_held_acks();
             self.drain();
+            // Write what is ready now, without a round of the wait for it: a delivery or
+            // an acknowledgement then costs one round (the one that ends pending), not
+            // two. A write that would wait is left to the wait, which registers for it.
+            if !self.wbuf.is_empty() {
+                let full = self.wbuf.len() >= DRAIN_HIGH_WATER;
+                match write_now(stream, &self.wbuf) {
+                    Poll::Ready(Ok(0)) => return Exit::Closed("write returned 0".into()),
+                    Poll::Ready(Ok(n)) => {
+                        if let Err(exit) = self.wrote(n, stream, &mut dirty) {
+                            return exit;
+                        }
+                        // The drain stopped at its high-water mark: more may be queued.
+                        if full && self.wbuf.is_empty() {
+                            continue;
+                        }
+                    }
+                    Poll::Ready(Err(e)) => return Exit::Closed(format!("write error: {e}").into()),
+                    Poll::Pending => {}
+                }
+            }
             size_read_buffer(rbuf, streaming);
             let read_room = match rbuf.capacity() - rbuf.len() {
                 // Nothing held: the read goes through the stack (`read_some`).
@@ -170,6 +195,7 @@ impl Connection {
             if let Some(at) = earliest(keep_alive_at, credentials_at) {
                 if at < timer.deadline() {
                     timer.as_mut().reset(at);
+                    timer_registered = false;
                 }
             }
             let timed = keep_alive_at.is_some() || credentials_at.is_some();
@@ -191,6 +217,7 @@ impl Connection {
             let (wbuf, reauth, session) = (&self.wbuf, &mut self.reauth, &*session);
             let (kicked, sock, rbuf) = (&mut *kicked, &mut *stream, &mut *rbuf);
             let mut waiting_timer = timer.as_mut();
+            let (seen, registered) = (&mut looked, &mut timer_registered);
             let event = std::future::poll_fn(move |cx| {
                 // The kick's receiver holds this task's waker since the first poll
                 // (above the loop): a kick wakes the task, and a look costs one load.
@@ -211,16 +238,24 @@ impl Connection {
                         return Poll::Ready(Event::Flushed(r));
                     }
                 }
-                if reading {
+                if reading && !seen.read {
                     if let Poll::Ready(r) = read_some(&mut *sock, rbuf, cx) {
                         return Poll::Ready(Event::Read(r));
                     }
+                    seen.read = true;
                 }
-                if session.wake.poll(cx).is_ready() {
-                    return Poll::Ready(Event::Woken);
+                if !seen.wake {
+                    if session.wake.poll(cx).is_ready() {
+                        return Poll::Ready(Event::Woken);
+                    }
+                    seen.wake = true;
                 }
-                if timed && waiting_timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Event::Timer);
+                if timed && (!*registered || waiting_timer.is_elapsed()) {
+                    if waiting_timer.as_mut().poll(cx).is_ready() {
+                        *registered = false;
+                        return Poll::Ready(Event::Timer);
+                    }
+                    *registered = true;
                 }
                 if let Some(f) = reauth.as_mut() {
                     if let Poll::Ready(r) = f.as_mut().poll(cx) {
@@ -242,6 +277,9 @@ impl Connection {
                         return Poll::Ready(Event::AcksReady);
                     }
                 }
+                // The task now waits; what wakes it may take the registrations made in
+                // this run, so the next run looks at everything again.
+                *seen = Looked::default();
                 Poll::Pending
             })
             .await;
@@ -249,22 +287,9 @@ impl Connection {
                 Event::Kicked(reason) => return Exit::TakenOver(reason),
                 Event::Wrote(Ok(0)) => return Exit::Closed("write returned 0".into()),
                 Event::Wrote(Ok(n)) => {
-                    self.wbuf.advance(n);
-                    if self.wbuf.is_empty() {
-                        // Written out: hold no write buffer while idle. A busy
-                        // connection allocates one per batch, a few KiB per write.
-                        self.wbuf = BytesMut::new();
+                    if let Err(exit) = self.wrote(n, stream, &mut dirty) {
+                        return exit;
                     }
-                    // Flush at once where that is free (TCP: always; TLS and WebSockets
-                    // when their buffers went out with the write), saving a round of
-                    // the wait per write; otherwise the wait flushes when it can.
-                    dirty = match flush_now(stream) {
-                        Poll::Ready(Ok(())) => false,
-                        Poll::Ready(Err(e)) => {
-                            return Exit::Closed(format!("flush error: {e}").into())
-                        }
-                        Poll::Pending => true,
-                    };
                 }
                 Event::Flushed(Ok(())) => dirty = false,
                 Event::Flushed(Err(e)) => return Exit::Closed(format!("flush error: {e}").into()),
@@ -290,6 +315,7 @@ impl Connection {
                     timer
                         .as_mut()
                         .reset(earliest(keep_alive_at, credentials_at).unwrap_or(now + FAR));
+                    timer_registered = false;
                 }
                 Event::DeviceRevoked(why) => return Exit::DeviceRevoked(why),
                 Event::Reauthenticated(answer) => {
@@ -302,11 +328,57 @@ impl Connection {
                     timer.as_mut().reset(
                         earliest(keep_alive_at, credentials_at).unwrap_or(Instant::now() + FAR),
                     );
+                    timer_registered = false;
                     device = self.registry_watch();
                 }
             }
         }
     }
+}
+
+/// What the serve loop's wait found pending earlier in the same run of the task: the
+/// socket's read side and the session's wake-up hold the task's waker since then, so
+/// looking again before the task waits would only register it again. (A run that handles
+/// a wake-up goes through the wait two or three times; each look at a quiet socket costs
+/// a few hundred instructions, a tenth of a delivery.) Reset whenever the wait returns
+/// pending: the wake-up that resumes the task may have taken those registrations.
+#[derive(Default)]
+struct Looked {
+    read: bool,
+    wake: bool,
+}
+
+impl Connection {
+    /// `n` bytes of the write buffer went out: drop them, release an emptied buffer, and
+    /// flush at once where that is free (TCP: always; TLS and WebSockets when their
+    /// buffers went out with the write); otherwise `dirty` makes the wait flush.
+    fn wrote<S: AsyncWrite + Unpin>(
+        &mut self,
+        n: usize,
+        stream: &mut S,
+        dirty: &mut bool,
+    ) -> Result<(), Exit> {
+        self.wbuf.advance(n);
+        if self.wbuf.is_empty() {
+            // Written out: hold no write buffer while idle. A busy connection allocates
+            // one per batch, a few KiB per write.
+            self.wbuf = BytesMut::new();
+        }
+        *dirty = match flush_now(stream) {
+            Poll::Ready(Ok(())) => false,
+            Poll::Ready(Err(e)) => return Err(Exit::Closed(format!("flush error: {e}").into())),
+            Poll::Pending => true,
+        };
+        Ok(())
+    }
+}
+
+/// Write `buf` to `stream` if the socket takes it now. With a no-op waker: a write that
+/// would wait registers nothing that matters, and the serve loop's wait polls it again
+/// with the task's waker.
+fn write_now<S: AsyncWrite + Unpin>(stream: &mut S, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    Pin::new(stream).poll_write(&mut cx, buf)
 }
 
 /// Flush `stream` if that can be done without waiting. A flush that would wait is left
