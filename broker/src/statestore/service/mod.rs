@@ -1,0 +1,320 @@
+//! The state store as a broker service (statestore.md §1, §4, §6): one request in, one
+//! response out, notifications to watchers, active expiry.
+//!
+//! The connection task that receives a request runs it here itself, under one mutex, so
+//! a request costs no hop through another task and commands are applied one at a time:
+//! the version order of a key always matches the order its notifications leave in (§6.7).
+//! Nothing here blocks or awaits; notifications go to the watchers' session queues
+//! through the `deliver` callback while the lock is held, for the same ordering reason.
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use std::sync::OnceLock;
+
+use super::counters::{StateStoreCommand, StateStoreCounters};
+use super::error::ErrorReply;
+use super::hlc::{HybridClock, SystemClock, WallClock};
+use super::persist::StatePersistence;
+use super::request::Request;
+use super::resp3::Reply;
+use super::stamps::{check_stamps, StampRule};
+use super::store::{Change, Context, Entry, Quotas, Store};
+use super::topic::notify_topic;
+use crate::authz::Action;
+use crate::message::Message;
+
+mod envelope;
+use envelope::is_supported_version;
+pub use envelope::{Answer, AnswerKind, Invocation, CONTENT_TYPE, NODE_ID, PROTOCOL_VERSION};
+
+struct Inner<C> {
+    store: Store,
+    clock: HybridClock<C>,
+}
+
+/// The state store service; the broker owns one.
+pub struct StateStore<C = SystemClock> {
+    inner: Mutex<Inner<C>>,
+    /// Wakes the expiry task when a SET may have brought the next expiry forward.
+    expiry_changed: Notify,
+    /// Set once at start when `persistence:` is configured ([`StateStore::restore`]).
+    persistence: OnceLock<StatePersistence>,
+    /// Requests by command and result, for `/metrics`.
+    pub requests: StateStoreCounters,
+    /// Seals SCAN continuation tokens (they name the last key examined).
+    scan_tokens: super::scan_token::ScanTokens,
+}
+
+impl StateStore<SystemClock> {
+    /// An empty store bounded by `quotas`.
+    pub fn new(quotas: Quotas) -> Self {
+        StateStore::with_clock(quotas, SystemClock)
+    }
+}
+
+impl<C: WallClock> StateStore<C> {
+    pub fn with_clock(quotas: Quotas, clock: C) -> Self {
+        let clock = match HybridClock::new(NODE_ID, clock) {
+            Ok(clock) => clock,
+            Err(e) => unreachable!("the constant node id is valid: {e}"),
+        };
+        StateStore {
+            inner: Mutex::new(Inner {
+                store: Store::new(quotas),
+                clock,
+            }),
+            expiry_changed: Notify::new(),
+            persistence: OnceLock::new(),
+            requests: StateStoreCounters::default(),
+            scan_tokens: super::scan_token::ScanTokens::new(),
+        }
+    }
+
+    /// Start from the persisted `entries` and record every later change through
+    /// `persistence`. The clock moves past the highest stored version, so new versions stay
+    /// above the old ones even if the wall clock went back across the restart. The quotas
+    /// in force count the restored bytes (total, and per recorded owner).
+    pub fn restore(&self, persistence: StatePersistence, entries: Vec<(Bytes, Entry)>) {
+        let mut guard = self.inner.lock();
+        if let Some(highest) = entries.iter().map(|(_, e)| &e.version).max() {
+            guard.clock.update(highest);
+        }
+        let quotas = guard.store.quotas();
+        guard.store = Store::with_entries(quotas, entries);
+        drop(guard);
+        if self.persistence.set(persistence).is_err() {
+            tracing::warn!(target: "statestore", "persistence attached twice; keeping the first");
+        }
+        self.expiry_changed.notify_one();
+    }
+
+    /// Wait until every change so far is on disk (shutdown); a no-op without persistence.
+    pub async fn flush(&self) -> Result<(), crate::storage::PersistError> {
+        match self.persistence.get() {
+            Some(p) => p.flush().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Run one request. `authorize` is the requesting client's authorization check;
+    /// `deliver(client_id, notification)` hands a notification to a watcher's session.
+    pub fn invoke(
+        &self,
+        invocation: Invocation<'_>,
+        authorize: impl Fn(&Action<'_>) -> bool,
+        deliver: impl FnMut(&str, Message),
+    ) -> Answer {
+        let mut command = None;
+        let answer = self.run(invocation, authorize, deliver, &mut command);
+        self.requests.record(command, &answer);
+        answer
+    }
+
+    /// [`Self::invoke`]; `command` is set once the request has parsed.
+    fn run(
+        &self,
+        invocation: Invocation<'_>,
+        authorize: impl Fn(&Action<'_>) -> bool,
+        mut deliver: impl FnMut(&str, Message),
+        command: &mut Option<StateStoreCommand>,
+    ) -> Answer {
+        let header = |name: &str| {
+            invocation
+                .user_properties
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        if let Some(requested) = header("__protVer") {
+            if !is_supported_version(requested) {
+                return Answer::unsupported_version(requested);
+            }
+        }
+        let request = match Request::parse(invocation.payload) {
+            Ok(request) => request,
+            Err(error) => return Answer::error(error),
+        };
+        *command = Some(StateStoreCommand::of(&request));
+        if let Some(key) = request.key() {
+            let write = matches!(
+                request,
+                Request::Set { .. } | Request::Del { .. } | Request::VDel { .. }
+            );
+            if !authorize(&Action::StateStore { write, key }) {
+                tracing::debug!(target: "statestore", client_id = invocation.client_id, "key access denied");
+                return Answer::error(ErrorReply::NotAuthorized);
+            }
+        }
+        let rule = StampRule::of(&request);
+        let mut guard = self.inner.lock();
+        let Inner { store, clock } = &mut *guard;
+        let now_ms = clock.wall_now_ms();
+        let stamps = match check_stamps(rule, header("__ts"), header("__ft"), now_ms) {
+            Ok(stamps) => stamps,
+            Err(error) => return Answer::error(error),
+        };
+        if let Request::Scan { pattern, token } = &request {
+            // The client sees sealed tokens only (see `scan_token`): the last key examined
+            // may be one it cannot read.
+            let after = match token {
+                None => None,
+                Some(t) => match self.scan_tokens.open(invocation.client_id, t) {
+                    Some(key) => Some(key),
+                    None => return Answer::error(ErrorReply::Syntax),
+                },
+            };
+            let reply = store.scan(pattern, after.as_deref(), now_ms, |key| {
+                authorize(&Action::StateStore { write: false, key })
+            });
+            let reply = match reply {
+                Reply::ScanPage {
+                    keys,
+                    token: Some(last),
+                } => Reply::ScanPage {
+                    keys,
+                    token: self
+                        .scan_tokens
+                        .seal(invocation.client_id, &last)
+                        .map(Bytes::from),
+                },
+                other => other,
+            };
+            return Answer::reply(&reply, None);
+        }
+        let persistence = self.persistence.get();
+        let persist = matches!(request, Request::Set { .. })
+            && persistence.is_some_and(|p| p.policy().dynamic_flag(invocation.user_properties));
+        let ctx = Context {
+            client: invocation.client_id,
+            stamps: &stamps,
+            now_ms,
+            persist,
+        };
+        let timestamp = stamps.timestamp.clone();
+        let outcome = store.execute(&request, ctx, |last| {
+            clock.version_for(timestamp.as_ref(), last)
+        });
+        if let Some(hit) = outcome.quota_hit {
+            tracing::debug!(
+                target: "statestore",
+                client_id = invocation.client_id,
+                limit = hit.setting(),
+                "request refused: the quota has been exceeded"
+            );
+        }
+        if let Some(p) = persistence {
+            p.record_changes(store, &outcome.changes, now_ms);
+        }
+        notify(store, &outcome.changes, &mut deliver);
+        drop(guard);
+        if matches!(
+            request,
+            Request::Set {
+                expiry_ms: Some(_),
+                ..
+            }
+        ) {
+            self.expiry_changed.notify_one();
+        }
+        Answer::reply(&outcome.reply, outcome.version.map(|v| v.to_string()))
+    }
+
+    /// A reload changed `broker.stateStoreKeyQuota` or a byte quota.
+    pub fn set_quotas(&self, quotas: Quotas) {
+        self.inner.lock().store.set_quotas(quotas);
+    }
+
+    /// Re-check the KEYNOTIFY registrations of `client_id` after its principal or the
+    /// policy changed (security.md invariant 3; e.g. a v5 re-authentication as another
+    /// identity): every registration whose key `allowed` no longer grants Read
+    /// (`Action::StateStore { write: false, .. }`, what KEYNOTIFY needs) is dropped and
+    /// logged. Returns how many were dropped. The client is not told (the protocol has no
+    /// message for it): its notifications for those keys stop.
+    pub fn recheck_registrations(
+        &self,
+        client_id: &str,
+        allowed: impl Fn(&Action<'_>) -> bool,
+    ) -> usize {
+        let dropped = self
+            .inner
+            .lock()
+            .store
+            .retain_registrations(client_id, |key| {
+                allowed(&Action::StateStore { write: false, key })
+            });
+        for key in &dropped {
+            tracing::info!(
+                target: "statestore",
+                client_id,
+                key = %crate::storage::error::show_key(key),
+                "KEYNOTIFY registration dropped: no longer authorized"
+            );
+        }
+        dropped.len()
+    }
+
+    /// A disconnect drops every KEYNOTIFY registration of the client (§4.1).
+    pub fn drop_client(&self, client_id: &str) {
+        self.inner.lock().store.drop_client(client_id);
+    }
+
+    /// Remove every key expired by now, notifying watchers; returns when the next key
+    /// expires (ms since the Unix epoch), if any.
+    pub fn expire_due(&self, mut deliver: impl FnMut(&str, Message)) -> Option<u64> {
+        let mut guard = self.inner.lock();
+        let Inner { store, clock } = &mut *guard;
+        let now_ms = clock.wall_now_ms();
+        let changes = store.expire(now_ms, || clock.now());
+        if let Some(p) = self.persistence.get() {
+            p.record_changes(store, &changes, now_ms);
+        }
+        notify(store, &changes, &mut deliver);
+        store.next_expiry()
+    }
+
+    /// The wall clock the store uses, in ms since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        self.inner.lock().clock.wall_now_ms()
+    }
+
+    /// Resolves when a SET may have brought the next expiry forward.
+    pub async fn expiry_changed(&self) {
+        self.expiry_changed.notified().await;
+    }
+
+    /// The number of stored keys.
+    pub fn len(&self) -> usize {
+        self.inner.lock().store.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Send each change to every client watching its key, in change order.
+fn notify(store: &Store, changes: &[Change], deliver: &mut impl FnMut(&str, Message)) {
+    for change in changes {
+        let mut watchers = store.watchers(&change.key).peekable();
+        if watchers.peek().is_none() {
+            continue;
+        }
+        let payload = change.notification().to_bytes();
+        let version = change.version.to_string();
+        for client in watchers {
+            deliver(
+                client,
+                envelope::notification(
+                    notify_topic(client, &change.key),
+                    payload.clone(),
+                    version.clone(),
+                ),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
