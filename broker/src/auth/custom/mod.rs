@@ -10,8 +10,8 @@
 //!   system roots, and presents `auth.x509.secretRef` (re-read when its files change).
 //! - Header values, passwords and authentication data are never logged.
 //!
-//! Here: the method (calls, the 422 version retry, the verdict); [`api`]: the request
-//! body and what an answer comes to, as data; [`client`]: the HTTPS client and its TLS.
+//! Here: the method (calls, the 422 version retry, the verdict); `api.rs`: the request
+//! body and what an answer comes to, as data; `client.rs`: the HTTPS client and its TLS.
 
 use std::sync::Arc;
 use std::time::Duration;
