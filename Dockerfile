@@ -21,8 +21,9 @@ WORKDIR /src
 #    rebuilt only when a Cargo.toml, Cargo.lock or .cargo/config.toml changes, so editing
 #    the broker's code recompiles the workspace crates and nothing else.
 #    Every workspace member's manifest is needed (cargo resolves the whole workspace), and
-#    every target a manifest names explicitly must exist (broker's and the auth server's
-#    [[bin]], the benches' [[bench]] entries). cargo-chef would derive this list itself,
+#    every target a manifest names explicitly must exist (the auth server's [[bin]], the
+#    benches' [[bench]] entries; the broker names none: its stub src/main.rs stands for
+#    the `gatehouse` binary, which cargo finds in src/bin/gatehouse/ in the real build). cargo-chef would derive this list itself,
 #    but it is one more tool fetched and compiled at build time; the workspace is small
 #    enough to list (a member added to Cargo.toml needs a line here, and the build fails
 #    loudly if it is forgotten).

@@ -38,8 +38,9 @@
 //!   task, their parsed contents read without touching the file system.
 //!
 //! The wire format lives in the `gatehouse-protocol` crate (sans-IO, fuzzed), the
-//! configuration in `gatehouse-config`. The `gatehouse` binary (`main.rs`, `cli/`) uses
-//! this library like any other crate.
+//! configuration in `gatehouse-config`. The `gatehouse` binary (`src/bin/gatehouse/`:
+//! `main.rs` and the subcommands in `cli/`) is not part of this library; it uses it like
+//! any other crate, through `gatehouse::`.
 
 pub mod admission;
 pub mod auth;

@@ -2,7 +2,7 @@
 //! top-down (issue 17; ARCHITECTURE.md "Module map"):
 //!
 //! ```text
-//! server, reload, metrics            start-up, reload, exposition (may use anything below)
+//! server, reload, preflight, metrics start-up, reload, exposition (may use anything below)
 //! transport                          listeners, accept, TLS/WebSocket, hands to a connection
 //! connection                         one task per client
 //! broker, session, routing, limits   the session registry, sessions, fan-out
@@ -15,7 +15,8 @@
 //!
 //! An import may go down or sideways within a layer, never up, and the graph of top-level
 //! modules must be acyclic. Every `crate::<module>` path outside comments counts (a `use`,
-//! or a path written out in code). A new top-level module must be given a layer here.
+//! or a path written out in code). A new top-level module must be given a layer here, and
+//! drawn in that layer in ARCHITECTURE.md's module map (checked too).
 
 #![allow(
     clippy::unwrap_used,
@@ -51,8 +52,9 @@ const LAYERS: &[(&str, usize)] = &[
     ("file_watch", 5),
 ];
 
-/// The binary (`main.rs` and `cli/`) uses the library through `gatehouse::`, not `crate::`.
-const BINARY: &[&str] = &["main", "cli", "lib"];
+/// Not library modules: the crate root, and the binary (`bin/gatehouse/`: `main.rs` and
+/// `cli/`), which uses the library through `gatehouse::`, not `crate::`.
+const BINARY: &[&str] = &["bin", "lib"];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
@@ -206,4 +208,66 @@ fn the_checker_sees_paths_and_skips_comments() {
     let code = "use crate::session::Session;\n// crate::server in a comment\nlet x = crate::limits::X; // crate::metrics\nmy_crate::nothing";
     let found: Vec<_> = crate_paths(code).into_iter().collect();
     assert_eq!(found, ["limits", "session"]);
+}
+
+/// ARCHITECTURE.md's "Module map": each top-level entry (`server.rs` → `server`, `auth/`
+/// → `auth`, `bin/gatehouse/` → `bin`) with the number of `─` rules drawn above it
+/// (0: the binary, then 1 + its layer).
+fn module_map() -> Vec<(String, usize)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ARCHITECTURE.md");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let section = text
+        .split("## Module map")
+        .nth(1)
+        .expect("ARCHITECTURE.md has a \"Module map\" section");
+    let block = section
+        .split("```")
+        .nth(1)
+        .expect("the module map is a code block");
+    let mut entries = Vec::new();
+    let mut rules = 0;
+    for line in block.lines() {
+        if line.starts_with('─') {
+            rules += 1;
+            continue;
+        }
+        // Indented lines detail a module's folders; `gatehouse-…` are the other crates.
+        let entry = line.split_whitespace().next().unwrap_or_default();
+        if line.starts_with(' ') || entry.is_empty() || entry.starts_with("gatehouse-") {
+            continue;
+        }
+        let module = entry.split('/').next().unwrap_or_default();
+        entries.push((module.trim_end_matches(".rs").to_owned(), rules));
+    }
+    entries
+}
+
+#[test]
+fn the_module_map_in_architecture_md_matches_the_tree() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let tree: BTreeSet<String> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir() || p.extension().is_some_and(|x| x == "rs"))
+        .map(|p| module_of(&src, &p))
+        .filter(|m| m != "lib")
+        .collect();
+    let map = module_map();
+    let drawn: BTreeSet<String> = map.iter().map(|(m, _)| m.clone()).collect();
+    assert_eq!(
+        drawn, tree,
+        "ARCHITECTURE.md's module map (left) and the top-level entries of broker/src (right) differ"
+    );
+    for (module, rules) in &map {
+        let expected = if module == "bin" {
+            0
+        } else {
+            layer(module) + 1
+        };
+        assert_eq!(
+            *rules,
+            expected,
+            "ARCHITECTURE.md draws `{module}` under {rules} rules; its layer in LAYERS puts it under {expected}"
+        );
+    }
 }

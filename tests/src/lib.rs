@@ -17,3 +17,4 @@ pub mod raw;
 pub mod secure;
 pub mod state_store;
 pub mod tls;
+pub mod wait;

@@ -130,6 +130,9 @@ pub async fn connect(
     server_name: &str,
 ) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    // As RawClient::connect: without it a request written while the previous packet's
+    // ACK is delayed waits ~40 ms (Nagle), and request/response tests crawl.
+    tcp.set_nodelay(true)?;
     let name = ServerName::try_from(server_name.to_owned())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     connector(ca_file).connect(name, tcp).await
@@ -201,6 +204,9 @@ pub async fn connect_as(
         .with_client_auth_cert(chain, key)
         .expect("client identity");
     let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    // As RawClient::connect: without it a request written while the previous packet's
+    // ACK is delayed waits ~40 ms (Nagle), and request/response tests crawl.
+    tcp.set_nodelay(true)?;
     let name = ServerName::try_from(server_name.to_owned())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     TlsConnector::from(Arc::new(config))

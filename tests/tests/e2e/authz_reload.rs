@@ -4,11 +4,10 @@
 //! invalid file changes nothing.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
 use gatehouse_config::PrivateKeyAlgorithm;
-use gatehouse_tests::broker::{free_port, gatehouse_bin, TempDir};
+use gatehouse_tests::broker::{free_port, BrokerProcess, TempDir};
 use gatehouse_tests::raw::{frame_body, publish_bytes, split_frame, ConnectBuilder, Props};
 use gatehouse_tests::tls::{connect_as, Pki};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -121,30 +120,7 @@ async fn a_new_policy_disconnects_clients_who_come_back_under_it() {
     let (ccrt, ckey) = pki.client("sensor", EC, Duration::from_secs(3600), "sensor");
     let port = free_port();
     let file = dir.write("gatehouse.yaml", &config(port, &pki, &crt, &key, "a/#"));
-    let mut broker = tokio::process::Command::new(gatehouse_bin())
-        .args(["--config", &p(&file)])
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start gatehouse");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "gatehouse did not start"
-        );
-        assert!(
-            broker.try_wait().expect("try_wait").is_none(),
-            "gatehouse exited"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let broker = BrokerProcess::start(&file, port).await;
 
     let mut c = Client::connect(&pki, port, &ccrt, &ckey).await;
     assert_eq!(
@@ -178,5 +154,5 @@ async fn a_new_policy_disconnects_clients_who_come_back_under_it() {
     let mut c = Client::connect(&pki, port, &ccrt, &ckey).await;
     assert_eq!(c.publish("a/1", 1).await, 0x87, "a/# is no longer allowed");
     assert_eq!(c.publish("b/1", 2).await, 0x00, "b/# is now allowed");
-    broker.kill().await.ok();
+    broker.signal("KILL");
 }

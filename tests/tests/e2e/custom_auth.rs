@@ -23,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use gatehouse_tests::tls::Pki;
+use gatehouse_tests::wait;
 
 const EC: PrivateKeyAlgorithm = PrivateKeyAlgorithm::Ec256;
 const WAIT: Duration = Duration::from_secs(10);
@@ -614,8 +615,18 @@ async fn reauthentication_asks_the_server_with_an_auth_request() {
     );
 
     // The server gone: AUTH 0x18 Continue, the client may retry.
+    let port = server.port;
     drop(server);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait::until_async(
+        Duration::from_secs(5),
+        "the server's port closed",
+        || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+        },
+    )
+    .await;
     match chain.reauthenticate("dev-1", None, "token", b"fresh").await {
         Reauth::Continue(_) => {}
         other => panic!("expected continue, got {other:?}"),

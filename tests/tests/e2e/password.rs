@@ -17,6 +17,7 @@ use gatehouse_tests::https_stub::ScriptedServer;
 use gatehouse_tests::mosquitto::{try_publish, Sub};
 use gatehouse_tests::raw::{connack_code, frame, mqtt_str, RawClient};
 use gatehouse_tests::tls::Pki;
+use gatehouse_tests::wait;
 
 const WAIT: Duration = Duration::from_secs(10);
 const SUCCESS: u8 = 0;
@@ -191,6 +192,22 @@ async fn metric(b: &TestBroker, family: &str, labels: &[&str]) -> f64 {
         .unwrap_or_else(|| panic!("no {family} {labels:?} in\n{body}"))
 }
 
+/// Wait until the broker has refused `n` changes of the password file in all (its sweep
+/// saw them; `gatehouse_password_file_reloads_total{result="failure"}`).
+async fn until_refused(b: &TestBroker, n: f64) {
+    let what = format!("{n} refused password file changes on /metrics");
+    wait::until_async(WAIT, &what, move || async move {
+        metric(
+            b,
+            "gatehouse_password_file_reloads_total",
+            &["result=\"failure\""],
+        )
+        .await
+            >= n
+    })
+    .await;
+}
+
 /// Rename over `path` (a new inode, as editors and `gatehouse passwd` do).
 fn replace(path: &Path, text: &str) {
     let tmp = path.with_extension("edit");
@@ -320,7 +337,7 @@ async fn gatehouse_passwd_files_work_and_edits_apply_without_restart() {
     };
     assert_eq!(failures(&b).await, 0.0);
     replace(&file, &format!("{good}{dave_line}\nthis is not an entry\n"));
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    until_refused(&b, 1.0).await;
     assert_eq!(
         login(&b, 5, "erin", "e").await,
         BAD_LOGIN_V5,
@@ -353,7 +370,7 @@ async fn gatehouse_passwd_files_work_and_edits_apply_without_restart() {
     );
     // Removed: the last good version stays too.
     std::fs::remove_file(&file).unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    until_refused(&b, 2.0).await;
     assert_eq!(login(&b, 5, "alice", "second").await, SUCCESS);
 
     // No timing oracle: an unknown user takes about as long to refuse as a wrong password
@@ -414,7 +431,7 @@ async fn hostile_hash_costs_are_refused_at_start_and_on_reload() {
     let b = TestBroker::start(&config(&password_method(&file, ""), None)).await;
     assert_eq!(login(&b, 5, "alice", "secret").await, SUCCESS);
     replace(&file, &hostile);
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    until_refused(&b, 1.0).await;
     for user in ["mallory", "trudy"] {
         let t = Instant::now();
         assert_eq!(login(&b, 5, user, "x").await, BAD_LOGIN_V5, "{user}");

@@ -18,6 +18,7 @@ use gatehouse_tests::https_stub::ScriptedServer;
 use gatehouse_tests::raw::{connack_code, ConnectBuilder, Props, RawClient, WillSpec, WAIT};
 use gatehouse_tests::secure::SecurePort;
 use gatehouse_tests::tls::Pki;
+use gatehouse_tests::wait;
 
 const EC: PrivateKeyAlgorithm = PrivateKeyAlgorithm::Ec256;
 const QUIET: Duration = Duration::from_millis(700);
@@ -341,6 +342,7 @@ async fn a_will_is_authorized_by_the_policy_in_force_when_it_is_published() {
     b.server.reloader().apply(fresh).expect("reload");
     device.expect_disconnect(0x98).await;
     watcher.expect_disconnect(0x98).await;
+    drop((device, watcher));
 
     // A will that the new policy still allows is published: the check is not a blanket
     // refusal.
@@ -350,7 +352,13 @@ async fn a_will_is_authorized_by_the_policy_in_force_when_it_is_published() {
         .connect(&b, "device", ConnectBuilder::new("device-2").will(allowed))
         .await;
     drop(device); // no DISCONNECT: the will is due
-    tokio::time::sleep(Duration::from_millis(300)).await;
+                  // The will is published when the broker ends the connection.
+    wait::until(
+        Duration::from_secs(5),
+        "the broker saw device-2 leave",
+        || b.server.open_connections() == 0,
+    )
+    .await;
 
     let (mut watcher, ack) = s.connect(&b, "watcher", watcher_session(false)).await;
     assert!(ack.session_present);

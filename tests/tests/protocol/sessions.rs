@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use gatehouse_tests::raw::*;
+use gatehouse_tests::wait;
 
 use crate::marker;
 
@@ -61,7 +62,8 @@ async fn session_expires_after_its_interval() {
         .connect_session(ConnectBuilder::new("ss-exp").session_expiry(1))
         .await;
     c.disconnect().await;
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // Gone once the broker has ended it (1 s after the disconnect), not after a guess.
+    b.broker.wait_session_count(0).await;
     let (_c, present) = b
         .connect_session(
             ConnectBuilder::new("ss-exp")
@@ -79,7 +81,12 @@ async fn session_within_its_interval_is_resumed() {
         .connect_session(ConnectBuilder::new("ss-alive").session_expiry(3))
         .await;
     c.disconnect().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait::until(
+        Duration::from_secs(5),
+        "the broker saw ss-alive leave",
+        || b.broker.server.open_connections() == 0,
+    )
+    .await;
     let (_c, present) = b
         .connect_session(
             ConnectBuilder::new("ss-alive")

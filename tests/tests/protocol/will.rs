@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use gatehouse_protocol::QoS;
 use gatehouse_tests::raw::*;
+use gatehouse_tests::wait;
 
 use crate::marker;
 
@@ -140,7 +141,11 @@ async fn reconnecting_within_the_will_delay_cancels_the_will() {
         .v5_with(ConnectBuilder::new("wl-cx").session_expiry(30).will(spec))
         .await;
     drop(c);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Reconnect once the broker has seen the connection end (the will delay started).
+    wait::until(Duration::from_secs(5), "the broker saw wl-cx leave", || {
+        b.broker.server.open_connections() == 1
+    })
+    .await;
     let (mut c, ack) = b
         .v5_with(
             ConnectBuilder::new("wl-cx")
