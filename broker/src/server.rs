@@ -375,7 +375,11 @@ fn restore_journal(
         "restored sessions and retained messages from {}",
         db.file().display()
     );
-    broker.router.restore_retained(&journal, loaded.retained);
+    // Cluster mode keeps retained messages in JetStream (cluster/retained.rs), loaded
+    // already; the file's would overwrite newer ones.
+    if broker.router.cluster.get().is_none() {
+        broker.router.restore_retained(&journal, loaded.retained);
+    }
     broker.restore_sessions(&journal, loaded.sessions);
     let _ = broker.router.retained_sink.set(Arc::new(journal.clone()));
     let _ = broker.journal.set(journal);

@@ -19,12 +19,15 @@
 //!   subscription. A message from a queue subscription goes to one local member of that
 //!   group, whoever sent it (the publishing node leaves shared groups to NATS).
 //!
-//! Not built yet: sessions, queued messages and retained messages in JetStream, the state
-//! store in KV, and what a node does when it loses NATS (it keeps serving its own clients;
+//! Retained messages live in a JetStream key-value bucket, mirrored in memory on every node
+//! ([`retained`]).
+//!
+//! Not built yet: sessions and queued messages in JetStream, the state store in KV, and what a node does when it loses NATS (it keeps serving its own clients;
 //! forwarding resumes when the client reconnects, messages in between are lost).
 
 pub mod dedup;
 pub mod envelope;
+pub mod retained;
 pub mod subject;
 
 use std::collections::HashMap;
@@ -69,6 +72,9 @@ pub enum ClusterError {
     },
     #[error("cannot connect to NATS ({servers}): {reason}")]
     Connect { servers: String, reason: String },
+    /// JetStream did not give the retained messages' bucket.
+    #[error("retained messages: {0}")]
+    Retained(String),
 }
 
 /// What crossed between nodes (for tests and, later, metrics).
@@ -189,6 +195,9 @@ impl Cluster {
             seen: parking_lot::Mutex::new(dedup::Seen::default()),
             stats: ClusterStats::default(),
         });
+        retained::start(&client, nats.replicas as usize, broker, &shared)
+            .await
+            .map_err(ClusterError::Retained)?;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
         tokio::spawn(run_subscriptions(

@@ -24,22 +24,31 @@ async fn nats_cluster_starts_with_jetstream_and_survives_one_server() {
 /// of NATS server `i`, so messages cross NATS routes too.
 struct Nodes {
     nodes: Vec<TestBroker>,
-    _nats: NatsCluster,
+    nats: NatsCluster,
 }
 
 impl Nodes {
     async fn start_or_skip(test: &str) -> Option<Nodes> {
         let nats = NatsCluster::start_or_skip(test).await?;
-        let mut nodes = Vec::new();
-        for (i, url) in nats.urls().iter().enumerate() {
-            let yaml = format!(
-                "listeners:\n  - name: e2e\n    bindAddress: 127.0.0.1\n    ports:\n      - port: 0\n        protocol: Mqtt\n\
-                 cluster:\n  nodeName: node{}\n  nats:\n    servers: [\"{url}\"]\n    replicas: 3\n",
-                i + 1
-            );
-            nodes.push(TestBroker::start(&yaml).await);
+        let mut nodes = Nodes {
+            nodes: Vec::new(),
+            nats,
+        };
+        for _ in 0..3 {
+            nodes.add().await;
         }
-        Some(Nodes { nodes, _nats: nats })
+        Some(nodes)
+    }
+
+    /// Start one more node, a client of NATS server (its number modulo 3).
+    async fn add(&mut self) {
+        let n = self.nodes.len() + 1;
+        let url = &self.nats.urls()[(n - 1) % 3];
+        let yaml = format!(
+            "listeners:\n  - name: e2e\n    bindAddress: 127.0.0.1\n    ports:\n      - port: 0\n        protocol: Mqtt\n\
+             cluster:\n  nodeName: node{n}\n  nats:\n    servers: [\"{url}\"]\n    replicas: 3\n"
+        );
+        self.nodes.push(TestBroker::start(&yaml).await);
     }
 
     /// Node `n` (1-based, as in the test names).
@@ -260,4 +269,94 @@ async fn reserved_characters_and_properties_cross_nodes_intact() {
         .expect("message two");
     assert_eq!(two.topic, "rc//*/>/ /");
     assert_eq!(two.qos, 1);
+}
+
+/// The retained message of `topic` a new subscriber on `addr` gets, if any.
+async fn retained_on(addr: std::net::SocketAddr, topic: &str) -> Option<Msg> {
+    let mut sub = Sub::subscribed(addr, &["-V", "mqttv5", "-q", "1", "-t", topic]).await;
+    let m = sub.message_within(Duration::from_millis(300)).await;
+    sub.kill().await;
+    m
+}
+
+/// Poll `addr` until its retained message of `topic` is `want` (a payload, or none).
+async fn until_retained(
+    addr: std::net::SocketAddr,
+    topic: &str,
+    want: Option<&str>,
+) -> Option<Msg> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = retained_on(addr, topic).await;
+        if got.as_ref().map(|m| m.payload.as_str()) == want {
+            return got;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addr}: retained {topic} is {got:?}, expected {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A retained message set on node 1 is seen by a new subscriber on node 3 (with its
+/// properties and its expiry counting on), by a node started afterwards at once (it loads
+/// the bucket before opening its ports), and cleared on every node by an empty retained
+/// payload published on node 2.
+#[tokio::test]
+async fn retained_messages_are_shared_by_every_node() {
+    let Some(mut nodes) = Nodes::start_or_skip("retained_messages_are_shared").await else {
+        return;
+    };
+    let topic = "ret/a.b/c d";
+    publish(
+        nodes.addr(1),
+        &[
+            "-V",
+            "mqttv5",
+            "-q",
+            "1",
+            "-r",
+            "-t",
+            topic,
+            "-m",
+            "kept",
+            "-D",
+            "publish",
+            "content-type",
+            "text/plain",
+            "-D",
+            "publish",
+            "message-expiry-interval",
+            "600",
+        ],
+    )
+    .await;
+    let m = until_retained(nodes.addr(3), topic, Some("kept"))
+        .await
+        .unwrap();
+    assert!(m.retain, "{m:?}");
+    assert_eq!(m.topic, topic);
+    assert_eq!(m.content_type, "text/plain");
+    let expiry: u32 = m.expiry.parse().expect("an expiry interval");
+    assert!((590..=600).contains(&expiry), "expiry {expiry}");
+    // A node started now has it before it accepts its first client.
+    nodes.add().await;
+    let m = retained_on(nodes.addr(4), topic).await;
+    assert_eq!(
+        m.map(|m| m.payload),
+        Some("kept".to_owned()),
+        "node 4 at start"
+    );
+    // Replaced from node 3, cleared from node 2: every node follows.
+    publish(
+        nodes.addr(3),
+        &["-q", "1", "-r", "-t", topic, "-m", "newer"],
+    )
+    .await;
+    until_retained(nodes.addr(1), topic, Some("newer")).await;
+    publish(nodes.addr(2), &["-q", "1", "-r", "-t", topic, "-n"]).await;
+    for n in 1..=4 {
+        until_retained(nodes.addr(n), topic, None).await;
+    }
 }
