@@ -360,3 +360,64 @@ async fn retained_messages_are_shared_by_every_node() {
         until_retained(nodes.addr(n), topic, None).await;
     }
 }
+
+/// One NATS subscription per distinct local filter, counted: two sessions on one filter
+/// (and one on the same filter shared) make two NATS interests on node 2, and when the
+/// sessions end they are gone, so node 2 no longer receives node 1's messages from NATS.
+#[tokio::test]
+async fn nats_interest_follows_local_subscriptions() {
+    let Some(nodes) = Nodes::start_or_skip("nats_interest_follows_local_subscriptions").await
+    else {
+        return;
+    };
+    let node2 = nodes.nodes[1]
+        .server
+        .cluster
+        .as_ref()
+        .expect("cluster mode");
+    assert_eq!(node2.interest_count(), 0);
+    let mut a = Sub::subscribed(nodes.addr(2), &["-q", "1", "-t", "ri/#"]).await;
+    let mut b = Sub::subscribed(nodes.addr(2), &["-q", "1", "-t", "ri/#"]).await;
+    let mut c = Sub::subscribed(nodes.addr(2), &["-q", "1", "-t", "$share/g/ri/#"]).await;
+    assert_eq!(node2.interest_count(), 2, "ri/# and $share/g/ri/#");
+    warm_up(&nodes, 1, "ri/warm", &mut [&mut a, &mut b, &mut c]).await;
+    a.kill().await;
+    b.kill().await;
+    c.kill().await;
+    nodes.nodes[1].wait_session_count(0).await;
+    assert_eq!(node2.interest_count(), 0);
+    node2.flush().await.unwrap();
+    // Unsubscribed on NATS: node 1's messages no longer reach node 2.
+    let received = || {
+        node2
+            .stats()
+            .received
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = received();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..5 {
+        publish(nodes.addr(1), &["-q", "1", "-t", "ri/t", "-m", "x"]).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(received(), before, "node 2 still receives ri/ from NATS");
+}
+
+/// A node whose NATS servers do not answer does not start (rather than run unclustered),
+/// and says which servers it tried.
+#[tokio::test]
+async fn a_node_without_nats_does_not_start() {
+    let port = gatehouse_tests::broker::free_port();
+    let yaml = format!(
+        "listeners:\n  - name: e2e\n    bindAddress: 127.0.0.1\n    ports:\n      - port: 0\n        protocol: Mqtt\n\
+         cluster:\n  nodeName: lonely\n  nats:\n    servers: [\"nats://127.0.0.1:{port}\"]\n    replicas: 1\n"
+    );
+    let err = match TestBroker::try_start(&yaml).await {
+        Ok(_) => panic!("a node started without NATS"),
+        Err(e) => e,
+    };
+    assert!(
+        err.contains("cannot connect to NATS") && err.contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+}
