@@ -37,6 +37,13 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.client_port)
     }
 
+    /// Whether the process is still running.
+    fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// `kill -9` this server (it stays dead).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -68,7 +75,32 @@ impl NatsCluster {
     }
 
     /// `n` servers of `bin` routed to each other, JetStream on, ready (meta leader elected).
+    /// The ports are picked free and then handed to nats-server, so a test running in
+    /// parallel may take one in between: a server that exits at once is retried with new
+    /// ports (three attempts).
     pub async fn start(bin: &Path, n: usize) -> NatsCluster {
+        for attempt in 1..=3 {
+            let mut cluster = NatsCluster::spawn(bin, n);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let exited: Vec<String> = cluster
+                .servers
+                .iter_mut()
+                .filter_map(|s| (!s.running()).then(|| s.name.clone()))
+                .collect();
+            if exited.is_empty() {
+                cluster.wait_ready(Duration::from_secs(30)).await;
+                return cluster;
+            }
+            assert!(
+                attempt < 3,
+                "nats-server {exited:?} exited at start, three times; logs:\n{}",
+                cluster.logs()
+            );
+        }
+        unreachable!("the loop returns or panics")
+    }
+
+    fn spawn(bin: &Path, n: usize) -> NatsCluster {
         let dir = TempDir::new("nats");
         let ports: Vec<(u16, u16, u16)> = (0..n)
             .map(|_| (free_port(), free_port(), free_port()))
@@ -111,9 +143,7 @@ impl NatsCluster {
                 child: Some(child),
             });
         }
-        let cluster = NatsCluster { servers, dir };
-        cluster.wait_ready(Duration::from_secs(30)).await;
-        cluster
+        NatsCluster { servers, dir }
     }
 
     /// Every server's client URL, for a Gatehouse `cluster.nats.servers` list.

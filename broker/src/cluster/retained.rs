@@ -128,17 +128,39 @@ pub(super) async fn start(
     shared: &Arc<Shared>,
 ) -> Result<(), String> {
     let js = async_nats::jetstream::new(client.clone());
-    let kv = js
-        .create_or_update_key_value(async_nats::jetstream::kv::Config {
-            bucket: BUCKET.to_owned(),
-            description: "Gatehouse retained messages (one key per topic)".to_owned(),
-            history: 1,
-            num_replicas: replicas,
-            storage: async_nats::jetstream::stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| format!("the {BUCKET} key-value bucket: {e}"))?;
+    let config = async_nats::jetstream::kv::Config {
+        bucket: BUCKET.to_owned(),
+        description: "Gatehouse retained messages (one key per topic)".to_owned(),
+        history: 1,
+        num_replicas: replicas,
+        storage: async_nats::jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    // A JetStream that has just elected its leader, or is placing replicas, may refuse
+    // for a moment: try again for up to 20 s before giving up on starting.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let open = || async {
+        let kv = js
+            .create_or_update_key_value(config.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        // Everything in the bucket now, then every change from there on.
+        let watch = kv
+            .watch_with_history(">")
+            .await
+            .map_err(|e| format!("watching it: {e}"))?;
+        Ok::<_, String>((kv, watch))
+    };
+    let (kv, mut watch) = loop {
+        match open().await {
+            Ok(opened) => break opened,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(target: "cluster", "the {BUCKET} key-value bucket: {e}; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(format!("the {BUCKET} key-value bucket: {e}")),
+        }
+    };
     let (writes, rx) = mpsc::unbounded_channel();
     let sink = Arc::new(RetainedKv {
         writes,
@@ -149,11 +171,6 @@ pub(super) async fn start(
         return Err("retained messages already have a sink".to_owned());
     }
     tokio::spawn(write(kv.clone(), rx));
-    // Everything in the bucket now, then every change from there on.
-    let mut watch = kv
-        .watch_with_history(">")
-        .await
-        .map_err(|e| format!("watching the {BUCKET} bucket: {e}"))?;
     let mut revision = 0;
     let stored = kv
         .status()
