@@ -74,6 +74,8 @@ pub struct RetainedKv {
     /// is the router dropping an expired message, not a client clearing the topic.
     expiry: parking_lot::Mutex<HashMap<String, Instant>>,
     shared: Arc<Shared>,
+    /// Dropped with the router: tells the watching task to stop.
+    _alive: tokio::sync::watch::Sender<()>,
 }
 
 impl RetainedSink for RetainedKv {
@@ -162,10 +164,12 @@ pub(super) async fn start(
         }
     };
     let (writes, rx) = mpsc::unbounded_channel();
+    let (alive, alive_rx) = tokio::sync::watch::channel(());
     let sink = Arc::new(RetainedKv {
         writes,
         expiry: parking_lot::Mutex::new(HashMap::new()),
         shared: shared.clone(),
+        _alive: alive,
     });
     if broker.router.retained_sink.set(sink).is_err() {
         return Err("retained messages already have a sink".to_owned());
@@ -201,7 +205,13 @@ pub(super) async fn start(
         retained = broker.router.retained_count(),
         "retained messages loaded from the {BUCKET} bucket"
     );
-    tokio::spawn(follow(kv, watch, revision, Arc::downgrade(broker)));
+    tokio::spawn(follow(
+        kv,
+        watch,
+        revision,
+        Arc::downgrade(broker),
+        alive_rx,
+    ));
     Ok(())
 }
 
@@ -226,8 +236,22 @@ async fn write(
 }
 
 /// Applies the bucket's changes as they come; watches again from the last revision seen
-/// when the watch ends (NATS reconnected).
+/// when the watch ends (NATS reconnected). Ends with the broker.
 async fn follow(
+    kv: async_nats::jetstream::kv::Store,
+    watch: async_nats::jetstream::kv::Watch,
+    revision: u64,
+    broker: Weak<Broker>,
+    mut alive: tokio::sync::watch::Receiver<()>,
+) {
+    tokio::select! {
+        _ = follow_changes(kv, watch, revision, broker) => {}
+        // Err: the sink, and so the broker, is gone.
+        _ = alive.changed() => {}
+    }
+}
+
+async fn follow_changes(
     kv: async_nats::jetstream::kv::Store,
     mut watch: async_nats::jetstream::kv::Watch,
     mut revision: u64,
