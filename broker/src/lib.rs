@@ -21,6 +21,7 @@
 //!   subscriptions, pending will, and its journal (what persists).
 //! - [`routing`]: the subscription index, retained messages and fan-out.
 //! - [`limits`]: the `broker:` limits of the configuration, resolved.
+//! - [`cluster`]: cluster mode, this node's link to the others through NATS (issue 15).
 //!
 //! Security and the state store:
 //! - [`auth`]: authentication chains (X.509, SAT, custom server), device registry.
@@ -46,6 +47,7 @@ pub mod admission;
 pub mod auth;
 pub mod authz;
 pub mod broker;
+pub mod cluster;
 pub mod connection;
 pub mod counters;
 pub mod file_stamp;

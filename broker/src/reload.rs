@@ -304,6 +304,9 @@ impl Reloader {
                 .need_restart
                 .push("persistence or dataDir changed".into());
         }
+        if new.cluster != running.cluster {
+            outcome.need_restart.push("cluster changed".into());
+        }
         if new.broker != running.broker {
             let old = running.broker.max_connections;
             let fresh = Limits::from_config(&new.broker);

@@ -35,6 +35,9 @@ pub enum StartError {
         path: String,
         source: Box<AuthError>,
     },
+    /// Cluster mode (issue 15): NATS could not be reached or configured.
+    #[error("cluster: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     #[error("persistence: {0}")]
     Persistence(#[from] crate::storage::PersistError),
     /// `path` is the setting to change (a port's `port`, or the metrics port).
@@ -98,6 +101,8 @@ pub struct Server {
     tasks: JoinSet<()>,
     /// The connection cap; it also counts the connections still open.
     cap: Arc<ConnectionCap>,
+    /// The link to the other nodes in cluster mode (issue 15).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// What [`Server::shutdown`] did.
@@ -130,6 +135,16 @@ impl Server {
             &mut tasks,
         )?;
         let broker = Broker::new(Limits::from_config(&config.broker));
+        // Cluster mode: linked before sessions are restored, so that their subscriptions
+        // subscribe on NATS too.
+        let cluster = match &config.cluster {
+            Some(settings) => {
+                let cluster = crate::cluster::Cluster::connect(settings, &broker).await?;
+                let _ = broker.router.cluster.set(cluster.clone());
+                Some(cluster)
+            }
+            None => None,
+        };
         if let Some(settings) = &config.persistence {
             let db = crate::storage::Database::open(&config.data_dir)?;
             restore_state_store(&broker, &db, &config.data_dir, settings)?;
@@ -266,6 +281,7 @@ impl Server {
             reloader,
             tasks,
             cap,
+            cluster,
         })
     }
 
@@ -365,7 +381,11 @@ fn restore_journal(
         "restored sessions and retained messages from {}",
         db.file().display()
     );
-    broker.router.restore_retained(&journal, loaded.retained);
+    // Cluster mode keeps retained messages in JetStream (cluster/retained.rs), loaded
+    // already; the file's would overwrite newer ones.
+    if broker.router.cluster.get().is_none() {
+        broker.router.restore_retained(&journal, loaded.retained);
+    }
     broker.restore_sessions(&journal, loaded.sessions);
     let _ = broker.router.retained_sink.set(Arc::new(journal.clone()));
     let _ = broker.journal.set(journal);

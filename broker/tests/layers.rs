@@ -5,7 +5,8 @@
 //! server, reload, preflight, metrics start-up, reload, exposition (may use anything below)
 //! transport                          listeners, accept, TLS/WebSocket, hands to a connection
 //! connection                         one task per client
-//! broker, session, routing, limits   the session registry, sessions, fan-out
+//! broker, session, routing, limits,  the session registry, sessions, fan-out,
+//!   cluster                            the link to the other nodes (cluster mode)
 //! auth, authz, statestore, tls       security and the state store
 //! storage, admission, counters,      leaves: what is kept, the admission gates, counter
 //!   message, topics, file_stamp,       primitives, the message model, reserved topics,
@@ -39,6 +40,9 @@ const LAYERS: &[(&str, usize)] = &[
     ("session", 3),
     ("routing", 3),
     ("limits", 3),
+    // Cluster mode (issue 15): beside the registry and the router it links to NATS;
+    // routing knows it only as the `routing::ClusterLink` trait.
+    ("cluster", 3),
     ("auth", 4),
     ("authz", 4),
     ("statestore", 4),

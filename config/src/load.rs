@@ -154,6 +154,14 @@ fn resolve_paths(config: &mut Config, fix: &dyn Fn(&Path) -> PathBuf) {
         };
     };
     resolve(&mut config.data_dir);
+    if let Some(nats) = config.cluster.as_mut().map(|c| &mut c.nats) {
+        nats.credentials_file.iter_mut().for_each(resolve);
+        if let Some(tls) = &mut nats.tls {
+            for path in [&mut tls.ca_file, &mut tls.cert_file, &mut tls.key_file] {
+                path.iter_mut().for_each(resolve);
+            }
+        }
+    }
     for files in config.secrets.values_mut() {
         resolve(&mut files.cert_file);
         resolve(&mut files.key_file);

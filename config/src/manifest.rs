@@ -145,6 +145,7 @@ pub(crate) fn build(text: &str, documents: &[Value]) -> Built {
             secrets: Default::default(),
             config_maps: Default::default(),
             persistence: None,
+            cluster: None,
             paths: Default::default(),
         },
         origins: Origins {

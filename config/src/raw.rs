@@ -43,6 +43,9 @@ pub(crate) struct NativeDoc {
     diagnostics: Diagnostics,
     #[serde(default)]
     persistence: Option<Persistence>,
+    /// Cluster mode (issue 15).
+    #[serde(default)]
+    cluster: Option<Cluster>,
 }
 
 pub(crate) fn default_data_dir() -> PathBuf {
@@ -105,6 +108,7 @@ impl NativeDoc {
             secrets: self.secrets,
             config_maps: self.config_maps,
             persistence: self.persistence,
+            cluster: self.cluster,
             paths: Default::default(),
         };
         (config, Origins::default(), problems)

@@ -12,6 +12,7 @@ pub mod broker;
 pub mod https_stub;
 pub mod jwt;
 pub mod mosquitto;
+pub mod nats;
 pub mod policies;
 pub mod raw;
 pub mod secure;

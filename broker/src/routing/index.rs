@@ -167,6 +167,21 @@ impl<K: Eq + std::hash::Hash + Clone, V> SubscriptionIndex<K, V> {
         node.here.get_or_insert_with(Default::default)
     }
 
+    /// The entry of exactly `filter` (a valid, non-shared filter), if it has subscribers.
+    pub fn get(&self, filter: &str) -> Option<&FilterEntry<K, V>> {
+        if !gatehouse_protocol::topic::has_wildcard(filter) {
+            return self.exact.get(filter);
+        }
+        let mut node = &self.wild;
+        for level in filter.split('/') {
+            if level == "#" {
+                return node.multi.as_deref();
+            }
+            node = node.children.get(level)?;
+        }
+        node.here.as_deref()
+    }
+
     /// Call `visit` for every filter entry matching `topic` (a valid topic name).
     pub fn for_each_match<'a>(&'a self, topic: &str, mut visit: impl FnMut(&'a FilterEntry<K, V>)) {
         if let Some(e) = self.exact.get(topic) {

@@ -6,4 +6,6 @@ pub mod retained;
 mod router;
 
 pub use retained::{Caps as RetainedCaps, RetainRefused};
-pub use router::{RetainedCursor, RetainedSink, Routed, Router, SubEntry, SubscribeOutcome};
+pub use router::{
+    ClusterLink, RetainedCursor, RetainedSink, Routed, Router, SubEntry, SubscribeOutcome,
+};

@@ -32,6 +32,18 @@ pub trait RetainedSink: Send + Sync {
     fn changed(&self, topic: &str, message: Option<&Message>) -> Option<u64>;
 }
 
+/// Cluster mode (issue 15): the other nodes, as the router sees them. Implemented by
+/// `cluster::Cluster`; the router holds it only when `cluster:` is configured, so a single
+/// node pays one `Option` check per publish and per subscription change.
+pub trait ClusterLink: Send + Sync {
+    /// The index gained (`added`) or lost one subscription to `filter` (shared in `group`).
+    /// Called under the index's write lock, so calls for one filter come in index order;
+    /// it must not block.
+    fn interest(&self, filter: &str, group: Option<&str>, added: bool);
+    /// A message published on this node, to hand to the other nodes; must not block.
+    fn forward(&self, message: &Arc<Message>);
+}
+
 /// What the index stores per subscription.
 #[derive(Debug, Clone)]
 pub struct SubEntry {
@@ -66,6 +78,8 @@ pub struct Router {
     pub stats: RouterStats,
     /// Set at start when retained messages persist (`persistence.retain`).
     pub retained_sink: std::sync::OnceLock<Arc<dyn RetainedSink>>,
+    /// Set at start in cluster mode, before any subscription is restored.
+    pub cluster: std::sync::OnceLock<Arc<dyn ClusterLink>>,
 }
 
 /// Where a published message went.
@@ -173,6 +187,7 @@ impl Router {
             retained_caps: parking_lot::Mutex::new(retained_caps),
             stats: RouterStats::default(),
             retained_sink: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
         }
     }
 
@@ -271,8 +286,60 @@ impl Router {
         }
     }
 
-    /// Queue `message` for every matching session.
+    /// Queue `message` (published on this node) for every matching session, and hand it
+    /// to the other nodes in cluster mode. There, shared subscriptions are served through
+    /// NATS queue groups (one member node gets the message, this one included), so they
+    /// are left out of the local fan-out.
     pub fn publish(&self, message: &Arc<Message>) -> Routed {
+        let Some(cluster) = self.cluster.get() else {
+            return self.fan_out(message, true);
+        };
+        let routed = self.fan_out(message, false);
+        cluster.forward(message);
+        routed
+    }
+
+    /// A message another node published, for this node's plain (not shared)
+    /// subscriptions. Its publisher was authorized on its own node; the subscriptions it
+    /// reaches were authorized here when they were made, as for local messages.
+    pub fn publish_forwarded(&self, message: &Arc<Message>) -> Routed {
+        self.fan_out(message, false)
+    }
+
+    /// A message the NATS queue group of `$share/<group>/<filter>` gave this node: one
+    /// local member of that group gets it (a connected one if any), as in local fan-out.
+    /// Returns whether a member was found.
+    pub fn publish_to_group(&self, message: &Arc<Message>, filter: &str, group: &str) -> bool {
+        let pick = {
+            let index = self.index.read();
+            let Some(g) = index.get(filter).and_then(|e| e.shared.get(group)) else {
+                return false;
+            };
+            let n = g.members.len();
+            if n == 0 {
+                return false;
+            }
+            let start = g.cursor.fetch_add(1, Ordering::Relaxed);
+            let pick = (0..n)
+                .map(|i| &g.members[(start + i) % n].1)
+                .find(|s| s.session.is_online())
+                .unwrap_or(&g.members[start % n].1);
+            pick.clone()
+        };
+        let delivery = Delivery {
+            message: message.clone(),
+            qos: pick.options.qos.min(message.qos),
+            retain: message.retain && pick.options.retain_as_published,
+            subscription_ids: pick.id.into_iter().collect(),
+            seq: None,
+        };
+        self.stats.messages_routed.fetch_add(1, Ordering::Relaxed);
+        self.enqueue(&pick.session, delivery);
+        true
+    }
+
+    /// Queue `message` for every matching session; shared groups only with `shared`.
+    fn fan_out(&self, message: &Arc<Message>, shared: bool) -> Routed {
         self.stats.messages_routed.fetch_add(1, Ordering::Relaxed);
         let mut targets: SmallVec<[Target; 8]> = SmallVec::new();
         let mut dedup = Dedup::default();
@@ -314,7 +381,7 @@ impl Router {
                         }
                     }
                 }
-                for group in entry.shared.values() {
+                for group in entry.shared.values().filter(|_| shared) {
                     let n = group.members.len();
                     if n == 0 {
                         continue;
@@ -399,16 +466,21 @@ impl Router {
         entry: SubEntry,
     ) -> SubscribeOutcome {
         let key = entry.session.key;
-        let existed = self
-            .index
-            .write()
-            .insert(filter, group, key, entry)
-            .is_some();
+        let mut index = self.index.write();
+        let existed = index.insert(filter, group, key, entry).is_some();
+        if let (false, Some(cluster)) = (existed, self.cluster.get()) {
+            cluster.interest(filter, group, true);
+        }
         SubscribeOutcome { existed }
     }
 
     pub fn unsubscribe(&self, filter: &str, group: Option<&str>, key: SessionKey) -> bool {
-        self.index.write().remove(filter, group, &key).is_some()
+        let mut index = self.index.write();
+        let removed = index.remove(filter, group, &key).is_some();
+        if let (true, Some(cluster)) = (removed, self.cluster.get()) {
+            cluster.interest(filter, group, false);
+        }
+        removed
     }
 
     /// A walk over the retained messages matching `filter` as they are now, for a new

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod authz;
 pub mod broker;
 pub mod certs;
+pub mod cluster;
 pub mod files;
 pub mod listener;
 pub mod persistence;
@@ -27,6 +28,7 @@ pub use auth::*;
 pub use authz::*;
 pub use broker::*;
 pub use certs::*;
+pub use cluster::*;
 pub use files::*;
 pub use listener::*;
 pub use persistence::*;
@@ -55,6 +57,10 @@ pub struct Config {
     /// `persistence:` (native form) or the Broker manifest's `spec.persistence`; `None` =
     /// nothing is written to disk (AIO's default).
     pub persistence: Option<Persistence>,
+
+    // --- Cluster mode (issue 15) ---
+    /// `cluster:` (native form only); `None` = one node, no NATS.
+    pub cluster: Option<Cluster>,
 
     // --- Where things are in the YAML (issue 16: check and start-up name the same paths)
     /// Where each resource was written, for messages: set by [`load_file`](crate::load_file)
@@ -90,6 +96,7 @@ impl Config {
             secrets: BTreeMap::new(),
             config_maps: BTreeMap::new(),
             persistence: None,
+            cluster: None,
             paths: Paths::default(),
         }
     }

@@ -12,6 +12,7 @@
 mod auth;
 mod authz;
 mod certs;
+mod cluster;
 mod listeners;
 mod persistence;
 mod settings;
@@ -143,6 +144,9 @@ pub(crate) fn validate(config: &Config, origins: &Origins) -> Report {
     settings::check_diagnostics(&config.diagnostics, origins, &mut report);
     if let Some(settings) = &config.persistence {
         persistence::check_persistence(settings, &origins.persistence(), &mut report);
+    }
+    if let Some(settings) = &config.cluster {
+        cluster::check_cluster(settings, "cluster", &mut report);
     }
     report
 }

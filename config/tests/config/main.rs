@@ -7,6 +7,7 @@
 )]
 
 mod authz;
+mod cluster;
 mod examples;
 mod manifest;
 mod parsing;

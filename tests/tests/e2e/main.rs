@@ -21,6 +21,7 @@ mod authz_sat;
 mod bounds_transport;
 mod ca_cli;
 mod cli;
+mod cluster;
 mod config_errors;
 mod conn_buffers;
 mod custom_auth;

@@ -1,0 +1,497 @@
+//! Cluster mode (issue 15): this node's link to the other nodes through NATS.
+//!
+//! Each node is an ordinary NATS client (`async-nats`). What it does so far is publish
+//! forwarding over core NATS (ARCHITECTURE.md "Cluster mode"):
+//!
+//! - **Interest**: one NATS subscription per distinct local filter (two for a filter
+//!   ending in `/#`, see [`subject`]), counted as local subscriptions come and go (the
+//!   router reports each through [`ClusterLink::interest`]); `$share/<group>/<filter>` is a
+//!   queue subscription whose queue name is derived from group and filter (NATS merges
+//!   queue groups of one name across subjects, MQTT keeps them apart). Subscribing and
+//!   unsubscribing happen in order on one task.
+//! - **Out**: a message published here goes to this node's plain subscribers at once
+//!   (the router) and, through a bounded outbox and one task, to NATS on the topic's
+//!   subject, as an MQTT PUBLISH packet ([`envelope`]) with this node's origin and a
+//!   sequence number in headers.
+//! - **In**: a message from a plain subscription is dropped when this node sent it (it
+//!   was delivered here already) or when another subscription of this node brought it
+//!   already ([`dedup`]); otherwise the router delivers it to every matching local plain
+//!   subscription. A message from a queue subscription goes to one local member of that
+//!   group, whoever sent it (the publishing node leaves shared groups to NATS).
+//!
+//! Retained messages live in a JetStream key-value bucket, mirrored in memory on every node
+//! ([`retained`]).
+//!
+//! Not built yet: sessions and queued messages in JetStream, the state store in KV, and what a node does when it loses NATS (it keeps serving its own clients;
+//! forwarding resumes when the client reconnects, messages in between are lost).
+
+pub mod dedup;
+pub mod envelope;
+pub mod retained;
+pub mod subject;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::broker::Broker;
+use crate::message::Message;
+use crate::routing::ClusterLink;
+
+/// Messages waiting for the NATS connection. A full outbox (NATS slower than this node's
+/// publishers, or disconnected) drops what does not fit, counted in
+/// [`ClusterStats::not_forwarded`]: forwarding is at most once until messages are kept in
+/// JetStream.
+const OUTBOX: usize = 16 * 1024;
+
+/// Messages async-nats buffers per subscription before it drops (slow consumer). Below
+/// [`dedup::WINDOW`], so copies reordered between subscriptions stay inside the window.
+const SUBSCRIPTION_CAPACITY: usize = 32 * 1024;
+
+/// How long start-up waits for a first NATS connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("cluster.nats.servers[{index}]: `{url}` is not a NATS URL: {reason}")]
+    Url {
+        index: usize,
+        url: String,
+        reason: String,
+    },
+    #[error("cluster.nats.credentialsFile: {path}: {source}")]
+    Credentials {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot connect to NATS ({servers}): {reason}")]
+    Connect { servers: String, reason: String },
+    /// JetStream did not give the retained messages' bucket.
+    #[error("retained messages: {0}")]
+    Retained(String),
+}
+
+/// What crossed between nodes (for tests and, later, metrics).
+#[derive(Debug, Default)]
+pub struct ClusterStats {
+    /// Messages handed to NATS.
+    pub forwarded: AtomicU64,
+    /// Messages not forwarded: subject too long, body above NATS's maximum payload,
+    /// outbox full, or a NATS publish error.
+    pub not_forwarded: AtomicU64,
+    /// Copies received from NATS (every subscription's).
+    pub received: AtomicU64,
+    /// Of those: this node's own messages, and copies already delivered.
+    pub own: AtomicU64,
+    pub duplicates: AtomicU64,
+    /// Received copies that were not a message of another node (bad headers or body).
+    pub malformed: AtomicU64,
+}
+
+/// One local subscription as NATS sees it: a filter, shared in a group or not.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Interest {
+    filter: String,
+    group: Option<String>,
+}
+
+enum Command {
+    Subscribe(Interest),
+    Unsubscribe(Interest),
+}
+
+/// What the reader tasks share with the link.
+struct Shared {
+    /// `<nodeName>/<random per start>`: the origin header of this node's messages.
+    origin: String,
+    seen: parking_lot::Mutex<dedup::Seen>,
+    stats: ClusterStats,
+}
+
+/// This node's link to the cluster; the router holds it as its [`ClusterLink`].
+pub struct Cluster {
+    node: String,
+    shared: Arc<Shared>,
+    seq: AtomicU64,
+    /// Local subscriptions per (filter, group); a NATS subscription exists while > 0.
+    interest: parking_lot::Mutex<HashMap<Interest, usize>>,
+    commands: mpsc::UnboundedSender<Command>,
+    outbox: mpsc::Sender<(String, async_nats::HeaderMap, Bytes)>,
+    max_payload: AtomicUsize,
+    client: async_nats::Client,
+}
+
+impl Cluster {
+    /// Connect to NATS and start the tasks that subscribe, publish and receive for
+    /// `broker`. Fails when no server of `settings` answers within 10 s.
+    pub async fn connect(
+        settings: &gatehouse_config::Cluster,
+        broker: &Arc<Broker>,
+    ) -> Result<Arc<Cluster>, ClusterError> {
+        let node = settings.node_name.clone().unwrap_or_else(host_name);
+        let nats = &settings.nats;
+        let mut servers = Vec::new();
+        for (index, url) in nats.servers.iter().enumerate() {
+            let addr: async_nats::ServerAddr =
+                url.parse().map_err(|e: std::io::Error| ClusterError::Url {
+                    index,
+                    url: url.clone(),
+                    reason: e.to_string(),
+                })?;
+            servers.push(addr);
+        }
+        let mut options = async_nats::ConnectOptions::new()
+            .name(format!("gatehouse {node}"))
+            .subscription_capacity(SUBSCRIPTION_CAPACITY)
+            .connection_timeout(CONNECT_TIMEOUT)
+            .event_callback(|event| async move {
+                match event {
+                    async_nats::Event::Connected => {
+                        tracing::info!(target: "cluster", "connected to NATS")
+                    }
+                    async_nats::Event::Disconnected => tracing::warn!(
+                        target: "cluster",
+                        "disconnected from NATS: messages are not forwarded until it reconnects"
+                    ),
+                    other => tracing::info!(target: "cluster", "NATS: {other}"),
+                }
+            });
+        if let Some(path) = &nats.credentials_file {
+            options = options.credentials_file(path).await.map_err(|source| {
+                ClusterError::Credentials {
+                    path: path.display().to_string(),
+                    source,
+                }
+            })?;
+        }
+        if let Some(tls) = &nats.tls {
+            options = options.require_tls(true);
+            if let Some(ca) = &tls.ca_file {
+                options = options.add_root_certificates(ca.clone());
+            }
+            if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+                options = options.add_client_certificate(cert.clone(), key.clone());
+            }
+        }
+        let listed = nats.servers.join(", ");
+        let client = tokio::time::timeout(CONNECT_TIMEOUT, options.connect(servers))
+            .await
+            .map_err(|_| ClusterError::Connect {
+                servers: listed.clone(),
+                reason: format!("no answer within {CONNECT_TIMEOUT:?}"),
+            })?
+            .map_err(|e| ClusterError::Connect {
+                servers: listed,
+                reason: e.to_string(),
+            })?;
+        let shared = Arc::new(Shared {
+            origin: format!("{node}/{}", instance_id()),
+            seen: parking_lot::Mutex::new(dedup::Seen::default()),
+            stats: ClusterStats::default(),
+        });
+        retained::start(&client, nats.replicas as usize, broker, &shared)
+            .await
+            .map_err(ClusterError::Retained)?;
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
+        tokio::spawn(run_subscriptions(
+            client.clone(),
+            command_rx,
+            Arc::downgrade(broker),
+            shared.clone(),
+        ));
+        tokio::spawn(run_outbox(client.clone(), outbox_rx, shared.clone()));
+        tracing::info!(
+            target: "cluster",
+            node = %node,
+            origin = %shared.origin,
+            "cluster mode: forwarding publishes through NATS ({})",
+            nats.servers.join(", ")
+        );
+        Ok(Arc::new(Cluster {
+            node,
+            shared,
+            seq: AtomicU64::new(0),
+            interest: parking_lot::Mutex::new(HashMap::new()),
+            commands,
+            outbox,
+            max_payload: AtomicUsize::new(client.server_info().max_payload),
+            client,
+        }))
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn stats(&self) -> &ClusterStats {
+        &self.shared.stats
+    }
+
+    /// Distinct (filter, group) pairs this node is subscribed to on NATS.
+    pub fn interest_count(&self) -> usize {
+        self.interest.lock().len()
+    }
+
+    /// Wait until NATS has processed everything this node sent so far (subscriptions
+    /// included); for tests and orderly shutdown.
+    pub async fn flush(&self) -> Result<(), async_nats::client::FlushError> {
+        self.client.flush().await
+    }
+}
+
+impl ClusterLink for Cluster {
+    fn interest(&self, filter: &str, group: Option<&str>, added: bool) {
+        let key = Interest {
+            filter: filter.to_owned(),
+            group: group.map(str::to_owned),
+        };
+        let mut interest = self.interest.lock();
+        if added {
+            let n = interest.entry(key.clone()).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                let _ = self.commands.send(Command::Subscribe(key));
+            }
+        } else if let Some(n) = interest.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                interest.remove(&key);
+                let _ = self.commands.send(Command::Unsubscribe(key));
+            }
+        }
+    }
+
+    fn forward(&self, message: &Arc<Message>) {
+        let stats = &self.shared.stats;
+        let subject = subject::topic_to_subject(&message.topic);
+        let body = match envelope::encode(message, Instant::now()) {
+            Ok(Some(body)) => body,
+            // Expired: nobody may receive it.
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(target: "cluster", topic = ?message.topic, "not forwarded: {e}");
+                stats.not_forwarded.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        if subject.len() > subject::MAX_SUBJECT
+            || body.len() > self.max_payload.load(Ordering::Relaxed)
+        {
+            tracing::debug!(
+                target: "cluster",
+                topic = ?message.topic,
+                "not forwarded: topic or message above what NATS carries"
+            );
+            stats.not_forwarded.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(envelope::ORIGIN, self.shared.origin.as_str());
+        headers.insert(envelope::SEQ, seq.to_string().as_str());
+        if self.outbox.try_send((subject, headers, body)).is_err() {
+            stats.not_forwarded.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Publishes the outbox in order.
+async fn run_outbox(
+    client: async_nats::Client,
+    mut rx: mpsc::Receiver<(String, async_nats::HeaderMap, Bytes)>,
+    shared: Arc<Shared>,
+) {
+    while let Some((subject, headers, body)) = rx.recv().await {
+        match client.publish_with_headers(subject, headers, body).await {
+            Ok(()) => shared.stats.forwarded.fetch_add(1, Ordering::Relaxed),
+            Err(e) => {
+                tracing::debug!(target: "cluster", "publish to NATS failed: {e}");
+                shared.stats.not_forwarded.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
+/// Subscribes and unsubscribes in the order the router's changes came, and owns the
+/// reader task of each NATS subscription. Ends (stopping every reader) when the link is
+/// dropped.
+async fn run_subscriptions(
+    client: async_nats::Client,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    broker: Weak<Broker>,
+    shared: Arc<Shared>,
+) {
+    let mut readers: HashMap<Interest, Vec<JoinHandle<()>>> = HashMap::new();
+    while let Some(command) = rx.recv().await {
+        match command {
+            Command::Subscribe(interest) => {
+                let mut tasks = Vec::new();
+                let queue = interest
+                    .group
+                    .as_deref()
+                    .map(|g| queue_name(g, &interest.filter));
+                for subject in subject::filter_to_subjects(&interest.filter) {
+                    if subject.len() > subject::MAX_SUBJECT {
+                        tracing::warn!(
+                            target: "cluster",
+                            filter = ?interest.filter,
+                            "filter too long for NATS: it receives only messages published on this node"
+                        );
+                        continue;
+                    }
+                    let sub = match &queue {
+                        None => client.subscribe(subject).await,
+                        Some(q) => client.queue_subscribe(subject, q.clone()).await,
+                    };
+                    match sub {
+                        Ok(sub) => tasks.push(tokio::spawn(read(
+                            sub,
+                            interest.clone(),
+                            broker.clone(),
+                            shared.clone(),
+                        ))),
+                        Err(e) => tracing::warn!(
+                            target: "cluster",
+                            filter = ?interest.filter,
+                            "NATS subscription failed: {e}"
+                        ),
+                    }
+                }
+                readers.insert(interest, tasks);
+            }
+            Command::Unsubscribe(interest) => {
+                // Aborting a reader drops its subscriber, which unsubscribes.
+                for task in readers.remove(&interest).into_iter().flatten() {
+                    task.abort();
+                }
+            }
+        }
+    }
+    for task in readers.into_values().flatten() {
+        task.abort();
+    }
+}
+
+/// Delivers what one NATS subscription brings.
+async fn read(
+    mut sub: async_nats::Subscriber,
+    interest: Interest,
+    broker: Weak<Broker>,
+    shared: Arc<Shared>,
+) {
+    while let Some(msg) = sub.next().await {
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        receive(&broker, &shared, &interest, msg);
+    }
+}
+
+fn receive(broker: &Broker, shared: &Shared, interest: &Interest, msg: async_nats::Message) {
+    let stats = &shared.stats;
+    stats.received.fetch_add(1, Ordering::Relaxed);
+    let (origin, seq) = match envelope::origin_of(msg.headers.as_ref()) {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::debug!(target: "cluster", subject = %msg.subject, "dropped: {e}");
+            stats.malformed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    let own = origin == shared.origin;
+    if interest.group.is_none() {
+        if own {
+            stats.own.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if !shared.seen.lock().first_time(origin, seq) {
+            stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    }
+    let message = match envelope::decode(msg.payload, Instant::now()) {
+        Ok(m) => Arc::new(m),
+        Err(e) => {
+            tracing::debug!(target: "cluster", subject = %msg.subject, "dropped: {e}");
+            stats.malformed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    match &interest.group {
+        None => {
+            broker.router.publish_forwarded(&message);
+        }
+        Some(group) => {
+            broker
+                .router
+                .publish_to_group(&message, &interest.filter, group);
+        }
+    }
+}
+
+/// The NATS queue group of `$share/<group>/<filter>`: NATS merges queue subscriptions of
+/// one name across subjects, so the name covers the filter too; hashed, since queue names
+/// may not hold whitespace and a filter may.
+fn queue_name(group: &str, filter: &str) -> String {
+    let mut input = Vec::with_capacity(group.len() + 1 + filter.len());
+    input.extend_from_slice(group.as_bytes());
+    input.push(0);
+    input.extend_from_slice(filter.as_bytes());
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &input);
+    let hex: String = digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("gh-share-{hex}")
+}
+
+/// A random id for this start of the node, so that a restarted node's sequence numbers
+/// are not taken for copies of its earlier ones.
+fn instance_id() -> String {
+    let mut bytes = [0u8; 8];
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        // The start time then: unique enough between two starts of one node.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        bytes = nanos.to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The default node name: the host name (Linux), else `gatehouse`.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "read once at start-up, before any port is bound"
+)]
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| "gatehouse".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queue_names_keep_groups_and_filters_apart() {
+        let a = queue_name("g", "a/b");
+        assert_eq!(a, queue_name("g", "a/b"));
+        assert_ne!(a, queue_name("g", "a/+"));
+        assert_ne!(a, queue_name("h", "a/b"));
+        assert_ne!(queue_name("g/a", "b"), queue_name("g", "a/b"));
+        assert!(!a.contains(char::is_whitespace));
+    }
+}

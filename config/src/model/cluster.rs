@@ -1,0 +1,66 @@
+//! `cluster:` (issue 15, beyond AIO; native form only): several Gatehouse nodes behave as
+//! one broker, joined through a NATS cluster with JetStream that each node reaches as an
+//! ordinary client. Absent (the default): one node, nothing of NATS is needed or touched.
+//!
+//! ```yaml
+//! cluster:
+//!   nodeName: gatehouse-1          # default: the host name
+//!   nats:
+//!     servers: [nats://10.0.0.1:4222, nats://10.0.0.2:4222, nats://10.0.0.3:4222]
+//!     replicas: 3                  # JetStream replicas of what the cluster stores
+//!     credentialsFile: /etc/gatehouse/nats.creds   # optional
+//!     tls: { caFile: ca.crt, certFile: node.crt, keyFile: node.key }   # optional
+//! ```
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// `cluster:`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Cluster {
+    pub nats: NatsSettings,
+    /// This node's name among the cluster's nodes (logs, the origin of forwarded messages,
+    /// later the owner of sessions). Default: the host name. Letters, digits, `-` and `_`.
+    #[serde(default)]
+    pub node_name: Option<String>,
+}
+
+/// `cluster.nats`: how this node reaches the NATS cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NatsSettings {
+    /// Seed URLs, `nats://host:port` (or `tls://host:port`); the client learns the rest of
+    /// the cluster from them. At least one; no credentials inside a URL.
+    pub servers: Vec<String>,
+    /// JetStream replicas of every stream and key-value bucket the cluster creates, 1 to 5
+    /// (JetStream's own bound). Default 3: survives the loss of one NATS server.
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// A NATS credentials file (`.creds`: user JWT and NKey seed), optional.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// TLS to the NATS servers, optional (`tls://` URLs need it or the system roots).
+    #[serde(default)]
+    pub tls: Option<NatsTls>,
+}
+
+/// `cluster.nats.tls`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NatsTls {
+    /// CA certificates (PEM) the NATS servers' certificates are verified against; default
+    /// the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) presented to the NATS servers; with `keyFile`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+fn default_replicas() -> u32 {
+    3
+}
