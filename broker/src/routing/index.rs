@@ -174,10 +174,11 @@ impl<K: Eq + std::hash::Hash + Clone, V> SubscriptionIndex<K, V> {
         }
         let mut node = &self.wild;
         for level in filter.split('/') {
-            if level == "#" {
-                return node.multi.as_deref();
-            }
-            node = node.children.get(level)?;
+            node = match level {
+                "#" => return node.multi.as_deref(),
+                "+" => node.plus.as_deref()?,
+                _ => node.children.get(level)?,
+            };
         }
         node.here.as_deref()
     }
@@ -324,6 +325,20 @@ mod tests {
         assert_eq!(matching(&idx, "a/b/c"), vec![3, 4, 5]);
         assert_eq!(matching(&idx, "q"), vec![4]);
         assert_eq!(idx.len(), 6);
+    }
+
+    #[test]
+    fn get_finds_each_filter_with_its_wildcards() {
+        let mut idx = SubscriptionIndex::new();
+        for (i, f) in ["a/b", "a/+", "a/+/c", "+/#", "#", "+"].iter().enumerate() {
+            idx.insert(f, None, i as u32, ());
+        }
+        for (i, f) in ["a/b", "a/+", "a/+/c", "+/#", "#", "+"].iter().enumerate() {
+            let entry = idx.get(f).unwrap_or_else(|| panic!("{f} not found"));
+            assert!(entry.direct.contains_key(&(i as u32)), "{f}");
+        }
+        assert!(idx.get("a/+/d").is_none());
+        assert!(idx.get("b/+").is_none());
     }
 
     #[test]
