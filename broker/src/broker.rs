@@ -430,6 +430,13 @@ impl Broker {
                 .is_some_and(|s| Arc::ptr_eq(s, session))
             {
                 registry.remove(&*session.client_id);
+                // A table sized for a peak of clients would keep that peak's memory
+                // (tens of bytes per slot) after they leave: give it back once it is
+                // three quarters empty.
+                if registry.capacity() > 1024 && registry.len() < registry.capacity() / 4 {
+                    let keep = registry.len() * 2;
+                    registry.shrink_to(keep);
+                }
             }
         }
         let (subscriptions, will) = {
