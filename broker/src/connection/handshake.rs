@@ -260,7 +260,7 @@ where
         }
     };
     if let Some(journal) = broker.journal.get() {
-        let already = attached.session.lock().journal.is_some();
+        let already = attached.session.lock().persists();
         let selected = journal
             .select_session(&client_id, &props.user_properties)
             .or(already.then_some(crate::session::journal::Selected::AllMessages));

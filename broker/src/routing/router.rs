@@ -593,8 +593,8 @@ mod tests {
             assert_eq!(publish(&router).matched, n as usize, "n = {n}");
             for s in &all {
                 let st = s.lock();
-                assert_eq!(st.queue.len(), 1, "n = {n}");
-                let d = &st.queue[0];
+                assert_eq!(st.queued().len(), 1, "n = {n}");
+                let d = &st.queued()[0];
                 assert_eq!(d.qos, QoS::ExactlyOnce);
                 let mut ids = d.subscription_ids.to_vec();
                 ids.sort_unstable();
@@ -616,7 +616,7 @@ mod tests {
             }
             // The one member picked for the group gets two copies, the others one.
             assert_eq!(publish(&router).matched, n as usize + 1);
-            let copies: usize = all.iter().map(|s| s.lock().queue.len()).sum();
+            let copies: usize = all.iter().map(|s| s.lock().queued().len()).sum();
             assert_eq!(copies, n as usize + 1);
             let router = self::router();
             let all = sessions(n);

@@ -1,0 +1,465 @@
+//! A session's QoS state as a sans-IO state machine: the queue of deliveries not yet
+//! sent, the in-flight window towards the client, the packet ids handed out, and the
+//! client's QoS 2 PUBLISHes received but not yet released.
+//!
+//! One method per protocol event; each returns what to send (a [`Reply`], a [`Next`]
+//! delivery, [`Resend`]s) and what changed that the journal must record (the deliveries it
+//! completes). Nothing here touches a socket, the runtime, the journal or the clock (`now`
+//! is passed in), so every flow is unit-tested without them, and the invariants below are
+//! fuzzed (`fuzz/fuzz_targets/session.rs`) and property-tested (`super::invariants`).
+//!
+//! Invariants (checked by [`QosState::check`]):
+//! - no packet id is in flight twice, and 0 is never used;
+//! - a packet id is handed out only when it is not in flight;
+//! - the in-flight window holds at most the client's Receive Maximum of QoS 1/2
+//!   deliveries (it is only filled by [`QosState::next_delivery`], which checks it);
+//! - a QoS 2 PUBLISH from the client is routed once: a retransmission of an id not yet
+//!   released (PUBREL) is [`PublishIn::Duplicate`];
+//! - the queue stays within its policy's bounds (see [`QueuePolicy::push`]), its byte
+//!   count always equals the bytes of what it holds.
+//!
+//! The session (`super::Session`) owns one of these behind its lock and applies the
+//! journal records; the connection does the I/O.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::time::Instant;
+
+use gatehouse_protocol::{PacketId, QoS, ReasonCode};
+
+use super::queue::{DeliveryQueue, EnqueueOutcome, Evicted, QueuePolicy, ONLINE_CEILING};
+use crate::message::Delivery;
+
+/// Where an outgoing QoS 1/2 message is in its acknowledgement flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// QoS 1 PUBLISH sent, waiting for PUBACK.
+    AwaitPubAck,
+    /// QoS 2 PUBLISH sent, waiting for PUBREC.
+    AwaitPubRec,
+    /// PUBREL sent, waiting for PUBCOMP.
+    AwaitPubComp,
+}
+
+/// A QoS 1/2 delivery sent to the client and not yet acknowledged.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub packet_id: PacketId,
+    pub stage: Stage,
+    pub delivery: Delivery,
+}
+
+/// How many of the client's QoS 1/2 PUBLISHes may be unacknowledged at once: our Receive
+/// Maximum (MQTT 5 §3.3.4), and the acknowledgements the connection holds back.
+#[derive(Debug, Clone, Copy)]
+pub struct InboundWindow {
+    /// Our Receive Maximum (`maxReceiveMaximum`).
+    pub maximum: usize,
+    /// v5: QoS 1 PUBLISHes whose PUBACK the connection holds back (they count against the
+    /// window with the unreleased QoS 2 ones). `None` for 3.1.1, which has no Receive
+    /// Maximum: QoS 1 is not checked, and the same bound applies to unreleased QoS 2 alone
+    /// (held PUBACKs are bounded by not reading the client instead).
+    pub held_pubacks: Option<usize>,
+}
+
+/// What to do with a PUBLISH from the client ([`QosState::on_publish_in`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishIn {
+    /// Route it, then acknowledge (QoS 2: its id is now unreleased until PUBREL).
+    Route,
+    /// A QoS 2 retransmission of a PUBLISH routed already and not yet released: do not
+    /// route it again, acknowledge again (MQTT 5 §4.3.3).
+    Duplicate,
+    /// More QoS 1/2 PUBLISHes unacknowledged than our Receive Maximum: DISCONNECT 0x93.
+    ReceiveMaximumExceeded,
+}
+
+/// What to send the client in answer to an acknowledgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    Nothing,
+    PubRel(PacketId, ReasonCode),
+    PubComp(PacketId, ReasonCode),
+}
+
+/// The next delivery for the client ([`QosState::next_delivery`]).
+#[derive(Debug)]
+pub enum Next {
+    /// Send this PUBLISH (with `packet_id` at QoS 1/2, and the Message Expiry Interval
+    /// left), then report [`QosState::sent`] or [`QosState::discarded`].
+    Publish {
+        delivery: Delivery,
+        packet_id: Option<PacketId>,
+        expiry: Option<u32>,
+    },
+    /// It expired while queued: it is dropped (count it; the journal forgets it).
+    Expired(Delivery),
+    /// The in-flight window is full, or every packet id is in flight: wait for acks.
+    Blocked,
+    /// Nothing queued.
+    Empty,
+}
+
+/// What to send again when a session resumes ([`QosState::resume`]).
+#[derive(Debug)]
+pub enum Resend<'a> {
+    /// The PUBLISH again, with DUP set, under its packet id.
+    Publish {
+        delivery: &'a Delivery,
+        packet_id: PacketId,
+        expiry: Option<u32>,
+    },
+    /// PUBREL again: the client has the message already (PUBREC received).
+    PubRel(PacketId),
+}
+
+/// What an acknowledgement changed, for the journal.
+#[derive(Debug)]
+pub enum Changed<'a> {
+    Nothing,
+    /// This delivery is done with (acknowledged, refused, expired, discarded).
+    Done(Delivery),
+    /// This delivery moved on to a new stage.
+    Staged(&'a Outgoing),
+}
+
+/// The QoS state of one session. See the module documentation for its invariants.
+#[derive(Debug, Default)]
+pub struct QosState {
+    /// Deliveries not yet sent, oldest first, with their bytes. Bounded by the queue
+    /// policy (length and bytes).
+    queue: DeliveryQueue,
+    /// Sent QoS 1/2 messages awaiting acknowledgement, in send order (which is also
+    /// packet-id order modulo wrap-around, the invariant `next_packet_id` relies on).
+    outgoing: VecDeque<Outgoing>,
+    /// Incoming QoS 2 packet ids for which PUBREC was sent and PUBREL not yet received.
+    /// A B-tree: empty, it takes half the room of a hash table in every session, and it
+    /// stays small (bounded by our Receive Maximum).
+    incoming_qos2: BTreeSet<u16>,
+    last_packet_id: u16,
+}
+
+impl QosState {
+    // ----- client → server -----
+
+    /// A PUBLISH from the client at `qos` (QoS 1/2 with `packet_id`), against `window`.
+    /// QoS 0 is always routed; QoS 1 is only checked against the window; QoS 2 is also
+    /// remembered until PUBREL, so a retransmission is not routed twice.
+    pub fn on_publish_in(
+        &mut self,
+        qos: QoS,
+        packet_id: PacketId,
+        window: InboundWindow,
+    ) -> PublishIn {
+        match qos {
+            QoS::AtMostOnce => PublishIn::Route,
+            QoS::AtLeastOnce => match window.held_pubacks {
+                Some(held) if held + self.incoming_qos2.len() >= window.maximum => {
+                    PublishIn::ReceiveMaximumExceeded
+                }
+                _ => PublishIn::Route,
+            },
+            QoS::ExactlyOnce => {
+                if self.incoming_qos2.contains(&packet_id.get()) {
+                    return PublishIn::Duplicate;
+                }
+                let unacknowledged = window.held_pubacks.unwrap_or(0) + self.incoming_qos2.len();
+                if unacknowledged >= window.maximum {
+                    return PublishIn::ReceiveMaximumExceeded;
+                }
+                self.incoming_qos2.insert(packet_id.get());
+                PublishIn::Route
+            }
+        }
+    }
+
+    /// A QoS 2 PUBLISH dropped without telling the client (3.1.1 has no reason code for
+    /// "not authorized"): its exchange still completes as usual, so its id is remembered
+    /// for PUBREL like a routed one. No window check: it was never counted before either.
+    pub fn on_publish_in_dropped(&mut self, packet_id: PacketId) {
+        self.incoming_qos2.insert(packet_id.get());
+    }
+
+    /// A QoS 2 PUBLISH answered with an error PUBREC after all (the retained store was
+    /// full): that ends its exchange, no PUBREL will come. True if it was unreleased.
+    pub fn on_publish_in_refused(&mut self, packet_id: PacketId) -> bool {
+        self.incoming_qos2.remove(&packet_id.get())
+    }
+
+    /// PUBREL: the client releases a QoS 2 PUBLISH. Answer PUBCOMP, 0x92 when the id is
+    /// unknown (released already, or never received).
+    pub fn on_pubrel(&mut self, packet_id: PacketId) -> Reply {
+        let reason = if self.incoming_qos2.remove(&packet_id.get()) {
+            ReasonCode::SUCCESS
+        } else {
+            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+        };
+        Reply::PubComp(packet_id, reason)
+    }
+
+    /// QoS 2 PUBLISHes from the client not yet released: they count against our Receive
+    /// Maximum.
+    pub fn unreleased(&self) -> usize {
+        self.incoming_qos2.len()
+    }
+
+    /// The unreleased ids, for the journal.
+    pub fn unreleased_ids(&self) -> impl Iterator<Item = u16> + '_ {
+        self.incoming_qos2.iter().copied()
+    }
+
+    // ----- server → client -----
+
+    /// PUBACK: the delivery with this id is done (whatever its stage: acks usually
+    /// arrive in order, so the search starts at the front).
+    pub fn on_puback(&mut self, packet_id: PacketId) -> Changed<'_> {
+        let pos = self.outgoing.iter().position(|o| o.packet_id == packet_id);
+        match pos.and_then(|pos| self.outgoing.remove(pos)) {
+            Some(done) => Changed::Done(done.delivery),
+            None => Changed::Nothing,
+        }
+    }
+
+    /// PUBREC with `reason`: an error reason ends the exchange (nothing is sent); else
+    /// the delivery waits for PUBCOMP and PUBREL answers (0x92 for an unknown id).
+    pub fn on_pubrec(&mut self, packet_id: PacketId, reason: ReasonCode) -> (Reply, Changed<'_>) {
+        let Some(pos) = self.outgoing.iter().position(|o| o.packet_id == packet_id) else {
+            let rel = Reply::PubRel(packet_id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND);
+            return (rel, Changed::Nothing);
+        };
+        if reason.is_error() {
+            return match self.outgoing.remove(pos) {
+                Some(done) => (Reply::Nothing, Changed::Done(done.delivery)),
+                None => (Reply::Nothing, Changed::Nothing),
+            };
+        }
+        let o = &mut self.outgoing[pos];
+        o.stage = Stage::AwaitPubComp;
+        (
+            Reply::PubRel(packet_id, ReasonCode::SUCCESS),
+            Changed::Staged(o),
+        )
+    }
+
+    /// PUBCOMP: a QoS 2 delivery past PUBREC is done; any other id is ignored.
+    pub fn on_pubcomp(&mut self, packet_id: PacketId) -> Changed<'_> {
+        let pos = self
+            .outgoing
+            .iter()
+            .position(|o| o.packet_id == packet_id && o.stage == Stage::AwaitPubComp);
+        match pos.and_then(|pos| self.outgoing.remove(pos)) {
+            Some(done) => Changed::Done(done.delivery),
+            None => Changed::Nothing,
+        }
+    }
+
+    /// The next delivery to send, within the client's Receive Maximum (`receive_maximum`
+    /// QoS 1/2 deliveries in flight; QoS 0 is never held by it), at `now`. A QoS 1/2
+    /// delivery gets a packet id that is not in flight.
+    pub fn next_delivery(&mut self, receive_maximum: usize, now: Instant) -> Next {
+        let Some(front) = self.queue.front() else {
+            return Next::Empty;
+        };
+        if front.qos != QoS::AtMostOnce && self.outgoing.len() >= receive_maximum {
+            return Next::Blocked;
+        }
+        let Some(delivery) = self.queue.pop_front() else {
+            return Next::Empty;
+        };
+        let Ok(expiry) = delivery.message.remaining_expiry(now) else {
+            return Next::Expired(delivery);
+        };
+        let packet_id = match delivery.qos {
+            QoS::AtMostOnce => None,
+            _ => match self.next_packet_id() {
+                Some(id) => Some(id),
+                None => {
+                    self.queue.push_front(delivery);
+                    return Next::Blocked;
+                }
+            },
+        };
+        Next::Publish {
+            delivery,
+            packet_id,
+            expiry,
+        }
+    }
+
+    /// The PUBLISH of [`Next::Publish`] was written: at QoS 1/2 it is in flight now.
+    pub fn sent(&mut self, delivery: Delivery, packet_id: Option<PacketId>) -> Option<&Outgoing> {
+        let packet_id = packet_id?;
+        let stage = if delivery.qos == QoS::AtLeastOnce {
+            Stage::AwaitPubAck
+        } else {
+            Stage::AwaitPubRec
+        };
+        self.outgoing.push_back(Outgoing {
+            packet_id,
+            stage,
+            delivery,
+        });
+        self.outgoing.back()
+    }
+
+    /// After a session resumes: every in-flight delivery again, in order, with DUP set, or
+    /// its PUBREL once PUBREC came (MQTT 5 §4.4). An expired message is still resent (its
+    /// id must be acknowledged), with the shortest expiry.
+    pub fn resume(&self, now: Instant) -> impl Iterator<Item = Resend<'_>> + '_ {
+        self.outgoing.iter().map(move |o| match o.stage {
+            Stage::AwaitPubComp => Resend::PubRel(o.packet_id),
+            Stage::AwaitPubAck | Stage::AwaitPubRec => Resend::Publish {
+                delivery: &o.delivery,
+                packet_id: o.packet_id,
+                expiry: o.delivery.message.remaining_expiry(now).unwrap_or(Some(1)),
+            },
+        })
+    }
+
+    /// The next free packet id for a server→client QoS 1/2 PUBLISH, or `None` when all
+    /// 65535 are in flight.
+    fn next_packet_id(&mut self) -> Option<PacketId> {
+        let next = self.last_packet_id.checked_add(1).unwrap_or(1).max(1);
+        // Ids are handed out in sequence and `outgoing` is in send order, so the ids in
+        // flight lie in the circular range [front, last]: `next` is in use only when that
+        // range already wraps all the way round to it.
+        if self
+            .outgoing
+            .front()
+            .is_some_and(|o| o.packet_id.get() == next)
+        {
+            return None;
+        }
+        self.last_packet_id = next;
+        PacketId::new(next)
+    }
+
+    /// QoS 1/2 deliveries in flight.
+    pub fn in_flight(&self) -> usize {
+        self.outgoing.len()
+    }
+
+    // ----- the queue -----
+
+    /// Queue `delivery` under `policy` (see [`QueuePolicy::push`]).
+    pub fn enqueue(
+        &mut self,
+        delivery: Delivery,
+        policy: &QueuePolicy,
+        online: bool,
+    ) -> (EnqueueOutcome, Evicted) {
+        policy.push(&mut self.queue, delivery, online)
+    }
+
+    /// The deliveries not yet sent.
+    pub fn queued(&self) -> &DeliveryQueue {
+        &self.queue
+    }
+
+    /// Change the newest queued delivery in place (its journal seq).
+    pub fn update_newest<R>(&mut self, f: impl FnOnce(&mut Delivery) -> R) -> Option<R> {
+        self.queue.update_back(f)
+    }
+
+    /// Change every queued delivery in place (journal seqs).
+    pub fn update_queued(&mut self, f: impl FnMut(&mut Delivery)) {
+        self.queue.update_all(f)
+    }
+
+    // ----- whole-session changes -----
+
+    /// Keep the queued deliveries `keep` accepts and the in-flight ones `keep_in_flight`
+    /// accepts; the others are handed to `dropped`. Returns how many were dropped.
+    pub fn retain(
+        &mut self,
+        mut keep: impl FnMut(&Delivery) -> bool,
+        mut keep_in_flight: impl FnMut(&Outgoing) -> bool,
+        mut dropped: impl FnMut(&Delivery),
+    ) -> usize {
+        let before = self.queue.len() + self.outgoing.len();
+        self.queue.retain(|d| {
+            let kept = keep(d);
+            if !kept {
+                dropped(d);
+            }
+            kept
+        });
+        self.outgoing.retain(|o| {
+            let kept = keep_in_flight(o);
+            if !kept {
+                dropped(&o.delivery);
+            }
+            kept
+        });
+        before - self.queue.len() - self.outgoing.len()
+    }
+
+    /// The session ended: nothing more is sent.
+    pub fn clear(&mut self) {
+        self.queue.clear();
+        self.outgoing.clear();
+    }
+
+    /// Restoring from the journal: a delivery queued, not yet sent.
+    pub fn restore_queued(&mut self, delivery: Delivery) {
+        self.queue.push_back(delivery);
+    }
+
+    /// Restoring from the journal: a delivery in flight, in send order. Packet ids then
+    /// continue after the last one restored.
+    pub fn restore_in_flight(&mut self, packet_id: PacketId, stage: Stage, delivery: Delivery) {
+        self.last_packet_id = packet_id.get();
+        self.outgoing.push_back(Outgoing {
+            packet_id,
+            stage,
+            delivery,
+        });
+    }
+
+    /// Restoring from the journal: the client's unreleased QoS 2 ids.
+    pub fn restore_unreleased(&mut self, ids: impl IntoIterator<Item = u16>) {
+        self.incoming_qos2 = ids.into_iter().collect();
+    }
+
+    /// Check the invariants of the module documentation; `receive_maximum` is the largest
+    /// Receive Maximum the client has had. For the tests and the fuzz target.
+    pub fn check(&self, policy: &QueuePolicy, receive_maximum: usize) -> Result<(), String> {
+        let mut ids = BTreeSet::new();
+        for o in &self.outgoing {
+            if !ids.insert(o.packet_id.get()) {
+                return Err(format!("packet id {} in flight twice", o.packet_id.get()));
+            }
+            if o.delivery.qos == QoS::AtMostOnce {
+                return Err("a QoS 0 delivery in flight".into());
+            }
+        }
+        if self.outgoing.len() > receive_maximum {
+            return Err(format!(
+                "{} in flight past the Receive Maximum {receive_maximum}",
+                self.outgoing.len()
+            ));
+        }
+        let bytes: usize = self.queue.iter().map(super::queue::delivery_bytes).sum();
+        if bytes != self.queue.bytes() {
+            return Err(format!(
+                "queue bytes {} counted as {}",
+                bytes,
+                self.queue.bytes()
+            ));
+        }
+        let max_len = policy.length.saturating_mul(ONLINE_CEILING).max(1);
+        if self.queue.len() > max_len {
+            return Err(format!("{} queued past {max_len}", self.queue.len()));
+        }
+        let max_bytes = policy.max_bytes.saturating_mul(ONLINE_CEILING);
+        if self.queue.len() > 1 && self.queue.bytes() > max_bytes {
+            return Err(format!(
+                "{} bytes queued past {max_bytes}",
+                self.queue.bytes()
+            ));
+        }
+        if self.incoming_qos2.contains(&0) {
+            return Err("packet id 0 unreleased".into());
+        }
+        Ok(())
+    }
+}
