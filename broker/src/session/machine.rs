@@ -463,3 +463,396 @@ impl QosState {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use gatehouse_protocol::{PacketId, PublishProperties, QoS, ReasonCode};
+
+    use super::*;
+    use crate::message::Message;
+
+    fn delivery(topic: &str, qos: QoS) -> Delivery {
+        Delivery {
+            message: Arc::new(Message {
+                topic: topic.into(),
+                payload: Bytes::new(),
+                qos,
+                retain: false,
+                properties: PublishProperties::default(),
+                expires_at: None,
+                origin: None,
+            }),
+            qos,
+            retain: false,
+            subscription_ids: Default::default(),
+            seq: None,
+        }
+    }
+
+    fn id(n: u16) -> PacketId {
+        PacketId::new(n).unwrap()
+    }
+
+    const POLICY: QueuePolicy = QueuePolicy {
+        length: 4,
+        max_bytes: usize::MAX,
+        drop_oldest: false,
+    };
+
+    const V5: InboundWindow = InboundWindow {
+        maximum: 2,
+        held_pubacks: Some(0),
+    };
+
+    /// Queue `topics` at `qos`, as the router would for a connected session.
+    fn queued(topics: &[&str], qos: QoS) -> QosState {
+        let mut st = QosState::default();
+        for t in topics {
+            assert!(st.enqueue(delivery(t, qos), &POLICY, true).0.queued());
+        }
+        st
+    }
+
+    /// Take the next delivery, expecting a PUBLISH; returns its topic and packet id.
+    fn send(st: &mut QosState, window: usize) -> (String, Option<PacketId>) {
+        match st.next_delivery(window, Instant::now()) {
+            Next::Publish {
+                delivery,
+                packet_id,
+                ..
+            } => {
+                let topic = delivery.message.topic.clone();
+                st.sent(delivery, packet_id);
+                (topic, packet_id)
+            }
+            other => panic!("expected a PUBLISH, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn packet_ids_wrap_past_65535_and_skip_zero() {
+        let mut st = QosState {
+            last_packet_id: u16::MAX - 1,
+            ..Default::default()
+        };
+        assert_eq!(st.next_packet_id().map(|p| p.get()), Some(u16::MAX));
+        assert_eq!(st.next_packet_id().map(|p| p.get()), Some(1));
+    }
+
+    #[test]
+    fn a_packet_id_in_flight_is_not_handed_out_again() {
+        let mut st = queued(&["a", "b"], QoS::AtLeastOnce);
+        let (_, first) = send(&mut st, 10);
+        let first = first.unwrap();
+        // Pretend every other id was handed out since: the next one would be `first`.
+        st.last_packet_id = u16::MAX;
+        assert!(matches!(
+            st.next_delivery(10, Instant::now()),
+            Next::Blocked
+        ));
+        assert_eq!(st.queued().len(), 1, "the delivery waits in the queue");
+        // Once acknowledged, the id is free again.
+        assert!(matches!(st.on_puback(first), Changed::Done(_)));
+        assert_eq!(send(&mut st, 10).1, Some(first));
+    }
+
+    #[test]
+    fn ids_are_handed_out_in_sequence_and_reused_only_after_wrapping() {
+        let mut st = queued(&["a", "b", "c"], QoS::AtLeastOnce);
+        let ids: Vec<u16> = (0..3).map(|_| send(&mut st, 10).1.unwrap().get()).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        st.on_puback(id(2));
+        st.enqueue(delivery("d", QoS::AtLeastOnce), &POLICY, true);
+        assert_eq!(
+            send(&mut st, 10).1,
+            Some(id(4)),
+            "2 is free but not reused yet"
+        );
+    }
+
+    #[test]
+    fn qos1_outgoing_flow_ends_at_puback() {
+        let mut st = queued(&["a"], QoS::AtLeastOnce);
+        let (_, pid) = send(&mut st, 10);
+        let pid = pid.unwrap();
+        assert_eq!(st.in_flight(), 1);
+        // An unknown id changes nothing.
+        assert!(matches!(st.on_puback(id(99)), Changed::Nothing));
+        match st.on_puback(pid) {
+            Changed::Done(d) => assert_eq!(d.message.topic, "a"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(st.in_flight(), 0);
+        assert!(
+            matches!(st.on_puback(pid), Changed::Nothing),
+            "a second PUBACK"
+        );
+    }
+
+    #[test]
+    fn qos2_outgoing_flow_pubrec_pubrel_pubcomp() {
+        let mut st = queued(&["a"], QoS::ExactlyOnce);
+        let pid = send(&mut st, 10).1.unwrap();
+        // PUBCOMP before PUBREC is ignored.
+        assert!(matches!(st.on_pubcomp(pid), Changed::Nothing));
+        let (reply, changed) = st.on_pubrec(pid, ReasonCode::SUCCESS);
+        assert_eq!(reply, Reply::PubRel(pid, ReasonCode::SUCCESS));
+        assert!(matches!(changed, Changed::Staged(o) if o.stage == Stage::AwaitPubComp));
+        // A PUBREC for an id not in flight: PUBREL 0x92.
+        assert_eq!(
+            st.on_pubrec(id(99), ReasonCode::SUCCESS).0,
+            Reply::PubRel(id(99), ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)
+        );
+        assert!(matches!(st.on_pubcomp(pid), Changed::Done(_)));
+        assert_eq!(st.in_flight(), 0);
+    }
+
+    #[test]
+    fn an_error_pubrec_ends_the_qos2_exchange_without_pubrel() {
+        let mut st = queued(&["a"], QoS::ExactlyOnce);
+        let pid = send(&mut st, 10).1.unwrap();
+        let (reply, changed) = st.on_pubrec(pid, ReasonCode::UNSPECIFIED_ERROR);
+        assert_eq!(reply, Reply::Nothing);
+        assert!(matches!(changed, Changed::Done(_)));
+        assert_eq!(st.in_flight(), 0);
+    }
+
+    #[test]
+    fn qos1_incoming_is_routed_every_time() {
+        let mut st = QosState::default();
+        for _ in 0..2 {
+            assert_eq!(
+                st.on_publish_in(QoS::AtLeastOnce, id(1), V5),
+                PublishIn::Route
+            );
+        }
+        assert_eq!(st.unreleased(), 0);
+    }
+
+    #[test]
+    fn qos2_incoming_flow_and_a_duplicate_is_not_routed_twice() {
+        let mut st = QosState::default();
+        assert_eq!(
+            st.on_publish_in(QoS::ExactlyOnce, id(7), V5),
+            PublishIn::Route
+        );
+        // The retransmission (DUP) before PUBREL: acknowledged again, not routed.
+        assert_eq!(
+            st.on_publish_in(QoS::ExactlyOnce, id(7), V5),
+            PublishIn::Duplicate
+        );
+        assert_eq!(st.unreleased(), 1);
+        assert_eq!(
+            st.on_pubrel(id(7)),
+            Reply::PubComp(id(7), ReasonCode::SUCCESS)
+        );
+        assert_eq!(
+            st.on_pubrel(id(7)),
+            Reply::PubComp(id(7), ReasonCode::PACKET_IDENTIFIER_NOT_FOUND)
+        );
+        // Released: the id may carry a new message now.
+        assert_eq!(
+            st.on_publish_in(QoS::ExactlyOnce, id(7), V5),
+            PublishIn::Route
+        );
+    }
+
+    #[test]
+    fn a_refused_qos2_publish_is_forgotten() {
+        let mut st = QosState::default();
+        st.on_publish_in(QoS::ExactlyOnce, id(3), V5);
+        assert!(st.on_publish_in_refused(id(3)));
+        assert!(!st.on_publish_in_refused(id(3)));
+        assert_eq!(st.unreleased(), 0);
+    }
+
+    #[test]
+    fn our_receive_maximum_counts_held_pubacks_and_unreleased_qos2() {
+        let mut st = QosState::default();
+        // One PUBACK held, one QoS 2 unreleased: the window of 2 is full.
+        let held_one = InboundWindow {
+            maximum: 2,
+            held_pubacks: Some(1),
+        };
+        assert_eq!(
+            st.on_publish_in(QoS::ExactlyOnce, id(1), held_one),
+            PublishIn::Route
+        );
+        assert_eq!(
+            st.on_publish_in(QoS::AtLeastOnce, id(2), held_one),
+            PublishIn::ReceiveMaximumExceeded
+        );
+        assert_eq!(
+            st.on_publish_in(QoS::ExactlyOnce, id(3), held_one),
+            PublishIn::ReceiveMaximumExceeded
+        );
+        // A duplicate is not a new PUBLISH: still answered.
+        assert_eq!(
+            st.on_publish_in(QoS::ExactlyOnce, id(1), held_one),
+            PublishIn::Duplicate
+        );
+        // QoS 0 is never counted.
+        assert_eq!(
+            st.on_publish_in(QoS::AtMostOnce, id(9), held_one),
+            PublishIn::Route
+        );
+        // 3.1.1: QoS 1 is not checked; unreleased QoS 2 alone counts.
+        let v311 = InboundWindow {
+            maximum: 2,
+            held_pubacks: None,
+        };
+        assert_eq!(
+            st.on_publish_in(QoS::AtLeastOnce, id(2), v311),
+            PublishIn::Route
+        );
+        assert_eq!(
+            st.on_publish_in(QoS::ExactlyOnce, id(3), v311),
+            PublishIn::Route
+        );
+        assert_eq!(
+            st.on_publish_in(QoS::ExactlyOnce, id(4), v311),
+            PublishIn::ReceiveMaximumExceeded
+        );
+    }
+
+    #[test]
+    fn the_clients_receive_maximum_bounds_what_is_in_flight_but_not_qos0() {
+        let mut st = queued(&["a", "b"], QoS::AtLeastOnce);
+        send(&mut st, 1);
+        assert!(matches!(st.next_delivery(1, Instant::now()), Next::Blocked));
+        st.enqueue(delivery("a", QoS::AtLeastOnce), &POLICY, true);
+        // QoS 0 behind a blocked QoS 1 waits its turn (order is kept).
+        st.enqueue(delivery("zero", QoS::AtMostOnce), &POLICY, true);
+        assert!(matches!(st.next_delivery(1, Instant::now()), Next::Blocked));
+        st.on_puback(id(1));
+        assert_eq!(send(&mut st, 1).0, "b");
+        // A QoS 0 at the front goes even with the window full.
+        let mut st = queued(&["q1"], QoS::AtLeastOnce);
+        send(&mut st, 1);
+        st.enqueue(delivery("zero", QoS::AtMostOnce), &POLICY, true);
+        assert_eq!(send(&mut st, 1), ("zero".to_owned(), None));
+        st.check(&POLICY, 1).unwrap();
+    }
+
+    #[test]
+    fn queue_bounds_and_qos0_shedding() {
+        let mut st = QosState::default();
+        // Offline: QoS 0 is not kept; QoS 1 up to the length.
+        assert_eq!(
+            st.enqueue(delivery("0", QoS::AtMostOnce), &POLICY, false).0,
+            EnqueueOutcome::Dropped
+        );
+        for t in ["a", "b", "c", "d"] {
+            assert!(st
+                .enqueue(delivery(t, QoS::AtLeastOnce), &POLICY, false)
+                .0
+                .queued());
+        }
+        assert_eq!(
+            st.enqueue(delivery("e", QoS::AtLeastOnce), &POLICY, false)
+                .0,
+            EnqueueOutcome::Dropped
+        );
+        // Online: QoS 0 is shed at the length, QoS 1/2 go on to the ceiling.
+        assert_eq!(
+            st.enqueue(delivery("0", QoS::AtMostOnce), &POLICY, true).0,
+            EnqueueOutcome::Dropped
+        );
+        for t in ["e", "f", "g", "h"] {
+            assert!(st
+                .enqueue(delivery(t, QoS::ExactlyOnce), &POLICY, true)
+                .0
+                .queued());
+        }
+        assert_eq!(
+            st.enqueue(delivery("i", QoS::ExactlyOnce), &POLICY, true).0,
+            EnqueueOutcome::Dropped
+        );
+        assert_eq!(st.queued().len(), POLICY.length * ONLINE_CEILING);
+        st.check(&POLICY, 10).unwrap();
+    }
+
+    #[test]
+    fn an_expired_message_is_not_sent() {
+        let mut st = QosState::default();
+        let mut d = delivery("old", QoS::AtLeastOnce);
+        let now = Instant::now();
+        d.message = Arc::new(Message {
+            topic: "old".into(),
+            payload: Bytes::new(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: PublishProperties::default(),
+            expires_at: Some(now + Duration::from_secs(1)),
+            origin: None,
+        });
+        st.enqueue(d, &POLICY, true);
+        match st.next_delivery(10, now + Duration::from_secs(2)) {
+            Next::Expired(d) => assert_eq!(d.message.topic, "old"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(st.next_delivery(10, now), Next::Empty));
+        assert_eq!(st.in_flight(), 0, "no packet id was spent on it");
+    }
+
+    #[test]
+    fn resume_resends_publish_with_its_id_or_pubrel_after_pubrec() {
+        let mut st = queued(&["one", "two"], QoS::ExactlyOnce);
+        st.enqueue(delivery("three", QoS::AtLeastOnce), &POLICY, true);
+        let ids: Vec<PacketId> = (0..3).map(|_| send(&mut st, 10).1.unwrap()).collect();
+        st.on_pubrec(ids[0], ReasonCode::SUCCESS);
+        // The connection drops; the client reconnects and the session resumes.
+        let resent: Vec<String> = st
+            .resume(Instant::now())
+            .map(|r| match r {
+                Resend::PubRel(pid) => format!("PUBREL {}", pid.get()),
+                Resend::Publish {
+                    delivery,
+                    packet_id,
+                    ..
+                } => format!("PUBLISH {} {}", packet_id.get(), delivery.message.topic),
+            })
+            .collect();
+        assert_eq!(resent, ["PUBREL 1", "PUBLISH 2 two", "PUBLISH 3 three"]);
+        // Resuming changes nothing: the same ids are acknowledged afterwards.
+        assert_eq!(st.in_flight(), 3);
+        assert!(matches!(st.on_pubcomp(ids[0]), Changed::Done(_)));
+        assert!(matches!(
+            st.on_pubrec(ids[1], ReasonCode::SUCCESS).1,
+            Changed::Staged(_)
+        ));
+        assert!(matches!(st.on_puback(ids[2]), Changed::Done(_)));
+    }
+
+    #[test]
+    fn restored_flights_resume_and_ids_continue_after_them() {
+        let mut st = QosState::default();
+        st.restore_in_flight(id(40), Stage::AwaitPubRec, delivery("a", QoS::ExactlyOnce));
+        st.restore_in_flight(id(41), Stage::AwaitPubComp, delivery("b", QoS::ExactlyOnce));
+        st.restore_queued(delivery("c", QoS::AtLeastOnce));
+        st.restore_unreleased([5, 6]);
+        assert_eq!(st.unreleased(), 2);
+        assert_eq!(
+            st.on_publish_in(
+                QoS::ExactlyOnce,
+                id(5),
+                InboundWindow {
+                    maximum: 10,
+                    held_pubacks: Some(0)
+                }
+            ),
+            PublishIn::Duplicate,
+            "a QoS 2 PUBLISH routed before the restart is not routed again"
+        );
+        let kinds: Vec<bool> = st
+            .resume(Instant::now())
+            .map(|r| matches!(r, Resend::PubRel(_)))
+            .collect();
+        assert_eq!(kinds, [false, true]);
+        assert_eq!(send(&mut st, 10).1, Some(id(42)));
+    }
+}
