@@ -67,9 +67,9 @@ struct Harness {
 }
 
 /// Reads the input a byte at a time; zeros once it runs out.
-struct Bytes_<'a>(&'a [u8]);
+struct Input<'a>(&'a [u8]);
 
-impl Bytes_<'_> {
+impl Input<'_> {
     fn next(&mut self) -> Option<u8> {
         let (&b, rest) = self.0.split_first()?;
         self.0 = rest;
@@ -119,7 +119,7 @@ fn fail<T>(why: String) -> Result<T, String> {
 }
 
 impl Harness {
-    fn new(input: &mut Bytes_<'_>) -> Harness {
+    fn new(input: &mut Input<'_>) -> Harness {
         let config = input.byte();
         let policy = QueuePolicy {
             length: usize::from(input.byte() % 8) + 1,
@@ -191,7 +191,7 @@ impl Harness {
         Some(self.flights.remove(pos))
     }
 
-    fn step(&mut self, input: &mut Bytes_<'_>) -> Result<(), String> {
+    fn step(&mut self, input: &mut Input<'_>) -> Result<(), String> {
         let op = input.byte();
         match op % 11 {
             // PUBLISH in.
@@ -479,7 +479,7 @@ impl Harness {
 /// Run the events `data` describes (see the module documentation), checking the
 /// invariants after each; the first violation comes back.
 pub fn run(data: &[u8]) -> Result<(), String> {
-    let mut input = Bytes_(data);
+    let mut input = Input(data);
     let mut h = Harness::new(&mut input);
     let mut step = 0usize;
     while !input.0.is_empty() {
