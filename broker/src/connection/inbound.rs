@@ -110,7 +110,10 @@ impl Connection {
 
     fn on_publish(&mut self, mut p: Publish) -> Result<(), Exit> {
         self.metrics.inbound.messages.inc(p.qos);
-        if let (QoS::AtLeastOnce, Some(id)) = (p.qos, p.packet_id) {
+        // 3.1.1 has no Receive Maximum: nothing to check at QoS 1, and no lock to take.
+        if let (QoS::AtLeastOnce, Some(id), ProtocolVersion::V5) =
+            (p.qos, p.packet_id, self.version)
+        {
             let window = self.inbound_window();
             if self.session.lock().on_publish_in(p.qos, id, window)
                 == PublishIn::ReceiveMaximumExceeded
