@@ -1,4 +1,5 @@
-//! The broker's shared state: the session registry, the router and the limits.
+//! The session registry, and with it the broker's shared state: the router, the state
+//! store and the limits (the [`Broker`] every connection holds).
 //!
 //! One `Arc<Broker>` is shared by every connection task. The registry maps client ids
 //! to sessions; attaching a connection to a session (clean start, resume, takeover)

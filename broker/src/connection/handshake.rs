@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use super::{Connection, PortSecurity};
 use crate::auth::{Credentials, Outcome};
 use crate::authz::Action;
-use crate::broker::Broker;
+use crate::registry::Broker;
 
 pub(super) type Accepted = (
     Box<Connection>,

@@ -35,7 +35,7 @@ use crate::statestore::counters::{STATE_STORE_COMMANDS, STATE_STORE_RESULTS};
 
 use crate::auth::Chain;
 use crate::authz::Authorizer;
-use crate::broker::Broker;
+use crate::registry::Broker;
 use crate::tls::CertSlot;
 use render::{Exposition, Kind};
 

@@ -21,7 +21,7 @@ use crate::session::{EnqueueOutcome, QueuePolicy, Session};
 
 /// Where the router reports changes to retained messages that should survive a restart
 /// (`persistence.retain`). The router knows nothing of how they are kept: the session
-/// journal implements this (see `broker.rs`), and a clustered store would too.
+/// journal implements this (see `registry.rs`), and a clustered store would too.
 pub trait RetainedSink: Send + Sync {
     /// Whether retained messages persist at all.
     fn enabled(&self) -> bool;

@@ -9,7 +9,6 @@ mod backpressure;
 pub mod invariants;
 pub mod journal;
 pub mod machine;
-mod persist;
 mod queue;
 pub mod will;
 
@@ -156,7 +155,7 @@ pub struct Attachment {
 /// A session's state behind its lock. The QoS state ([`QosState`]: queue, in flight,
 /// packet ids, unreleased QoS 2) is private: it changes only through the protocol events
 /// below, which also keep the journal in step. The rest belongs to the registry
-/// (`crate::broker`) and the connection (subscriptions, grants).
+/// (`crate::registry`) and the connection (subscriptions, grants).
 #[derive(Debug, Default)]
 pub struct SessionState {
     qos: QosState,
@@ -176,7 +175,7 @@ pub struct SessionState {
     pub state_store_replies: crate::statestore::replay::ReplyCache,
     /// Set when this session persists (`persistence.subscriberQueue`): its journal, what
     /// of it persists, under which client id. Boxed: most sessions have none.
-    journal: Option<Box<persist::Persisted>>,
+    journal: Option<Box<journal::recording::Persisted>>,
     /// The seq of the next persisted message (records keep queue order).
     next_seq: u64,
 }
@@ -222,20 +221,20 @@ impl SessionState {
     /// PUBACK from the client.
     pub fn on_puback(&mut self, packet_id: PacketId) {
         let changed = self.qos.on_puback(packet_id);
-        persist::record(&self.journal, changed);
+        journal::recording::record(&self.journal, changed);
     }
 
     /// PUBREC from the client: the PUBREL to send, if any.
     pub fn on_pubrec(&mut self, packet_id: PacketId, reason: ReasonCode) -> Reply {
         let (reply, changed) = self.qos.on_pubrec(packet_id, reason);
-        persist::record(&self.journal, changed);
+        journal::recording::record(&self.journal, changed);
         reply
     }
 
     /// PUBCOMP from the client.
     pub fn on_pubcomp(&mut self, packet_id: PacketId) {
         let changed = self.qos.on_pubcomp(packet_id);
-        persist::record(&self.journal, changed);
+        journal::recording::record(&self.journal, changed);
     }
 
     /// The next delivery to send (see [`QosState::next_delivery`]); an expired one is
@@ -251,7 +250,7 @@ impl SessionState {
     /// The PUBLISH of [`Next::Publish`] was written.
     pub fn sent(&mut self, delivery: Delivery, packet_id: Option<PacketId>) {
         if let Some(o) = self.qos.sent(delivery, packet_id) {
-            persist::record(&self.journal, Changed::Staged(o));
+            journal::recording::record(&self.journal, Changed::Staged(o));
         }
     }
 
@@ -289,7 +288,7 @@ impl SessionState {
         qos.retain(
             &may_receive,
             |o| o.stage == Stage::AwaitPubComp || may_receive(&o.delivery),
-            |d| persist::done(journal, d),
+            |d| journal::recording::done(journal, d),
         )
     }
 

@@ -1,5 +1,7 @@
-//! Keeping a persisted session's journal in step with its state
-//! (`persistence.subscriberQueue`, see `session::journal`).
+//! The session's side of the journal: keeping a persisted session's journal in step with
+//! its state (`persistence.subscriberQueue`). It lives under `journal/` with the rest of
+//! what persists, and reaches into the session's private state as a descendant of
+//! `session`.
 //!
 //! Every change that a restart must see is recorded here while the session lock is held,
 //! so the journal sees changes in the order they happened: a queued message, its sending
@@ -10,14 +12,15 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::machine::Changed;
-use super::{Delivery, EnqueueOutcome, Session, SessionState, Stage};
+use crate::message::Delivery;
 use crate::session::journal::records::{Sent, SessionMeta};
 use crate::session::journal::{Journal, Selected};
+use crate::session::machine::Changed;
+use crate::session::{EnqueueOutcome, Session, SessionState, Stage};
 
 /// A persisted session's link to its journal.
 #[derive(Debug)]
-pub(super) struct Persisted {
+pub(in crate::session) struct Persisted {
     journal: Journal,
     /// What of the session persists.
     selected: Selected,
@@ -32,7 +35,7 @@ fn now_ms() -> u64 {
 }
 
 /// Record what a QoS event changed.
-pub(super) fn record(journal: &Option<Box<Persisted>>, changed: Changed<'_>) {
+pub(in crate::session) fn record(journal: &Option<Box<Persisted>>, changed: Changed<'_>) {
     let Some(p) = journal else {
         return;
     };
@@ -44,7 +47,7 @@ pub(super) fn record(journal: &Option<Box<Persisted>>, changed: Changed<'_>) {
 }
 
 /// A persisted delivery is done with: acknowledged, expired or discarded.
-pub(super) fn done(journal: &Option<Box<Persisted>>, d: &Delivery) {
+pub(in crate::session) fn done(journal: &Option<Box<Persisted>>, d: &Delivery) {
     if let Some(p) = journal {
         p.done(d);
     }
@@ -74,7 +77,7 @@ impl Persisted {
 
 impl SessionState {
     /// Whether `d`, about to be queued, persists (QoS 1/2 on a topic the policy selects).
-    pub(super) fn message_persists(&self, d: &Delivery) -> bool {
+    pub(in crate::session) fn message_persists(&self, d: &Delivery) -> bool {
         match &self.journal {
             Some(p) => {
                 d.qos != gatehouse_protocol::QoS::AtMostOnce
@@ -86,10 +89,10 @@ impl SessionState {
 
     /// After a push onto the queue: record the new message (if it persists) and forget the
     /// ones dropped to make room. Returns the ticket to wait for before acknowledging.
-    pub(super) fn journal_enqueued(
+    pub(in crate::session) fn journal_enqueued(
         &mut self,
         outcome: EnqueueOutcome,
-        dropped: super::queue::Evicted,
+        dropped: crate::session::queue::Evicted,
     ) -> Option<u64> {
         let p = self.journal.as_ref()?;
         for d in &dropped {
@@ -112,7 +115,7 @@ impl SessionState {
     }
 
     /// A persisted delivery is done with: acknowledged, expired or discarded.
-    pub(super) fn journal_done(&self, d: &Delivery) {
+    pub(in crate::session) fn journal_done(&self, d: &Delivery) {
         done(&self.journal, d);
     }
 
@@ -144,8 +147,8 @@ impl SessionState {
     pub fn end(
         &mut self,
     ) -> (
-        std::collections::BTreeMap<String, super::SubscriptionRecord>,
-        Option<Box<super::PendingWill>>,
+        std::collections::BTreeMap<String, crate::session::SubscriptionRecord>,
+        Option<Box<crate::session::PendingWill>>,
     ) {
         self.ended = true;
         if let Some(p) = self.journal.take() {
