@@ -101,10 +101,10 @@ impl Connection {
                     packet_id,
                     expiry,
                 } => {
-                    if self.write_publish(&delivery, packet_id, false, expiry) {
-                        st.sent(delivery, packet_id);
+                    if self.write_publish(delivery, packet_id, false, expiry) {
+                        st.sent(packet_id);
                     } else {
-                        st.discarded(delivery);
+                        st.discarded();
                     }
                 }
             }

@@ -48,12 +48,14 @@ pub const QOS0_HOLD_LIMIT: Duration = Duration::from_millis(200);
 const QOS0_HOLD_LIMIT_MS: u64 = QOS0_HOLD_LIMIT.as_millis() as u64;
 
 /// Whether a connected session with this queue holds publishers back: at either bound.
+#[inline]
 pub fn congests(policy: &QueuePolicy, queue: &DeliveryQueue) -> bool {
     queue.len() >= policy.length || queue.bytes() >= policy.max_bytes
 }
 
 /// Whether a congested session has drained enough to release its publishers: back to
 /// half of both bounds.
+#[inline]
 pub fn drained(policy: &QueuePolicy, queue: &DeliveryQueue) -> bool {
     queue.len() <= policy.length / 2 && queue.bytes() <= policy.max_bytes / 2
 }
@@ -63,6 +65,7 @@ pub fn drained(policy: &QueuePolicy, queue: &DeliveryQueue) -> bool {
 /// `held` acknowledgements are held, as many as our Receive Maximum (backpressure through
 /// TCP, no disconnect). They are released within [`HOLD_LIMIT`] or once the journal has
 /// the messages on disk.
+#[inline]
 pub fn inbound_window_full(v311: bool, held: usize, receive_maximum: u16) -> bool {
     v311 && held >= usize::from(receive_maximum)
 }
@@ -107,6 +110,7 @@ impl Default for Congestion {
 impl Congestion {
     /// The queue is at a bound: whether a publisher at `qos` is to be held for it (not
     /// when congested past that QoS's hold limit: then it counts as stuck).
+    #[inline]
     pub fn mark(&self, qos: QoS) -> bool {
         let now = epoch_millis();
         let since = match self
@@ -121,6 +125,7 @@ impl Congestion {
 
     /// Whether publishers at `qos` are still held: congested, not for so long that it
     /// counts as stuck.
+    #[inline]
     pub fn is_holding(&self, qos: QoS) -> bool {
         let since = self.since.load(Ordering::Relaxed);
         since != 0 && epoch_millis().saturating_sub(since) < hold_limit_ms(qos)
@@ -134,6 +139,7 @@ impl Congestion {
     }
 
     /// Whether congestion is recorded at all (cheap: one load).
+    #[inline]
     pub fn is_set(&self) -> bool {
         self.since.load(Ordering::Relaxed) != 0
     }

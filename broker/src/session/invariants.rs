@@ -390,11 +390,11 @@ impl Harness {
                 packet_id,
                 ..
             } => {
-                let tag = tag_of(&delivery);
+                let (tag, qos) = (tag_of(delivery), delivery.qos);
                 if !self.sent.insert(tag) {
                     return fail(format!("message {tag} sent as a new PUBLISH twice"));
                 }
-                match (delivery.qos, packet_id) {
+                match (qos, packet_id) {
                     (QoS::AtMostOnce, None) => {}
                     (QoS::AtMostOnce, Some(_)) => return fail("QoS 0 with a packet id".into()),
                     (_, None) => return fail("QoS 1/2 without a packet id".into()),
@@ -406,8 +406,13 @@ impl Harness {
                     }
                     (_, Some(_)) => {}
                 }
-                if discard || delivery.qos == QoS::AtMostOnce {
+                if discard || qos == QoS::AtMostOnce {
                     // Discarded, or QoS 0: done with once written.
+                    if discard {
+                        self.qos.discarded();
+                    } else {
+                        self.qos.sent(packet_id);
+                    }
                     self.gone += 1;
                     return Ok(true);
                 }
@@ -418,7 +423,7 @@ impl Harness {
                         released: false,
                     });
                 }
-                self.qos.sent(delivery, packet_id);
+                self.qos.sent(packet_id);
                 Ok(true)
             }
         }

@@ -83,11 +83,12 @@ pub enum Reply {
 
 /// The next delivery for the client ([`QosState::next_delivery`]).
 #[derive(Debug)]
-pub enum Next {
+pub enum Next<'a> {
     /// Send this PUBLISH (with `packet_id` at QoS 1/2, and the Message Expiry Interval
-    /// left), then report [`QosState::sent`] or [`QosState::discarded`].
+    /// left), then report [`QosState::sent`] or [`QosState::discarded`]. It stays at the
+    /// front of the queue until then: lent, not moved, on the per-message path.
     Publish {
-        delivery: Delivery,
+        delivery: &'a Delivery,
         packet_id: Option<PacketId>,
         expiry: Option<u32>,
     },
@@ -144,6 +145,7 @@ impl QosState {
     /// A PUBLISH from the client at `qos` (QoS 1/2 with `packet_id`), against `window`.
     /// QoS 0 is always routed; QoS 1 is only checked against the window; QoS 2 is also
     /// remembered until PUBREL, so a retransmission is not routed twice.
+    #[inline]
     pub fn on_publish_in(
         &mut self,
         qos: QoS,
@@ -211,6 +213,7 @@ impl QosState {
 
     /// PUBACK: the delivery with this id is done (whatever its stage: acks usually
     /// arrive in order, so the search starts at the front).
+    #[inline]
     pub fn on_puback(&mut self, packet_id: PacketId) -> Changed<'_> {
         let pos = self.outgoing.iter().position(|o| o.packet_id == packet_id);
         match pos.and_then(|pos| self.outgoing.remove(pos)) {
@@ -241,6 +244,7 @@ impl QosState {
     }
 
     /// PUBCOMP: a QoS 2 delivery past PUBREC is done; any other id is ignored.
+    #[inline]
     pub fn on_pubcomp(&mut self, packet_id: PacketId) -> Changed<'_> {
         let pos = self
             .outgoing
@@ -255,38 +259,43 @@ impl QosState {
     /// The next delivery to send, within the client's Receive Maximum (`receive_maximum`
     /// QoS 1/2 deliveries in flight; QoS 0 is never held by it), at `now`. A QoS 1/2
     /// delivery gets a packet id that is not in flight.
-    pub fn next_delivery(&mut self, receive_maximum: usize, now: Instant) -> Next {
+    #[inline]
+    pub fn next_delivery(&mut self, receive_maximum: usize, now: Instant) -> Next<'_> {
         let Some(front) = self.queue.front() else {
             return Next::Empty;
         };
-        if front.qos != QoS::AtMostOnce && self.outgoing.len() >= receive_maximum {
+        let qos = front.qos;
+        if qos != QoS::AtMostOnce && self.outgoing.len() >= receive_maximum {
             return Next::Blocked;
         }
-        let Some(delivery) = self.queue.pop_front() else {
-            return Next::Empty;
+        let Ok(expiry) = front.message.remaining_expiry(now) else {
+            return match self.queue.pop_front() {
+                Some(expired) => Next::Expired(expired),
+                None => Next::Empty,
+            };
         };
-        let Ok(expiry) = delivery.message.remaining_expiry(now) else {
-            return Next::Expired(delivery);
-        };
-        let packet_id = match delivery.qos {
+        let packet_id = match qos {
             QoS::AtMostOnce => None,
             _ => match self.next_packet_id() {
                 Some(id) => Some(id),
-                None => {
-                    self.queue.push_front(delivery);
-                    return Next::Blocked;
-                }
+                None => return Next::Blocked,
             },
         };
-        Next::Publish {
-            delivery,
-            packet_id,
-            expiry,
+        match self.queue.front() {
+            Some(delivery) => Next::Publish {
+                delivery,
+                packet_id,
+                expiry,
+            },
+            None => Next::Empty,
         }
     }
 
-    /// The PUBLISH of [`Next::Publish`] was written: at QoS 1/2 it is in flight now.
-    pub fn sent(&mut self, delivery: Delivery, packet_id: Option<PacketId>) -> Option<&Outgoing> {
+    /// The PUBLISH of [`Next::Publish`] was written: it leaves the queue, and at QoS 1/2
+    /// it is in flight now under `packet_id`.
+    #[inline]
+    pub fn sent(&mut self, packet_id: Option<PacketId>) -> Option<&Outgoing> {
+        let delivery = self.queue.pop_front()?;
         let packet_id = packet_id?;
         let stage = if delivery.qos == QoS::AtLeastOnce {
             Stage::AwaitPubAck
@@ -299,6 +308,13 @@ impl QosState {
             delivery,
         });
         self.outgoing.back()
+    }
+
+    /// The PUBLISH of [`Next::Publish`] could not be written (larger than the client's
+    /// Maximum Packet Size): it leaves the queue as if sent, and is done with.
+    #[inline]
+    pub fn discarded(&mut self) -> Option<Delivery> {
+        self.queue.pop_front()
     }
 
     /// After a session resumes: every in-flight delivery again, in order, with DUP set, or
@@ -317,6 +333,7 @@ impl QosState {
 
     /// The next free packet id for a server→client QoS 1/2 PUBLISH, or `None` when all
     /// 65535 are in flight.
+    #[inline]
     fn next_packet_id(&mut self) -> Option<PacketId> {
         let next = self.last_packet_id.checked_add(1).unwrap_or(1).max(1);
         // Ids are handed out in sequence and `outgoing` is in send order, so the ids in
@@ -334,6 +351,7 @@ impl QosState {
     }
 
     /// QoS 1/2 deliveries in flight.
+    #[inline]
     pub fn in_flight(&self) -> usize {
         self.outgoing.len()
     }
@@ -341,6 +359,7 @@ impl QosState {
     // ----- the queue -----
 
     /// Queue `delivery` under `policy` (see [`QueuePolicy::push`]).
+    #[inline]
     pub fn enqueue(
         &mut self,
         delivery: Delivery,
@@ -351,6 +370,7 @@ impl QosState {
     }
 
     /// The deliveries not yet sent.
+    #[inline]
     pub fn queued(&self) -> &DeliveryQueue {
         &self.queue
     }
@@ -509,6 +529,7 @@ mod tests {
     };
 
     /// Queue `topics` at `qos`, as the router would for a connected session.
+    #[inline]
     fn queued(topics: &[&str], qos: QoS) -> QosState {
         let mut st = QosState::default();
         for t in topics {
@@ -526,7 +547,7 @@ mod tests {
                 ..
             } => {
                 let topic = delivery.message.topic.clone();
-                st.sent(delivery, packet_id);
+                st.sent(packet_id);
                 (topic, packet_id)
             }
             other => panic!("expected a PUBLISH, got {other:?}"),

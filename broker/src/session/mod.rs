@@ -184,6 +184,7 @@ pub struct SessionState {
 /// what the journal records of it. They return what to send.
 impl SessionState {
     /// A PUBLISH from the client (see [`QosState::on_publish_in`]).
+    #[inline]
     pub fn on_publish_in(
         &mut self,
         qos: QoS,
@@ -219,6 +220,7 @@ impl SessionState {
     }
 
     /// PUBACK from the client.
+    #[inline]
     pub fn on_puback(&mut self, packet_id: PacketId) {
         let changed = self.qos.on_puback(packet_id);
         journal::recording::record(&self.journal, changed);
@@ -232,6 +234,7 @@ impl SessionState {
     }
 
     /// PUBCOMP from the client.
+    #[inline]
     pub fn on_pubcomp(&mut self, packet_id: PacketId) {
         let changed = self.qos.on_pubcomp(packet_id);
         journal::recording::record(&self.journal, changed);
@@ -239,25 +242,30 @@ impl SessionState {
 
     /// The next delivery to send (see [`QosState::next_delivery`]); an expired one is
     /// forgotten by the journal here.
-    pub fn next_delivery(&mut self, receive_maximum: usize, now: Instant) -> Next {
+    #[inline]
+    pub fn next_delivery(&mut self, receive_maximum: usize, now: Instant) -> Next<'_> {
         let next = self.qos.next_delivery(receive_maximum, now);
         if let Next::Expired(d) = &next {
-            self.journal_done(d);
+            journal::recording::done(&self.journal, d);
         }
         next
     }
 
     /// The PUBLISH of [`Next::Publish`] was written.
-    pub fn sent(&mut self, delivery: Delivery, packet_id: Option<PacketId>) {
-        if let Some(o) = self.qos.sent(delivery, packet_id) {
+    #[inline]
+    pub fn sent(&mut self, packet_id: Option<PacketId>) {
+        if let Some(o) = self.qos.sent(packet_id) {
             journal::recording::record(&self.journal, Changed::Staged(o));
         }
     }
 
     /// The PUBLISH of [`Next::Publish`] could not be written (larger than the client's
     /// Maximum Packet Size): it counts as sent, and is done with.
-    pub fn discarded(&mut self, delivery: Delivery) {
-        self.journal_done(&delivery);
+    #[inline]
+    pub fn discarded(&mut self) {
+        if let Some(d) = self.qos.discarded() {
+            self.journal_done(&d);
+        }
     }
 
     /// What to send again after the session resumed (see [`QosState::resume`]).
@@ -271,11 +279,13 @@ impl SessionState {
     }
 
     /// The deliveries not yet sent.
+    #[inline]
     pub fn queued(&self) -> &DeliveryQueue {
         self.qos.queued()
     }
 
     /// Deliveries in flight (sent, not yet acknowledged).
+    #[inline]
     pub fn in_flight(&self) -> usize {
         self.qos.in_flight()
     }
@@ -382,6 +392,7 @@ impl Session {
 
     /// Called by the attached connection after it took deliveries off the queue: clears
     /// congestion once the queue is back to half of both bounds ([`drained`]).
+    #[inline]
     pub fn note_drained(&self, st: &SessionState, policy: &QueuePolicy) {
         if self.congestion.is_set() && drained(policy, st.queued()) {
             self.congestion.clear();

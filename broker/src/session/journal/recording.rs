@@ -35,6 +35,7 @@ fn now_ms() -> u64 {
 }
 
 /// Record what a QoS event changed.
+#[inline]
 pub(in crate::session) fn record(journal: &Option<Box<Persisted>>, changed: Changed<'_>) {
     let Some(p) = journal else {
         return;
@@ -47,6 +48,7 @@ pub(in crate::session) fn record(journal: &Option<Box<Persisted>>, changed: Chan
 }
 
 /// A persisted delivery is done with: acknowledged, expired or discarded.
+#[inline]
 pub(in crate::session) fn done(journal: &Option<Box<Persisted>>, d: &Delivery) {
     if let Some(p) = journal {
         p.done(d);
@@ -54,6 +56,7 @@ pub(in crate::session) fn done(journal: &Option<Box<Persisted>>, d: &Delivery) {
 }
 
 impl Persisted {
+    #[inline]
     fn done(&self, d: &Delivery) {
         if let Some(seq) = d.seq {
             self.journal.remove_message(&self.client_id, seq);
@@ -77,6 +80,7 @@ impl Persisted {
 
 impl SessionState {
     /// Whether `d`, about to be queued, persists (QoS 1/2 on a topic the policy selects).
+    #[inline]
     pub(in crate::session) fn message_persists(&self, d: &Delivery) -> bool {
         match &self.journal {
             Some(p) => {
@@ -89,6 +93,7 @@ impl SessionState {
 
     /// After a push onto the queue: record the new message (if it persists) and forget the
     /// ones dropped to make room. Returns the ticket to wait for before acknowledging.
+    #[inline]
     pub(in crate::session) fn journal_enqueued(
         &mut self,
         outcome: EnqueueOutcome,
@@ -115,6 +120,7 @@ impl SessionState {
     }
 
     /// A persisted delivery is done with: acknowledged, expired or discarded.
+    #[inline]
     pub(in crate::session) fn journal_done(&self, d: &Delivery) {
         done(&self.journal, d);
     }
