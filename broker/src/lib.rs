@@ -16,7 +16,7 @@
 //! - [`transport`]: listeners, TCP and WebSockets, the metered socket.
 //! - [`connection`]: a connection's tasks (CONNECT handshake, then serving): packet handling,
 //!   delivery to the client, keep alive, exit (DISCONNECT, will, expiry).
-//! - [`broker`]: the session registry (clean start, resume, takeover, expiry, will delay).
+//! - [`registry`]: the session registry (clean start, resume, takeover, expiry, will delay).
 //! - [`session`]: state that outlives a connection: queue, in-flight window,
 //!   subscriptions, pending will, and its journal (what persists).
 //! - [`routing`]: the subscription index, retained messages and fan-out.
@@ -46,7 +46,6 @@
 pub mod admission;
 pub mod auth;
 pub mod authz;
-pub mod broker;
 pub mod cluster;
 pub mod connection;
 pub mod counters;
@@ -60,6 +59,7 @@ pub mod metrics;
     reason = "runs at start-up before any port is bound, and in `gatehouse check`: it blocks no client"
 )]
 pub mod preflight;
+pub mod registry;
 pub mod reload;
 pub mod routing;
 pub mod server;

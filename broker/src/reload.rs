@@ -27,9 +27,9 @@ use parking_lot::Mutex;
 use crate::admission::ConnectionCap;
 use crate::auth::{self, Chain};
 use crate::authz::{Authorizer, Policy};
-use crate::broker::Broker;
 use crate::file_stamp::{stamp, Stamp};
 use crate::limits::Limits;
+use crate::registry::Broker;
 
 /// How often the files of the chains in use are `stat`ed.
 const AUTH_FILES_POLL: Duration = Duration::from_secs(1);

@@ -5,7 +5,7 @@
 //! server, reload, preflight, metrics start-up, reload, exposition (may use anything below)
 //! transport                          listeners, accept, TLS/WebSocket, hands to a connection
 //! connection                         one task per client
-//! broker, session, routing, limits,  the session registry, sessions, fan-out,
+//! registry, session, routing, limits, the session registry, sessions, fan-out,
 //!   cluster                            the link to the other nodes (cluster mode)
 //! auth, authz, statestore, tls       security and the state store
 //! storage, admission, counters,      leaves: what is kept, the admission gates, counter
@@ -36,7 +36,7 @@ const LAYERS: &[(&str, usize)] = &[
     ("metrics", 0),
     ("transport", 1),
     ("connection", 2),
-    ("broker", 3),
+    ("registry", 3),
     ("session", 3),
     ("routing", 3),
     ("limits", 3),
@@ -78,7 +78,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The top-level module a file belongs to: `auth/sat/jwks.rs` → `auth`, `broker.rs` → `broker`.
+/// The top-level module a file belongs to: `auth/sat/jwks.rs` → `auth`, `registry.rs` → `registry`.
 fn module_of(src: &Path, file: &Path) -> String {
     let rel = file.strip_prefix(src).unwrap_or(file);
     let first = rel

@@ -71,7 +71,7 @@ impl Principal {
 
     /// Who holds a session: the method and the verified user name. A session resumed by
     /// another identity would inherit what was granted to the first one, so
-    /// [`crate::broker::Broker::attach`] starts a new session instead.
+    /// [`crate::registry::Broker::attach`] starts a new session instead.
     pub fn identity(&self) -> Identity {
         Identity {
             method: self.method,

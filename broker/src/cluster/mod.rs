@@ -40,7 +40,7 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::broker::Broker;
+use crate::registry::Broker;
 use crate::message::Message;
 use crate::routing::ClusterLink;
 

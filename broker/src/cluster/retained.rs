@@ -36,7 +36,7 @@ use gatehouse_protocol::{PublishProperties, QoS};
 use tokio::sync::mpsc;
 
 use super::{envelope, Shared};
-use crate::broker::Broker;
+use crate::registry::Broker;
 use crate::message::Message;
 use crate::routing::RetainedSink;
 

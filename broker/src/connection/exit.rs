@@ -9,7 +9,7 @@ use gatehouse_protocol::{Disconnect, Packet, ProtocolVersion, ReasonCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{logs, Connection, Exit};
-use crate::broker::Detach;
+use crate::registry::Detach;
 
 /// Lingering close ([`linger`]): after a DISCONNECT with a reason code, read and discard
 /// for at most this long...
@@ -77,12 +77,12 @@ impl Connection {
         // registrations it makes after attaching.
         self.broker.state_store.drop_client(&self.client_id);
         let will = if publish_will { self.will.take() } else { None };
-        let will = will.map(|will| crate::broker::WillMessage {
+        let will = will.map(|will| crate::registry::WillMessage {
             will: *will,
             authority: self
                 .authz
                 .as_ref()
-                .map(|authz| crate::broker::WillAuthority {
+                .map(|authz| crate::registry::WillAuthority {
                     authz: authz.clone(),
                     principal: self.principal.as_deref().cloned(),
                     client_id: self.client_id.clone(),

@@ -17,7 +17,6 @@ use gatehouse_protocol::topic::parse_subscription_filter;
 
 use super::Connection;
 use crate::authz::Action;
-use crate::session::Stage;
 use crate::statestore::topic::notify_prefix_for;
 
 impl Connection {
@@ -30,7 +29,7 @@ impl Connection {
         }
         let own_notifications = notify_prefix_for(&self.client_id);
         let revoked: Vec<String>;
-        let mut messages;
+        let messages;
         {
             let mut st = self.session.lock();
             revoked = st
@@ -45,30 +44,9 @@ impl Connection {
             let may_receive = |topic: &str| {
                 topic.starts_with(&own_notifications) || self.allowed(&Action::Subscribe(topic))
             };
-            let before = st.queue.len();
-            let mut dropped = Vec::new();
-            st.queue.retain(|d| {
-                let keep = may_receive(&d.message.topic);
-                if !keep {
-                    dropped.push(d.clone());
-                }
-                keep
-            });
-            messages = before - st.queue.len();
             // In flight: a QoS 2 message past PUBREC has been delivered already; only
-            // its PUBREL/PUBCOMP remain, which reveal nothing.
-            let before = st.outgoing.len();
-            st.outgoing.retain(|o| {
-                let keep = o.stage == Stage::AwaitPubComp || may_receive(&o.delivery.message.topic);
-                if !keep {
-                    dropped.push(o.delivery.clone());
-                }
-                keep
-            });
-            messages += before - st.outgoing.len();
-            for d in &dropped {
-                st.journal_done(&self.client_id, d);
-            }
+            // its PUBREL/PUBCOMP remain, which reveal nothing (the session keeps it).
+            messages = st.retain_messages(|d| may_receive(&d.message.topic));
             if !revoked.is_empty() {
                 self.session.save_meta(&st, 0);
             }

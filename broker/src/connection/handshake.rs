@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use super::{Connection, PortSecurity};
 use crate::auth::{Credentials, Outcome};
 use crate::authz::Action;
-use crate::broker::Broker;
+use crate::registry::Broker;
 
 pub(super) type Accepted = (
     Box<Connection>,
@@ -260,7 +260,7 @@ where
         }
     };
     if let Some(journal) = broker.journal.get() {
-        let already = attached.session.lock().journal.is_some();
+        let already = attached.session.lock().persists();
         let selected = journal
             .select_session(&client_id, &props.user_properties)
             .or(already.then_some(crate::session::journal::Selected::AllMessages));

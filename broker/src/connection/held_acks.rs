@@ -21,7 +21,8 @@ use tokio::time::Instant;
 
 use crate::session::journal::Journal;
 use crate::session::Session;
-pub(super) use crate::session::HOLD_LIMIT;
+#[cfg(doc)]
+use crate::session::HOLD_LIMIT;
 
 pub(super) struct HeldAck {
     pub qos: QoS,

@@ -10,17 +10,26 @@ use gatehouse_protocol::{
 
 use smallvec::SmallVec;
 
-use super::held_acks::{HeldAck, HOLD_LIMIT};
+use super::held_acks::HeldAck;
 use super::outbound::PendingRetained;
 use super::{Connection, Exit};
 use crate::authz::Action;
 use crate::message::Message;
 use crate::routing::SubEntry;
-use crate::session::{Session, Stage, SubscriptionRecord};
+use crate::session::{
+    inbound_window_full, InboundWindow, PublishIn, Reply, Session, SubscriptionRecord, HOLD_LIMIT,
+};
 use crate::statestore::topic::REQUEST_TOPIC;
 
 fn violation(rc: ReasonCode, detail: &'static str) -> Exit {
     Exit::Violation(rc, detail.into())
+}
+
+fn receive_maximum_exceeded() -> Exit {
+    violation(
+        ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+        "receive maximum exceeded: too many QoS 1 and QoS 2 PUBLISH packets unacknowledged",
+    )
 }
 
 impl Connection {
@@ -28,44 +37,24 @@ impl Connection {
         match packet {
             Packet::Publish(p) => self.on_publish(p),
             Packet::PubAck(ack) => {
-                let mut st = self.session.lock();
-                if let Some(done) = st.take_outgoing(ack.packet_id) {
-                    st.journal_done(&self.client_id, &done.delivery);
-                }
+                self.session.lock().on_puback(ack.packet_id);
                 Ok(())
             }
             Packet::PubRec(rec) => {
-                self.on_pubrec(rec);
+                let reply = self
+                    .session
+                    .lock()
+                    .on_pubrec(rec.packet_id, rec.reason_code);
+                self.send_reply(reply);
                 Ok(())
             }
             Packet::PubRel(rel) => {
-                let known = {
-                    let mut st = self.session.lock();
-                    let known = st.incoming_qos2.remove(&rel.packet_id.get());
-                    if known {
-                        self.session.save_meta(&st, 0);
-                    }
-                    known
-                };
-                let rc = if known {
-                    ReasonCode::SUCCESS
-                } else {
-                    ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
-                };
-                self.send(&Packet::PubComp(PubResp::new(rel.packet_id, rc)));
+                let reply = self.session.lock().on_pubrel(rel.packet_id);
+                self.send_reply(reply);
                 Ok(())
             }
             Packet::PubComp(comp) => {
-                let mut st = self.session.lock();
-                if let Some(pos) = st
-                    .outgoing
-                    .iter()
-                    .position(|o| o.packet_id == comp.packet_id && o.stage == Stage::AwaitPubComp)
-                {
-                    if let Some(done) = st.outgoing.remove(pos) {
-                        st.journal_done(&self.client_id, &done.delivery);
-                    }
-                }
+                self.session.lock().on_pubcomp(comp.packet_id);
                 Ok(())
             }
             Packet::Subscribe(s) => self.on_subscribe(s),
@@ -121,13 +110,15 @@ impl Connection {
 
     fn on_publish(&mut self, mut p: Publish) -> Result<(), Exit> {
         self.metrics.inbound.messages.inc(p.qos);
-        if p.qos == QoS::AtLeastOnce && self.version == ProtocolVersion::V5 {
-            let qos2 = self.session.lock().incoming_qos2.len();
-            if self.unacknowledged_inbound(qos2) >= usize::from(self.limits.receive_maximum) {
-                return Err(violation(
-                    ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
-                    "receive maximum exceeded: too many QoS 1 and QoS 2 PUBLISH packets unacknowledged",
-                ));
+        // 3.1.1 has no Receive Maximum: nothing to check at QoS 1, and no lock to take.
+        if let (QoS::AtLeastOnce, Some(id), ProtocolVersion::V5) =
+            (p.qos, p.packet_id, self.version)
+        {
+            let window = self.inbound_window();
+            if self.session.lock().on_publish_in(p.qos, id, window)
+                == PublishIn::ReceiveMaximumExceeded
+            {
+                return Err(receive_maximum_exceeded());
             }
         }
         // Resolve the topic alias (MQTT 5 §3.3.2.3.4).
@@ -205,7 +196,7 @@ impl Connection {
                     }
                     ProtocolVersion::V311 => {
                         if p.qos == QoS::ExactlyOnce {
-                            self.session.lock().incoming_qos2.insert(id.get());
+                            self.session.lock().on_publish_in_dropped(id);
                         }
                         self.ack_in_order(p.qos, id, ReasonCode::SUCCESS, Default::default())
                     }
@@ -228,30 +219,20 @@ impl Connection {
                     "QoS 2 without packet id",
                 ));
             };
-            let mut st = self.session.lock();
-            if st.incoming_qos2.contains(&id.get()) {
-                // A retransmission: routed already, acknowledge again (§4.3.3) unless
-                // the first PUBREC is still held back.
-                drop(st);
-                if !self.held_acks.contains(QoS::ExactlyOnce, id) {
-                    self.ack_publish(p.qos, id, ReasonCode::SUCCESS);
+            let window = self.inbound_window();
+            let step = self.session.lock().on_publish_in(p.qos, id, window);
+            match step {
+                PublishIn::Route => {}
+                PublishIn::Duplicate => {
+                    // A retransmission: routed already, acknowledge again (§4.3.3) unless
+                    // the first PUBREC is still held back.
+                    if !self.held_acks.contains(QoS::ExactlyOnce, id) {
+                        self.ack_publish(p.qos, id, ReasonCode::SUCCESS);
+                    }
+                    return Ok(());
                 }
-                return Ok(());
+                PublishIn::ReceiveMaximumExceeded => return Err(receive_maximum_exceeded()),
             }
-            // 3.1.1 has no Receive Maximum, but the same bound applies to unreleased
-            // QoS 2 (its held PUBACKs are bounded by not reading: `inbound_window_full`).
-            let unacknowledged = match self.version {
-                ProtocolVersion::V5 => self.unacknowledged_inbound(st.incoming_qos2.len()),
-                ProtocolVersion::V311 => st.incoming_qos2.len(),
-            };
-            if unacknowledged >= usize::from(self.limits.receive_maximum) {
-                return Err(violation(
-                    ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
-                    "receive maximum exceeded: too many QoS 1 and QoS 2 PUBLISH packets unacknowledged",
-                ));
-            }
-            st.incoming_qos2.insert(id.get());
-            self.session.save_meta(&st, 0);
         }
         if p.topic == REQUEST_TOPIC {
             self.on_state_store_request(&p)?;
@@ -298,12 +279,28 @@ impl Connection {
         Ok(())
     }
 
-    /// The client's QoS 1 and QoS 2 PUBLISHes we have not acknowledged yet, as MQTT 5
-    /// §3.3.4 counts them against our Receive Maximum: QoS 1 ones whose PUBACK is held
-    /// back, and `qos2` QoS 2 ones not yet released (PUBREL). A compliant client never
-    /// exceeds it: it sees each acknowledgement only after we have sent it.
-    fn unacknowledged_inbound(&self, qos2: usize) -> usize {
-        self.held_acks.qos1() + qos2
+    /// Our Receive Maximum as MQTT 5 §3.3.4 counts it: QoS 1 PUBLISHes whose PUBACK is
+    /// held back plus QoS 2 ones not yet released (PUBREL; counted by the session). A
+    /// compliant client never exceeds it: it sees each acknowledgement only after we have
+    /// sent it. 3.1.1 has no Receive Maximum: the same bound applies to unreleased QoS 2
+    /// alone (its held PUBACKs are bounded by not reading: `inbound_window_full`).
+    fn inbound_window(&self) -> InboundWindow {
+        InboundWindow {
+            maximum: usize::from(self.limits.receive_maximum),
+            held_pubacks: match self.version {
+                ProtocolVersion::V5 => Some(self.held_acks.qos1()),
+                ProtocolVersion::V311 => None,
+            },
+        }
+    }
+
+    /// Send what the session answers to an acknowledgement.
+    fn send_reply(&mut self, reply: Reply) {
+        match reply {
+            Reply::Nothing => {}
+            Reply::PubRel(id, rc) => self.send(&Packet::PubRel(PubResp::new(id, rc))),
+            Reply::PubComp(id, rc) => self.send(&Packet::PubComp(PubResp::new(id, rc))),
+        }
     }
 
     /// Whether this client is not read for now: a QoS 0 PUBLISH of its found a
@@ -316,13 +313,14 @@ impl Connection {
         !self.paused_for.is_empty()
     }
 
-    /// 3.1.1 has no Receive Maximum, so a 3.1.1 client cannot be told to stop: instead of
-    /// holding ever more acknowledgements for it, stop reading it while as many are held
-    /// as our Receive Maximum (backpressure through TCP, no disconnect). They are released
-    /// within the hold limit (5 s) or once the journal has the messages on disk.
+    /// A 3.1.1 client is not read while as many acknowledgements are held as our Receive
+    /// Maximum (see [`crate::session::inbound_window_full`]).
     pub(super) fn inbound_window_full(&self) -> bool {
-        self.version == ProtocolVersion::V311
-            && self.held_acks.len() >= usize::from(self.limits.receive_maximum)
+        inbound_window_full(
+            self.version == ProtocolVersion::V311,
+            self.held_acks.len(),
+            self.limits.receive_maximum,
+        )
     }
 
     /// Acknowledge a PUBLISH now, or behind the acknowledgements still held back, so they
@@ -382,42 +380,6 @@ impl Connection {
             QoS::ExactlyOnce => self.send(&Packet::PubRec(resp)),
             QoS::AtMostOnce => {}
         }
-    }
-
-    fn on_pubrec(&mut self, rec: gatehouse_protocol::PubResp) {
-        let known = {
-            let mut st = self.session.lock();
-            match st
-                .outgoing
-                .iter()
-                .position(|o| o.packet_id == rec.packet_id)
-            {
-                Some(pos) if rec.reason_code.is_error() => {
-                    if let Some(done) = st.outgoing.remove(pos) {
-                        st.journal_done(&self.client_id, &done.delivery);
-                    }
-                    return;
-                }
-                Some(pos) => {
-                    st.outgoing[pos].stage = Stage::AwaitPubComp;
-                    let o = &st.outgoing[pos];
-                    st.journal_sent(
-                        &self.client_id,
-                        &o.delivery,
-                        o.packet_id,
-                        Stage::AwaitPubComp,
-                    );
-                    true
-                }
-                None => false,
-            }
-        };
-        let rc = if known {
-            ReasonCode::SUCCESS
-        } else {
-            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
-        };
-        self.send(&Packet::PubRel(PubResp::new(rec.packet_id, rc)));
     }
 
     fn on_subscribe(&mut self, sub: Subscribe) -> Result<(), Exit> {
@@ -542,10 +504,7 @@ impl Connection {
         };
         if qos == QoS::ExactlyOnce {
             // A PUBREC with an error ends the exchange: no PUBREL will come for it.
-            let mut st = self.session.lock();
-            if st.incoming_qos2.remove(&id.get()) {
-                self.session.save_meta(&st, 0);
-            }
+            self.session.lock().on_publish_in_refused(id);
         }
         self.ack_in_order(qos, id, ReasonCode::QUOTA_EXCEEDED, SmallVec::new());
         true

@@ -40,8 +40,8 @@ use tokio::time::Instant;
 use crate::auth::device_registry::RegistryWatch;
 use crate::auth::{Chain, Principal, Reauth};
 use crate::authz::{Action, Authorizer};
-use crate::broker::Broker;
 use crate::counters::PortMetrics;
+use crate::registry::Broker;
 use crate::session::Session;
 
 /// Stop reading from a client whose unsent output exceeds this: a client that does not

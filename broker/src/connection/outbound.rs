@@ -5,12 +5,12 @@
 use std::time::Instant;
 
 use gatehouse_protocol::codec::{self, PublishView};
-use gatehouse_protocol::{Packet, PacketId, PubResp, QoS, ReasonCode};
+use gatehouse_protocol::{Packet, PacketId, PubResp, ReasonCode};
 
 use super::{Connection, DRAIN_HIGH_WATER};
 use crate::message::Delivery;
 use crate::routing::RetainedCursor;
-use crate::session::{Outgoing, Stage};
+use crate::session::{Next, Resend};
 
 /// Retained messages are moved into the session queue while it holds fewer than this
 /// (or than the queue length, if smaller): enough to keep the in-flight window and the
@@ -57,7 +57,7 @@ impl Connection {
             let (queued, queued_bytes, subscribed) = {
                 let st = self.session.lock();
                 let subscribed = st.subscriptions.contains_key(&pending.raw);
-                (st.queue.len(), st.queue.bytes(), subscribed)
+                (st.queued().len(), st.queued().bytes(), subscribed)
             };
             if queued >= target || (queued > 0 && queued_bytes >= byte_target) {
                 break;
@@ -89,50 +89,27 @@ impl Connection {
         let mut st = session.lock();
         let now = Instant::now();
         while self.wbuf.len() < DRAIN_HIGH_WATER {
-            let Some(front) = st.queue.front() else {
-                emptied = true;
-                break;
-            };
-            if front.qos != QoS::AtMostOnce && st.outgoing.len() >= self.client_receive_maximum {
-                break;
-            }
-            let Some(delivery) = st.queue.pop_front() else {
-                break;
-            };
-            let Ok(expiry) = delivery.message.remaining_expiry(now) else {
-                self.metrics.outbound.expired.inc();
-                st.journal_done(&self.client_id, &delivery);
-                continue; // expired while queued
-            };
-            let packet_id = match delivery.qos {
-                QoS::AtMostOnce => None,
-                _ => match st.next_packet_id() {
-                    Some(id) => Some(id),
-                    None => {
-                        st.queue.push_front(delivery);
-                        break;
-                    }
-                },
-            };
-            if self.write_publish(&delivery, packet_id, false, expiry) {
-                if let Some(packet_id) = packet_id {
-                    let stage = if delivery.qos == QoS::AtLeastOnce {
-                        Stage::AwaitPubAck
-                    } else {
-                        Stage::AwaitPubRec
-                    };
-                    st.journal_sent(&self.client_id, &delivery, packet_id, stage);
-                    st.outgoing.push_back(Outgoing {
-                        packet_id,
-                        stage,
-                        delivery,
-                    });
+            match st.next_delivery(self.client_receive_maximum, now) {
+                Next::Empty => {
+                    emptied = true;
+                    break;
                 }
-            } else {
-                st.journal_done(&self.client_id, &delivery);
+                Next::Blocked => break,
+                Next::Expired(_) => self.metrics.outbound.expired.inc(),
+                Next::Publish {
+                    delivery,
+                    packet_id,
+                    expiry,
+                } => {
+                    if self.write_publish(delivery, packet_id, false, expiry) {
+                        st.sent(packet_id);
+                    } else {
+                        st.discarded();
+                    }
+                }
             }
         }
-        session.note_drained(&st.queue, &self.broker.router.policy());
+        session.note_drained(&st, &self.broker.router.policy());
         emptied
     }
 
@@ -141,16 +118,18 @@ impl Connection {
     pub(super) fn resend_inflight(&mut self) {
         let session = self.session.clone();
         let st = session.lock();
-        let now = Instant::now();
-        for o in &st.outgoing {
-            match o.stage {
-                Stage::AwaitPubComp => self.send(&Packet::PubRel(PubResp::new(
-                    o.packet_id,
+        for resend in st.resume(Instant::now()) {
+            match resend {
+                Resend::PubRel(packet_id) => self.send(&Packet::PubRel(PubResp::new(
+                    packet_id,
                     ReasonCode::SUCCESS,
                 ))),
-                Stage::AwaitPubAck | Stage::AwaitPubRec => {
-                    let expiry = o.delivery.message.remaining_expiry(now).unwrap_or(Some(1));
-                    self.write_publish(&o.delivery, Some(o.packet_id), true, expiry);
+                Resend::Publish {
+                    delivery,
+                    packet_id,
+                    expiry,
+                } => {
+                    self.write_publish(delivery, Some(packet_id), true, expiry);
                 }
             }
         }

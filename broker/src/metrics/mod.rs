@@ -32,8 +32,8 @@ use gatehouse_config::{Listener, ListenerPort, Tls};
 
 use crate::auth::Chain;
 use crate::authz::Authorizer;
-use crate::broker::Broker;
 use crate::counters::PortMetrics;
+use crate::registry::Broker;
 use crate::tls::CertSlot;
 use families::{render_password_files, render_runtime};
 use render::{Exposition, Kind};

@@ -21,7 +21,7 @@ use crate::session::{EnqueueOutcome, QueuePolicy, Session};
 
 /// Where the router reports changes to retained messages that should survive a restart
 /// (`persistence.retain`). The router knows nothing of how they are kept: the session
-/// journal implements this (see `broker.rs`), and a clustered store would too.
+/// journal implements this (see `registry.rs`), and a clustered store would too.
 pub trait RetainedSink: Send + Sync {
     /// Whether retained messages persist at all.
     fn enabled(&self) -> bool;
@@ -665,8 +665,8 @@ mod tests {
             assert_eq!(publish(&router).matched, n as usize, "n = {n}");
             for s in &all {
                 let st = s.lock();
-                assert_eq!(st.queue.len(), 1, "n = {n}");
-                let d = &st.queue[0];
+                assert_eq!(st.queued().len(), 1, "n = {n}");
+                let d = &st.queued()[0];
                 assert_eq!(d.qos, QoS::ExactlyOnce);
                 let mut ids = d.subscription_ids.to_vec();
                 ids.sort_unstable();
@@ -688,7 +688,7 @@ mod tests {
             }
             // The one member picked for the group gets two copies, the others one.
             assert_eq!(publish(&router).matched, n as usize + 1);
-            let copies: usize = all.iter().map(|s| s.lock().queue.len()).sum();
+            let copies: usize = all.iter().map(|s| s.lock().queued().len()).sum();
             assert_eq!(copies, n as usize + 1);
             let router = self::router();
             let all = sessions(n);

@@ -5,54 +5,30 @@
 //! client's Receive Maximum and tracks in-flight packets). The state sits behind one
 //! short-held mutex; the connection is woken through `wake`.
 
+mod backpressure;
+pub mod invariants;
 pub mod journal;
-mod persist;
+pub mod machine;
 mod queue;
 pub mod will;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 use gatehouse_protocol::{PacketId, QoS, ReasonCode, SubscriptionOptions};
 use parking_lot::Mutex;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::oneshot;
 
 use crate::message::{Delivery, SessionKey};
-use crate::session::journal::{Journal, Selected};
+pub use backpressure::{
+    congests, drained, inbound_window_full, Congestion, HOLD_LIMIT, QOS0_HOLD_LIMIT,
+};
+pub use machine::{
+    Changed, InboundWindow, Next, Outgoing, PublishIn, QosState, Reply, Resend, Stage,
+};
 pub use queue::{delivery_bytes, DeliveryQueue, EnqueueOutcome, QueuePolicy};
-
-/// How long a congested session may hold its publishers back. A consumer that has not
-/// drained by then counts as stuck: its queue overflows under the configured strategy
-/// instead, so one stuck client cannot stall every publisher that reaches it.
-pub const HOLD_LIMIT: Duration = Duration::from_secs(5);
-const HOLD_LIMIT_MS: u64 = HOLD_LIMIT.as_millis() as u64;
-
-/// How long a congested session may pause the QoS 0 publishers that reach it (they stop
-/// being read). Short, because nothing is lost without the pause but messages for this
-/// subscriber: it covers a subscriber that is merely waiting for its turn on a worker
-/// (it drains to half within microseconds to milliseconds), and stops covering one that
-/// stays slow, whose QoS 0 messages are then dropped as before.
-pub const QOS0_HOLD_LIMIT: Duration = Duration::from_millis(200);
-const QOS0_HOLD_LIMIT_MS: u64 = QOS0_HOLD_LIMIT.as_millis() as u64;
-
-/// How long publishers at `qos` may be held back by one congested session.
-fn hold_limit_ms(qos: QoS) -> u64 {
-    match qos {
-        QoS::AtMostOnce => QOS0_HOLD_LIMIT_MS,
-        _ => HOLD_LIMIT_MS,
-    }
-}
-
-/// Milliseconds since the first call, plus one (so 0 can mean "never").
-fn epoch_millis() -> u64 {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let epoch = *EPOCH.get_or_init(Instant::now);
-    u64::try_from(epoch.elapsed().as_millis())
-        .unwrap_or(u64::MAX)
-        .saturating_add(1)
-}
 
 /// What [`Session::enqueue`] did.
 #[derive(Debug, Clone, Copy)]
@@ -117,12 +93,8 @@ pub struct Session {
     state: Mutex<SessionState>,
     /// Wakes the attached connection when deliveries are queued.
     pub wake: WakeSignal,
-    /// When the queue of this connected session reached the policy length (milliseconds
-    /// since [`epoch`], plus one; 0 = not congested). Publishers routing QoS 1/2 here hold
-    /// their acknowledgements until it clears, for at most [`HOLD_LIMIT`] from then.
-    congested_since: AtomicU64,
-    /// Wakes those publishers when the session drains or goes offline.
-    drained: Notify,
+    /// Whether this session holds its publishers back (see [`backpressure`]).
+    congestion: Congestion,
 }
 
 impl std::fmt::Debug for Session {
@@ -132,24 +104,6 @@ impl std::fmt::Debug for Session {
             .field("client_id", &self.client_id)
             .finish_non_exhaustive()
     }
-}
-
-/// Where an outgoing QoS 1/2 message is in its acknowledgement flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// QoS 1 PUBLISH sent, waiting for PUBACK.
-    AwaitPubAck,
-    /// QoS 2 PUBLISH sent, waiting for PUBREC.
-    AwaitPubRec,
-    /// PUBREL sent, waiting for PUBCOMP.
-    AwaitPubComp,
-}
-
-#[derive(Debug)]
-pub struct Outgoing {
-    pub packet_id: PacketId,
-    pub stage: Stage,
-    pub delivery: Delivery,
 }
 
 /// A subscription as the session remembers it (the index holds the routing copy).
@@ -198,19 +152,13 @@ pub struct Attachment {
     pub released: oneshot::Receiver<()>,
 }
 
+/// A session's state behind its lock. The QoS state ([`QosState`]: queue, in flight,
+/// packet ids, unreleased QoS 2) is private: it changes only through the protocol events
+/// below, which also keep the journal in step. The rest belongs to the registry
+/// (`crate::registry`) and the connection (subscriptions, grants).
 #[derive(Debug, Default)]
 pub struct SessionState {
-    /// Deliveries not yet sent, oldest first, with their bytes. Bounded by the queue
-    /// policy (length and bytes).
-    pub queue: DeliveryQueue,
-    /// Sent QoS 1/2 messages awaiting acknowledgement, in send order (which is also
-    /// packet-id order modulo wrap-around, the invariant `next_packet_id` relies on).
-    pub outgoing: VecDeque<Outgoing>,
-    /// Incoming QoS 2 packet ids for which PUBREC was sent and PUBREL not yet received.
-    /// B-tree collections here: empty, they take half the room of hash tables in every
-    /// session, and they stay small (bounded by Receive Maximum and the subscription
-    /// limit).
-    pub incoming_qos2: BTreeSet<u16>,
+    qos: QosState,
     pub subscriptions: BTreeMap<String, SubscriptionRecord>,
     pub attachment: Option<Attachment>,
     /// The identity of the principal that attached last.
@@ -225,42 +173,138 @@ pub struct SessionState {
     pub ended: bool,
     /// Answers to recent state store requests, for retransmissions (statestore.md §6.6).
     pub state_store_replies: crate::statestore::replay::ReplyCache,
-    /// Set when this session persists (`persistence.subscriberQueue`): its journal and what
-    /// of it persists.
-    pub journal: Option<(Journal, Selected)>,
+    /// Set when this session persists (`persistence.subscriberQueue`): its journal, what
+    /// of it persists, under which client id. Boxed: most sessions have none.
+    journal: Option<Box<journal::recording::Persisted>>,
     /// The seq of the next persisted message (records keep queue order).
-    pub next_seq: u64,
-    last_packet_id: u16,
+    next_seq: u64,
 }
 
+/// The QoS events, as the connection calls them: each is the [`QosState`] event, plus
+/// what the journal records of it. They return what to send.
 impl SessionState {
-    /// The next free packet id for a server→client QoS 1/2 PUBLISH, or `None` when all
-    /// 65535 are in flight.
-    pub fn next_packet_id(&mut self) -> Option<PacketId> {
-        let next = self.last_packet_id.checked_add(1).unwrap_or(1).max(1);
-        // Ids are handed out in sequence and `outgoing` is in send order, so the ids in
-        // flight lie in the circular range [front, last]: `next` is in use only when that
-        // range already wraps all the way round to it.
-        if self
-            .outgoing
-            .front()
-            .is_some_and(|o| o.packet_id.get() == next)
-        {
-            return None;
+    /// A PUBLISH from the client (see [`QosState::on_publish_in`]).
+    #[inline]
+    pub fn on_publish_in(
+        &mut self,
+        qos: QoS,
+        packet_id: PacketId,
+        window: InboundWindow,
+    ) -> PublishIn {
+        let step = self.qos.on_publish_in(qos, packet_id, window);
+        if qos == QoS::ExactlyOnce && step == PublishIn::Route {
+            self.save_meta(0);
         }
-        self.last_packet_id = next;
-        PacketId::new(next)
+        step
     }
 
-    /// Continue packet ids after `id` (sessions restored from the journal).
-    pub fn set_last_packet_id(&mut self, id: u16) {
-        self.last_packet_id = id;
+    /// See [`QosState::on_publish_in_dropped`].
+    pub fn on_publish_in_dropped(&mut self, packet_id: PacketId) {
+        self.qos.on_publish_in_dropped(packet_id);
     }
 
-    /// Remove the in-flight entry for `id` (acks usually arrive in order: search from the front).
-    pub fn take_outgoing(&mut self, id: PacketId) -> Option<Outgoing> {
-        let pos = self.outgoing.iter().position(|o| o.packet_id == id)?;
-        self.outgoing.remove(pos)
+    /// See [`QosState::on_publish_in_refused`].
+    pub fn on_publish_in_refused(&mut self, packet_id: PacketId) {
+        if self.qos.on_publish_in_refused(packet_id) {
+            self.save_meta(0);
+        }
+    }
+
+    /// PUBREL from the client: the PUBCOMP to send.
+    pub fn on_pubrel(&mut self, packet_id: PacketId) -> Reply {
+        let reply = self.qos.on_pubrel(packet_id);
+        if reply == Reply::PubComp(packet_id, ReasonCode::SUCCESS) {
+            self.save_meta(0);
+        }
+        reply
+    }
+
+    /// PUBACK from the client.
+    #[inline]
+    pub fn on_puback(&mut self, packet_id: PacketId) {
+        let changed = self.qos.on_puback(packet_id);
+        journal::recording::record(&self.journal, changed);
+    }
+
+    /// PUBREC from the client: the PUBREL to send, if any.
+    pub fn on_pubrec(&mut self, packet_id: PacketId, reason: ReasonCode) -> Reply {
+        let (reply, changed) = self.qos.on_pubrec(packet_id, reason);
+        journal::recording::record(&self.journal, changed);
+        reply
+    }
+
+    /// PUBCOMP from the client.
+    #[inline]
+    pub fn on_pubcomp(&mut self, packet_id: PacketId) {
+        let changed = self.qos.on_pubcomp(packet_id);
+        journal::recording::record(&self.journal, changed);
+    }
+
+    /// The next delivery to send (see [`QosState::next_delivery`]); an expired one is
+    /// forgotten by the journal here.
+    #[inline]
+    pub fn next_delivery(&mut self, receive_maximum: usize, now: Instant) -> Next<'_> {
+        let next = self.qos.next_delivery(receive_maximum, now);
+        if let Next::Expired(d) = &next {
+            journal::recording::done(&self.journal, d);
+        }
+        next
+    }
+
+    /// The PUBLISH of [`Next::Publish`] was written.
+    #[inline]
+    pub fn sent(&mut self, packet_id: Option<PacketId>) {
+        if let Some(o) = self.qos.sent(packet_id) {
+            journal::recording::record(&self.journal, Changed::Staged(o));
+        }
+    }
+
+    /// The PUBLISH of [`Next::Publish`] could not be written (larger than the client's
+    /// Maximum Packet Size): it counts as sent, and is done with.
+    #[inline]
+    pub fn discarded(&mut self) {
+        if let Some(d) = self.qos.discarded() {
+            self.journal_done(&d);
+        }
+    }
+
+    /// What to send again after the session resumed (see [`QosState::resume`]).
+    pub fn resume(&self, now: Instant) -> impl Iterator<Item = Resend<'_>> + '_ {
+        self.qos.resume(now)
+    }
+
+    /// The client's QoS 2 PUBLISHes not yet released.
+    pub fn unreleased(&self) -> usize {
+        self.qos.unreleased()
+    }
+
+    /// The deliveries not yet sent.
+    #[inline]
+    pub fn queued(&self) -> &DeliveryQueue {
+        self.qos.queued()
+    }
+
+    /// Deliveries in flight (sent, not yet acknowledged).
+    #[inline]
+    pub fn in_flight(&self) -> usize {
+        self.qos.in_flight()
+    }
+
+    /// Drop the waiting messages `may_receive` refuses (the principal may no longer have
+    /// them); a QoS 2 message past PUBREC is kept (delivered already: only PUBREL and
+    /// PUBCOMP remain, which reveal nothing). Returns how many were dropped.
+    pub fn retain_messages(&mut self, may_receive: impl Fn(&Delivery) -> bool) -> usize {
+        let (qos, journal) = (&mut self.qos, &self.journal);
+        qos.retain(
+            &may_receive,
+            |o| o.stage == Stage::AwaitPubComp || may_receive(&o.delivery),
+            |d| journal::recording::done(journal, d),
+        )
+    }
+
+    /// Whether this session persists.
+    pub fn persists(&self) -> bool {
+        self.journal.is_some()
     }
 }
 
@@ -272,8 +316,7 @@ impl Session {
             online: AtomicBool::new(false),
             state: Mutex::new(SessionState::default()),
             wake: WakeSignal::default(),
-            congested_since: AtomicU64::new(0),
-            drained: Notify::new(),
+            congestion: Congestion::default(),
         }
     }
 
@@ -289,7 +332,7 @@ impl Session {
         self.online.store(online, Ordering::Relaxed);
         if !online {
             // Nobody drains an offline session: publishers must not wait for it.
-            self.clear_congestion();
+            self.congestion.clear();
         }
     }
 
@@ -311,22 +354,16 @@ impl Session {
                 };
             }
             let mut delivery = delivery;
-            let persist = match &st.journal {
-                Some((j, selected)) => {
-                    qos != QoS::AtMostOnce && j.message_wanted(*selected, &delivery.message.topic)
-                }
-                None => false,
-            };
-            if persist {
+            if st.message_persists(&delivery) {
                 delivery.seq = Some(st.next_seq);
                 st.next_seq += 1;
             }
-            let (outcome, dropped) = policy.push(&mut st.queue, delivery, online);
+            let (outcome, dropped) = st.qos.enqueue(delivery, policy, online);
             let evicted = dropped.len();
-            let ticket = self.journal_enqueued(&mut st, outcome, dropped);
+            let ticket = st.journal_enqueued(outcome, dropped);
             // At either bound (length or bytes) the session is congested.
             let congested =
-                online && policy.congests(&st.queue) && self.mark_congested() < hold_limit_ms(qos);
+                online && congests(policy, st.qos.queued()) && self.congestion.mark(qos);
             (outcome, evicted, congested, ticket)
         };
         let (outcome, evicted, congested, ticket) = outcome;
@@ -341,124 +378,35 @@ impl Session {
         }
     }
 
-    /// Note that the queue is at its limit; how long (ms) it has been congested.
-    fn mark_congested(&self) -> u64 {
-        let now = epoch_millis();
-        let since = match self.congested_since.compare_exchange(
-            0,
-            now,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        ) {
-            Ok(_) => now,
-            Err(since) => since,
-        };
-        now.saturating_sub(since)
-    }
-
     /// Whether publishers should hold their acknowledgements for this session: it is
     /// congested, and not for so long that it counts as stuck.
     pub fn is_holding(&self) -> bool {
-        self.is_holding_at(QoS::AtLeastOnce)
+        self.congestion.is_holding(QoS::AtLeastOnce)
     }
 
     /// [`is_holding`](Self::is_holding) for publishers at `qos` (QoS 0 ones are held for
     /// [`QOS0_HOLD_LIMIT`] only).
     pub fn is_holding_at(&self, qos: QoS) -> bool {
-        let since = self.congested_since.load(Ordering::Relaxed);
-        since != 0 && epoch_millis().saturating_sub(since) < hold_limit_ms(qos)
+        self.congestion.is_holding(qos)
     }
 
     /// Called by the attached connection after it took deliveries off the queue: clears
-    /// congestion once the queue is back to half of both bounds ([`QueuePolicy::drained`]).
-    pub fn note_drained(&self, queue: &DeliveryQueue, policy: &QueuePolicy) {
-        if policy.drained(queue) && self.congested_since.load(Ordering::Relaxed) != 0 {
-            self.clear_congestion();
-        }
-    }
-
-    fn clear_congestion(&self) {
-        if self.congested_since.swap(0, Ordering::Relaxed) != 0 {
-            self.drained.notify_waiters();
+    /// congestion once the queue is back to half of both bounds ([`drained`]).
+    #[inline]
+    pub fn note_drained(&self, st: &SessionState, policy: &QueuePolicy) {
+        if self.congestion.is_set() && drained(policy, st.queued()) {
+            self.congestion.clear();
         }
     }
 
     /// Resolves once publishers need no longer wait for this session (drained, offline,
     /// or congested past [`HOLD_LIMIT`]).
     pub async fn wait_drained(&self) {
-        self.wait_drained_at(QoS::AtLeastOnce).await
+        self.congestion.wait(QoS::AtLeastOnce).await
     }
 
     /// [`wait_drained`](Self::wait_drained) for publishers at `qos`.
     pub async fn wait_drained_at(&self, qos: QoS) {
-        loop {
-            let notified = self.drained.notified();
-            tokio::pin!(notified);
-            // Register before checking, so a clear between the check and the await
-            // is not missed.
-            notified.as_mut().enable();
-            if !self.is_holding_at(qos) {
-                return;
-            }
-            let since = self.congested_since.load(Ordering::Relaxed);
-            let stuck_at = since.saturating_add(hold_limit_ms(qos));
-            let left = Duration::from_millis(stuck_at.saturating_sub(epoch_millis()));
-            let _ = tokio::time::timeout(left, notified).await;
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use bytes::Bytes;
-    use gatehouse_protocol::{PublishProperties, QoS};
-
-    use super::*;
-    use crate::message::Message;
-
-    fn outgoing(id: PacketId) -> Outgoing {
-        Outgoing {
-            packet_id: id,
-            stage: Stage::AwaitPubAck,
-            delivery: Delivery {
-                message: Arc::new(Message {
-                    topic: "t".into(),
-                    payload: Bytes::new(),
-                    qos: QoS::AtLeastOnce,
-                    retain: false,
-                    properties: PublishProperties::default(),
-                    expires_at: None,
-                    origin: None,
-                }),
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                subscription_ids: Default::default(),
-                seq: None,
-            },
-        }
-    }
-
-    #[test]
-    fn packet_ids_wrap_past_65535_and_skip_zero() {
-        let mut st = SessionState {
-            last_packet_id: u16::MAX - 1,
-            ..Default::default()
-        };
-        assert_eq!(st.next_packet_id().map(|p| p.get()), Some(u16::MAX));
-        assert_eq!(st.next_packet_id().map(|p| p.get()), Some(1));
-    }
-
-    #[test]
-    fn packet_id_still_in_flight_is_not_reused() {
-        let mut st = SessionState::default();
-        let first = st.next_packet_id().unwrap();
-        st.outgoing.push_back(outgoing(first));
-        // Pretend every other id was handed out since: the next one would be `first`.
-        st.last_packet_id = u16::MAX;
-        assert_eq!(st.next_packet_id(), None);
-        assert!(st.take_outgoing(first).is_some());
-        assert_eq!(st.next_packet_id(), Some(first));
+        self.congestion.wait(qos).await
     }
 }

@@ -1,6 +1,7 @@
 //! The bounded per-session delivery queue and its overflow policy.
 //!
-//! `length` and `max_bytes` are where a connected subscriber counts as *congested*: QoS 1/2
+//! `length` and `max_bytes` are where a connected subscriber counts as *congested*
+//! (`super::backpressure`): QoS 1/2
 //! publishers routing to it get their PUBACK/PUBREC held until it drains (end-to-end
 //! backpressure, so a slow consumer does not lose acknowledged messages). Publishers may
 //! overshoot by their in-flight windows, so a connected session's queue accepts QoS 1/2 up
@@ -142,17 +143,6 @@ impl EnqueueOutcome {
 pub type Evicted = SmallVec<[Delivery; 1]>;
 
 impl QueuePolicy {
-    /// Whether a congested session has drained enough to release its publishers: back to
-    /// half of both bounds.
-    pub fn drained(&self, queue: &DeliveryQueue) -> bool {
-        queue.len() <= self.length / 2 && queue.bytes() <= self.max_bytes / 2
-    }
-
-    /// Whether a connected session with this queue holds QoS 1/2 publishers back.
-    pub fn congests(&self, queue: &DeliveryQueue) -> bool {
-        queue.len() >= self.length || queue.bytes() >= self.max_bytes
-    }
-
     /// Queue `d` or not; with `DropOldest` the deliveries dropped to make room come back.
     pub fn push(
         &self,
@@ -401,7 +391,7 @@ mod tests {
         for tag in ["a", "b"] {
             policy.push(&mut q, sized(QoS::AtLeastOnce, tag, 9), true);
         }
-        assert!(policy.congests(&q));
+        assert!(crate::session::backpressure::congests(&policy, &q));
         // QoS 0 stops at the bound, QoS 1 goes on to twice it.
         assert_eq!(
             policy.push(&mut q, sized(QoS::AtMostOnce, "x", 9), true).0,
@@ -417,11 +407,11 @@ mod tests {
             policy.push(&mut q, sized(QoS::AtLeastOnce, "e", 9), true).0,
             EnqueueOutcome::Dropped
         );
-        assert!(!policy.drained(&q));
+        assert!(!crate::session::backpressure::drained(&policy, &q));
         while q.len() > 1 {
             q.pop_front();
         }
-        assert!(policy.drained(&q));
+        assert!(crate::session::backpressure::drained(&policy, &q));
     }
 
     #[test]

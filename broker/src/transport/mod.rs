@@ -15,8 +15,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::admission::{ConnectionCap, Evictable, PendingConnections};
 
 use self::metered::Metered;
-use crate::broker::Broker;
 use crate::connection::{self, PortAuth};
+use crate::registry::Broker;
 
 /// What a port speaks, resolved from the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]

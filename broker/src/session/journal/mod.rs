@@ -12,6 +12,8 @@
 //! # Layout
 //! - `policy`: which sessions, messages and retained messages persist.
 //! - [`records`]: how each record is encoded.
+//! - `recording`: the session's side, which changes of its state are recorded as they
+//!   happen (what the QoS state machine reports, the subscriptions, the expiry).
 //! - here: [`Journal`], the handle sessions and the registry write through (the pending
 //!   map and its tickets).
 //! - `writer`: the writer task (log appends, checkpoints).
@@ -22,6 +24,8 @@
 //! per write does not need it).
 
 mod policy;
+// The session's side: which changes of its state are recorded (used by `session`).
+pub(super) mod recording;
 pub mod records;
 mod restore;
 mod writer;

@@ -1,4 +1,5 @@
-//! The broker's shared state: the session registry, the router and the limits.
+//! The session registry, and with it the broker's shared state: the router, the state
+//! store and the limits (the [`Broker`] every connection holds).
 //!
 //! One `Arc<Broker>` is shared by every connection task. The registry maps client ids
 //! to sessions; attaching a connection to a session (clean start, resume, takeover)
@@ -18,9 +19,7 @@ use tokio::sync::oneshot;
 use crate::limits::Limits;
 use crate::message::{Delivery, Message};
 use crate::routing::{RetainedSink, Router, SubEntry};
-use crate::session::journal::records::Sent;
 use crate::session::journal::{Journal, LoadedSession};
-use crate::session::Outgoing;
 use crate::session::{Attachment, Owner, PendingWill, Session};
 // The will types moved to `session::will` (a pending will is session state); re-exported
 // so existing paths keep working.
@@ -155,17 +154,12 @@ impl Broker {
         for stored in loaded {
             let key = self.next_key.fetch_add(1, Ordering::Relaxed);
             let session = Arc::new(Session::new(key, stored.client_id.as_str().into()));
-            let meta = stored.meta;
+            let mut meta = stored.meta;
+            let subscriptions = std::mem::take(&mut meta.subscriptions);
+            session.restore(journal, &meta, stored.messages);
             {
                 let mut st = session.lock();
-                st.journal = Some((
-                    journal.clone(),
-                    crate::session::journal::Selected::AllMessages,
-                ));
-                st.expiry_interval = meta.expiry_interval;
-                st.incoming_qos2 = meta.incoming_qos2.iter().copied().collect();
-                st.owner = meta.owner.clone();
-                for (raw, record) in meta.subscriptions {
+                for (raw, record) in subscriptions {
                     if let Ok(parsed) = gatehouse_protocol::topic::parse_subscription_filter(&raw) {
                         self.router.subscribe(
                             parsed.filter,
@@ -179,23 +173,6 @@ impl Broker {
                     }
                     st.subscriptions.insert(raw, record);
                 }
-                let mut last_id = 0;
-                for (seq, mut delivery, sent) in stored.messages {
-                    delivery.seq = Some(seq);
-                    st.next_seq = st.next_seq.max(seq + 1);
-                    match sent {
-                        Sent::Queued => st.queue.push_back(delivery),
-                        Sent::InFlight(packet_id, stage) => {
-                            last_id = packet_id.get();
-                            st.outgoing.push_back(Outgoing {
-                                packet_id,
-                                stage,
-                                delivery,
-                            })
-                        }
-                    }
-                }
-                st.set_last_packet_id(last_id);
             }
             let offline_for = match meta.offline_since_ms {
                 0 => 0,
@@ -357,7 +334,7 @@ impl Broker {
             st.expiry_interval = expiry_interval;
             session.set_online(false);
             if expiry_interval > 0 {
-                session.save_offline(&st);
+                st.save_offline();
             }
             if let Some(will) = will {
                 let delay = will.will.properties.will_delay_interval.unwrap_or(0);
@@ -439,17 +416,7 @@ impl Broker {
                 }
             }
         }
-        let (subscriptions, will) = {
-            let mut st = session.lock();
-            st.ended = true;
-            session.forget_journal(&mut st);
-            st.queue.clear();
-            st.outgoing.clear();
-            (
-                std::mem::take(&mut st.subscriptions),
-                st.pending_will.take(),
-            )
-        };
+        let (subscriptions, will) = session.lock().end();
         for raw in subscriptions.keys() {
             if let Ok(parsed) = gatehouse_protocol::topic::parse_subscription_filter(raw) {
                 self.router
