@@ -40,8 +40,8 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::registry::Broker;
 use crate::message::Message;
+use crate::registry::Broker;
 use crate::routing::ClusterLink;
 
 /// Messages waiting for the NATS connection. A full outbox (NATS slower than this node's

@@ -36,8 +36,8 @@ use gatehouse_protocol::{PublishProperties, QoS};
 use tokio::sync::mpsc;
 
 use super::{envelope, Shared};
-use crate::registry::Broker;
 use crate::message::Message;
+use crate::registry::Broker;
 use crate::routing::RetainedSink;
 
 /// The bucket of retained messages.
@@ -215,22 +215,38 @@ pub(super) async fn start(
     Ok(())
 }
 
-/// Writes this node's changes to the bucket, in order.
+/// How many times a change is tried before it is given up (about 30 s in all): a write
+/// that timed out while JetStream was busy or electing a leader must not leave this node's
+/// retained message different from every other node's.
+const WRITE_ATTEMPTS: u32 = 8;
+
+/// Writes this node's changes to the bucket, in order (a change is retried before the
+/// next is written, so a later change never lands before an earlier one).
 async fn write(
     kv: async_nats::jetstream::kv::Store,
     mut rx: mpsc::UnboundedReceiver<(String, Option<Bytes>)>,
 ) {
     while let Some((key, value)) = rx.recv().await {
-        let result = match value {
-            Some(body) => kv
-                .put(&key, body)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            None => kv.delete(&key).await.map_err(|e| e.to_string()),
-        };
-        if let Err(e) = result {
-            tracing::warn!(target: "cluster", "retained message not stored in {BUCKET}: {e}");
+        let mut backoff = Duration::from_millis(100);
+        for attempt in 1..=WRITE_ATTEMPTS {
+            let result = match &value {
+                Some(body) => kv
+                    .put(&key, body.clone())
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                None => kv.delete(&key).await.map_err(|e| e.to_string()),
+            };
+            let Err(e) = result else {
+                break;
+            };
+            if attempt == WRITE_ATTEMPTS {
+                tracing::warn!(target: "cluster", "retained message not stored in {BUCKET} after {attempt} attempts: {e}");
+                break;
+            }
+            tracing::debug!(target: "cluster", attempt, "retained message not stored in {BUCKET} yet: {e}");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(8));
         }
     }
 }
