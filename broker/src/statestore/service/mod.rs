@@ -360,7 +360,7 @@ impl<C: WallClock> StateStore<C> {
             let deleted = {
                 let mut guard = self.inner.lock();
                 let now_ms = guard.clock.wall_now_ms();
-                if !entry.expires_at_ms.is_some_and(|at| at <= now_ms) {
+                if entry.expires_at_ms.is_none_or(|at| at > now_ms) {
                     return Ok(());
                 }
                 Stored::Deleted(guard.clock.version_for(None, Some(&entry.version)))
@@ -754,5 +754,182 @@ mod tests {
         assert!(!m.retain);
         assert_eq!(m.properties.correlation_data.as_deref(), Some(&b"0123"[..]));
         assert_eq!(m.properties.content_type.as_deref(), Some(CONTENT_TYPE));
+    }
+
+    /// Cluster mode's boundary, with an in-memory shared store that can let "another node"
+    /// write the key between this node's read and its compare-and-set.
+    mod shared_keys {
+        use std::collections::HashMap;
+        use std::sync::atomic::AtomicUsize;
+
+        use super::super::shared::{Current, SharedError, SharedKeys, Stored};
+        use super::*;
+        use crate::statestore::hlc::Hlc;
+
+        #[derive(Default)]
+        struct Fake {
+            keys: Mutex<HashMap<Vec<u8>, (u64, Stored)>>,
+            revision: AtomicU64,
+            /// Written by another node right after each of the next reads.
+            interfere: Mutex<Vec<Stored>>,
+            /// Interfere after every read, forever.
+            always: bool,
+            writes: AtomicUsize,
+        }
+
+        impl Fake {
+            fn put(&self, key: &[u8], record: Stored) {
+                let rev = self.revision.fetch_add(1, Ordering::Relaxed) + 1;
+                self.keys.lock().insert(key.to_vec(), (rev, record));
+            }
+
+            fn stored(&self, key: &[u8]) -> Option<Stored> {
+                self.keys.lock().get(key).map(|(_, s)| s.clone())
+            }
+        }
+
+        impl SharedKeys for Fake {
+            fn read(&self, key: &[u8]) -> Result<Option<Current>, SharedError> {
+                let current = self.keys.lock().get(key).map(|(revision, stored)| Current {
+                    revision: *revision,
+                    stored: Some(stored.clone()),
+                });
+                let next = if self.always {
+                    current.as_ref().and_then(|c| c.stored.clone())
+                } else {
+                    self.interfere.lock().pop()
+                };
+                if let Some(other) = next {
+                    self.put(key, other);
+                }
+                Ok(current)
+            }
+
+            fn write(
+                &self,
+                key: &[u8],
+                expected: Option<u64>,
+                record: &Stored,
+            ) -> Result<u64, SharedError> {
+                let mut keys = self.keys.lock();
+                if keys.get(key).map(|(r, _)| *r) != expected {
+                    return Err(SharedError::Conflict);
+                }
+                self.writes.fetch_add(1, Ordering::Relaxed);
+                let rev = self.revision.fetch_add(1, Ordering::Relaxed) + 1;
+                keys.insert(key.to_vec(), (rev, record.clone()));
+                Ok(rev)
+            }
+        }
+
+        fn entry(value: &'static [u8], version_ms: u64, token: Option<&str>) -> Stored {
+            Stored::Live(Entry {
+                value: Bytes::from_static(value),
+                version: ts(version_ms).parse().unwrap(),
+                fencing_token: token.map(|t| t.parse().unwrap()),
+                expires_at_ms: None,
+                persist: false,
+                owner: Some(Arc::from("other")),
+            })
+        }
+
+        fn clustered(fake: Fake) -> (StateStore<impl WallClock>, Arc<Fake>, Arc<AtomicU64>) {
+            let (s, now) = store();
+            let fake = Arc::new(fake);
+            s.attach_shared(fake.clone());
+            (s, fake, now)
+        }
+
+        #[test]
+        fn set_nx_decides_again_after_losing_the_compare_and_set() {
+            let (s, fake, _) = clustered(Fake::default());
+            // Another node creates the key between this node's read and its write.
+            fake.interfere.lock().push(entry(b"theirs", NOW, None));
+            let (a, _) = call(b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\nmine\r\n$2\r\nNX\r\n").run(&s);
+            assert_eq!(&a.payload[..], b":-1\r\n");
+            assert_eq!(fake.writes.load(Ordering::Relaxed), 0);
+            assert_eq!(fake.stored(b"k"), Some(entry(b"theirs", NOW, None)));
+            // Nothing in this node's own store.
+            assert!(s.is_empty());
+        }
+
+        #[test]
+        fn fencing_is_checked_against_the_fresh_token_after_a_conflict() {
+            let (s, fake, _) = clustered(Fake::default());
+            fake.put(b"k", entry(b"a", NOW, Some(&ts(NOW - 2000))));
+            fake.interfere
+                .lock()
+                .push(entry(b"b", NOW, Some(&ts(NOW - 500))));
+            let (a, _) = call(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nc\r\n")
+                .prop("__ft", &ts(NOW - 1000))
+                .run(&s);
+            assert_eq!(
+                &a.payload[..],
+                &b"-ERR the request fencing token is a lower version than the fencing token protecting the resource\r\n"[..]
+            );
+            assert_eq!(fake.writes.load(Ordering::Relaxed), 0);
+        }
+
+        #[test]
+        fn a_key_written_on_every_attempt_gets_503() {
+            let (s, fake, _) = clustered(Fake {
+                always: true,
+                ..Fake::default()
+            });
+            fake.put(b"k", entry(b"a", NOW, None));
+            let (a, _) = call(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nc\r\n").run(&s);
+            assert!(a.payload.is_empty());
+            assert_eq!(prop(&a.user_properties, "__stat"), Some("503"));
+            assert_eq!(fake.writes.load(Ordering::Relaxed), 0);
+        }
+
+        #[test]
+        fn deletes_leave_a_versioned_marker_and_expired_keys_are_absent() {
+            let (s, fake, now) = clustered(Fake::default());
+            let (set, _) =
+                call(b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$2\r\nPX\r\n$4\r\n1000\r\n")
+                    .run(&s);
+            assert_eq!(&set.payload[..], b"+OK\r\n");
+            let (get, _) = call(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n").run(&s);
+            assert_eq!(&get.payload[..], b"$1\r\nv\r\n");
+            now.store(NOW + 1000, Ordering::Relaxed);
+            let (get, _) = call(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n").run(&s);
+            assert_eq!(&get.payload[..], b"$-1\r\n");
+            let Some(Stored::Deleted(deleted)) = fake.stored(b"k") else {
+                panic!("the lazily expired key is deleted in the shared store");
+            };
+            let (del, _) = call(b"*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n").run(&s);
+            assert_eq!(&del.payload[..], b":0\r\n");
+            let (again, _) = call(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nw\r\n").run(&s);
+            let version: Hlc = prop(&again.user_properties, "__ts")
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(version > deleted, "{version} > {deleted}");
+            // Active expiry: nothing to do for a live key without expiry.
+            s.expire_shared(b"k").unwrap();
+            assert!(matches!(fake.stored(b"k"), Some(Stored::Live(_))));
+        }
+
+        #[test]
+        fn watch_changes_notify_this_nodes_watchers() {
+            let (s, _, _) = clustered(Fake::default());
+            call(b"*2\r\n$9\r\nKEYNOTIFY\r\n$1\r\nk\r\n")
+                .by("w")
+                .run(&s);
+            let mut sent = Vec::new();
+            s.notify_shared(b"k", &entry(b"x", NOW, None), |c, m| {
+                sent.push((c.to_owned(), m))
+            });
+            s.notify_shared(b"other", &entry(b"x", NOW, None), |c, m| {
+                sent.push((c.to_owned(), m))
+            });
+            assert_eq!(sent.len(), 1);
+            assert_eq!(sent[0].0, "w");
+            assert_eq!(
+                &sent[0].1.payload[..],
+                b"*4\r\n$6\r\nNOTIFY\r\n$3\r\nSET\r\n$5\r\nVALUE\r\n$1\r\nx\r\n"
+            );
+        }
     }
 }
