@@ -11,7 +11,8 @@
 //! - **Writes** are compare-and-set on the key's revision (`Nats-Expected-Last-Subject-
 //!   Sequence`, 0 for a key never written); a lost one is [`SharedError::Conflict`] and the
 //!   service decides again on a fresh read.
-//! - **KEYNOTIFY**: one watch of the whole bucket per node (new changes only) hands every
+//! - **KEYNOTIFY**: one watch of the whole bucket per node (from the keys stored at start,
+//!   which only fill the expiry index, then every new change) hands every
 //!   change, this node's own included, to the node's state store, which notifies its own
 //!   clients watching the key: each watcher gets each change once, in the bucket's order.
 //! - **Expiry**: the record holds the absolute expiry (ms since the Unix epoch, the
@@ -87,15 +88,46 @@ fn bucket_key(key: &[u8]) -> Result<String, SharedError> {
     Ok(k)
 }
 
+impl KvKeys {
+    /// The last message of `subject`, from the stream's leader; tries again while
+    /// JetStream is busy or unreachable (the caller bounds the time).
+    async fn last(
+        &self,
+        subject: &str,
+    ) -> Result<Option<async_nats::jetstream::message::StreamMessage>, SharedError> {
+        let mut pause = FIRST_PAUSE;
+        loop {
+            match self
+                .kv
+                .stream
+                .get_last_raw_message_by_subject(subject)
+                .await
+            {
+                Ok(message) => return Ok(Some(message)),
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+                Err(e) if e.kind() == LastRawMessageErrorKind::InvalidSubject => {
+                    return Err(SharedError::Unavailable(format!("reading {BUCKET}: {e}")))
+                }
+                // No leader yet, no responders, a timeout: try again until the round
+                // trip's time is up.
+                Err(e) => {
+                    tracing::debug!(target: "cluster", "reading {BUCKET}: {e}; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_PAUSE);
+                }
+            }
+        }
+    }
+}
+
 impl SharedKeys for KvKeys {
     fn read(&self, key: &[u8]) -> Result<Option<Current>, SharedError> {
         let subject = format!("{}{}", self.kv.prefix, bucket_key(key)?);
         // Not `kv.entry`: KV streams allow direct gets, which any replica answers, a
         // follower perhaps from behind. A stream message get is answered by the leader.
-        let message = match block(self.kv.stream.get_last_raw_message_by_subject(&subject))? {
-            Ok(message) => message,
-            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
-            Err(e) => return Err(SharedError::Unavailable(format!("reading {BUCKET}: {e}"))),
+        let message = block(self.last(&subject))??;
+        let Some(message) = message else {
+            return Ok(None);
         };
         // A delete or purge (KV-Operation header) or a limit marker is not a record.
         let ours = message.headers.get("KV-Operation").is_none()
@@ -113,40 +145,92 @@ impl SharedKeys for KvKeys {
         record: &Stored,
     ) -> Result<u64, SharedError> {
         let k = bucket_key(key)?;
+        let subject = format!("{}{k}", self.kv.prefix);
         let value = bytes::Bytes::from(record.encode());
-        block(self.kv.update(k, value, expected.unwrap_or(0)))?.map_err(|e| {
-            if lost_compare_and_set(&e) {
-                SharedError::Conflict
-            } else {
-                SharedError::Unavailable(format!("writing {BUCKET}: {e}"))
+        block(async {
+            let mut pause = FIRST_PAUSE;
+            loop {
+                match self
+                    .kv
+                    .update(&k, value.clone(), expected.unwrap_or(0))
+                    .await
+                {
+                    Ok(revision) => return Ok(revision),
+                    Err(e) => match write_failure(&e) {
+                        WriteFailure::Conflict => {
+                            // The leader refuses a write while an earlier one of the key is
+                            // still being applied, and reads show the key without it until
+                            // then: wait until the key's revision has moved, so that the
+                            // service's next read sees the write it lost to.
+                            loop {
+                                let last = self.last(&subject).await?.map(|m| m.sequence);
+                                if last != expected {
+                                    return Err(SharedError::Conflict);
+                                }
+                                tokio::time::sleep(pause).await;
+                                pause = (pause * 2).min(MAX_PAUSE);
+                            }
+                        }
+                        WriteFailure::Busy => {
+                            tracing::debug!(target: "cluster", "writing {BUCKET}: {e}; trying again");
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(MAX_PAUSE);
+                        }
+                        WriteFailure::Failed => {
+                            return Err(SharedError::Unavailable(format!("writing {BUCKET}: {e}")))
+                        }
+                    },
+                }
             }
-        })
+        })?
     }
 }
 
-/// Whether a write failed because the key's last revision was not the expected one.
-/// async-nats maps only JetStream's error 10071 to `WrongLastRevision`; nats-server 2.11+
-/// answers a per-subject expectation with 10164 ("wrong last sequence", constant form),
-/// and a clustered stream whose leader has not yet caught up with 10163 ("not ready"):
-/// for both, reading again and deciding again is the answer.
-fn lost_compare_and_set(e: &async_nats::jetstream::kv::UpdateError) -> bool {
+/// The first pause before a read or write that found JetStream busy is tried again; it
+/// doubles up to [`MAX_PAUSE`], within [`ROUND_TRIP`] in all.
+const FIRST_PAUSE: Duration = Duration::from_millis(5);
+const MAX_PAUSE: Duration = Duration::from_millis(200);
+
+enum WriteFailure {
+    /// The key's last revision was not the expected one: read and decide again.
+    Conflict,
+    /// Not decided (the stream's leader still applies earlier writes of the subject, or
+    /// nobody answers the stream's subjects yet): the same write may be tried again.
+    Busy,
+    Failed,
+}
+
+/// Why a compare-and-set failed. async-nats maps only JetStream's error 10071 to
+/// `WrongLastRevision`; nats-server 2.11+ answers a per-subject expectation with 10164
+/// ("wrong last sequence", constant form), and with 10163 ("expected last sequence per
+/// subject not ready") while earlier proposals of the subject are in flight.
+fn write_failure(e: &async_nats::jetstream::kv::UpdateError) -> WriteFailure {
+    use async_nats::jetstream::context::PublishErrorKind;
     use async_nats::jetstream::ErrorCode;
     if e.kind() == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision {
-        return true;
+        return WriteFailure::Conflict;
     }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
+        if let Some(publish) = s.downcast_ref::<async_nats::jetstream::context::PublishError>() {
+            // No responders: no server took the message, so trying again is safe. (Not a
+            // timeout: the write may have been stored, and deciding again on it would
+            // misreport, e.g., an applied NX as not applied.)
+            if publish.kind() == PublishErrorKind::StreamNotFound {
+                return WriteFailure::Busy;
+            }
+        }
         if let Some(js) = s.downcast_ref::<async_nats::jetstream::Error>() {
-            return matches!(
-                js.error_code(),
+            return match js.error_code() {
                 ErrorCode::STREAM_WRONG_LAST_SEQUENCE
-                    | ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT
-                    | ErrorCode::STREAM_EXPECTED_LAST_SEQ_PER_SUBJECT_NOT_READY
-            );
+                | ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT => WriteFailure::Conflict,
+                ErrorCode::STREAM_EXPECTED_LAST_SEQ_PER_SUBJECT_NOT_READY => WriteFailure::Busy,
+                _ => WriteFailure::Failed,
+            };
         }
         source = s.source();
     }
-    false
+    WriteFailure::Failed
 }
 
 /// Expiries seen through the watch: when each key with a `PX` expires.
@@ -209,13 +293,14 @@ pub(super) async fn start(
             .create_or_update_key_value(config.clone())
             .await
             .map_err(|e| e.to_string())?;
+        // Every key's last record first (for the expiries), then every change.
         let watch = kv
-            .watch_all()
+            .watch_with_history(">")
             .await
             .map_err(|e| format!("watching it: {e}"))?;
         Ok::<_, String>((kv, watch))
     };
-    let (kv, watch) = loop {
+    let (kv, mut watch) = loop {
         match open().await {
             Ok(opened) => break opened,
             Err(e) if tokio::time::Instant::now() < deadline => {
@@ -232,7 +317,41 @@ pub(super) async fn start(
         expiries: parking_lot::Mutex::new(Expiries::default()),
         changed: Notify::new(),
     });
-    tokio::spawn(follow(kv, watch, Arc::downgrade(broker), shared.clone()));
+    // The keys stored before this node started: their expiries (a node that starts after
+    // every other stopped still expires them), no notifications (nobody here registered).
+    let mut revision = 0;
+    let stored = kv
+        .status()
+        .await
+        .map(|s| s.values())
+        .map_err(|e| format!("the {BUCKET} bucket: {e}"))?;
+    if stored > 0 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let entry = match tokio::time::timeout_at(deadline, watch.next()).await {
+                Ok(Some(Ok(entry))) => entry,
+                Ok(Some(Err(e))) => return Err(format!("reading the {BUCKET} bucket: {e}")),
+                Ok(None) | Err(_) => {
+                    return Err(format!("the {BUCKET} bucket could not be read within 30 s"))
+                }
+            };
+            revision = entry.revision;
+            let last = entry.delta == 0;
+            if let Some((key, record)) = record_of(&entry) {
+                shared.expiries.lock().set(&key, expiry_of(record.as_ref()));
+            }
+            if last {
+                break;
+            }
+        }
+    }
+    tokio::spawn(follow(
+        kv,
+        watch,
+        revision,
+        Arc::downgrade(broker),
+        shared.clone(),
+    ));
     tokio::spawn(expire(Arc::downgrade(broker), shared));
     Ok(())
 }
@@ -243,10 +362,10 @@ pub(super) async fn start(
 async fn follow(
     kv: async_nats::jetstream::kv::Store,
     mut watch: async_nats::jetstream::kv::Watch,
+    mut revision: u64,
     broker: Weak<Broker>,
     shared: Arc<Shared>,
 ) {
-    let mut revision = 0;
     loop {
         while let Some(next) = watch.next().await {
             let Some(broker) = broker.upgrade() else {
@@ -279,35 +398,43 @@ async fn follow(
     }
 }
 
-fn apply(broker: &Broker, shared: &Shared, entry: async_nats::jetstream::kv::Entry) {
-    let Some(key) = key_from(&entry.key) else {
-        return;
-    };
-    let record = match entry.operation {
+/// The state store key of a bucket entry and its record (`None`: deleted or purged by
+/// something else than Gatehouse, so absent); `None` for an entry that is not one of ours.
+fn record_of(entry: &async_nats::jetstream::kv::Entry) -> Option<(Vec<u8>, Option<Stored>)> {
+    let key = key_from(&entry.key)?;
+    match entry.operation {
         async_nats::jetstream::kv::Operation::Put => match Stored::decode(&entry.value) {
-            Some(record) => record,
+            Some(record) => Some((key, Some(record))),
             None => {
                 tracing::debug!(target: "cluster", "not a state store record in {BUCKET}");
-                return;
+                None
             }
         },
-        // Not written by Gatehouse (an operator's delete or purge): nothing to notify.
-        _ => {
-            shared.expiries.lock().set(&key, None);
-            return;
-        }
+        _ => Some((key, None)),
+    }
+}
+
+fn expiry_of(record: Option<&Stored>) -> Option<u64> {
+    match record {
+        Some(Stored::Live(entry)) => entry.expires_at_ms,
+        _ => None,
+    }
+}
+
+fn apply(broker: &Broker, shared: &Shared, entry: async_nats::jetstream::kv::Entry) {
+    let Some((key, record)) = record_of(&entry) else {
+        return;
     };
-    let at = match &record {
-        Stored::Live(entry) => entry.expires_at_ms,
-        Stored::Deleted(_) => None,
-    };
-    shared.expiries.lock().set(&key, at);
+    shared.expiries.lock().set(&key, expiry_of(record.as_ref()));
     shared.changed.notify_one();
-    broker
-        .state_store
-        .notify_shared(&key, &record, |client, m| {
-            broker.deliver_notification(client, m)
-        });
+    // An operator's delete or purge: nothing to notify.
+    if let Some(record) = record {
+        broker
+            .state_store
+            .notify_shared(&key, &record, |client, m| {
+                broker.deliver_notification(client, m)
+            });
+    }
 }
 
 /// Deletes keys as they fall due (every node tries; compare-and-set lets one win).

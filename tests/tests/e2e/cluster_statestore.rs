@@ -195,14 +195,17 @@ async fn an_expiring_key_expires_on_every_node_with_one_notification() {
     let mut c3 = client(&nodes, 3, "px-n3").await;
     c2.call(&resp(&[b"KEYNOTIFY", b"short"]), &[]).await;
     let set = c1
-        .call(&resp(&[b"SET", b"short", b"v", b"PX", b"700"]), &[])
+        .call(&resp(&[b"SET", b"short", b"v", b"PX", b"2000"]), &[])
         .await;
     assert_eq!(set.text(), "+OK\r\n");
     let live = c3.call(&resp(&[b"GET", b"short"]), &[]).await;
     assert_eq!(live.text(), "$1\r\nv\r\n");
     let n = c2.notification().await;
     assert!(n.text().contains("SET"), "{}", n.text());
-    let n = c2.notification().await;
+    let n = c2
+        .notification_within(Duration::from_secs(10))
+        .await
+        .expect("a DELETE notification when the key expires");
     assert_eq!(&n.payload[..], b"*2\r\n$6\r\nNOTIFY\r\n$6\r\nDELETE\r\n");
     c2.no_notification(Duration::from_secs(1)).await;
     let gone = c3.call(&resp(&[b"GET", b"short"]), &[]).await;
