@@ -22,12 +22,16 @@
 //! Retained messages live in a JetStream key-value bucket, mirrored in memory on every node
 //! ([`retained`]).
 //!
-//! Not built yet: sessions and queued messages in JetStream, the state store in KV, and what a node does when it loses NATS (it keeps serving its own clients;
+//! The state store's keys live in another bucket, read and written by compare-and-set,
+//! with KEYNOTIFY driven by a watch on every node ([`statestore`]).
+//!
+//! Not built yet: sessions and queued messages in JetStream, and what a node does when it loses NATS (it keeps serving its own clients;
 //! forwarding resumes when the client reconnects, messages in between are lost).
 
 pub mod dedup;
 pub mod envelope;
 pub mod retained;
+pub mod statestore;
 pub mod subject;
 
 use std::collections::HashMap;
@@ -75,6 +79,9 @@ pub enum ClusterError {
     /// JetStream did not give the retained messages' bucket.
     #[error("retained messages: {0}")]
     Retained(String),
+    /// JetStream did not give the state store's bucket.
+    #[error("state store: {0}")]
+    StateStore(String),
 }
 
 /// What crossed between nodes (for tests and, later, metrics).
@@ -198,6 +205,9 @@ impl Cluster {
         retained::start(&client, nats.replicas as usize, broker, &shared)
             .await
             .map_err(ClusterError::Retained)?;
+        statestore::start(&client, nats.replicas as usize, broker)
+            .await
+            .map_err(ClusterError::StateStore)?;
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
         tokio::spawn(run_subscriptions(

@@ -51,7 +51,7 @@ impl StateStoreCounters {
         let result = match answer.kind {
             AnswerKind::Reply => 0,
             AnswerKind::Error(ErrorReply::NotAuthorized) => 1,
-            AnswerKind::Error(_) => 2,
+            AnswerKind::Error(_) | AnswerKind::Unavailable => 2,
             AnswerKind::UnsupportedVersion => 3,
         };
         let command = command.map_or(STATE_STORE_COMMANDS.len() - 1, |c| c as usize);

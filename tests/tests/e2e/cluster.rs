@@ -22,13 +22,13 @@ async fn nats_cluster_starts_with_jetstream_and_survives_one_server() {
 
 /// Three Gatehouse nodes (in-process, each on its own free MQTT port), node `i` a client
 /// of NATS server `i`, so messages cross NATS routes too.
-struct Nodes {
+pub(crate) struct Nodes {
     nodes: Vec<TestBroker>,
     nats: NatsCluster,
 }
 
 impl Nodes {
-    async fn start_or_skip(test: &str) -> Option<Nodes> {
+    pub(crate) async fn start_or_skip(test: &str) -> Option<Nodes> {
         let nats = NatsCluster::start_or_skip(test).await?;
         let mut nodes = Nodes {
             nodes: Vec::new(),
@@ -52,7 +52,7 @@ impl Nodes {
     }
 
     /// Node `n` (1-based, as in the test names).
-    fn addr(&self, n: usize) -> std::net::SocketAddr {
+    pub(crate) fn addr(&self, n: usize) -> std::net::SocketAddr {
         self.nodes[n - 1].mqtt_addr()
     }
 }

@@ -43,6 +43,8 @@ pub enum AnswerKind {
     Error(ErrorReply),
     /// `__stat` 505: another major protocol version was asked for.
     UnsupportedVersion,
+    /// `__stat` 503: cluster mode's shared store did not answer or kept conflicting.
+    Unavailable,
 }
 
 impl Answer {
@@ -81,6 +83,21 @@ impl Answer {
                 ("__requestProtVer".to_owned(), requested.to_owned()),
             ],
             kind: AnswerKind::UnsupportedVersion,
+        }
+    }
+
+    /// 503 Service Unavailable (P1 command-errors.md), empty payload: cluster mode's shared
+    /// store could not commit or read the key. The SDKs report it as a service error
+    /// rather than a state store reply, which is what it is: nothing was decided.
+    pub(super) fn unavailable(reason: &super::shared::SharedError) -> Self {
+        Answer {
+            payload: Bytes::new(),
+            user_properties: vec![
+                ("__stat".to_owned(), "503".to_owned()),
+                ("__stMsg".to_owned(), reason.to_string()),
+                ("__protVer".to_owned(), PROTOCOL_VERSION.to_owned()),
+            ],
+            kind: AnswerKind::Unavailable,
         }
     }
 

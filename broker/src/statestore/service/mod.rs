@@ -19,15 +19,18 @@ use super::hlc::{HybridClock, SystemClock, WallClock};
 use super::persist::StatePersistence;
 use super::request::Request;
 use super::resp3::Reply;
+use super::stamps::Stamps;
 use super::stamps::{check_stamps, StampRule};
-use super::store::{Change, Context, Entry, Quotas, Store};
+use super::store::{Change, ChangeKind, Context, Entry, Quotas, Store};
 use super::topic::notify_topic;
 use crate::authz::Action;
 use crate::message::Message;
 
 mod envelope;
+pub mod shared;
 use envelope::is_supported_version;
 pub use envelope::{Answer, AnswerKind, Invocation, CONTENT_TYPE, NODE_ID, PROTOCOL_VERSION};
+use shared::{SharedError, SharedKeys, Stored};
 
 struct Inner<C> {
     store: Store,
@@ -45,7 +48,15 @@ pub struct StateStore<C = SystemClock> {
     pub requests: StateStoreCounters,
     /// Seals SCAN continuation tokens (they name the last key examined).
     scan_tokens: super::scan_token::ScanTokens,
+    /// Cluster mode (issue 15): where GET/SET/DEL/VDEL keep their keys instead of `inner`'s
+    /// store, set once at start ([`StateStore::attach_shared`]). KEYNOTIFY registrations
+    /// stay in `inner` (they belong to this node's clients).
+    shared: OnceLock<std::sync::Arc<dyn SharedKeys>>,
 }
+
+/// How many times a write is decided again after losing a compare-and-set to another
+/// node's write of the same key, before the request is answered as unavailable.
+const SHARED_ATTEMPTS: usize = 16;
 
 impl StateStore<SystemClock> {
     /// An empty store bounded by `quotas`.
@@ -69,6 +80,7 @@ impl<C: WallClock> StateStore<C> {
             persistence: OnceLock::new(),
             requests: StateStoreCounters::default(),
             scan_tokens: super::scan_token::ScanTokens::new(),
+            shared: OnceLock::new(),
         }
     }
 
@@ -148,6 +160,16 @@ impl<C: WallClock> StateStore<C> {
             }
         }
         let rule = StampRule::of(&request);
+        if let Some(shared) = self.shared.get() {
+            if let Some(key) = shared_key(&request) {
+                let now_ms = self.now_ms();
+                let stamps = match check_stamps(rule, header("__ts"), header("__ft"), now_ms) {
+                    Ok(stamps) => stamps,
+                    Err(error) => return Answer::error(error),
+                };
+                return self.run_shared(&**shared, &request, key, invocation.client_id, &stamps);
+            }
+        }
         let mut guard = self.inner.lock();
         let Inner { store, clock } = &mut *guard;
         let now_ms = clock.wall_now_ms();
@@ -221,6 +243,137 @@ impl<C: WallClock> StateStore<C> {
         Answer::reply(&outcome.reply, outcome.version.map(|v| v.to_string()))
     }
 
+    /// Cluster mode: keep the keys of GET/SET/DEL/VDEL in `shared` from now on (set once at
+    /// start, before any client connects). KEYNOTIFY registrations stay here; the caller
+    /// feeds every change of the shared store to [`Self::notify_shared`].
+    pub fn attach_shared(&self, shared: std::sync::Arc<dyn SharedKeys>) {
+        if self.shared.set(shared).is_err() {
+            tracing::warn!(target: "statestore", "shared keys attached twice; keeping the first");
+        }
+    }
+
+    /// GET/SET/DEL/VDEL on the shared store (cluster mode): read the key's record, decide
+    /// on a scratch store holding only that record (the single-node rules: fencing,
+    /// NX/NEX, VDEL, lazy expiry, versions), commit the result by compare-and-set on the
+    /// record's revision; on a conflict read and decide again, up to [`SHARED_ATTEMPTS`]
+    /// times. Nothing is notified here: the shared store's watch on every node does it
+    /// ([`Self::notify_shared`]), once per change, this node's own included.
+    fn run_shared(
+        &self,
+        shared: &dyn SharedKeys,
+        request: &Request,
+        key: &Bytes,
+        client: &str,
+        stamps: &Stamps,
+    ) -> Answer {
+        for _ in 0..SHARED_ATTEMPTS {
+            let current = match shared.read(key) {
+                Ok(current) => current,
+                Err(e) => return Answer::unavailable(&e),
+            };
+            let (outcome, next) = {
+                let mut guard = self.inner.lock();
+                let Inner { store, clock } = &mut *guard;
+                let live = match current.as_ref().and_then(|c| c.stored.as_ref()) {
+                    Some(Stored::Live(entry)) => Some((key.clone(), entry.clone())),
+                    Some(Stored::Deleted(version)) => {
+                        // A key created again gets a version above its delete's.
+                        clock.update(version);
+                        None
+                    }
+                    None => None,
+                };
+                let now_ms = clock.wall_now_ms();
+                let mut scratch = Store::with_entries(store.quotas(), live);
+                let ctx = Context {
+                    client,
+                    stamps,
+                    now_ms,
+                    persist: false,
+                };
+                let timestamp = stamps.timestamp.clone();
+                let outcome = scratch.execute(request, ctx, |last| {
+                    clock.version_for(timestamp.as_ref(), last)
+                });
+                let next = match (outcome.changes.last(), scratch.get(key, now_ms)) {
+                    (None, _) => None,
+                    (Some(_), Some(entry)) => Some(Stored::Live(entry.clone())),
+                    (Some(change), None) => Some(Stored::Deleted(change.version.clone())),
+                };
+                (outcome, next)
+            };
+            let answer = || {
+                Answer::reply(
+                    &outcome.reply,
+                    outcome.version.as_ref().map(|v| v.to_string()),
+                )
+            };
+            let Some(next) = next else {
+                return answer();
+            };
+            match shared.write(key, current.map(|c| c.revision), &next) {
+                Ok(_) => return answer(),
+                Err(SharedError::Conflict) => continue,
+                Err(e) => return Answer::unavailable(&e),
+            }
+        }
+        tracing::debug!(target: "statestore", client_id = client, "request lost {SHARED_ATTEMPTS} compare-and-sets in a row");
+        Answer::unavailable(&SharedError::Unavailable(
+            "the key is written too often to commit this request".to_owned(),
+        ))
+    }
+
+    /// A change of the shared store (cluster mode), from any node, this one included:
+    /// notify this node's clients that watch `key`.
+    pub fn notify_shared(
+        &self,
+        key: &[u8],
+        record: &Stored,
+        mut deliver: impl FnMut(&str, Message),
+    ) {
+        let change = Change {
+            key: Bytes::copy_from_slice(key),
+            version: record.version().clone(),
+            kind: match record {
+                Stored::Live(entry) => ChangeKind::Set(entry.value.clone()),
+                Stored::Deleted(_) => ChangeKind::Delete,
+            },
+        };
+        let guard = self.inner.lock();
+        notify(&guard.store, &[change], &mut deliver);
+    }
+
+    /// Active expiry in cluster mode: delete `key` from the shared store if it has
+    /// expired, by compare-and-set (every node may try; one wins, the others find it
+    /// deleted or written again). The DELETE notifications come from the watch.
+    pub fn expire_shared(&self, key: &[u8]) -> Result<(), SharedError> {
+        let Some(shared) = self.shared.get() else {
+            return Ok(());
+        };
+        for _ in 0..SHARED_ATTEMPTS {
+            let Some(current) = shared.read(key)? else {
+                return Ok(());
+            };
+            let Some(Stored::Live(entry)) = &current.stored else {
+                return Ok(());
+            };
+            let deleted = {
+                let mut guard = self.inner.lock();
+                let now_ms = guard.clock.wall_now_ms();
+                if entry.expires_at_ms.is_none_or(|at| at > now_ms) {
+                    return Ok(());
+                }
+                Stored::Deleted(guard.clock.version_for(None, Some(&entry.version)))
+            };
+            match shared.write(key, Some(current.revision), &deleted) {
+                Ok(_) => return Ok(()),
+                Err(SharedError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// A reload changed `broker.stateStoreKeyQuota` or a byte quota.
     pub fn set_quotas(&self, quotas: Quotas) {
         self.inner.lock().store.set_quotas(quotas);
@@ -291,6 +444,17 @@ impl<C: WallClock> StateStore<C> {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The key of a request that cluster mode runs on the shared store.
+fn shared_key(request: &Request) -> Option<&Bytes> {
+    match request {
+        Request::Get { key }
+        | Request::Set { key, .. }
+        | Request::Del { key }
+        | Request::VDel { key, .. } => Some(key),
+        Request::KeyNotify { .. } | Request::Scan { .. } => None,
     }
 }
 
@@ -590,5 +754,182 @@ mod tests {
         assert!(!m.retain);
         assert_eq!(m.properties.correlation_data.as_deref(), Some(&b"0123"[..]));
         assert_eq!(m.properties.content_type.as_deref(), Some(CONTENT_TYPE));
+    }
+
+    /// Cluster mode's boundary, with an in-memory shared store that can let "another node"
+    /// write the key between this node's read and its compare-and-set.
+    mod shared_keys {
+        use std::collections::HashMap;
+        use std::sync::atomic::AtomicUsize;
+
+        use super::super::shared::{Current, SharedError, SharedKeys, Stored};
+        use super::*;
+        use crate::statestore::hlc::Hlc;
+
+        #[derive(Default)]
+        struct Fake {
+            keys: Mutex<HashMap<Vec<u8>, (u64, Stored)>>,
+            revision: AtomicU64,
+            /// Written by another node right after each of the next reads.
+            interfere: Mutex<Vec<Stored>>,
+            /// Interfere after every read, forever.
+            always: bool,
+            writes: AtomicUsize,
+        }
+
+        impl Fake {
+            fn put(&self, key: &[u8], record: Stored) {
+                let rev = self.revision.fetch_add(1, Ordering::Relaxed) + 1;
+                self.keys.lock().insert(key.to_vec(), (rev, record));
+            }
+
+            fn stored(&self, key: &[u8]) -> Option<Stored> {
+                self.keys.lock().get(key).map(|(_, s)| s.clone())
+            }
+        }
+
+        impl SharedKeys for Fake {
+            fn read(&self, key: &[u8]) -> Result<Option<Current>, SharedError> {
+                let current = self.keys.lock().get(key).map(|(revision, stored)| Current {
+                    revision: *revision,
+                    stored: Some(stored.clone()),
+                });
+                let next = if self.always {
+                    current.as_ref().and_then(|c| c.stored.clone())
+                } else {
+                    self.interfere.lock().pop()
+                };
+                if let Some(other) = next {
+                    self.put(key, other);
+                }
+                Ok(current)
+            }
+
+            fn write(
+                &self,
+                key: &[u8],
+                expected: Option<u64>,
+                record: &Stored,
+            ) -> Result<u64, SharedError> {
+                let mut keys = self.keys.lock();
+                if keys.get(key).map(|(r, _)| *r) != expected {
+                    return Err(SharedError::Conflict);
+                }
+                self.writes.fetch_add(1, Ordering::Relaxed);
+                let rev = self.revision.fetch_add(1, Ordering::Relaxed) + 1;
+                keys.insert(key.to_vec(), (rev, record.clone()));
+                Ok(rev)
+            }
+        }
+
+        fn entry(value: &'static [u8], version_ms: u64, token: Option<&str>) -> Stored {
+            Stored::Live(Entry {
+                value: Bytes::from_static(value),
+                version: ts(version_ms).parse().unwrap(),
+                fencing_token: token.map(|t| t.parse().unwrap()),
+                expires_at_ms: None,
+                persist: false,
+                owner: Some(Arc::from("other")),
+            })
+        }
+
+        fn clustered(fake: Fake) -> (StateStore<impl WallClock>, Arc<Fake>, Arc<AtomicU64>) {
+            let (s, now) = store();
+            let fake = Arc::new(fake);
+            s.attach_shared(fake.clone());
+            (s, fake, now)
+        }
+
+        #[test]
+        fn set_nx_decides_again_after_losing_the_compare_and_set() {
+            let (s, fake, _) = clustered(Fake::default());
+            // Another node creates the key between this node's read and its write.
+            fake.interfere.lock().push(entry(b"theirs", NOW, None));
+            let (a, _) = call(b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$4\r\nmine\r\n$2\r\nNX\r\n").run(&s);
+            assert_eq!(&a.payload[..], b":-1\r\n");
+            assert_eq!(fake.writes.load(Ordering::Relaxed), 0);
+            assert_eq!(fake.stored(b"k"), Some(entry(b"theirs", NOW, None)));
+            // Nothing in this node's own store.
+            assert!(s.is_empty());
+        }
+
+        #[test]
+        fn fencing_is_checked_against_the_fresh_token_after_a_conflict() {
+            let (s, fake, _) = clustered(Fake::default());
+            fake.put(b"k", entry(b"a", NOW, Some(&ts(NOW - 2000))));
+            fake.interfere
+                .lock()
+                .push(entry(b"b", NOW, Some(&ts(NOW - 500))));
+            let (a, _) = call(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nc\r\n")
+                .prop("__ft", &ts(NOW - 1000))
+                .run(&s);
+            assert_eq!(
+                &a.payload[..],
+                &b"-ERR the request fencing token is a lower version than the fencing token protecting the resource\r\n"[..]
+            );
+            assert_eq!(fake.writes.load(Ordering::Relaxed), 0);
+        }
+
+        #[test]
+        fn a_key_written_on_every_attempt_gets_503() {
+            let (s, fake, _) = clustered(Fake {
+                always: true,
+                ..Fake::default()
+            });
+            fake.put(b"k", entry(b"a", NOW, None));
+            let (a, _) = call(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nc\r\n").run(&s);
+            assert!(a.payload.is_empty());
+            assert_eq!(prop(&a.user_properties, "__stat"), Some("503"));
+            assert_eq!(fake.writes.load(Ordering::Relaxed), 0);
+        }
+
+        #[test]
+        fn deletes_leave_a_versioned_marker_and_expired_keys_are_absent() {
+            let (s, fake, now) = clustered(Fake::default());
+            let (set, _) =
+                call(b"*5\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n$2\r\nPX\r\n$4\r\n1000\r\n")
+                    .run(&s);
+            assert_eq!(&set.payload[..], b"+OK\r\n");
+            let (get, _) = call(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n").run(&s);
+            assert_eq!(&get.payload[..], b"$1\r\nv\r\n");
+            now.store(NOW + 1000, Ordering::Relaxed);
+            let (get, _) = call(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n").run(&s);
+            assert_eq!(&get.payload[..], b"$-1\r\n");
+            let Some(Stored::Deleted(deleted)) = fake.stored(b"k") else {
+                panic!("the lazily expired key is deleted in the shared store");
+            };
+            let (del, _) = call(b"*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n").run(&s);
+            assert_eq!(&del.payload[..], b":0\r\n");
+            let (again, _) = call(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nw\r\n").run(&s);
+            let version: Hlc = prop(&again.user_properties, "__ts")
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(version > deleted, "{version} > {deleted}");
+            // Active expiry: nothing to do for a live key without expiry.
+            s.expire_shared(b"k").unwrap();
+            assert!(matches!(fake.stored(b"k"), Some(Stored::Live(_))));
+        }
+
+        #[test]
+        fn watch_changes_notify_this_nodes_watchers() {
+            let (s, _, _) = clustered(Fake::default());
+            call(b"*2\r\n$9\r\nKEYNOTIFY\r\n$1\r\nk\r\n")
+                .by("w")
+                .run(&s);
+            let mut sent = Vec::new();
+            s.notify_shared(b"k", &entry(b"x", NOW, None), |c, m| {
+                sent.push((c.to_owned(), m))
+            });
+            s.notify_shared(b"other", &entry(b"x", NOW, None), |c, m| {
+                sent.push((c.to_owned(), m))
+            });
+            assert_eq!(sent.len(), 1);
+            assert_eq!(sent[0].0, "w");
+            assert_eq!(
+                &sent[0].1.payload[..],
+                b"*4\r\n$6\r\nNOTIFY\r\n$3\r\nSET\r\n$5\r\nVALUE\r\n$1\r\nx\r\n"
+            );
+        }
     }
 }

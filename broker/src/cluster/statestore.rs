@@ -1,0 +1,490 @@
+//! The state store's keys in cluster mode (issue 15): a JetStream key-value bucket
+//! ([`BUCKET`], history 1, `cluster.nats.replicas` copies) shared by every node, behind
+//! the state store's [`SharedKeys`] boundary.
+//!
+//! - **Key**: base64url of the key's bytes (state store keys are binary, KV keys allow
+//!   only `[-/_=.A-Za-z0-9]`). **Value**: a [`Stored`] record: the entry (value, version,
+//!   fencing token, absolute expiry, owner) or a delete marker with the delete's version.
+//! - **Reads** ask the bucket's stream leader for the key's last message (a stream
+//!   message get, not the KV's direct get, which a follower may answer from behind), so a
+//!   read sees every acknowledged write, this node's own included.
+//! - **Writes** are compare-and-set on the key's revision (`Nats-Expected-Last-Subject-
+//!   Sequence`, 0 for a key never written); a lost one is [`SharedError::Conflict`] and the
+//!   service decides again on a fresh read.
+//! - **KEYNOTIFY**: one watch of the whole bucket per node (from the keys stored at start,
+//!   which only fill the expiry index, then every new change) hands every
+//!   change, this node's own included, to the node's state store, which notifies its own
+//!   clients watching the key: each watcher gets each change once, in the bucket's order.
+//! - **Expiry**: the record holds the absolute expiry (ms since the Unix epoch, the
+//!   writing node's clock); an expired record is absent to every request (lazy), and each
+//!   node keeps the expiries it has seen through the watch and deletes due keys by
+//!   compare-and-set (the first node wins, the others find the key deleted).
+//!
+//! The service is synchronous (the connection task runs a request itself), so each
+//! round trip is run with `block_in_place` on the connection's worker thread.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use base64::Engine as _;
+use futures_util::StreamExt;
+use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio::sync::Notify;
+
+use crate::broker::Broker;
+use crate::statestore::service::shared::{Current, SharedError, SharedKeys, Stored};
+
+/// The bucket of state store keys.
+pub const BUCKET: &str = "gatehouse-statestore";
+
+/// How long one read or write may take before the request is answered as unavailable.
+const ROUND_TRIP: Duration = Duration::from_secs(5);
+
+/// Keys whose bucket key would be longer than this are refused (a KV key is part of a
+/// NATS subject).
+const MAX_KEY: usize = 3072;
+
+/// The bucket key of a state store key.
+pub fn key_of(key: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+}
+
+/// The state store key of a bucket key.
+pub fn key_from(bucket_key: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(bucket_key)
+        .ok()
+}
+
+/// The state store's keys in the bucket.
+pub struct KvKeys {
+    kv: async_nats::jetstream::kv::Store,
+}
+
+/// Run `future` to completion from synchronous code on a worker of the multi-thread
+/// runtime (the worker hands its other tasks to the others meanwhile).
+fn block<F: Future>(future: F) -> Result<F::Output, SharedError> {
+    let handle =
+        Handle::try_current().map_err(|e| SharedError::Unavailable(format!("no runtime: {e}")))?;
+    if handle.runtime_flavor() != RuntimeFlavor::MultiThread {
+        return Err(SharedError::Unavailable(
+            "cluster mode needs the multi-thread runtime".to_owned(),
+        ));
+    }
+    tokio::task::block_in_place(|| handle.block_on(tokio::time::timeout(ROUND_TRIP, future)))
+        .map_err(|_| SharedError::Unavailable(format!("no answer within {ROUND_TRIP:?}")))
+}
+
+fn bucket_key(key: &[u8]) -> Result<String, SharedError> {
+    let k = key_of(key);
+    if k.len() > MAX_KEY {
+        return Err(SharedError::Unavailable(
+            "the key is too long for cluster mode".to_owned(),
+        ));
+    }
+    Ok(k)
+}
+
+impl KvKeys {
+    /// The last message of `subject`, from the stream's leader; tries again while
+    /// JetStream is busy or unreachable (the caller bounds the time).
+    async fn last(
+        &self,
+        subject: &str,
+    ) -> Result<Option<async_nats::jetstream::message::StreamMessage>, SharedError> {
+        let mut pause = FIRST_PAUSE;
+        loop {
+            match self
+                .kv
+                .stream
+                .get_last_raw_message_by_subject(subject)
+                .await
+            {
+                Ok(message) => return Ok(Some(message)),
+                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+                Err(e) if e.kind() == LastRawMessageErrorKind::InvalidSubject => {
+                    return Err(SharedError::Unavailable(format!("reading {BUCKET}: {e}")))
+                }
+                // No leader yet, no responders, a timeout: try again until the round
+                // trip's time is up.
+                Err(e) => {
+                    tracing::debug!(target: "cluster", "reading {BUCKET}: {e}; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_PAUSE);
+                }
+            }
+        }
+    }
+}
+
+impl SharedKeys for KvKeys {
+    fn read(&self, key: &[u8]) -> Result<Option<Current>, SharedError> {
+        let subject = format!("{}{}", self.kv.prefix, bucket_key(key)?);
+        // Not `kv.entry`: KV streams allow direct gets, which any replica answers, a
+        // follower perhaps from behind. A stream message get is answered by the leader.
+        let message = block(self.last(&subject))??;
+        let Some(message) = message else {
+            return Ok(None);
+        };
+        // A delete or purge (KV-Operation header) or a limit marker is not a record.
+        let ours = message.headers.get("KV-Operation").is_none()
+            && message.headers.get("Nats-Marker-Reason").is_none();
+        Ok(Some(Current {
+            revision: message.sequence,
+            stored: ours.then(|| Stored::decode(&message.payload)).flatten(),
+        }))
+    }
+
+    fn write(
+        &self,
+        key: &[u8],
+        expected: Option<u64>,
+        record: &Stored,
+    ) -> Result<u64, SharedError> {
+        let k = bucket_key(key)?;
+        let subject = format!("{}{k}", self.kv.prefix);
+        let value = bytes::Bytes::from(record.encode());
+        block(async {
+            let mut pause = FIRST_PAUSE;
+            loop {
+                match self
+                    .kv
+                    .update(&k, value.clone(), expected.unwrap_or(0))
+                    .await
+                {
+                    Ok(revision) => return Ok(revision),
+                    Err(e) => match write_failure(&e) {
+                        WriteFailure::Conflict => {
+                            // The leader refuses a write while an earlier one of the key is
+                            // still being applied, and reads show the key without it until
+                            // then: wait until the key's revision has moved, so that the
+                            // service's next read sees the write it lost to.
+                            loop {
+                                let last = self.last(&subject).await?.map(|m| m.sequence);
+                                if last != expected {
+                                    return Err(SharedError::Conflict);
+                                }
+                                tokio::time::sleep(pause).await;
+                                pause = (pause * 2).min(MAX_PAUSE);
+                            }
+                        }
+                        WriteFailure::Busy => {
+                            tracing::debug!(target: "cluster", "writing {BUCKET}: {e}; trying again");
+                            tokio::time::sleep(pause).await;
+                            pause = (pause * 2).min(MAX_PAUSE);
+                        }
+                        WriteFailure::Failed => {
+                            return Err(SharedError::Unavailable(format!("writing {BUCKET}: {e}")))
+                        }
+                    },
+                }
+            }
+        })?
+    }
+}
+
+/// The first pause before a read or write that found JetStream busy is tried again; it
+/// doubles up to [`MAX_PAUSE`], within [`ROUND_TRIP`] in all.
+const FIRST_PAUSE: Duration = Duration::from_millis(5);
+const MAX_PAUSE: Duration = Duration::from_millis(200);
+
+enum WriteFailure {
+    /// The key's last revision was not the expected one: read and decide again.
+    Conflict,
+    /// Not decided (the stream's leader still applies earlier writes of the subject, or
+    /// nobody answers the stream's subjects yet): the same write may be tried again.
+    Busy,
+    Failed,
+}
+
+/// Why a compare-and-set failed. async-nats maps only JetStream's error 10071 to
+/// `WrongLastRevision`; nats-server 2.11+ answers a per-subject expectation with 10164
+/// ("wrong last sequence", constant form), and with 10163 ("expected last sequence per
+/// subject not ready") while earlier proposals of the subject are in flight.
+fn write_failure(e: &async_nats::jetstream::kv::UpdateError) -> WriteFailure {
+    use async_nats::jetstream::context::PublishErrorKind;
+    use async_nats::jetstream::ErrorCode;
+    if e.kind() == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision {
+        return WriteFailure::Conflict;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(publish) = s.downcast_ref::<async_nats::jetstream::context::PublishError>() {
+            // No responders: no server took the message, so trying again is safe. (Not a
+            // timeout: the write may have been stored, and deciding again on it would
+            // misreport, e.g., an applied NX as not applied.)
+            if publish.kind() == PublishErrorKind::StreamNotFound {
+                return WriteFailure::Busy;
+            }
+        }
+        if let Some(js) = s.downcast_ref::<async_nats::jetstream::Error>() {
+            return match js.error_code() {
+                ErrorCode::STREAM_WRONG_LAST_SEQUENCE
+                | ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT => WriteFailure::Conflict,
+                ErrorCode::STREAM_EXPECTED_LAST_SEQ_PER_SUBJECT_NOT_READY => WriteFailure::Busy,
+                _ => WriteFailure::Failed,
+            };
+        }
+        source = s.source();
+    }
+    WriteFailure::Failed
+}
+
+/// Expiries seen through the watch: when each key with a `PX` expires.
+#[derive(Default)]
+struct Expiries {
+    by_key: HashMap<Vec<u8>, u64>,
+    due: BTreeSet<(u64, Vec<u8>)>,
+}
+
+impl Expiries {
+    fn set(&mut self, key: &[u8], at: Option<u64>) {
+        if let Some(old) = self.by_key.remove(key) {
+            self.due.remove(&(old, key.to_vec()));
+        }
+        if let Some(at) = at {
+            self.by_key.insert(key.to_vec(), at);
+            self.due.insert((at, key.to_vec()));
+        }
+    }
+
+    /// Take the keys due by `now_ms`; returns them and the next deadline after.
+    fn take_due(&mut self, now_ms: u64) -> (Vec<Vec<u8>>, Option<u64>) {
+        let mut keys = Vec::new();
+        while let Some((at, key)) = self.due.first().cloned() {
+            if at > now_ms {
+                return (keys, Some(at));
+            }
+            self.due.remove(&(at, key.clone()));
+            self.by_key.remove(&key);
+            keys.push(key);
+        }
+        (keys, None)
+    }
+}
+
+struct Shared {
+    expiries: parking_lot::Mutex<Expiries>,
+    changed: Notify,
+}
+
+/// Open (or create) the bucket, make it the state store's shared keys, and start the
+/// watch (KEYNOTIFY, expiries) and the expiry task.
+pub(super) async fn start(
+    client: &async_nats::Client,
+    replicas: usize,
+    broker: &Arc<Broker>,
+) -> Result<(), String> {
+    let js = async_nats::jetstream::new(client.clone());
+    let config = async_nats::jetstream::kv::Config {
+        bucket: BUCKET.to_owned(),
+        description: "Gatehouse state store (one key per state store key)".to_owned(),
+        history: 1,
+        num_replicas: replicas,
+        storage: async_nats::jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let open = || async {
+        let kv = js
+            .create_or_update_key_value(config.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        // Every key's last record first (for the expiries), then every change.
+        let watch = kv
+            .watch_with_history(">")
+            .await
+            .map_err(|e| format!("watching it: {e}"))?;
+        Ok::<_, String>((kv, watch))
+    };
+    let (kv, mut watch) = loop {
+        match open().await {
+            Ok(opened) => break opened,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(target: "cluster", "the {BUCKET} key-value bucket: {e}; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(format!("the {BUCKET} key-value bucket: {e}")),
+        }
+    };
+    broker
+        .state_store
+        .attach_shared(Arc::new(KvKeys { kv: kv.clone() }));
+    let shared = Arc::new(Shared {
+        expiries: parking_lot::Mutex::new(Expiries::default()),
+        changed: Notify::new(),
+    });
+    // The keys stored before this node started: their expiries (a node that starts after
+    // every other stopped still expires them), no notifications (nobody here registered).
+    let mut revision = 0;
+    let stored = kv
+        .status()
+        .await
+        .map(|s| s.values())
+        .map_err(|e| format!("the {BUCKET} bucket: {e}"))?;
+    if stored > 0 {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let entry = match tokio::time::timeout_at(deadline, watch.next()).await {
+                Ok(Some(Ok(entry))) => entry,
+                Ok(Some(Err(e))) => return Err(format!("reading the {BUCKET} bucket: {e}")),
+                Ok(None) | Err(_) => {
+                    return Err(format!("the {BUCKET} bucket could not be read within 30 s"))
+                }
+            };
+            revision = entry.revision;
+            let last = entry.delta == 0;
+            if let Some((key, record)) = record_of(&entry) {
+                shared.expiries.lock().set(&key, expiry_of(record.as_ref()));
+            }
+            if last {
+                break;
+            }
+        }
+    }
+    tokio::spawn(follow(
+        kv,
+        watch,
+        revision,
+        Arc::downgrade(broker),
+        shared.clone(),
+    ));
+    tokio::spawn(expire(Arc::downgrade(broker), shared));
+    Ok(())
+}
+
+/// Hands every change of the bucket to the state store (KEYNOTIFY) and records its
+/// expiry; watches again from the last revision seen when the watch ends (NATS
+/// reconnected). Ends with the broker.
+async fn follow(
+    kv: async_nats::jetstream::kv::Store,
+    mut watch: async_nats::jetstream::kv::Watch,
+    mut revision: u64,
+    broker: Weak<Broker>,
+    shared: Arc<Shared>,
+) {
+    loop {
+        while let Some(next) = watch.next().await {
+            let Some(broker) = broker.upgrade() else {
+                return;
+            };
+            match next {
+                Ok(entry) => {
+                    revision = revision.max(entry.revision);
+                    apply(&broker, &shared, entry);
+                }
+                Err(e) => {
+                    tracing::warn!(target: "cluster", "watching {BUCKET}: {e}");
+                    break;
+                }
+            }
+        }
+        if broker.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let again = if revision == 0 {
+            kv.watch_all().await
+        } else {
+            kv.watch_all_from_revision(revision + 1).await
+        };
+        match again {
+            Ok(w) => watch = w,
+            Err(e) => tracing::warn!(target: "cluster", "watching {BUCKET} again: {e}"),
+        }
+    }
+}
+
+/// The state store key of a bucket entry and its record (`None`: deleted or purged by
+/// something else than Gatehouse, so absent); `None` for an entry that is not one of ours.
+fn record_of(entry: &async_nats::jetstream::kv::Entry) -> Option<(Vec<u8>, Option<Stored>)> {
+    let key = key_from(&entry.key)?;
+    match entry.operation {
+        async_nats::jetstream::kv::Operation::Put => match Stored::decode(&entry.value) {
+            Some(record) => Some((key, Some(record))),
+            None => {
+                tracing::debug!(target: "cluster", "not a state store record in {BUCKET}");
+                None
+            }
+        },
+        _ => Some((key, None)),
+    }
+}
+
+fn expiry_of(record: Option<&Stored>) -> Option<u64> {
+    match record {
+        Some(Stored::Live(entry)) => entry.expires_at_ms,
+        _ => None,
+    }
+}
+
+fn apply(broker: &Broker, shared: &Shared, entry: async_nats::jetstream::kv::Entry) {
+    let Some((key, record)) = record_of(&entry) else {
+        return;
+    };
+    shared.expiries.lock().set(&key, expiry_of(record.as_ref()));
+    shared.changed.notify_one();
+    // An operator's delete or purge: nothing to notify.
+    if let Some(record) = record {
+        broker
+            .state_store
+            .notify_shared(&key, &record, |client, m| {
+                broker.deliver_notification(client, m)
+            });
+    }
+}
+
+/// Deletes keys as they fall due (every node tries; compare-and-set lets one win).
+async fn expire(broker: Weak<Broker>, shared: Arc<Shared>) {
+    loop {
+        let Some(b) = broker.upgrade() else {
+            return;
+        };
+        let now_ms = b.state_store.now_ms();
+        let (due, next) = shared.expiries.lock().take_due(now_ms);
+        for key in due {
+            if let Err(e) = b.state_store.expire_shared(&key) {
+                tracing::debug!(target: "cluster", "expiring a state store key: {e}");
+            }
+        }
+        drop(b);
+        let wait = next.map_or(Duration::from_secs(3600), |at| {
+            Duration::from_millis(at.saturating_sub(now_ms))
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shared.changed.notified() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_valid_kv_keys_and_reversible() {
+        for key in [&b"k"[..], b"a/b.c d", b"\0\r\n\xff", b"$SYS"] {
+            let k = key_of(key);
+            assert!(k
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            assert_eq!(key_from(&k).as_deref(), Some(key));
+        }
+    }
+
+    #[test]
+    fn expiries_come_due_in_order_and_follow_rewrites() {
+        let mut e = Expiries::default();
+        e.set(b"a", Some(20));
+        e.set(b"b", Some(10));
+        e.set(b"a", Some(30));
+        e.set(b"c", Some(5));
+        e.set(b"c", None);
+        assert_eq!(e.take_due(20), (vec![b"b".to_vec()], Some(30)));
+        assert_eq!(e.take_due(30), (vec![b"a".to_vec()], None));
+    }
+}
