@@ -34,7 +34,7 @@ use futures_util::StreamExt;
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::Notify;
 
-use crate::broker::Broker;
+use crate::registry::Broker;
 use crate::statestore::service::shared::{Current, SharedError, SharedKeys, Stored};
 
 /// The bucket of state store keys.
