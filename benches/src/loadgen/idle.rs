@@ -30,6 +30,21 @@ pub struct IdleArgs {
 pub async fn run(common: &Common, target: Rc<Target>, a: &IdleArgs) -> Result<Value, ConnError> {
     let (soft, hard) = raise_nofile(a.connections as u64 + 1024);
     let settle = Duration::from_secs_f64(a.settle);
+    // One connection first, opened and closed as the measured ones will be, so that
+    // what a broker sets up once on its first client (allocator thread caches, worker
+    // stacks touched, lazily built tables) is in the baseline and not counted as memory
+    // kept after the connections close (benches/idle_rss.py does the same).
+    if let Ok(io) = target.open(0).await {
+        let mut conn = Conn {
+            io,
+            rb: RBuf::new(256),
+        };
+        if !a.no_connect {
+            let id = format!("{}-warm", common.client_prefix());
+            let _ = target.handshake(&mut conn, &id, u16::MAX).await;
+        }
+        drop(conn);
+    }
     tokio::time::sleep(settle).await;
     let rss0 = proc_rss_kb(common.broker_pid);
     let self_rss0 = proc_rss_kb(None);
