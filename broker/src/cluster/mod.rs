@@ -28,6 +28,7 @@
 //! Not built yet: sessions and queued messages in JetStream, and what a node does when it loses NATS (it keeps serving its own clients;
 //! forwarding resumes when the client reconnects, messages in between are lost).
 
+mod bucket;
 pub mod dedup;
 pub mod envelope;
 pub mod retained;

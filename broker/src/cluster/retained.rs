@@ -129,40 +129,13 @@ pub(super) async fn start(
     broker: &Arc<Broker>,
     shared: &Arc<Shared>,
 ) -> Result<(), String> {
-    let js = async_nats::jetstream::new(client.clone());
-    let config = async_nats::jetstream::kv::Config {
-        bucket: BUCKET.to_owned(),
-        description: "Gatehouse retained messages (one key per topic)".to_owned(),
-        history: 1,
-        num_replicas: replicas,
-        storage: async_nats::jetstream::stream::StorageType::File,
-        ..Default::default()
-    };
-    // A JetStream that has just elected its leader, or is placing replicas, may refuse
-    // for a moment: try again for up to 20 s before giving up on starting.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let open = || async {
-        let kv = js
-            .create_or_update_key_value(config.clone())
-            .await
-            .map_err(|e| e.to_string())?;
-        // Everything in the bucket now, then every change from there on.
-        let watch = kv
-            .watch_with_history(">")
-            .await
-            .map_err(|e| format!("watching it: {e}"))?;
-        Ok::<_, String>((kv, watch))
-    };
-    let (kv, mut watch) = loop {
-        match open().await {
-            Ok(opened) => break opened,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::warn!(target: "cluster", "the {BUCKET} key-value bucket: {e}; trying again");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(format!("the {BUCKET} key-value bucket: {e}")),
-        }
-    };
+    let (kv, mut watch) = super::bucket::open_watched(
+        client,
+        BUCKET,
+        "Gatehouse retained messages (one key per topic)",
+        replicas,
+    )
+    .await?;
     let (writes, rx) = mpsc::unbounded_channel();
     let (alive, alive_rx) = tokio::sync::watch::channel(());
     let sink = Arc::new(RetainedKv {

@@ -278,38 +278,13 @@ pub(super) async fn start(
     replicas: usize,
     broker: &Arc<Broker>,
 ) -> Result<(), String> {
-    let js = async_nats::jetstream::new(client.clone());
-    let config = async_nats::jetstream::kv::Config {
-        bucket: BUCKET.to_owned(),
-        description: "Gatehouse state store (one key per state store key)".to_owned(),
-        history: 1,
-        num_replicas: replicas,
-        storage: async_nats::jetstream::stream::StorageType::File,
-        ..Default::default()
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let open = || async {
-        let kv = js
-            .create_or_update_key_value(config.clone())
-            .await
-            .map_err(|e| e.to_string())?;
-        // Every key's last record first (for the expiries), then every change.
-        let watch = kv
-            .watch_with_history(">")
-            .await
-            .map_err(|e| format!("watching it: {e}"))?;
-        Ok::<_, String>((kv, watch))
-    };
-    let (kv, mut watch) = loop {
-        match open().await {
-            Ok(opened) => break opened,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                tracing::warn!(target: "cluster", "the {BUCKET} key-value bucket: {e}; trying again");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(format!("the {BUCKET} key-value bucket: {e}")),
-        }
-    };
+    let (kv, mut watch) = super::bucket::open_watched(
+        client,
+        BUCKET,
+        "Gatehouse state store (one key per state store key)",
+        replicas,
+    )
+    .await?;
     broker
         .state_store
         .attach_shared(Arc::new(KvKeys { kv: kv.clone() }));
