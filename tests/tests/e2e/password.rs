@@ -375,14 +375,14 @@ async fn gatehouse_passwd_files_work_and_edits_apply_without_restart() {
 
     // No timing oracle: an unknown user takes about as long to refuse as a wrong password
     // (argon2id at 19 MiB is tens of milliseconds; a plain lookup would be well under one).
+    // The fastest of several tries is compared: it is the cost of the check itself, where a
+    // median also carries what else the machine was doing (a median failed once, 46 against
+    // 13.5 ms, on two cores busy with the rest of the suite).
     replace(&file, &good);
-    let median = |mut v: Vec<Duration>| {
-        v.sort();
-        v[v.len() / 2]
-    };
+    let fastest = |v: Vec<Duration>| v.into_iter().min().unwrap_or_default();
     let mut wrong = Vec::new();
     let mut unknown = Vec::new();
-    for _ in 0..7 {
+    for _ in 0..9 {
         let t = Instant::now();
         assert_eq!(login(&b, 5, "alice", "nope").await, BAD_LOGIN_V5);
         wrong.push(t.elapsed());
@@ -390,7 +390,7 @@ async fn gatehouse_passwd_files_work_and_edits_apply_without_restart() {
         assert_eq!(login(&b, 5, "zed", "nope").await, BAD_LOGIN_V5);
         unknown.push(t.elapsed());
     }
-    let (wrong, unknown) = (median(wrong), median(unknown));
+    let (wrong, unknown) = (fastest(wrong), fastest(unknown));
     assert!(
         unknown * 3 >= wrong && wrong * 3 >= unknown,
         "unknown user {unknown:?} vs wrong password {wrong:?}"
