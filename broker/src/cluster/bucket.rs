@@ -1,10 +1,12 @@
 //! Opening a JetStream key-value bucket with a watch, shared by the retained messages
 //! and the state store.
 
+use std::sync::Weak;
 use std::time::Duration;
 
-use async_nats::jetstream::kv::{Config, Store, Watch};
+use async_nats::jetstream::kv::{Config, Entry, Store, Watch};
 use async_nats::jetstream::stream::StorageType;
+use futures_util::StreamExt;
 
 /// How long a node keeps trying to open a bucket at start: a JetStream that has just
 /// elected its leader, or is placing replicas, may refuse for a moment.
@@ -47,6 +49,49 @@ pub(super) async fn open_watched(
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             Err(e) => return Err(format!("the {bucket} key-value bucket: {e}")),
+        }
+    }
+}
+
+/// Hand every change of `bucket` to `apply`, in the bucket's order, for as long as `owner`
+/// lives; when the watch ends or fails (NATS reconnected), watch again from the revision
+/// after the last one seen, so no change is skipped.
+pub(super) async fn follow<T>(
+    kv: Store,
+    mut watch: Watch,
+    mut revision: u64,
+    bucket: &str,
+    owner: Weak<T>,
+    mut apply: impl FnMut(&T, Entry),
+) {
+    loop {
+        while let Some(next) = watch.next().await {
+            let Some(owner) = owner.upgrade() else {
+                return;
+            };
+            match next {
+                Ok(entry) => {
+                    revision = revision.max(entry.revision);
+                    apply(&owner, entry);
+                }
+                Err(e) => {
+                    tracing::warn!(target: "cluster", "watching {bucket}: {e}");
+                    break;
+                }
+            }
+        }
+        if owner.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let again = if revision == 0 {
+            kv.watch_all().await
+        } else {
+            kv.watch_all_from_revision(revision + 1).await
+        };
+        match again {
+            Ok(w) => watch = w,
+            Err(e) => tracing::warn!(target: "cluster", "watching {bucket} again: {e}"),
         }
     }
 }

@@ -234,42 +234,9 @@ async fn follow(
     mut alive: tokio::sync::watch::Receiver<()>,
 ) {
     tokio::select! {
-        _ = follow_changes(kv, watch, revision, broker) => {}
+        _ = super::bucket::follow(kv, watch, revision, BUCKET, broker, apply) => {}
         // Err: the sink, and so the broker, is gone.
         _ = alive.changed() => {}
-    }
-}
-
-async fn follow_changes(
-    kv: async_nats::jetstream::kv::Store,
-    mut watch: async_nats::jetstream::kv::Watch,
-    mut revision: u64,
-    broker: Weak<Broker>,
-) {
-    loop {
-        while let Some(next) = watch.next().await {
-            let Some(broker) = broker.upgrade() else {
-                return;
-            };
-            match next {
-                Ok(entry) => {
-                    revision = revision.max(entry.revision);
-                    apply(&broker, entry);
-                }
-                Err(e) => {
-                    tracing::warn!(target: "cluster", "watching {BUCKET}: {e}");
-                    break;
-                }
-            }
-        }
-        if broker.strong_count() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        match kv.watch_all_from_revision(revision + 1).await {
-            Ok(w) => watch = w,
-            Err(e) => tracing::warn!(target: "cluster", "watching {BUCKET} again: {e}"),
-        }
     }
 }
 

@@ -336,41 +336,15 @@ pub(super) async fn start(
 /// reconnected). Ends with the broker.
 async fn follow(
     kv: async_nats::jetstream::kv::Store,
-    mut watch: async_nats::jetstream::kv::Watch,
-    mut revision: u64,
+    watch: async_nats::jetstream::kv::Watch,
+    revision: u64,
     broker: Weak<Broker>,
     shared: Arc<Shared>,
 ) {
-    loop {
-        while let Some(next) = watch.next().await {
-            let Some(broker) = broker.upgrade() else {
-                return;
-            };
-            match next {
-                Ok(entry) => {
-                    revision = revision.max(entry.revision);
-                    apply(&broker, &shared, entry);
-                }
-                Err(e) => {
-                    tracing::warn!(target: "cluster", "watching {BUCKET}: {e}");
-                    break;
-                }
-            }
-        }
-        if broker.strong_count() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let again = if revision == 0 {
-            kv.watch_all().await
-        } else {
-            kv.watch_all_from_revision(revision + 1).await
-        };
-        match again {
-            Ok(w) => watch = w,
-            Err(e) => tracing::warn!(target: "cluster", "watching {BUCKET} again: {e}"),
-        }
-    }
+    super::bucket::follow(kv, watch, revision, BUCKET, broker, |broker, entry| {
+        apply(broker, &shared, entry)
+    })
+    .await
 }
 
 /// The state store key of a bucket entry and its record (`None`: deleted or purged by
