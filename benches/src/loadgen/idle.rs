@@ -48,7 +48,7 @@ pub async fn run(common: &Common, target: Rc<Target>, a: &IdleArgs) -> Result<Va
     tokio::time::sleep(settle).await;
     let rss0 = proc_rss_kb(common.broker_pid);
     let self_rss0 = proc_rss_kb(None);
-    let s0 = Snap::take(common.broker_pid);
+    let s0 = Snap::take(&common.cpu_pids());
     let sem = Rc::new(Semaphore::new(common.connect_concurrency.max(1)));
     let mut handles = Vec::with_capacity(a.connections);
     for i in 0..a.connections {
@@ -85,7 +85,7 @@ pub async fn run(common: &Common, target: Rc<Target>, a: &IdleArgs) -> Result<Va
             }
         }
     }
-    let s1 = Snap::take(common.broker_pid);
+    let s1 = Snap::take(&common.cpu_pids());
     let open_secs = (s1.at - s0.at).as_secs_f64();
     tokio::time::sleep(settle).await;
     let rss_held = proc_rss_kb(common.broker_pid);

@@ -50,6 +50,10 @@ pub struct Common {
     /// The broker's process id: report its CPU per message and its RSS.
     #[arg(long, global = true)]
     pub broker_pid: Option<u32>,
+    /// More processes whose CPU counts as the broker's (a cluster: the other nodes and the
+    /// NATS servers), comma-separated; their CPU is added to `--broker-pid`'s.
+    #[arg(long, value_delimiter = ',', global = true)]
+    pub also_pids: Vec<u32>,
     /// Loopback source addresses (127.0.0.1, .2, ...) to spread connections over; 0 =
     /// one per 5,000 connections (each address has its own ephemeral port range, ~28k
     /// ports, some of which earlier runs' TIME_WAIT sockets may still hold).
@@ -76,6 +80,15 @@ pub struct Common {
 }
 
 impl Common {
+    /// Every process whose CPU is the broker side's.
+    pub fn cpu_pids(&self) -> Vec<u32> {
+        self.broker_pid
+            .iter()
+            .chain(&self.also_pids)
+            .copied()
+            .collect()
+    }
+
     pub fn client_prefix(&self) -> String {
         format!("lg{}", self.resolved_run_id)
     }

@@ -34,6 +34,7 @@ pub enum ConnError {
 }
 
 /// Where and how to connect.
+#[derive(Clone)]
 pub struct Target {
     pub addr: SocketAddr,
     pub tls: Option<(TlsConnector, ServerName<'static>)>,

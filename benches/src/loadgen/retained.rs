@@ -120,7 +120,7 @@ pub async fn run(
         None,
     )
     .await?;
-    let s0 = Snap::take(common.broker_pid);
+    let s0 = Snap::take(&common.cpu_pids());
     let filter = format!("{prefix}/#");
     let mut handles = Vec::new();
     for (mut conn, _) in subs {
@@ -204,7 +204,7 @@ pub async fn run(
             to_last.record(v);
         }
     }
-    let s1 = Snap::take(common.broker_pid);
+    let s1 = Snap::take(&common.cpu_pids());
     let secs = (s1.at - s0.at).as_secs_f64();
     let self_cpu = (s1.self_cpu - s0.self_cpu).as_secs_f64();
     let broker_cpu = match (s0.broker_cpu, s1.broker_cpu) {

@@ -85,9 +85,9 @@ pub async fn run(common: &Common, target: Rc<Target>, a: &StormArgs) -> Result<V
     }
     tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
     st.recording.set(true);
-    let s0 = Snap::take(common.broker_pid);
+    let s0 = Snap::take(&common.cpu_pids());
     tokio::time::sleep(Duration::from_secs_f64(a.duration)).await;
-    let s1 = Snap::take(common.broker_pid);
+    let s1 = Snap::take(&common.cpu_pids());
     st.recording.set(false);
     let (ok, failed) = (st.ok.get(), st.failed.get());
     st.stop.set(true);

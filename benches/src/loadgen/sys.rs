@@ -80,8 +80,18 @@ pub struct Snap {
 }
 
 impl Snap {
-    pub fn take(broker_pid: Option<u32>) -> Snap {
-        let split = broker_pid.and_then(proc_cpu_split);
+    /// `pids`: the broker's process, and for a cluster every node and NATS server too
+    /// (their CPU is summed; `None` when there is none or one cannot be read).
+    pub fn take(pids: &[u32]) -> Snap {
+        let split = if pids.is_empty() {
+            None
+        } else {
+            pids.iter()
+                .map(|&p| proc_cpu_split(p))
+                .try_fold((Duration::ZERO, Duration::ZERO), |(u, s), x| {
+                    x.map(|(xu, xs)| (u + xu, s + xs))
+                })
+        };
         Snap {
             at: std::time::Instant::now(),
             self_cpu: self_cpu(),

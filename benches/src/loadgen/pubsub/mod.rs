@@ -76,6 +76,11 @@ pub struct PubSubArgs {
     /// Messages encoded into one write at most.
     #[arg(long, default_value_t = 512)]
     pub batch: u64,
+    /// Ports the subscribers connect to, comma-separated, spread evenly (subscriber i to
+    /// port i mod n); default: `--port`, where the publishers connect. For a cluster:
+    /// publishers on one node, subscribers on the others.
+    #[arg(long, value_delimiter = ',')]
+    pub sub_ports: Vec<u16>,
 }
 
 /// Counters and histograms shared by all tasks (one thread: `Cell`, no atomics).
@@ -154,17 +159,37 @@ pub async fn run(common: &Common, target: Rc<Target>, a: &PubSubArgs) -> Result<
 
     let rss0 = proc_rss_kb(common.broker_pid);
     let t_conn = Instant::now();
-    let subs = connect_all(
-        common,
-        &target,
-        a.subscribers,
-        0,
-        |i| format!("{}-s{i}", common.client_prefix()),
-        u16::MAX,
-        sub_rbuf,
-        Some((filter.clone(), a.qos)),
-    )
-    .await?;
+    let sub_targets: Vec<Rc<Target>> = if a.sub_ports.is_empty() {
+        vec![target.clone()]
+    } else {
+        a.sub_ports
+            .iter()
+            .map(|&port| {
+                let mut t = (*target).clone();
+                t.addr.set_port(port);
+                Rc::new(t)
+            })
+            .collect()
+    };
+    let mut subs = Vec::with_capacity(a.subscribers);
+    for (k, t) in sub_targets.iter().enumerate() {
+        // Subscribers k, k + n, k + 2n, ... go to port k.
+        let n = sub_targets.len();
+        let here = (a.subscribers + n - 1 - k) / n;
+        let idx: Vec<usize> = (0..here).map(|j| k + j * n).collect();
+        let conns = connect_all(
+            common,
+            t,
+            here,
+            k * here,
+            |j| format!("{}-s{}", common.client_prefix(), idx[j]),
+            u16::MAX,
+            sub_rbuf,
+            Some((filter.clone(), a.qos)),
+        )
+        .await?;
+        subs.extend(conns);
+    }
     let pubs = connect_all(
         common,
         &target,
@@ -242,7 +267,7 @@ pub async fn run(common: &Common, target: Rc<Target>, a: &PubSubArgs) -> Result<
     let (s0, c0, s1, c1);
     if a.count.is_some() {
         sh.recording.set(true);
-        s0 = Snap::take(common.broker_pid);
+        s0 = Snap::take(&common.cpu_pids());
         c0 = counts(&sh);
         let deadline =
             tokio::time::Instant::now() + Duration::from_secs_f64(a.drain.max(1.0) * 20.0);
@@ -254,7 +279,7 @@ pub async fn run(common: &Common, target: Rc<Target>, a: &PubSubArgs) -> Result<
         }
         sh.stop.set(true);
         drain(&sh, &states, fanout, a.drain).await;
-        s1 = Snap::take(common.broker_pid);
+        s1 = Snap::take(&common.cpu_pids());
         c1 = counts(&sh);
         sh.recording.set(false);
     } else {
@@ -262,10 +287,10 @@ pub async fn run(common: &Common, target: Rc<Target>, a: &PubSubArgs) -> Result<
         sh.lat.borrow_mut().reset();
         sh.lat_sched.borrow_mut().reset();
         sh.recording.set(true);
-        s0 = Snap::take(common.broker_pid);
+        s0 = Snap::take(&common.cpu_pids());
         c0 = counts(&sh);
         tokio::time::sleep_until((s0.at + Duration::from_secs_f64(a.duration)).into()).await;
-        s1 = Snap::take(common.broker_pid);
+        s1 = Snap::take(&common.cpu_pids());
         c1 = counts(&sh);
         sh.recording.set(false);
         sh.stop.set(true);
