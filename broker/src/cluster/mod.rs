@@ -42,18 +42,25 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use gatehouse_protocol::QoS;
+use smallvec::SmallVec;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::message::Message;
 use crate::registry::Broker;
 use crate::routing::ClusterLink;
+use crate::session::Congestion;
 
-/// Messages waiting for the NATS connection. A full outbox (NATS slower than this node's
-/// publishers, or disconnected) drops what does not fit, counted in
-/// [`ClusterStats::not_forwarded`]: forwarding is at most once until messages are kept in
-/// JetStream.
+/// Messages waiting for the NATS connection. Past [`OUTBOX_HIGH`] the outbox counts as
+/// congested: the publishers whose messages find it so stop being read until it drains
+/// to half (backpressure, as for a slow local subscriber), for at most the hold limit of
+/// their QoS (`session::QOS0_HOLD_LIMIT`, `HOLD_LIMIT`: NATS stalled). A full outbox
+/// drops what does not fit, counted in [`ClusterStats::not_forwarded`]: forwarding is at
+/// most once until messages are kept in JetStream.
 const OUTBOX: usize = 16 * 1024;
+/// Queued messages from which the outbox holds publishers back.
+const OUTBOX_HIGH: usize = OUTBOX * 3 / 4;
 
 /// Messages async-nats buffers per subscription before it drops (slow consumer). Below
 /// [`dedup::WINDOW`], so copies reordered between subscriptions stay inside the window.
@@ -120,6 +127,9 @@ struct Shared {
     origin: String,
     seen: parking_lot::Mutex<dedup::Seen>,
     stats: ClusterStats,
+    /// The outbox's congestion, which publishers wait on (set by `forward`, cleared by
+    /// `run_outbox` once the outbox has drained to half).
+    outbox_congestion: Congestion,
 }
 
 /// This node's link to the cluster; the router holds it as its [`ClusterLink`].
@@ -202,6 +212,7 @@ impl Cluster {
             origin: format!("{node}/{}", instance_id()),
             seen: parking_lot::Mutex::new(dedup::Seen::default()),
             stats: ClusterStats::default(),
+            outbox_congestion: Congestion::default(),
         });
         retained::start(&client, nats.replicas as usize, broker, &shared)
             .await
@@ -280,17 +291,17 @@ impl ClusterLink for Cluster {
         }
     }
 
-    fn forward(&self, message: &Arc<Message>) {
+    fn forward(&self, message: &Arc<Message>) -> bool {
         let stats = &self.shared.stats;
         let subject = subject::topic_to_subject(&message.topic);
         let body = match envelope::encode(message, Instant::now()) {
             Ok(Some(body)) => body,
             // Expired: nobody may receive it.
-            Ok(None) => return,
+            Ok(None) => return false,
             Err(e) => {
                 tracing::debug!(target: "cluster", topic = ?message.topic, "not forwarded: {e}");
                 stats.not_forwarded.fetch_add(1, Ordering::Relaxed);
-                return;
+                return false;
             }
         };
         if subject.len() > subject::MAX_SUBJECT
@@ -302,7 +313,7 @@ impl ClusterLink for Cluster {
                 "not forwarded: topic or message above what NATS carries"
             );
             stats.not_forwarded.fetch_add(1, Ordering::Relaxed);
-            return;
+            return false;
         }
         let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let mut headers = async_nats::HeaderMap::new();
@@ -311,6 +322,13 @@ impl ClusterLink for Cluster {
         if self.outbox.try_send((subject, headers, body)).is_err() {
             stats.not_forwarded.fetch_add(1, Ordering::Relaxed);
         }
+        // `capacity` is what is left of OUTBOX.
+        OUTBOX - self.outbox.capacity() >= OUTBOX_HIGH
+            && self.shared.outbox_congestion.mark(message.qos)
+    }
+
+    fn forwarding(&self) -> &Congestion {
+        &self.shared.outbox_congestion
     }
 }
 
@@ -328,6 +346,9 @@ async fn run_outbox(
                 shared.stats.not_forwarded.fetch_add(1, Ordering::Relaxed)
             }
         };
+        if shared.outbox_congestion.is_set() && rx.len() <= OUTBOX / 2 {
+            shared.outbox_congestion.clear();
+        }
     }
 }
 
@@ -391,7 +412,11 @@ async fn run_subscriptions(
     }
 }
 
-/// Delivers what one NATS subscription brings.
+/// Delivers what one NATS subscription brings. A message that finds local subscribers
+/// congested holds the subscription until they drain (for at most the hold limit of its
+/// QoS), as a local publisher is held: NATS buffers meanwhile (the subscription's
+/// capacity, then the server's pending limit for this connection) instead of this node
+/// reading messages only to drop them from a full queue.
 async fn read(
     mut sub: async_nats::Subscriber,
     interest: Interest,
@@ -402,11 +427,23 @@ async fn read(
         let Some(broker) = broker.upgrade() else {
             return;
         };
-        receive(&broker, &shared, &interest, msg);
+        let Some((qos, congested)) = receive(&broker, &shared, &interest, msg) else {
+            continue;
+        };
+        drop(broker);
+        for session in congested {
+            session.wait_drained_at(qos).await;
+        }
     }
 }
 
-fn receive(broker: &Broker, shared: &Shared, interest: &Interest, msg: async_nats::Message) {
+/// Route one message from NATS; returns its QoS and the local sessions it found congested.
+fn receive(
+    broker: &Broker,
+    shared: &Shared,
+    interest: &Interest,
+    msg: async_nats::Message,
+) -> Option<(QoS, SmallVec<[Arc<crate::session::Session>; 1]>)> {
     let stats = &shared.stats;
     stats.received.fetch_add(1, Ordering::Relaxed);
     let (origin, seq) = match envelope::origin_of(msg.headers.as_ref()) {
@@ -414,18 +451,18 @@ fn receive(broker: &Broker, shared: &Shared, interest: &Interest, msg: async_nat
         Err(e) => {
             tracing::debug!(target: "cluster", subject = %msg.subject, "dropped: {e}");
             stats.malformed.fetch_add(1, Ordering::Relaxed);
-            return;
+            return None;
         }
     };
     let own = origin == shared.origin;
     if interest.group.is_none() {
         if own {
             stats.own.fetch_add(1, Ordering::Relaxed);
-            return;
+            return None;
         }
         if !shared.seen.lock().first_time(origin, seq) {
             stats.duplicates.fetch_add(1, Ordering::Relaxed);
-            return;
+            return None;
         }
     }
     let message = match envelope::decode(msg.payload, Instant::now()) {
@@ -433,17 +470,19 @@ fn receive(broker: &Broker, shared: &Shared, interest: &Interest, msg: async_nat
         Err(e) => {
             tracing::debug!(target: "cluster", subject = %msg.subject, "dropped: {e}");
             stats.malformed.fetch_add(1, Ordering::Relaxed);
-            return;
+            return None;
         }
     };
     match &interest.group {
         None => {
-            broker.router.publish_forwarded(&message);
+            let routed = broker.router.publish_forwarded(&message);
+            Some((message.qos, routed.congested))
         }
         Some(group) => {
             broker
                 .router
                 .publish_to_group(&message, &interest.filter, group);
+            None
         }
     }
 }

@@ -298,6 +298,7 @@ where
         connect_expiry_was_zero: requested_expiry == 0,
         held_acks: Default::default(),
         paused_for: Default::default(),
+        paused_forwarding: None,
         chain: security.chain.clone(),
         authz: security.authz.clone(),
         auth_method: props.authentication_method.clone(),

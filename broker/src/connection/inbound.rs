@@ -260,6 +260,9 @@ impl Connection {
         };
         let router = &self.broker.router;
         let routed = router.publish(&message);
+        if routed.forwarding_congested {
+            self.paused_forwarding = self.paused_forwarding.max(Some(message.qos));
+        }
         if message.qos == QoS::AtMostOnce {
             for s in routed.congested {
                 if !self.paused_for.iter().any(|p| Arc::ptr_eq(p, &s)) {
@@ -310,7 +313,13 @@ impl Connection {
         if !self.paused_for.is_empty() {
             self.paused_for.retain(|s| s.is_holding_at(QoS::AtMostOnce));
         }
-        !self.paused_for.is_empty()
+        if let Some(qos) = self.paused_forwarding {
+            let cluster = self.broker.router.cluster.get();
+            if !cluster.is_some_and(|c| c.forwarding().is_holding(qos)) {
+                self.paused_forwarding = None;
+            }
+        }
+        !self.paused_for.is_empty() || self.paused_forwarding.is_some()
     }
 
     /// A 3.1.1 client is not read while as many acknowledgements are held as our Receive

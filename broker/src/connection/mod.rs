@@ -164,6 +164,10 @@ pub(crate) struct Connection {
     /// broker is slowed through TCP instead of having its messages read, routed and then
     /// dropped (see `Connection::paused`).
     paused_for: smallvec::SmallVec<[Arc<Session>; 1]>,
+    /// Cluster mode: a PUBLISH of this client found the way to the other nodes congested
+    /// (the highest QoS among those that did, which sets how long it may be held): it is
+    /// not read until that clears, as for `paused_for`.
+    paused_forwarding: Option<gatehouse_protocol::QoS>,
     /// `None` on ports without authentication (anonymous). Boxed: a hundred-odd bytes that
     /// anonymous connections do not have.
     principal: Option<Box<Principal>>,

@@ -203,11 +203,20 @@ impl Connection {
             // paused, a re-authentication running, a device-registry client): their
             // timers and channel waits would otherwise count in every connection's task.
             let mut held = self.held_acks.front_wait().map(Box::pin);
-            let mut resume = self
-                .paused_for
-                .first()
-                .cloned()
-                .map(|s| Box::pin(async move { s.wait_drained_at(QoS::AtMostOnce).await }));
+            let mut resume: Option<Pin<Box<dyn Future<Output = ()> + Send>>> =
+                match (self.paused_for.first(), self.paused_forwarding) {
+                    (Some(s), _) => {
+                        let s = s.clone();
+                        Some(Box::pin(
+                            async move { s.wait_drained_at(QoS::AtMostOnce).await },
+                        ))
+                    }
+                    (None, Some(qos)) => self.broker.router.cluster.get().cloned().map(|c| {
+                        Box::pin(async move { c.forwarding().wait(qos).await })
+                            as Pin<Box<dyn Future<Output = ()> + Send>>
+                    }),
+                    (None, None) => None,
+                };
             let mut revoked = device.as_mut().map(|d| Box::pin(d.revoked()));
             // Polled in this order (the order the branches are listed in): a takeover
             // first, then writing (so output drains before more input is read), then

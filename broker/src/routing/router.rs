@@ -17,7 +17,7 @@ use smallvec::SmallVec;
 use super::index::SubscriptionIndex;
 use super::retained::{Caps, RetainRefused, RetainedStore};
 use crate::message::{Delivery, Message, SessionKey};
-use crate::session::{EnqueueOutcome, QueuePolicy, Session};
+use crate::session::{Congestion, EnqueueOutcome, QueuePolicy, Session};
 
 /// Where the router reports changes to retained messages that should survive a restart
 /// (`persistence.retain`). The router knows nothing of how they are kept: the session
@@ -41,7 +41,12 @@ pub trait ClusterLink: Send + Sync {
     /// it must not block.
     fn interest(&self, filter: &str, group: Option<&str>, added: bool);
     /// A message published on this node, to hand to the other nodes; must not block.
-    fn forward(&self, message: &Arc<Message>);
+    /// Returns whether the way to the other nodes is congested, so that the publisher is
+    /// to stop being read until [`Self::forwarding`] clears (backpressure, as for a slow
+    /// local subscriber, instead of reading messages only to drop them).
+    fn forward(&self, message: &Arc<Message>) -> bool;
+    /// The congestion of the way to the other nodes (see [`Self::forward`]).
+    fn forwarding(&self) -> &Congestion;
 }
 
 /// What the index stores per subscription.
@@ -92,6 +97,9 @@ pub struct Routed {
     /// The highest journal ticket of the persisted copies: the publisher's acknowledgement
     /// waits until it is durable.
     pub ticket: Option<u64>,
+    /// Cluster mode: the message found the way to the other nodes congested; the
+    /// publisher is not read until it clears ([`ClusterLink::forwarding`]).
+    pub forwarding_congested: bool,
 }
 
 pub struct SubscribeOutcome {
@@ -294,8 +302,8 @@ impl Router {
         let Some(cluster) = self.cluster.get() else {
             return self.fan_out(message, true);
         };
-        let routed = self.fan_out(message, false);
-        cluster.forward(message);
+        let mut routed = self.fan_out(message, false);
+        routed.forwarding_congested = cluster.forward(message);
         routed
     }
 
@@ -407,6 +415,7 @@ impl Router {
         let mut routed = Routed {
             matched: targets.len(),
             congested: SmallVec::new(),
+            forwarding_congested: false,
             ticket: None,
         };
         let policy = self.policy();

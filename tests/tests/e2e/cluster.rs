@@ -55,6 +55,15 @@ impl Nodes {
     pub(crate) fn addr(&self, n: usize) -> std::net::SocketAddr {
         self.nodes[n - 1].mqtt_addr()
     }
+
+    /// Node `n`'s link to the cluster (1-based).
+    pub(crate) fn cluster(&self, n: usize) -> &gatehouse::cluster::Cluster {
+        self.nodes[n - 1]
+            .server
+            .cluster
+            .as_deref()
+            .expect("a node in cluster mode")
+    }
 }
 
 /// Publish warm-up messages on `topic` through node `via` until every one of `subs` has
