@@ -42,8 +42,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use gatehouse_protocol::QoS;
-use smallvec::SmallVec;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -412,11 +410,10 @@ async fn run_subscriptions(
     }
 }
 
-/// Delivers what one NATS subscription brings. A message that finds local subscribers
-/// congested holds the subscription until they drain (for at most the hold limit of its
-/// QoS), as a local publisher is held: NATS buffers meanwhile (the subscription's
-/// capacity, then the server's pending limit for this connection) instead of this node
-/// reading messages only to drop them from a full queue.
+/// Delivers what one NATS subscription brings. It never waits for a local subscriber:
+/// the reader serves every local subscriber of its filter, so a slow one (or one that
+/// stops reading on purpose) must not hold the others' messages back until NATS drops
+/// them for a slow consumer; its own queue overflows instead, as on a single node.
 async fn read(
     mut sub: async_nats::Subscriber,
     interest: Interest,
@@ -427,23 +424,11 @@ async fn read(
         let Some(broker) = broker.upgrade() else {
             return;
         };
-        let Some((qos, congested)) = receive(&broker, &shared, &interest, msg) else {
-            continue;
-        };
-        drop(broker);
-        for session in congested {
-            session.wait_drained_at(qos).await;
-        }
+        receive(&broker, &shared, &interest, msg);
     }
 }
 
-/// Route one message from NATS; returns its QoS and the local sessions it found congested.
-fn receive(
-    broker: &Broker,
-    shared: &Shared,
-    interest: &Interest,
-    msg: async_nats::Message,
-) -> Option<(QoS, SmallVec<[Arc<crate::session::Session>; 1]>)> {
+fn receive(broker: &Broker, shared: &Shared, interest: &Interest, msg: async_nats::Message) {
     let stats = &shared.stats;
     stats.received.fetch_add(1, Ordering::Relaxed);
     let (origin, seq) = match envelope::origin_of(msg.headers.as_ref()) {
@@ -451,18 +436,18 @@ fn receive(
         Err(e) => {
             tracing::debug!(target: "cluster", subject = %msg.subject, "dropped: {e}");
             stats.malformed.fetch_add(1, Ordering::Relaxed);
-            return None;
+            return;
         }
     };
     let own = origin == shared.origin;
     if interest.group.is_none() {
         if own {
             stats.own.fetch_add(1, Ordering::Relaxed);
-            return None;
+            return;
         }
         if !shared.seen.lock().first_time(origin, seq) {
             stats.duplicates.fetch_add(1, Ordering::Relaxed);
-            return None;
+            return;
         }
     }
     let message = match envelope::decode(msg.payload, Instant::now()) {
@@ -470,19 +455,17 @@ fn receive(
         Err(e) => {
             tracing::debug!(target: "cluster", subject = %msg.subject, "dropped: {e}");
             stats.malformed.fetch_add(1, Ordering::Relaxed);
-            return None;
+            return;
         }
     };
     match &interest.group {
         None => {
-            let routed = broker.router.publish_forwarded(&message);
-            Some((message.qos, routed.congested))
+            broker.router.publish_forwarded(&message);
         }
         Some(group) => {
             broker
                 .router
                 .publish_to_group(&message, &interest.filter, group);
-            None
         }
     }
 }
