@@ -264,7 +264,8 @@ impl Server {
             .map(|c| (c.name.clone(), c.clone()))
             .collect();
         let chains = chains.into_values();
-        let registry = Registry::new(broker.clone(), metric_ports, chains, authorizers.clone());
+        let registry = Registry::new(broker.clone(), metric_ports, chains, authorizers.clone())
+            .with_cluster(cluster.clone());
         let metrics_addrs = metrics::http::start(metrics_sockets, Arc::new(registry), &mut tasks);
         let reloader = Reloader::new(
             broker.clone(),

@@ -260,6 +260,11 @@ impl Cluster {
         self.interest.lock().len()
     }
 
+    /// Whether the outbox to NATS holds publishers back now.
+    pub fn forwarding_congested(&self) -> bool {
+        self.shared.outbox_congestion.is_set()
+    }
+
     /// Wait until NATS has processed everything this node sent so far (subscriptions
     /// included); for tests and orderly shutdown.
     pub async fn flush(&self) -> Result<(), async_nats::client::FlushError> {

@@ -367,3 +367,53 @@ pub(super) fn render_runtime(e: &mut Exposition) {
     )
     .sample(&[], m.num_workers() as u64);
 }
+
+/// Cluster mode (issue 15): what crossed between this node and the others through NATS.
+pub(super) fn render_cluster(e: &mut Exposition, cluster: &crate::cluster::Cluster) {
+    let stats = cluster.stats();
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    e.family(
+        "gatehouse_cluster_info",
+        Kind::Gauge,
+        "Always 1 in cluster mode; the node label is this node's cluster.nodeName.",
+    )
+    .sample(&[("node", cluster.node())], 1u64);
+    e.family(
+        "gatehouse_cluster_forwarded_total",
+        Kind::Counter,
+        "Messages published on this node and handed to NATS for the other nodes.",
+    )
+    .sample(&[], load(&stats.forwarded));
+    e.family(
+        "gatehouse_cluster_not_forwarded_total",
+        Kind::Counter,
+        "Messages published on this node that did not reach NATS: topic or message above what NATS carries, outbox full (NATS stalled past the publishers' hold limit), or a NATS publish error.",
+    )
+    .sample(&[], load(&stats.not_forwarded));
+    e.family(
+        "gatehouse_cluster_received_total",
+        Kind::Counter,
+        "Copies of messages received from NATS, one per NATS subscription that matched (including those dropped below).",
+    )
+    .sample(&[], load(&stats.received));
+    e.family(
+        "gatehouse_cluster_received_dropped_total",
+        Kind::Counter,
+        "Copies received from NATS and not delivered, by reason: own (this node's message back from NATS, delivered here already), duplicate (another NATS subscription of this node brought it first), malformed (not a message of a Gatehouse node).",
+    )
+    .sample(&[("reason", "own")], load(&stats.own))
+    .sample(&[("reason", "duplicate")], load(&stats.duplicates))
+    .sample(&[("reason", "malformed")], load(&stats.malformed));
+    e.family(
+        "gatehouse_cluster_nats_subscriptions",
+        Kind::Gauge,
+        "Distinct (filter, shared group) pairs this node is subscribed to on NATS.",
+    )
+    .sample(&[], cluster.interest_count() as u64);
+    e.family(
+        "gatehouse_cluster_forwarding_congested",
+        Kind::Gauge,
+        "1 while the outbox to NATS is congested (publishers whose messages find it so are not read until it drains), else 0.",
+    )
+    .sample(&[], u64::from(cluster.forwarding_congested()));
+}

@@ -96,6 +96,8 @@ pub struct Registry {
     chains: BTreeMap<String, Arc<Chain>>,
     /// By resource name (one authorizer per BrokerAuthorization in use).
     authorizers: BTreeMap<String, Arc<Authorizer>>,
+    /// Cluster mode: the link to the other nodes (its families are left out otherwise).
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Registry {
@@ -110,7 +112,14 @@ impl Registry {
             ports: ports.0,
             chains: chains.into_iter().map(|c| (c.name.clone(), c)).collect(),
             authorizers: authorizers.into_iter().collect(),
+            cluster: None,
         }
+    }
+
+    /// Report the cluster link's counters too (cluster mode).
+    pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> Registry {
+        self.cluster = cluster;
+        self
     }
 
     /// The ports that cannot serve yet, each with why (empty: ready). Every port is
@@ -158,6 +167,9 @@ impl Registry {
         self.render_authz(&mut e);
         self.render_state_store(&mut e);
         self.render_tls(&mut e, SystemTime::now());
+        if let Some(cluster) = &self.cluster {
+            families::render_cluster(&mut e, cluster);
+        }
         render_runtime(&mut e);
         e.finish()
     }

@@ -44,8 +44,10 @@ impl Nodes {
     async fn add(&mut self) {
         let n = self.nodes.len() + 1;
         let url = &self.nats.urls()[(n - 1) % 3];
+        let metrics = gatehouse_tests::broker::free_port();
         let yaml = format!(
             "listeners:\n  - name: e2e\n    bindAddress: 127.0.0.1\n    ports:\n      - port: 0\n        protocol: Mqtt\n\
+             diagnostics: {{ metrics: {{ prometheusPort: {metrics} }} }}\n\
              cluster:\n  nodeName: node{n}\n  nats:\n    servers: [\"{url}\"]\n    replicas: 3\n"
         );
         self.nodes.push(TestBroker::start(&yaml).await);
@@ -54,6 +56,11 @@ impl Nodes {
     /// Node `n` (1-based, as in the test names).
     pub(crate) fn addr(&self, n: usize) -> std::net::SocketAddr {
         self.nodes[n - 1].mqtt_addr()
+    }
+
+    /// Node `n` (1-based).
+    pub(crate) fn node(&self, n: usize) -> &TestBroker {
+        &self.nodes[n - 1]
     }
 
     /// Node `n`'s link to the cluster (1-based).

@@ -97,4 +97,31 @@ async fn a_publisher_faster_than_nats_is_held_not_dropped() {
         received * 10 >= MESSAGES * 9,
         "the subscriber on node 2 received {received} of {MESSAGES}"
     );
+
+    // The same figures on /metrics (cluster families appear in cluster mode only).
+    let node1 = crate::metrics::http(nodes.node(1).metrics_addr(), "GET", "/metrics").await;
+    assert_eq!(node1.status, 200);
+    let value = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
+    };
+    let forwarded = value(&node1.body, "gatehouse_cluster_forwarded_total");
+    assert!(forwarded >= MESSAGES as f64, "node 1 forwarded {forwarded}");
+    assert_eq!(
+        value(&node1.body, "gatehouse_cluster_not_forwarded_total"),
+        before as f64
+    );
+    assert!(node1
+        .body
+        .contains("gatehouse_cluster_info{node=\"node1\"} 1"));
+    let node2 = crate::metrics::http(nodes.node(2).metrics_addr(), "GET", "/metrics").await;
+    let received_copies = value(&node2.body, "gatehouse_cluster_received_total");
+    assert!(
+        received_copies >= received as f64,
+        "node 2 received {received_copies} copies from NATS, its subscriber {received}"
+    );
+    assert!(node2
+        .body
+        .contains("gatehouse_cluster_nats_subscriptions 1"));
 }

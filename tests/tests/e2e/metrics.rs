@@ -27,13 +27,13 @@ fn p(path: &Path) -> String {
 }
 
 /// One HTTP/1.1 exchange: status, headers (lower-case names) and body.
-struct Http {
-    status: u16,
+pub(crate) struct Http {
+    pub(crate) status: u16,
     headers: HashMap<String, String>,
-    body: String,
+    pub(crate) body: String,
 }
 
-async fn http(addr: SocketAddr, method: &str, path: &str) -> Http {
+pub(crate) async fn http(addr: SocketAddr, method: &str, path: &str) -> Http {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connect to the metrics port");
