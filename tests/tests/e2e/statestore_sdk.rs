@@ -625,8 +625,17 @@ async fn fencing_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn observe_and_unobserve() {
     let broker = TestBroker::local().await;
-    let mut watcher = Sdk::connect(&broker, "sdk-watcher").await;
-    let writer = Sdk::connect(&broker, "sdk-writer").await;
+    observe_and_unobserve_between(&broker, &broker).await;
+}
+
+/// [`observe_and_unobserve`] with the watcher connected to `watcher_broker` and the other
+/// client to `writer_broker` (two nodes of a cluster: `cluster_statestore_sdk`).
+pub(crate) async fn observe_and_unobserve_between(
+    watcher_broker: &TestBroker,
+    writer_broker: &TestBroker,
+) {
+    let mut watcher = Sdk::connect(watcher_broker, "sdk-watcher").await;
+    let writer = Sdk::connect(writer_broker, "sdk-writer").await;
     let key = unique("observed").into_bytes();
     let topic = format!(
         "{NOTIFY_PREFIX}/{}/command/notify/{}",
@@ -760,8 +769,14 @@ async fn expiry_notification() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leased_lock_between_two_clients() {
     let broker = TestBroker::local().await;
-    let a = Sdk::connect(&broker, "sdk-lock-a").await;
-    let b = Sdk::connect(&broker, "sdk-lock-b").await;
+    leased_lock_between(&broker, &broker).await;
+}
+
+/// [`leased_lock_between_two_clients`] with client a connected to `broker_a` and b to
+/// `broker_b` (two nodes of a cluster: `cluster_statestore_sdk`).
+pub(crate) async fn leased_lock_between(broker_a: &TestBroker, broker_b: &TestBroker) {
+    let a = Sdk::connect(broker_a, "sdk-lock-a").await;
+    let b = Sdk::connect(broker_b, "sdk-lock-b").await;
     let lock_name = unique("lock").into_bytes();
     let resource = unique("protected").into_bytes();
 
