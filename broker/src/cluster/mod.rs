@@ -36,18 +36,21 @@ pub mod statestore;
 pub mod subject;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use gatehouse_protocol::QoS;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::message::Message;
 use crate::registry::Broker;
-use crate::routing::ClusterLink;
+use crate::routing::{ClusterLink, Forwarded};
 use crate::session::Congestion;
 
 /// Messages waiting for the NATS connection. Past [`OUTBOX_HIGH`] the outbox counts as
@@ -128,17 +131,23 @@ struct Shared {
     /// The outbox's congestion, which publishers wait on (set by `forward`, cleared by
     /// `run_outbox` once the outbox has drained to half).
     outbox_congestion: Congestion,
+    /// The sequence number of the last message written to the NATS connection's socket
+    /// (`run_outbox` flushes before it moves this): the held PUBACK/PUBRECs wait on it.
+    flushed: tokio::sync::watch::Sender<u64>,
 }
 
 /// This node's link to the cluster; the router holds it as its [`ClusterLink`].
 pub struct Cluster {
     node: String,
     shared: Arc<Shared>,
+    /// Sequence numbers, in outbox order: taken with `outbox_order` held, so a message
+    /// never enters the outbox behind one with a higher number (`flushed` relies on it).
     seq: AtomicU64,
+    outbox_order: parking_lot::Mutex<()>,
     /// Local subscriptions per (filter, group); a NATS subscription exists while > 0.
     interest: parking_lot::Mutex<HashMap<Interest, usize>>,
     commands: mpsc::UnboundedSender<Command>,
-    outbox: mpsc::Sender<(String, async_nats::HeaderMap, Bytes)>,
+    outbox: mpsc::Sender<Outgoing>,
     max_payload: AtomicUsize,
     client: async_nats::Client,
 }
@@ -211,6 +220,7 @@ impl Cluster {
             seen: parking_lot::Mutex::new(dedup::Seen::default()),
             stats: ClusterStats::default(),
             outbox_congestion: Congestion::default(),
+            flushed: tokio::sync::watch::Sender::new(0),
         });
         retained::start(&client, nats.replicas as usize, broker, &shared)
             .await
@@ -226,7 +236,13 @@ impl Cluster {
             Arc::downgrade(broker),
             shared.clone(),
         ));
-        tokio::spawn(run_outbox(client.clone(), outbox_rx, shared.clone()));
+        let flush_subject = format!("gh.flush.{}", instance_token(&shared.origin));
+        tokio::spawn(run_outbox(
+            client.clone(),
+            outbox_rx,
+            shared.clone(),
+            flush_subject,
+        ));
         tracing::info!(
             target: "cluster",
             node = %node,
@@ -238,6 +254,7 @@ impl Cluster {
             node,
             shared,
             seq: AtomicU64::new(0),
+            outbox_order: parking_lot::Mutex::new(()),
             interest: parking_lot::Mutex::new(HashMap::new()),
             commands,
             outbox,
@@ -294,17 +311,17 @@ impl ClusterLink for Cluster {
         }
     }
 
-    fn forward(&self, message: &Arc<Message>) -> bool {
+    fn forward(&self, message: &Arc<Message>) -> Forwarded {
         let stats = &self.shared.stats;
         let subject = subject::topic_to_subject(&message.topic);
         let body = match envelope::encode(message, Instant::now()) {
             Ok(Some(body)) => body,
             // Expired: nobody may receive it.
-            Ok(None) => return false,
+            Ok(None) => return Forwarded::default(),
             Err(e) => {
                 tracing::debug!(target: "cluster", topic = ?message.topic, "not forwarded: {e}");
                 stats.not_forwarded.fetch_add(1, Ordering::Relaxed);
-                return false;
+                return Forwarded::default();
             }
         };
         if subject.len() > subject::MAX_SUBJECT
@@ -316,41 +333,160 @@ impl ClusterLink for Cluster {
                 "not forwarded: topic or message above what NATS carries"
             );
             stats.not_forwarded.fetch_add(1, Ordering::Relaxed);
-            return false;
+            return Forwarded::default();
         }
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(envelope::ORIGIN, self.shared.origin.as_str());
-        headers.insert(envelope::SEQ, seq.to_string().as_str());
-        if self.outbox.try_send((subject, headers, body)).is_err() {
+        let queued = {
+            let _order = self.outbox_order.lock();
+            let seq = self.seq.load(Ordering::Relaxed) + 1;
+            headers.insert(envelope::SEQ, seq.to_string().as_str());
+            let out = Outgoing {
+                seq,
+                subject,
+                headers,
+                body,
+            };
+            match self.outbox.try_send(out) {
+                Ok(()) => {
+                    self.seq.store(seq, Ordering::Relaxed);
+                    Some(seq)
+                }
+                Err(_) => None,
+            }
+        };
+        if queued.is_none() {
             stats.not_forwarded.fetch_add(1, Ordering::Relaxed);
         }
-        // `capacity` is what is left of OUTBOX.
-        OUTBOX - self.outbox.capacity() >= OUTBOX_HIGH
-            && self.shared.outbox_congestion.mark(message.qos)
+        Forwarded {
+            // `capacity` is what is left of OUTBOX.
+            congested: OUTBOX - self.outbox.capacity() >= OUTBOX_HIGH
+                && self.shared.outbox_congestion.mark(message.qos),
+            ticket: queued.filter(|_| message.qos != QoS::AtMostOnce),
+        }
     }
 
     fn forwarding(&self) -> &Congestion {
         &self.shared.outbox_congestion
     }
+
+    fn is_forwarded(&self, ticket: u64) -> bool {
+        *self.shared.flushed.borrow() >= ticket
+    }
+
+    fn wait_forwarded(&self, ticket: u64) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let mut rx = self.shared.flushed.subscribe();
+        Box::pin(async move {
+            // An error means the link is gone (shutdown): nothing left to wait for.
+            let _ = rx.wait_for(|f| *f >= ticket).await;
+        })
+    }
 }
 
-/// Publishes the outbox in order.
+/// A message in the outbox.
+struct Outgoing {
+    seq: u64,
+    subject: String,
+    headers: async_nats::HeaderMap,
+    body: Bytes,
+}
+
+/// Messages published between two confirmations at most (the outbox usually runs empty
+/// first).
+const CONFIRM_EVERY: usize = 4096;
+
+/// How long a confirmation marker may take before another is sent (one may be lost while
+/// the connection to NATS is re-established).
+const CONFIRM_RETRY: Duration = Duration::from_secs(1);
+
+/// Publishes the outbox in order. After each run of messages (until the outbox is empty,
+/// or [`CONFIRM_EVERY`]) it confirms them with a round trip through the NATS server: a
+/// marker published on this node's own subject `gh.flush.<instance>` comes back only after
+/// the server has processed everything published before it (NATS keeps one connection's
+/// messages in order), so they are in the server's hands. Only then does it report them
+/// (`Shared::flushed`), which releases their publishers' PUBACK/PUBRECs: a node killed
+/// right after acknowledging loses nothing it acknowledged. (Written to the socket is not
+/// enough: a process that dies with unread input gets its socket reset, and what it had
+/// not yet sent is discarded.)
 async fn run_outbox(
     client: async_nats::Client,
-    mut rx: mpsc::Receiver<(String, async_nats::HeaderMap, Bytes)>,
+    mut rx: mpsc::Receiver<Outgoing>,
     shared: Arc<Shared>,
+    flush_subject: String,
 ) {
-    while let Some((subject, headers, body)) = rx.recv().await {
-        match client.publish_with_headers(subject, headers, body).await {
-            Ok(()) => shared.stats.forwarded.fetch_add(1, Ordering::Relaxed),
-            Err(e) => {
-                tracing::debug!(target: "cluster", "publish to NATS failed: {e}");
-                shared.stats.not_forwarded.fetch_add(1, Ordering::Relaxed)
+    let mut markers = match client.subscribe(flush_subject.clone()).await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(target: "cluster", "NATS subscription for confirmations failed ({e}): acknowledgements wait only for the NATS socket");
+            None
+        }
+    };
+    let mut round = 0u64;
+    while let Some(first) = rx.recv().await {
+        let mut last = 0;
+        let mut next = Some(first);
+        let mut sent = 0usize;
+        while let Some(out) = next.take() {
+            last = out.seq;
+            match client
+                .publish_with_headers(out.subject, out.headers, out.body)
+                .await
+            {
+                Ok(()) => shared.stats.forwarded.fetch_add(1, Ordering::Relaxed),
+                Err(e) => {
+                    tracing::debug!(target: "cluster", "publish to NATS failed: {e}");
+                    shared.stats.not_forwarded.fetch_add(1, Ordering::Relaxed)
+                }
+            };
+            sent += 1;
+            if shared.outbox_congestion.is_set() && rx.len() <= OUTBOX / 2 {
+                shared.outbox_congestion.clear();
             }
-        };
-        if shared.outbox_congestion.is_set() && rx.len() <= OUTBOX / 2 {
-            shared.outbox_congestion.clear();
+            if sent < CONFIRM_EVERY {
+                next = rx.try_recv().ok();
+            }
+        }
+        round += 1;
+        match markers.as_mut() {
+            Some(markers) => confirm(&client, markers, &flush_subject, round).await,
+            None => {
+                let _ = client.flush().await;
+            }
+        }
+        shared.flushed.send_replace(last);
+    }
+    // The link is gone: release whoever still waits.
+    shared.flushed.send_replace(u64::MAX);
+}
+
+/// One round trip through the NATS server (see [`run_outbox`]); waits through a
+/// reconnection, sending the marker again every [`CONFIRM_RETRY`].
+async fn confirm(
+    client: &async_nats::Client,
+    markers: &mut async_nats::Subscriber,
+    subject: &str,
+    round: u64,
+) {
+    let marker = Bytes::from(round.to_string());
+    loop {
+        if client
+            .publish(subject.to_owned(), marker.clone())
+            .await
+            .is_err()
+        {
+            return; // the client is closed
+        }
+        let retry = tokio::time::sleep(CONFIRM_RETRY);
+        tokio::pin!(retry);
+        loop {
+            tokio::select! {
+                m = markers.next() => match m {
+                    Some(m) if m.payload == marker => return,
+                    Some(_) => continue, // an earlier round's marker, sent again
+                    None => return,
+                },
+                _ = &mut retry => break,
+            }
         }
     }
 }
@@ -489,6 +625,11 @@ fn queue_name(group: &str, filter: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect();
     format!("gh-share-{hex}")
+}
+
+/// The instance part of `origin` (`<nodeName>/<hex>`), a valid NATS token.
+fn instance_token(origin: &str) -> &str {
+    origin.rsplit('/').next().unwrap_or(origin)
 }
 
 /// A random id for this start of the node, so that a restarted node's sequence numbers

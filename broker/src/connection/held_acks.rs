@@ -19,6 +19,7 @@ use gatehouse_protocol::{PacketId, QoS, ReasonCode};
 use smallvec::SmallVec;
 use tokio::time::Instant;
 
+use crate::routing::ClusterLink;
 use crate::session::journal::Journal;
 use crate::session::Session;
 #[cfg(doc)]
@@ -33,12 +34,19 @@ pub(super) struct HeldAck {
     /// The message reached a persisted queue (or set a persisted retained message): the
     /// acknowledgement waits until the journal has it on disk, however long that takes.
     pub durable: Option<(Journal, u64)>,
+    /// Cluster mode: the acknowledgement waits until the message has been written to the
+    /// NATS connection (`ClusterLink::is_forwarded`), however long NATS takes.
+    pub forwarded: Option<(Arc<dyn ClusterLink>, u64)>,
 }
 
 impl HeldAck {
     fn ready(&self, now: Instant) -> bool {
         (now >= self.until || self.waits.iter().all(|s| !s.is_holding()))
             && self.durable.as_ref().is_none_or(|(j, t)| j.is_durable(*t))
+            && self
+                .forwarded
+                .as_ref()
+                .is_none_or(|(link, t)| link.is_forwarded(*t))
     }
 }
 
@@ -100,6 +108,10 @@ impl HeldAcks {
         let waits = front.waits.clone();
         let until = front.until;
         let durable = front.durable.as_ref().map(|(j, t)| j.wait_durable(*t));
+        let forwarded = front
+            .forwarded
+            .as_ref()
+            .map(|(link, t)| link.wait_forwarded(*t));
         Some(async move {
             let drained = async {
                 for s in &waits {
@@ -109,6 +121,9 @@ impl HeldAcks {
             let _ = tokio::time::timeout_at(until, drained).await;
             if let Some(durable) = durable {
                 durable.await;
+            }
+            if let Some(forwarded) = forwarded {
+                forwarded.await;
             }
         })
     }

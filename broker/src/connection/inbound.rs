@@ -15,7 +15,7 @@ use super::outbound::PendingRetained;
 use super::{Connection, Exit};
 use crate::authz::Action;
 use crate::message::Message;
-use crate::routing::SubEntry;
+use crate::routing::{ClusterLink, SubEntry};
 use crate::session::{
     inbound_window_full, InboundWindow, PublishIn, Reply, Session, SubscriptionRecord, HOLD_LIMIT,
 };
@@ -260,7 +260,7 @@ impl Connection {
         };
         let router = &self.broker.router;
         let routed = router.publish(&message);
-        if routed.forwarding_congested {
+        if routed.forwarded.congested {
             self.paused_forwarding = self.paused_forwarding.max(Some(message.qos));
         }
         if message.qos == QoS::AtMostOnce {
@@ -271,12 +271,18 @@ impl Connection {
             }
         } else if let Some(id) = packet_id {
             let ticket = routed.ticket.max(retained);
+            let forwarded = routed
+                .forwarded
+                .ticket
+                .zip(router.cluster.get().cloned())
+                .map(|(t, link)| (link, t));
             self.ack_after(
                 message.qos,
                 id,
                 ReasonCode::SUCCESS,
                 routed.congested,
                 ticket,
+                forwarded,
             );
         }
         Ok(())
@@ -342,10 +348,11 @@ impl Connection {
         reason: ReasonCode,
         waits: SmallVec<[Arc<Session>; 1]>,
     ) {
-        self.ack_after(qos, id, reason, waits, None);
+        self.ack_after(qos, id, reason, waits, None, None);
     }
 
-    /// [`Self::ack_in_order`], also waiting for journal `ticket` to be durable.
+    /// [`Self::ack_in_order`], also waiting for journal `ticket` to be durable and, in
+    /// cluster mode, for the message to have left this node (`forwarded`).
     fn ack_after(
         &mut self,
         qos: QoS,
@@ -353,11 +360,14 @@ impl Connection {
         reason: ReasonCode,
         waits: SmallVec<[Arc<Session>; 1]>,
         ticket: Option<u64>,
+        forwarded: Option<(Arc<dyn ClusterLink>, u64)>,
     ) {
         let durable = ticket
             .and_then(|t| self.broker.journal.get().map(|j| (j.clone(), t)))
             .filter(|(j, t)| !j.is_durable(*t));
-        if waits.is_empty() && durable.is_none() && self.held_acks.is_empty() {
+        let forwarded = forwarded.filter(|(link, t)| !link.is_forwarded(*t));
+        if waits.is_empty() && durable.is_none() && forwarded.is_none() && self.held_acks.is_empty()
+        {
             self.ack_publish(qos, id, reason);
         } else {
             self.held_acks.push(HeldAck {
@@ -367,6 +377,7 @@ impl Connection {
                 waits,
                 until: tokio::time::Instant::now() + HOLD_LIMIT,
                 durable,
+                forwarded,
             });
         }
     }

@@ -7,5 +7,6 @@ mod router;
 
 pub use retained::{Caps as RetainedCaps, RetainRefused};
 pub use router::{
-    ClusterLink, RetainedCursor, RetainedSink, Routed, Router, SubEntry, SubscribeOutcome,
+    ClusterLink, Forwarded, RetainedCursor, RetainedSink, Routed, Router, SubEntry,
+    SubscribeOutcome,
 };

@@ -5,6 +5,8 @@
 //! Subscriber queues are bounded and never block the publisher (see `session::queue`).
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,12 +43,27 @@ pub trait ClusterLink: Send + Sync {
     /// it must not block.
     fn interest(&self, filter: &str, group: Option<&str>, added: bool);
     /// A message published on this node, to hand to the other nodes; must not block.
-    /// Returns whether the way to the other nodes is congested, so that the publisher is
-    /// to stop being read until [`Self::forwarding`] clears (backpressure, as for a slow
-    /// local subscriber, instead of reading messages only to drop them).
-    fn forward(&self, message: &Arc<Message>) -> bool;
-    /// The congestion of the way to the other nodes (see [`Self::forward`]).
+    fn forward(&self, message: &Arc<Message>) -> Forwarded;
+    /// The congestion of the way to the other nodes (see [`Forwarded::congested`]).
     fn forwarding(&self) -> &Congestion;
+    /// Whether the message of `ticket` ([`Forwarded::ticket`]) has left this node.
+    fn is_forwarded(&self, ticket: u64) -> bool;
+    /// Resolves once the message of `ticket` has left this node.
+    fn wait_forwarded(&self, ticket: u64) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+/// What [`ClusterLink::forward`] did with a message.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Forwarded {
+    /// The way to the other nodes is congested: the publisher is to stop being read until
+    /// [`ClusterLink::forwarding`] clears (backpressure, as for a slow local subscriber,
+    /// instead of reading messages only to drop them).
+    pub congested: bool,
+    /// QoS 1/2: the message is on its way to NATS; its PUBACK/PUBREC waits until
+    /// [`ClusterLink::is_forwarded`], so a node killed right after acknowledging has
+    /// handed it to NATS already (what is written to the NATS socket survives the
+    /// process). `None` when it is not forwarded at all (counted as not forwarded).
+    pub ticket: Option<u64>,
 }
 
 /// What the index stores per subscription.
@@ -97,9 +114,8 @@ pub struct Routed {
     /// The highest journal ticket of the persisted copies: the publisher's acknowledgement
     /// waits until it is durable.
     pub ticket: Option<u64>,
-    /// Cluster mode: the message found the way to the other nodes congested; the
-    /// publisher is not read until it clears ([`ClusterLink::forwarding`]).
-    pub forwarding_congested: bool,
+    /// Cluster mode: what forwarding to the other nodes did ([`Forwarded`]).
+    pub forwarded: Forwarded,
 }
 
 pub struct SubscribeOutcome {
@@ -303,7 +319,7 @@ impl Router {
             return self.fan_out(message, true);
         };
         let mut routed = self.fan_out(message, false);
-        routed.forwarding_congested = cluster.forward(message);
+        routed.forwarded = cluster.forward(message);
         routed
     }
 
@@ -415,7 +431,7 @@ impl Router {
         let mut routed = Routed {
             matched: targets.len(),
             congested: SmallVec::new(),
-            forwarding_congested: false,
+            forwarded: Forwarded::default(),
             ticket: None,
         };
         let policy = self.policy();

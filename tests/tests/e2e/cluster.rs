@@ -58,6 +58,11 @@ impl Nodes {
         self.nodes[n - 1].mqtt_addr()
     }
 
+    /// The NATS servers' client URLs.
+    pub(crate) fn nats_urls(&self) -> Vec<String> {
+        self.nats.urls()
+    }
+
     /// Node `n` (1-based).
     pub(crate) fn node(&self, n: usize) -> &TestBroker {
         &self.nodes[n - 1]

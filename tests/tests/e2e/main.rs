@@ -23,6 +23,7 @@ mod ca_cli;
 mod cli;
 mod cluster;
 mod cluster_backpressure;
+mod cluster_node_kill;
 mod cluster_statestore;
 mod cluster_statestore_sdk;
 mod config_errors;
