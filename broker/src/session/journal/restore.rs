@@ -140,13 +140,12 @@ pub(super) fn load(store: &dyn Store) -> Result<(Loaded, Bodies), PersistError> 
                         next_id += 1;
                         migrated.insert(body.clone(), id);
                         new_bodies.push((records::body_key(id), body));
-                        used.insert(id, (delivery.message.clone(), 0));
                         id
                     }
                 };
-                let Some((message, refs)) = used.get_mut(&id) else {
-                    continue;
-                };
+                let (message, refs) = used
+                    .entry(id)
+                    .or_insert_with(|| (delivery.message.clone(), 0));
                 *refs += 1;
                 let delivery = Delivery {
                     message: message.clone(),
