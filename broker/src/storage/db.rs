@@ -27,7 +27,14 @@ pub const FILE_NAME: &str = "gatehouse.redb";
 /// The format version this build writes and reads. Raise it when a table's layout changes
 /// in a way older builds would misread, and migrate older versions in
 /// `Database::check_format`.
-pub const FORMAT_VERSION: u64 = 1;
+///
+/// - 1: the first layout.
+/// - 2: the session journal stores a queued message's body once, in its `bodies` table,
+///   and its delivery records reference it (`session::journal::records`). A version 1 file
+///   is read as it is (the journal still reads inline delivery records and rewrites them
+///   at its first load) and marked 2, so that an older build refuses it by version rather
+///   than failing on the first delivery record it cannot decode.
+pub const FORMAT_VERSION: u64 = 2;
 
 /// `meta`: `format_version` → [`FORMAT_VERSION`] of the file.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -203,6 +210,16 @@ impl Database {
                 file: self.inner.file.clone(),
                 reason: "format version 0".into(),
             }),
+            Some(found) if found < FORMAT_VERSION => {
+                tracing::info!(
+                    target: "persistence",
+                    file = %self.inner.file.display(),
+                    from = found,
+                    to = FORMAT_VERSION,
+                    "upgrading the database's format version"
+                );
+                self.set_version(FORMAT_VERSION)
+            }
             Some(_) => Ok(()),
             None => {
                 let foreign = self.read(|tx| {
@@ -217,21 +234,23 @@ impl Database {
                         reason: format!("no format version, tables {}", foreign.join(", ")),
                     });
                 }
-                self.write(|tx| {
-                    tx.open_table(META)?.insert(FORMAT_KEY, FORMAT_VERSION)?;
-                    Ok(())
-                })
+                self.set_version(FORMAT_VERSION)
             }
         }
     }
 
-    /// Sets the format version, so that tests can make a file from the future.
-    #[cfg(test)]
-    pub(crate) fn set_format_version(&self, version: u64) -> Result<(), PersistError> {
+    fn set_version(&self, version: u64) -> Result<(), PersistError> {
         self.write(|tx| {
             tx.open_table(META)?.insert(FORMAT_KEY, version)?;
             Ok(())
         })
+    }
+
+    /// Sets the format version, so that tests can make a file from the future (or the
+    /// past).
+    #[cfg(test)]
+    pub(crate) fn set_format_version(&self, version: u64) -> Result<(), PersistError> {
+        self.set_version(version)
     }
 }
 
@@ -373,6 +392,17 @@ mod tests {
             })
             .unwrap();
         assert_eq!(tables, ["meta"]);
+    }
+
+    #[test]
+    fn an_older_format_is_read_and_marked_current() {
+        let dir = tempfile::tempdir().unwrap();
+        open(dir.path()).set_format_version(1).unwrap();
+        let db = open(dir.path());
+        let version = db
+            .read(|tx| Ok(tx.open_table(META)?.get(FORMAT_KEY)?.map(|v| v.value())))
+            .unwrap();
+        assert_eq!(version, Some(FORMAT_VERSION));
     }
 
     #[test]

@@ -39,6 +39,7 @@ mod logs;
 mod metrics;
 mod mosquitto_clients;
 mod password;
+mod persist_fanout;
 mod persistence;
 mod preflight;
 mod process_metrics;

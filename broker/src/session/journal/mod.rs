@@ -12,6 +12,8 @@
 //! # Layout
 //! - `policy`: which sessions, messages and retained messages persist.
 //! - [`records`]: how each record is encoded.
+//! - `bodies`: which stored message bodies the delivery records reference (a message
+//!   queued for many persisted sessions is stored once).
 //! - `recording`: the session's side, which changes of its state are recorded as they
 //!   happen (what the QoS state machine reports, the subscriptions, the expiry).
 //! - here: [`Journal`], the handle sessions and the registry write through (the pending
@@ -23,11 +25,14 @@
 //! journal runs on any store; the log is the embedded store's (a store that is durable
 //! per write does not need it).
 
+mod bodies;
 mod policy;
 // The session's side: which changes of its state are recorded (used by `session`).
 pub(super) mod recording;
 pub mod records;
 mod restore;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use std::collections::{BTreeMap, HashSet};
@@ -39,9 +44,10 @@ use tokio::sync::{watch, Notify};
 use crate::message::{Delivery, Message};
 use crate::storage::wal::Wal;
 use crate::storage::{self, Database, Keys, PersistError};
+use bodies::Bodies;
 use gatehouse_config::Persistence;
 use policy::Policy;
-use records::{message_key, SessionMeta};
+use records::{body_key, message_key, SessionMeta};
 use writer::{forget_messages, io_error};
 
 pub use policy::Selected;
@@ -52,7 +58,14 @@ const SESSIONS: storage::Table = storage::Table {
     name: "sessions",
     keys: Keys::Text,
 };
-/// [`message_key`] → [`records::encode_delivery`].
+/// [`body_key`] → [`records::encode_body`]: one per message, however many deliveries
+/// reference it.
+const BODIES: storage::Table = storage::Table {
+    name: "bodies",
+    keys: Keys::Bytes,
+};
+/// [`message_key`] → [`records::encode_delivery`] (or, written by an older version,
+/// [`records::encode_inline`]).
 const MESSAGES: storage::Table = storage::Table {
     name: "messages",
     keys: Keys::Bytes,
@@ -66,9 +79,12 @@ const RETAINED: storage::Table = storage::Table {
 /// The write-ahead log, next to the database file.
 pub const LOG_FILE: &str = "journal.log";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Table {
     Sessions,
+    /// Before `Messages`: in a batch's key order a body is put before the deliveries
+    /// that reference it (see `writer::commit` for deletes).
+    Bodies,
     Messages,
     Retained,
 }
@@ -77,6 +93,7 @@ impl Table {
     fn stored(self) -> storage::Table {
         match self {
             Table::Sessions => SESSIONS,
+            Table::Bodies => BODIES,
             Table::Messages => MESSAGES,
             Table::Retained => RETAINED,
         }
@@ -87,6 +104,7 @@ impl Table {
             Table::Sessions => 1,
             Table::Messages => 2,
             Table::Retained => 3,
+            Table::Bodies => 4,
         }
     }
 
@@ -95,6 +113,7 @@ impl Table {
             1 => Some(Table::Sessions),
             2 => Some(Table::Messages),
             3 => Some(Table::Retained),
+            4 => Some(Table::Bodies),
             _ => None,
         }
     }
@@ -103,9 +122,13 @@ impl Table {
 #[derive(Default)]
 struct Pending {
     ops: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
-    /// Message keys first written in this batch: removing one again before the batch is
-    /// logged just forgets it.
-    fresh: HashSet<Vec<u8>>,
+    /// Message and body keys first written in this batch: removing one again before the
+    /// batch is logged just forgets it.
+    fresh: HashSet<(Table, Vec<u8>)>,
+    /// The bodies the delivery records reference (kept under this lock, so a body's put
+    /// is pending no later than its first delivery's, and its delete no earlier than its
+    /// last delivery's: a batch never holds a reference to a body it lacks).
+    bodies: Bodies,
     /// Sessions whose every message goes (applied before `ops`).
     dropped: Vec<String>,
     recorded: u64,
@@ -113,6 +136,29 @@ struct Pending {
     full: bool,
     warned: bool,
     closed: bool,
+}
+
+impl Pending {
+    /// Put (`Some`) or delete one record; `new` marks a message or body key the tables do
+    /// not hold yet, so deleting it again before the batch is logged just forgets it.
+    fn change(&mut self, table: Table, key: Vec<u8>, value: Option<Vec<u8>>, new: bool) {
+        let entry = (table, key);
+        if matches!(table, Table::Messages | Table::Bodies) {
+            if new {
+                self.fresh.insert(entry.clone());
+            } else if value.is_none() && self.fresh.remove(&entry) {
+                self.ops.remove(&entry);
+                return;
+            }
+        }
+        self.ops.insert(entry, value);
+    }
+
+    /// The ticket of the change just recorded.
+    fn ticket(&mut self) -> u64 {
+        self.recorded += 1;
+        self.recorded
+    }
 }
 
 struct Shared {
@@ -166,12 +212,15 @@ impl Journal {
         let log_path = db.file().with_file_name(LOG_FILE);
         let (mut wal, logged) = Wal::open(&log_path).map_err(|e| io_error(&log_path, e))?;
         restore::replay(&*store, &mut wal, logged)?;
-        let loaded = restore::load(&*store)?;
+        let (loaded, bodies) = restore::load(&*store)?;
         let shared = Arc::new(Shared {
             file: db.file().to_owned(),
             policy,
             max_size: config.max_size,
-            pending: Mutex::new(Pending::default()),
+            pending: Mutex::new(Pending {
+                bodies,
+                ..Pending::default()
+            }),
             wake: Notify::new(),
             durable: watch::Sender::new(0),
         });
@@ -207,61 +256,101 @@ impl Journal {
 
     fn record(&self, table: Table, key: Vec<u8>, value: Option<Vec<u8>>, new: bool) -> Option<u64> {
         let mut pending = self.shared.pending.lock();
-        if new && value.is_some() && pending.full {
-            if !std::mem::replace(&mut pending.warned, true) {
-                tracing::warn!(
-                    target: "persistence",
-                    file = %self.shared.file.display(),
-                    "persistence maxSize reached: new messages and sessions stay in memory only"
-                );
-            }
+        if new && value.is_some() && !self.admit(&mut pending) {
             return None;
         }
-        if new && table == Table::Messages {
-            pending.fresh.insert(key.clone());
-        } else if value.is_none() && table == Table::Messages && pending.fresh.remove(&key) {
-            pending.ops.remove(&(table, key));
-            pending.recorded += 1;
-            let ticket = pending.recorded;
-            drop(pending);
-            // Nothing to write, but earlier tickets may now be due.
-            self.shared.wake.notify_one();
-            return Some(ticket);
-        }
-        pending.ops.insert((table, key), value);
-        pending.recorded += 1;
-        let ticket = pending.recorded;
+        pending.change(table, key, value, new);
+        let ticket = pending.ticket();
         drop(pending);
         self.shared.wake.notify_one();
         Some(ticket)
     }
 
-    /// A new queued message of a persisted session; `None` when it stays in memory only
-    /// (`maxSize` reached).
-    pub fn add_message(&self, client_id: &str, seq: u64, d: &Delivery) -> Option<u64> {
-        let record = records::encode_delivery(d, records::Sent::Queued);
-        self.record(
-            Table::Messages,
-            message_key(client_id, seq),
-            Some(record),
-            true,
-        )
+    /// Whether a new record may be written (`maxSize` not reached); warns once if not.
+    fn admit(&self, pending: &mut Pending) -> bool {
+        if !pending.full {
+            return true;
+        }
+        if !std::mem::replace(&mut pending.warned, true) {
+            tracing::warn!(
+                target: "persistence",
+                file = %self.shared.file.display(),
+                "persistence maxSize reached: new messages and sessions stay in memory only"
+            );
+        }
+        false
     }
 
-    /// A persisted message changed stage (sent, PUBREC received).
+    /// A new queued message of a persisted session; `None` when it stays in memory only
+    /// (`maxSize` reached). The first delivery of a message stores its body; the others
+    /// only reference it.
+    pub fn add_message(&self, client_id: &str, seq: u64, d: &Delivery) -> Option<u64> {
+        let key = message_key(client_id, seq);
+        let mut pending = self.shared.pending.lock();
+        if !self.admit(&mut pending) {
+            return None;
+        }
+        let body = match pending.bodies.acquire(&d.message) {
+            Some(id) => id,
+            None => {
+                // Encoded without the lock (it copies the payload); another delivery of
+                // the same message may have stored it meanwhile.
+                drop(pending);
+                let record = records::encode_body(&d.message);
+                pending = self.shared.pending.lock();
+                if !self.admit(&mut pending) {
+                    return None;
+                }
+                match pending.bodies.acquire(&d.message) {
+                    Some(id) => id,
+                    None => {
+                        let id = pending.bodies.create(&d.message);
+                        pending.change(Table::Bodies, body_key(id), Some(record), true);
+                        id
+                    }
+                }
+            }
+        };
+        let record = records::encode_delivery(d, records::Sent::Queued, body);
+        pending.change(Table::Messages, key, Some(record), true);
+        let ticket = pending.ticket();
+        drop(pending);
+        self.shared.wake.notify_one();
+        Some(ticket)
+    }
+
+    /// A persisted message changed stage (sent, PUBREC received). Nothing is written for a
+    /// message without a body: its record was never written either.
     pub fn update_message(&self, client_id: &str, seq: u64, d: &Delivery, sent: records::Sent) {
-        let record = records::encode_delivery(d, sent);
-        self.record(
+        let mut pending = self.shared.pending.lock();
+        let Some(body) = pending.bodies.id_of(&d.message) else {
+            return;
+        };
+        let record = records::encode_delivery(d, sent, body);
+        pending.change(
             Table::Messages,
             message_key(client_id, seq),
             Some(record),
             false,
         );
+        pending.ticket();
+        drop(pending);
+        self.shared.wake.notify_one();
     }
 
-    /// A persisted message was acknowledged, expired or dropped.
-    pub fn remove_message(&self, client_id: &str, seq: u64) {
-        self.record(Table::Messages, message_key(client_id, seq), None, false);
+    /// A persisted message was acknowledged, expired or dropped; its body goes with its
+    /// last delivery.
+    pub fn remove_message(&self, client_id: &str, seq: u64, d: &Delivery) {
+        let key = message_key(client_id, seq);
+        let mut pending = self.shared.pending.lock();
+        pending.change(Table::Messages, key, None, false);
+        if let Some(body) = pending.bodies.release(&d.message) {
+            pending.change(Table::Bodies, body_key(body), None, false);
+        }
+        pending.ticket();
+        drop(pending);
+        // Nothing to write, perhaps, but earlier tickets may now be due.
+        self.shared.wake.notify_one();
     }
 
     /// The session's subscriptions, expiry or QoS 2 state changed.
@@ -275,15 +364,25 @@ impl Journal {
         )
     }
 
-    /// The session ended: it and every message of it go.
-    pub fn drop_session(&self, client_id: &str) {
+    /// The session ended: it and every message of it go; `messages` are the messages of
+    /// its persisted deliveries (each releases its body).
+    pub fn drop_session<'a>(
+        &self,
+        client_id: &str,
+        messages: impl Iterator<Item = &'a Arc<Message>>,
+    ) {
         let mut pending = self.shared.pending.lock();
         forget_messages(&mut pending.ops, client_id);
         pending.dropped.push(client_id.to_owned());
         pending
             .ops
             .insert((Table::Sessions, client_id.as_bytes().to_vec()), None);
-        pending.recorded += 1;
+        for m in messages {
+            if let Some(body) = pending.bodies.release(m) {
+                pending.change(Table::Bodies, body_key(body), None, false);
+            }
+        }
+        pending.ticket();
         drop(pending);
         self.shared.wake.notify_one();
     }

@@ -59,7 +59,7 @@ impl Persisted {
     #[inline]
     fn done(&self, d: &Delivery) {
         if let Some(seq) = d.seq {
-            self.journal.remove_message(&self.client_id, seq);
+            self.journal.remove_message(&self.client_id, seq, d);
         }
     }
 
@@ -158,7 +158,18 @@ impl SessionState {
     ) {
         self.ended = true;
         if let Some(p) = self.journal.take() {
-            p.journal.drop_session(&p.client_id);
+            // The persisted deliveries' messages, so that their bodies are released.
+            let mut persisted = Vec::new();
+            self.qos.retain(
+                |_| false,
+                |_| false,
+                |d| {
+                    if d.seq.is_some() {
+                        persisted.push(d.message.clone());
+                    }
+                },
+            );
+            p.journal.drop_session(&p.client_id, persisted.iter());
         }
         self.qos.clear();
         (
@@ -179,9 +190,11 @@ impl Session {
             let client_id = &self.client_id;
             st.qos.update_queued(|d| {
                 if d.qos as u8 > 0 && journal.message_wanted(selected, &d.message.topic) {
-                    d.seq = Some(seq);
-                    journal.add_message(client_id, seq, d);
-                    seq += 1;
+                    // Only a delivery whose record was written has a seq (`maxSize`).
+                    if journal.add_message(client_id, seq, d).is_some() {
+                        d.seq = Some(seq);
+                        seq += 1;
+                    }
                 }
             });
             st.next_seq = seq;

@@ -1,11 +1,21 @@
 //! How sessions, their messages and retained messages are written in the `sessions`,
-//! `messages` and `retained` tables.
+//! `bodies`, `messages` and `retained` tables.
 //!
-//! A message is stored as the MQTT v5 PUBLISH a subscriber would receive (encoded and
-//! decoded by the broker's own codec, so every property survives exactly), after a short
-//! header: format byte, delivery stage, absolute expiry. Keys of `messages` are
-//! `client id · 0x00 · seq (u64, big endian)`: client ids cannot contain U+0000, so a
-//! session's messages are one contiguous key range, in queue order.
+//! A message queued for persisted sessions is stored once, in `bodies` (key: the body id,
+//! u64 big endian, handed out by the journal; value: [`encode_body`], the MQTT v5 PUBLISH
+//! of the message as published, encoded and decoded by the broker's own codec so every
+//! property survives exactly, after a short header: format byte, QoS as published,
+//! absolute expiry). Each delivery of it to a session is a small record in `messages`
+//! ([`encode_delivery`]: stage, packet id, body id, this subscriber's QoS, retain flag
+//! and subscription identifiers), so one publish to 10,000 offline sessions writes its
+//! payload once. Keys of `messages` are `client id · 0x00 · seq (u64, big endian)`:
+//! client ids cannot contain U+0000, so a session's messages are one contiguous key range,
+//! in queue order.
+//!
+//! Delivery records of format 1 (written before bodies were shared) carry the whole
+//! PUBLISH inline; they are still read ([`decode_delivery`] returns [`Decoded::Inline`])
+//! and rewritten as format 2 at the first start (`restore`). Retained messages keep that
+//! inline layout ([`encode_retained`]): each is stored once anyway.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -13,12 +23,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use gatehouse_protocol::codec::{self, PublishView};
 use gatehouse_protocol::{Packet, PacketId, ProtocolVersion, Publish, QoS, SubscriptionOptions};
+use smallvec::SmallVec;
 
 use crate::auth::Identity;
 use crate::message::{Delivery, Message};
 use crate::session::{Owner, Stage, SubscriptionRecord};
 
+/// Session and retained records, and delivery records with the message inline.
 const FORMAT: u8 = 1;
+/// Delivery records that reference a body.
+const FORMAT_SHARED: u8 = 2;
+/// Body records.
+const BODY_FORMAT: u8 = 1;
 /// Large enough for any message the broker accepted (MQTT's own maximum).
 const MAX_PACKET: u32 = 268_435_455;
 
@@ -64,6 +80,18 @@ pub fn split_message_key(key: &[u8]) -> Result<(&str, u64), BadRecord> {
     Ok((id, seq))
 }
 
+/// `bodies` key of body `id`.
+pub fn body_key(id: u64) -> Vec<u8> {
+    id.to_be_bytes().to_vec()
+}
+
+/// The body id of a `bodies` key.
+pub fn split_body_key(key: &[u8]) -> Result<u64, BadRecord> {
+    <[u8; 8]>::try_from(key)
+        .map(u64::from_be_bytes)
+        .map_err(|_| BadRecord("bad body key"))
+}
+
 fn unix_ms(at: Instant, now: Instant) -> u64 {
     let wall = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -78,19 +106,33 @@ fn instant_of(ms: u64, now: Instant) -> Instant {
     now + Duration::from_millis(ms.saturating_sub(wall))
 }
 
-/// A delivery (the message as this subscriber gets it) and where it is.
-pub fn encode_delivery(d: &Delivery, sent: Sent) -> Vec<u8> {
-    let now = Instant::now();
-    let mut out = BytesMut::with_capacity(d.message.payload.len() + d.message.topic.len() + 64);
-    out.put_u8(FORMAT);
-    let (stage, packet_id) = match sent {
+/// The stored form of a message's expiry: ms since the Unix epoch, 0 for never.
+fn expiry_ms(m: &Message) -> u64 {
+    m.expires_at
+        .map_or(0, |at| unix_ms(at, Instant::now()).max(1))
+}
+
+fn stage_code(sent: Sent) -> (u8, Option<PacketId>) {
+    match sent {
         Sent::Queued => (0u8, None),
         Sent::InFlight(id, Stage::AwaitPubAck) => (1, Some(id)),
         Sent::InFlight(id, Stage::AwaitPubRec) => (2, Some(id)),
         Sent::InFlight(id, Stage::AwaitPubComp) => (3, Some(id)),
-    };
-    out.put_u8(stage);
-    out.put_u64(d.message.expires_at.map_or(0, |at| unix_ms(at, now).max(1)));
+    }
+}
+
+fn sent_of(stage: u8, packet_id: Option<PacketId>) -> Result<Sent, BadRecord> {
+    Ok(match (stage, packet_id) {
+        (0, _) => Sent::Queued,
+        (1, Some(id)) => Sent::InFlight(id, Stage::AwaitPubAck),
+        (2, Some(id)) => Sent::InFlight(id, Stage::AwaitPubRec),
+        (3, Some(id)) => Sent::InFlight(id, Stage::AwaitPubComp),
+        _ => return Err(BadRecord("unknown delivery stage")),
+    })
+}
+
+/// The message of `d` as a PUBLISH at `d`'s QoS and retain flag, appended to `out`.
+fn put_publish(out: &mut BytesMut, d: &Delivery, packet_id: Option<PacketId>) {
     let view = PublishView {
         dup: false,
         qos: d.qos,
@@ -104,27 +146,205 @@ pub fn encode_delivery(d: &Delivery, sent: Sent) -> Vec<u8> {
         subscription_identifiers: &d.subscription_ids,
         payload: &d.message.payload,
     };
-    if codec::encode_publish(&view, ProtocolVersion::V5, &mut out).is_err() {
+    let at = out.len();
+    if codec::encode_publish(&view, ProtocolVersion::V5, out).is_err() {
         // Only a message the codec cannot write (it was decoded by it, so never);
         // storing nothing decodable is refused at load rather than panicking here.
+        out.truncate(at);
+    }
+}
+
+/// The PUBLISH after a record's header, as a [`Publish`].
+fn take_publish(buf: &[u8]) -> Result<Publish, BadRecord> {
+    let mut packet = BytesMut::from(buf);
+    match codec::decode_from_server(&mut packet, ProtocolVersion::V5, MAX_PACKET) {
+        Ok(Some(Packet::Publish(p))) if packet.is_empty() => Ok(p),
+        _ => Err(BadRecord("the stored PUBLISH does not decode")),
+    }
+}
+
+/// A message's body, stored once however many deliveries reference it: the QoS it was
+/// published with, its expiry and the PUBLISH (topic, properties, payload, retain flag).
+pub fn encode_body(m: &Message) -> Vec<u8> {
+    encode_body_expiring(m, expiry_ms(m))
+}
+
+/// [`encode_body`] with the expiry already in its stored form (migrating an inline
+/// record keeps its exact expiry, so copies of one message give equal bodies).
+pub(super) fn encode_body_expiring(m: &Message, expires_ms: u64) -> Vec<u8> {
+    let mut out = BytesMut::with_capacity(m.payload.len() + m.topic.len() + 64);
+    out.put_u8(BODY_FORMAT);
+    out.put_u8(m.qos as u8);
+    out.put_u64(expires_ms);
+    let view = PublishView {
+        dup: false,
+        // Always QoS 1 in the PUBLISH (a QoS 0 one has no packet id); the header byte
+        // has the QoS as published.
+        qos: QoS::AtLeastOnce,
+        retain: m.retain,
+        topic: &m.topic,
+        packet_id: PacketId::new(1),
+        properties: &m.properties,
+        topic_alias: None,
+        message_expiry_interval: None,
+        subscription_identifiers: &[],
+        payload: &m.payload,
+    };
+    if codec::encode_publish(&view, ProtocolVersion::V5, &mut out).is_err() {
+        // As in `put_publish`: refused at load rather than panicking here.
         out.truncate(10);
     }
     Vec::from(out)
 }
 
-/// Decode a [`encode_delivery`] record; `origin` is unknown after a restart.
-pub fn decode_delivery(record: &[u8]) -> Result<(Delivery, Sent), BadRecord> {
+/// Decode a [`encode_body`] record; `origin` is unknown after a restart.
+pub fn decode_body(record: &[u8]) -> Result<Message, BadRecord> {
+    let mut buf = record;
+    if buf.len() < 10 || buf.get_u8() != BODY_FORMAT {
+        return Err(BadRecord("unknown body record format"));
+    }
+    let qos = QoS::from_u8(buf.get_u8()).ok_or(BadRecord("bad QoS"))?;
+    let expires_ms = buf.get_u64();
+    let Publish {
+        retain,
+        topic,
+        properties,
+        payload,
+        ..
+    } = take_publish(buf)?;
+    Ok(Message {
+        topic,
+        payload,
+        qos,
+        retain,
+        properties,
+        expires_at: (expires_ms != 0).then(|| instant_of(expires_ms, Instant::now())),
+        origin: None,
+    })
+}
+
+/// One delivery of a shared body (format 2): where it is, which body, and what this
+/// subscriber gets of it (QoS, retain flag, subscription identifiers).
+pub fn encode_delivery(d: &Delivery, sent: Sent, body: u64) -> Vec<u8> {
+    let mut out = BytesMut::with_capacity(20 + 4 * d.subscription_ids.len());
+    out.put_u8(FORMAT_SHARED);
+    let (stage, packet_id) = stage_code(sent);
+    out.put_u8(stage);
+    out.put_u16(packet_id.map_or(0, PacketId::get));
+    out.put_u64(body);
+    out.put_u8(d.qos as u8);
+    out.put_u8(u8::from(d.retain));
+    out.put_u32(d.subscription_ids.len() as u32);
+    for id in &d.subscription_ids {
+        out.put_u32(*id);
+    }
+    Vec::from(out)
+}
+
+/// What a delivery record holds of its delivery.
+#[derive(Debug)]
+pub enum Decoded {
+    /// Format 1: the whole message inline; `expires_ms` as stored (0: never).
+    Inline { delivery: Delivery, expires_ms: u64 },
+    /// Format 2: the body's id and this delivery's own fields.
+    Shared { body: u64, fields: Fields },
+}
+
+/// A delivery without its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fields {
+    pub qos: QoS,
+    pub retain: bool,
+    pub subscription_ids: SmallVec<[u32; 2]>,
+}
+
+impl Fields {
+    /// The delivery of `message` with these fields.
+    pub fn deliver(self, message: Arc<Message>) -> Delivery {
+        Delivery {
+            message,
+            qos: self.qos,
+            retain: self.retain,
+            subscription_ids: self.subscription_ids,
+            seq: None,
+        }
+    }
+}
+
+/// Decode a delivery record of either format.
+pub fn decode_delivery(record: &[u8]) -> Result<(Decoded, Sent), BadRecord> {
+    match record.first() {
+        Some(&FORMAT) => decode_inline(record).map(|(delivery, sent, expires_ms)| {
+            (
+                Decoded::Inline {
+                    delivery,
+                    expires_ms,
+                },
+                sent,
+            )
+        }),
+        Some(&FORMAT_SHARED) => decode_shared(record),
+        _ => Err(BadRecord("unknown message record format")),
+    }
+}
+
+fn decode_shared(record: &[u8]) -> Result<(Decoded, Sent), BadRecord> {
+    let mut buf = &record[1..];
+    if buf.remaining() < 1 + 2 + 8 + 1 + 1 + 4 {
+        return Err(BadRecord("truncated delivery record"));
+    }
+    let stage = buf.get_u8();
+    let sent = sent_of(stage, PacketId::new(buf.get_u16()))?;
+    let body = buf.get_u64();
+    let qos = match QoS::from_u8(buf.get_u8()) {
+        Some(QoS::AtMostOnce) => return Err(BadRecord("QoS 0 messages are never stored")),
+        Some(qos) => qos,
+        None => return Err(BadRecord("bad QoS")),
+    };
+    let retain = match buf.get_u8() {
+        0 => false,
+        1 => true,
+        _ => return Err(BadRecord("bad retain flag")),
+    };
+    let n = buf.get_u32() as usize;
+    if buf.remaining() != n.saturating_mul(4) {
+        return Err(BadRecord("bad subscription identifiers"));
+    }
+    let subscription_ids = (0..n).map(|_| buf.get_u32()).collect();
+    Ok((
+        Decoded::Shared {
+            body,
+            fields: Fields {
+                qos,
+                retain,
+                subscription_ids,
+            },
+        },
+        sent,
+    ))
+}
+
+/// A delivery with its message inline (format 1): how retained messages are stored, and
+/// how deliveries were before bodies were shared.
+pub fn encode_inline(d: &Delivery, sent: Sent) -> Vec<u8> {
+    let mut out = BytesMut::with_capacity(d.message.payload.len() + d.message.topic.len() + 64);
+    out.put_u8(FORMAT);
+    let (stage, packet_id) = stage_code(sent);
+    out.put_u8(stage);
+    out.put_u64(expiry_ms(&d.message));
+    put_publish(&mut out, d, packet_id);
+    Vec::from(out)
+}
+
+/// Decode a [`encode_inline`] record, with its stored expiry; `origin` is unknown after
+/// a restart.
+fn decode_inline(record: &[u8]) -> Result<(Delivery, Sent, u64), BadRecord> {
     let mut buf = record;
     if buf.len() < 10 || buf.get_u8() != FORMAT {
         return Err(BadRecord("unknown message record format"));
     }
     let stage = buf.get_u8();
     let expires_ms = buf.get_u64();
-    let mut packet = BytesMut::from(buf);
-    let publish = match codec::decode_from_server(&mut packet, ProtocolVersion::V5, MAX_PACKET) {
-        Ok(Some(Packet::Publish(p))) if packet.is_empty() => p,
-        _ => return Err(BadRecord("the stored PUBLISH does not decode")),
-    };
     let Publish {
         qos,
         retain,
@@ -133,26 +353,19 @@ pub fn decode_delivery(record: &[u8]) -> Result<(Delivery, Sent), BadRecord> {
         mut properties,
         payload,
         ..
-    } = publish;
-    let sent = match (stage, packet_id) {
-        (0, _) => Sent::Queued,
-        (1, Some(id)) => Sent::InFlight(id, Stage::AwaitPubAck),
-        (2, Some(id)) => Sent::InFlight(id, Stage::AwaitPubRec),
-        (3, Some(id)) => Sent::InFlight(id, Stage::AwaitPubComp),
-        _ => return Err(BadRecord("unknown delivery stage")),
-    };
+    } = take_publish(buf)?;
+    let sent = sent_of(stage, packet_id)?;
     if qos == QoS::AtMostOnce {
         return Err(BadRecord("QoS 0 messages are never stored"));
     }
     let subscription_ids = std::mem::take(&mut properties.subscription_identifiers);
-    let now = Instant::now();
     let message = Message {
         topic,
         payload,
         qos,
         retain,
         properties,
-        expires_at: (expires_ms != 0).then(|| instant_of(expires_ms, now)),
+        expires_at: (expires_ms != 0).then(|| instant_of(expires_ms, Instant::now())),
         origin: None,
     };
     Ok((
@@ -164,12 +377,13 @@ pub fn decode_delivery(record: &[u8]) -> Result<(Delivery, Sent), BadRecord> {
             seq: None,
         },
         sent,
+        expires_ms,
     ))
 }
 
 /// A retained message.
 pub fn encode_retained(m: &Message) -> Vec<u8> {
-    encode_delivery(
+    encode_inline(
         &Delivery {
             message: Arc::new(Message {
                 topic: m.topic.clone(),
@@ -200,7 +414,7 @@ pub fn encode_retained(m: &Message) -> Vec<u8> {
 
 /// Decode a [`encode_retained`] record.
 pub fn decode_retained(record: &[u8]) -> Result<Message, BadRecord> {
-    let (d, sent) = decode_delivery(record)?;
+    let (d, sent, _) = decode_inline(record)?;
     let qos = match sent {
         Sent::InFlight(_, Stage::AwaitPubComp) => QoS::AtMostOnce,
         _ => d.qos,
@@ -409,30 +623,95 @@ mod tests {
         }
     }
 
+    const STAGES: [(QoS, Sent); 4] = [
+        (QoS::AtLeastOnce, Sent::Queued),
+        (
+            QoS::AtLeastOnce,
+            Sent::InFlight(PacketId::MIN, Stage::AwaitPubAck),
+        ),
+        (
+            QoS::ExactlyOnce,
+            Sent::InFlight(PacketId::MAX, Stage::AwaitPubRec),
+        ),
+        (
+            QoS::ExactlyOnce,
+            Sent::InFlight(PacketId::MIN, Stage::AwaitPubComp),
+        ),
+    ];
+
+    fn same_message(back: &Message, sent: &Message) {
+        assert_eq!(back.topic, sent.topic);
+        assert_eq!(back.payload, sent.payload);
+        assert_eq!(back.properties, sent.properties);
+        let left = back.expires_at.unwrap() - Instant::now();
+        assert!(left > Duration::from_secs(98) && left <= Duration::from_secs(101));
+    }
+
     #[test]
-    fn deliveries_round_trip_with_their_stage() {
-        for (qos, sent) in [
-            (QoS::AtLeastOnce, Sent::Queued),
-            (
-                QoS::AtLeastOnce,
-                Sent::InFlight(PacketId::new(42).unwrap(), Stage::AwaitPubAck),
-            ),
-            (
-                QoS::ExactlyOnce,
-                Sent::InFlight(PacketId::new(7).unwrap(), Stage::AwaitPubComp),
-            ),
-        ] {
+    fn shared_deliveries_round_trip_with_their_stage_and_body() {
+        for (qos, sent) in STAGES {
             let d = delivery(qos);
-            let (back, stage) = decode_delivery(&encode_delivery(&d, sent)).unwrap();
+            let record = encode_delivery(&d, sent, 0x0102_0304_0506_0708);
+            // The delivery record holds no copy of the message.
+            assert!(record.len() < 32, "{} bytes", record.len());
+            let (Decoded::Shared { body, fields }, stage) = decode_delivery(&record).unwrap()
+            else {
+                panic!("a format 2 record decodes as shared");
+            };
+            assert_eq!((body, stage), (0x0102_0304_0506_0708, sent));
+            assert_eq!(
+                fields,
+                Fields {
+                    qos,
+                    retain: true,
+                    subscription_ids: [3, 9].into_iter().collect(),
+                }
+            );
+            let message = Arc::new(decode_body(&encode_body(&d.message)).unwrap());
+            same_message(&message, &d.message);
+            assert_eq!((message.qos, message.retain), (qos, false), "as published");
+            let back = fields.deliver(message);
+            assert_eq!((back.qos, back.retain, back.seq), (qos, true, None));
+        }
+    }
+
+    #[test]
+    fn bodies_keep_the_qos_as_published_and_the_retain_flag() {
+        for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            let m = Message {
+                qos,
+                retain: qos == QoS::ExactlyOnce,
+                expires_at: None,
+                ..Arc::try_unwrap(delivery(qos).message).unwrap()
+            };
+            let back = decode_body(&encode_body(&m)).unwrap();
+            assert_eq!((back.qos, back.retain), (m.qos, m.retain));
+            assert_eq!(back.expires_at, None);
+            assert_eq!(back.payload, m.payload);
+        }
+        assert_eq!(split_body_key(&body_key(77)).unwrap(), 77);
+        assert!(split_body_key(b"1234567").is_err());
+    }
+
+    /// Records written before bodies were shared (format 1, the PUBLISH inline) are still
+    /// read, with their stored expiry.
+    #[test]
+    fn inline_deliveries_of_the_old_format_still_decode() {
+        for (qos, sent) in STAGES {
+            let d = delivery(qos);
+            let (decoded, stage) = decode_delivery(&encode_inline(&d, sent)).unwrap();
+            let Decoded::Inline {
+                delivery: back,
+                expires_ms,
+            } = decoded
+            else {
+                panic!("a format 1 record decodes inline");
+            };
             assert_eq!(stage, sent);
-            assert_eq!(back.qos, qos);
-            assert!(back.retain);
+            assert!(expires_ms > 0);
+            assert_eq!((back.qos, back.retain), (qos, true));
             assert_eq!(&back.subscription_ids[..], &[3, 9]);
-            assert_eq!(back.message.topic, "a/b");
-            assert_eq!(back.message.payload, d.message.payload);
-            assert_eq!(back.message.properties, d.message.properties);
-            let left = back.message.expires_at.unwrap() - Instant::now();
-            assert!(left > Duration::from_secs(98) && left <= Duration::from_secs(101));
+            same_message(&back.message, &d.message);
         }
     }
 
@@ -515,10 +794,22 @@ mod tests {
         ] {
             assert!(decode_delivery(bad).is_err());
             assert!(decode_session(bad).is_err());
+            assert!(decode_body(bad).is_err());
         }
-        let mut good = encode_delivery(&delivery(QoS::AtLeastOnce), Sent::Queued);
-        good.truncate(good.len() - 3);
-        assert!(decode_delivery(&good).is_err());
+        let d = delivery(QoS::AtLeastOnce);
+        for good in [
+            encode_inline(&d, Sent::Queued),
+            encode_delivery(&d, Sent::Queued, 1),
+        ] {
+            for cut in 0..good.len() {
+                assert!(decode_delivery(&good[..cut]).is_err(), "cut at {cut}");
+            }
+            let mut longer = good.clone();
+            longer.push(0);
+            assert!(decode_delivery(&longer).is_err());
+        }
+        let body = encode_body(&d.message);
+        assert!(decode_body(&body[..body.len() - 3]).is_err());
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::records::message_range;
-use super::{Shared, Table, MESSAGES};
+use super::{Shared, Table, BODIES, MESSAGES};
 use crate::storage::wal::Wal;
 use crate::storage::{Change, PersistError, Store};
 
@@ -43,28 +43,33 @@ pub(super) fn forget_messages(ops: &mut Ops, client_id: &str) {
 pub(super) struct Unfolded {
     pub(super) ops: Ops,
     pub(super) dropped: Vec<String>,
-    /// Message keys not in the tables yet: a removal just forgets them, so a message
-    /// queued and acknowledged between two checkpoints never reaches the tables.
-    fresh: HashSet<Vec<u8>>,
+    /// Message and body keys not in the tables yet: a removal just forgets them, so a
+    /// message queued and acknowledged between two checkpoints never reaches the tables.
+    fresh: HashSet<(Table, Vec<u8>)>,
 }
 
 impl Unfolded {
-    pub(super) fn absorb(&mut self, ops: Ops, dropped: Vec<String>, fresh: HashSet<Vec<u8>>) {
+    pub(super) fn absorb(
+        &mut self,
+        ops: Ops,
+        dropped: Vec<String>,
+        fresh: HashSet<(Table, Vec<u8>)>,
+    ) {
         for client_id in dropped {
             forget_messages(&mut self.ops, &client_id);
             self.dropped.push(client_id);
         }
-        for ((table, key), value) in ops {
-            if table == Table::Messages {
-                if value.is_none() && self.fresh.remove(&key) {
-                    self.ops.remove(&(table, key));
+        for (entry, value) in ops {
+            if matches!(entry.0, Table::Messages | Table::Bodies) {
+                if value.is_none() && self.fresh.remove(&entry) {
+                    self.ops.remove(&entry);
                     continue;
                 }
-                if fresh.contains(&key) {
-                    self.fresh.insert(key.clone());
+                if fresh.contains(&entry) {
+                    self.fresh.insert(entry.clone());
                 }
             }
-            self.ops.insert((table, key), value);
+            self.ops.insert(entry, value);
         }
     }
 
@@ -217,8 +222,13 @@ async fn fold(
     }
 }
 
-/// One batch into the tables: the dropped sessions' messages first, then every change in
-/// key order. Returns the bytes the store uses.
+/// One batch into the tables: new bodies first, then the dropped sessions' messages, then
+/// every other change in key order, and deleted bodies last. Returns the bytes the store
+/// uses.
+///
+/// The embedded store applies a batch atomically, so the order is only for a store that
+/// cannot (see [`Store`]): a crash part-way then leaves at worst a body no delivery
+/// references (restore removes it), never a delivery whose body is gone.
 pub(super) fn commit(
     store: &dyn Store,
     ops: &Ops,
@@ -226,6 +236,21 @@ pub(super) fn commit(
 ) -> Result<u64, PersistError> {
     let ranges: Vec<_> = dropped.iter().map(|c| message_range(c)).collect();
     let mut changes = Vec::with_capacity(ranges.len() + ops.len());
+    let bodies = || {
+        ops.range((
+            Bound::Included((Table::Bodies, Vec::new())),
+            Bound::Excluded((Table::Messages, Vec::new())),
+        ))
+    };
+    for ((_, key), value) in bodies() {
+        if let Some(value) = value {
+            changes.push(Change::Put {
+                table: BODIES,
+                key,
+                value,
+            });
+        }
+    }
     for (from, to) in &ranges {
         changes.push(Change::DeleteRange {
             table: MESSAGES,
@@ -234,11 +259,19 @@ pub(super) fn commit(
         });
     }
     for ((table, key), value) in ops {
+        if *table == Table::Bodies {
+            continue;
+        }
         let table = table.stored();
         changes.push(match value {
             Some(value) => Change::Put { table, key, value },
             None => Change::Delete { table, key },
         });
+    }
+    for ((_, key), value) in bodies() {
+        if value.is_none() {
+            changes.push(Change::Delete { table: BODIES, key });
+        }
     }
     store.apply(&changes)
 }
