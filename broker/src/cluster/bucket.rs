@@ -20,15 +20,30 @@ pub(super) async fn open_watched(
     description: &str,
     replicas: usize,
 ) -> Result<(Store, Watch), String> {
-    let js = async_nats::jetstream::new(client.clone());
-    let config = Config {
+    open_watched_with(client, config(bucket, description, replicas)).await
+}
+
+/// The configuration [`open_watched`] opens a bucket with: one value per key, `replicas`
+/// copies on disk, no size limit.
+pub(super) fn config(bucket: &str, description: &str, replicas: usize) -> Config {
+    Config {
         bucket: bucket.to_owned(),
         description: description.to_owned(),
         history: 1,
         num_replicas: replicas,
         storage: StorageType::File,
         ..Default::default()
-    };
+    }
+}
+
+/// [`open_watched`] with a configuration of the caller's (e.g. [`config`] with limits):
+/// an existing bucket is updated to it.
+pub(super) async fn open_watched_with(
+    client: &async_nats::Client,
+    config: Config,
+) -> Result<(Store, Watch), String> {
+    let bucket = config.bucket.clone();
+    let js = async_nats::jetstream::new(client.clone());
     let deadline = tokio::time::Instant::now() + OPEN_FOR;
     let open = || async {
         let kv = js

@@ -20,8 +20,17 @@
 //!   node keeps the expiries it has seen through the watch and deletes due keys by
 //!   compare-and-set (the first node wins, the others find the key deleted).
 //!
-//! The service is synchronous (the connection task runs a request itself), so each
-//! round trip is run with `block_in_place` on the connection's worker thread.
+//! - **Quotas**: every node counts the live keys from its watch (the service's
+//!   `shared::Usage`: keys, bytes, bytes per owner, the owner being in each record), so a
+//!   request is decided against the whole cluster's usage and gets a single node's answer.
+//!   Behind it, the bucket's `max_bytes` ([`backstop`], discard new) is a hard limit that
+//!   no race between nodes can pass: a write it refuses is answered as over quota.
+//! - **Deletes** (DEL, VDEL, expiry) are records with a per-message TTL
+//!   ([`TOMBSTONE_TTL`]): they carry the delete's version to every node's watch, then
+//!   JetStream removes them, so deleted keys do not pile up in the bucket.
+//!
+//! Every call is a future: the requester's connection awaits it without holding a
+//! worker thread, within [`ROUND_TRIP`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -31,11 +40,11 @@ use std::time::Duration;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use base64::Engine as _;
 use futures_util::StreamExt;
-use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::Notify;
 
 use crate::registry::Broker;
-use crate::statestore::service::shared::{Current, SharedError, SharedKeys, Stored};
+use crate::statestore::service::shared::{Current, SharedError, SharedFuture, SharedKeys, Stored};
+use crate::statestore::store::Quotas;
 
 /// The bucket of state store keys.
 pub const BUCKET: &str = "gatehouse-statestore";
@@ -59,23 +68,48 @@ pub fn key_from(bucket_key: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// How long a delete's record stays in the bucket (JetStream's per-message TTL): long
+/// enough for every node's watch to deliver it (KEYNOTIFY gets the delete's version, and
+/// a key written again meanwhile gets a version above it); after it the key is simply
+/// absent. Nodes' clocks must agree far better than this (the fencing checks allow 60 s).
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+
+/// The TTL of the marker JetStream leaves when it removes a delete's record (the
+/// bucket's `limit_markers`, which is also what allows per-message TTLs): the shortest.
+const MARKER_TTL: Duration = Duration::from_secs(1);
+
+/// Bytes per key the bucket's [`backstop`] allows beside the key and value the quotas
+/// count: the subject (the key in base64 with the bucket's prefix), the headers, the
+/// record's version, fencing token, expiry and owner, and JetStream's own framing.
+const RECORD_OVERHEAD: u64 = 512;
+
+/// The bucket's `max_bytes`: the hard limit behind the quotas (which every node enforces
+/// from its own count, so two nodes deciding at the same moment may each admit a last
+/// key). Twice `stateStoreMaxTotalBytes` plus [`RECORD_OVERHEAD`] per key of
+/// `stateStoreKeyQuota`, room for the delete records of the last [`TOMBSTONE_TTL`] too;
+/// no limit (-1) when there is no total bytes quota.
+pub fn backstop(quotas: &Quotas) -> i64 {
+    let Some(total) = quotas.total_bytes else {
+        return -1;
+    };
+    let keys = quotas.keys.map_or(0, |k| k as u64);
+    let bytes = total
+        .saturating_mul(2)
+        .saturating_add(keys.saturating_mul(RECORD_OVERHEAD));
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
 /// The state store's keys in the bucket.
 pub struct KvKeys {
     kv: async_nats::jetstream::kv::Store,
+    js: async_nats::jetstream::Context,
 }
 
-/// Run `future` to completion from synchronous code on a worker of the multi-thread
-/// runtime (the worker hands its other tasks to the others meanwhile).
-fn block<F: Future>(future: F) -> Result<F::Output, SharedError> {
-    let handle =
-        Handle::try_current().map_err(|e| SharedError::Unavailable(format!("no runtime: {e}")))?;
-    if handle.runtime_flavor() != RuntimeFlavor::MultiThread {
-        return Err(SharedError::Unavailable(
-            "cluster mode needs the multi-thread runtime".to_owned(),
-        ));
-    }
-    tokio::task::block_in_place(|| handle.block_on(tokio::time::timeout(ROUND_TRIP, future)))
-        .map_err(|_| SharedError::Unavailable(format!("no answer within {ROUND_TRIP:?}")))
+/// `future`, or unavailable when it takes longer than [`ROUND_TRIP`].
+async fn within<T>(future: impl Future<Output = Result<T, SharedError>>) -> Result<T, SharedError> {
+    tokio::time::timeout(ROUND_TRIP, future)
+        .await
+        .map_err(|_| SharedError::Unavailable(format!("no answer within {ROUND_TRIP:?}")))?
 }
 
 fn bucket_key(key: &[u8]) -> Result<String, SharedError> {
@@ -120,13 +154,12 @@ impl KvKeys {
     }
 }
 
-impl SharedKeys for KvKeys {
-    fn read(&self, key: &[u8]) -> Result<Option<Current>, SharedError> {
+impl KvKeys {
+    async fn read_now(&self, key: &[u8]) -> Result<Option<Current>, SharedError> {
         let subject = format!("{}{}", self.kv.prefix, bucket_key(key)?);
         // Not `kv.entry`: KV streams allow direct gets, which any replica answers, a
         // follower perhaps from behind. A stream message get is answered by the leader.
-        let message = block(self.last(&subject))??;
-        let Some(message) = message else {
+        let Some(message) = self.last(&subject).await? else {
             return Ok(None);
         };
         // A delete or purge (KV-Operation header) or a limit marker is not a record.
@@ -138,51 +171,82 @@ impl SharedKeys for KvKeys {
         }))
     }
 
-    fn write(
+    async fn write_now(
         &self,
         key: &[u8],
         expected: Option<u64>,
         record: &Stored,
     ) -> Result<u64, SharedError> {
-        let k = bucket_key(key)?;
-        let subject = format!("{}{k}", self.kv.prefix);
+        let subject = format!("{}{}", self.kv.prefix, bucket_key(key)?);
         let value = bytes::Bytes::from(record.encode());
-        block(async {
-            let mut pause = FIRST_PAUSE;
-            loop {
-                match self
-                    .kv
-                    .update(&k, value.clone(), expected.unwrap_or(0))
-                    .await
-                {
-                    Ok(revision) => return Ok(revision),
-                    Err(e) => match write_failure(&e) {
-                        WriteFailure::Conflict => {
-                            // The leader refuses a write while an earlier one of the key is
-                            // still being applied, and reads show the key without it until
-                            // then: wait until the key's revision has moved, so that the
-                            // service's next read sees the write it lost to.
-                            loop {
-                                let last = self.last(&subject).await?.map(|m| m.sequence);
-                                if last != expected {
-                                    return Err(SharedError::Conflict);
-                                }
-                                tokio::time::sleep(pause).await;
-                                pause = (pause * 2).min(MAX_PAUSE);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            expected.unwrap_or(0).to_string().as_str(),
+        );
+        if matches!(record, Stored::Deleted(_)) {
+            headers.insert(
+                async_nats::header::NATS_MESSAGE_TTL,
+                TOMBSTONE_TTL.as_secs().to_string().as_str(),
+            );
+        }
+        let mut pause = FIRST_PAUSE;
+        loop {
+            let sent = match self
+                .js
+                .publish_with_headers(subject.clone(), headers.clone(), value.clone())
+                .await
+            {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(ack) => return Ok(ack.sequence),
+                Err(e) => match write_failure(&e) {
+                    WriteFailure::Conflict => {
+                        // The leader refuses a write while an earlier one of the key is
+                        // still being applied, and reads show the key without it until
+                        // then: wait until the key's revision has moved, so that the
+                        // service's next read sees the write it lost to.
+                        loop {
+                            let last = self.last(&subject).await?.map(|m| m.sequence);
+                            if last != expected {
+                                return Err(SharedError::Conflict);
                             }
-                        }
-                        WriteFailure::Busy => {
-                            tracing::debug!(target: "cluster", "writing {BUCKET}: {e}; trying again");
                             tokio::time::sleep(pause).await;
                             pause = (pause * 2).min(MAX_PAUSE);
                         }
-                        WriteFailure::Failed => {
-                            return Err(SharedError::Unavailable(format!("writing {BUCKET}: {e}")))
-                        }
-                    },
-                }
+                    }
+                    WriteFailure::Busy => {
+                        tracing::debug!(target: "cluster", "writing {BUCKET}: {e}; trying again");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(MAX_PAUSE);
+                    }
+                    WriteFailure::Full => {
+                        tracing::debug!(target: "cluster", "writing {BUCKET}: {e}");
+                        return Err(SharedError::Full);
+                    }
+                    WriteFailure::Failed => {
+                        return Err(SharedError::Unavailable(format!("writing {BUCKET}: {e}")))
+                    }
+                },
             }
-        })?
+        }
+    }
+}
+
+impl SharedKeys for KvKeys {
+    fn read<'a>(&'a self, key: &'a [u8]) -> SharedFuture<'a, Option<Current>> {
+        Box::pin(within(self.read_now(key)))
+    }
+
+    fn write<'a>(
+        &'a self,
+        key: &'a [u8],
+        expected: Option<u64>,
+        record: &'a Stored,
+    ) -> SharedFuture<'a, u64> {
+        Box::pin(within(self.write_now(key, expected, record)))
     }
 }
 
@@ -197,34 +261,41 @@ enum WriteFailure {
     /// Not decided (the stream's leader still applies earlier writes of the subject, or
     /// nobody answers the stream's subjects yet): the same write may be tried again.
     Busy,
+    /// The bucket's `max_bytes` (or the account's storage limit) refused it.
+    Full,
     Failed,
 }
 
 /// Why a compare-and-set failed. async-nats maps only JetStream's error 10071 to
-/// `WrongLastRevision`; nats-server 2.11+ answers a per-subject expectation with 10164
+/// `WrongLastSequence`; nats-server 2.11+ answers a per-subject expectation with 10164
 /// ("wrong last sequence", constant form), and with 10163 ("expected last sequence per
-/// subject not ready") while earlier proposals of the subject are in flight.
-fn write_failure(e: &async_nats::jetstream::kv::UpdateError) -> WriteFailure {
+/// subject not ready") while earlier proposals of the subject are in flight. A stream
+/// over its `max_bytes` with discard new answers 10077 "maximum bytes exceeded"; an
+/// account over its storage 10047 / 10002.
+fn write_failure(e: &async_nats::jetstream::context::PublishError) -> WriteFailure {
     use async_nats::jetstream::context::PublishErrorKind;
     use async_nats::jetstream::ErrorCode;
-    if e.kind() == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision {
-        return WriteFailure::Conflict;
+    match e.kind() {
+        PublishErrorKind::WrongLastSequence => return WriteFailure::Conflict,
+        // No responders: no server took the message, so trying again is safe. (Not a
+        // timeout: the write may have been stored, and deciding again on it would
+        // misreport, e.g., an applied NX as not applied.)
+        PublishErrorKind::StreamNotFound => return WriteFailure::Busy,
+        _ => {}
     }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        if let Some(publish) = s.downcast_ref::<async_nats::jetstream::context::PublishError>() {
-            // No responders: no server took the message, so trying again is safe. (Not a
-            // timeout: the write may have been stored, and deciding again on it would
-            // misreport, e.g., an applied NX as not applied.)
-            if publish.kind() == PublishErrorKind::StreamNotFound {
-                return WriteFailure::Busy;
-            }
-        }
         if let Some(js) = s.downcast_ref::<async_nats::jetstream::Error>() {
             return match js.error_code() {
                 ErrorCode::STREAM_WRONG_LAST_SEQUENCE
                 | ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT => WriteFailure::Conflict,
                 ErrorCode::STREAM_EXPECTED_LAST_SEQ_PER_SUBJECT_NOT_READY => WriteFailure::Busy,
+                ErrorCode::STREAM_STORE_FAILED if js.to_string().contains("maximum") => {
+                    WriteFailure::Full
+                }
+                ErrorCode::STORAGE_RESOURCES_EXCEEDED | ErrorCode::ACCOUNT_RESOURCES_EXCEEDED => {
+                    WriteFailure::Full
+                }
                 _ => WriteFailure::Failed,
             };
         }
@@ -278,16 +349,22 @@ pub(super) async fn start(
     replicas: usize,
     broker: &Arc<Broker>,
 ) -> Result<(), String> {
-    let (kv, mut watch) = super::bucket::open_watched(
-        client,
+    let mut config = super::bucket::config(
         BUCKET,
         "Gatehouse state store (one key per state store key)",
         replicas,
-    )
-    .await?;
-    broker
-        .state_store
-        .attach_shared(Arc::new(KvKeys { kv: kv.clone() }));
+    );
+    // The hard limit behind the quotas (discard new: KV buckets refuse a write that
+    // would pass it, and accept one that replaces a key's record with one no larger, so
+    // DEL, VDEL and expiry still work when it is full).
+    config.max_bytes = backstop(&broker.state_store.quotas());
+    // Allows the delete records' per-message TTL.
+    config.limit_markers = Some(MARKER_TTL);
+    let (kv, mut watch) = super::bucket::open_watched_with(client, config).await?;
+    broker.state_store.attach_shared(Arc::new(KvKeys {
+        kv: kv.clone(),
+        js: async_nats::jetstream::new(client.clone()),
+    }));
     let shared = Arc::new(Shared {
         expiries: parking_lot::Mutex::new(Expiries::default()),
         changed: Notify::new(),
@@ -314,6 +391,9 @@ pub(super) async fn start(
             let last = entry.delta == 0;
             if let Some((key, record)) = record_of(&entry) {
                 shared.expiries.lock().set(&key, expiry_of(record.as_ref()));
+                broker
+                    .state_store
+                    .seen_shared(&key, entry.revision, record.as_ref());
             }
             if last {
                 break;
@@ -375,6 +455,9 @@ fn apply(broker: &Broker, shared: &Shared, entry: async_nats::jetstream::kv::Ent
         return;
     };
     shared.expiries.lock().set(&key, expiry_of(record.as_ref()));
+    broker
+        .state_store
+        .seen_shared(&key, entry.revision, record.as_ref());
     shared.changed.notify_one();
     // An operator's delete or purge: nothing to notify.
     if let Some(record) = record {
@@ -395,7 +478,7 @@ async fn expire(broker: Weak<Broker>, shared: Arc<Shared>) {
         let now_ms = b.state_store.now_ms();
         let (due, next) = shared.expiries.lock().take_due(now_ms);
         for key in due {
-            if let Err(e) = b.state_store.expire_shared(&key) {
+            if let Err(e) = b.state_store.expire_shared(&key).await {
                 tracing::debug!(target: "cluster", "expiring a state store key: {e}");
             }
         }

@@ -9,13 +9,23 @@
 //! revision. On a conflict (another node wrote the key in between) it reads again and
 //! decides again on the fresh record, a bounded number of times.
 //!
-//! The calls block (the connection task that runs a request waits for the round trip):
-//! the service is synchronous and its caller, the connection task, too. See
-//! ARCHITECTURE.md "Cluster mode" for what that costs.
+//! The calls are futures: the connection that sent a request awaits its answer without
+//! holding a worker thread (`connection/state_store.rs`).
+//!
+//! Quotas (statestore.md §6.3, security.md invariant 6) hold cluster-wide: every node
+//! counts the shared store's live keys from the changes it watches ([`Usage`]), and a
+//! request is decided with the other keys counted ([`super::super::store::Outside`]).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use super::super::hlc::Hlc;
 use super::super::persist::codec;
-use super::super::store::Entry;
+use super::super::store::{entry_bytes, Entry, Outside};
 
 /// What the shared store holds for one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,18 +102,204 @@ pub enum SharedError {
     /// The shared store did not answer (unreachable, no quorum, timeout) or refused.
     #[error("the shared state store is unavailable: {0}")]
     Unavailable(String),
+    /// The shared store's own size limit (the JetStream bucket's `max_bytes`, a backstop
+    /// behind the quotas) refused a write that would grow it: answered like a quota.
+    #[error("the shared state store is full")]
+    Full,
 }
+
+/// What a [`SharedKeys`] call returns: a future, so the caller waits without holding a
+/// thread.
+pub type SharedFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SharedError>> + Send + 'a>>;
 
 /// The keys of the state store shared by every node (cluster mode).
 pub trait SharedKeys: Send + Sync {
     /// The key's current record: its last write as seen by the store's leader, so a read
     /// sees every write acknowledged before it, this node's own included.
-    fn read(&self, key: &[u8]) -> Result<Option<Current>, SharedError>;
+    fn read<'a>(&'a self, key: &'a [u8]) -> SharedFuture<'a, Option<Current>>;
 
     /// Write `record` if the key's last revision is still `expected` (`None`: the key has
     /// never been written); [`SharedError::Conflict`] otherwise. Returns the new revision.
-    fn write(&self, key: &[u8], expected: Option<u64>, record: &Stored)
-        -> Result<u64, SharedError>;
+    fn write<'a>(
+        &'a self,
+        key: &'a [u8],
+        expected: Option<u64>,
+        record: &'a Stored,
+    ) -> SharedFuture<'a, u64>;
+}
+
+/// One live key of the shared store as the quotas count it.
+#[derive(Debug, Clone)]
+struct Held {
+    revision: u64,
+    bytes: u64,
+    owner: Option<Arc<str>>,
+}
+
+/// A write this node has decided and not yet committed: counted as if committed, so
+/// that concurrent requests on this node cannot together cross a quota.
+#[derive(Debug, Clone, Default)]
+pub struct Reservation {
+    keys: usize,
+    bytes: u64,
+    owner: Option<Arc<str>>,
+}
+
+/// The shared store's live keys as this node counts them for the quotas: every change
+/// the node's watch of the shared store sees ([`Usage::seen`]), this node's own commits
+/// as soon as they are acknowledged ([`Usage::committed`]), and its writes in flight
+/// ([`Reservation`]).
+///
+/// Another node's write is counted once this node's watch has delivered it (normally
+/// within milliseconds): two nodes that decide at the same moment may each admit the
+/// last key under a bound, so the bounds may be overshot by the writes the nodes have in
+/// flight at once. The bucket's `max_bytes` (set from the quotas, `cluster/statestore.rs`)
+/// is the hard limit behind it.
+#[derive(Debug, Default)]
+pub struct Usage {
+    keys: HashMap<Bytes, Held>,
+    total_bytes: u64,
+    client_bytes: HashMap<Arc<str>, u64>,
+    /// The highest revision the watch has delivered.
+    watched: u64,
+    /// Keys this node deleted (or saw deleted) at a revision the watch has not reached:
+    /// an older record of the key the watch delivers later must not count it again.
+    gone: HashMap<Bytes, u64>,
+    reserved_keys: usize,
+    reserved_bytes: u64,
+    reserved_clients: HashMap<Arc<str>, u64>,
+}
+
+impl Usage {
+    /// The watch delivered `record` (`None`: deleted or purged) for `key` at `revision`.
+    pub fn seen(&mut self, key: &[u8], revision: u64, record: Option<&Stored>) {
+        self.watched = self.watched.max(revision);
+        self.apply(key, revision, record);
+        let watched = self.watched;
+        self.gone.retain(|_, at| *at > watched);
+    }
+
+    /// This node committed `record` at `revision`; the watch delivers it later.
+    pub fn committed(&mut self, key: &[u8], revision: u64, record: &Stored) {
+        if revision > self.watched {
+            self.apply(key, revision, Some(record));
+        }
+    }
+
+    fn apply(&mut self, key: &[u8], revision: u64, record: Option<&Stored>) {
+        if self.gone.get(key).is_some_and(|at| *at >= revision) {
+            return;
+        }
+        if self.keys.get(key).is_some_and(|h| h.revision >= revision) {
+            return;
+        }
+        self.uncount(key);
+        match record {
+            Some(Stored::Live(entry)) => {
+                let held = Held {
+                    revision,
+                    bytes: entry_bytes(key, &entry.value),
+                    owner: entry.owner.clone(),
+                };
+                self.total_bytes = self.total_bytes.saturating_add(held.bytes);
+                if let Some(owner) = &held.owner {
+                    let mine = self.client_bytes.entry(owner.clone()).or_default();
+                    *mine = mine.saturating_add(held.bytes);
+                }
+                self.gone.remove(key);
+                self.keys.insert(Bytes::copy_from_slice(key), held);
+            }
+            _ => {
+                if revision > self.watched {
+                    self.gone.insert(Bytes::copy_from_slice(key), revision);
+                }
+            }
+        }
+    }
+
+    fn uncount(&mut self, key: &[u8]) {
+        let Some(held) = self.keys.remove(key) else {
+            return;
+        };
+        self.total_bytes = self.total_bytes.saturating_sub(held.bytes);
+        if let Some(owner) = &held.owner {
+            if let Some(mine) = self.client_bytes.get_mut(owner) {
+                *mine = mine.saturating_sub(held.bytes);
+                if *mine == 0 {
+                    self.client_bytes.remove(owner);
+                }
+            }
+        }
+    }
+
+    /// What the quotas count beside `key` itself for a request of `client`: the other
+    /// live keys and the writes in flight on this node.
+    pub fn outside(&self, key: &[u8], client: &str) -> Outside {
+        let this = self.keys.get(key);
+        let own = this.map_or(0, |h| h.bytes);
+        let mine_here = match this.and_then(|h| h.owner.as_deref()) {
+            Some(owner) if owner == client => own,
+            _ => 0,
+        };
+        let mine = self
+            .client_bytes
+            .get(client)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(mine_here)
+            .saturating_add(self.reserved_clients.get(client).copied().unwrap_or(0));
+        Outside {
+            keys: (self.keys.len() - usize::from(this.is_some()))
+                .saturating_add(self.reserved_keys),
+            total_bytes: self
+                .total_bytes
+                .saturating_sub(own)
+                .saturating_add(self.reserved_bytes),
+            client: Some((Arc::from(client), mine)),
+        }
+    }
+
+    /// Count `record`, about to be written at `key`, until [`Self::release`].
+    pub fn reserve(&mut self, key: &[u8], record: &Stored) -> Reservation {
+        let Stored::Live(entry) = record else {
+            return Reservation::default();
+        };
+        let r = Reservation {
+            keys: usize::from(!self.keys.contains_key(key)),
+            bytes: entry_bytes(key, &entry.value),
+            owner: entry.owner.clone(),
+        };
+        self.reserved_keys = self.reserved_keys.saturating_add(r.keys);
+        self.reserved_bytes = self.reserved_bytes.saturating_add(r.bytes);
+        if let Some(owner) = &r.owner {
+            let mine = self.reserved_clients.entry(owner.clone()).or_default();
+            *mine = mine.saturating_add(r.bytes);
+        }
+        r
+    }
+
+    /// The reserved write was committed (and counted) or failed.
+    pub fn release(&mut self, r: &Reservation) {
+        self.reserved_keys = self.reserved_keys.saturating_sub(r.keys);
+        self.reserved_bytes = self.reserved_bytes.saturating_sub(r.bytes);
+        if let Some(owner) = &r.owner {
+            if let Some(mine) = self.reserved_clients.get_mut(owner) {
+                *mine = mine.saturating_sub(r.bytes);
+                if *mine == 0 {
+                    self.reserved_clients.remove(owner);
+                }
+            }
+        }
+    }
+
+    /// Live keys counted.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
 }
 
 #[cfg(test)]
