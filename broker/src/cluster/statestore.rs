@@ -74,29 +74,65 @@ pub fn key_from(bucket_key: &str) -> Option<Vec<u8>> {
 /// absent. Nodes' clocks must agree far better than this (the fencing checks allow 60 s).
 pub const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
 
-/// The TTL of the marker JetStream leaves when it removes a delete's record (the
-/// bucket's `limit_markers`, which is also what allows per-message TTLs): the shortest.
-const MARKER_TTL: Duration = Duration::from_secs(1);
-
 /// Bytes per key the bucket's [`backstop`] allows beside the key and value the quotas
 /// count: the subject (the key in base64 with the bucket's prefix), the headers, the
 /// record's version, fencing token, expiry and owner, and JetStream's own framing.
 const RECORD_OVERHEAD: u64 = 512;
 
-/// The bucket's `max_bytes`: the hard limit behind the quotas (which every node enforces
-/// from its own count, so two nodes deciding at the same moment may each admit a last
-/// key). Twice `stateStoreMaxTotalBytes` plus [`RECORD_OVERHEAD`] per key of
-/// `stateStoreKeyQuota`, room for the delete records of the last [`TOMBSTONE_TTL`] too;
-/// no limit (-1) when there is no total bytes quota.
+/// The bucket's `max_bytes`: the hard limit behind the quotas, which every node enforces
+/// from its own count (so two nodes deciding at the same moment may each admit a last
+/// key). Twice `stateStoreMaxTotalBytes` plus [`RECORD_OVERHEAD`] per key
+/// (`stateStoreKeyQuota`, or as many keys as the total allows); no limit (-1) without a
+/// total bytes quota.
+///
+/// nats-server refuses EVERY write to a replicated bucket at its `max_bytes`, deletes
+/// included (`cluster_statestore_quota.rs` shows it): so live records are kept under
+/// [`live_limit`] of it by every node's count, and the rest holds the delete records of
+/// the last [`TOMBSTONE_TTL`] and what races between nodes admit.
 pub fn backstop(quotas: &Quotas) -> i64 {
     let Some(total) = quotas.total_bytes else {
         return -1;
     };
-    let keys = quotas.keys.map_or(0, |k| k as u64);
+    let keys = quotas
+        .keys
+        .map_or(total / 2, |k| (k as u64).min(total / 2).max(1));
     let bytes = total
         .saturating_mul(2)
         .saturating_add(keys.saturating_mul(RECORD_OVERHEAD));
     i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
+/// The bucket's stream: what `create_key_value` makes of a key-value configuration
+/// (one record per key, `replicas` copies on disk, discard new, rollups and direct gets
+/// allowed, no message deletes), with the [`backstop`] as `max_bytes` and per-message
+/// TTLs allowed for the delete records, but without JetStream's subject delete markers
+/// (`limit_markers`): on a full bucket the marker for an expiring record cannot be
+/// written, and then the record is never removed, so the bucket stays full for good
+/// (`cluster_statestore_quota.rs`).
+fn stream_config(replicas: usize, max_bytes: i64) -> async_nats::jetstream::stream::Config {
+    use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
+    Config {
+        name: format!("KV_{BUCKET}"),
+        description: Some("Gatehouse state store (one key per state store key)".to_owned()),
+        subjects: vec![format!("$KV.{BUCKET}.>")],
+        max_messages_per_subject: 1,
+        max_bytes,
+        storage: StorageType::File,
+        num_replicas: replicas.max(1),
+        discard: DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        deny_purge: false,
+        allow_direct: true,
+        allow_message_ttl: true,
+        ..Default::default()
+    }
+}
+
+/// How much of the bucket's `max_bytes` live records may take (as every node counts them):
+/// three quarters.
+pub fn live_limit(backstop: i64) -> Option<u64> {
+    u64::try_from(backstop).ok().map(|b| b / 4 * 3)
 }
 
 /// The state store's keys in the bucket.
@@ -349,18 +385,13 @@ pub(super) async fn start(
     replicas: usize,
     broker: &Arc<Broker>,
 ) -> Result<(), String> {
-    let mut config = super::bucket::config(
-        BUCKET,
-        "Gatehouse state store (one key per state store key)",
-        replicas,
-    );
-    // The hard limit behind the quotas (discard new: KV buckets refuse a write that
-    // would pass it, and accept one that replaces a key's record with one no larger, so
-    // DEL, VDEL and expiry still work when it is full).
-    config.max_bytes = backstop(&broker.state_store.quotas());
-    // Allows the delete records' per-message TTL.
-    config.limit_markers = Some(MARKER_TTL);
-    let (kv, mut watch) = super::bucket::open_watched_with(client, config).await?;
+    let max_bytes = backstop(&broker.state_store.quotas());
+    broker
+        .state_store
+        .set_shared_stored_limit(live_limit(max_bytes));
+    let (kv, mut watch) =
+        super::bucket::open_stream_watched(client, BUCKET, stream_config(replicas, max_bytes))
+            .await?;
     broker.state_store.attach_shared(Arc::new(KvKeys {
         kv: kv.clone(),
         js: async_nats::jetstream::new(client.clone()),

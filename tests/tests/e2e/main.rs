@@ -23,6 +23,7 @@ mod ca_cli;
 mod cli;
 mod cluster;
 mod cluster_statestore;
+mod cluster_statestore_quota;
 mod config_errors;
 mod conn_buffers;
 mod custom_auth;

@@ -381,6 +381,17 @@ impl<C: WallClock> StateStore<C> {
                     (Some(_), Some(entry)) => Some(Stored::Live(entry.clone())),
                     (Some(change), None) => Some(Stored::Deleted(change.version.clone())),
                 };
+                if next
+                    .as_ref()
+                    .is_some_and(|n| usage.over_stored_limit(key, n))
+                {
+                    tracing::debug!(
+                        target: "statestore",
+                        client_id = client,
+                        "request refused: the shared store's bucket is nearly full"
+                    );
+                    return Answer::error(ErrorReply::QuotaExceeded);
+                }
                 let reservation = next.as_ref().map(|n| usage.reserve(key, n));
                 (outcome, next, reservation)
             };
@@ -434,6 +445,12 @@ impl<C: WallClock> StateStore<C> {
     /// counted for the quotas.
     pub fn seen_shared(&self, key: &[u8], revision: u64, record: Option<&Stored>) {
         self.usage.lock().seen(key, revision, record);
+    }
+
+    /// Cluster mode: live records may take at most `limit` bytes of the shared store
+    /// (see [`shared::Usage::set_stored_limit`]).
+    pub fn set_shared_stored_limit(&self, limit: Option<u64>) {
+        self.usage.lock().set_stored_limit(limit);
     }
 
     /// Live keys of the shared store as this node counts them (cluster mode).

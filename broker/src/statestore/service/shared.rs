@@ -133,8 +133,27 @@ pub trait SharedKeys: Send + Sync {
 struct Held {
     revision: u64,
     bytes: u64,
+    /// What its record takes in the shared store ([`stored_size`]).
+    stored: u64,
     owner: Option<Arc<str>>,
 }
+
+/// Roughly what `record` of `key` takes in the shared store: the record, the key as the
+/// store names it (base64, with a prefix) and an allowance for headers and framing. For
+/// [`Usage::stored_limit`], which keeps live records well under the store's hard limit.
+pub fn stored_size(key: &[u8], record: &Stored) -> u64 {
+    let record = match record {
+        Stored::Live(entry) => codec::encode(entry).len() + 1,
+        Stored::Deleted(_) => 64,
+    };
+    (record as u64)
+        .saturating_add((key.len() as u64).saturating_mul(4) / 3)
+        .saturating_add(STORED_FRAMING)
+}
+
+/// Bytes per record [`stored_size`] adds for the subject's prefix, the headers and the
+/// store's own framing.
+pub const STORED_FRAMING: u64 = 160;
 
 /// A write this node has decided and not yet committed: counted as if committed, so
 /// that concurrent requests on this node cannot together cross a quota.
@@ -142,6 +161,7 @@ struct Held {
 pub struct Reservation {
     keys: usize,
     bytes: u64,
+    stored: u64,
     owner: Option<Arc<str>>,
 }
 
@@ -168,6 +188,12 @@ pub struct Usage {
     reserved_keys: usize,
     reserved_bytes: u64,
     reserved_clients: HashMap<Arc<str>, u64>,
+    /// [`stored_size`] of every live key, and of the writes in flight.
+    stored: u64,
+    reserved_stored: u64,
+    /// Live records may take at most this much of the shared store
+    /// ([`Self::set_stored_limit`]).
+    stored_limit: Option<u64>,
 }
 
 impl Usage {
@@ -195,13 +221,15 @@ impl Usage {
         }
         self.uncount(key);
         match record {
-            Some(Stored::Live(entry)) => {
+            Some(live @ Stored::Live(entry)) => {
                 let held = Held {
                     revision,
                     bytes: entry_bytes(key, &entry.value),
+                    stored: stored_size(key, live),
                     owner: entry.owner.clone(),
                 };
                 self.total_bytes = self.total_bytes.saturating_add(held.bytes);
+                self.stored = self.stored.saturating_add(held.stored);
                 if let Some(owner) = &held.owner {
                     let mine = self.client_bytes.entry(owner.clone()).or_default();
                     *mine = mine.saturating_add(held.bytes);
@@ -222,6 +250,7 @@ impl Usage {
             return;
         };
         self.total_bytes = self.total_bytes.saturating_sub(held.bytes);
+        self.stored = self.stored.saturating_sub(held.stored);
         if let Some(owner) = &held.owner {
             if let Some(mine) = self.client_bytes.get_mut(owner) {
                 *mine = mine.saturating_sub(held.bytes);
@@ -267,9 +296,11 @@ impl Usage {
         let r = Reservation {
             keys: usize::from(!self.keys.contains_key(key)),
             bytes: entry_bytes(key, &entry.value),
+            stored: stored_size(key, record),
             owner: entry.owner.clone(),
         };
         self.reserved_keys = self.reserved_keys.saturating_add(r.keys);
+        self.reserved_stored = self.reserved_stored.saturating_add(r.stored);
         self.reserved_bytes = self.reserved_bytes.saturating_add(r.bytes);
         if let Some(owner) = &r.owner {
             let mine = self.reserved_clients.entry(owner.clone()).or_default();
@@ -282,6 +313,7 @@ impl Usage {
     pub fn release(&mut self, r: &Reservation) {
         self.reserved_keys = self.reserved_keys.saturating_sub(r.keys);
         self.reserved_bytes = self.reserved_bytes.saturating_sub(r.bytes);
+        self.reserved_stored = self.reserved_stored.saturating_sub(r.stored);
         if let Some(owner) = &r.owner {
             if let Some(mine) = self.reserved_clients.get_mut(owner) {
                 *mine = mine.saturating_sub(r.bytes);
@@ -290,6 +322,33 @@ impl Usage {
                 }
             }
         }
+    }
+
+    /// Keep live records under `limit` bytes of the shared store (cluster mode: a share of
+    /// the bucket's `max_bytes`, which refuses every write, deletes included, once it is
+    /// reached: the rest is room for delete records and for races between nodes).
+    pub fn set_stored_limit(&mut self, limit: Option<u64>) {
+        self.stored_limit = limit;
+    }
+
+    /// Whether writing `record` at `key` would take live records past the stored limit:
+    /// only a write that makes the key's record larger is refused.
+    pub fn over_stored_limit(&self, key: &[u8], record: &Stored) -> bool {
+        let Some(limit) = self.stored_limit else {
+            return false;
+        };
+        let Stored::Live(_) = record else {
+            return false;
+        };
+        let old = self.keys.get(key).map_or(0, |h| h.stored);
+        let new = stored_size(key, record);
+        new > old
+            && self
+                .stored
+                .saturating_sub(old)
+                .saturating_add(self.reserved_stored)
+                .saturating_add(new)
+                > limit
     }
 
     /// Live keys counted.
