@@ -24,6 +24,7 @@ mod cli;
 mod cluster;
 mod cluster_statestore;
 mod cluster_statestore_quota;
+mod cluster_statestore_async;
 mod config_errors;
 mod conn_buffers;
 mod custom_auth;
