@@ -388,4 +388,70 @@ mod tests {
         assert_eq!(Stored::decode(b"Xabc"), None);
         assert_eq!(Stored::decode(b"Dnot a version"), None);
     }
+
+    fn live(value: &'static [u8], owner: &str) -> Stored {
+        Stored::Live(Entry {
+            value: Bytes::from_static(value),
+            version: "001700000000000:00001:Gatehouse".parse().unwrap(),
+            fencing_token: None,
+            expires_at_ms: None,
+            persist: false,
+            owner: Some(Arc::from(owner)),
+        })
+    }
+
+    fn deleted() -> Stored {
+        Stored::Deleted("001700000000000:00002:Gatehouse".parse().unwrap())
+    }
+
+    /// The count follows the watch in revision order; this node's own commits count at
+    /// once, and an older record the watch delivers later does not undo them.
+    #[test]
+    fn usage_counts_live_keys_once_in_revision_order() {
+        let mut u = Usage::default();
+        u.seen(b"a", 1, Some(&live(b"xx", "c1")));
+        u.seen(b"b", 2, Some(&live(b"yyy", "c2")));
+        assert_eq!(u.len(), 2);
+        // Own commit of a new key at 5, before the watch reaches it.
+        u.committed(b"c", 5, &live(b"z", "c1"));
+        assert_eq!(u.len(), 3);
+        // Own delete of `a` at 6; the watch then delivers 5 and 6: nothing changes.
+        u.committed(b"a", 6, &deleted());
+        assert_eq!(u.len(), 2);
+        u.seen(b"c", 5, Some(&live(b"z", "c1")));
+        u.seen(b"a", 6, Some(&deleted()));
+        assert_eq!(u.len(), 2);
+        // A later write of `a` counts again.
+        u.seen(b"a", 7, Some(&live(b"w", "c2")));
+        assert_eq!(u.len(), 3);
+        // Outside `b` for c2: the others' keys and bytes, c2's own bytes elsewhere.
+        let o = u.outside(b"b", "c2");
+        assert_eq!(o.keys, 2);
+        assert_eq!(o.total_bytes, 2 + 2);
+        assert_eq!(o.client, Some((Arc::from("c2"), 2)));
+        // A commit older than the watch is ignored (the watch has applied it or later).
+        u.committed(b"d", 3, &live(b"q", "c1"));
+        assert_eq!(u.len(), 3);
+    }
+
+    /// Writes in flight count until released; the stored limit refuses only growth.
+    #[test]
+    fn reservations_and_the_stored_limit() {
+        let mut u = Usage::default();
+        u.seen(b"a", 1, Some(&live(b"xx", "c1")));
+        let r = u.reserve(b"n", &live(b"vvvv", "c1"));
+        let o = u.outside(b"other", "c1");
+        assert_eq!(o.keys, 2);
+        assert_eq!(o.total_bytes, 3 + 5);
+        assert_eq!(o.client, Some((Arc::from("c1"), 8)));
+        u.release(&r);
+        assert_eq!(u.outside(b"other", "c1").keys, 1);
+        let a = stored_size(b"a", &live(b"xx", "c1"));
+        u.set_stored_limit(Some(a + 10));
+        assert!(!u.over_stored_limit(b"a", &live(b"x", "c1")), "smaller");
+        assert!(!u.over_stored_limit(b"a", &deleted()), "a delete");
+        assert!(u.over_stored_limit(b"b", &live(b"x", "c1")), "a new key");
+        u.set_stored_limit(None);
+        assert!(!u.over_stored_limit(b"b", &live(b"x", "c1")));
+    }
 }
