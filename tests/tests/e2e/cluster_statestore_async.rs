@@ -98,7 +98,8 @@ async fn a_request_waiting_for_jetstream_blocks_no_thread_and_no_delivery() {
     ))
     .await;
     let addr = node.mqtt_addr();
-    let mut r = StateStoreClient::start_with(connect(addr, "async-r").await, "async-r", false).await;
+    let mut r =
+        StateStoreClient::start_with(connect(addr, "async-r").await, "async-r", false).await;
     r.raw.sub_ok(3, "live/r", 0).await;
     let mut s = connect(addr, "async-s").await;
     s.sub_ok(1, "live/s", 0).await;
@@ -116,28 +117,45 @@ async fn a_request_waiting_for_jetstream_blocks_no_thread_and_no_delivery() {
 
     nats.stop_all();
     let ts = ts_now();
-    let first = r.send(&resp(&[b"SET", b"k", b"v1"]), &[("__ts", &ts)]).await;
+    let first = r
+        .send(&resp(&[b"SET", b"k", b"v1"]), &[("__ts", &ts)])
+        .await;
     let ts = ts_now();
-    let second = r.send(&resp(&[b"SET", b"k", b"v2"]), &[("__ts", &ts)]).await;
+    let second = r
+        .send(&resp(&[b"SET", b"k", b"v2"]), &[("__ts", &ts)])
+        .await;
     let mut sent = Vec::new();
     for (i, o) in others.iter_mut().enumerate() {
         let ts = ts_now();
         let key = format!("o{i}");
-        sent.push(o.send(&resp(&[b"SET", key.as_bytes(), b"x"]), &[("__ts", &ts)]).await);
+        sent.push(
+            o.send(&resp(&[b"SET", key.as_bytes(), b"x"]), &[("__ts", &ts)])
+                .await,
+        );
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     let started = tokio::time::Instant::now();
     p.publish("live/r", b"to-r", 0, false, 0).await;
     p.publish("live/s", b"to-s", 0, false, 0).await;
     let response_topic = r.response_topic.clone();
-    let to_r = publish_on(&mut r.raw, "live/r", &response_topic, Duration::from_secs(2)).await;
+    let to_r = publish_on(
+        &mut r.raw,
+        "live/r",
+        &response_topic,
+        Duration::from_secs(2),
+    )
+    .await;
     assert_eq!(
         to_r.as_deref(),
         Some(&b"to-r"[..]),
         "the requester receives while its request waits for JetStream"
     );
     let to_s = publish_on(&mut s, "live/s", "-", Duration::from_secs(2)).await;
-    assert_eq!(to_s.as_deref(), Some(&b"to-s"[..]), "other clients are served");
+    assert_eq!(
+        to_s.as_deref(),
+        Some(&b"to-s"[..]),
+        "other clients are served"
+    );
     let took = started.elapsed();
     assert!(took < Duration::from_secs(2), "deliveries took {took:?}");
 
@@ -152,7 +170,11 @@ async fn a_request_waiting_for_jetstream_blocks_no_thread_and_no_delivery() {
         "both answered, in the order sent"
     );
     let get = r.call(&resp(&[b"GET", b"k"]), &[]).await;
-    assert_eq!(get.text(), "$2\r\nv2\r\n", "the requests took effect in order");
+    assert_eq!(
+        get.text(),
+        "$2\r\nv2\r\n",
+        "the requests took effect in order"
+    );
     for (o, (_, correlation)) in others.iter_mut().zip(sent) {
         let topic = o.response_topic.clone();
         let answer = responses(&mut o.raw, &topic, 1).await;
