@@ -148,6 +148,9 @@ async fn the_byte_quotas_hold_across_nodes() {
     );
     set_until(&mut a, b"a2", &v58, QUOTA).await;
     drop(a);
+    // Answers to A's requests on node 1 also cross to the other nodes (the response
+    // topic is an ordinary topic): let them pass before A subscribes there again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     // The same client through another node: its bytes are counted cluster-wide (each
     // record names its owner).
     let mut a2 = nodes.client(2, "bytes-a").await;
