@@ -300,3 +300,4 @@ async fn fill_expire_and_refill(
     }
     expired
 }
+
