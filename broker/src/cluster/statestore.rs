@@ -401,36 +401,10 @@ pub(super) async fn start(
         changed: Notify::new(),
     });
     // The keys stored before this node started: their expiries (a node that starts after
-    // every other stopped still expires them), no notifications (nobody here registered).
-    let mut revision = 0;
-    let stored = kv
-        .status()
-        .await
-        .map(|s| s.values())
-        .map_err(|e| format!("the {BUCKET} bucket: {e}"))?;
-    if stored > 0 {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let entry = match tokio::time::timeout_at(deadline, watch.next()).await {
-                Ok(Some(Ok(entry))) => entry,
-                Ok(Some(Err(e))) => return Err(format!("reading the {BUCKET} bucket: {e}")),
-                Ok(None) | Err(_) => {
-                    return Err(format!("the {BUCKET} bucket could not be read within 30 s"))
-                }
-            };
-            revision = entry.revision;
-            let last = entry.delta == 0;
-            if let Some((key, record)) = record_of(&entry) {
-                shared.expiries.lock().set(&key, expiry_of(record.as_ref()));
-                broker
-                    .state_store
-                    .seen_shared(&key, entry.revision, record.as_ref());
-            }
-            if last {
-                break;
-            }
-        }
-    }
+    // every other stopped still expires them) and the count for the quotas; no
+    // notifications (nobody here registered).
+    let (records, revision) = snapshot(&kv, &mut watch).await?;
+    recount(broker, &shared, records, revision, None);
     tokio::spawn(follow(
         kv,
         watch,
@@ -442,20 +416,127 @@ pub(super) async fn start(
     Ok(())
 }
 
-/// Hands every change of the bucket to the state store (KEYNOTIFY) and records its
-/// expiry; watches again from the last revision seen when the watch ends (NATS
-/// reconnected). Ends with the broker.
+/// Every key's current record, from a watch with history just opened (`watch`), and the
+/// highest revision read. Ends at the last record the watch announced (delta 0), or
+/// when none came for a second: a delete record may expire (TTL) before it is delivered,
+/// and the one announced last may then never come.
+async fn snapshot(
+    kv: &async_nats::jetstream::kv::Store,
+    watch: &mut async_nats::jetstream::kv::Watch,
+) -> Result<(Vec<async_nats::jetstream::kv::Entry>, u64), String> {
+    let mut entries = Vec::new();
+    let mut revision = 0;
+    let stored = kv
+        .status()
+        .await
+        .map(|s| s.values())
+        .map_err(|e| format!("the {BUCKET} bucket: {e}"))?;
+    if stored == 0 {
+        return Ok((entries, revision));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let idle = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
+        let entry = match tokio::time::timeout_at(idle, watch.next()).await {
+            Ok(Some(Ok(entry))) => entry,
+            Ok(Some(Err(e))) => return Err(format!("reading the {BUCKET} bucket: {e}")),
+            Ok(None) => return Err(format!("reading the {BUCKET} bucket: the watch ended")),
+            Err(_) if tokio::time::Instant::now() < deadline => break,
+            Err(_) => return Err(format!("the {BUCKET} bucket could not be read within 30 s")),
+        };
+        revision = revision.max(entry.revision);
+        let last = entry.delta == 0;
+        entries.push(entry);
+        if last {
+            break;
+        }
+    }
+    Ok((entries, revision))
+}
+
+/// Take a fresh read of the bucket (`entries`, up to `upto`) as this node's count of
+/// live keys and its expiries; notify the changes after `notify_after` (those the node
+/// has not seen yet).
+fn recount(
+    broker: &Broker,
+    shared: &Shared,
+    entries: Vec<async_nats::jetstream::kv::Entry>,
+    upto: u64,
+    notify_after: Option<u64>,
+) {
+    let mut records = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        let Some((key, record)) = record_of(entry) else {
+            continue;
+        };
+        shared.expiries.lock().set(&key, expiry_of(record.as_ref()));
+        if let (Some(after), Some(record)) = (notify_after, &record) {
+            if entry.revision > after {
+                broker.state_store.notify_shared(&key, record, |client, m| {
+                    broker.deliver_notification(client, m)
+                });
+            }
+        }
+        records.push((bytes::Bytes::from(key), entry.revision, record));
+    }
+    broker.state_store.recount_shared(records, upto);
+    shared.changed.notify_one();
+}
+
+/// Hands every change of the bucket to the state store (KEYNOTIFY, the count for the
+/// quotas) and records its expiry. When the watch ends or fails (NATS reconnected), it
+/// watches again from the start: every key's current record recounts the live keys
+/// (deletes missed meanwhile may have left no record by now: they expire), and the
+/// changes after the last one seen are notified. Ends with the broker.
+///
+/// Not `bucket::follow` (which resumes after the last revision seen) for that recount.
 async fn follow(
     kv: async_nats::jetstream::kv::Store,
-    watch: async_nats::jetstream::kv::Watch,
-    revision: u64,
+    mut watch: async_nats::jetstream::kv::Watch,
+    mut revision: u64,
     broker: Weak<Broker>,
     shared: Arc<Shared>,
 ) {
-    super::bucket::follow(kv, watch, revision, BUCKET, broker, |broker, entry| {
-        apply(broker, &shared, entry)
-    })
-    .await
+    loop {
+        while let Some(next) = watch.next().await {
+            let Some(b) = broker.upgrade() else {
+                return;
+            };
+            match next {
+                Ok(entry) => {
+                    revision = revision.max(entry.revision);
+                    apply(&b, &shared, entry);
+                }
+                Err(e) => {
+                    tracing::warn!(target: "cluster", "watching {BUCKET}: {e}");
+                    break;
+                }
+            }
+        }
+        if broker.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let again = async {
+            let mut w = kv
+                .watch_with_history(">")
+                .await
+                .map_err(|e| e.to_string())?;
+            let read = snapshot(&kv, &mut w).await?;
+            Ok::<_, String>((w, read))
+        };
+        match again.await {
+            Ok((w, (entries, upto))) => {
+                let Some(b) = broker.upgrade() else {
+                    return;
+                };
+                recount(&b, &shared, entries, upto, Some(revision));
+                revision = revision.max(upto);
+                watch = w;
+            }
+            Err(e) => tracing::warn!(target: "cluster", "watching {BUCKET} again: {e}"),
+        }
+    }
 }
 
 /// The state store key of a bucket entry and its record (`None`: deleted or purged by

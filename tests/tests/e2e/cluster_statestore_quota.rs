@@ -300,4 +300,3 @@ async fn fill_expire_and_refill(
     }
     expired
 }
-

@@ -453,6 +453,17 @@ impl<C: WallClock> StateStore<C> {
         self.usage.lock().set_stored_limit(limit);
     }
 
+    /// Count the shared store's keys again from `records`, a fresh read of every key's
+    /// current record up to revision `upto` (cluster mode, after the watch was
+    /// interrupted; see [`shared::Usage::rebuild`]).
+    pub fn recount_shared(
+        &self,
+        records: impl IntoIterator<Item = (Bytes, u64, Option<Stored>)>,
+        upto: u64,
+    ) {
+        self.usage.lock().rebuild(records, upto);
+    }
+
     /// Live keys of the shared store as this node counts them (cluster mode).
     pub fn shared_len(&self) -> usize {
         self.usage.lock().len()

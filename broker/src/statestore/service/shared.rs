@@ -228,14 +228,8 @@ impl Usage {
                     stored: stored_size(key, live),
                     owner: entry.owner.clone(),
                 };
-                self.total_bytes = self.total_bytes.saturating_add(held.bytes);
-                self.stored = self.stored.saturating_add(held.stored);
-                if let Some(owner) = &held.owner {
-                    let mine = self.client_bytes.entry(owner.clone()).or_default();
-                    *mine = mine.saturating_add(held.bytes);
-                }
                 self.gone.remove(key);
-                self.keys.insert(Bytes::copy_from_slice(key), held);
+                self.count(Bytes::copy_from_slice(key), held);
             }
             _ => {
                 if revision > self.watched {
@@ -243,6 +237,57 @@ impl Usage {
                 }
             }
         }
+    }
+
+    /// Count again from `records`, every key's current record up to revision `upto` (a
+    /// fresh read of the whole store, after this node's watch was interrupted: deletes it
+    /// missed, whose records may be gone by now, are no longer counted). This node's own
+    /// commits after `upto` and its writes in flight stay counted.
+    pub fn rebuild(
+        &mut self,
+        records: impl IntoIterator<Item = (Bytes, u64, Option<Stored>)>,
+        upto: u64,
+    ) {
+        let mut fresh = Usage {
+            reserved_keys: self.reserved_keys,
+            reserved_bytes: self.reserved_bytes,
+            reserved_clients: std::mem::take(&mut self.reserved_clients),
+            reserved_stored: self.reserved_stored,
+            stored_limit: self.stored_limit,
+            ..Usage::default()
+        };
+        for (key, revision, record) in records {
+            fresh.seen(&key, revision, record.as_ref());
+        }
+        fresh.watched = fresh.watched.max(upto);
+        for (key, held) in std::mem::take(&mut self.keys) {
+            if held.revision > upto
+                && fresh
+                    .keys
+                    .get(&key)
+                    .is_none_or(|h| h.revision < held.revision)
+            {
+                fresh.uncount(&key);
+                fresh.count(key, held);
+            }
+        }
+        for (key, at) in std::mem::take(&mut self.gone) {
+            if at > upto && fresh.keys.get(&key).is_none_or(|h| h.revision < at) {
+                fresh.uncount(&key);
+                fresh.gone.insert(key, at);
+            }
+        }
+        *self = fresh;
+    }
+
+    fn count(&mut self, key: Bytes, held: Held) {
+        self.total_bytes = self.total_bytes.saturating_add(held.bytes);
+        self.stored = self.stored.saturating_add(held.stored);
+        if let Some(owner) = &held.owner {
+            let mine = self.client_bytes.entry(owner.clone()).or_default();
+            *mine = mine.saturating_add(held.bytes);
+        }
+        self.keys.insert(key, held);
     }
 
     fn uncount(&mut self, key: &[u8]) {
@@ -432,6 +477,35 @@ mod tests {
         // A commit older than the watch is ignored (the watch has applied it or later).
         u.committed(b"d", 3, &live(b"q", "c1"));
         assert_eq!(u.len(), 3);
+    }
+
+    /// A recount from a fresh read drops keys whose deletes the watch missed, and keeps
+    /// this node's own commits after the read.
+    #[test]
+    fn a_rebuild_drops_missed_deletes_and_keeps_later_commits() {
+        let mut u = Usage::default();
+        u.seen(b"a", 1, Some(&live(b"x", "c1")));
+        u.seen(b"b", 2, Some(&live(b"y", "c1")));
+        let r = u.reserve(b"n", &live(b"v", "c1"));
+        u.committed(b"c", 9, &live(b"z", "c2"));
+        u.committed(b"b", 10, &deleted());
+        // The store now: `a` was deleted (its record expired, so it is absent), `b` live
+        // at 2 (this node's delete at 10 came after the read, up to 8).
+        u.rebuild([(Bytes::from_static(b"b"), 2, Some(live(b"y", "c1")))], 8);
+        assert_eq!(
+            u.len(),
+            1,
+            "only c: a was deleted, b deleted after the read"
+        );
+        assert_eq!(u.outside(b"x", "c2").client, Some((Arc::from("c2"), 2)));
+        // The write in flight is still counted, and released against the new count.
+        assert_eq!(u.outside(b"x", "c1").keys, 2);
+        u.release(&r);
+        assert_eq!(u.outside(b"x", "c1").keys, 1);
+        // The watch then delivers b's delete and c: nothing changes.
+        u.seen(b"c", 9, Some(&live(b"z", "c2")));
+        u.seen(b"b", 10, Some(&deleted()));
+        assert_eq!(u.len(), 1);
     }
 
     /// Writes in flight count until released; the stored limit refuses only growth.
