@@ -591,8 +591,12 @@ impl<C: WallClock> StateStore<C> {
         self.expiry_changed.notified().await;
     }
 
-    /// The number of stored keys.
+    /// The number of stored keys (cluster mode: the shared store's live keys, as this
+    /// node counts them).
     pub fn len(&self) -> usize {
+        if self.shared.get().is_some() {
+            return self.shared_len();
+        }
         self.inner.lock().store.len()
     }
 
