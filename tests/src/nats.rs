@@ -287,7 +287,7 @@ fn find_nats_server() -> Result<PathBuf, String> {
 
 impl NatsServer {
     /// Send `signal` (`STOP`, `CONT`) to the server's process.
-    fn signal(&self, signal: &str) {
+    fn send_signal(&self, signal: &str) {
         if let Some(child) = &self.child {
             let status = Command::new("kill")
                 .arg(format!("-{signal}"))
@@ -303,12 +303,12 @@ impl NatsServer {
 
     /// Stop the server (SIGSTOP) until [`NatsServer::cont`].
     pub fn stop(&self) {
-        self.signal("STOP");
+        self.send_signal("STOP");
     }
 
     /// Continue a stopped server (SIGCONT).
     pub fn cont(&self) {
-        self.signal("CONT");
+        self.send_signal("CONT");
     }
 }
 
