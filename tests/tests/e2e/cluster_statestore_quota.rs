@@ -182,12 +182,12 @@ async fn the_byte_quotas_hold_across_nodes() {
 ///   live records under three quarters of it by its own count, and its delete records
 ///   carry a per-message TTL;
 /// - a record with a per-message TTL (`Nats-TTL`) is removed when it expires even on a
-///   full bucket, and the room it held takes a new key, but only WITHOUT subject delete
-///   markers (`subject_delete_marker_ttl`, what a key-value configuration's
-///   `limit_markers` turns on with the TTLs): with them the expiring record's marker
-///   cannot be written on the full bucket and the record stays (8 s here, 30 s when
-///   tried), so the bucket would stay full for good. Gatehouse's bucket allows TTLs
-///   without markers.
+///   full bucket that keeps refusing writes, and the room it held takes a new key, but
+///   only WITHOUT subject delete markers (`subject_delete_marker_ttl`, what a key-value
+///   configuration's `limit_markers` turns on with the TTLs): with them the expiring
+///   record's marker cannot be written on the full bucket and the record stays (8 s
+///   here, 30 s when tried), so the bucket would stay full for good. Gatehouse's bucket
+///   allows TTLs without markers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_server_full_bucket_refuses_every_write_until_ttl_frees_room() {
     let Some(nats) = NatsCluster::start_or_skip("nats_server_full_bucket").await else {
@@ -288,7 +288,14 @@ async fn fill_expire_and_refill(
     let before = stream.info().await.expect("stream info").state.messages;
     let mut expired = None;
     while t0.elapsed() < Duration::from_secs(8) {
-        if stream.info().await.expect("stream info").state.messages < before {
+        // Writes the full bucket refuses meanwhile do not hold the expiry back.
+        let refused = publish("probe", 0, vec![b'p'; 2048], None).await;
+        assert!(full(&refused), "{refused:?}");
+        let gone_now = stream
+            .get_last_raw_message_by_subject(&format!("$KV.{bucket}.gone"))
+            .await
+            .is_err();
+        if gone_now || stream.info().await.expect("stream info").state.messages < before {
             expired = Some(t0.elapsed());
             break;
         }
