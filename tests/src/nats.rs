@@ -279,3 +279,47 @@ fn find_nats_server() -> Result<PathBuf, String> {
     }
     Ok(bin)
 }
+
+// --- Stopping and continuing servers (SIGSTOP / SIGCONT) -------------------------------
+// For the cluster state store tests (issue 15): a stopped server keeps its sockets open
+// and answers nothing, as a server stalled by its disk or scheduler would; continued, it
+// carries on where it was.
+
+impl NatsServer {
+    /// Send `signal` (`STOP`, `CONT`) to the server's process.
+    fn send_signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(child.id().to_string())
+                .status();
+            assert!(
+                status.is_ok_and(|s| s.success()),
+                "kill -{signal} {}",
+                self.name
+            );
+        }
+    }
+
+    /// Stop the server (SIGSTOP) until [`NatsServer::cont`].
+    pub fn stop(&self) {
+        self.send_signal("STOP");
+    }
+
+    /// Continue a stopped server (SIGCONT).
+    pub fn cont(&self) {
+        self.send_signal("CONT");
+    }
+}
+
+impl NatsCluster {
+    /// Stop every server (SIGSTOP): JetStream answers nothing until [`Self::cont_all`].
+    pub fn stop_all(&self) {
+        self.servers.iter().for_each(NatsServer::stop);
+    }
+
+    /// Continue every server (SIGCONT).
+    pub fn cont_all(&self) {
+        self.servers.iter().for_each(NatsServer::cont);
+    }
+}

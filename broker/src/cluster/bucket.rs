@@ -20,15 +20,63 @@ pub(super) async fn open_watched(
     description: &str,
     replicas: usize,
 ) -> Result<(Store, Watch), String> {
-    let js = async_nats::jetstream::new(client.clone());
-    let config = Config {
+    open_watched_with(client, config(bucket, description, replicas)).await
+}
+
+/// The configuration [`open_watched`] opens a bucket with: one value per key, `replicas`
+/// copies on disk, no size limit.
+fn config(bucket: &str, description: &str, replicas: usize) -> Config {
+    Config {
         bucket: bucket.to_owned(),
         description: description.to_owned(),
         history: 1,
         num_replicas: replicas,
         storage: StorageType::File,
         ..Default::default()
+    }
+}
+
+/// [`open_watched`] for a bucket whose stream the caller configures (e.g. with limits and
+/// per-message TTLs, which the key-value configuration cannot express without also
+/// turning on JetStream's delete markers): an existing bucket is updated to it.
+/// `stream` must be a key-value bucket's stream: named `KV_<bucket>`, on `$KV.<bucket>.>`.
+pub(super) async fn open_stream_watched(
+    client: &async_nats::Client,
+    bucket: &str,
+    stream: async_nats::jetstream::stream::Config,
+) -> Result<(Store, Watch), String> {
+    let js = async_nats::jetstream::new(client.clone());
+    let deadline = tokio::time::Instant::now() + OPEN_FOR;
+    let open = || async {
+        js.create_or_update_stream(stream.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let kv = js.get_key_value(bucket).await.map_err(|e| e.to_string())?;
+        let watch = kv
+            .watch_with_history(">")
+            .await
+            .map_err(|e| format!("watching it: {e}"))?;
+        Ok::<_, String>((kv, watch))
     };
+    loop {
+        match open().await {
+            Ok(opened) => return Ok(opened),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(target: "cluster", "the {bucket} key-value bucket: {e}; trying again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(format!("the {bucket} key-value bucket: {e}")),
+        }
+    }
+}
+
+/// [`open_watched`] with a key-value configuration of the caller's.
+async fn open_watched_with(
+    client: &async_nats::Client,
+    config: Config,
+) -> Result<(Store, Watch), String> {
+    let bucket = config.bucket.clone();
+    let js = async_nats::jetstream::new(client.clone());
     let deadline = tokio::time::Instant::now() + OPEN_FOR;
     let open = || async {
         let kv = js

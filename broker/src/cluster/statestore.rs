@@ -20,8 +20,17 @@
 //!   node keeps the expiries it has seen through the watch and deletes due keys by
 //!   compare-and-set (the first node wins, the others find the key deleted).
 //!
-//! The service is synchronous (the connection task runs a request itself), so each
-//! round trip is run with `block_in_place` on the connection's worker thread.
+//! - **Quotas**: every node counts the live keys from its watch (the service's
+//!   `shared::Usage`: keys, bytes, bytes per owner, the owner being in each record), so a
+//!   request is decided against the whole cluster's usage and gets a single node's answer.
+//!   Behind it, the bucket's `max_bytes` ([`backstop`], discard new) is a hard limit that
+//!   no race between nodes can pass: a write it refuses is answered as over quota.
+//! - **Deletes** (DEL, VDEL, expiry) are records with a per-message TTL
+//!   ([`TOMBSTONE_TTL`]): they carry the delete's version to every node's watch, then
+//!   JetStream removes them, so deleted keys do not pile up in the bucket.
+//!
+//! Every call is a future: the requester's connection awaits it without holding a
+//! worker thread, within [`ROUND_TRIP`].
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -31,11 +40,11 @@ use std::time::Duration;
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use base64::Engine as _;
 use futures_util::StreamExt;
-use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::Notify;
 
 use crate::registry::Broker;
-use crate::statestore::service::shared::{Current, SharedError, SharedKeys, Stored};
+use crate::statestore::service::shared::{Current, SharedError, SharedFuture, SharedKeys, Stored};
+use crate::statestore::store::Quotas;
 
 /// The bucket of state store keys.
 pub const BUCKET: &str = "gatehouse-statestore";
@@ -59,23 +68,84 @@ pub fn key_from(bucket_key: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
+/// How long a delete's record stays in the bucket (JetStream's per-message TTL): long
+/// enough for every node's watch to deliver it (KEYNOTIFY gets the delete's version, and
+/// a key written again meanwhile gets a version above it); after it the key is simply
+/// absent. Nodes' clocks must agree far better than this (the fencing checks allow 60 s).
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+
+/// Bytes per key the bucket's [`backstop`] allows beside the key and value the quotas
+/// count: the subject (the key in base64 with the bucket's prefix), the headers, the
+/// record's version, fencing token, expiry and owner, and JetStream's own framing.
+const RECORD_OVERHEAD: u64 = 512;
+
+/// The bucket's `max_bytes`: the hard limit behind the quotas, which every node enforces
+/// from its own count (so two nodes deciding at the same moment may each admit a last
+/// key). Twice `stateStoreMaxTotalBytes` plus [`RECORD_OVERHEAD`] per key
+/// (`stateStoreKeyQuota`, or as many keys as the total allows); no limit (-1) without a
+/// total bytes quota.
+///
+/// nats-server refuses EVERY write to a replicated bucket at its `max_bytes`, deletes
+/// included (`cluster_statestore_quota.rs` shows it): so live records are kept under
+/// [`live_limit`] of it by every node's count, and the rest holds the delete records of
+/// the last [`TOMBSTONE_TTL`] and what races between nodes admit.
+pub fn backstop(quotas: &Quotas) -> i64 {
+    let Some(total) = quotas.total_bytes else {
+        return -1;
+    };
+    let keys = quotas
+        .keys
+        .map_or(total / 2, |k| (k as u64).min(total / 2).max(1));
+    let bytes = total
+        .saturating_mul(2)
+        .saturating_add(keys.saturating_mul(RECORD_OVERHEAD));
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
+/// The bucket's stream: what `create_key_value` makes of a key-value configuration
+/// (one record per key, `replicas` copies on disk, discard new, rollups and direct gets
+/// allowed, no message deletes), with the [`backstop`] as `max_bytes` and per-message
+/// TTLs allowed for the delete records, but without JetStream's subject delete markers
+/// (`limit_markers`): on a full bucket the marker for an expiring record cannot be
+/// written, and then the record is never removed, so the bucket stays full for good
+/// (`cluster_statestore_quota.rs`).
+fn stream_config(replicas: usize, max_bytes: i64) -> async_nats::jetstream::stream::Config {
+    use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
+    Config {
+        name: format!("KV_{BUCKET}"),
+        description: Some("Gatehouse state store (one key per state store key)".to_owned()),
+        subjects: vec![format!("$KV.{BUCKET}.>")],
+        max_messages_per_subject: 1,
+        max_bytes,
+        storage: StorageType::File,
+        num_replicas: replicas.max(1),
+        discard: DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        deny_purge: false,
+        allow_direct: true,
+        allow_message_ttl: true,
+        ..Default::default()
+    }
+}
+
+/// How much of the bucket's `max_bytes` live records may take (as every node counts them):
+/// three quarters.
+pub fn live_limit(backstop: i64) -> Option<u64> {
+    u64::try_from(backstop).ok().map(|b| b / 4 * 3)
+}
+
 /// The state store's keys in the bucket.
 pub struct KvKeys {
     kv: async_nats::jetstream::kv::Store,
+    js: async_nats::jetstream::Context,
 }
 
-/// Run `future` to completion from synchronous code on a worker of the multi-thread
-/// runtime (the worker hands its other tasks to the others meanwhile).
-fn block<F: Future>(future: F) -> Result<F::Output, SharedError> {
-    let handle =
-        Handle::try_current().map_err(|e| SharedError::Unavailable(format!("no runtime: {e}")))?;
-    if handle.runtime_flavor() != RuntimeFlavor::MultiThread {
-        return Err(SharedError::Unavailable(
-            "cluster mode needs the multi-thread runtime".to_owned(),
-        ));
-    }
-    tokio::task::block_in_place(|| handle.block_on(tokio::time::timeout(ROUND_TRIP, future)))
-        .map_err(|_| SharedError::Unavailable(format!("no answer within {ROUND_TRIP:?}")))
+/// `future`, or unavailable when it takes longer than [`ROUND_TRIP`].
+async fn within<T>(future: impl Future<Output = Result<T, SharedError>>) -> Result<T, SharedError> {
+    tokio::time::timeout(ROUND_TRIP, future)
+        .await
+        .map_err(|_| SharedError::Unavailable(format!("no answer within {ROUND_TRIP:?}")))?
 }
 
 fn bucket_key(key: &[u8]) -> Result<String, SharedError> {
@@ -120,13 +190,12 @@ impl KvKeys {
     }
 }
 
-impl SharedKeys for KvKeys {
-    fn read(&self, key: &[u8]) -> Result<Option<Current>, SharedError> {
+impl KvKeys {
+    async fn read_now(&self, key: &[u8]) -> Result<Option<Current>, SharedError> {
         let subject = format!("{}{}", self.kv.prefix, bucket_key(key)?);
         // Not `kv.entry`: KV streams allow direct gets, which any replica answers, a
         // follower perhaps from behind. A stream message get is answered by the leader.
-        let message = block(self.last(&subject))??;
-        let Some(message) = message else {
+        let Some(message) = self.last(&subject).await? else {
             return Ok(None);
         };
         // A delete or purge (KV-Operation header) or a limit marker is not a record.
@@ -138,51 +207,82 @@ impl SharedKeys for KvKeys {
         }))
     }
 
-    fn write(
+    async fn write_now(
         &self,
         key: &[u8],
         expected: Option<u64>,
         record: &Stored,
     ) -> Result<u64, SharedError> {
-        let k = bucket_key(key)?;
-        let subject = format!("{}{k}", self.kv.prefix);
+        let subject = format!("{}{}", self.kv.prefix, bucket_key(key)?);
         let value = bytes::Bytes::from(record.encode());
-        block(async {
-            let mut pause = FIRST_PAUSE;
-            loop {
-                match self
-                    .kv
-                    .update(&k, value.clone(), expected.unwrap_or(0))
-                    .await
-                {
-                    Ok(revision) => return Ok(revision),
-                    Err(e) => match write_failure(&e) {
-                        WriteFailure::Conflict => {
-                            // The leader refuses a write while an earlier one of the key is
-                            // still being applied, and reads show the key without it until
-                            // then: wait until the key's revision has moved, so that the
-                            // service's next read sees the write it lost to.
-                            loop {
-                                let last = self.last(&subject).await?.map(|m| m.sequence);
-                                if last != expected {
-                                    return Err(SharedError::Conflict);
-                                }
-                                tokio::time::sleep(pause).await;
-                                pause = (pause * 2).min(MAX_PAUSE);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            async_nats::header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            expected.unwrap_or(0).to_string().as_str(),
+        );
+        if matches!(record, Stored::Deleted(_)) {
+            headers.insert(
+                async_nats::header::NATS_MESSAGE_TTL,
+                TOMBSTONE_TTL.as_secs().to_string().as_str(),
+            );
+        }
+        let mut pause = FIRST_PAUSE;
+        loop {
+            let sent = match self
+                .js
+                .publish_with_headers(subject.clone(), headers.clone(), value.clone())
+                .await
+            {
+                Ok(ack) => ack.await,
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(ack) => return Ok(ack.sequence),
+                Err(e) => match write_failure(&e) {
+                    WriteFailure::Conflict => {
+                        // The leader refuses a write while an earlier one of the key is
+                        // still being applied, and reads show the key without it until
+                        // then: wait until the key's revision has moved, so that the
+                        // service's next read sees the write it lost to.
+                        loop {
+                            let last = self.last(&subject).await?.map(|m| m.sequence);
+                            if last != expected {
+                                return Err(SharedError::Conflict);
                             }
-                        }
-                        WriteFailure::Busy => {
-                            tracing::debug!(target: "cluster", "writing {BUCKET}: {e}; trying again");
                             tokio::time::sleep(pause).await;
                             pause = (pause * 2).min(MAX_PAUSE);
                         }
-                        WriteFailure::Failed => {
-                            return Err(SharedError::Unavailable(format!("writing {BUCKET}: {e}")))
-                        }
-                    },
-                }
+                    }
+                    WriteFailure::Busy => {
+                        tracing::debug!(target: "cluster", "writing {BUCKET}: {e}; trying again");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(MAX_PAUSE);
+                    }
+                    WriteFailure::Full => {
+                        tracing::debug!(target: "cluster", "writing {BUCKET}: {e}");
+                        return Err(SharedError::Full);
+                    }
+                    WriteFailure::Failed => {
+                        return Err(SharedError::Unavailable(format!("writing {BUCKET}: {e}")))
+                    }
+                },
             }
-        })?
+        }
+    }
+}
+
+impl SharedKeys for KvKeys {
+    fn read<'a>(&'a self, key: &'a [u8]) -> SharedFuture<'a, Option<Current>> {
+        Box::pin(within(self.read_now(key)))
+    }
+
+    fn write<'a>(
+        &'a self,
+        key: &'a [u8],
+        expected: Option<u64>,
+        record: &'a Stored,
+    ) -> SharedFuture<'a, u64> {
+        Box::pin(within(self.write_now(key, expected, record)))
     }
 }
 
@@ -197,34 +297,41 @@ enum WriteFailure {
     /// Not decided (the stream's leader still applies earlier writes of the subject, or
     /// nobody answers the stream's subjects yet): the same write may be tried again.
     Busy,
+    /// The bucket's `max_bytes` (or the account's storage limit) refused it.
+    Full,
     Failed,
 }
 
 /// Why a compare-and-set failed. async-nats maps only JetStream's error 10071 to
-/// `WrongLastRevision`; nats-server 2.11+ answers a per-subject expectation with 10164
+/// `WrongLastSequence`; nats-server 2.11+ answers a per-subject expectation with 10164
 /// ("wrong last sequence", constant form), and with 10163 ("expected last sequence per
-/// subject not ready") while earlier proposals of the subject are in flight.
-fn write_failure(e: &async_nats::jetstream::kv::UpdateError) -> WriteFailure {
+/// subject not ready") while earlier proposals of the subject are in flight. A stream
+/// over its `max_bytes` with discard new answers 10077 "maximum bytes exceeded"; an
+/// account over its storage 10047 / 10002.
+fn write_failure(e: &async_nats::jetstream::context::PublishError) -> WriteFailure {
     use async_nats::jetstream::context::PublishErrorKind;
     use async_nats::jetstream::ErrorCode;
-    if e.kind() == async_nats::jetstream::kv::UpdateErrorKind::WrongLastRevision {
-        return WriteFailure::Conflict;
+    match e.kind() {
+        PublishErrorKind::WrongLastSequence => return WriteFailure::Conflict,
+        // No responders: no server took the message, so trying again is safe. (Not a
+        // timeout: the write may have been stored, and deciding again on it would
+        // misreport, e.g., an applied NX as not applied.)
+        PublishErrorKind::StreamNotFound => return WriteFailure::Busy,
+        _ => {}
     }
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
-        if let Some(publish) = s.downcast_ref::<async_nats::jetstream::context::PublishError>() {
-            // No responders: no server took the message, so trying again is safe. (Not a
-            // timeout: the write may have been stored, and deciding again on it would
-            // misreport, e.g., an applied NX as not applied.)
-            if publish.kind() == PublishErrorKind::StreamNotFound {
-                return WriteFailure::Busy;
-            }
-        }
         if let Some(js) = s.downcast_ref::<async_nats::jetstream::Error>() {
             return match js.error_code() {
                 ErrorCode::STREAM_WRONG_LAST_SEQUENCE
                 | ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT => WriteFailure::Conflict,
                 ErrorCode::STREAM_EXPECTED_LAST_SEQ_PER_SUBJECT_NOT_READY => WriteFailure::Busy,
+                ErrorCode::STREAM_STORE_FAILED if js.to_string().contains("maximum") => {
+                    WriteFailure::Full
+                }
+                ErrorCode::STORAGE_RESOURCES_EXCEEDED | ErrorCode::ACCOUNT_RESOURCES_EXCEEDED => {
+                    WriteFailure::Full
+                }
                 _ => WriteFailure::Failed,
             };
         }
@@ -278,48 +385,26 @@ pub(super) async fn start(
     replicas: usize,
     broker: &Arc<Broker>,
 ) -> Result<(), String> {
-    let (kv, mut watch) = super::bucket::open_watched(
-        client,
-        BUCKET,
-        "Gatehouse state store (one key per state store key)",
-        replicas,
-    )
-    .await?;
+    let max_bytes = backstop(&broker.state_store.quotas());
     broker
         .state_store
-        .attach_shared(Arc::new(KvKeys { kv: kv.clone() }));
+        .set_shared_stored_limit(live_limit(max_bytes));
+    let (kv, mut watch) =
+        super::bucket::open_stream_watched(client, BUCKET, stream_config(replicas, max_bytes))
+            .await?;
+    broker.state_store.attach_shared(Arc::new(KvKeys {
+        kv: kv.clone(),
+        js: async_nats::jetstream::new(client.clone()),
+    }));
     let shared = Arc::new(Shared {
         expiries: parking_lot::Mutex::new(Expiries::default()),
         changed: Notify::new(),
     });
     // The keys stored before this node started: their expiries (a node that starts after
-    // every other stopped still expires them), no notifications (nobody here registered).
-    let mut revision = 0;
-    let stored = kv
-        .status()
-        .await
-        .map(|s| s.values())
-        .map_err(|e| format!("the {BUCKET} bucket: {e}"))?;
-    if stored > 0 {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let entry = match tokio::time::timeout_at(deadline, watch.next()).await {
-                Ok(Some(Ok(entry))) => entry,
-                Ok(Some(Err(e))) => return Err(format!("reading the {BUCKET} bucket: {e}")),
-                Ok(None) | Err(_) => {
-                    return Err(format!("the {BUCKET} bucket could not be read within 30 s"))
-                }
-            };
-            revision = entry.revision;
-            let last = entry.delta == 0;
-            if let Some((key, record)) = record_of(&entry) {
-                shared.expiries.lock().set(&key, expiry_of(record.as_ref()));
-            }
-            if last {
-                break;
-            }
-        }
-    }
+    // every other stopped still expires them) and the count for the quotas; no
+    // notifications (nobody here registered).
+    let (records, revision) = snapshot(&kv, &mut watch).await?;
+    recount(broker, &shared, records, revision, None);
     tokio::spawn(follow(
         kv,
         watch,
@@ -331,20 +416,127 @@ pub(super) async fn start(
     Ok(())
 }
 
-/// Hands every change of the bucket to the state store (KEYNOTIFY) and records its
-/// expiry; watches again from the last revision seen when the watch ends (NATS
-/// reconnected). Ends with the broker.
+/// Every key's current record, from a watch with history just opened (`watch`), and the
+/// highest revision read. Ends at the last record the watch announced (delta 0), or
+/// when none came for a second: a delete record may expire (TTL) before it is delivered,
+/// and the one announced last may then never come.
+async fn snapshot(
+    kv: &async_nats::jetstream::kv::Store,
+    watch: &mut async_nats::jetstream::kv::Watch,
+) -> Result<(Vec<async_nats::jetstream::kv::Entry>, u64), String> {
+    let mut entries = Vec::new();
+    let mut revision = 0;
+    let stored = kv
+        .status()
+        .await
+        .map(|s| s.values())
+        .map_err(|e| format!("the {BUCKET} bucket: {e}"))?;
+    if stored == 0 {
+        return Ok((entries, revision));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let idle = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
+        let entry = match tokio::time::timeout_at(idle, watch.next()).await {
+            Ok(Some(Ok(entry))) => entry,
+            Ok(Some(Err(e))) => return Err(format!("reading the {BUCKET} bucket: {e}")),
+            Ok(None) => return Err(format!("reading the {BUCKET} bucket: the watch ended")),
+            Err(_) if tokio::time::Instant::now() < deadline => break,
+            Err(_) => return Err(format!("the {BUCKET} bucket could not be read within 30 s")),
+        };
+        revision = revision.max(entry.revision);
+        let last = entry.delta == 0;
+        entries.push(entry);
+        if last {
+            break;
+        }
+    }
+    Ok((entries, revision))
+}
+
+/// Take a fresh read of the bucket (`entries`, up to `upto`) as this node's count of
+/// live keys and its expiries; notify the changes after `notify_after` (those the node
+/// has not seen yet).
+fn recount(
+    broker: &Broker,
+    shared: &Shared,
+    entries: Vec<async_nats::jetstream::kv::Entry>,
+    upto: u64,
+    notify_after: Option<u64>,
+) {
+    let mut records = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        let Some((key, record)) = record_of(entry) else {
+            continue;
+        };
+        shared.expiries.lock().set(&key, expiry_of(record.as_ref()));
+        if let (Some(after), Some(record)) = (notify_after, &record) {
+            if entry.revision > after {
+                broker.state_store.notify_shared(&key, record, |client, m| {
+                    broker.deliver_notification(client, m)
+                });
+            }
+        }
+        records.push((bytes::Bytes::from(key), entry.revision, record));
+    }
+    broker.state_store.recount_shared(records, upto);
+    shared.changed.notify_one();
+}
+
+/// Hands every change of the bucket to the state store (KEYNOTIFY, the count for the
+/// quotas) and records its expiry. When the watch ends or fails (NATS reconnected), it
+/// watches again from the start: every key's current record recounts the live keys
+/// (deletes missed meanwhile may have left no record by now: they expire), and the
+/// changes after the last one seen are notified. Ends with the broker.
+///
+/// Not `bucket::follow` (which resumes after the last revision seen) for that recount.
 async fn follow(
     kv: async_nats::jetstream::kv::Store,
-    watch: async_nats::jetstream::kv::Watch,
-    revision: u64,
+    mut watch: async_nats::jetstream::kv::Watch,
+    mut revision: u64,
     broker: Weak<Broker>,
     shared: Arc<Shared>,
 ) {
-    super::bucket::follow(kv, watch, revision, BUCKET, broker, |broker, entry| {
-        apply(broker, &shared, entry)
-    })
-    .await
+    loop {
+        while let Some(next) = watch.next().await {
+            let Some(b) = broker.upgrade() else {
+                return;
+            };
+            match next {
+                Ok(entry) => {
+                    revision = revision.max(entry.revision);
+                    apply(&b, &shared, entry);
+                }
+                Err(e) => {
+                    tracing::warn!(target: "cluster", "watching {BUCKET}: {e}");
+                    break;
+                }
+            }
+        }
+        if broker.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let again = async {
+            let mut w = kv
+                .watch_with_history(">")
+                .await
+                .map_err(|e| e.to_string())?;
+            let read = snapshot(&kv, &mut w).await?;
+            Ok::<_, String>((w, read))
+        };
+        match again.await {
+            Ok((w, (entries, upto))) => {
+                let Some(b) = broker.upgrade() else {
+                    return;
+                };
+                recount(&b, &shared, entries, upto, Some(revision));
+                revision = revision.max(upto);
+                watch = w;
+            }
+            Err(e) => tracing::warn!(target: "cluster", "watching {BUCKET} again: {e}"),
+        }
+    }
 }
 
 /// The state store key of a bucket entry and its record (`None`: deleted or purged by
@@ -375,6 +567,9 @@ fn apply(broker: &Broker, shared: &Shared, entry: async_nats::jetstream::kv::Ent
         return;
     };
     shared.expiries.lock().set(&key, expiry_of(record.as_ref()));
+    broker
+        .state_store
+        .seen_shared(&key, entry.revision, record.as_ref());
     shared.changed.notify_one();
     // An operator's delete or purge: nothing to notify.
     if let Some(record) = record {
@@ -395,7 +590,7 @@ async fn expire(broker: Weak<Broker>, shared: Arc<Shared>) {
         let now_ms = b.state_store.now_ms();
         let (due, next) = shared.expiries.lock().take_due(now_ms);
         for key in due {
-            if let Err(e) = b.state_store.expire_shared(&key) {
+            if let Err(e) = b.state_store.expire_shared(&key).await {
                 tracing::debug!(target: "cluster", "expiring a state store key: {e}");
             }
         }

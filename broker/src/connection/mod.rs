@@ -179,6 +179,10 @@ pub(crate) struct Connection {
     auth_method: Option<String>,
     /// A re-authentication in progress (AUTH 0x19 sent by the client).
     reauth: Option<Pin<Box<dyn Future<Output = Reauth> + Send>>>,
+    /// Cluster mode: a state store request waiting for the shared store (issue 15). Boxed:
+    /// most connections never have one. While it waits, no further packet of this client
+    /// is handled (its requests are answered, and take effect, in the order sent).
+    state_store_pending: Option<Box<state_store::Pending>>,
     wbuf: BytesMut,
     /// The port's counters (PUBLISH in and out).
     metrics: Arc<PortMetrics>,

@@ -90,6 +90,7 @@ impl Connection {
             AcksReady,
             Reauthenticated(Reauth),
             DeviceRevoked(String),
+            StateStoreAnswered(crate::statestore::service::Answer),
         }
         // Set after a write until a flush has gone through: framed transports
         // (WebSockets) may hold written bytes until flushed; for TCP flush is free.
@@ -138,6 +139,7 @@ impl Connection {
                 if self.wbuf.len() >= READ_PAUSE_BYTES
                     || self.inbound_window_full()
                     || self.paused()
+                    || self.state_store_waiting()
                 {
                     break;
                 }
@@ -187,7 +189,8 @@ impl Connection {
             };
             // Not reading the client, through no fault of its own: its keep alive must
             // not run out meanwhile.
-            let window_full = self.inbound_window_full() || self.paused();
+            let window_full =
+                self.inbound_window_full() || self.paused() || self.state_store_waiting();
             let reading = self.wbuf.len() < READ_PAUSE_BYTES && !window_full;
             let writing = !self.wbuf.is_empty();
             // Only an earlier deadline moves the timer now; a later one waits for it
@@ -224,6 +227,7 @@ impl Connection {
             // it captures is stored in every waiting connection's task, so it captures
             // each thing once and the flags by value.
             let (wbuf, reauth, session) = (&self.wbuf, &mut self.reauth, &*session);
+            let state_store = &mut self.state_store_pending;
             let (kicked, sock, rbuf) = (&mut *kicked, &mut *stream, &mut *rbuf);
             let mut waiting_timer = timer.as_mut();
             let (seen, registered) = (&mut looked, &mut timer_registered);
@@ -274,6 +278,11 @@ impl Connection {
                 if let Some(f) = revoked.as_mut() {
                     if let Poll::Ready(why) = f.as_mut().poll(cx) {
                         return Poll::Ready(Event::DeviceRevoked(why));
+                    }
+                }
+                if let Some(p) = state_store.as_mut() {
+                    if let Poll::Ready(answer) = p.poll_answer(cx) {
+                        return Poll::Ready(Event::StateStoreAnswered(answer));
                     }
                 }
                 if let Some(f) = held.as_mut() {
@@ -327,6 +336,7 @@ impl Connection {
                     timer_registered = false;
                 }
                 Event::DeviceRevoked(why) => return Exit::DeviceRevoked(why),
+                Event::StateStoreAnswered(answer) => self.on_state_store_answer(answer),
                 Event::Reauthenticated(answer) => {
                     self.reauth = None;
                     if let Err(exit) = self.on_reauth(answer) {

@@ -14,17 +14,49 @@
 //!   requester must be allowed to receive it and to publish there
 //!   ([`Connection::state_store_reply_allowed`]); otherwise the request is refused with
 //!   0x87 Not authorized before anything of it runs.
+//! - Cluster mode (issue 15): a GET/SET/DEL/VDEL waits for the shared store (JetStream).
+//!   It runs in a task of its own and the connection awaits it ([`Pending`]) in its serve
+//!   loop, handling none of the client's later packets meanwhile: the client's requests
+//!   take effect and are answered in the order sent, as on a single node, while the
+//!   connection keeps writing what the client receives, and no worker thread waits.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use gatehouse_protocol::{Publish, QoS, ReasonCode};
 
 use super::{Connection, Exit};
 use crate::authz::Action;
 use crate::message::Message;
-use crate::statestore::service::Invocation;
+use crate::statestore::service::shared::SharedError;
+use crate::statestore::service::{Answer, Invocation, Started};
 use crate::statestore::topic::is_forbidden_response_topic;
+
+/// A request on the shared store (cluster mode) running in its own task, and what its
+/// answer needs once it comes.
+pub(super) struct Pending {
+    task: tokio::task::JoinHandle<Answer>,
+    response_topic: String,
+    correlation: Option<Bytes>,
+    ttl: Option<Duration>,
+}
+
+impl Pending {
+    /// The answer, once the request's task has it.
+    pub(super) fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<Answer> {
+        Pin::new(&mut self.task).poll(cx).map(|joined| {
+            joined.unwrap_or_else(|e| {
+                Answer::unavailable(&SharedError::Unavailable(format!(
+                    "the request's task failed: {e}"
+                )))
+            })
+        })
+    }
+}
 
 /// The prefix of a client's own reply namespace: `clients/{client id}/` (the AIO
 /// convention: the seed's policies grant `clients/{principal.clientId}/#` and the SDKs
@@ -136,7 +168,7 @@ impl Connection {
             }
         }
         let broker = &self.broker;
-        let answer = broker.state_store.invoke(
+        let started = broker.state_store.start(
             Invocation {
                 client_id: &self.client_id,
                 payload: &p.payload,
@@ -145,19 +177,76 @@ impl Connection {
             |action| self.permitted(action),
             |client, notification| broker.deliver_notification(client, notification),
         );
-        let response =
-            Arc::new(answer.into_message(response_topic.to_owned(), correlation.cloned()));
+        let ttl = p
+            .properties
+            .message_expiry_interval
+            .map(|s| Duration::from_secs(u64::from(s)));
+        let answer = match started {
+            Started::Done(answer) => answer,
+            Started::Shared(request) => {
+                // Awaited by the serve loop (`Event::StateStoreAnswered`): not a worker
+                // thread held for the round trip.
+                let b = broker.clone();
+                self.state_store_pending = Some(Box::new(Pending {
+                    task: tokio::spawn(async move { b.state_store.finish_shared(request).await }),
+                    response_topic: response_topic.to_owned(),
+                    correlation: correlation.cloned(),
+                    ttl,
+                }));
+                return Ok(());
+            }
+        };
+        self.answer_state_store_request(
+            answer,
+            response_topic.to_owned(),
+            correlation.cloned(),
+            ttl,
+            now,
+        );
+        Ok(())
+    }
+
+    /// Whether a state store request is waiting for the shared store: the serve loop then
+    /// handles no further packet of the client's until it is answered.
+    pub(super) fn state_store_waiting(&self) -> bool {
+        self.state_store_pending.is_some()
+    }
+
+    /// The shared store answered the waiting request: publish the answer.
+    pub(super) fn on_state_store_answer(&mut self, answer: Answer) {
+        if let Some(p) = self.state_store_pending.take() {
+            let Pending {
+                response_topic,
+                correlation,
+                ttl,
+                ..
+            } = *p;
+            self.answer_state_store_request(
+                answer,
+                response_topic,
+                correlation,
+                ttl,
+                Instant::now(),
+            );
+        }
+    }
+
+    /// Publish `answer` to the response topic, and keep it for a retransmitted request.
+    fn answer_state_store_request(
+        &mut self,
+        answer: Answer,
+        response_topic: String,
+        correlation: Option<Bytes>,
+        ttl: Option<Duration>,
+        now: Instant,
+    ) {
+        let response = Arc::new(answer.into_message(response_topic, correlation.clone()));
         if let Some(c) = correlation {
-            let ttl = p
-                .properties
-                .message_expiry_interval
-                .map(|s| Duration::from_secs(u64::from(s)));
             self.session
                 .lock()
                 .state_store_replies
-                .insert(c.clone(), ttl, response.clone(), now);
+                .insert(c, ttl, response.clone(), now);
         }
-        broker.router.publish(&response);
-        Ok(())
+        self.broker.router.publish(&response);
     }
 }

@@ -3,8 +3,7 @@
 //! Gatehouse nodes on a real three-server NATS cluster; raw MQTT v5 state store clients
 //! (`gatehouse_tests::state_store`), one per node.
 //!
-//! The nodes run in the test's process, on its runtime: the state store's blocking round
-//! trips to the bucket need the multi-thread runtime, as the `gatehouse` binary has.
+//! The nodes run in the test's process, on its runtime.
 
 use std::time::Duration;
 

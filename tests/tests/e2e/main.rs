@@ -26,6 +26,8 @@ mod cluster_backpressure;
 mod cluster_node_kill;
 mod cluster_statestore;
 mod cluster_statestore_sdk;
+mod cluster_statestore_async;
+mod cluster_statestore_quota;
 mod config_errors;
 mod conn_buffers;
 mod custom_auth;

@@ -89,7 +89,7 @@ impl Answer {
     /// 503 Service Unavailable (P1 command-errors.md), empty payload: cluster mode's shared
     /// store could not commit or read the key. The SDKs report it as a service error
     /// rather than a state store reply, which is what it is: nothing was decided.
-    pub(super) fn unavailable(reason: &super::shared::SharedError) -> Self {
+    pub fn unavailable(reason: &super::shared::SharedError) -> Self {
         Answer {
             payload: Bytes::new(),
             user_properties: vec![

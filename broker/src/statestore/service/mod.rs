@@ -52,6 +52,27 @@ pub struct StateStore<C = SystemClock> {
     /// store, set once at start ([`StateStore::attach_shared`]). KEYNOTIFY registrations
     /// stay in `inner` (they belong to this node's clients).
     shared: OnceLock<std::sync::Arc<dyn SharedKeys>>,
+    /// Cluster mode: the shared store's live keys, counted for the quotas.
+    usage: Mutex<shared::Usage>,
+}
+
+/// How far [`StateStore::start`] got.
+pub enum Started {
+    /// Answered.
+    Done(Answer),
+    /// A request on the shared store (cluster mode): await [`StateStore::finish_shared`].
+    Shared(SharedRequest),
+}
+
+/// A request on the shared store, checked (parsed, authorized, stamps valid) and owned,
+/// so that its connection can await it.
+pub struct SharedRequest {
+    shared: std::sync::Arc<dyn SharedKeys>,
+    command: StateStoreCommand,
+    request: Request,
+    key: Bytes,
+    client: std::sync::Arc<str>,
+    stamps: Stamps,
 }
 
 /// How many times a write is decided again after losing a compare-and-set to another
@@ -81,6 +102,7 @@ impl<C: WallClock> StateStore<C> {
             requests: StateStoreCounters::default(),
             scan_tokens: super::scan_token::ScanTokens::new(),
             shared: OnceLock::new(),
+            usage: Mutex::new(shared::Usage::default()),
         }
     }
 
@@ -112,16 +134,50 @@ impl<C: WallClock> StateStore<C> {
 
     /// Run one request. `authorize` is the requesting client's authorization check;
     /// `deliver(client_id, notification)` hands a notification to a watcher's session.
+    ///
+    /// Synchronous: a request on the shared store (cluster mode) is answered only if the
+    /// store answers without waiting (the tests' in-memory store); otherwise `__stat` 503.
+    /// The connection uses [`Self::start`] and awaits [`Self::finish_shared`].
     pub fn invoke(
         &self,
         invocation: Invocation<'_>,
         authorize: impl Fn(&Action<'_>) -> bool,
         deliver: impl FnMut(&str, Message),
     ) -> Answer {
+        use futures_util::FutureExt as _;
+        match self.start(invocation, authorize, deliver) {
+            Started::Done(answer) => answer,
+            Started::Shared(request) => {
+                let command = request.command;
+                self.finish_shared(request)
+                    .now_or_never()
+                    .unwrap_or_else(|| {
+                        let answer = Answer::unavailable(&SharedError::Unavailable(
+                            "the shared store would have to be waited for".to_owned(),
+                        ));
+                        self.requests.record(Some(command), &answer);
+                        answer
+                    })
+            }
+        }
+    }
+
+    /// Run one request as far as it goes without waiting: everything on a single node;
+    /// in cluster mode GET/SET/DEL/VDEL stop after the checks that need no key (parse,
+    /// authorization, stamps) and are handed back as a [`SharedRequest`] for
+    /// [`Self::finish_shared`].
+    pub fn start(
+        &self,
+        invocation: Invocation<'_>,
+        authorize: impl Fn(&Action<'_>) -> bool,
+        deliver: impl FnMut(&str, Message),
+    ) -> Started {
         let mut command = None;
-        let answer = self.run(invocation, authorize, deliver, &mut command);
-        self.requests.record(command, &answer);
-        answer
+        let started = self.run(invocation, authorize, deliver, &mut command);
+        if let Started::Done(answer) = &started {
+            self.requests.record(command, answer);
+        }
+        started
     }
 
     /// [`Self::invoke`]; `command` is set once the request has parsed.
@@ -131,7 +187,7 @@ impl<C: WallClock> StateStore<C> {
         authorize: impl Fn(&Action<'_>) -> bool,
         mut deliver: impl FnMut(&str, Message),
         command: &mut Option<StateStoreCommand>,
-    ) -> Answer {
+    ) -> Started {
         let header = |name: &str| {
             invocation
                 .user_properties
@@ -141,12 +197,12 @@ impl<C: WallClock> StateStore<C> {
         };
         if let Some(requested) = header("__protVer") {
             if !is_supported_version(requested) {
-                return Answer::unsupported_version(requested);
+                return Started::Done(Answer::unsupported_version(requested));
             }
         }
         let request = match Request::parse(invocation.payload) {
             Ok(request) => request,
-            Err(error) => return Answer::error(error),
+            Err(error) => return Started::Done(Answer::error(error)),
         };
         *command = Some(StateStoreCommand::of(&request));
         if let Some(key) = request.key() {
@@ -156,7 +212,7 @@ impl<C: WallClock> StateStore<C> {
             );
             if !authorize(&Action::StateStore { write, key }) {
                 tracing::debug!(target: "statestore", client_id = invocation.client_id, "key access denied");
-                return Answer::error(ErrorReply::NotAuthorized);
+                return Started::Done(Answer::error(ErrorReply::NotAuthorized));
             }
         }
         let rule = StampRule::of(&request);
@@ -165,9 +221,17 @@ impl<C: WallClock> StateStore<C> {
                 let now_ms = self.now_ms();
                 let stamps = match check_stamps(rule, header("__ts"), header("__ft"), now_ms) {
                     Ok(stamps) => stamps,
-                    Err(error) => return Answer::error(error),
+                    Err(error) => return Started::Done(Answer::error(error)),
                 };
-                return self.run_shared(&**shared, &request, key, invocation.client_id, &stamps);
+                let key = key.clone();
+                return Started::Shared(SharedRequest {
+                    shared: shared.clone(),
+                    command: StateStoreCommand::of(&request),
+                    request,
+                    key,
+                    client: invocation.client_id.into(),
+                    stamps,
+                });
             }
         }
         let mut guard = self.inner.lock();
@@ -175,7 +239,7 @@ impl<C: WallClock> StateStore<C> {
         let now_ms = clock.wall_now_ms();
         let stamps = match check_stamps(rule, header("__ts"), header("__ft"), now_ms) {
             Ok(stamps) => stamps,
-            Err(error) => return Answer::error(error),
+            Err(error) => return Started::Done(Answer::error(error)),
         };
         if let Request::Scan { pattern, token } = &request {
             // The client sees sealed tokens only (see `scan_token`): the last key examined
@@ -184,7 +248,7 @@ impl<C: WallClock> StateStore<C> {
                 None => None,
                 Some(t) => match self.scan_tokens.open(invocation.client_id, t) {
                     Some(key) => Some(key),
-                    None => return Answer::error(ErrorReply::Syntax),
+                    None => return Started::Done(Answer::error(ErrorReply::Syntax)),
                 },
             };
             let reply = store.scan(pattern, after.as_deref(), now_ms, |key| {
@@ -203,7 +267,7 @@ impl<C: WallClock> StateStore<C> {
                 },
                 other => other,
             };
-            return Answer::reply(&reply, None);
+            return Started::Done(Answer::reply(&reply, None));
         }
         let persistence = self.persistence.get();
         let persist = matches!(request, Request::Set { .. })
@@ -240,7 +304,10 @@ impl<C: WallClock> StateStore<C> {
         ) {
             self.expiry_changed.notify_one();
         }
-        Answer::reply(&outcome.reply, outcome.version.map(|v| v.to_string()))
+        Started::Done(Answer::reply(
+            &outcome.reply,
+            outcome.version.map(|v| v.to_string()),
+        ))
     }
 
     /// Cluster mode: keep the keys of GET/SET/DEL/VDEL in `shared` from now on (set once at
@@ -252,13 +319,24 @@ impl<C: WallClock> StateStore<C> {
         }
     }
 
+    /// Finish a request [`Self::start`] handed back: GET/SET/DEL/VDEL on the shared store
+    /// (cluster mode), awaited by the requester's connection without holding a thread.
+    pub async fn finish_shared(&self, r: SharedRequest) -> Answer {
+        let answer = self
+            .run_shared(&*r.shared, &r.request, &r.key, &r.client, &r.stamps)
+            .await;
+        self.requests.record(Some(r.command), &answer);
+        answer
+    }
+
     /// GET/SET/DEL/VDEL on the shared store (cluster mode): read the key's record, decide
     /// on a scratch store holding only that record (the single-node rules: fencing,
-    /// NX/NEX, VDEL, lazy expiry, versions), commit the result by compare-and-set on the
+    /// NX/NEX, VDEL, lazy expiry, versions, and the quotas with the shared store's other
+    /// keys counted: [`shared::Usage`]), commit the result by compare-and-set on the
     /// record's revision; on a conflict read and decide again, up to [`SHARED_ATTEMPTS`]
     /// times. Nothing is notified here: the shared store's watch on every node does it
     /// ([`Self::notify_shared`]), once per change, this node's own included.
-    fn run_shared(
+    async fn run_shared(
         &self,
         shared: &dyn SharedKeys,
         request: &Request,
@@ -267,11 +345,13 @@ impl<C: WallClock> StateStore<C> {
         stamps: &Stamps,
     ) -> Answer {
         for _ in 0..SHARED_ATTEMPTS {
-            let current = match shared.read(key) {
+            let current = match shared.read(key).await {
                 Ok(current) => current,
                 Err(e) => return Answer::unavailable(&e),
             };
-            let (outcome, next) = {
+            let (outcome, next, reservation) = {
+                // Lock order: usage, then inner.
+                let mut usage = self.usage.lock();
                 let mut guard = self.inner.lock();
                 let Inner { store, clock } = &mut *guard;
                 let live = match current.as_ref().and_then(|c| c.stored.as_ref()) {
@@ -285,6 +365,7 @@ impl<C: WallClock> StateStore<C> {
                 };
                 let now_ms = clock.wall_now_ms();
                 let mut scratch = Store::with_entries(store.quotas(), live);
+                scratch.set_outside(usage.outside(key, client));
                 let ctx = Context {
                     client,
                     stamps,
@@ -300,20 +381,56 @@ impl<C: WallClock> StateStore<C> {
                     (Some(_), Some(entry)) => Some(Stored::Live(entry.clone())),
                     (Some(change), None) => Some(Stored::Deleted(change.version.clone())),
                 };
-                (outcome, next)
+                if next
+                    .as_ref()
+                    .is_some_and(|n| usage.over_stored_limit(key, n))
+                {
+                    tracing::debug!(
+                        target: "statestore",
+                        client_id = client,
+                        "request refused: the shared store's bucket is nearly full"
+                    );
+                    return Answer::error(ErrorReply::QuotaExceeded);
+                }
+                let reservation = next.as_ref().map(|n| usage.reserve(key, n));
+                (outcome, next, reservation)
             };
+            if let Some(hit) = outcome.quota_hit {
+                tracing::debug!(
+                    target: "statestore",
+                    client_id = client,
+                    limit = hit.setting(),
+                    "request refused: the quota has been exceeded (cluster-wide)"
+                );
+            }
             let answer = || {
                 Answer::reply(
                     &outcome.reply,
                     outcome.version.as_ref().map(|v| v.to_string()),
                 )
             };
-            let Some(next) = next else {
+            let (Some(next), Some(reservation)) = (next, reservation) else {
                 return answer();
             };
-            match shared.write(key, current.map(|c| c.revision), &next) {
+            let written = shared.write(key, current.map(|c| c.revision), &next).await;
+            {
+                let mut usage = self.usage.lock();
+                usage.release(&reservation);
+                if let Ok(revision) = written {
+                    usage.committed(key, revision, &next);
+                }
+            }
+            match written {
                 Ok(_) => return answer(),
                 Err(SharedError::Conflict) => continue,
+                Err(SharedError::Full) if matches!(next, Stored::Live(_)) => {
+                    tracing::debug!(
+                        target: "statestore",
+                        client_id = client,
+                        "request refused: the shared store's bucket is full"
+                    );
+                    return Answer::error(ErrorReply::QuotaExceeded);
+                }
                 Err(e) => return Answer::unavailable(&e),
             }
         }
@@ -321,6 +438,35 @@ impl<C: WallClock> StateStore<C> {
         Answer::unavailable(&SharedError::Unavailable(
             "the key is written too often to commit this request".to_owned(),
         ))
+    }
+
+    /// A change of the shared store's watch (cluster mode), from any node, this one
+    /// included, at `revision` (`None`: deleted or purged by someone else than Gatehouse):
+    /// counted for the quotas.
+    pub fn seen_shared(&self, key: &[u8], revision: u64, record: Option<&Stored>) {
+        self.usage.lock().seen(key, revision, record);
+    }
+
+    /// Cluster mode: live records may take at most `limit` bytes of the shared store
+    /// (see [`shared::Usage::set_stored_limit`]).
+    pub fn set_shared_stored_limit(&self, limit: Option<u64>) {
+        self.usage.lock().set_stored_limit(limit);
+    }
+
+    /// Count the shared store's keys again from `records`, a fresh read of every key's
+    /// current record up to revision `upto` (cluster mode, after the watch was
+    /// interrupted; see [`shared::Usage::rebuild`]).
+    pub fn recount_shared(
+        &self,
+        records: impl IntoIterator<Item = (Bytes, u64, Option<Stored>)>,
+        upto: u64,
+    ) {
+        self.usage.lock().rebuild(records, upto);
+    }
+
+    /// Live keys of the shared store as this node counts them (cluster mode).
+    pub fn shared_len(&self) -> usize {
+        self.usage.lock().len()
     }
 
     /// A change of the shared store (cluster mode), from any node, this one included:
@@ -346,12 +492,12 @@ impl<C: WallClock> StateStore<C> {
     /// Active expiry in cluster mode: delete `key` from the shared store if it has
     /// expired, by compare-and-set (every node may try; one wins, the others find it
     /// deleted or written again). The DELETE notifications come from the watch.
-    pub fn expire_shared(&self, key: &[u8]) -> Result<(), SharedError> {
+    pub async fn expire_shared(&self, key: &[u8]) -> Result<(), SharedError> {
         let Some(shared) = self.shared.get() else {
             return Ok(());
         };
         for _ in 0..SHARED_ATTEMPTS {
-            let Some(current) = shared.read(key)? else {
+            let Some(current) = shared.read(key).await? else {
                 return Ok(());
             };
             let Some(Stored::Live(entry)) = &current.stored else {
@@ -365,13 +511,21 @@ impl<C: WallClock> StateStore<C> {
                 }
                 Stored::Deleted(guard.clock.version_for(None, Some(&entry.version)))
             };
-            match shared.write(key, Some(current.revision), &deleted) {
-                Ok(_) => return Ok(()),
+            match shared.write(key, Some(current.revision), &deleted).await {
+                Ok(revision) => {
+                    self.usage.lock().committed(key, revision, &deleted);
+                    return Ok(());
+                }
                 Err(SharedError::Conflict) => continue,
                 Err(e) => return Err(e),
             }
         }
         Ok(())
+    }
+
+    /// The quotas in force.
+    pub fn quotas(&self) -> Quotas {
+        self.inner.lock().store.quotas()
     }
 
     /// A reload changed `broker.stateStoreKeyQuota` or a byte quota.
@@ -437,8 +591,12 @@ impl<C: WallClock> StateStore<C> {
         self.expiry_changed.notified().await;
     }
 
-    /// The number of stored keys.
+    /// The number of stored keys (cluster mode: the shared store's live keys, as this
+    /// node counts them).
     pub fn len(&self) -> usize {
+        if self.shared.get().is_some() {
+            return self.shared_len();
+        }
         self.inner.lock().store.len()
     }
 
@@ -762,7 +920,9 @@ mod tests {
         use std::collections::HashMap;
         use std::sync::atomic::AtomicUsize;
 
-        use super::super::shared::{Current, SharedError, SharedKeys, Stored};
+        use futures_util::FutureExt as _;
+
+        use super::super::shared::{Current, SharedError, SharedFuture, SharedKeys, Stored};
         use super::*;
         use crate::statestore::hlc::Hlc;
 
@@ -789,7 +949,22 @@ mod tests {
         }
 
         impl SharedKeys for Fake {
-            fn read(&self, key: &[u8]) -> Result<Option<Current>, SharedError> {
+            fn read<'a>(&'a self, key: &'a [u8]) -> SharedFuture<'a, Option<Current>> {
+                Box::pin(std::future::ready(self.read_now(key)))
+            }
+
+            fn write<'a>(
+                &'a self,
+                key: &'a [u8],
+                expected: Option<u64>,
+                record: &'a Stored,
+            ) -> SharedFuture<'a, u64> {
+                Box::pin(std::future::ready(self.write_now(key, expected, record)))
+            }
+        }
+
+        impl Fake {
+            fn read_now(&self, key: &[u8]) -> Result<Option<Current>, SharedError> {
                 let current = self.keys.lock().get(key).map(|(revision, stored)| Current {
                     revision: *revision,
                     stored: Some(stored.clone()),
@@ -805,7 +980,7 @@ mod tests {
                 Ok(current)
             }
 
-            fn write(
+            fn write_now(
                 &self,
                 key: &[u8],
                 expected: Option<u64>,
@@ -907,7 +1082,7 @@ mod tests {
                 .unwrap();
             assert!(version > deleted, "{version} > {deleted}");
             // Active expiry: nothing to do for a live key without expiry.
-            s.expire_shared(b"k").unwrap();
+            s.expire_shared(b"k").now_or_never().unwrap().unwrap();
             assert!(matches!(fake.stored(b"k"), Some(Stored::Live(_))));
         }
 

@@ -28,8 +28,7 @@ mod scan;
 #[cfg(test)]
 mod tests;
 
-use quota::entry_bytes;
-pub use quota::{QuotaHit, Quotas};
+pub use quota::{entry_bytes, Outside, QuotaHit, Quotas};
 pub use scan::{SCAN_BUDGET, SCAN_MATCH_BUDGET, SCAN_PAGE_SIZE};
 
 /// One stored key.
@@ -142,6 +141,9 @@ pub struct Store {
     watchers: HashMap<Bytes, BTreeSet<Arc<str>>>,
     /// client → keys it watches, for [`Store::drop_client`].
     watched: HashMap<Arc<str>, HashSet<Bytes>>,
+    /// Usage counted by the quotas beside these entries (cluster mode's scratch store);
+    /// empty on a single node.
+    outside: Outside,
 }
 
 impl Store {
@@ -169,6 +171,11 @@ impl Store {
     /// refused.
     pub fn set_quotas(&mut self, quotas: Quotas) {
         self.quotas = quotas;
+    }
+
+    /// Count `outside` against the quotas too (cluster mode: the shared store's other keys).
+    pub fn set_outside(&mut self, outside: Outside) {
+        self.outside = outside;
     }
 
     /// The bounds in force.

@@ -1,13 +1,15 @@
 //! The bounds of the store (statestore.md §6.3, security.md invariant 6) and the check a
 //! SET goes through.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::Store;
 
 /// The bytes a key holds for the byte quotas: its key and its value. Versions, tokens
 /// and map overhead are not counted (they are bounded per key, and so by [`Quotas::keys`]).
-pub(super) fn entry_bytes(key: &[u8], value: &[u8]) -> u64 {
+pub fn entry_bytes(key: &[u8], value: &[u8]) -> u64 {
     (key.len() as u64).saturating_add(value.len() as u64)
 }
 
@@ -47,6 +49,29 @@ impl Quotas {
     }
 }
 
+/// What the quotas count beside a store's own entries: in cluster mode a request is
+/// decided on a scratch store holding only its key, and the other keys of the shared
+/// store (as this node sees them, plus its own writes still in flight) are counted here,
+/// so a SET crosses a bound exactly where it would on a single node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outside {
+    /// Keys.
+    pub keys: usize,
+    /// Bytes of their keys and values.
+    pub total_bytes: u64,
+    /// The client these bytes belong to, and how many of them are its own.
+    pub client: Option<(Arc<str>, u64)>,
+}
+
+impl Outside {
+    fn client_bytes(&self, client: &str) -> u64 {
+        match &self.client {
+            Some((owner, bytes)) if &**owner == client => *bytes,
+            _ => 0,
+        }
+    }
+}
+
 /// Which bound of [`Quotas`] a SET would cross, for the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuotaHit {
@@ -75,7 +100,9 @@ impl Store {
     pub(super) fn quota_hit(&self, client: &str, key: &Bytes, value: &Bytes) -> Option<QuotaHit> {
         let q = &self.quotas;
         let existing = self.entries.get(key);
-        if existing.is_none() && q.keys.is_some_and(|max| self.entries.len() >= max) {
+        let outside = &self.outside;
+        let keys = self.entries.len().saturating_add(outside.keys);
+        if existing.is_none() && q.keys.is_some_and(|max| keys >= max) {
             return Some(QuotaHit::Keys);
         }
         if q.value_bytes.is_some_and(|max| value.len() as u64 > max) {
@@ -86,11 +113,14 @@ impl Store {
         let grows_past = |before: u64, after: u64, max: Option<u64>| {
             after > before && max.is_some_and(|max| after > max)
         };
-        let total_after = self.total_bytes.saturating_sub(old).saturating_add(new);
-        if grows_past(self.total_bytes, total_after, q.total_bytes) {
+        let total = self.total_bytes.saturating_add(outside.total_bytes);
+        let total_after = total.saturating_sub(old).saturating_add(new);
+        if grows_past(total, total_after, q.total_bytes) {
             return Some(QuotaHit::TotalBytes);
         }
-        let mine = self.client_bytes(client);
+        let mine = self
+            .client_bytes(client)
+            .saturating_add(outside.client_bytes(client));
         let mine_old = match existing.and_then(|e| e.owner.as_deref()) {
             Some(owner) if owner == client => old,
             _ => 0,
