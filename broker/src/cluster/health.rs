@@ -202,7 +202,10 @@ async fn probe_storage(
         }
         let started = Instant::now();
         let answered = match tokio::time::timeout(PROBE_TIMEOUT, js.get_stream(&stream)).await {
-            Ok(Ok(s)) => has_quorum(s.cached_info()),
+            Ok(Ok(s)) => {
+                let info = s.cached_info();
+                has_quorum(info.config.num_replicas, info.cluster.as_ref())
+            }
             _ => false,
         };
         let lost = health.storage_lost.load(Ordering::Acquire);
@@ -233,10 +236,14 @@ async fn probe_storage(
 /// gone goes on answering stream info as leader.
 const PEER_SILENT: Duration = Duration::from_secs(3);
 
-/// Whether the stream's leader hears from a majority of its replicas (itself included).
-fn has_quorum(info: &async_nats::jetstream::stream::Info) -> bool {
-    let replicas = info.config.num_replicas.max(1);
-    let Some(cluster) = &info.cluster else {
+/// Whether the leader of a stream of `replicas` copies hears from a majority of them
+/// (itself included).
+fn has_quorum(
+    replicas: usize,
+    cluster: Option<&async_nats::jetstream::stream::ClusterInfo>,
+) -> bool {
+    let replicas = replicas.max(1);
+    let Some(cluster) = cluster else {
         // Not clustered: the server that answered holds it.
         return true;
     };
@@ -256,5 +263,38 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the leader of an R3 stream says, its replicas last heard `active` ago
+    /// (nanoseconds, as the server writes them).
+    fn quorum(leader: Option<&str>, active: [u64; 2], offline: bool) -> bool {
+        let json = serde_json::json!({
+            "name": "c",
+            "leader": leader,
+            "replicas": [
+                { "name": "n2", "current": true, "active": active[0], "offline": offline },
+                { "name": "n3", "current": true, "active": active[1] }
+            ]
+        });
+        let cluster: async_nats::jetstream::stream::ClusterInfo =
+            serde_json::from_value(json).expect("a stream's cluster info");
+        has_quorum(3, Some(&cluster))
+    }
+
+    #[test]
+    fn quorum_needs_a_leader_that_hears_a_majority() {
+        let second = 1_000_000_000;
+        assert!(quorum(Some("n1"), [second / 2, second / 2], false));
+        // One replica silent: the leader and the other still make two of three.
+        assert!(quorum(Some("n1"), [second / 2, 9 * second], false));
+        // Both silent (killed) for longer than PEER_SILENT: the leader alone.
+        assert!(!quorum(Some("n1"), [4 * second, 4 * second], false));
+        assert!(!quorum(Some("n1"), [second / 2, 9 * second], true));
+        assert!(!quorum(None, [0, 0], false));
     }
 }
