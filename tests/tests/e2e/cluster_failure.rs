@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use gatehouse_protocol::Packet;
 use gatehouse_tests::broker::TestBroker;
-use gatehouse_tests::raw::{connack_code, pid, ConnectBuilder, Event, RawClient};
+use gatehouse_tests::raw::{connack_code, pid, ConnectBuilder, Event, RawClient, WillSpec};
 use gatehouse_tests::state_store::{ts_now, StateStoreClient};
 use tokio::time::Instant;
 
@@ -149,14 +149,31 @@ async fn retained_puback(c: &mut RawClient, topic: &str, payload: &[u8], id: u16
 /// 1. Every NATS server dies: after `disconnectGrace` each node disconnects its clients
 ///    (DISCONNECT 0x89 Server busy) and answers CONNECT with 0x88 Server unavailable (3.1.1:
 ///    return code 3), rather than serve sessions the rest of the cluster has moved past.
-///    When the servers are back (same ports, same stores), the node accepts again and
-///    forwards again. Fails on the code before health.rs: the client stays connected.
+///    The node publishes no wills for them (they are moving to other nodes). When the
+///    servers are back (same ports, same stores), the node accepts again and forwards
+///    again. Fails on the code before health.rs: the client stays connected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_cut_off_from_nats_disconnects_its_clients_until_nats_is_back() {
     let Some(mut nodes) = Nodes::start_or_skip("a_node_cut_off_from_nats", 2).await else {
         return;
     };
-    let mut connected = nodes.client(1, "cut-1").await;
+    // A persistent session subscribed to the will topic, and a client with a will.
+    let session = || {
+        ConnectBuilder::new("cut-will-sub")
+            .clean_start(false)
+            .session_expiry(300)
+    };
+    let mut will_sub = RawClient::connect(nodes.addr(1)).await;
+    will_sub.send(&session().build()).await;
+    will_sub.expect_connack_ok().await;
+    will_sub.sub_ok(1, "cut/will", 1).await;
+    let mut connected = RawClient::connect(nodes.addr(1)).await;
+    let mut will = WillSpec::new("cut/will", b"will");
+    will.qos = 1;
+    connected
+        .send(&ConnectBuilder::new("cut-1").will(will).build())
+        .await;
+    connected.expect_connack_ok().await;
     let killed = Instant::now();
     for i in 0..3 {
         nodes.nats.kill(i);
@@ -201,6 +218,15 @@ async fn a_node_cut_off_from_nats_disconnects_its_clients_until_nats_is_back() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // The session is there, and no will was queued in it: a node cut off publishes no
+    // wills (its clients are moving to other nodes).
+    let mut will_sub = RawClient::connect(nodes.addr(1)).await;
+    will_sub.send(&session().build()).await;
+    let connack = will_sub.expect_connack_ok().await;
+    assert!(connack.session_present);
+    if let Some(p) = will_sub.recv(Duration::from_secs(1)).await {
+        panic!("a will was published by the node cut off from NATS: {p:?}");
+    }
     let mut publisher = nodes.client(1, "cut-pub").await;
     let mut subscriber = nodes.client(2, "cut-sub").await;
     subscriber.sub_ok(1, "cut/t", 0).await;
