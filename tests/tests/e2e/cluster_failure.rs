@@ -288,7 +288,7 @@ async fn killing_one_nats_server_stalls_writes_briefly() {
     );
 
     // QoS 1 publishes every 20 ms from node 1 (acknowledged by node 1 at once).
-    const MEASURED: Duration = Duration::from_secs(10);
+    const MEASURED: Duration = Duration::from_secs(8);
     let sent_until = Instant::now() + Duration::from_secs(1) + MEASURED;
     let publishing = tokio::spawn(async move {
         let mut n: u16 = 0;
@@ -332,7 +332,9 @@ async fn killing_one_nats_server_stalls_writes_briefly() {
     // (sent after the kill, PUBACK code)
     let mut retained = Vec::new();
     let mut i: u16 = 0;
-    while killed.elapsed() < MEASURED {
+    // For MEASURED, and on until the last SET and retained PUBLISH succeed (at most 20 s).
+    let mut settled = false;
+    while killed.elapsed() < MEASURED || (killed.elapsed() < Duration::from_secs(20) && !settled) {
         i += 1;
         let at = killed.elapsed();
         let (answer, stat, took) = set(&mut ss, &format!("k{i}")).await;
@@ -341,6 +343,7 @@ async fn killing_one_nats_server_stalls_writes_briefly() {
         let code =
             retained_puback(&mut retainer, "one/retained", format!("r{i}").as_bytes(), i).await;
         retained.push((at, code));
+        settled = code == 0 && sets.last().is_some_and(|s| s.1 == "+OK\r\n");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let sent = publishing.await.expect("the publisher");
@@ -350,11 +353,12 @@ async fn killing_one_nats_server_stalls_writes_briefly() {
     // Writes resumed when the first SET started after the kill was answered +OK.
     let set_resumed = sets.iter().find(|s| s.1 == "+OK\r\n").map(|s| s.0 + s.3);
     let slowest = sets.iter().map(|s| s.3).max().unwrap_or_default();
-    let refused: Vec<_> = retained.iter().filter(|r| r.1 != 0).collect();
+    let refused: Vec<_> = retained.iter().filter(|r| r.1 != 0).map(|r| r.0).collect();
+    let refused = (refused.first(), refused.last(), refused.len());
     println!(
         "one server killed: forwarding max gap {max_gap:?}, {lost} of {sent} QoS 1 messages not \
          forwarded; {} SETs, first +OK done {set_resumed:?} after the kill, slowest {slowest:?}, \
-         not +OK: {set_failed:?}; retained PUBLISHes not 0x00: {refused:?}",
+         not +OK: {set_failed:?}; retained PUBLISHes refused (first, last, count): {refused:?}",
         sets.len()
     );
     for (at, answer, stat, _) in &sets {
@@ -386,12 +390,25 @@ async fn killing_one_nats_server_stalls_writes_briefly() {
         got.last()
     );
     // The last retained message (set while the server was down) reaches node 3.
-    let mut late = nodes.client(3, "one-late").await;
-    late.sub_ok(9, "one/retained", 0).await;
-    match late.recv(Duration::from_secs(5)).await {
-        Some(Packet::Publish(p)) => assert_eq!(p.payload.as_ref(), format!("r{i}").as_bytes()),
-        other => panic!("node 3 has no retained message: {other:?}"),
+    let last = format!("r{i}");
+    let asked = Instant::now();
+    loop {
+        let mut late = nodes.client(3, "one-late").await;
+        late.sub_ok(9, "one/retained", 0).await;
+        if let Some(Packet::Publish(p)) = late.recv(Duration::from_millis(500)).await {
+            if p.payload.as_ref() == last.as_bytes() {
+                break;
+            }
+        }
+        assert!(
+            asked.elapsed() < Duration::from_secs(20),
+            "node 3 never got the last retained message {last}"
+        );
     }
+    println!(
+        "one server killed: node 3 had the last retained message {:?} after it was acknowledged",
+        asked.elapsed()
+    );
     // The server comes back and rejoins.
     nodes.nats.restart(victim);
     nodes.nats.wait_ready(Duration::from_secs(20)).await;
@@ -495,22 +512,22 @@ async fn without_nats_quorum_qos0_flows_and_storage_answers_with_reason_codes() 
         assert!(restarted.elapsed() < Duration::from_secs(25));
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    // A new subscriber on node 3 gets the retained message set through node 1.
-    let mut late = nodes.client(3, "q-late").await;
+    // A new subscriber on node 3 gets the retained message set through node 1 (once the
+    // bucket has it, after the messages accepted before the refusal).
     let seen = Instant::now();
-    let payload = loop {
+    loop {
+        let mut late = nodes.client(3, "q-late").await;
         late.sub_ok(9, "q/retained", 0).await;
         if let Some(Packet::Publish(p)) = late.recv(Duration::from_millis(500)).await {
             if p.payload.as_ref() == b"kept" {
-                break p.payload;
+                break;
             }
         }
         assert!(
             seen.elapsed() < Duration::from_secs(10),
             "node 3 never got the retained message"
         );
-    };
-    assert_eq!(payload.as_ref(), b"kept");
+    }
     println!(
         "quorum back: SET +OK {set_ok_after:?} and retained PUBLISH 0x00 {retained_ok_after:?} \
          after the two servers were restarted"
