@@ -252,8 +252,9 @@ async fn a_node_cut_off_from_nats_disconnects_its_clients_until_nats_is_back() {
 ///    but for the retained PUBLISHes, which it acknowledged 0x00 throughout): a SET is
 ///    answered `+OK` or, when the election outlasts the 5 s a request waits, `__stat`
 ///    503 (nothing else); a retained PUBLISH 0x00 or, once the election outlasts
-///    `disconnectGrace`, 0x80; both work again within 15 s; a retained message published
-///    meanwhile reaches node 3; forwarding never stops for long and loses nothing here.
+///    `disconnectGrace`, 0x80; both work again within 20 s; the last retained message
+///    reaches nodes 2 and 3 (this failed in about 1 run of 4 before a stalled bucket
+///    watch was replaced: a node stayed without it); forwarding never stops for long.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_one_nats_server_stalls_writes_briefly() {
     let Some(mut nodes) = Nodes::start_or_skip("killing_one_nats_server", 3).await else {
