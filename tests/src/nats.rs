@@ -30,6 +30,9 @@ pub struct NatsServer {
     pub http_port: u16,
     pub log: PathBuf,
     child: Option<Child>,
+    /// How it was started, so that it can be started again (see `restart`).
+    bin: PathBuf,
+    conf: PathBuf,
 }
 
 impl NatsServer {
@@ -44,7 +47,7 @@ impl NatsServer {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
-    /// `kill -9` this server (it stays dead).
+    /// `kill -9` this server (it stays dead until `restart`).
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -126,14 +129,7 @@ impl NatsCluster {
             let log = dir.path().join(format!("{name}.log"));
             let out = std::fs::File::create(&log).expect("create the nats-server log");
             let err = out.try_clone().expect("clone the log handle");
-            let child = Command::new(bin)
-                .arg("-c")
-                .arg(&conf_path)
-                .stdin(Stdio::null())
-                .stdout(out)
-                .stderr(err)
-                .spawn()
-                .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+            let child = spawn_server(bin, &conf_path, out, err);
             servers.push(NatsServer {
                 name,
                 client_port,
@@ -141,6 +137,8 @@ impl NatsCluster {
                 http_port,
                 log,
                 child: Some(child),
+                bin: bin.to_owned(),
+                conf: conf_path,
             });
         }
         NatsCluster { servers, dir }
@@ -200,6 +198,81 @@ impl NatsCluster {
             })
             .collect::<Vec<_>>()
             .join("\n")
+    }
+}
+
+fn spawn_server(bin: &Path, conf: &Path, out: std::fs::File, err: std::fs::File) -> Child {
+    Command::new(bin)
+        .arg("-c")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()))
+}
+
+// ---------------------------------------------------------------------------------------
+// Failures (issue 15, failure handling): `kill -9` a server and start it again on the
+// same ports with the same JetStream store, as an operator restarting a crashed server.
+// ---------------------------------------------------------------------------------------
+
+impl NatsServer {
+    /// Whether the process is running (not killed, not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.running()
+    }
+
+    /// Start a killed server again with its configuration (same name, ports and store
+    /// folder); its log goes on in the same file. Does not wait for JetStream: see
+    /// [`NatsCluster::wait_ready`].
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "{} is still running", self.name);
+        let out = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.log)
+            .expect("open the nats-server log");
+        let err = out.try_clone().expect("clone the log handle");
+        self.child = Some(spawn_server(&self.bin, &self.conf, out, err));
+    }
+}
+
+impl NatsCluster {
+    /// `kill -9` server `i` (0-based).
+    pub fn kill(&mut self, i: usize) {
+        self.servers[i].kill();
+    }
+
+    /// Start server `i` again (see [`NatsServer::restart`]).
+    pub fn restart(&mut self, i: usize) {
+        self.servers[i].restart();
+    }
+
+    /// The index of the server leading JetStream stream `stream` (its Raft leader), as
+    /// the live servers' `/jsz` tell; `None` while it has no leader.
+    pub async fn stream_leader(&self, stream: &str) -> Option<usize> {
+        for s in self.servers.iter().filter(|s| s.child.is_some()) {
+            let Some(jsz) = http_json(s.http_port, "/jsz?accounts=true&streams=true").await else {
+                continue;
+            };
+            let accounts = jsz["account_details"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            for account in accounts {
+                for detail in account["stream_detail"].as_array().into_iter().flatten() {
+                    if detail["name"].as_str() != Some(stream) {
+                        continue;
+                    }
+                    let leader = detail["cluster"]["leader"].as_str().unwrap_or_default();
+                    if let Some(i) = self.servers.iter().position(|x| x.name == leader) {
+                        return Some(i);
+                    }
+                }
+            }
+        }
+        None
     }
 }
 

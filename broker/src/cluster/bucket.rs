@@ -101,11 +101,22 @@ async fn open_watched_with(
     }
 }
 
+/// How long a watch may bring nothing before the bucket is asked whether it has changes
+/// the watch has not brought (see [`follow`]).
+const STALL_CHECK: Duration = Duration::from_secs(3);
+
 /// Hand every change of `bucket` to `apply`, in the bucket's order, for as long as `owner`
 /// lives; when the watch ends or fails (NATS reconnected), watch again from the revision
 /// after the last one seen, so no change is skipped.
+///
+/// A watch can also stall without failing: when the NATS server holding its consumer dies,
+/// or this node moves to another server while JetStream elects leaders, async-nats
+/// recreates the consumer with a backoff that grows to 10 s per attempt (measured: a node
+/// saw another node's retained message more than 20 s late after one NATS server of three
+/// was killed). So after [`STALL_CHECK`] without a change the bucket's stream is asked for
+/// its last sequence; when it is past the last revision seen, the watch is replaced.
 pub(super) async fn follow<T>(
-    kv: Store,
+    mut kv: Store,
     mut watch: Watch,
     mut revision: u64,
     bucket: &str,
@@ -113,7 +124,21 @@ pub(super) async fn follow<T>(
     mut apply: impl FnMut(&T, Entry),
 ) {
     loop {
-        while let Some(next) = watch.next().await {
+        loop {
+            let next = match tokio::time::timeout(STALL_CHECK, watch.next()).await {
+                Ok(Some(next)) => next,
+                Ok(None) => break,
+                Err(_) => {
+                    if owner.strong_count() == 0 {
+                        return;
+                    }
+                    if behind(&mut kv, revision).await {
+                        tracing::warn!(target: "cluster", revision, "the watch of {bucket} brings nothing while the bucket has newer changes: watching again");
+                        break;
+                    }
+                    continue;
+                }
+            };
             let Some(owner) = owner.upgrade() else {
                 return;
             };
@@ -128,18 +153,30 @@ pub(super) async fn follow<T>(
                 }
             }
         }
-        if owner.strong_count() == 0 {
-            return;
+        // Watch again, until that works (JetStream may be electing a leader).
+        loop {
+            if owner.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            // From the first revision not seen, 1 when none was: `watch_all` would deliver
+            // only changes made from now on, losing those made since the watch failed.
+            match kv.watch_all_from_revision(revision + 1).await {
+                Ok(w) => {
+                    watch = w;
+                    break;
+                }
+                Err(e) => tracing::warn!(target: "cluster", "watching {bucket} again: {e}"),
+            }
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let again = if revision == 0 {
-            kv.watch_all().await
-        } else {
-            kv.watch_all_from_revision(revision + 1).await
-        };
-        match again {
-            Ok(w) => watch = w,
-            Err(e) => tracing::warn!(target: "cluster", "watching {bucket} again: {e}"),
-        }
+    }
+}
+
+/// Whether the bucket's stream holds a change after `revision` (false when it does not
+/// answer within 2 s: nothing to compare with, asked again later).
+async fn behind(kv: &mut Store, revision: u64) -> bool {
+    match tokio::time::timeout(Duration::from_secs(2), kv.stream.info()).await {
+        Ok(Ok(info)) => info.state.last_sequence > revision,
+        _ => false,
     }
 }

@@ -25,12 +25,16 @@
 //! The state store's keys live in another bucket, read and written by compare-and-set,
 //! with KEYNOTIFY driven by a watch on every node ([`statestore`]).
 //!
-//! Not built yet: sessions and queued messages in JetStream, and what a node does when it loses NATS (it keeps serving its own clients;
-//! forwarding resumes when the client reconnects, messages in between are lost).
+//! When NATS fails under the node ([`health`]): cut off for longer than
+//! `cluster.nats.disconnectGrace`, it disconnects its clients and refuses CONNECTs until
+//! NATS is back; while JetStream has no quorum, retained PUBLISHes are refused.
+//!
+//! Not built yet: sessions and queued messages in JetStream.
 
 mod bucket;
 pub mod dedup;
 pub mod envelope;
+pub mod health;
 pub mod retained;
 pub mod statestore;
 pub mod subject;
@@ -150,6 +154,8 @@ pub struct Cluster {
     outbox: mpsc::Sender<Outgoing>,
     max_payload: AtomicUsize,
     client: async_nats::Client,
+    /// Failure handling: whether NATS and JetStream are there ([`health`]).
+    health: Arc<health::Health>,
 }
 
 impl Cluster {
@@ -171,20 +177,30 @@ impl Cluster {
                 })?;
             servers.push(addr);
         }
+        // Failure handling: the connection events also go to the health task.
+        let (link_tx, link_rx) = mpsc::unbounded_channel();
         let mut options = async_nats::ConnectOptions::new()
             .name(format!("gatehouse {node}"))
             .subscription_capacity(SUBSCRIPTION_CAPACITY)
             .connection_timeout(CONNECT_TIMEOUT)
-            .event_callback(|event| async move {
-                match event {
-                    async_nats::Event::Connected => {
-                        tracing::info!(target: "cluster", "connected to NATS")
+            .ping_interval(health::PING_INTERVAL)
+            .event_callback(move |event| {
+                let link_tx = link_tx.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!(target: "cluster", "connected to NATS");
+                            let _ = link_tx.send(health::Link::Up);
+                        }
+                        async_nats::Event::Disconnected => {
+                            tracing::warn!(
+                                target: "cluster",
+                                "disconnected from NATS: messages are not forwarded until it reconnects"
+                            );
+                            let _ = link_tx.send(health::Link::Down);
+                        }
+                        other => tracing::info!(target: "cluster", "NATS: {other}"),
                     }
-                    async_nats::Event::Disconnected => tracing::warn!(
-                        target: "cluster",
-                        "disconnected from NATS: messages are not forwarded until it reconnects"
-                    ),
-                    other => tracing::info!(target: "cluster", "NATS: {other}"),
                 }
             });
         if let Some(path) = &nats.credentials_file {
@@ -222,9 +238,17 @@ impl Cluster {
             outbox_congestion: Congestion::default(),
             flushed: tokio::sync::watch::Sender::new(0),
         });
-        retained::start(&client, nats.replicas as usize, broker, &shared)
+        let health = health::Health::new(nats.disconnect_grace);
+        retained::start(&client, nats.replicas as usize, broker, &shared, &health)
             .await
             .map_err(ClusterError::Retained)?;
+        health::start(
+            &health,
+            client.clone(),
+            link_rx,
+            format!("KV_{}", retained::BUCKET),
+            Arc::downgrade(broker),
+        );
         statestore::start(&client, nats.replicas as usize, broker)
             .await
             .map_err(ClusterError::StateStore)?;
@@ -260,6 +284,7 @@ impl Cluster {
             outbox,
             max_payload: AtomicUsize::new(client.server_info().max_payload),
             client,
+            health,
         }))
     }
 
@@ -270,6 +295,11 @@ impl Cluster {
 
     pub fn stats(&self) -> &ClusterStats {
         &self.shared.stats
+    }
+
+    /// Whether NATS and JetStream are there, as this node sees them.
+    pub fn health(&self) -> &health::Health {
+        &self.health
     }
 
     /// Distinct (filter, group) pairs this node is subscribed to on NATS.
@@ -380,6 +410,10 @@ impl ClusterLink for Cluster {
             // An error means the link is gone (shutdown): nothing left to wait for.
             let _ = rx.wait_for(|f| *f >= ticket).await;
         })
+    }
+
+    fn accepts_clients(&self) -> bool {
+        self.health.accepts_clients()
     }
 }
 

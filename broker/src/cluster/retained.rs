@@ -21,7 +21,8 @@
 //! A change made on this node shows on it at once and may be undone briefly when a
 //! concurrent change of another node comes back from the bucket before its own; it
 //! settles on the bucket's order. The publisher's acknowledgement does not wait for the
-//! bucket yet.
+//! bucket yet; while JetStream has not answered for `cluster.nats.disconnectGrace`
+//! ([`health`](super::health)), retained PUBLISHes are refused instead of kept only here.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -74,6 +75,8 @@ pub struct RetainedKv {
     /// is the router dropping an expired message, not a client clearing the topic.
     expiry: parking_lot::Mutex<HashMap<String, Instant>>,
     shared: Arc<Shared>,
+    /// Failure handling: whether JetStream takes writes now.
+    health: Arc<super::health::Health>,
     /// Dropped with the router: tells the watching task to stop.
     _alive: tokio::sync::watch::Sender<()>,
 }
@@ -119,6 +122,11 @@ impl RetainedSink for RetainedKv {
         let _ = self.writes.send((key, value));
         None
     }
+
+    fn available(&self) -> bool {
+        // A change read from the bucket is applied whatever the probes say.
+        APPLYING.get() || self.health.storage_available()
+    }
 }
 
 /// Open (or create) the bucket, make [`RetainedKv`] the router's retained sink, load the
@@ -128,6 +136,7 @@ pub(super) async fn start(
     replicas: usize,
     broker: &Arc<Broker>,
     shared: &Arc<Shared>,
+    health: &Arc<super::health::Health>,
 ) -> Result<(), String> {
     let (kv, mut watch) = super::bucket::open_watched(
         client,
@@ -142,12 +151,13 @@ pub(super) async fn start(
         writes,
         expiry: parking_lot::Mutex::new(HashMap::new()),
         shared: shared.clone(),
+        health: health.clone(),
         _alive: alive,
     });
     if broker.router.retained_sink.set(sink).is_err() {
         return Err("retained messages already have a sink".to_owned());
     }
-    tokio::spawn(write(kv.clone(), rx));
+    tokio::spawn(write(kv.clone(), rx, health.clone()));
     let mut revision = 0;
     let stored = kv
         .status()
@@ -194,14 +204,19 @@ pub(super) async fn start(
 const WRITE_ATTEMPTS: u32 = 8;
 
 /// Writes this node's changes to the bucket, in order (a change is retried before the
-/// next is written, so a later change never lands before an earlier one).
+/// next is written, so a later change never lands before an earlier one). While
+/// JetStream is known to be unavailable ([`health`](super::health)), a failed change
+/// waits for it to come back instead of spending its attempts, so a change accepted just
+/// before the loss of quorum is written once quorum is back, and at once.
 async fn write(
     kv: async_nats::jetstream::kv::Store,
     mut rx: mpsc::UnboundedReceiver<(String, Option<Bytes>)>,
+    health: Arc<super::health::Health>,
 ) {
     while let Some((key, value)) = rx.recv().await {
         let mut backoff = Duration::from_millis(100);
-        for attempt in 1..=WRITE_ATTEMPTS {
+        let mut attempt = 0;
+        while attempt < WRITE_ATTEMPTS {
             let result = match &value {
                 Some(body) => kv
                     .put(&key, body.clone())
@@ -213,6 +228,18 @@ async fn write(
             let Err(e) = result else {
                 break;
             };
+            if !health.storage_available() {
+                tracing::debug!(target: "cluster", "retained message waits for JetStream: {e}");
+                while !health.storage_available() {
+                    if rx.is_closed() {
+                        // The broker is gone.
+                        return;
+                    }
+                    tokio::time::sleep(super::health::PROBE_EVERY / 5).await;
+                }
+                continue;
+            }
+            attempt += 1;
             if attempt == WRITE_ATTEMPTS {
                 tracing::warn!(target: "cluster", "retained message not stored in {BUCKET} after {attempt} attempts: {e}");
                 break;

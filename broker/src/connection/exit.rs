@@ -33,8 +33,14 @@ impl Connection {
             Exit::CredentialsExpired => (None, true),
             Exit::DeviceRevoked(_) => (Some(ReasonCode::NOT_AUTHORIZED), true),
             // A broker going down publishes no wills: they would reach clients that are
-            // being sent away too, and the sessions themselves live on.
-            Exit::TakenOver(rc) => (Some(*rc), *rc != ReasonCode::SERVER_SHUTTING_DOWN),
+            // being sent away too, and the sessions themselves live on. Nor does a cluster
+            // node cut off from NATS (0x89): its clients are moving to other nodes, and
+            // the will could reach those only once NATS is back, late.
+            Exit::TakenOver(rc) => (
+                Some(*rc),
+                *rc != ReasonCode::SERVER_SHUTTING_DOWN
+                    && *rc != crate::cluster::health::CUT_OFF_DISCONNECT,
+            ),
             Exit::Closed(_) => (None, true),
         };
         self.log_exit(&exit, reason);

@@ -151,6 +151,15 @@ where
         refuse(writer, Some(version.level()), rc).await;
         return Err(format!("CONNECT refused: {rc}"));
     }
+    // Cluster mode, failure handling: a node cut off from NATS serves no client (its
+    // sessions may have moved on elsewhere); refused before authentication costs anything.
+    if let Some(cluster) = broker.router.cluster.get() {
+        if !cluster.accepts_clients() {
+            let rc = crate::cluster::health::CUT_OFF_CONNACK;
+            refuse(writer, Some(version.level()), rc).await;
+            return Err(format!("CONNECT refused: cut off from NATS ({rc})"));
+        }
+    }
     let limits = broker.limits();
     let props = &connect.properties;
 

@@ -254,7 +254,7 @@ impl Connection {
             origin: Some(self.session.key),
         });
         let retained = match message.retain.then(|| self.broker.router.retain(&message)) {
-            Some(Err(_)) if self.refuse_retained(message.qos, packet_id) => return Ok(()),
+            Some(Err(why)) if self.refuse_retained(message.qos, packet_id, &why) => return Ok(()),
             Some(result) => result.unwrap_or(None),
             None => None,
         };
@@ -517,8 +517,14 @@ impl Connection {
     /// true when it was answered here with 0x97 Quota exceeded and must not be routed (v5
     /// QoS 1/2: an error reason means "not accepted", so a retry after the store has room
     /// delivers it once); false when it is to be routed without being retained (QoS 0 and
-    /// 3.1.1, which cannot be told, as EMQX does).
-    fn refuse_retained(&mut self, qos: QoS, packet_id: Option<PacketId>) -> bool {
+    /// 3.1.1, which cannot be told, as EMQX does). In cluster mode, while JetStream has no
+    /// quorum, the same with 0x80 Unspecified error (no PUBACK code says "try later").
+    fn refuse_retained(
+        &mut self,
+        qos: QoS,
+        packet_id: Option<PacketId>,
+        why: &crate::routing::RetainRefused,
+    ) -> bool {
         let (ProtocolVersion::V5, Some(id)) = (self.version, packet_id) else {
             return false;
         };
@@ -526,7 +532,11 @@ impl Connection {
             // A PUBREC with an error ends the exchange: no PUBREL will come for it.
             self.session.lock().on_publish_in_refused(id);
         }
-        self.ack_in_order(qos, id, ReasonCode::QUOTA_EXCEEDED, SmallVec::new());
+        let reason = match why {
+            crate::routing::RetainRefused::Unavailable => ReasonCode::UNSPECIFIED_ERROR,
+            _ => ReasonCode::QUOTA_EXCEEDED,
+        };
+        self.ack_in_order(qos, id, reason, SmallVec::new());
         true
     }
 

@@ -51,6 +51,9 @@ pub enum RetainRefused {
     Count(usize),
     #[error("the retained message store would exceed its maximum of {0} bytes (broker.maxRetainedBytes)")]
     Bytes(usize),
+    /// The store cannot keep it now (cluster mode: JetStream has no quorum).
+    #[error("retained messages cannot be stored now (cluster mode: JetStream does not answer)")]
+    Unavailable,
 }
 
 #[derive(Debug)]

@@ -32,6 +32,11 @@ pub trait RetainedSink: Send + Sync {
     /// The retained message on `topic` was set (`Some`) or cleared. Returns the ticket the
     /// publisher's acknowledgement waits for, `None` when nothing is kept.
     fn changed(&self, topic: &str, message: Option<&Message>) -> Option<u64>;
+    /// Whether a change can be kept now; false refuses retained PUBLISHes
+    /// ([`RetainRefused::Unavailable`]), e.g. in cluster mode while JetStream has no quorum.
+    fn available(&self) -> bool {
+        true
+    }
 }
 
 /// Cluster mode (issue 15): the other nodes, as the router sees them. Implemented by
@@ -50,6 +55,11 @@ pub trait ClusterLink: Send + Sync {
     fn is_forwarded(&self, ticket: u64) -> bool;
     /// Resolves once the message of `ticket` has left this node.
     fn wait_forwarded(&self, ticket: u64) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    /// Failure handling: false while this node is cut off from the others (a CONNECT is
+    /// then refused with 0x88 Server unavailable).
+    fn accepts_clients(&self) -> bool {
+        true
+    }
 }
 
 /// What [`ClusterLink::forward`] did with a message.
@@ -241,6 +251,10 @@ impl Router {
     /// retained (the caller decides whether it is still routed) and counted.
     pub fn retain(&self, message: &Arc<Message>) -> Result<Option<u64>, RetainRefused> {
         let journal = self.retained_sink.get().filter(|j| j.enabled());
+        if journal.is_some_and(|j| !j.available()) {
+            self.stats.retained_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(RetainRefused::Unavailable);
+        }
         if message.payload.is_empty() {
             let mut retained = self.retained.write();
             retained.remove(&message.topic);

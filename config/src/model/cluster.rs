@@ -10,9 +10,11 @@
 //!     replicas: 3                  # JetStream replicas of what the cluster stores
 //!     credentialsFile: /etc/gatehouse/nats.creds   # optional
 //!     tls: { caFile: ca.crt, certFile: node.crt, keyFile: node.key }   # optional
+//!     disconnectGrace: 5s          # NATS lost this long: clients disconnected
 //! ```
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -44,6 +46,17 @@ pub struct NatsSettings {
     /// TLS to the NATS servers, optional (`tls://` URLs need it or the system roots).
     #[serde(default)]
     pub tls: Option<NatsTls>,
+
+    // --- Failure handling (issue 15): how long this node serves its clients without NATS.
+    /// How long the NATS connection may be lost (every server unreachable) before this node
+    /// disconnects its MQTT clients (v5 DISCONNECT 0x89) and refuses new CONNECTs (0x88)
+    /// until NATS is back; also how long JetStream may not answer before retained
+    /// PUBLISHes are refused. Default 5s; at most 10 min; 0 acts at once.
+    #[serde(
+        default = "default_disconnect_grace",
+        deserialize_with = "crate::duration::deserialize"
+    )]
+    pub disconnect_grace: Duration,
 }
 
 /// `cluster.nats.tls`.
@@ -63,4 +76,8 @@ pub struct NatsTls {
 
 fn default_replicas() -> u32 {
     3
+}
+
+fn default_disconnect_grace() -> Duration {
+    Duration::from_secs(5)
 }

@@ -33,6 +33,16 @@ pub(super) fn check_cluster(cluster: &Cluster, base: &str, report: &mut Report) 
             ),
         );
     }
+    // Failure handling: a grace longer than this serves stale sessions for minutes.
+    if nats.disconnect_grace > std::time::Duration::from_secs(600) {
+        report.error(
+            format!("{base}.nats.disconnectGrace"),
+            format!(
+                "{:?} is too long: at most 10m (a node cut off from NATS serves stale sessions meanwhile); default 5s",
+                nats.disconnect_grace
+            ),
+        );
+    }
     if let Some(tls) = &nats.tls {
         if tls.cert_file.is_some() != tls.key_file.is_some() {
             report.error(

@@ -91,3 +91,34 @@ fn rules_at_their_paths() {
     ))
     .is_empty());
 }
+
+/// Failure handling (issue 15): `nats.disconnectGrace`, default 5 s, at most 10 min, in Go
+/// duration syntax.
+#[test]
+fn disconnect_grace() {
+    let c = load(&with("  nats:\n    servers: [nats://a:4222]\n"))
+        .config
+        .cluster
+        .expect("cluster");
+    assert_eq!(c.nats.disconnect_grace, std::time::Duration::from_secs(5));
+    let c = load(&with(
+        "  nats:\n    servers: [nats://a:4222]\n    disconnectGrace: 1500ms\n",
+    ))
+    .config
+    .cluster
+    .expect("cluster");
+    assert_eq!(
+        c.nats.disconnect_grace,
+        std::time::Duration::from_millis(1500)
+    );
+    assert_problem(
+        &with("  nats:\n    servers: [nats://a:4222]\n    disconnectGrace: 11m\n"),
+        "cluster.nats.disconnectGrace",
+        "at most 10m",
+    );
+    assert_problem(
+        &with("  nats:\n    servers: [nats://a:4222]\n    disconnectGrace: 5x\n"),
+        "cluster.nats.disconnectGrace",
+        "invalid duration",
+    );
+}

@@ -24,6 +24,7 @@ mod cli;
 mod cluster;
 mod cluster_backpressure;
 mod cluster_node_kill;
+mod cluster_failure;
 mod cluster_statestore;
 mod cluster_statestore_sdk;
 mod cluster_statestore_async;
