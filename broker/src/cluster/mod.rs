@@ -32,6 +32,7 @@ mod bucket;
 pub mod dedup;
 pub mod envelope;
 pub mod retained;
+pub mod sessions;
 pub mod statestore;
 pub mod subject;
 
@@ -83,6 +84,9 @@ pub enum ClusterError {
     /// JetStream did not give the state store's bucket.
     #[error("state store: {0}")]
     StateStore(String),
+    /// JetStream did not give the sessions' bucket.
+    #[error("sessions: {0}")]
+    Sessions(String),
 }
 
 /// What crossed between nodes (for tests and, later, metrics).
@@ -209,6 +213,11 @@ impl Cluster {
         statestore::start(&client, nats.replicas as usize, broker)
             .await
             .map_err(ClusterError::StateStore)?;
+        // Sessions owned by one node at a time (sessions.rs).
+        let sessions = sessions::start(&client, nats.replicas as usize, broker, &shared.origin)
+            .await
+            .map_err(ClusterError::Sessions)?;
+        let _ = broker.cluster_sessions.set(sessions);
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
         tokio::spawn(run_subscriptions(

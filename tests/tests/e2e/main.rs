@@ -22,6 +22,7 @@ mod bounds_transport;
 mod ca_cli;
 mod cli;
 mod cluster;
+mod cluster_sessions;
 mod cluster_statestore;
 mod config_errors;
 mod conn_buffers;
