@@ -59,6 +59,9 @@ pub const BUCKET: &str = "gatehouse-sessions";
 /// refused with 0x88 Server unavailable.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a claim waits for the previous owner to write what it has queued.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
+
 /// Client ids whose base64url key would be longer than this are keyed by their hash.
 const MAX_KEY: usize = 1024;
 
@@ -228,6 +231,49 @@ enum HeldState {
     Ending,
 }
 
+/// A claim under way (see `ClusterSessions::claiming`).
+#[derive(Default)]
+struct Claiming {
+    /// Claims of this node under way for the key.
+    count: usize,
+    /// The latest revision written by another owner meanwhile, and whether it resumed.
+    foreign: Option<(u64, bool)>,
+}
+
+/// Registers a claim under way for its lifetime (a claim that times out is dropped
+/// mid-way).
+struct ClaimingGuard<'a> {
+    sessions: &'a ClusterSessions,
+    key: String,
+}
+
+impl<'a> ClaimingGuard<'a> {
+    fn new(sessions: &'a ClusterSessions, key: &str) -> Self {
+        sessions
+            .claiming
+            .lock()
+            .entry(key.to_owned())
+            .or_default()
+            .count += 1;
+        ClaimingGuard {
+            sessions,
+            key: key.to_owned(),
+        }
+    }
+}
+
+impl Drop for ClaimingGuard<'_> {
+    fn drop(&mut self) {
+        let mut claiming = self.sessions.claiming.lock();
+        if let Some(c) = claiming.get_mut(&self.key) {
+            c.count -= 1;
+            if c.count == 0 {
+                claiming.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// What a CONNECT's claim found.
 pub struct Claim {
     token: u64,
@@ -249,13 +295,32 @@ enum Write {
         key: String,
         token: u64,
     },
+    /// Answered once every write queued before it is done.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// The subject on which the node of `origin` answers flush requests (an origin holds a
+/// node name, which may hold anything; hashed into one token).
+fn flush_subject(origin: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, origin.as_bytes());
+    let hex: String = digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("gh-sessions.flush.{hex}")
 }
 
 /// This node's side of the sessions bucket.
 pub struct ClusterSessions {
     kv: Store,
+    client: async_nats::Client,
     origin: String,
     held: parking_lot::Mutex<HashMap<String, Held>>,
+    /// Keys with a claim of this node under way, and the latest write of another owner
+    /// the watch showed meanwhile: the watch may show a later claim of another node before
+    /// this node's own write is acknowledged, when nothing is held yet to lose. Locked
+    /// after `held`.
+    claiming: parking_lot::Mutex<HashMap<String, Claiming>>,
     /// Offline records of every node and when they fall due: (revision, due ms).
     offline: parking_lot::Mutex<HashMap<String, (u64, u64)>>,
     next_token: AtomicU64,
@@ -278,10 +343,16 @@ pub(super) async fn start(
     )
     .await?;
     let (writes, writes_rx) = mpsc::unbounded_channel();
+    let flushes = client
+        .subscribe(flush_subject(origin))
+        .await
+        .map_err(|e| format!("subscribing to flush requests: {e}"))?;
     let sessions = Arc::new(ClusterSessions {
         kv: kv.clone(),
+        client: client.clone(),
         origin: origin.to_owned(),
         held: parking_lot::Mutex::new(HashMap::new()),
+        claiming: parking_lot::Mutex::new(HashMap::new()),
         offline: parking_lot::Mutex::new(HashMap::new()),
         next_token: AtomicU64::new(1),
         writes,
@@ -296,6 +367,7 @@ pub(super) async fn start(
     });
     tokio::spawn(run_writes(Arc::downgrade(&sessions), writes_rx));
     tokio::spawn(sweep(Arc::downgrade(&sessions)));
+    tokio::spawn(answer_flushes(Arc::downgrade(&sessions), flushes));
     Ok(sessions)
 }
 
@@ -325,9 +397,11 @@ impl ClusterSessions {
         expiry: u32,
     ) -> Claim {
         let key = key_of(client_id);
+        let _claiming = ClaimingGuard::new(self, &key);
         let subject = format!("{}{key}", self.kv.prefix);
         let (method, username) = identity(owner);
         let mut pause = Duration::from_millis(5);
+        let mut flushed = false;
         loop {
             let (revision, current) = match self.last(&subject).await {
                 Ok(found) => found,
@@ -340,6 +414,15 @@ impl ClusterSessions {
             };
             let now = now_ms();
             let alive = current.as_ref().filter(|r| r.alive(now));
+            if let Some(r) = alive.filter(|r| r.owner != self.origin && !flushed) {
+                // The owner may still have writes of the record queued (a SUBSCRIBE just
+                // acknowledged, the disconnect of its client): have it write them first,
+                // then read again. A dead owner has no subscriber: no responders at once.
+                flushed = true;
+                let asked = self.client.request(flush_subject(&r.owner), Bytes::new());
+                let _ = tokio::time::timeout(FLUSH_WAIT, asked).await;
+                continue;
+            }
             let resumable = alive.filter(|r| !clean_start && r.same_identity(owner));
             let local_valid = alive.is_some_and(|r| r.owner == self.origin);
             let record = Record {
@@ -356,7 +439,14 @@ impl ClusterSessions {
             match self.kv.update(&key, record.encode(), revision).await {
                 Ok(written) => {
                     let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-                    self.held.lock().insert(
+                    let mut held = self.held.lock();
+                    // Another node's later claim seen before this write was acknowledged:
+                    // this claim lost already.
+                    let state = match self.claiming.lock().get(&key).and_then(|c| c.foreign) {
+                        Some((rev, resumed)) if rev > written => HeldState::Lost { resumed },
+                        _ => HeldState::Claimed,
+                    };
+                    held.insert(
                         key.clone(),
                         Held {
                             token,
@@ -365,9 +455,10 @@ impl ClusterSessions {
                             method: record.method.clone(),
                             username: record.username.clone(),
                             generation: record.generation,
-                            state: HeldState::Claimed,
+                            state,
                         },
                     );
+                    drop(held);
                     let moved = resumable
                         .filter(|r| r.owner != self.origin)
                         .map(Record::subscriptions);
@@ -529,6 +620,11 @@ impl ClusterSessions {
             return;
         };
         let mut held = self.held.lock();
+        if let Some(c) = self.claiming.lock().get_mut(&entry.key) {
+            if c.foreign.is_none_or(|(rev, _)| rev < entry.revision) {
+                c.foreign = Some((entry.revision, record.resumed));
+            }
+        }
         let Some(h) = held.get_mut(&entry.key) else {
             return;
         };
@@ -564,7 +660,13 @@ impl ClusterSessions {
     async fn write(&self, write: Write) {
         let (key, token) = match &write {
             Write::Put { key, token, .. } | Write::Delete { key, token } => (key.clone(), *token),
+            Write::Flush(_) => (String::new(), 0),
         };
+        if let Write::Flush(done) = write {
+            // Every earlier write is done.
+            let _ = done.send(());
+            return;
+        }
         let Some(revision) = self
             .held
             .lock()
@@ -597,6 +699,7 @@ impl ClusterSessions {
                     }
                 }
             }
+            Write::Flush(_) => {}
             Write::Delete { .. } => {
                 let done = tokio::time::timeout(
                     CLAIM_TIMEOUT,
@@ -617,6 +720,27 @@ impl ClusterSessions {
     /// Records this node holds (for tests and metrics).
     pub fn held_count(&self) -> usize {
         self.held.lock().len()
+    }
+}
+
+/// Answers other nodes' flush requests (see [`ClusterSessions::claim`]) once this node's
+/// queued writes are done.
+async fn answer_flushes(sessions: Weak<ClusterSessions>, mut requests: async_nats::Subscriber) {
+    use futures_util::StreamExt;
+    while let Some(request) = requests.next().await {
+        let Some(s) = sessions.upgrade() else {
+            return;
+        };
+        let Some(reply) = request.reply else {
+            continue;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = s.writes.send(Write::Flush(tx));
+        let client = s.client.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(FLUSH_WAIT, rx).await;
+            let _ = client.publish(reply, Bytes::new()).await;
+        });
     }
 }
 

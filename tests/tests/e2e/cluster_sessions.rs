@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use gatehouse_protocol::{Packet, ProtocolVersion, SubscriptionOptions};
 use gatehouse_tests::mosquitto::{publish, Sub};
-use gatehouse_tests::raw::{frame_body, opts, ConnectBuilder, Event, Props, RawClient, WillSpec};
+use gatehouse_tests::raw::{
+    frame_body, opts, subscribe_bytes, ConnectBuilder, Event, Props, RawClient, WillSpec,
+};
 
 use super::cluster::Nodes;
 
@@ -53,11 +55,14 @@ async fn publish_until_received(
             "nothing published on {topic} through node {via} arrived within 20 s"
         );
         publish(nodes.addr(via), &["-q", "1", "-t", topic, "-m", "hello"]).await;
-        if let Some(Packet::Publish(p)) = client.recv(Duration::from_millis(500)).await {
+        // Late copies of an earlier call's messages (other topics) are skipped.
+        while let Some(Packet::Publish(p)) = client.recv(Duration::from_millis(500)).await {
             if let Some(id) = p.packet_id {
                 client.puback(id).await;
             }
-            return p;
+            if p.topic == topic {
+                return p;
+            }
         }
     }
 }
@@ -328,4 +333,50 @@ async fn clean_start_discards_the_cluster_session() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_c, present) = connect(&nodes, 3, &persistent.clone().clean_start(false)).await;
     assert!(!present, "no session left after an expiry-0 disconnect");
+}
+
+/// A connected persistent session taken over again and again around the three nodes,
+/// each client subscribing to one more filter the moment it is connected: every taken
+/// over client gets 0x8E, and the last one holds every subscription (a takeover first has
+/// the previous owner write what it has queued, so a SUBSCRIBE acknowledged just before
+/// the takeover is not lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_taken_over_around_the_nodes_keeps_every_subscription() {
+    let Some(nodes) = Nodes::start_or_skip("taken_over_around_the_nodes").await else {
+        return;
+    };
+    let builder = ConnectBuilder::new("roamer")
+        .session_expiry(300)
+        .clean_start(false);
+    const SUBS: u16 = 10;
+    let mut previous: Option<RawClient> = None;
+    for i in 0..6u16 {
+        let n = usize::from(i % 3) + 1;
+        let (mut c, present) = connect(&nodes, n, &builder).await;
+        assert_eq!(present, i > 0, "move {i} to node {n}: Session Present");
+        if let Some(mut old) = previous.take() {
+            old.expect_disconnect_within(0x8E, Duration::from_secs(10))
+                .await;
+        }
+        // Ten SUBSCRIBE packets at once (ten record writes queued on this node), then
+        // their SUBACKs; the next CONNECT follows at once.
+        for j in 1..=SUBS {
+            c.send(&subscribe_bytes(j, &format!("rm/{i}/{j}"), 1)).await;
+        }
+        for _ in 1..=SUBS {
+            match c.expect_packet().await {
+                Packet::SubAck(a) => assert_eq!(a.reason_codes[0].0, 1),
+                other => panic!("expected SUBACK, got {other:?}"),
+            }
+        }
+        previous = Some(c);
+    }
+    let mut last = previous.unwrap();
+    for i in 0..6 {
+        for j in 1..=SUBS {
+            let topic = format!("rm/{i}/{j}");
+            let p = publish_until_received(&nodes, 2, &topic, &mut last).await;
+            assert_eq!(p.topic, topic, "subscription kept");
+        }
+    }
 }
