@@ -25,7 +25,10 @@
 //! The state store's keys live in another bucket, read and written by compare-and-set,
 //! with KEYNOTIFY driven by a watch on every node ([`statestore`]).
 //!
-//! Not built yet: sessions and queued messages in JetStream, and what a node does when it loses NATS (it keeps serving its own clients;
+//! Sessions are owned by one node at a time, claimed by compare-and-set in a third bucket
+//! and watched for takeovers by other nodes ([`sessions`]).
+//!
+//! Not built yet: queued messages in JetStream, and what a node does when it loses NATS (it keeps serving its own clients;
 //! forwarding resumes when the client reconnects, messages in between are lost).
 
 mod bucket;
