@@ -452,6 +452,15 @@ impl Broker {
         }
     }
 
+    /// [`Broker::session_changed`] before a SUBACK / UNSUBACK: in cluster mode, returns
+    /// once the record is written (up to 5 s), so that an acknowledged subscription
+    /// survives the loss of this node.
+    pub fn session_changed_durably(&self, session: &Arc<Session>) {
+        if let Some(cluster) = self.cluster_sessions.get() {
+            cluster.changed_and_wait(session);
+        }
+    }
+
     /// Cluster mode: install the subscriptions of a session that moved here from another
     /// node in the freshly attached `session` (no retained messages are sent, as for any
     /// resumed session).

@@ -290,6 +290,8 @@ enum Write {
         key: String,
         token: u64,
         record: Record,
+        /// Told when the write is done (or skipped).
+        done: Option<tokio::sync::oneshot::Sender<()>>,
     },
     Delete {
         key: String,
@@ -556,19 +558,50 @@ impl ClusterSessions {
         }
     }
 
-    /// The session's subscriptions or connection changed: write its record again.
+    /// The session's subscriptions or connection changed: write its record again (in
+    /// the background).
     pub fn changed(&self, session: &Arc<Session>) {
-        let mut held = self.held.lock();
-        let Some((key, h)) = Self::held_for(&mut held, session) else {
+        self.queue_changed(session, None);
+    }
+
+    /// [`Self::changed`], and wait until the record is written (at most 5 s), so that what
+    /// the client is about to be told (a SUBACK) survives this node. Blocks the calling
+    /// worker thread (`block_in_place`, as the cluster's state store does): the
+    /// connection's packet handlers are synchronous. On a current-thread runtime (not the
+    /// binary's) it does not wait.
+    pub fn changed_and_wait(&self, session: &Arc<Session>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !self.queue_changed(session, Some(tx)) {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let HeldState::Attached { generation, .. } = h.state else {
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
             return;
+        }
+        tokio::task::block_in_place(|| {
+            let _ = handle.block_on(tokio::time::timeout(CLAIM_TIMEOUT, rx));
+        });
+    }
+
+    /// Queue the write of the session's record; false when this node does not hold it.
+    fn queue_changed(
+        &self,
+        session: &Arc<Session>,
+        done: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> bool {
+        let mut held = self.held.lock();
+        let Some((key, h)) = Self::held_for(&mut held, session) else {
+            return false;
+        };
+        let HeldState::Attached { generation, .. } = h.state else {
+            return false;
         };
         let record = {
             let st = session.lock();
             if st.generation != generation || st.ended {
-                return;
+                return false;
             }
             let online = st.attachment.is_some();
             Record {
@@ -583,11 +616,14 @@ impl ClusterSessions {
                 subscriptions: stored_subscriptions(st.subscriptions.iter()),
             }
         };
-        let _ = self.writes.send(Write::Put {
-            key,
-            token: h.token,
-            record,
-        });
+        self.writes
+            .send(Write::Put {
+                key,
+                token: h.token,
+                record,
+                done,
+            })
+            .is_ok()
     }
 
     /// The session ended on this node (clean start, expiry): delete its record.
@@ -677,13 +713,13 @@ impl ClusterSessions {
             return;
         };
         match write {
-            Write::Put { record, .. } => {
-                let done = tokio::time::timeout(
+            Write::Put { record, done, .. } => {
+                let outcome = tokio::time::timeout(
                     CLAIM_TIMEOUT,
                     self.kv.update(&key, record.encode(), revision),
                 )
                 .await;
-                match done {
+                match outcome {
                     Ok(Ok(written)) => {
                         if let Some(h) = self.held.lock().get_mut(&key).filter(|h| h.token == token)
                         {
@@ -697,6 +733,9 @@ impl ClusterSessions {
                     Err(_) => {
                         tracing::warn!(target: "cluster", "writing a session to {BUCKET}: no answer within {CLAIM_TIMEOUT:?}")
                     }
+                }
+                if let Some(done) = done {
+                    let _ = done.send(());
                 }
             }
             Write::Flush(_) => {}

@@ -486,7 +486,7 @@ impl Connection {
             }
         }
         // Cluster mode: the session's record follows its subscriptions.
-        self.broker.session_changed(&self.session);
+        self.broker.session_changed_durably(&self.session);
         self.send(&Packet::SubAck(SubAck {
             packet_id: sub.packet_id,
             properties: AckProperties::default(),
@@ -536,7 +536,7 @@ impl Connection {
                 ReasonCode::NO_SUBSCRIPTION_EXISTED
             });
         }
-        self.broker.session_changed(&self.session);
+        self.broker.session_changed_durably(&self.session);
         self.send(&Packet::UnsubAck(UnsubAck {
             packet_id: unsub.packet_id,
             properties: AckProperties::default(),

@@ -380,3 +380,80 @@ async fn a_session_taken_over_around_the_nodes_keeps_every_subscription() {
         }
     }
 }
+
+/// The owning node dies (`kill -9` of a `gatehouse` process, node 3 here; nodes 1 and 2
+/// in-process): its sessions stay owned by it in the bucket, and a CONNECT on node 1 with
+/// clean start 0 still takes its connected persistent session over, without waiting for
+/// the dead node (Session Present 1, its subscription with its identifier: a message
+/// published on node 2 arrives). A session the dead node held offline with a 2 s expiry
+/// has expired for every node (Session Present 0) though no node ended it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_of_a_killed_node_is_taken_over_on_another_node() {
+    use gatehouse_tests::broker::{free_port, BrokerProcess, TestBroker};
+    use gatehouse_tests::nats::NatsCluster;
+    let Some(nats) = NatsCluster::start_or_skip("a_session_of_a_killed_node").await else {
+        return;
+    };
+    let yaml = |n: usize, port: u16| {
+        format!(
+            "listeners:\n  - name: e2e\n    bindAddress: 127.0.0.1\n    ports:\n      - port: {port}\n        protocol: Mqtt\n\
+             cluster:\n  nodeName: node{n}\n  nats:\n    servers: [\"{}\"]\n    replicas: 3\n",
+            nats.urls()[n - 1]
+        )
+    };
+    let node1 = TestBroker::start(&yaml(1, 0)).await;
+    let node2 = TestBroker::start(&yaml(2, 0)).await;
+    let port = free_port();
+    let config = nats.dir.write("node3.yaml", &yaml(3, port));
+    let mut node3 = BrokerProcess::start(&config, port).await;
+
+    // An offline session with a short expiry, and a connected one, both on node 3.
+    let short = ConnectBuilder::new("dead-short").session_expiry(2);
+    let mut c = RawClient::connect(node3.addr()).await;
+    c.send(&short.build()).await;
+    c.expect_connack_ok().await;
+    c.sub_ok(1, "short/t", 1).await;
+    c.disconnect().await;
+    let builder = ConnectBuilder::new("orphan").session_expiry(300);
+    let mut c = RawClient::connect(node3.addr()).await;
+    c.send(&builder.build()).await;
+    c.expect_connack_ok().await;
+    let ack = c.subscribe_with(1, "dead/+", opts(1), Some(9)).await;
+    assert_eq!(ack.reason_codes[0].0, 1);
+    node3.signal("KILL");
+    node3.exit_within(Duration::from_secs(10)).await;
+    drop(c);
+
+    let started = tokio::time::Instant::now();
+    let mut c = RawClient::connect(node1.mqtt_addr()).await;
+    c.send(&builder.clone().clean_start(false).build()).await;
+    let ack = c.expect_connack_ok().await;
+    assert!(
+        ack.session_present,
+        "node 1 takes over the dead node's session"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the takeover does not wait for the dead node ({:?})",
+        started.elapsed()
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let p = loop {
+        assert!(tokio::time::Instant::now() < deadline, "nothing arrived");
+        publish(node2.mqtt_addr(), &["-q", "1", "-t", "dead/x", "-m", "m"]).await;
+        if let Some(Packet::Publish(p)) = c.recv(Duration::from_millis(500)).await {
+            break p;
+        }
+    };
+    assert_eq!(p.topic, "dead/x");
+    assert_eq!(p.properties.subscription_identifiers, [9]);
+
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut c = RawClient::connect(node2.mqtt_addr()).await;
+    c.send(&short.clone().clean_start(false).build()).await;
+    let ack = c.expect_connack_ok().await;
+    assert!(
+        !ack.session_present,
+        "the dead node's expired session is gone"
+    );
+}
