@@ -59,6 +59,10 @@ pub const BUCKET: &str = "gatehouse-sessions";
 /// refused with 0x88 Server unavailable.
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Sweeps in a row in which an owner of connected sessions had no subscriber on its
+/// flush subject before its sessions count as offline (about 15 s).
+const ORPHAN_AFTER: u32 = 3;
+
 /// How long a claim waits for the previous owner to write what it has queued.
 const FLUSH_WAIT: Duration = Duration::from_secs(2);
 
@@ -318,6 +322,9 @@ pub struct ClusterSessions {
     client: async_nats::Client,
     origin: String,
     held: parking_lot::Mutex<HashMap<String, Held>>,
+    /// Records of other owners whose client is connected: (revision, owner), for the
+    /// sweep's check that their owner still lives.
+    online_elsewhere: parking_lot::Mutex<HashMap<String, (u64, String)>>,
     /// Keys with a claim of this node under way, and the latest write of another owner
     /// the watch showed meanwhile: the watch may show a later claim of another node before
     /// this node's own write is acknowledged, when nothing is held yet to lose. Locked
@@ -354,6 +361,7 @@ pub(super) async fn start(
         client: client.clone(),
         origin: origin.to_owned(),
         held: parking_lot::Mutex::new(HashMap::new()),
+        online_elsewhere: parking_lot::Mutex::new(HashMap::new()),
         claiming: parking_lot::Mutex::new(HashMap::new()),
         offline: parking_lot::Mutex::new(HashMap::new()),
         next_token: AtomicU64::new(1),
@@ -416,7 +424,9 @@ impl ClusterSessions {
             };
             let now = now_ms();
             let alive = current.as_ref().filter(|r| r.alive(now));
-            if let Some(r) = alive.filter(|r| r.owner != self.origin && !flushed) {
+            if let Some(r) =
+                alive.filter(|r| r.owner != self.origin && !r.owner.is_empty() && !flushed)
+            {
                 // The owner may still have writes of the record queued (a SUBSCRIBE just
                 // acknowledged, the disconnect of its client): have it write them first,
                 // then read again. A dead owner has no subscriber: no responders at once.
@@ -652,13 +662,26 @@ impl ClusterSessions {
                 None => offline.remove(&entry.key),
             };
         }
-        let Some(record) = record.filter(|r| r.owner != self.origin) else {
+        {
+            let mut online = self.online_elsewhere.lock();
+            match record
+                .as_ref()
+                .filter(|r| r.online && r.owner != self.origin)
+            {
+                Some(r) => online.insert(entry.key.clone(), (entry.revision, r.owner.clone())),
+                None => online.remove(&entry.key),
+            };
+        }
+        // This node's own writes change nothing here. A delete is another node's (this
+        // node's own are of keys it is ending, or older than its current claim).
+        if record.as_ref().is_some_and(|r| r.owner == self.origin) {
             return;
-        };
+        }
+        let resumed = record.as_ref().is_some_and(|r| r.resumed);
         let mut held = self.held.lock();
         if let Some(c) = self.claiming.lock().get_mut(&entry.key) {
             if c.foreign.is_none_or(|(rev, _)| rev < entry.revision) {
-                c.foreign = Some((entry.revision, record.resumed));
+                c.foreign = Some((entry.revision, resumed));
             }
         }
         let Some(h) = held.get_mut(&entry.key) else {
@@ -667,7 +690,6 @@ impl ClusterSessions {
         if entry.revision <= h.revision {
             return; // older than this node's own claim
         }
-        let resumed = record.resumed;
         match std::mem::replace(&mut h.state, HeldState::Lost { resumed }) {
             HeldState::Claimed => {} // `confirm` tells the connection
             HeldState::Attached {
@@ -762,6 +784,74 @@ impl ClusterSessions {
     }
 }
 
+impl ClusterSessions {
+    /// Owners of connected sessions that no longer answer (no subscriber on their flush
+    /// subject, [`ORPHAN_AFTER`] sweeps in a row: the node died, or has been cut off from
+    /// NATS that long) lose them: each such record is rewritten with no owner, offline
+    /// since now, so that its expiry runs (and a node that was only cut off sees it taken
+    /// over when it is back, and disconnects its client).
+    async fn orphan_sessions_of_gone_owners(&self, strikes: &mut HashMap<String, u32>) {
+        let owners: std::collections::HashSet<String> = self
+            .online_elsewhere
+            .lock()
+            .values()
+            .map(|(_, owner)| owner.clone())
+            .filter(|o| !o.is_empty())
+            .collect();
+        strikes.retain(|o, _| owners.contains(o));
+        for owner in owners {
+            let asked = self.client.request(flush_subject(&owner), Bytes::new());
+            match tokio::time::timeout(FLUSH_WAIT, asked).await {
+                Ok(Ok(_)) => {
+                    strikes.remove(&owner);
+                }
+                Ok(Err(e)) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => {
+                    *strikes.entry(owner).or_default() += 1;
+                }
+                // Slow or NATS trouble: no verdict.
+                _ => {}
+            }
+        }
+        for (owner, _) in strikes.iter().filter(|(_, n)| **n >= ORPHAN_AFTER) {
+            let keys: Vec<(String, u64)> = self
+                .online_elsewhere
+                .lock()
+                .iter()
+                .filter(|(_, (_, o))| o == owner)
+                .map(|(k, (rev, _))| (k.clone(), *rev))
+                .collect();
+            for (key, revision) in keys {
+                let subject = format!("{}{key}", self.kv.prefix);
+                let Ok((current, Some(record))) = self.last(&subject).await else {
+                    continue;
+                };
+                if current != revision || &record.owner != owner || !record.online {
+                    continue;
+                }
+                let orphaned = Record {
+                    owner: String::new(),
+                    online: false,
+                    offline_since_ms: now_ms(),
+                    resumed: false,
+                    ..record
+                };
+                let written = tokio::time::timeout(
+                    CLAIM_TIMEOUT,
+                    self.kv.update(&key, orphaned.encode(), revision),
+                )
+                .await;
+                if matches!(written, Ok(Ok(_))) {
+                    tracing::info!(
+                        target: "cluster",
+                        owner = owner.as_str(),
+                        "a session of a node that no longer answers is offline now (its expiry runs)"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Answers other nodes' flush requests (see [`ClusterSessions::claim`]) once this node's
 /// queued writes are done.
 async fn answer_flushes(sessions: Weak<ClusterSessions>, mut requests: async_nats::Subscriber) {
@@ -797,11 +887,13 @@ async fn run_writes(sessions: Weak<ClusterSessions>, mut rx: mpsc::UnboundedRece
 /// every node tries, compare-and-set on the revision seen lets one delete commit, and a
 /// record written again meanwhile (resumed) is left alone.
 async fn sweep(sessions: Weak<ClusterSessions>) {
+    let mut strikes: HashMap<String, u32> = HashMap::new();
     loop {
         tokio::time::sleep(SWEEP_EVERY).await;
         let Some(s) = sessions.upgrade() else {
             return;
         };
+        s.orphan_sessions_of_gone_owners(&mut strikes).await;
         let now = now_ms();
         let due: Vec<(String, u64)> = s
             .offline

@@ -386,7 +386,9 @@ async fn a_session_taken_over_around_the_nodes_keeps_every_subscription() {
 /// clean start 0 still takes its connected persistent session over, without waiting for
 /// the dead node (Session Present 1, its subscription with its identifier: a message
 /// published on node 2 arrives). A session the dead node held offline with a 2 s expiry
-/// has expired for every node (Session Present 0) though no node ended it.
+/// has expired for every node (Session Present 0) though no node ended it; one whose
+/// client was connected to the dead node expires too, once the other nodes have found
+/// the node gone (no answer on its flush subject for three sweeps in a row).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_session_of_a_killed_node_is_taken_over_on_another_node() {
     use gatehouse_tests::broker::{free_port, BrokerProcess, TestBroker};
@@ -414,6 +416,13 @@ async fn a_session_of_a_killed_node_is_taken_over_on_another_node() {
     c.expect_connack_ok().await;
     c.sub_ok(1, "short/t", 1).await;
     c.disconnect().await;
+    // A connected session with a short expiry: it expires once the others have found
+    // node 3 gone (three sweeps, about 15 s) and its expiry has run.
+    let connected_short = ConnectBuilder::new("dead-connected-short").session_expiry(2);
+    let mut connected = RawClient::connect(node3.addr()).await;
+    connected.send(&connected_short.build()).await;
+    connected.expect_connack_ok().await;
+    connected.sub_ok(1, "short/c", 1).await;
     let builder = ConnectBuilder::new("orphan").session_expiry(300);
     let mut c = RawClient::connect(node3.addr()).await;
     c.send(&builder.build()).await;
@@ -422,7 +431,8 @@ async fn a_session_of_a_killed_node_is_taken_over_on_another_node() {
     assert_eq!(ack.reason_codes[0].0, 1);
     node3.signal("KILL");
     node3.exit_within(Duration::from_secs(10)).await;
-    drop(c);
+    let killed = tokio::time::Instant::now();
+    drop((c, connected));
 
     let started = tokio::time::Instant::now();
     let mut c = RawClient::connect(node1.mqtt_addr()).await;
@@ -455,5 +465,15 @@ async fn a_session_of_a_killed_node_is_taken_over_on_another_node() {
     assert!(
         !ack.session_present,
         "the dead node's expired session is gone"
+    );
+
+    tokio::time::sleep_until(killed + Duration::from_secs(25)).await;
+    let mut c = RawClient::connect(node1.mqtt_addr()).await;
+    c.send(&connected_short.clone().clean_start(false).build())
+        .await;
+    let ack = c.expect_connack_ok().await;
+    assert!(
+        !ack.session_present,
+        "a session connected on the dead node expires once the node is found gone"
     );
 }
