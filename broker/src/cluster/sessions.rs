@@ -282,6 +282,8 @@ impl Drop for ClaimingGuard<'_> {
 pub struct Claim {
     token: u64,
     key: String,
+    /// The record written.
+    record: Record,
     /// The subscriptions of a session moved from another node (Session Present 1).
     pub moved: Option<Vec<(String, SubscriptionRecord)>>,
     /// Whether a local session of this client id may be resumed (the record is this
@@ -477,6 +479,7 @@ impl ClusterSessions {
                     return Claim {
                         token,
                         key,
+                        record,
                         moved,
                         local_valid,
                     };
@@ -543,16 +546,33 @@ impl ClusterSessions {
         }
     }
 
-    /// The local attach failed after the claim: delete the claim again.
-    pub fn release(&self, claim: &Claim) {
-        let mut held = self.held.lock();
-        if let Some(h) = held.get_mut(&claim.key).filter(|h| h.token == claim.token) {
-            h.state = HeldState::Ending;
-            let _ = self.writes.send(Write::Delete {
-                key: claim.key.clone(),
-                token: claim.token,
-            });
-        }
+    /// The local attach failed after the claim (`maxSessions`): the session is not
+    /// served here. Its record stays, offline from now on and owned by nobody, so that a
+    /// session that moved here is not lost with it (its expiry runs; the sweep deletes it).
+    pub async fn release(&self, claim: &Claim) {
+        let revision = {
+            let mut held = self.held.lock();
+            match held.get(&claim.key) {
+                Some(h) if h.token == claim.token => {
+                    let revision = h.revision;
+                    held.remove(&claim.key);
+                    revision
+                }
+                _ => return,
+            }
+        };
+        let record = Record {
+            owner: String::new(),
+            online: false,
+            offline_since_ms: now_ms(),
+            resumed: false,
+            ..claim.record.clone()
+        };
+        let _ = tokio::time::timeout(
+            CLAIM_TIMEOUT,
+            self.kv.update(&claim.key, record.encode(), revision),
+        )
+        .await;
     }
 
     /// The held entry of `session`, if it is the one this node's record describes.

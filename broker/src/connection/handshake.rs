@@ -275,7 +275,7 @@ where
         Ok(attached) => attached,
         Err(e) => {
             if let (Some(cluster), Some(c)) = (broker.cluster_sessions.get(), &claim) {
-                cluster.release(c);
+                cluster.release(c).await;
             }
             // `maxSessions` (3.1.1: 0x03 Server unavailable).
             tracing::info!(target: "session", client_id = &*client_id, "CONNECT refused: {e}");
