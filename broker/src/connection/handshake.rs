@@ -270,6 +270,7 @@ where
         }
     }
     // A local session is resumed only when the cluster's record is this node's own.
+    let connect_clean_start = connect.clean_start;
     let local_clean = connect.clean_start || claim.as_ref().is_some_and(|c| !c.local_valid);
     let attached = match broker.attach(&client_id, local_clean, owner).await {
         Ok(attached) => attached,
@@ -367,7 +368,8 @@ where
             tokio::spawn(async move {
                 broker.give_up_session(&session, generation, resumed).await;
             });
-        } else {
+        } else if c.local_valid && !connect_clean_start && !attached.session_present {
+            // The record promised a session this node no longer has: say what it has.
             broker.session_changed(&conn.session);
         }
     }
