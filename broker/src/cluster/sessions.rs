@@ -1,7 +1,7 @@
 //! Sessions owned by one node at a time, cluster-wide (issue 15).
 //!
 //! A JetStream key-value bucket ([`BUCKET`], history 1, `cluster.nats.replicas` copies)
-//! holds one [`Record`] per client id: the node that owns the session (its origin, which
+//! holds one `Record` per client id: the node that owns the session (its origin, which
 //! is unique per start of a node), a generation, whether a client is connected, and what
 //! a persistent session needs to move to another node (its subscriptions with their
 //! options and identifiers, its expiry interval, when it went offline, the identity that
@@ -13,6 +13,9 @@
 //!   decides again, so of two CONNECTs racing on two nodes both end up written one after
 //!   the other, and the earlier owner learns it lost (below). The old owner's consent is
 //!   not needed: a node that died still owns its keys, and a CONNECT elsewhere takes them.
+//!   Before deciding on a record another node owns, the claimant asks that node (a core
+//!   NATS request on its flush subject, at most `FLUSH_WAIT`) to finish the record
+//!   writes it has queued; a dead node has no subscriber, so NATS answers at once.
 //! - **Moving**: a CONNECT with clean start 0 for a record that is alive (connected, or
 //!   offline within its expiry), of the same identity and owned by another node gets the
 //!   record's subscriptions installed in a fresh local session, and Session Present 1.
@@ -24,12 +27,17 @@
 //!   published unless the new CONNECT resumed the session (the record says so), as a
 //!   single node does on a takeover.
 //! - **Keeping it current**: the owner rewrites the record (by compare-and-set, on one
-//!   task, in order) after each SUBSCRIBE / UNSUBSCRIBE and when its client goes offline;
-//!   a write that loses its compare-and-set is dropped (the watch reports the loss).
+//!   task, in order) after each SUBSCRIBE / UNSUBSCRIBE (whose SUBACK / UNSUBACK waits for
+//!   the write, so an acknowledged subscription survives this node) and when its client
+//!   goes offline; a write that loses its compare-and-set is dropped (the watch reports
+//!   the loss).
 //! - **Ending**: the owner deletes the key (compare-and-set) when the session ends: clean
 //!   start on disconnect, session expiry. When the owner is gone, every node's sweep
-//!   deletes offline records past their expiry plus [`SWEEP_GRACE_MS`] (compare-and-set on
-//!   the revision it saw: one delete commits).
+//!   deletes offline records past their expiry plus `SWEEP_GRACE_MS` (compare-and-set on
+//!   the revision it saw: one delete commits). The sweep also asks each owner of connected
+//!   records whether it lives (its flush subject); one without a responder
+//!   `ORPHAN_AFTER` sweeps in a row has those records rewritten offline and unowned, so
+//!   their expiry runs (a node only cut off from NATS then sees them taken over).
 //!
 //! Keys: base64url of the client id (KV keys allow only `[-/_=.A-Za-z0-9]`; base64url
 //! is one spelling per id, so no two ids share a key and none reaches another's key);
