@@ -477,3 +477,56 @@ async fn a_session_of_a_killed_node_is_taken_over_on_another_node() {
         "a session connected on the dead node expires once the node is found gone"
     );
 }
+
+/// Client ids are hostile input to the bucket keys: ids with NATS's reserved characters,
+/// one that looks like an escape, one like a hashed key, and ids too long for a key
+/// (keyed by their hash) each keep their own session when they move from node 1 to
+/// node 2: Session Present 1 and exactly their own subscription, none of another's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_client_ids_each_keep_their_own_session_across_nodes() {
+    let Some(nodes) = Nodes::start_or_skip("hostile_client_ids").await else {
+        return;
+    };
+    let ids = [
+        "dot.ted".to_owned(),
+        "dot ted".to_owned(),
+        "*".to_owned(),
+        ">".to_owned(),
+        "~2E".to_owned(),
+        "h.0123".to_owned(),
+        "$KV.gatehouse-sessions.x".to_owned(),
+        "x".repeat(3000),
+        format!("{}y", "x".repeat(2999)),
+    ];
+    for (i, id) in ids.iter().enumerate() {
+        let b = ConnectBuilder::new(id).session_expiry(300);
+        let (mut c, _) = connect(&nodes, 1, &b).await;
+        c.sub_ok(1, &format!("hid/{i}"), 1).await;
+        c.disconnect().await;
+    }
+    let mut clients = Vec::new();
+    for id in &ids {
+        let b = ConnectBuilder::new(id)
+            .session_expiry(300)
+            .clean_start(false);
+        let (c, present) = connect(&nodes, 2, &b).await;
+        assert!(present, "{:.40}: its session moved to node 2", id);
+        clients.push(c);
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let p = publish_until_received(&nodes, 3, &format!("hid/{i}"), c).await;
+        assert_eq!(p.topic, format!("hid/{i}"));
+    }
+    // Nobody got another's messages: each published topic reached its own client only.
+    for (i, c) in clients.iter_mut().enumerate() {
+        while let Some(packet) = c.recv(Duration::from_millis(300)).await {
+            if let Packet::Publish(p) = packet {
+                assert_eq!(
+                    p.topic,
+                    format!("hid/{i}"),
+                    "client {i} got another's message"
+                );
+            }
+        }
+    }
+}
