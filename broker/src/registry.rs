@@ -36,6 +36,9 @@ pub struct Broker {
     next_key: AtomicU64,
     /// Set at start when sessions or retained messages persist.
     pub journal: std::sync::OnceLock<Journal>,
+    /// Cluster mode (issue 15): the sessions bucket, which says which node owns each
+    /// session; set at start before the ports open.
+    pub cluster_sessions: std::sync::OnceLock<Arc<crate::cluster::sessions::ClusterSessions>>,
 }
 
 /// A connection's hold on its session. Dropping `released` tells a connection that is
@@ -80,6 +83,7 @@ impl Broker {
             sessions: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(1),
             journal: std::sync::OnceLock::new(),
+            cluster_sessions: std::sync::OnceLock::new(),
         })
     }
 
@@ -367,6 +371,7 @@ impl Broker {
         if expiry_interval == 0 {
             self.end_session(session);
         } else {
+            self.session_changed(session);
             self.arm_expiry(
                 session,
                 generation,
@@ -400,6 +405,15 @@ impl Broker {
     /// Remove a session for good: out of the registry and the index; a will still
     /// waiting out its delay is published now ("or the session ends", §3.1.3.2.2).
     fn end_session(&self, session: &Arc<Session>) {
+        self.end_session_with(session, true);
+    }
+
+    /// [`Broker::end_session`]; `publish_will` false drops a will still waiting out its
+    /// delay (the session goes on on another node, which cancels it).
+    fn end_session_with(&self, session: &Arc<Session>, publish_will: bool) {
+        if let Some(cluster) = self.cluster_sessions.get() {
+            cluster.ended(session);
+        }
         {
             let mut registry = self.sessions.lock();
             if registry
@@ -423,9 +437,82 @@ impl Broker {
                     .unsubscribe(parsed.filter, parsed.share_group, session.key);
             }
         }
-        if let Some(p) = will {
+        if let Some(p) = will.filter(|_| publish_will) {
             self.publish_will(p.will, Some(session.key));
         }
+    }
+
+    // --- Cluster mode: sessions owned by one node at a time (cluster/sessions.rs) ---
+
+    /// A session's subscriptions or connection changed: in cluster mode its record in
+    /// the sessions bucket is written again.
+    pub fn session_changed(&self, session: &Arc<Session>) {
+        if let Some(cluster) = self.cluster_sessions.get() {
+            cluster.changed(session);
+        }
+    }
+
+    /// [`Broker::session_changed`] before a SUBACK / UNSUBACK: in cluster mode, returns
+    /// once the record is written (up to 5 s), so that an acknowledged subscription
+    /// survives the loss of this node.
+    pub fn session_changed_durably(&self, session: &Arc<Session>) {
+        if let Some(cluster) = self.cluster_sessions.get() {
+            cluster.changed_and_wait(session);
+        }
+    }
+
+    /// Cluster mode: install the subscriptions of a session that moved here from another
+    /// node in the freshly attached `session` (no retained messages are sent, as for any
+    /// resumed session).
+    pub fn adopt_subscriptions(
+        &self,
+        session: &Arc<Session>,
+        subscriptions: Vec<(String, crate::session::SubscriptionRecord)>,
+    ) {
+        let mut st = session.lock();
+        for (raw, record) in subscriptions {
+            if let Ok(parsed) = gatehouse_protocol::topic::parse_subscription_filter(&raw) {
+                self.router.subscribe(
+                    parsed.filter,
+                    parsed.share_group,
+                    SubEntry {
+                        session: session.clone(),
+                        options: record.options,
+                        id: record.id,
+                    },
+                );
+                st.subscriptions.insert(raw, record);
+            }
+        }
+    }
+
+    /// Cluster mode: another node took the session over. Disconnect its client here
+    /// (0x8E Session taken over, whose exit handles the will as any takeover), wait until
+    /// it has let go, and drop the session from this node; a will still waiting out its
+    /// delay is published unless the other node resumed the session. Nothing happens when
+    /// the session was attached again here since (`generation` moved on).
+    pub async fn give_up_session(
+        self: &Arc<Self>,
+        session: &Arc<Session>,
+        generation: u64,
+        resumed: bool,
+    ) {
+        let attachment = {
+            let mut st = session.lock();
+            if st.generation != generation || st.ended {
+                return;
+            }
+            st.attachment.take()
+        };
+        if let Some(Attachment { kick, released }) = attachment {
+            let _ = kick.send(ReasonCode::SESSION_TAKEN_OVER);
+            let _ = tokio::time::timeout(TAKEOVER_WAIT, released).await;
+        }
+        if session.lock().generation != generation {
+            return;
+        }
+        session.set_online(false);
+        self.end_session_with(session, !resumed);
     }
 
     /// Publish a will message as if its client had published it, if the policy in force

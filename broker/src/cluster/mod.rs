@@ -25,17 +25,21 @@
 //! The state store's keys live in another bucket, read and written by compare-and-set,
 //! with KEYNOTIFY driven by a watch on every node ([`statestore`]).
 //!
+//! Sessions are owned by one node at a time, claimed by compare-and-set in a third bucket
+//! and watched for takeovers by other nodes ([`sessions`]).
+//!
 //! When NATS fails under the node ([`health`]): cut off for longer than
 //! `cluster.nats.disconnectGrace`, it disconnects its clients and refuses CONNECTs until
 //! NATS is back; while JetStream has no quorum, retained PUBLISHes are refused.
 //!
-//! Not built yet: sessions and queued messages in JetStream.
+//! Not built yet: QoS 1/2 messages queued for offline sessions in JetStream.
 
 mod bucket;
 pub mod dedup;
 pub mod envelope;
 pub mod health;
 pub mod retained;
+pub mod sessions;
 pub mod statestore;
 pub mod subject;
 
@@ -95,6 +99,9 @@ pub enum ClusterError {
     /// JetStream did not give the state store's bucket.
     #[error("state store: {0}")]
     StateStore(String),
+    /// JetStream did not give the sessions' bucket.
+    #[error("sessions: {0}")]
+    Sessions(String),
 }
 
 /// What crossed between nodes (for tests and, later, metrics).
@@ -252,6 +259,11 @@ impl Cluster {
         statestore::start(&client, nats.replicas as usize, broker)
             .await
             .map_err(ClusterError::StateStore)?;
+        // Sessions owned by one node at a time (sessions.rs).
+        let sessions = sessions::start(&client, nats.replicas as usize, broker, &shared.origin)
+            .await
+            .map_err(ClusterError::Sessions)?;
+        let _ = broker.cluster_sessions.set(sessions);
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
         tokio::spawn(run_subscriptions(

@@ -76,6 +76,10 @@ impl Connection {
         self.broker
             .state_store
             .recheck_registrations(&self.client_id, |action| self.allowed(action));
+        if !revoked.is_empty() {
+            // Cluster mode: the session's record follows its subscriptions.
+            self.broker.session_changed(&self.session);
+        }
         let outbound = &self.metrics.outbound;
         outbound.subscriptions_revoked.add(revoked.len() as u64);
         outbound.not_authorized.add(messages as u64);

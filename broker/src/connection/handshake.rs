@@ -259,15 +259,46 @@ where
         Some(p) => crate::session::Owner::Principal(Box::new(p.identity())),
         None => crate::session::Owner::Anonymous,
     };
-    let attached = match broker.attach(&client_id, connect.clean_start, owner).await {
+    // Cluster mode: claim the session in the sessions bucket first (cluster/sessions.rs).
+    let mut claim = None;
+    if let Some(cluster) = broker.cluster_sessions.get() {
+        match cluster
+            .claim(&client_id, connect.clean_start, &owner, session_expiry)
+            .await
+        {
+            Ok(c) => claim = Some(c),
+            Err(e) => {
+                refuse(
+                    writer,
+                    Some(version.level()),
+                    ReasonCode::SERVER_UNAVAILABLE,
+                )
+                .await;
+                return Err(format!("CONNECT refused: {e}"));
+            }
+        }
+    }
+    // A local session is resumed only when the cluster's record is this node's own.
+    let connect_clean_start = connect.clean_start;
+    let local_clean = connect.clean_start || claim.as_ref().is_some_and(|c| !c.local_valid);
+    let attached = match broker.attach(&client_id, local_clean, owner).await {
         Ok(attached) => attached,
         Err(e) => {
+            if let (Some(cluster), Some(c)) = (broker.cluster_sessions.get(), &claim) {
+                cluster.release(c).await;
+            }
             // `maxSessions` (3.1.1: 0x03 Server unavailable).
             tracing::info!(target: "session", client_id = &*client_id, "CONNECT refused: {e}");
             refuse(writer, Some(version.level()), ReasonCode::QUOTA_EXCEEDED).await;
             return Err(format!("CONNECT refused: {e}"));
         }
     };
+    let mut attached = attached;
+    if let Some(moved) = claim.as_mut().and_then(|c| c.moved.take()) {
+        // The session moved here from another node: its subscriptions come with it.
+        broker.adopt_subscriptions(&attached.session, moved);
+        attached.session_present = true;
+    }
     if let Some(journal) = broker.journal.get() {
         let already = attached.session.lock().persists();
         let selected = journal
@@ -339,6 +370,20 @@ where
         reason_code: ReasonCode::SUCCESS,
         properties,
     }));
+    if let (Some(cluster), Some(c)) = (broker.cluster_sessions.get(), &claim) {
+        if let Err(resumed) = cluster.confirm(c, &conn.session, conn.generation) {
+            // Taken over by another node between the claim and now: this connection
+            // loses, as the older one of a takeover does (0x8E once it serves).
+            let (broker, session, generation) =
+                (broker.clone(), conn.session.clone(), conn.generation);
+            tokio::spawn(async move {
+                broker.give_up_session(&session, generation, resumed).await;
+            });
+        } else if c.local_valid && !connect_clean_start && !attached.session_present {
+            // The record promised a session this node no longer has: say what it has.
+            broker.session_changed(&conn.session);
+        }
+    }
     if attached.session_present {
         // What the session holds was granted under an earlier connection: the policy may
         // have been reloaded since (that is why the client was disconnected), or the

@@ -505,6 +505,8 @@ impl Connection {
                     .push_back(PendingRetained { raw, cursor });
             }
         }
+        // Cluster mode: the session's record follows its subscriptions.
+        self.broker.session_changed_durably(&self.session);
         self.send(&Packet::SubAck(SubAck {
             packet_id: sub.packet_id,
             properties: AckProperties::default(),
@@ -564,6 +566,7 @@ impl Connection {
                 ReasonCode::NO_SUBSCRIPTION_EXISTED
             });
         }
+        self.broker.session_changed_durably(&self.session);
         self.send(&Packet::UnsubAck(UnsubAck {
             packet_id: unsub.packet_id,
             properties: AckProperties::default(),

@@ -1,0 +1,1014 @@
+//! Sessions owned by one node at a time, cluster-wide (issue 15).
+//!
+//! A JetStream key-value bucket ([`BUCKET`], history 1, `cluster.nats.replicas` copies)
+//! holds one `Record` per client id: the node that owns the session (its origin, which
+//! is unique per start of a node), a generation, whether a client is connected, and what
+//! a persistent session needs to move to another node (its subscriptions with their
+//! options and identifiers, its expiry interval, when it went offline, the identity that
+//! owns it).
+//!
+//! - **Claim**: every CONNECT in cluster mode first writes the record with this node as
+//!   owner, by compare-and-set on the key's revision (0 for a key never written), before
+//!   the local registry attaches it. A lost compare-and-set reads the key again and
+//!   decides again, so of two CONNECTs racing on two nodes both end up written one after
+//!   the other, and the earlier owner learns it lost (below). The old owner's consent is
+//!   not needed: a node that died still owns its keys, and a CONNECT elsewhere takes them.
+//!   Before deciding on a record another node owns, the claimant asks that node (a core
+//!   NATS request on its flush subject, at most `FLUSH_WAIT`) to finish the record
+//!   writes it has queued; a dead node has no subscriber, so NATS answers at once.
+//! - **Moving**: a CONNECT with clean start 0 for a record that is alive (connected, or
+//!   offline within its expiry), of the same identity and owned by another node gets the
+//!   record's subscriptions installed in a fresh local session, and Session Present 1.
+//!   A record this node owns is resumed from the local session as on a single node.
+//! - **Losing**: every node watches the bucket. A record of a session this node holds,
+//!   written by another owner at a later revision, means it was taken over: the node
+//!   disconnects its client with 0x8E, waits for it to let go (its will is handled by the
+//!   ordinary detach), then drops the local session; a will still waiting out its delay is
+//!   published unless the new CONNECT resumed the session (the record says so), as a
+//!   single node does on a takeover.
+//! - **Keeping it current**: the owner rewrites the record (by compare-and-set, on one
+//!   task, in order) after each SUBSCRIBE / UNSUBSCRIBE (whose SUBACK / UNSUBACK waits for
+//!   the write, so an acknowledged subscription survives this node) and when its client
+//!   goes offline; a write that loses its compare-and-set is dropped (the watch reports
+//!   the loss).
+//! - **Ending**: the owner deletes the key (compare-and-set) when the session ends: clean
+//!   start on disconnect, session expiry. When the owner is gone, every node's sweep
+//!   deletes offline records past their expiry plus `SWEEP_GRACE_MS` (compare-and-set on
+//!   the revision it saw: one delete commits). The sweep also asks each owner of connected
+//!   records whether it lives (its flush subject); one without a responder
+//!   `ORPHAN_AFTER` sweeps in a row has those records rewritten offline and unowned, so
+//!   their expiry runs (a node only cut off from NATS then sees them taken over).
+//!
+//! Keys: base64url of the client id (KV keys allow only `[-/_=.A-Za-z0-9]`; base64url
+//! is one spelling per id, so no two ids share a key and none reaches another's key);
+//! ids whose key would be too long for a subject are keyed `h.<sha-256 hex>` instead (a
+//! `.` never occurs in base64url, so the two forms cannot meet).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_nats::jetstream::kv::{Entry, Operation, Store};
+use async_nats::jetstream::stream::LastRawMessageErrorKind;
+use base64::Engine as _;
+use bytes::Bytes;
+use gatehouse_protocol::{QoS, SubscriptionOptions};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::registry::Broker;
+use crate::session::{Owner, Session, SubscriptionRecord};
+
+/// The bucket of sessions.
+pub const BUCKET: &str = "gatehouse-sessions";
+
+/// How long a CONNECT waits for its claim (read and compare-and-set) before it is
+/// refused with 0x88 Server unavailable.
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Sweeps in a row in which an owner of connected sessions had no subscriber on its
+/// flush subject before its sessions count as offline (about 15 s).
+const ORPHAN_AFTER: u32 = 3;
+
+/// How long a claim waits for the previous owner to write what it has queued.
+const FLUSH_WAIT: Duration = Duration::from_secs(2);
+
+/// Client ids whose base64url key would be longer than this are keyed by their hash.
+const MAX_KEY: usize = 1024;
+
+/// How often each node looks for offline records past their expiry.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// An offline record is deleted by the sweep only this long after its expiry: its owner,
+/// when alive, ends it first (and publishes a will still pending).
+const SWEEP_GRACE_MS: u64 = 10_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionsError {
+    #[error("the {BUCKET} bucket did not answer within {CLAIM_TIMEOUT:?}")]
+    Timeout,
+}
+
+/// A session's record in the bucket.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+struct Record {
+    /// The origin (`<nodeName>/<random per start>`) of the owning node.
+    owner: String,
+    generation: u64,
+    online: bool,
+    /// Session Expiry Interval in seconds (`u32::MAX`: never).
+    expiry: u32,
+    /// When the session went offline (ms since the Unix epoch, the owner's clock).
+    #[serde(default)]
+    offline_since_ms: u64,
+    /// Whether the CONNECT that wrote this claim resumed the session (the previous
+    /// owner then cancels a will still waiting out its delay).
+    #[serde(default)]
+    resumed: bool,
+    /// The identity that owns the session (authentication method and user name; both
+    /// absent for an anonymous client).
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    subscriptions: Vec<StoredSubscription>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+struct StoredSubscription {
+    filter: String,
+    qos: u8,
+    no_local: bool,
+    retain_as_published: bool,
+    retain_handling: u8,
+    #[serde(default)]
+    id: Option<u32>,
+}
+
+impl Record {
+    /// Whether the session still exists at `now_ms`.
+    fn alive(&self, now_ms: u64) -> bool {
+        self.online
+            || self.expiry == u32::MAX
+            || now_ms < self.offline_since_ms + u64::from(self.expiry) * 1000
+    }
+
+    /// When an offline record falls due, if it ever does.
+    fn due_ms(&self) -> Option<u64> {
+        (!self.online && self.expiry != u32::MAX)
+            .then(|| self.offline_since_ms + u64::from(self.expiry) * 1000)
+    }
+
+    fn same_identity(&self, owner: &Owner) -> bool {
+        let (method, username) = identity(owner);
+        self.method.as_deref() == method && self.username.as_deref() == username
+    }
+
+    fn subscriptions(&self) -> Vec<(String, SubscriptionRecord)> {
+        self.subscriptions
+            .iter()
+            .filter_map(|s| {
+                Some((
+                    s.filter.clone(),
+                    SubscriptionRecord {
+                        options: SubscriptionOptions {
+                            qos: QoS::from_u8(s.qos)?,
+                            no_local: s.no_local,
+                            retain_as_published: s.retain_as_published,
+                            retain_handling: s.retain_handling,
+                        },
+                        id: s.id,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    fn decode(value: &[u8]) -> Option<Record> {
+        serde_json::from_slice(value).ok()
+    }
+
+    fn encode(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+}
+
+fn identity(owner: &Owner) -> (Option<&str>, Option<&str>) {
+    match owner {
+        Owner::Principal(p) => (Some(p.method), p.username.as_deref()),
+        Owner::Anonymous | Owner::Unknown => (None, None),
+    }
+}
+
+fn stored_subscriptions<'a>(
+    subs: impl Iterator<Item = (&'a String, &'a SubscriptionRecord)>,
+) -> Vec<StoredSubscription> {
+    subs.map(|(filter, r)| StoredSubscription {
+        filter: filter.clone(),
+        qos: r.options.qos as u8,
+        no_local: r.options.no_local,
+        retain_as_published: r.options.retain_as_published,
+        retain_handling: r.options.retain_handling,
+        id: r.id,
+    })
+    .collect()
+}
+
+/// The bucket key of a client id (see the module's doc).
+pub fn key_of(client_id: &str) -> String {
+    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(client_id);
+    if key.len() <= MAX_KEY {
+        return key;
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, client_id.as_bytes());
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("h.{hex}")
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What this node knows of a session it owns.
+struct Held {
+    /// Which claim this is: writes and confirmations of an older claim are ignored.
+    token: u64,
+    /// The revision of this node's last write of the key.
+    revision: u64,
+    /// The expiry interval the connected client asked for (written while it is online).
+    expiry: u32,
+    method: Option<String>,
+    username: Option<String>,
+    generation: u64,
+    state: HeldState,
+}
+
+enum HeldState {
+    /// Written; the local registry has not attached it yet.
+    Claimed,
+    /// Attached to this local session (at this local generation).
+    Attached {
+        session: Arc<Session>,
+        generation: u64,
+    },
+    /// Taken over by another node before the local attach was confirmed.
+    Lost { resumed: bool },
+    /// Ended here; the delete is queued.
+    Ending,
+}
+
+/// A claim under way (see `ClusterSessions::claiming`).
+#[derive(Default)]
+struct Claiming {
+    /// Claims of this node under way for the key.
+    count: usize,
+    /// The latest revision written by another owner meanwhile, and whether it resumed.
+    foreign: Option<(u64, bool)>,
+}
+
+/// Registers a claim under way for its lifetime (a claim that times out is dropped
+/// mid-way).
+struct ClaimingGuard<'a> {
+    sessions: &'a ClusterSessions,
+    key: String,
+}
+
+impl<'a> ClaimingGuard<'a> {
+    fn new(sessions: &'a ClusterSessions, key: &str) -> Self {
+        sessions
+            .claiming
+            .lock()
+            .entry(key.to_owned())
+            .or_default()
+            .count += 1;
+        ClaimingGuard {
+            sessions,
+            key: key.to_owned(),
+        }
+    }
+}
+
+impl Drop for ClaimingGuard<'_> {
+    fn drop(&mut self) {
+        let mut claiming = self.sessions.claiming.lock();
+        if let Some(c) = claiming.get_mut(&self.key) {
+            c.count -= 1;
+            if c.count == 0 {
+                claiming.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// What a CONNECT's claim found.
+pub struct Claim {
+    token: u64,
+    key: String,
+    /// The record written.
+    record: Record,
+    /// The subscriptions of a session moved from another node (Session Present 1).
+    pub moved: Option<Vec<(String, SubscriptionRecord)>>,
+    /// Whether a local session of this client id may be resumed (the record is this
+    /// node's own and alive); otherwise the local attach starts clean.
+    pub local_valid: bool,
+}
+
+enum Write {
+    Put {
+        key: String,
+        token: u64,
+        record: Record,
+        /// Told when the write is done (or skipped).
+        done: Option<tokio::sync::oneshot::Sender<()>>,
+    },
+    Delete {
+        key: String,
+        token: u64,
+    },
+    /// Answered once every write queued before it is done.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// The subject on which the node of `origin` answers flush requests (an origin holds a
+/// node name, which may hold anything; hashed into one token).
+fn flush_subject(origin: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, origin.as_bytes());
+    let hex: String = digest.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("gh-sessions.flush.{hex}")
+}
+
+/// This node's side of the sessions bucket.
+pub struct ClusterSessions {
+    kv: Store,
+    client: async_nats::Client,
+    origin: String,
+    held: parking_lot::Mutex<HashMap<String, Held>>,
+    /// Records of other owners whose client is connected: (revision, owner), for the
+    /// sweep's check that their owner still lives.
+    online_elsewhere: parking_lot::Mutex<HashMap<String, (u64, String)>>,
+    /// Keys with a claim of this node under way, and the latest write of another owner
+    /// the watch showed meanwhile: the watch may show a later claim of another node before
+    /// this node's own write is acknowledged, when nothing is held yet to lose. Locked
+    /// after `held`.
+    claiming: parking_lot::Mutex<HashMap<String, Claiming>>,
+    /// Offline records of every node and when they fall due: (revision, due ms).
+    offline: parking_lot::Mutex<HashMap<String, (u64, u64)>>,
+    next_token: AtomicU64,
+    writes: mpsc::UnboundedSender<Write>,
+    broker: Weak<Broker>,
+}
+
+/// Open (or create) the bucket, start the watch, the writer and the sweep.
+pub(super) async fn start(
+    client: &async_nats::Client,
+    replicas: usize,
+    broker: &Arc<Broker>,
+    origin: &str,
+) -> Result<Arc<ClusterSessions>, String> {
+    let (kv, watch) = super::bucket::open_watched(
+        client,
+        BUCKET,
+        "Gatehouse sessions (one key per client id: owning node, subscriptions, expiry)",
+        replicas,
+    )
+    .await?;
+    let (writes, writes_rx) = mpsc::unbounded_channel();
+    let flushes = client
+        .subscribe(flush_subject(origin))
+        .await
+        .map_err(|e| format!("subscribing to flush requests: {e}"))?;
+    let sessions = Arc::new(ClusterSessions {
+        kv: kv.clone(),
+        client: client.clone(),
+        origin: origin.to_owned(),
+        held: parking_lot::Mutex::new(HashMap::new()),
+        online_elsewhere: parking_lot::Mutex::new(HashMap::new()),
+        claiming: parking_lot::Mutex::new(HashMap::new()),
+        offline: parking_lot::Mutex::new(HashMap::new()),
+        next_token: AtomicU64::new(1),
+        writes,
+        broker: Arc::downgrade(broker),
+    });
+    let weak = Arc::downgrade(&sessions);
+    tokio::spawn(async move {
+        super::bucket::follow(kv, watch, 0, BUCKET, weak, |s: &ClusterSessions, entry| {
+            s.apply(entry)
+        })
+        .await
+    });
+    tokio::spawn(run_writes(Arc::downgrade(&sessions), writes_rx));
+    tokio::spawn(sweep(Arc::downgrade(&sessions)));
+    tokio::spawn(answer_flushes(Arc::downgrade(&sessions), flushes));
+    Ok(sessions)
+}
+
+impl ClusterSessions {
+    /// Claim the session of `client_id` for this node (see the module's doc). Fails when
+    /// the bucket does not answer in time: the CONNECT is refused then.
+    pub async fn claim(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+        owner: &Owner,
+        expiry: u32,
+    ) -> Result<Claim, SessionsError> {
+        tokio::time::timeout(
+            CLAIM_TIMEOUT,
+            self.try_claim(client_id, clean_start, owner, expiry),
+        )
+        .await
+        .map_err(|_| SessionsError::Timeout)
+    }
+
+    async fn try_claim(
+        &self,
+        client_id: &str,
+        clean_start: bool,
+        owner: &Owner,
+        expiry: u32,
+    ) -> Claim {
+        let key = key_of(client_id);
+        let _claiming = ClaimingGuard::new(self, &key);
+        let subject = format!("{}{key}", self.kv.prefix);
+        let (method, username) = identity(owner);
+        let mut pause = Duration::from_millis(5);
+        let mut flushed = false;
+        loop {
+            let (revision, current) = match self.last(&subject).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::debug!(target: "cluster", "reading {BUCKET}: {e}; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                    continue;
+                }
+            };
+            let now = now_ms();
+            let alive = current.as_ref().filter(|r| r.alive(now));
+            if let Some(r) =
+                alive.filter(|r| r.owner != self.origin && !r.owner.is_empty() && !flushed)
+            {
+                // The owner may still have writes of the record queued (a SUBSCRIBE just
+                // acknowledged, the disconnect of its client): have it write them first,
+                // then read again. A dead owner has no subscriber: no responders at once.
+                flushed = true;
+                let asked = self.client.request(flush_subject(&r.owner), Bytes::new());
+                let _ = tokio::time::timeout(FLUSH_WAIT, asked).await;
+                continue;
+            }
+            let resumable = alive.filter(|r| !clean_start && r.same_identity(owner));
+            let local_valid = alive.is_some_and(|r| r.owner == self.origin);
+            let record = Record {
+                owner: self.origin.clone(),
+                generation: current.as_ref().map_or(0, |r| r.generation) + 1,
+                online: true,
+                expiry,
+                offline_since_ms: 0,
+                resumed: resumable.is_some(),
+                method: method.map(str::to_owned),
+                username: username.map(str::to_owned),
+                subscriptions: resumable.map_or_else(Vec::new, |r| r.subscriptions.clone()),
+            };
+            match self.kv.update(&key, record.encode(), revision).await {
+                Ok(written) => {
+                    let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+                    let mut held = self.held.lock();
+                    // Another node's later claim seen before this write was acknowledged:
+                    // this claim lost already.
+                    let state = match self.claiming.lock().get(&key).and_then(|c| c.foreign) {
+                        Some((rev, resumed)) if rev > written => HeldState::Lost { resumed },
+                        _ => HeldState::Claimed,
+                    };
+                    held.insert(
+                        key.clone(),
+                        Held {
+                            token,
+                            revision: written,
+                            expiry,
+                            method: record.method.clone(),
+                            username: record.username.clone(),
+                            generation: record.generation,
+                            state,
+                        },
+                    );
+                    drop(held);
+                    let moved = resumable
+                        .filter(|r| r.owner != self.origin)
+                        .map(Record::subscriptions);
+                    return Claim {
+                        token,
+                        key,
+                        record,
+                        moved,
+                        local_valid,
+                    };
+                }
+                Err(e) => {
+                    // Lost to another write, or JetStream busy: read and decide again.
+                    tracing::debug!(target: "cluster", "claiming a session in {BUCKET}: {e}; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+            }
+        }
+    }
+
+    /// The key's last revision (0: never written) and its record, from the stream's
+    /// leader (a follower may answer from behind).
+    async fn last(&self, subject: &str) -> Result<(u64, Option<Record>), String> {
+        match self
+            .kv
+            .stream
+            .get_last_raw_message_by_subject(subject)
+            .await
+        {
+            Ok(m) => {
+                let live = m.headers.get("KV-Operation").is_none()
+                    && m.headers.get("Nats-Marker-Reason").is_none();
+                Ok((
+                    m.sequence,
+                    live.then(|| Record::decode(&m.payload)).flatten(),
+                ))
+            }
+            Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => Ok((0, None)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// The local registry attached the claimed session: from now on this node keeps its
+    /// record. `Err(resumed)` when another node took it over meanwhile: the caller
+    /// disconnects its client (0x8E) as a takeover does.
+    pub fn confirm(
+        &self,
+        claim: &Claim,
+        session: &Arc<Session>,
+        generation: u64,
+    ) -> Result<(), bool> {
+        let mut held = self.held.lock();
+        match held.get_mut(&claim.key) {
+            Some(h) if h.token == claim.token => match h.state {
+                HeldState::Claimed => {
+                    h.state = HeldState::Attached {
+                        session: session.clone(),
+                        generation,
+                    };
+                    Ok(())
+                }
+                HeldState::Lost { resumed } => {
+                    held.remove(&claim.key);
+                    Err(resumed)
+                }
+                _ => Ok(()),
+            },
+            // A newer claim of this node replaced it: the local takeover handles this one.
+            _ => Ok(()),
+        }
+    }
+
+    /// The local attach failed after the claim (`maxSessions`): the session is not
+    /// served here. Its record stays, offline from now on and owned by nobody, so that a
+    /// session that moved here is not lost with it (its expiry runs; the sweep deletes it).
+    pub async fn release(&self, claim: &Claim) {
+        let revision = {
+            let mut held = self.held.lock();
+            match held.get(&claim.key) {
+                Some(h) if h.token == claim.token => {
+                    let revision = h.revision;
+                    held.remove(&claim.key);
+                    revision
+                }
+                _ => return,
+            }
+        };
+        let record = Record {
+            owner: String::new(),
+            online: false,
+            offline_since_ms: now_ms(),
+            resumed: false,
+            ..claim.record.clone()
+        };
+        let _ = tokio::time::timeout(
+            CLAIM_TIMEOUT,
+            self.kv.update(&claim.key, record.encode(), revision),
+        )
+        .await;
+    }
+
+    /// The held entry of `session`, if it is the one this node's record describes.
+    fn held_for<'a>(
+        held: &'a mut HashMap<String, Held>,
+        session: &Arc<Session>,
+    ) -> Option<(String, &'a mut Held)> {
+        let key = key_of(&session.client_id);
+        let h = held.get_mut(&key)?;
+        match &h.state {
+            HeldState::Attached { session: s, .. } if Arc::ptr_eq(s, session) => Some((key, h)),
+            _ => None,
+        }
+    }
+
+    /// The session's subscriptions or connection changed: write its record again (in
+    /// the background).
+    pub fn changed(&self, session: &Arc<Session>) {
+        self.queue_changed(session, None);
+    }
+
+    /// [`Self::changed`], and wait until the record is written (at most 5 s), so that what
+    /// the client is about to be told (a SUBACK) survives this node. Blocks the calling
+    /// worker thread (`block_in_place`, as the cluster's state store does): the
+    /// connection's packet handlers are synchronous. On a current-thread runtime (not the
+    /// binary's) it does not wait.
+    pub fn changed_and_wait(&self, session: &Arc<Session>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !self.queue_changed(session, Some(tx)) {
+            return;
+        }
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+            return;
+        }
+        tokio::task::block_in_place(|| {
+            let _ = handle.block_on(tokio::time::timeout(CLAIM_TIMEOUT, rx));
+        });
+    }
+
+    /// Queue the write of the session's record; false when this node does not hold it.
+    fn queue_changed(
+        &self,
+        session: &Arc<Session>,
+        done: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> bool {
+        let mut held = self.held.lock();
+        let Some((key, h)) = Self::held_for(&mut held, session) else {
+            return false;
+        };
+        let HeldState::Attached { generation, .. } = h.state else {
+            return false;
+        };
+        let record = {
+            let st = session.lock();
+            if st.generation != generation || st.ended {
+                return false;
+            }
+            let online = st.attachment.is_some();
+            Record {
+                owner: self.origin.clone(),
+                generation: h.generation,
+                online,
+                expiry: if online { h.expiry } else { st.expiry_interval },
+                offline_since_ms: if online { 0 } else { now_ms() },
+                resumed: false,
+                method: h.method.clone(),
+                username: h.username.clone(),
+                subscriptions: stored_subscriptions(st.subscriptions.iter()),
+            }
+        };
+        self.writes
+            .send(Write::Put {
+                key,
+                token: h.token,
+                record,
+                done,
+            })
+            .is_ok()
+    }
+
+    /// The session ended on this node (clean start, expiry): delete its record.
+    pub fn ended(&self, session: &Arc<Session>) {
+        let mut held = self.held.lock();
+        let Some((key, h)) = Self::held_for(&mut held, session) else {
+            return;
+        };
+        h.state = HeldState::Ending;
+        let _ = self.writes.send(Write::Delete {
+            key,
+            token: h.token,
+        });
+    }
+
+    /// A change of the bucket (every node's, this node's own included).
+    fn apply(&self, entry: Entry) {
+        let record = match entry.operation {
+            Operation::Put => Record::decode(&entry.value),
+            Operation::Delete | Operation::Purge => None,
+        };
+        {
+            let mut offline = self.offline.lock();
+            match record.as_ref().and_then(Record::due_ms) {
+                Some(due) => offline.insert(entry.key.clone(), (entry.revision, due)),
+                None => offline.remove(&entry.key),
+            };
+        }
+        {
+            let mut online = self.online_elsewhere.lock();
+            match record
+                .as_ref()
+                .filter(|r| r.online && r.owner != self.origin)
+            {
+                Some(r) => online.insert(entry.key.clone(), (entry.revision, r.owner.clone())),
+                None => online.remove(&entry.key),
+            };
+        }
+        // This node's own writes change nothing here. A delete is another node's (this
+        // node's own are of keys it is ending, or older than its current claim).
+        if record.as_ref().is_some_and(|r| r.owner == self.origin) {
+            return;
+        }
+        let resumed = record.as_ref().is_some_and(|r| r.resumed);
+        let mut held = self.held.lock();
+        if let Some(c) = self.claiming.lock().get_mut(&entry.key) {
+            if c.foreign.is_none_or(|(rev, _)| rev < entry.revision) {
+                c.foreign = Some((entry.revision, resumed));
+            }
+        }
+        let Some(h) = held.get_mut(&entry.key) else {
+            return;
+        };
+        if entry.revision <= h.revision {
+            return; // older than this node's own claim
+        }
+        match std::mem::replace(&mut h.state, HeldState::Lost { resumed }) {
+            HeldState::Claimed => {} // `confirm` tells the connection
+            HeldState::Attached {
+                session,
+                generation,
+            } => {
+                held.remove(&entry.key);
+                tracing::info!(
+                    target: "session",
+                    client_id = &*session.client_id,
+                    "the session was taken over by another node"
+                );
+                if let Some(broker) = self.broker.upgrade() {
+                    tokio::spawn(async move {
+                        broker.give_up_session(&session, generation, resumed).await;
+                    });
+                }
+            }
+            HeldState::Lost { .. } | HeldState::Ending => {
+                held.remove(&entry.key);
+            }
+        }
+    }
+
+    /// Apply one queued write, if its claim is still this node's current one.
+    async fn write(&self, write: Write) {
+        let (key, token) = match &write {
+            Write::Put { key, token, .. } | Write::Delete { key, token } => (key.clone(), *token),
+            Write::Flush(_) => (String::new(), 0),
+        };
+        if let Write::Flush(done) = write {
+            // Every earlier write is done.
+            let _ = done.send(());
+            return;
+        }
+        let Some(revision) = self
+            .held
+            .lock()
+            .get(&key)
+            .filter(|h| h.token == token)
+            .map(|h| h.revision)
+        else {
+            return;
+        };
+        match write {
+            Write::Put { record, done, .. } => {
+                let outcome = tokio::time::timeout(
+                    CLAIM_TIMEOUT,
+                    self.kv.update(&key, record.encode(), revision),
+                )
+                .await;
+                match outcome {
+                    Ok(Ok(written)) => {
+                        if let Some(h) = self.held.lock().get_mut(&key).filter(|h| h.token == token)
+                        {
+                            h.revision = h.revision.max(written);
+                        }
+                    }
+                    // Lost (the watch tells) or NATS unavailable: the record stays as it was.
+                    Ok(Err(e)) => {
+                        tracing::debug!(target: "cluster", "writing a session to {BUCKET}: {e}")
+                    }
+                    Err(_) => {
+                        tracing::warn!(target: "cluster", "writing a session to {BUCKET}: no answer within {CLAIM_TIMEOUT:?}")
+                    }
+                }
+                if let Some(done) = done {
+                    let _ = done.send(());
+                }
+            }
+            Write::Flush(_) => {}
+            Write::Delete { .. } => {
+                let done = tokio::time::timeout(
+                    CLAIM_TIMEOUT,
+                    self.kv.delete_expect_revision(&key, Some(revision)),
+                )
+                .await;
+                if !matches!(done, Ok(Ok(()))) {
+                    tracing::debug!(target: "cluster", "deleting an ended session from {BUCKET}: not deleted (taken over, or NATS unavailable)");
+                }
+                let mut held = self.held.lock();
+                if held.get(&key).is_some_and(|h| h.token == token) {
+                    held.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Records this node holds (for tests and metrics).
+    pub fn held_count(&self) -> usize {
+        self.held.lock().len()
+    }
+}
+
+impl ClusterSessions {
+    /// Owners of connected sessions that no longer answer (no subscriber on their flush
+    /// subject, [`ORPHAN_AFTER`] sweeps in a row: the node died, or has been cut off from
+    /// NATS that long) lose them: each such record is rewritten with no owner, offline
+    /// since now, so that its expiry runs (and a node that was only cut off sees it taken
+    /// over when it is back, and disconnects its client).
+    async fn orphan_sessions_of_gone_owners(&self, strikes: &mut HashMap<String, u32>) {
+        let owners: std::collections::HashSet<String> = self
+            .online_elsewhere
+            .lock()
+            .values()
+            .map(|(_, owner)| owner.clone())
+            .filter(|o| !o.is_empty())
+            .collect();
+        strikes.retain(|o, _| owners.contains(o));
+        for owner in owners {
+            let asked = self.client.request(flush_subject(&owner), Bytes::new());
+            match tokio::time::timeout(FLUSH_WAIT, asked).await {
+                Ok(Ok(_)) => {
+                    strikes.remove(&owner);
+                }
+                Ok(Err(e)) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => {
+                    *strikes.entry(owner).or_default() += 1;
+                }
+                // Slow or NATS trouble: no verdict.
+                _ => {}
+            }
+        }
+        for (owner, _) in strikes.iter().filter(|(_, n)| **n >= ORPHAN_AFTER) {
+            let keys: Vec<(String, u64)> = self
+                .online_elsewhere
+                .lock()
+                .iter()
+                .filter(|(_, (_, o))| o == owner)
+                .map(|(k, (rev, _))| (k.clone(), *rev))
+                .collect();
+            for (key, revision) in keys {
+                let subject = format!("{}{key}", self.kv.prefix);
+                let Ok((current, Some(record))) = self.last(&subject).await else {
+                    continue;
+                };
+                if current != revision || &record.owner != owner || !record.online {
+                    continue;
+                }
+                let orphaned = Record {
+                    owner: String::new(),
+                    online: false,
+                    offline_since_ms: now_ms(),
+                    resumed: false,
+                    ..record
+                };
+                let written = tokio::time::timeout(
+                    CLAIM_TIMEOUT,
+                    self.kv.update(&key, orphaned.encode(), revision),
+                )
+                .await;
+                if matches!(written, Ok(Ok(_))) {
+                    tracing::info!(
+                        target: "cluster",
+                        owner = owner.as_str(),
+                        "a session of a node that no longer answers is offline now (its expiry runs)"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Answers other nodes' flush requests (see [`ClusterSessions::claim`]) once this node's
+/// queued writes are done.
+async fn answer_flushes(sessions: Weak<ClusterSessions>, mut requests: async_nats::Subscriber) {
+    use futures_util::StreamExt;
+    while let Some(request) = requests.next().await {
+        let Some(s) = sessions.upgrade() else {
+            return;
+        };
+        let Some(reply) = request.reply else {
+            continue;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let _ = s.writes.send(Write::Flush(tx));
+        let client = s.client.clone();
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(FLUSH_WAIT, rx).await;
+            let _ = client.publish(reply, Bytes::new()).await;
+        });
+    }
+}
+
+/// Writes records in the order they were queued. Ends with the sessions.
+async fn run_writes(sessions: Weak<ClusterSessions>, mut rx: mpsc::UnboundedReceiver<Write>) {
+    while let Some(write) = rx.recv().await {
+        let Some(s) = sessions.upgrade() else {
+            return;
+        };
+        s.write(write).await;
+    }
+}
+
+/// Deletes offline records past their expiry (plus [`SWEEP_GRACE_MS`]) whoever owned them:
+/// every node tries, compare-and-set on the revision seen lets one delete commit, and a
+/// record written again meanwhile (resumed) is left alone.
+async fn sweep(sessions: Weak<ClusterSessions>) {
+    let mut strikes: HashMap<String, u32> = HashMap::new();
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let Some(s) = sessions.upgrade() else {
+            return;
+        };
+        s.orphan_sessions_of_gone_owners(&mut strikes).await;
+        let now = now_ms();
+        let due: Vec<(String, u64)> = s
+            .offline
+            .lock()
+            .iter()
+            .filter(|(_, (_, at))| at + SWEEP_GRACE_MS <= now)
+            .map(|(k, (rev, _))| (k.clone(), *rev))
+            .collect();
+        for (key, revision) in due {
+            match tokio::time::timeout(
+                CLAIM_TIMEOUT,
+                s.kv.delete_expect_revision(&key, Some(revision)),
+            )
+            .await
+            {
+                Ok(Ok(())) => {
+                    tracing::debug!(target: "cluster", "an expired session's record deleted from {BUCKET}")
+                }
+                _ => {
+                    // Another node deleted it, or it was resumed: the watch updates `offline`.
+                    let mut offline = s.offline.lock();
+                    if offline.get(&key).is_some_and(|(r, _)| *r == revision) {
+                        offline.remove(&key);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_valid_distinct_and_bounded() {
+        let ids = ["a", "a.b", "a b", "*", ">", "~", "/", "h.x", "\u{1F600}"];
+        let keys: Vec<String> = ids.iter().map(|i| key_of(i)).collect();
+        for k in &keys {
+            assert!(k
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        }
+        let mut unique = keys.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), keys.len());
+        let long = "x".repeat(4000);
+        let k = key_of(&long);
+        assert!(k.starts_with("h.") && k.len() == 66);
+        assert_ne!(k, key_of(&"x".repeat(4001)));
+    }
+
+    #[test]
+    fn records_round_trip_and_expire() {
+        let r = Record {
+            owner: "n1/abc".into(),
+            generation: 3,
+            online: false,
+            expiry: 10,
+            offline_since_ms: 1_000,
+            resumed: true,
+            method: Some("password".into()),
+            username: Some("u".into()),
+            subscriptions: vec![StoredSubscription {
+                filter: "$share/g/a/+".into(),
+                qos: 2,
+                no_local: true,
+                retain_as_published: true,
+                retain_handling: 2,
+                id: Some(7),
+            }],
+        };
+        assert_eq!(Record::decode(&r.encode()), Some(r.clone()));
+        assert!(r.alive(10_999));
+        assert!(!r.alive(11_000));
+        assert_eq!(r.due_ms(), Some(11_000));
+        let subs = r.subscriptions();
+        assert_eq!(subs[0].0, "$share/g/a/+");
+        assert_eq!(subs[0].1.options.qos, QoS::ExactlyOnce);
+        assert_eq!(subs[0].1.id, Some(7));
+        assert!(
+            r.same_identity(&Owner::Principal(Box::new(crate::auth::Identity {
+                method: "password",
+                username: Some("u".into()),
+            })))
+        );
+        assert!(!r.same_identity(&Owner::Anonymous));
+    }
+}
