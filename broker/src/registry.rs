@@ -37,8 +37,24 @@ pub struct Broker {
     /// Set at start when sessions or retained messages persist.
     pub journal: std::sync::OnceLock<Journal>,
     /// Cluster mode (issue 15): the sessions bucket, which says which node owns each
-    /// session; set at start before the ports open.
-    pub cluster_sessions: std::sync::OnceLock<Arc<crate::cluster::sessions::ClusterSessions>>,
+    /// session (`cluster::sessions::ClusterSessions`); set at start before the ports open.
+    pub cluster_sessions: std::sync::OnceLock<Arc<dyn SessionRecords>>,
+}
+
+/// Cluster mode's record of the sessions and who owns them, as the registry reports to
+/// it (implemented by `cluster::sessions::ClusterSessions`; a trait so that the registry
+/// does not depend on the cluster module, which depends on it).
+pub trait SessionRecords: Send + Sync {
+    /// The session's subscriptions or connection changed: write its record again (in
+    /// the background).
+    fn changed(&self, session: &Arc<Session>);
+    /// [`Self::changed`], returning once the record is written (up to 5 s).
+    fn changed_and_wait(&self, session: &Arc<Session>);
+    /// The session ended on this node (clean start, expiry): delete its record.
+    fn ended(&self, session: &Arc<Session>);
+    /// The implementation, for the CONNECT path (`connection::handshake`), which claims
+    /// sessions through it.
+    fn as_any(&self) -> &dyn std::any::Any;
 }
 
 /// A connection's hold on its session. Dropping `released` tells a connection that is

@@ -952,6 +952,24 @@ async fn sweep(sessions: Weak<ClusterSessions>) {
     }
 }
 
+impl crate::registry::SessionRecords for ClusterSessions {
+    fn changed(&self, session: &Arc<Session>) {
+        ClusterSessions::changed(self, session)
+    }
+
+    fn changed_and_wait(&self, session: &Arc<Session>) {
+        ClusterSessions::changed_and_wait(self, session)
+    }
+
+    fn ended(&self, session: &Arc<Session>) {
+        ClusterSessions::ended(self, session)
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

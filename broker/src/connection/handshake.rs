@@ -261,7 +261,7 @@ where
     };
     // Cluster mode: claim the session in the sessions bucket first (cluster/sessions.rs).
     let mut claim = None;
-    if let Some(cluster) = broker.cluster_sessions.get() {
+    if let Some(cluster) = cluster_sessions(broker) {
         match cluster
             .claim(&client_id, connect.clean_start, &owner, session_expiry)
             .await
@@ -284,7 +284,7 @@ where
     let attached = match broker.attach(&client_id, local_clean, owner).await {
         Ok(attached) => attached,
         Err(e) => {
-            if let (Some(cluster), Some(c)) = (broker.cluster_sessions.get(), &claim) {
+            if let (Some(cluster), Some(c)) = (cluster_sessions(broker), &claim) {
                 cluster.release(c).await;
             }
             // `maxSessions` (3.1.1: 0x03 Server unavailable).
@@ -370,7 +370,7 @@ where
         reason_code: ReasonCode::SUCCESS,
         properties,
     }));
-    if let (Some(cluster), Some(c)) = (broker.cluster_sessions.get(), &claim) {
+    if let (Some(cluster), Some(c)) = (cluster_sessions(broker), &claim) {
         if let Err(resumed) = cluster.confirm(c, &conn.session, conn.generation) {
             // Taken over by another node between the claim and now: this connection
             // loses, as the older one of a takeover does (0x8E once it serves).
@@ -491,4 +491,13 @@ fn generate_client_id() -> String {
         id.push_str(&format!("{b:02x}"));
     }
     id
+}
+
+/// Cluster mode: the sessions bucket (cluster/sessions.rs), which claims each CONNECT's
+/// session before it is attached.
+fn cluster_sessions(broker: &Broker) -> Option<&crate::cluster::sessions::ClusterSessions> {
+    broker
+        .cluster_sessions
+        .get()
+        .and_then(|r| r.as_any().downcast_ref())
 }
