@@ -48,8 +48,11 @@ pub trait SessionRecords: Send + Sync {
     /// The session's subscriptions or connection changed: write its record again (in
     /// the background).
     fn changed(&self, session: &Arc<Session>);
-    /// [`Self::changed`], returning once the record is written (up to 5 s).
-    fn changed_and_wait(&self, session: &Arc<Session>);
+    /// [`Self::changed`]; the future resolves once the record is written (up to 5 s).
+    fn changed_then(
+        &self,
+        session: &Arc<Session>,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>;
     /// The session ended on this node (clean start, expiry): delete its record.
     fn ended(&self, session: &Arc<Session>);
     /// The implementation, for the CONNECT path (`connection::handshake`), which claims
@@ -468,13 +471,14 @@ impl Broker {
         }
     }
 
-    /// [`Broker::session_changed`] before a SUBACK / UNSUBACK: in cluster mode, returns
-    /// once the record is written (up to 5 s), so that an acknowledged subscription
-    /// survives the loss of this node.
-    pub fn session_changed_durably(&self, session: &Arc<Session>) {
-        if let Some(cluster) = self.cluster_sessions.get() {
-            cluster.changed_and_wait(session);
-        }
+    /// [`Broker::session_changed`] before a SUBACK / UNSUBACK: in cluster mode, a future
+    /// that resolves once the record is written (up to 5 s), which the SUBACK waits for
+    /// so that an acknowledged subscription survives the loss of this node.
+    pub fn session_changed_durably(
+        &self,
+        session: &Arc<Session>,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+        self.cluster_sessions.get()?.changed_then(session)
     }
 
     /// Cluster mode: install the subscriptions of a session that moved here from another

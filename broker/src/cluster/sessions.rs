@@ -602,25 +602,21 @@ impl ClusterSessions {
         self.queue_changed(session, None);
     }
 
-    /// [`Self::changed`], and wait until the record is written (at most 5 s), so that what
-    /// the client is about to be told (a SUBACK) survives this node. Blocks the calling
-    /// worker thread (`block_in_place`, as the cluster's state store does): the
-    /// connection's packet handlers are synchronous. On a current-thread runtime (not the
-    /// binary's) it does not wait.
-    pub fn changed_and_wait(&self, session: &Arc<Session>) {
+    /// [`Self::changed`], resolving once the record is written (at most 5 s), so that
+    /// what the client is about to be told (a SUBACK) survives this node; `None` when
+    /// this node does not hold the session's record (nothing to wait for). The connection
+    /// awaits it in its serve loop, not on a worker thread.
+    pub fn changed_then(
+        &self,
+        session: &Arc<Session>,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if !self.queue_changed(session, Some(tx)) {
-            return;
+            return None;
         }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-            return;
-        }
-        tokio::task::block_in_place(|| {
-            let _ = handle.block_on(tokio::time::timeout(CLAIM_TIMEOUT, rx));
-        });
+        Some(Box::pin(async move {
+            let _ = tokio::time::timeout(CLAIM_TIMEOUT, rx).await;
+        }))
     }
 
     /// Queue the write of the session's record; false when this node does not hold it.
@@ -957,8 +953,11 @@ impl crate::registry::SessionRecords for ClusterSessions {
         ClusterSessions::changed(self, session)
     }
 
-    fn changed_and_wait(&self, session: &Arc<Session>) {
-        ClusterSessions::changed_and_wait(self, session)
+    fn changed_then(
+        &self,
+        session: &Arc<Session>,
+    ) -> Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>> {
+        ClusterSessions::changed_then(self, session)
     }
 
     fn ended(&self, session: &Arc<Session>) {

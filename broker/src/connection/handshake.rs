@@ -343,7 +343,7 @@ where
         authz: security.authz.clone(),
         auth_method: props.authentication_method.clone(),
         reauth: None,
-        state_store_pending: None,
+        waiting: None,
         principal: principal.map(Box::new),
         // Allocated as packets are written, released when idle (see `serve_loop`).
         wbuf: BytesMut::new(),

@@ -506,12 +506,15 @@ impl Connection {
             }
         }
         // Cluster mode: the session's record follows its subscriptions.
-        self.broker.session_changed_durably(&self.session);
-        self.send(&Packet::SubAck(SubAck {
-            packet_id: sub.packet_id,
-            properties: AckProperties::default(),
-            reason_codes: codes,
-        }));
+        let wait = self.broker.session_changed_durably(&self.session);
+        self.send_after(
+            wait,
+            Packet::SubAck(SubAck {
+                packet_id: sub.packet_id,
+                properties: AckProperties::default(),
+                reason_codes: codes,
+            }),
+        );
         Ok(())
     }
 
@@ -566,12 +569,15 @@ impl Connection {
                 ReasonCode::NO_SUBSCRIPTION_EXISTED
             });
         }
-        self.broker.session_changed_durably(&self.session);
-        self.send(&Packet::UnsubAck(UnsubAck {
-            packet_id: unsub.packet_id,
-            properties: AckProperties::default(),
-            reason_codes: codes,
-        }));
+        let wait = self.broker.session_changed_durably(&self.session);
+        self.send_after(
+            wait,
+            Packet::UnsubAck(UnsubAck {
+                packet_id: unsub.packet_id,
+                properties: AckProperties::default(),
+                reason_codes: codes,
+            }),
+        );
     }
 
     fn on_disconnect(&mut self, d: Disconnect) -> Exit {

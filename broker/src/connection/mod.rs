@@ -179,10 +179,13 @@ pub(crate) struct Connection {
     auth_method: Option<String>,
     /// A re-authentication in progress (AUTH 0x19 sent by the client).
     reauth: Option<Pin<Box<dyn Future<Output = Reauth> + Send>>>,
-    /// Cluster mode: a state store request waiting for the shared store (issue 15). Boxed:
-    /// most connections never have one. While it waits, no further packet of this client
-    /// is handled (its requests are answered, and take effect, in the order sent).
-    state_store_pending: Option<Box<state_store::Pending>>,
+    /// What the client's next packet waits for (boxed: most connections never wait):
+    /// a state store request's answer from the shared store, or, in cluster mode, a
+    /// SUBACK / UNSUBACK waiting until the session's record in the sessions bucket has
+    /// the change (`Connection::send_after`). No further packet of the client's is
+    /// handled meanwhile, so answers and acknowledgements keep their order. One field for
+    /// both: a connection's task state stays within its allocation class.
+    waiting: Option<Box<Waiting>>,
     wbuf: BytesMut,
     /// The port's counters (PUBLISH in and out).
     metrics: Arc<PortMetrics>,
@@ -401,6 +404,63 @@ impl Connection {
                 "could not encode {}: {e}",
                 packet.name()
             );
+        }
+    }
+}
+
+/// See `Connection::waiting`.
+enum Waiting {
+    StateStore(state_store::Pending),
+    Ack(PendingAck),
+}
+
+/// An acknowledgement that leaves once `wait` resolves (see `Connection::waiting`).
+struct PendingAck {
+    wait: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    packet: Packet,
+}
+
+impl Connection {
+    /// Send `packet` now, or once `wait` resolves (the serve loop awaits it).
+    pub(super) fn send_after(
+        &mut self,
+        wait: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+        packet: Packet,
+    ) {
+        match wait {
+            None => self.send(&packet),
+            Some(wait) => {
+                self.waiting = Some(Box::new(Waiting::Ack(PendingAck { wait, packet })));
+            }
+        }
+    }
+
+    /// Whether the next packet waits (`Connection::waiting`).
+    pub(super) fn waiting(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    /// The waited-for acknowledgement may leave now.
+    pub(super) fn on_ack_ready(&mut self) {
+        if matches!(self.waiting.as_deref(), Some(Waiting::Ack(_))) {
+            if let Some(Waiting::Ack(p)) = self.waiting.take().map(|w| *w) {
+                self.send(&p.packet);
+            }
+        }
+    }
+}
+
+/// A wait of `Connection::waiting` that is over.
+enum Waited {
+    StateStore(crate::statestore::service::Answer),
+    Ack,
+}
+
+impl Waiting {
+    pub(super) fn poll_done(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Waited> {
+        match self {
+            Waiting::StateStore(p) => p.poll_answer(cx).map(Waited::StateStore),
+            Waiting::Ack(a) => a.wait.as_mut().poll(cx).map(|()| Waited::Ack),
         }
     }
 }

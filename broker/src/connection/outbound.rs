@@ -45,7 +45,8 @@ impl Connection {
     /// queue behind them, so both flow at the pace of the client's Receive Maximum and the
     /// socket, and neither is dropped for the other.
     fn feed_retained(&mut self) {
-        if self.retained_backlog.is_empty() {
+        // Retained messages follow the SUBACK, which may be waiting (`waiting`).
+        if self.retained_backlog.is_empty() || self.waiting() {
             return;
         }
         let router = &self.broker.router;

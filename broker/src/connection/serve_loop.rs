@@ -91,6 +91,8 @@ impl Connection {
             Reauthenticated(Reauth),
             DeviceRevoked(String),
             StateStoreAnswered(crate::statestore::service::Answer),
+            /// A SUBACK / UNSUBACK may leave (`Connection::ack_pending`).
+            AckReady,
         }
         // Set after a write until a flush has gone through: framed transports
         // (WebSockets) may hold written bytes until flushed; for TCP flush is free.
@@ -139,7 +141,7 @@ impl Connection {
                 if self.wbuf.len() >= READ_PAUSE_BYTES
                     || self.inbound_window_full()
                     || self.paused()
-                    || self.state_store_waiting()
+                    || self.waiting()
                 {
                     break;
                 }
@@ -189,8 +191,7 @@ impl Connection {
             };
             // Not reading the client, through no fault of its own: its keep alive must
             // not run out meanwhile.
-            let window_full =
-                self.inbound_window_full() || self.paused() || self.state_store_waiting();
+            let window_full = self.inbound_window_full() || self.paused() || self.waiting();
             let reading = self.wbuf.len() < READ_PAUSE_BYTES && !window_full;
             let writing = !self.wbuf.is_empty();
             // Only an earlier deadline moves the timer now; a later one waits for it
@@ -227,7 +228,7 @@ impl Connection {
             // it captures is stored in every waiting connection's task, so it captures
             // each thing once and the flags by value.
             let (wbuf, reauth, session) = (&self.wbuf, &mut self.reauth, &*session);
-            let state_store = &mut self.state_store_pending;
+            let waiting = &mut self.waiting;
             let (kicked, sock, rbuf) = (&mut *kicked, &mut *stream, &mut *rbuf);
             let mut waiting_timer = timer.as_mut();
             let (seen, registered) = (&mut looked, &mut timer_registered);
@@ -280,9 +281,13 @@ impl Connection {
                         return Poll::Ready(Event::DeviceRevoked(why));
                     }
                 }
-                if let Some(p) = state_store.as_mut() {
-                    if let Poll::Ready(answer) = p.poll_answer(cx) {
-                        return Poll::Ready(Event::StateStoreAnswered(answer));
+                if let Some(w) = waiting.as_mut() {
+                    match w.poll_done(cx) {
+                        Poll::Ready(super::Waited::StateStore(answer)) => {
+                            return Poll::Ready(Event::StateStoreAnswered(answer))
+                        }
+                        Poll::Ready(super::Waited::Ack) => return Poll::Ready(Event::AckReady),
+                        Poll::Pending => {}
                     }
                 }
                 if let Some(f) = held.as_mut() {
@@ -337,6 +342,7 @@ impl Connection {
                 }
                 Event::DeviceRevoked(why) => return Exit::DeviceRevoked(why),
                 Event::StateStoreAnswered(answer) => self.on_state_store_answer(answer),
+                Event::AckReady => self.on_ack_ready(),
                 Event::Reauthenticated(answer) => {
                     self.reauth = None;
                     if let Err(exit) = self.on_reauth(answer) {

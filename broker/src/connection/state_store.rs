@@ -187,12 +187,12 @@ impl Connection {
                 // Awaited by the serve loop (`Event::StateStoreAnswered`): not a worker
                 // thread held for the round trip.
                 let b = broker.clone();
-                self.state_store_pending = Some(Box::new(Pending {
+                self.waiting = Some(Box::new(super::Waiting::StateStore(Pending {
                     task: tokio::spawn(async move { b.state_store.finish_shared(request).await }),
                     response_topic: response_topic.to_owned(),
                     correlation: correlation.cloned(),
                     ttl,
-                }));
+                })));
                 return Ok(());
             }
         };
@@ -209,18 +209,21 @@ impl Connection {
     /// Whether a state store request is waiting for the shared store: the serve loop then
     /// handles no further packet of the client's until it is answered.
     pub(super) fn state_store_waiting(&self) -> bool {
-        self.state_store_pending.is_some()
+        matches!(self.waiting.as_deref(), Some(super::Waiting::StateStore(_)))
     }
 
     /// The shared store answered the waiting request: publish the answer.
     pub(super) fn on_state_store_answer(&mut self, answer: Answer) {
-        if let Some(p) = self.state_store_pending.take() {
+        if !self.state_store_waiting() {
+            return;
+        }
+        if let Some(super::Waiting::StateStore(p)) = self.waiting.take().map(|w| *w) {
             let Pending {
                 response_topic,
                 correlation,
                 ttl,
                 ..
-            } = *p;
+            } = p;
             self.answer_state_store_request(
                 answer,
                 response_topic,
