@@ -34,7 +34,9 @@ impl Connection {
         // empty again, when the next feed moves a cursor on or retires it: this ends.
         loop {
             self.feed_retained();
-            if !self.drain_queue() || self.retained_backlog.is_empty() {
+            // Owed retained messages wait while a SUBACK does (`feed_retained`): then one
+            // round is all there is.
+            if !self.drain_queue() || self.retained_backlog.is_empty() || self.waiting() {
                 break;
             }
         }

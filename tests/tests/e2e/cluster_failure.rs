@@ -61,7 +61,11 @@ impl Nodes {
             ConnectBuilder::new(client_id)
         };
         c.send(&builder.build()).await;
-        let raw = c.recv_raw(Duration::from_secs(5)).await.expect("a CONNACK");
+        // Up to the session claim's 5 s in the sessions bucket, plus room for a loaded machine.
+        let raw = c
+            .recv_raw(Duration::from_secs(12))
+            .await
+            .expect("a CONNACK");
         if v311 {
             raw[3]
         } else {
