@@ -18,6 +18,21 @@
 //!   not written to the bucket (it could delete a newer message another node has put
 //!   meanwhile); expired entries are skipped when read and replaced by the next put.
 //!
+//! - **Bound**: the bucket's stream has a `max_bytes` ([`backstop`], discard new) derived
+//!   from `broker.maxRetainedMessages` / `maxRetainedBytes`, which bound every node's
+//!   mirror and so the live records (at most about half of it). Nothing else may stay:
+//!   a put carries the message's expiry as its per-message TTL (`Nats-TTL`, none without
+//!   expiry), so JetStream removes an expired message itself; a clear is a purge record
+//!   with a [`TOMBSTONE_TTL`], which carries it to every node's watch and then goes; a
+//!   clear of a topic this node holds no message for is not written. The stream allows
+//!   TTLs but has no subject delete markers (with them an expiring record of a full
+//!   bucket stays for good, see `cluster_statestore_quota.rs`). While the bucket refuses
+//!   writes as full (a flood of clears within the TTL), retained PUBLISHes are refused on
+//!   this node, as when JetStream does not answer, and the pending change is tried again
+//!   until the tombstones' room frees. A bucket created by an older Gatehouse (no limit,
+//!   delete markers kept forever) is updated in place at start, and its stale delete
+//!   markers and expired records are purged.
+//!
 //! A change made on this node shows on it at once and may be undone briefly when a
 //! concurrent change of another node comes back from the bucket before its own; it
 //! settles on the bucket's order. The publisher's acknowledgement does not wait for the
@@ -26,7 +41,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -39,7 +54,7 @@ use tokio::sync::mpsc;
 use super::{envelope, Shared};
 use crate::message::Message;
 use crate::registry::Broker;
-use crate::routing::RetainedSink;
+use crate::routing::{RetainedCaps, RetainedSink};
 
 /// The bucket of retained messages.
 pub const BUCKET: &str = "gatehouse-retained";
@@ -47,6 +62,31 @@ pub const BUCKET: &str = "gatehouse-retained";
 /// Keys longer than this are not stored (a KV key is part of a subject): such a
 /// retained message stays on its node only.
 const MAX_KEY: usize = 3072;
+
+/// How long a clear's record stays in the bucket (JetStream's per-message TTL): long
+/// enough for every node's watch to deliver it (a watch that stalls is replaced within
+/// seconds, `bucket::follow`); after it the topic is simply absent from the bucket.
+pub const TOMBSTONE_TTL: Duration = Duration::from_secs(60);
+
+/// Bytes per record the [`backstop`] allows beside what `maxRetainedBytes` counts (topic,
+/// payload, properties): the subject (the topic again, in base64, with the bucket's
+/// prefix), the headers, the PUBLISH packet's framing and JetStream's own.
+const RECORD_OVERHEAD: u64 = 512;
+
+/// The bucket's `max_bytes`: what no flood of retained messages and clears, on any number
+/// of nodes, can take every NATS server's disk past. A record takes at most twice what
+/// `maxRetainedBytes` counts for it (the topic is in the subject and in the body) plus
+/// [`RECORD_OVERHEAD`], so the live records every node's mirror allows fill at most half
+/// of `2 × (2 × maxRetainedBytes + RECORD_OVERHEAD × maxRetainedMessages)`; the other half
+/// holds the clears of the last [`TOMBSTONE_TTL`] (nats-server refuses EVERY write to a
+/// full bucket, clears included, so live records must leave room).
+pub fn backstop(caps: RetainedCaps) -> i64 {
+    let bytes = (caps.max_bytes as u64)
+        .saturating_mul(2)
+        .saturating_add((caps.max_messages as u64).saturating_mul(RECORD_OVERHEAD))
+        .saturating_mul(2);
+    i64::try_from(bytes).unwrap_or(i64::MAX)
+}
 
 thread_local! {
     /// Set while a change read from the bucket is applied to the local store, so that
@@ -70,13 +110,17 @@ pub fn topic_of(key: &str) -> Option<String> {
 
 /// The router's retained sink in cluster mode.
 pub struct RetainedKv {
-    writes: mpsc::UnboundedSender<(String, Option<Bytes>)>,
-    /// When each expiring retained message held here expires: a clear reported after that
-    /// is the router dropping an expired message, not a client clearing the topic.
-    expiry: parking_lot::Mutex<HashMap<String, Instant>>,
+    writes: mpsc::UnboundedSender<(String, Option<Put>)>,
+    /// The topics of the retained messages held here (as the router's store, which
+    /// reports every change) and when each expires: a clear of a topic not held is not
+    /// written (it would only add a record), and a clear reported after the expiry is the
+    /// router dropping an expired message, not a client clearing the topic.
+    held: parking_lot::Mutex<HashMap<String, Option<Instant>>>,
     shared: Arc<Shared>,
     /// Failure handling: whether JetStream takes writes now.
     health: Arc<super::health::Health>,
+    /// Set while the bucket refuses this node's writes as full (its `max_bytes`).
+    full: Arc<AtomicBool>,
     /// Dropped with the router: tells the watching task to stop.
     _alive: tokio::sync::watch::Sender<()>,
 }
@@ -93,17 +137,23 @@ impl RetainedSink for RetainedKv {
     fn changed(&self, topic: &str, message: Option<&Message>) -> Option<u64> {
         let now = Instant::now();
         let previous = {
-            let mut expiry = self.expiry.lock();
-            match message.and_then(|m| m.expires_at) {
-                Some(at) => expiry.insert(topic.to_owned(), at),
-                None => expiry.remove(topic),
+            let mut held = self.held.lock();
+            match message {
+                Some(m) => held.insert(topic.to_owned(), m.expires_at),
+                None => held.remove(topic),
             }
         };
         if APPLYING.get() {
             return None;
         }
-        if message.is_none() && previous.is_some_and(|at| at <= now) {
-            return None;
+        if message.is_none() {
+            match previous {
+                // Nothing held: nothing to clear.
+                None => return None,
+                // Expired: JetStream removes it (its TTL).
+                Some(Some(at)) if at <= now => return None,
+                Some(_) => {}
+            }
         }
         let key = key_of(topic);
         if key.len() > MAX_KEY {
@@ -113,11 +163,14 @@ impl RetainedSink for RetainedKv {
                 .fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        let value = match message.map(|m| envelope::encode(m, now)) {
+        let value = match message.map(|m| (envelope::encode(m, now), m.remaining_expiry(now))) {
             None => None,
-            Some(Ok(Some(body))) => Some(body),
+            Some((Ok(Some(body)), Ok(ttl))) => Some(Put {
+                body,
+                ttl: ttl.map(u64::from),
+            }),
             // Expired already, or not encodable: nothing to keep.
-            Some(Ok(None)) | Some(Err(_)) => return None,
+            Some(_) => return None,
         };
         let _ = self.writes.send((key, value));
         None
@@ -125,7 +178,38 @@ impl RetainedSink for RetainedKv {
 
     fn available(&self) -> bool {
         // A change read from the bucket is applied whatever the probes say.
-        APPLYING.get() || self.health.storage_available()
+        APPLYING.get() || (self.health.storage_available() && !self.full.load(Ordering::Relaxed))
+    }
+}
+
+/// A retained message to put: the envelope body and its TTL in seconds (the remaining
+/// message expiry, rounded up; `None`: it does not expire).
+struct Put {
+    body: Bytes,
+    ttl: Option<u64>,
+}
+
+/// The bucket's stream: what `create_key_value` makes of a key-value configuration (one
+/// record per key, `replicas` copies on disk, discard new, rollups and direct gets
+/// allowed, no message deletes), with `max_bytes` and per-message TTLs allowed, but
+/// without subject delete markers (see the module's **Bound**).
+fn stream_config(replicas: usize, max_bytes: i64) -> async_nats::jetstream::stream::Config {
+    use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
+    Config {
+        name: format!("KV_{BUCKET}"),
+        description: Some("Gatehouse retained messages (one key per topic)".to_owned()),
+        subjects: vec![format!("$KV.{BUCKET}.>")],
+        max_messages_per_subject: 1,
+        max_bytes,
+        storage: StorageType::File,
+        num_replicas: replicas.max(1),
+        discard: DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        deny_purge: false,
+        allow_direct: true,
+        allow_message_ttl: true,
+        ..Default::default()
     }
 }
 
@@ -138,51 +222,63 @@ pub(super) async fn start(
     shared: &Arc<Shared>,
     health: &Arc<super::health::Health>,
 ) -> Result<(), String> {
-    let (kv, mut watch) = super::bucket::open_watched(
-        client,
-        BUCKET,
-        "Gatehouse retained messages (one key per topic)",
-        replicas,
-    )
-    .await?;
+    let max_bytes = backstop(broker.router.retained_caps());
+    let (kv, mut watch) =
+        super::bucket::open_stream_watched(client, BUCKET, stream_config(replicas, max_bytes))
+            .await?;
     let (writes, rx) = mpsc::unbounded_channel();
     let (alive, alive_rx) = tokio::sync::watch::channel(());
+    let full = Arc::new(AtomicBool::new(false));
     let sink = Arc::new(RetainedKv {
         writes,
-        expiry: parking_lot::Mutex::new(HashMap::new()),
+        held: parking_lot::Mutex::new(HashMap::new()),
         shared: shared.clone(),
         health: health.clone(),
+        full: full.clone(),
         _alive: alive,
     });
     if broker.router.retained_sink.set(sink).is_err() {
         return Err("retained messages already have a sink".to_owned());
     }
-    tokio::spawn(write(kv.clone(), rx, health.clone()));
+    let js = async_nats::jetstream::new(client.clone());
+    tokio::spawn(write(kv.clone(), js, rx, health.clone(), full));
     let mut revision = 0;
     let stored = kv
         .status()
         .await
         .map(|s| s.values())
         .map_err(|e| format!("the {BUCKET} bucket: {e}"))?;
+    // Records an older Gatehouse may have left for good (delete markers, expired
+    // messages, without a TTL): purged once read.
+    let mut stale = Vec::new();
     if stored > 0 {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            let next = tokio::time::timeout_at(deadline, watch.next()).await;
+            // A record may expire (TTL) after the count and before the watch delivers it,
+            // and the one announced last may then never come: a second without one ends
+            // the load.
+            let idle = (tokio::time::Instant::now() + Duration::from_secs(1)).min(deadline);
+            let next = tokio::time::timeout_at(idle, watch.next()).await;
             let entry = match next {
                 Ok(Some(Ok(entry))) => entry,
                 Ok(Some(Err(e))) => return Err(format!("reading the {BUCKET} bucket: {e}")),
+                Err(_) if tokio::time::Instant::now() < deadline => break,
                 Ok(None) | Err(_) => {
                     return Err(format!("the {BUCKET} bucket could not be read within 30 s"))
                 }
             };
             revision = entry.revision;
             let last = entry.delta == 0;
+            if may_be_stale(&entry) {
+                stale.push((entry.key.clone(), entry.revision));
+            }
             apply(broker, entry);
             if last {
                 break;
             }
         }
     }
+    purge_stale(&kv, stale).await;
     tracing::info!(
         target: "cluster",
         retained = broker.router.retained_count(),
@@ -203,31 +299,81 @@ pub(super) async fn start(
 /// retained message different from every other node's.
 const WRITE_ATTEMPTS: u32 = 8;
 
+/// How long a change the bucket refuses as full is tried again: the clears' records that
+/// fill it are gone after [`TOMBSTONE_TTL`].
+const FULL_FOR: Duration = Duration::from_secs(TOMBSTONE_TTL.as_secs() + 30);
+
 /// Writes this node's changes to the bucket, in order (a change is retried before the
 /// next is written, so a later change never lands before an earlier one). While
 /// JetStream is known to be unavailable ([`health`](super::health)), a failed change
 /// waits for it to come back instead of spending its attempts, so a change accepted just
-/// before the loss of quorum is written once quorum is back, and at once.
+/// before the loss of quorum is written once quorum is back, and at once. While the
+/// bucket refuses the change as full, `full` is set (retained PUBLISHes are refused here)
+/// and the change is tried again for up to [`FULL_FOR`].
 async fn write(
     kv: async_nats::jetstream::kv::Store,
-    mut rx: mpsc::UnboundedReceiver<(String, Option<Bytes>)>,
+    js: async_nats::jetstream::Context,
+    mut rx: mpsc::UnboundedReceiver<(String, Option<Put>)>,
     health: Arc<super::health::Health>,
+    full: Arc<AtomicBool>,
 ) {
     while let Some((key, value)) = rx.recv().await {
+        let subject = format!("{}{}", kv.prefix, key);
+        let mut headers = async_nats::HeaderMap::new();
+        let body = match &value {
+            Some(put) => {
+                if let Some(ttl) = put.ttl {
+                    headers.insert(
+                        async_nats::header::NATS_MESSAGE_TTL,
+                        ttl.to_string().as_str(),
+                    );
+                }
+                put.body.clone()
+            }
+            None => {
+                // A purge, as `kv.purge` writes it, that JetStream removes after its TTL.
+                headers.insert("KV-Operation", "PURGE");
+                headers.insert(async_nats::header::NATS_ROLLUP, "sub");
+                headers.insert(
+                    async_nats::header::NATS_MESSAGE_TTL,
+                    TOMBSTONE_TTL.as_secs().to_string().as_str(),
+                );
+                Bytes::new()
+            }
+        };
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0;
+        let mut full_since: Option<Instant> = None;
         while attempt < WRITE_ATTEMPTS {
-            let result = match &value {
-                Some(body) => kv
-                    .put(&key, body.clone())
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.to_string()),
-                None => kv.delete(&key).await.map_err(|e| e.to_string()),
+            let result = match js
+                .publish_with_headers(subject.clone(), headers.clone(), body.clone())
+                .await
+            {
+                Ok(ack) => ack.await.map(|_| ()),
+                Err(e) => Err(e),
             };
-            let Err(e) = result else {
-                break;
+            let e = match result {
+                Ok(()) => {
+                    full.store(false, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) => e,
             };
+            if is_full(&e) {
+                let since = *full_since.get_or_insert_with(Instant::now);
+                if !full.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(target: "cluster", "the {BUCKET} bucket is full (its max_bytes, from broker.maxRetainedMessages and maxRetainedBytes): retained messages are refused on this node until clears expire");
+                }
+                if since.elapsed() >= FULL_FOR {
+                    tracing::warn!(target: "cluster", "retained message not stored in {BUCKET}: the bucket stayed full for {FULL_FOR:?}");
+                    break;
+                }
+                if rx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
             if !health.storage_available() {
                 tracing::debug!(target: "cluster", "retained message waits for JetStream: {e}");
                 while !health.storage_available() {
@@ -248,6 +394,82 @@ async fn write(
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(8));
         }
+    }
+}
+
+/// Whether JetStream refused a write because the bucket is at its `max_bytes` (10077
+/// "maximum bytes exceeded", discard new) or the account or server has no storage left.
+fn is_full(e: &async_nats::jetstream::context::PublishError) -> bool {
+    use async_nats::jetstream::ErrorCode;
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(js) = s.downcast_ref::<async_nats::jetstream::Error>() {
+            return match js.error_code() {
+                ErrorCode::STREAM_STORE_FAILED => js.to_string().contains("maximum"),
+                ErrorCode::STORAGE_RESOURCES_EXCEEDED | ErrorCode::ACCOUNT_RESOURCES_EXCEEDED => {
+                    true
+                }
+                _ => false,
+            };
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// Whether `entry` (read at start) may be a record nothing will ever remove, written by an
+/// older Gatehouse without a TTL: a delete or purge, or an expired message ([`purge_stale`]
+/// checks for the TTL).
+fn may_be_stale(entry: &async_nats::jetstream::kv::Entry) -> bool {
+    match entry.operation {
+        async_nats::jetstream::kv::Operation::Delete
+        | async_nats::jetstream::kv::Operation::Purge => true,
+        async_nats::jetstream::kv::Operation::Put => {
+            let now = Instant::now();
+            let age: Duration = (time::OffsetDateTime::now_utc() - entry.created)
+                .try_into()
+                .unwrap_or(Duration::ZERO);
+            envelope::decode(entry.value.clone(), now)
+                .ok()
+                .and_then(|m| m.expires_at)
+                .is_some_and(|at| age > at.saturating_duration_since(now))
+        }
+    }
+}
+
+/// Purge those of `candidates` (key, revision; [`may_be_stale`]) that carry no TTL (an
+/// older Gatehouse's): each up to its own revision only, so a newer record of the key
+/// written meanwhile stays. Every node starting does it; the second finds nothing left.
+async fn purge_stale(kv: &async_nats::jetstream::kv::Store, candidates: Vec<(String, u64)>) {
+    let mut purged = 0;
+    for (key, revision) in candidates {
+        let Ok(message) = kv.stream.get_raw_message(revision).await else {
+            // Gone meanwhile (its TTL, or replaced).
+            continue;
+        };
+        if message
+            .headers
+            .get(async_nats::header::NATS_MESSAGE_TTL)
+            .is_some()
+        {
+            continue;
+        }
+        let subject = format!("{}{}", kv.prefix, key);
+        match kv
+            .stream
+            .purge()
+            .filter(subject)
+            .sequence(revision + 1)
+            .await
+        {
+            Ok(_) => purged += 1,
+            Err(e) => {
+                tracing::debug!(target: "cluster", "purging a stale record of {BUCKET}: {e}")
+            }
+        }
+    }
+    if purged > 0 {
+        tracing::info!(target: "cluster", purged, "records without a TTL (an older Gatehouse's clears and expired messages) purged from the {BUCKET} bucket");
     }
 }
 

@@ -238,6 +238,12 @@ impl Router {
         self.retained.read().bytes()
     }
 
+    /// `maxRetainedMessages` and `maxRetainedBytes` as they are now (cluster mode sizes
+    /// the retained bucket's limit from them).
+    pub fn retained_caps(&self) -> Caps {
+        *self.retained_caps.lock()
+    }
+
     /// A reload changed `maxRetainedMessages` / `maxRetainedBytes`: new retained messages
     /// are refused until the store is back under them; nothing held is dropped.
     pub fn set_retained_caps(&self, caps: Caps) {

@@ -1,0 +1,235 @@
+//! Cluster mode (issue 15): the JetStream bucket of retained messages (`gatehouse-retained`)
+//! is bounded, not only each node's mirror of it. The attack: a client allowed to publish
+//! retained messages sets and clears many topics, and sets messages that expire, through
+//! several nodes; each clear used to leave a delete marker for good and each expired
+//! message stayed until replaced, filling every NATS server's disk.
+
+use std::time::Duration;
+
+use async_nats::jetstream::stream::Stream;
+use gatehouse_protocol::{Packet, PublishProperties, ReasonCode};
+use gatehouse_tests::broker::TestBroker;
+use gatehouse_tests::nats::NatsCluster;
+use gatehouse_tests::raw::{ConnectBuilder, RawClient};
+
+const STREAM: &str = "KV_gatehouse-retained";
+
+/// `broker.maxRetainedMessages` and `maxRetainedBytes` of the nodes.
+const MAX_MESSAGES: u64 = 20;
+const MAX_BYTES: u64 = 2000;
+
+/// Three Gatehouse nodes with small retained caps, node `i` a client of NATS server `i`.
+struct Nodes {
+    nodes: Vec<TestBroker>,
+    nats: NatsCluster,
+}
+
+impl Nodes {
+    async fn start_or_skip(test: &str) -> Option<Nodes> {
+        let nats = NatsCluster::start_or_skip(test).await?;
+        let mut nodes = Vec::new();
+        for n in 1..=3 {
+            let url = &nats.urls()[n - 1];
+            let yaml = format!(
+                "listeners:\n  - name: e2e\n    bindAddress: 127.0.0.1\n    ports:\n      - port: 0\n        protocol: Mqtt\n\
+                 broker: {{ maxRetainedMessages: {MAX_MESSAGES}, maxRetainedBytes: {MAX_BYTES} }}\n\
+                 cluster:\n  nodeName: node{n}\n  nats:\n    servers: [\"{url}\"]\n    replicas: 3\n"
+            );
+            nodes.push(TestBroker::start(&yaml).await);
+        }
+        Some(Nodes { nodes, nats })
+    }
+
+    async fn client(&self, n: usize, client_id: &str) -> RawClient {
+        let mut raw = RawClient::connect(self.nodes[n - 1].mqtt_addr()).await;
+        raw.send(&ConnectBuilder::new(client_id).build()).await;
+        raw.expect_connack_ok().await;
+        raw
+    }
+
+    async fn stream(&self) -> Stream {
+        let client = async_nats::connect(self.nats.urls()[0].as_str())
+            .await
+            .expect("connect to NATS");
+        async_nats::jetstream::new(client)
+            .get_stream(STREAM)
+            .await
+            .expect("the retained bucket's stream")
+    }
+}
+
+/// A retained PUBLISH at QoS 1 (`expiry`: Message Expiry Interval); the PUBACK's reason.
+async fn retain(c: &mut RawClient, topic: &str, payload: &[u8], expiry: Option<u32>) -> u8 {
+    let properties = PublishProperties {
+        message_expiry_interval: expiry,
+        ..Default::default()
+    };
+    c.publish_props(topic, payload, 1, true, 1, properties)
+        .await;
+    loop {
+        match c.expect_packet().await {
+            Packet::PubAck(ack) => return ack.reason_code.0,
+            // Messages of its own subscriptions (none here).
+            _ => continue,
+        }
+    }
+}
+
+/// The stream's messages and bytes now.
+async fn state(stream: &mut Stream) -> (u64, u64) {
+    let info = stream.info().await.expect("stream info");
+    (info.state.messages, info.state.bytes)
+}
+
+/// Wait until the stream holds `messages` records, within `within`.
+async fn until_messages(stream: &mut Stream, messages: u64, within: Duration, what: &str) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (now, bytes) = state(stream).await;
+        if now == messages {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: the bucket holds {now} records ({bytes} bytes), not {messages}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The topics of the retained messages a new subscriber to `filter` on node `n` gets.
+async fn retained_topics(nodes: &Nodes, n: usize, filter: &str) -> Vec<String> {
+    let mut c = nodes.client(n, &format!("reader-{n}")).await;
+    c.sub_ok(1, filter, 0).await;
+    let mut topics = Vec::new();
+    while let Some(p) = c.recv(Duration::from_secs(1)).await {
+        if let Packet::Publish(p) = p {
+            topics.push(p.topic);
+        }
+    }
+    topics.sort();
+    topics
+}
+
+/// 1. The bucket has a size limit derived from `maxRetainedMessages` / `maxRetainedBytes`.
+/// 2. Retained messages that expire (1 s) set through nodes 1 and 2 leave the bucket
+///    by themselves (their TTL), nobody replacing them.
+/// 3. At the retained store's bound (`maxRetainedMessages` live messages), one more is
+///    refused, a clear (node 2) and a new message (node 1) still work.
+/// 4. A flood of set-and-clear cycles of distinct topics through nodes 1 and 2, more
+///    than the limit holds in clear records: the bucket stays under its limit, and a new
+///    subscriber on node 3 still gets exactly the live retained messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retained_bucket_stays_bounded_under_clear_and_expiry_floods() {
+    let Some(nodes) = Nodes::start_or_skip("retained_bucket_stays_bounded").await else {
+        return;
+    };
+    let mut stream = nodes.stream().await;
+    let limit = stream.info().await.expect("stream info").config.max_bytes;
+    // 2 × (2 × maxRetainedBytes + 512 × maxRetainedMessages)
+    assert_eq!(
+        limit,
+        (2 * (2 * MAX_BYTES + 512 * MAX_MESSAGES)) as i64,
+        "the bucket's max_bytes"
+    );
+    let mut a = nodes.client(1, "attacker-a").await;
+    let mut b = nodes.client(2, "attacker-b").await;
+
+    // 2. Expiring messages go by themselves.
+    for i in 0..16 {
+        let c = if i % 2 == 0 { &mut a } else { &mut b };
+        assert_eq!(
+            retain(c, &format!("exp/{i}"), b"soon gone", Some(1)).await,
+            0
+        );
+    }
+    // In the bucket: node 3 got them all through it (in a second: then they expire).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut seen = 0;
+    while seen < 16 {
+        seen = seen.max(nodes.nodes[2].server.broker.router.retained_count());
+        seen = seen.max(state(&mut stream).await.0 as usize);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{seen} of 16 in the bucket"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    until_messages(&mut stream, 0, Duration::from_secs(8), "expired messages").await;
+    // Every node's mirror drops them every minute (they count against the caps until
+    // then): now. Nothing may be written back for them.
+    for n in &nodes.nodes {
+        n.server.broker.router.purge_expired_retained();
+        assert_eq!(n.server.broker.router.retained_count(), 0);
+    }
+
+    // 3. The retained store at its bound: clears and replacements still work.
+    for i in 0..MAX_MESSAGES {
+        let c = if i % 2 == 0 { &mut a } else { &mut b };
+        assert_eq!(
+            retain(c, &format!("live/{i:02}"), &[b'v'; 40], None).await,
+            0
+        );
+    }
+    // Every node's mirror holds them all (node 1's count includes node 2's).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while nodes.nodes[0].server.broker.router.retained_count() < MAX_MESSAGES as usize {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 1 sees node 2's"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        retain(&mut a, "live/over", b"v", None).await,
+        ReasonCode::QUOTA_EXCEEDED.0,
+        "one more than maxRetainedMessages"
+    );
+    assert_eq!(retain(&mut b, "live/00", b"", None).await, 0, "a clear");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while nodes.nodes[0].server.broker.router.retained_count() >= MAX_MESSAGES as usize {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 1 sees the clear"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(retain(&mut a, "live/20", b"new", None).await, 0, "after it");
+    // Room for the flood: keep ten live messages.
+    for i in 10..MAX_MESSAGES {
+        assert_eq!(retain(&mut b, &format!("live/{i:02}"), b"", None).await, 0);
+    }
+    let live: Vec<String> = (1..10)
+        .map(|i| format!("live/{i:02}"))
+        .chain(["live/20".to_owned()])
+        .collect();
+    // The live records plus the clears' records (of the last minute).
+    until_messages(&mut stream, 21, Duration::from_secs(5), "live and clears").await;
+
+    // 4. The flood: 300 topics set and cleared, each clear a record.
+    let mut most = 0;
+    for i in 0..300 {
+        let c = if i % 2 == 0 { &mut a } else { &mut b };
+        let topic = format!("flood/{i:03}");
+        // Refused (0x80) once the bucket is full on that node: fine for the attacker.
+        retain(c, &topic, &[b'f'; 40], None).await;
+        retain(c, &topic, b"", None).await;
+        if i % 50 == 0 {
+            most = most.max(state(&mut stream).await.1);
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (messages, bytes) = state(&mut stream).await;
+    most = most.max(bytes);
+    eprintln!("after the flood: {messages} records, {bytes} bytes (max {most}, limit {limit})");
+    assert!(
+        most <= limit as u64,
+        "the bucket took {most} bytes, over its max_bytes {limit} ({messages} records)"
+    );
+    assert!(
+        messages < 300,
+        "the bucket holds {messages} records after 300 clears"
+    );
+    // The live retained messages are intact, as a new subscriber on node 3 sees them.
+    assert_eq!(retained_topics(&nodes, 3, "live/#").await, live);
+}
