@@ -27,6 +27,11 @@ struct Nodes {
 impl Nodes {
     async fn start_or_skip(test: &str) -> Option<Nodes> {
         let nats = NatsCluster::start_or_skip(test).await?;
+        Some(Nodes::on(nats).await)
+    }
+
+    /// The nodes on an existing NATS cluster.
+    async fn on(nats: NatsCluster) -> Nodes {
         let mut nodes = Vec::new();
         for n in 1..=3 {
             let url = &nats.urls()[n - 1];
@@ -37,7 +42,7 @@ impl Nodes {
             );
             nodes.push(TestBroker::start(&yaml).await);
         }
-        Some(Nodes { nodes, nats })
+        Nodes { nodes, nats }
     }
 
     async fn client(&self, n: usize, client_id: &str) -> RawClient {
@@ -111,7 +116,8 @@ async fn retained_topics(nodes: &Nodes, n: usize, filter: &str) -> Vec<String> {
     topics
 }
 
-/// 1. The bucket has a size limit derived from `maxRetainedMessages` / `maxRetainedBytes`.
+/// 1. The bucket has a size limit derived from `maxRetainedMessages` / `maxRetainedBytes`
+///    (checked after 2.).
 /// 2. Retained messages that expire (1 s) set through nodes 1 and 2 leave the bucket
 ///    by themselves (their TTL), nobody replacing them.
 /// 3. At the retained store's bound (`maxRetainedMessages` live messages), one more is
@@ -125,13 +131,6 @@ async fn retained_bucket_stays_bounded_under_clear_and_expiry_floods() {
         return;
     };
     let mut stream = nodes.stream().await;
-    let limit = stream.info().await.expect("stream info").config.max_bytes;
-    // 2 × (2 × maxRetainedBytes + 512 × maxRetainedMessages)
-    assert_eq!(
-        limit,
-        (2 * (2 * MAX_BYTES + 512 * MAX_MESSAGES)) as i64,
-        "the bucket's max_bytes"
-    );
     let mut a = nodes.client(1, "attacker-a").await;
     let mut b = nodes.client(2, "attacker-b").await;
 
@@ -162,6 +161,15 @@ async fn retained_bucket_stays_bounded_under_clear_and_expiry_floods() {
         n.server.broker.router.purge_expired_retained();
         assert_eq!(n.server.broker.router.retained_count(), 0);
     }
+
+    // 1. (Checked once the attack of 2. has shown what happens without it.)
+    let limit = stream.info().await.expect("stream info").config.max_bytes;
+    // 2 × (2 × maxRetainedBytes + 512 × maxRetainedMessages)
+    assert_eq!(
+        limit,
+        (2 * (2 * MAX_BYTES + 512 * MAX_MESSAGES)) as i64,
+        "the bucket's max_bytes"
+    );
 
     // 3. The retained store at its bound: clears and replacements still work.
     for i in 0..MAX_MESSAGES {
@@ -232,4 +240,50 @@ async fn retained_bucket_stays_bounded_under_clear_and_expiry_floods() {
     );
     // The live retained messages are intact, as a new subscriber on node 3 sees them.
     assert_eq!(retained_topics(&nodes, 3, "live/#").await, live);
+}
+
+/// A bucket an older Gatehouse created (a plain key-value bucket: no size limit, no TTLs,
+/// its clears delete markers kept for good) is upgraded in place when the nodes start:
+/// it gets the size limit and per-message TTLs, and the stale delete markers are purged,
+/// while the retained messages in it stay and reach a new subscriber.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_older_bucket_is_upgraded_in_place() {
+    let Some(nats) = NatsCluster::start_or_skip("an_older_bucket_is_upgraded").await else {
+        return;
+    };
+    let client = async_nats::connect(nats.urls()[0].as_str())
+        .await
+        .expect("connect to NATS");
+    let js = async_nats::jetstream::new(client);
+    // What the older Gatehouse created (bucket::open_watched).
+    let kv = js
+        .create_key_value(async_nats::jetstream::kv::Config {
+            bucket: "gatehouse-retained".to_owned(),
+            history: 1,
+            num_replicas: 3,
+            storage: async_nats::jetstream::stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .expect("the old bucket");
+    let key_of = gatehouse::cluster::retained::key_of;
+    for i in 0..10 {
+        kv.delete(key_of(&format!("old/gone/{i}")))
+            .await
+            .expect("an old delete marker");
+    }
+    let nodes = Nodes::on(nats).await;
+    let mut a = nodes.client(1, "upgrade-a").await;
+    assert_eq!(retain(&mut a, "old/kept", b"kept", None).await, 0);
+    let mut stream = nodes.stream().await;
+    let info = stream.info().await.expect("stream info");
+    assert_eq!(
+        info.config.max_bytes,
+        (2 * (2 * MAX_BYTES + 512 * MAX_MESSAGES)) as i64
+    );
+    assert!(info.config.allow_message_ttl);
+    assert_eq!(info.config.subject_delete_marker_ttl, None);
+    // The ten markers are gone; the new message is there.
+    until_messages(&mut stream, 1, Duration::from_secs(5), "after the upgrade").await;
+    assert_eq!(retained_topics(&nodes, 3, "old/#").await, ["old/kept"]);
 }
