@@ -352,12 +352,8 @@ async fn write(
                 Ok(ack) => ack.await.map(|_| ()),
                 Err(e) => Err(e),
             };
-            let e = match result {
-                Ok(()) => {
-                    full.store(false, Ordering::Relaxed);
-                    break;
-                }
-                Err(e) => e,
+            let Err(e) = result else {
+                break;
             };
             if is_full(&e) {
                 let since = *full_since.get_or_insert_with(Instant::now);
@@ -394,6 +390,9 @@ async fn write(
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(8));
         }
+        // Written or given up: nothing waits here now (a give-up must not leave retained
+        // PUBLISHes refused for good; the next refused write sets it again).
+        full.store(false, Ordering::Relaxed);
     }
 }
 
@@ -552,5 +551,19 @@ mod tests {
             assert_eq!(topic_of(&key).as_deref(), Some(topic));
         }
         assert_eq!(topic_of("!"), None);
+    }
+
+    #[test]
+    fn the_backstop_leaves_half_for_clears() {
+        let caps = RetainedCaps {
+            max_messages: 20,
+            max_bytes: 2000,
+        };
+        assert_eq!(backstop(caps), 2 * (2 * 2000 + 512 * 20));
+        let huge = RetainedCaps {
+            max_messages: usize::MAX,
+            max_bytes: usize::MAX,
+        };
+        assert_eq!(backstop(huge), i64::MAX);
     }
 }
