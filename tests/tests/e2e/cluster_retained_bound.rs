@@ -275,6 +275,8 @@ async fn an_older_bucket_is_upgraded_in_place() {
     let nodes = Nodes::on(nats).await;
     let mut a = nodes.client(1, "upgrade-a").await;
     assert_eq!(retain(&mut a, "old/kept", b"kept", None).await, 0);
+    // The longest Message Expiry Interval is a valid TTL too.
+    assert_eq!(retain(&mut a, "old/long", b"long", Some(u32::MAX)).await, 0);
     let mut stream = nodes.stream().await;
     let info = stream.info().await.expect("stream info");
     assert_eq!(
@@ -283,7 +285,10 @@ async fn an_older_bucket_is_upgraded_in_place() {
     );
     assert!(info.config.allow_message_ttl);
     assert_eq!(info.config.subject_delete_marker_ttl, None);
-    // The ten markers are gone; the new message is there.
-    until_messages(&mut stream, 1, Duration::from_secs(5), "after the upgrade").await;
-    assert_eq!(retained_topics(&nodes, 3, "old/#").await, ["old/kept"]);
+    // The ten markers are gone; the new messages are there.
+    until_messages(&mut stream, 2, Duration::from_secs(5), "after the upgrade").await;
+    assert_eq!(
+        retained_topics(&nodes, 3, "old/#").await,
+        ["old/kept", "old/long"]
+    );
 }
