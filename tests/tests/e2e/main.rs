@@ -26,6 +26,7 @@ mod cluster_backpressure;
 mod cluster_failure;
 mod cluster_node_kill;
 mod cluster_sessions;
+mod cluster_wills;
 mod cluster_statestore;
 mod cluster_statestore_async;
 mod cluster_statestore_quota;
