@@ -124,7 +124,7 @@ struct Record {
     /// while `online` (the owner handles the will itself once its client is gone). When
     /// the owner dies, the node that rewrites the record offline publishes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    will: Option<StoredWill>,
+    will: Option<Box<StoredWill>>,
 }
 
 /// A will as a record keeps it (binary fields in standard base64).
@@ -207,9 +207,7 @@ const RECORD_HEADROOM: usize = 4096;
 /// of `max_payload` bytes (a will is bounded only by the broker's maximum packet size):
 /// that will is then published only by its owner (logged).
 fn bounded(mut record: Record, max_payload: usize) -> Record {
-    if record.will.is_some()
-        && record.encode().len() + RECORD_HEADROOM > max_payload
-    {
+    if record.will.is_some() && record.encode().len() + RECORD_HEADROOM > max_payload {
         tracing::warn!(
             target: "cluster",
             max_payload,
@@ -330,7 +328,7 @@ struct Held {
     username: Option<String>,
     generation: u64,
     /// The connected client's will (written while it is online).
-    will: Option<StoredWill>,
+    will: Option<Box<StoredWill>>,
     state: HeldState,
 }
 
@@ -437,7 +435,7 @@ fn flush_subject(origin: &str) -> String {
 struct OrphanWill {
     /// The revision this node's rewrite replaced: later writes of the key decide.
     after: u64,
-    will: StoredWill,
+    will: Box<StoredWill>,
 }
 
 /// This node's side of the sessions bucket.
@@ -535,7 +533,7 @@ impl ClusterSessions {
         expiry: u32,
         will: Option<&Will>,
     ) -> Claim {
-        let will = will.map(StoredWill::of);
+        let will = will.map(|w| Box::new(StoredWill::of(w)));
         let key = key_of(client_id);
         let _claiming = ClaimingGuard::new(self, &key);
         let subject = format!("{}{key}", self.kv.prefix);
@@ -1286,7 +1284,7 @@ mod tests {
             method: None,
             username: None,
             subscriptions: vec![],
-            will: Some(stored),
+            will: Some(Box::new(stored)),
         };
         assert_eq!(Record::decode(&r.encode()), Some(r.clone()));
         assert!(bounded(r.clone(), 1 << 20).will.is_some());
@@ -1295,7 +1293,7 @@ mod tests {
             ..will
         };
         let r = Record {
-            will: Some(StoredWill::of(&big)),
+            will: Some(Box::new(StoredWill::of(&big))),
             ..r
         };
         let kept = bounded(r, 1 << 20);
