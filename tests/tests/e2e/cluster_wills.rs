@@ -57,7 +57,8 @@ fn count(got: &[(String, Vec<u8>, tokio::time::Instant)], topic: &str) -> usize 
 
 /// A killed node's connected clients' wills (one without a delay, one with 3 s) reach a
 /// subscriber on each of the two other nodes exactly once, the delayed one at least its
-/// delay later; the will of a client that sent DISCONNECT 0x00 before the kill never does.
+/// delay later; the will of a client that sent DISCONNECT 0x00 before the kill never does,
+/// nor the delayed will (6 s) of a client that resumes its session on node 1 meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_wills_of_a_killed_nodes_clients_are_published_once_cluster_wide() {
     use gatehouse_tests::broker::{free_port, BrokerProcess, TestBroker};
@@ -121,6 +122,16 @@ async fn the_wills_of_a_killed_nodes_clients_are_published_once_cluster_wide() {
         )
         .await;
     delayed.expect_connack_ok().await;
+    // Will Delay 6 s: its client resumes the session on node 1 before that.
+    let resumer = ConnectBuilder::new("will-resumed")
+        .session_expiry(300)
+        .will(WillSpec {
+            props: Props::new().u32(WILL_DELAY, 6),
+            ..WillSpec::new("will/resumed", b"cancelled")
+        });
+    let mut resumed = RawClient::connect(node3.addr()).await;
+    resumed.send(&resumer.build()).await;
+    resumed.expect_connack_ok().await;
     let mut polite = RawClient::connect(node3.addr()).await;
     polite
         .send(
@@ -138,15 +149,26 @@ async fn the_wills_of_a_killed_nodes_clients_are_published_once_cluster_wide() {
     node3.signal("KILL");
     node3.exit_within(Duration::from_secs(10)).await;
     let killed = tokio::time::Instant::now();
-    drop((dying, delayed));
+    drop((dying, delayed, resumed));
 
     // Found gone after three sweeps (about 15 s), plus 3 s of delay.
     let (mut got1, mut got2) = (Vec::new(), Vec::new());
     let deadline = killed + Duration::from_secs(45);
+    let mut back = None;
     while [&got1, &got2]
         .iter()
         .any(|g| count(g, "will/dying") == 0 || count(g, "will/delayed") == 0)
     {
+        // Node 3 was found gone (the first will is out): the third client comes back
+        // on node 1 and resumes its session, which cancels its delayed will.
+        if back.is_none() && count(&got1, "will/dying") > 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let mut c = RawClient::connect(node1.mqtt_addr()).await;
+            c.send(&resumer.clone().clean_start(false).build()).await;
+            let ack = c.expect_connack_ok().await;
+            assert!(ack.session_present, "the session outlives its node");
+            back = Some(c);
+        }
         assert!(
             tokio::time::Instant::now() < deadline,
             "the wills did not arrive within 45 s of the kill: node 1 got {:?}, node 2 got {:?}",
@@ -156,7 +178,7 @@ async fn the_wills_of_a_killed_nodes_clients_are_published_once_cluster_wide() {
         receive_for(&mut s1, Duration::from_millis(200), &mut got1).await;
         receive_for(&mut s2, Duration::from_millis(200), &mut got2).await;
     }
-    // No second copy.
+    // No second copy (and no cancelled will: its 6 s have run by then).
     receive_for(&mut s1, Duration::from_secs(5), &mut got1).await;
     receive_for(&mut s2, Duration::from_secs(3), &mut got2).await;
     for (node, got) in [(1, &got1), (2, &got2)] {
@@ -166,6 +188,11 @@ async fn the_wills_of_a_killed_nodes_clients_are_published_once_cluster_wide() {
             count(got, "will/polite"),
             0,
             "node {node}: a normal DISCONNECT discards the will"
+        );
+        assert_eq!(
+            count(got, "will/resumed"),
+            0,
+            "node {node}: resuming the session cancels its delayed will"
         );
         let at = |topic: &str| {
             got.iter()
