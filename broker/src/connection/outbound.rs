@@ -34,7 +34,9 @@ impl Connection {
         // empty again, when the next feed moves a cursor on or retires it: this ends.
         loop {
             self.feed_retained();
-            if !self.drain_queue() || self.retained_backlog.is_empty() {
+            // While a SUBACK waits (`waiting`) the feed moves nothing on: stop, or this
+            // loop would spin.
+            if !self.drain_queue() || self.retained_backlog.is_empty() || self.waiting() {
                 break;
             }
         }
