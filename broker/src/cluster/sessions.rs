@@ -38,6 +38,11 @@
 //!   records whether it lives (its flush subject); one without a responder
 //!   `ORPHAN_AFTER` sweeps in a row has those records rewritten offline and unowned, so
 //!   their expiry runs (a node only cut off from NATS then sees them taken over).
+//! - **Wills of a dead owner**: a connected session's record holds its client's will
+//!   as authorized at CONNECT (the owner drops it from the record once its client is gone
+//!   and it handles the will itself). The node whose rewrite of a dead owner's record
+//!   wins its compare-and-set publishes that will, once cluster-wide, after its delay
+//!   counted from then (`OrphanWill`); a resume meanwhile cancels it.
 //!
 //! Keys: base64url of the client id (KV keys allow only `[-/_=.A-Za-z0-9]`; base64url
 //! is one spelling per id, so no two ids share a key and none reaches another's key);
@@ -53,7 +58,7 @@ use async_nats::jetstream::kv::{Entry, Operation, Store};
 use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use base64::Engine as _;
 use bytes::Bytes;
-use gatehouse_protocol::{QoS, SubscriptionOptions};
+use gatehouse_protocol::{QoS, SubscriptionOptions, Will, WillProperties};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
@@ -115,6 +120,102 @@ struct Record {
     username: Option<String>,
     #[serde(default)]
     subscriptions: Vec<StoredSubscription>,
+    /// The will of the connected client, as authorized at its CONNECT on the owner; only
+    /// while `online` (the owner handles the will itself once its client is gone). When
+    /// the owner dies, the node that rewrites the record offline publishes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    will: Option<Box<StoredWill>>,
+}
+
+/// A will as a record keeps it (binary fields in standard base64).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+struct StoredWill {
+    topic: String,
+    payload: String,
+    qos: u8,
+    retain: bool,
+    #[serde(default)]
+    delay: u32,
+    #[serde(default)]
+    payload_format_indicator: Option<u8>,
+    #[serde(default)]
+    message_expiry_interval: Option<u32>,
+    #[serde(default)]
+    content_type: Option<String>,
+    #[serde(default)]
+    response_topic: Option<String>,
+    #[serde(default)]
+    correlation_data: Option<String>,
+    #[serde(default)]
+    user_properties: Vec<(String, String)>,
+}
+
+impl StoredWill {
+    fn of(will: &Will) -> StoredWill {
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let p = &will.properties;
+        StoredWill {
+            topic: will.topic.clone(),
+            payload: b64(&will.payload),
+            qos: will.qos as u8,
+            retain: will.retain,
+            delay: p.will_delay_interval.unwrap_or(0),
+            payload_format_indicator: p.payload_format_indicator,
+            message_expiry_interval: p.message_expiry_interval,
+            content_type: p.content_type.clone(),
+            response_topic: p.response_topic.clone(),
+            correlation_data: p.correlation_data.as_deref().map(b64),
+            user_properties: p.user_properties.clone(),
+        }
+    }
+
+    /// The will again; `None` for a record that does not decode (written by no owner).
+    fn will(&self) -> Option<Will> {
+        let unb64 = |s: &str| {
+            base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .ok()
+                .map(Bytes::from)
+        };
+        let correlation_data = match &self.correlation_data {
+            Some(c) => Some(unb64(c)?),
+            None => None,
+        };
+        Some(Will {
+            topic: self.topic.clone(),
+            payload: unb64(&self.payload)?,
+            qos: QoS::from_u8(self.qos)?,
+            retain: self.retain,
+            properties: WillProperties {
+                will_delay_interval: (self.delay > 0).then_some(self.delay),
+                payload_format_indicator: self.payload_format_indicator,
+                message_expiry_interval: self.message_expiry_interval,
+                content_type: self.content_type.clone(),
+                response_topic: self.response_topic.clone(),
+                correlation_data,
+                user_properties: self.user_properties.clone(),
+            },
+        })
+    }
+}
+
+/// Room left in a NATS message for the KV headers next to a record.
+const RECORD_HEADROOM: usize = 4096;
+
+/// `record`, without its will when with it the record would not fit in one NATS message
+/// of `max_payload` bytes (a will is bounded only by the broker's maximum packet size):
+/// that will is then published only by its owner (logged).
+fn bounded(mut record: Record, max_payload: usize) -> Record {
+    if record.will.is_some() && record.encode().len() + RECORD_HEADROOM > max_payload {
+        tracing::warn!(
+            target: "cluster",
+            max_payload,
+            "a will too large for the {BUCKET} record: only its own node can publish it"
+        );
+        record.will = None;
+    }
+    record
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -226,6 +327,8 @@ struct Held {
     method: Option<String>,
     username: Option<String>,
     generation: u64,
+    /// The connected client's will (written while it is online).
+    will: Option<Box<StoredWill>>,
     state: HeldState,
 }
 
@@ -326,6 +429,15 @@ fn flush_subject(origin: &str) -> String {
     format!("gh-sessions.flush.{hex}")
 }
 
+/// The will of a dead owner's session that this node rewrote offline: published when
+/// its delay has run, at once when the session ends or a clean start replaces it,
+/// never when its client resumes the session (single-node rules, §3.1.3.2.2).
+struct OrphanWill {
+    /// The revision this node's rewrite replaced: later writes of the key decide.
+    after: u64,
+    will: Box<StoredWill>,
+}
+
 /// This node's side of the sessions bucket.
 pub struct ClusterSessions {
     kv: Store,
@@ -342,6 +454,8 @@ pub struct ClusterSessions {
     claiming: parking_lot::Mutex<HashMap<String, Claiming>>,
     /// Offline records of every node and when they fall due: (revision, due ms).
     offline: parking_lot::Mutex<HashMap<String, (u64, u64)>>,
+    /// Wills of dead owners' sessions this node orphaned, waiting out their delay.
+    orphan_wills: parking_lot::Mutex<HashMap<String, OrphanWill>>,
     next_token: AtomicU64,
     writes: mpsc::UnboundedSender<Write>,
     broker: Weak<Broker>,
@@ -374,6 +488,7 @@ pub(super) async fn start(
         online_elsewhere: parking_lot::Mutex::new(HashMap::new()),
         claiming: parking_lot::Mutex::new(HashMap::new()),
         offline: parking_lot::Mutex::new(HashMap::new()),
+        orphan_wills: parking_lot::Mutex::new(HashMap::new()),
         next_token: AtomicU64::new(1),
         writes,
         broker: Arc::downgrade(broker),
@@ -400,10 +515,11 @@ impl ClusterSessions {
         clean_start: bool,
         owner: &Owner,
         expiry: u32,
+        will: Option<&Will>,
     ) -> Result<Claim, SessionsError> {
         tokio::time::timeout(
             CLAIM_TIMEOUT,
-            self.try_claim(client_id, clean_start, owner, expiry),
+            self.try_claim(client_id, clean_start, owner, expiry, will),
         )
         .await
         .map_err(|_| SessionsError::Timeout)
@@ -415,7 +531,9 @@ impl ClusterSessions {
         clean_start: bool,
         owner: &Owner,
         expiry: u32,
+        will: Option<&Will>,
     ) -> Claim {
+        let will = will.map(|w| Box::new(StoredWill::of(w)));
         let key = key_of(client_id);
         let _claiming = ClaimingGuard::new(self, &key);
         let subject = format!("{}{key}", self.kv.prefix);
@@ -457,7 +575,9 @@ impl ClusterSessions {
                 method: method.map(str::to_owned),
                 username: username.map(str::to_owned),
                 subscriptions: resumable.map_or_else(Vec::new, |r| r.subscriptions.clone()),
+                will: will.clone(),
             };
+            let record = bounded(record, self.client.max_payload());
             match self.kv.update(&key, record.encode(), revision).await {
                 Ok(written) => {
                     let token = self.next_token.fetch_add(1, Ordering::Relaxed);
@@ -477,6 +597,7 @@ impl ClusterSessions {
                             method: record.method.clone(),
                             username: record.username.clone(),
                             generation: record.generation,
+                            will: record.will.clone(),
                             state,
                         },
                     );
@@ -574,6 +695,7 @@ impl ClusterSessions {
             online: false,
             offline_since_ms: now_ms(),
             resumed: false,
+            will: None,
             ..claim.record.clone()
         };
         let _ = tokio::time::timeout(
@@ -648,8 +770,10 @@ impl ClusterSessions {
                 method: h.method.clone(),
                 username: h.username.clone(),
                 subscriptions: stored_subscriptions(st.subscriptions.iter()),
+                will: if online { h.will.clone() } else { None },
             }
         };
+        let record = bounded(record, self.client.max_payload());
         self.writes
             .send(Write::Put {
                 key,
@@ -696,6 +820,7 @@ impl ClusterSessions {
                 None => online.remove(&entry.key),
             };
         }
+        self.orphan_will_decided(&entry.key, entry.revision, record.as_ref());
         // This node's own writes change nothing here. A delete is another node's (this
         // node's own are of keys it is ending, or older than its current claim).
         if record.as_ref().is_some_and(|r| r.owner == self.origin) {
@@ -814,7 +939,7 @@ impl ClusterSessions {
     /// NATS that long) lose them: each such record is rewritten with no owner, offline
     /// since now, so that its expiry runs (and a node that was only cut off sees it taken
     /// over when it is back, and disconnects its client).
-    async fn orphan_sessions_of_gone_owners(&self, strikes: &mut HashMap<String, u32>) {
+    async fn orphan_sessions_of_gone_owners(self: &Arc<Self>, strikes: &mut HashMap<String, u32>) {
         let owners: std::collections::HashSet<String> = self
             .online_elsewhere
             .lock()
@@ -852,13 +977,27 @@ impl ClusterSessions {
                 if current != revision || &record.owner != owner || !record.online {
                     continue;
                 }
+                let will = record.will.clone();
+                let expiry = record.expiry;
                 let orphaned = Record {
                     owner: String::new(),
                     online: false,
                     offline_since_ms: now_ms(),
                     resumed: false,
+                    will: None,
                     ..record
                 };
+                // Registered before the write: the watch may show a later write (a
+                // CONNECT resuming the session) before the write's answer arrives.
+                if let Some(will) = &will {
+                    self.orphan_wills.lock().insert(
+                        key.clone(),
+                        OrphanWill {
+                            after: revision,
+                            will: will.clone(),
+                        },
+                    );
+                }
                 let written = tokio::time::timeout(
                     CLAIM_TIMEOUT,
                     self.kv.update(&key, orphaned.encode(), revision),
@@ -870,8 +1009,94 @@ impl ClusterSessions {
                         owner = owner.as_str(),
                         "a session of a node that no longer answers is offline now (its expiry runs)"
                     );
+                    if let Some(will) = will {
+                        self.arm_orphan_will(&key, revision, will.delay, expiry);
+                    }
+                } else if will.is_some() {
+                    // Another node's write won (or no verdict): that node decides.
+                    let mut wills = self.orphan_wills.lock();
+                    if wills.get(&key).is_some_and(|w| w.after == revision) {
+                        wills.remove(&key);
+                    }
                 }
             }
+        }
+    }
+}
+
+impl ClusterSessions {
+    /// This node orphaned the session of `key` (its compare-and-set on `after` won, so no
+    /// other node did): publish its will after its delay, counted from now, as a single
+    /// node does when its client goes (at once without a delay or without an expiry).
+    fn arm_orphan_will(self: &Arc<Self>, key: &str, after: u64, delay: u32, expiry: u32) {
+        if delay == 0 || expiry == 0 {
+            self.publish_orphan_will(key, after);
+            return;
+        }
+        let wait = Duration::from_secs(u64::from(delay.min(expiry)));
+        let key = key.to_owned();
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Some(s) = weak.upgrade() {
+                s.publish_orphan_will(&key, after);
+            }
+        });
+    }
+
+    /// Publish the orphaned will of `key` (through the router, so every node's
+    /// subscribers get it), unless a later write decided otherwise meanwhile.
+    fn publish_orphan_will(&self, key: &str, after: u64) {
+        let will = {
+            let mut wills = self.orphan_wills.lock();
+            match wills.get(key) {
+                Some(w) if w.after == after => wills.remove(key),
+                _ => None,
+            }
+        };
+        let Some(will) = will.and_then(|w| w.will.will()) else {
+            return;
+        };
+        let Some(broker) = self.broker.upgrade() else {
+            return;
+        };
+        tracing::info!(
+            target: "session",
+            topic = will.topic.as_str(),
+            "publishing the will of a session whose node no longer answers"
+        );
+        // Authorized at CONNECT on the owner, which wrote it into the record only then
+        // (the NATS side is inside the trust boundary).
+        broker.publish_will(
+            crate::registry::WillMessage {
+                will,
+                authority: None,
+            },
+            None,
+        );
+    }
+
+    /// A write of `key` at `revision` seen by the watch, for an orphaned will waiting
+    /// out its delay here: a CONNECT that resumed the session cancels it; a clean start
+    /// (which ends the session) or the end of the session publishes it now.
+    fn orphan_will_decided(&self, key: &str, revision: u64, record: Option<&Record>) {
+        let after = {
+            let wills = self.orphan_wills.lock();
+            match wills.get(key) {
+                Some(w) if revision > w.after => w.after,
+                _ => return,
+            }
+        };
+        match record {
+            // This node's own rewrite (no owner): the delay runs.
+            Some(r) if r.owner.is_empty() => {}
+            Some(r) if r.resumed => {
+                let mut wills = self.orphan_wills.lock();
+                if wills.get(key).is_some_and(|w| w.after == after) {
+                    wills.remove(key);
+                }
+            }
+            _ => self.publish_orphan_will(key, after),
         }
     }
 }
@@ -1011,6 +1236,7 @@ mod tests {
                 retain_handling: 2,
                 id: Some(7),
             }],
+            will: None,
         };
         assert_eq!(Record::decode(&r.encode()), Some(r.clone()));
         assert!(r.alive(10_999));
@@ -1027,5 +1253,51 @@ mod tests {
             })))
         );
         assert!(!r.same_identity(&Owner::Anonymous));
+    }
+
+    #[test]
+    fn wills_round_trip_and_too_large_ones_are_dropped() {
+        let will = Will {
+            topic: "w/t".into(),
+            payload: Bytes::from_static(b"\x00\xffbye"),
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            properties: WillProperties {
+                will_delay_interval: Some(3),
+                payload_format_indicator: Some(0),
+                message_expiry_interval: Some(60),
+                content_type: Some("c".into()),
+                response_topic: Some("r/t".into()),
+                correlation_data: Some(Bytes::from_static(b"\x01\x02")),
+                user_properties: vec![("k".into(), "v".into())],
+            },
+        };
+        let stored = StoredWill::of(&will);
+        assert_eq!(stored.will(), Some(will.clone()));
+        let r = Record {
+            owner: "n1/abc".into(),
+            generation: 1,
+            online: true,
+            expiry: 0,
+            offline_since_ms: 0,
+            resumed: false,
+            method: None,
+            username: None,
+            subscriptions: vec![],
+            will: Some(Box::new(stored)),
+        };
+        assert_eq!(Record::decode(&r.encode()), Some(r.clone()));
+        assert!(bounded(r.clone(), 1 << 20).will.is_some());
+        let big = Will {
+            payload: Bytes::from(vec![7u8; 1 << 20]),
+            ..will
+        };
+        let r = Record {
+            will: Some(Box::new(StoredWill::of(&big))),
+            ..r
+        };
+        let kept = bounded(r, 1 << 20);
+        assert!(kept.will.is_none());
+        assert!(kept.encode().len() < 1 << 20);
     }
 }

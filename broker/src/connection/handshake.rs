@@ -262,8 +262,16 @@ where
     // Cluster mode: claim the session in the sessions bucket first (cluster/sessions.rs).
     let mut claim = None;
     if let Some(cluster) = cluster_sessions(broker) {
+        // The will goes into the record as authorized above (none when refused), so
+        // that another node can publish it if this one dies.
         match cluster
-            .claim(&client_id, connect.clean_start, &owner, session_expiry)
+            .claim(
+                &client_id,
+                connect.clean_start,
+                &owner,
+                session_expiry,
+                will.as_ref(),
+            )
             .await
         {
             Ok(c) => claim = Some(c),
