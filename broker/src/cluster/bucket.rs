@@ -180,3 +180,34 @@ async fn behind(kv: &mut Store, revision: u64) -> bool {
         _ => false,
     }
 }
+
+/// The stream of a bounded key-value bucket `bucket`: what `create_key_value` makes of a
+/// key-value configuration (one record per key, `replicas` copies on disk, discard new,
+/// rollups and direct gets allowed, no message deletes), with `max_bytes` and per-message
+/// TTLs allowed, but without JetStream's subject delete markers (`limit_markers`): on a
+/// full bucket the marker for an expiring record cannot be written, and then the record
+/// is never removed, so the bucket would stay full for good (`cluster_statestore_quota.rs`).
+pub(super) fn bounded_stream_config(
+    bucket: &str,
+    description: &str,
+    replicas: usize,
+    max_bytes: i64,
+) -> async_nats::jetstream::stream::Config {
+    use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
+    Config {
+        name: format!("KV_{bucket}"),
+        description: Some(description.to_owned()),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_bytes,
+        storage: StorageType::File,
+        num_replicas: replicas.max(1),
+        discard: DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        deny_purge: false,
+        allow_direct: true,
+        allow_message_ttl: true,
+        ..Default::default()
+    }
+}

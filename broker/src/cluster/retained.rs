@@ -189,28 +189,15 @@ struct Put {
     ttl: Option<u64>,
 }
 
-/// The bucket's stream: what `create_key_value` makes of a key-value configuration (one
-/// record per key, `replicas` copies on disk, discard new, rollups and direct gets
-/// allowed, no message deletes), with `max_bytes` and per-message TTLs allowed, but
-/// without subject delete markers (see the module's **Bound**).
+/// The bucket's stream ([`super::bucket::bounded_stream_config`]; see the module's
+/// **Bound**).
 fn stream_config(replicas: usize, max_bytes: i64) -> async_nats::jetstream::stream::Config {
-    use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
-    Config {
-        name: format!("KV_{BUCKET}"),
-        description: Some("Gatehouse retained messages (one key per topic)".to_owned()),
-        subjects: vec![format!("$KV.{BUCKET}.>")],
-        max_messages_per_subject: 1,
+    super::bucket::bounded_stream_config(
+        BUCKET,
+        "Gatehouse retained messages (one key per topic)",
+        replicas,
         max_bytes,
-        storage: StorageType::File,
-        num_replicas: replicas.max(1),
-        discard: DiscardPolicy::New,
-        allow_rollup: true,
-        deny_delete: true,
-        deny_purge: false,
-        allow_direct: true,
-        allow_message_ttl: true,
-        ..Default::default()
-    }
+    )
 }
 
 /// Open (or create) the bucket, make [`RetainedKv`] the router's retained sink, load the

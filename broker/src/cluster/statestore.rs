@@ -102,31 +102,15 @@ pub fn backstop(quotas: &Quotas) -> i64 {
     i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
-/// The bucket's stream: what `create_key_value` makes of a key-value configuration
-/// (one record per key, `replicas` copies on disk, discard new, rollups and direct gets
-/// allowed, no message deletes), with the [`backstop`] as `max_bytes` and per-message
-/// TTLs allowed for the delete records, but without JetStream's subject delete markers
-/// (`limit_markers`): on a full bucket the marker for an expiring record cannot be
-/// written, and then the record is never removed, so the bucket stays full for good
-/// (`cluster_statestore_quota.rs`).
+/// The bucket's stream ([`super::bucket::bounded_stream_config`]), with the [`backstop`]
+/// as `max_bytes` and per-message TTLs for the delete records.
 fn stream_config(replicas: usize, max_bytes: i64) -> async_nats::jetstream::stream::Config {
-    use async_nats::jetstream::stream::{Config, DiscardPolicy, StorageType};
-    Config {
-        name: format!("KV_{BUCKET}"),
-        description: Some("Gatehouse state store (one key per state store key)".to_owned()),
-        subjects: vec![format!("$KV.{BUCKET}.>")],
-        max_messages_per_subject: 1,
+    super::bucket::bounded_stream_config(
+        BUCKET,
+        "Gatehouse state store (one key per state store key)",
+        replicas,
         max_bytes,
-        storage: StorageType::File,
-        num_replicas: replicas.max(1),
-        discard: DiscardPolicy::New,
-        allow_rollup: true,
-        deny_delete: true,
-        deny_purge: false,
-        allow_direct: true,
-        allow_message_ttl: true,
-        ..Default::default()
-    }
+    )
 }
 
 /// How much of the bucket's `max_bytes` live records may take (as every node counts them):

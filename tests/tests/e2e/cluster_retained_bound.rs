@@ -256,7 +256,10 @@ async fn retained_bucket_stays_bounded_under_clear_and_expiry_floods() {
         "the bucket holds {messages} records after 300 clears"
     );
     // The live retained messages are intact, as a new subscriber on node 3 sees them.
-    assert_eq!(retained_topics_until(&nodes, 3, "live/#", &live).await, live);
+    assert_eq!(
+        retained_topics_until(&nodes, 3, "live/#", &live).await,
+        live
+    );
 }
 
 /// A bucket an older Gatehouse created (a plain key-value bucket: no size limit, no TTLs,
