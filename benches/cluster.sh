@@ -24,8 +24,10 @@
 #             CPU µs per message and p99 latency
 #   shared    QoS 1, 1 → $share/g with 8 subscribers (4 per subscriber node): delivered msg/s
 #   connect   connect storm (32 loops, all on node 1): connections/s, broker CPU µs per
-#             connection (cluster: each CONNECT also writes the session to JetStream once
-#             sessions are kept there)
+#             connection (cluster: each CONNECT claims its session in JetStream)
+#   takeover  session takeovers: 16 loops, each CONNECTing one client id to nodes 1 and 2
+#             in turn without DISCONNECT (cluster: every CONNECT takes the session over
+#             from the other node; one broker: from its own previous connection)
 #
 # Environment:
 #   RUNS=3 DURATION=5 WARMUP=1  WINDOW=256  LATENCY_RATE=5000  FANIN_RATE=5000
@@ -46,7 +48,7 @@ WARMUP="${WARMUP:-1}"
 WINDOW="${WINDOW:-256}"
 LATENCY_RATE="${LATENCY_RATE:-5000}"
 FANIN_RATE="${FANIN_RATE:-5000}"
-SCENARIOS="${SCENARIOS:-qos0 qos1 latency fanin shared connect}"
+SCENARIOS="${SCENARIOS:-qos0 qos1 latency fanin shared connect takeover}"
 SETUPS="${SETUPS:-cluster single mosquitto}"
 BROKER_CPU="${BROKER_CPU:-1}"
 LOADGEN_CPU="${LOADGEN_CPU:-0}"
@@ -205,6 +207,7 @@ loadgen_args() {
     fanin) echo pubsub --qos 1 --publishers 100 --subscribers 2 --topics shared --rate "$FANIN_RATE" "${t[@]}" ;;
     shared) echo pubsub --qos 1 --window "$WINDOW" --subscribers 8 --topics shared --share-group g "${t[@]}" ;;
     connect) echo connect --concurrency 32 "${t[@]}" ;;
+    takeover) echo connect --concurrency 16 "${t[@]}" ;;
     *) die "unknown scenario $1" ;;
     esac
 }
@@ -213,7 +216,12 @@ run_one() { # SCENARIO SETUP REP
     local scen="$1" name="$2" rep="$3" out="$work/run.json" extra=() sub=()
     start_setup "$name"
     if [ -n "$also_pids" ]; then extra+=(--also-pids "$also_pids"); fi
-    if [ "$scen" != connect ]; then sub=(--sub-ports "$sub_ports"); fi
+    case "$scen" in
+    connect) ;;
+    # Nodes 1 and 2 of the cluster; the one broker's own port twice otherwise.
+    takeover) sub=(--takeover-ports "$pub_port,${sub_ports%%,*}") ;;
+    *) sub=(--sub-ports "$sub_ports") ;;
+    esac
     # shellcheck disable=SC2046
     if ! "${pin_loadgen[@]}" "$LOADGEN" --host 127.0.0.1 --port "$pub_port" --broker-pid "$main_pid" \
         --label "$scen" "${extra[@]}" $(loadgen_args "$scen") "${sub[@]}" >"$out" 2>"$work/loadgen.err"; then
@@ -239,7 +247,7 @@ PY
     log "  $scen $name rep $rep: $(python3 -c '
 import json, sys
 r = json.loads(sys.argv[1])
-keys = ["delivered_rate", "delivered_ratio", "connections_per_s", "broker_cpu_us_per_msg", "broker_cpu_us_per_conn", "errors", "failed"]
+keys = ["delivered_rate", "delivered_ratio", "connections_per_s", "takeovers_per_s", "broker_cpu_us_per_msg", "broker_cpu_us_per_conn", "broker_cpu_us_per_takeover", "errors", "failed"]
 lat = r.get("latency_us") or r.get("connect_us") or {}
 print(" ".join(f"{k}={r[k]:.4g}" if isinstance(r[k], float) else f"{k}={r[k]}" for k in keys if r.get(k) is not None), "p99_us=" + str(lat.get("p99")))
 ' "$(tail -1 "$results")")"
@@ -307,6 +315,9 @@ row("shared", "QoS 1, $share/g with 8 members (4 per node): delivered msg/s", "d
 row("shared", "$share: delivered / accepted", "delivered_ratio", 3)
 row("connect", "connect storm, 32 loops, node 1: connections/s", "connections_per_s")
 row("connect", "connect storm: broker-side CPU µs per connection", "broker_cpu_us_per_conn", 1)
+row("takeover", "session takeovers, 16 client ids CONNECTing to nodes 1 and 2 in turn: takeovers/s", "takeovers_per_s")
+row("takeover", "session takeover: p99 µs to CONNACK", "connect_us.p99")
+row("takeover", "session takeover: broker-side CPU µs per takeover", "broker_cpu_us_per_takeover", 1)
 
 now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 print(f"## Cluster vs one node vs Mosquitto on loadgen ({now})")

@@ -24,6 +24,12 @@ pub struct StormArgs {
     pub duration: f64,
     #[arg(long, default_value_t = 1.0)]
     pub warmup: f64,
+    /// Session takeovers instead: each loop keeps one client id and CONNECTs it to these
+    /// ports in turn (comma-separated; a cluster's nodes), without DISCONNECT, so every
+    /// CONNECT takes the session over from the previous connection (which the broker
+    /// sends away, v5: 0x8E); the rate is takeovers per second.
+    #[arg(long, value_delimiter = ',')]
+    pub takeover_ports: Vec<u16>,
 }
 
 #[derive(Default)]
@@ -37,6 +43,9 @@ struct St {
 }
 
 pub async fn run(common: &Common, target: Rc<Target>, a: &StormArgs) -> Result<Value, ConnError> {
+    if !a.takeover_ports.is_empty() {
+        return takeovers(common, target, a).await;
+    }
     let st = Rc::new(St::default());
     let mut loops = Vec::new();
     for l in 0..a.concurrency {
@@ -83,23 +92,13 @@ pub async fn run(common: &Common, target: Rc<Target>, a: &StormArgs) -> Result<V
             }
         }));
     }
-    tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
-    st.recording.set(true);
-    let s0 = Snap::take(&common.cpu_pids());
-    tokio::time::sleep(Duration::from_secs_f64(a.duration)).await;
-    let s1 = Snap::take(&common.cpu_pids());
-    st.recording.set(false);
-    let (ok, failed) = (st.ok.get(), st.failed.get());
-    st.stop.set(true);
-    for l in loops {
-        let _ = tokio::time::timeout(Duration::from_secs(5), l).await;
-    }
-    let secs = (s1.at - s0.at).as_secs_f64();
-    let self_cpu = (s1.self_cpu - s0.self_cpu).as_secs_f64();
-    let broker_cpu = match (s0.broker_cpu, s1.broker_cpu) {
-        (Some(a), Some(b)) => Some((b - a).as_secs_f64()),
-        _ => None,
-    };
+    let Window {
+        ok,
+        failed,
+        secs,
+        self_cpu,
+        broker_cpu,
+    } = window(common, a, &st, loops).await;
     let hist = st.hist.borrow();
     Ok(json!({
         "scenario": "connect",
@@ -116,4 +115,124 @@ pub async fn run(common: &Common, target: Rc<Target>, a: &StormArgs) -> Result<V
         "broker_cpu_s": broker_cpu,
         "broker_cpu_us_per_conn": broker_cpu.map(|c| c * 1e6 / ok.max(1) as f64),
     }))
+}
+
+/// `--takeover-ports`: see [`StormArgs::takeover_ports`].
+async fn takeovers(common: &Common, target: Rc<Target>, a: &StormArgs) -> Result<Value, ConnError> {
+    let targets: Vec<Rc<Target>> = a
+        .takeover_ports
+        .iter()
+        .map(|&port| {
+            let mut t = (*target).clone();
+            t.addr.set_port(port);
+            Rc::new(t)
+        })
+        .collect();
+    let st = Rc::new(St::default());
+    let mut loops = Vec::new();
+    for l in 0..a.concurrency {
+        let (st, targets) = (st.clone(), targets.clone());
+        let client_id = format!("{}-t{l}", common.client_prefix());
+        loops.push(tokio::task::spawn_local(async move {
+            let mut k = 0usize;
+            // The connection the next CONNECT takes the session from.
+            let mut previous: Option<Conn> = None;
+            while !st.stop.get() {
+                let target = &targets[k % targets.len()];
+                let t0 = Instant::now();
+                let r = async {
+                    let io = target.open(l + k).await?;
+                    let mut conn = Conn {
+                        io,
+                        rb: RBuf::new(256),
+                    };
+                    target.handshake(&mut conn, &client_id, u16::MAX).await?;
+                    Ok::<_, ConnError>((t0.elapsed(), conn))
+                }
+                .await;
+                k += 1;
+                let r = match r {
+                    Ok((took, conn)) => {
+                        // Sent away by the broker by now (or about to be): let it go.
+                        drop(previous.replace(conn));
+                        Ok(took)
+                    }
+                    Err(e) => Err(e),
+                };
+                if !st.recording.get() {
+                    continue;
+                }
+                match r {
+                    Ok(took) => {
+                        st.ok.set(st.ok.get() + 1);
+                        st.hist.borrow_mut().record(took.as_nanos() as u64);
+                    }
+                    Err(e) => {
+                        st.failed.set(st.failed.get() + 1);
+                        st.first_error.borrow_mut().get_or_insert(e.to_string());
+                    }
+                }
+            }
+        }));
+    }
+    let Window {
+        ok,
+        failed,
+        secs,
+        broker_cpu,
+        ..
+    } = window(common, a, &st, loops).await;
+    let hist = st.hist.borrow();
+    Ok(json!({
+        "scenario": "takeover",
+        "concurrency": a.concurrency,
+        "ports": a.takeover_ports,
+        "window_s": secs,
+        "takeovers": ok,
+        "failed": failed,
+        "first_error": st.first_error.borrow().clone(),
+        "takeovers_per_s": ok as f64 / secs,
+        "connect_us": lat_json(&hist),
+        "broker_cpu_s": broker_cpu,
+        "broker_cpu_us_per_takeover": broker_cpu.map(|c| c * 1e6 / ok.max(1) as f64),
+    }))
+}
+
+/// What one measured window of a storm counted.
+struct Window {
+    ok: u64,
+    failed: u64,
+    secs: f64,
+    self_cpu: f64,
+    broker_cpu: Option<f64>,
+}
+
+/// Warm up, count for `--duration`, then stop the loops.
+async fn window(
+    common: &Common,
+    a: &StormArgs,
+    st: &St,
+    loops: Vec<tokio::task::JoinHandle<()>>,
+) -> Window {
+    tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
+    st.recording.set(true);
+    let s0 = Snap::take(&common.cpu_pids());
+    tokio::time::sleep(Duration::from_secs_f64(a.duration)).await;
+    let s1 = Snap::take(&common.cpu_pids());
+    st.recording.set(false);
+    let (ok, failed) = (st.ok.get(), st.failed.get());
+    st.stop.set(true);
+    for l in loops {
+        let _ = tokio::time::timeout(Duration::from_secs(5), l).await;
+    }
+    Window {
+        ok,
+        failed,
+        secs: (s1.at - s0.at).as_secs_f64(),
+        self_cpu: (s1.self_cpu - s0.self_cpu).as_secs_f64(),
+        broker_cpu: match (s0.broker_cpu, s1.broker_cpu) {
+            (Some(a), Some(b)) => Some((b - a).as_secs_f64()),
+            _ => None,
+        },
+    }
 }
