@@ -42,6 +42,25 @@ struct St {
     first_error: RefCell<Option<String>>,
 }
 
+impl St {
+    /// Count one attempt, if the measured window is open.
+    fn record(&self, r: Result<Duration, ConnError>) {
+        if !self.recording.get() {
+            return;
+        }
+        match r {
+            Ok(took) => {
+                self.ok.set(self.ok.get() + 1);
+                self.hist.borrow_mut().record(took.as_nanos() as u64);
+            }
+            Err(e) => {
+                self.failed.set(self.failed.get() + 1);
+                self.first_error.borrow_mut().get_or_insert(e.to_string());
+            }
+        }
+    }
+}
+
 pub async fn run(common: &Common, target: Rc<Target>, a: &StormArgs) -> Result<Value, ConnError> {
     if !a.takeover_ports.is_empty() {
         return takeovers(common, target, a).await;
@@ -76,19 +95,7 @@ pub async fn run(common: &Common, target: Rc<Target>, a: &StormArgs) -> Result<V
                 }
                 .await;
                 k += 1;
-                if !st.recording.get() {
-                    continue;
-                }
-                match r {
-                    Ok(took) => {
-                        st.ok.set(st.ok.get() + 1);
-                        st.hist.borrow_mut().record(took.as_nanos() as u64);
-                    }
-                    Err(e) => {
-                        st.failed.set(st.failed.get() + 1);
-                        st.first_error.borrow_mut().get_or_insert(e.to_string());
-                    }
-                }
+                st.record(r);
             }
         }));
     }
@@ -151,27 +158,13 @@ async fn takeovers(common: &Common, target: Rc<Target>, a: &StormArgs) -> Result
                 }
                 .await;
                 k += 1;
-                let r = match r {
-                    Ok((took, conn)) => {
-                        // Sent away by the broker by now (or about to be): let it go.
-                        drop(previous.replace(conn));
-                        Ok(took)
-                    }
-                    Err(e) => Err(e),
-                };
-                if !st.recording.get() {
-                    continue;
-                }
-                match r {
-                    Ok(took) => {
-                        st.ok.set(st.ok.get() + 1);
-                        st.hist.borrow_mut().record(took.as_nanos() as u64);
-                    }
-                    Err(e) => {
-                        st.failed.set(st.failed.get() + 1);
-                        st.first_error.borrow_mut().get_or_insert(e.to_string());
-                    }
-                }
+                // The previous connection was sent away by the broker by now (or is
+                // about to be): let it go.
+                let r = r.map(|(took, conn)| {
+                    drop(previous.replace(conn));
+                    took
+                });
+                st.record(r);
             }
         }));
     }
