@@ -32,12 +32,14 @@
 //! `cluster.nats.disconnectGrace`, it disconnects its clients and refuses CONNECTs until
 //! NATS is back; while JetStream has no quorum, retained PUBLISHes are refused.
 //!
-//! Not built yet: QoS 1/2 messages queued for offline sessions in JetStream.
+//! QoS 1/2 messages for offline persistent sessions are also written to a JetStream
+//! stream, and read back by the node where such a session resumes ([`queue`]).
 
 mod bucket;
 pub mod dedup;
 pub mod envelope;
 pub mod health;
+pub mod queue;
 pub mod retained;
 pub mod sessions;
 pub mod statestore;
@@ -102,6 +104,9 @@ pub enum ClusterError {
     /// JetStream did not give the sessions' bucket.
     #[error("sessions: {0}")]
     Sessions(String),
+    /// JetStream did not give the stream of messages for offline sessions.
+    #[error("messages for offline sessions: {0}")]
+    Queue(String),
 }
 
 /// What crossed between nodes (for tests and, later, metrics).
@@ -145,6 +150,8 @@ struct Shared {
     /// The sequence number of the last message written to the NATS connection's socket
     /// (`run_outbox` flushes before it moves this): the held PUBACK/PUBRECs wait on it.
     flushed: tokio::sync::watch::Sender<u64>,
+    /// Messages for offline sessions (set once at start, before any subscription).
+    queue: std::sync::OnceLock<Arc<queue::Queue>>,
 }
 
 /// This node's link to the cluster; the router holds it as its [`ClusterLink`].
@@ -163,6 +170,8 @@ pub struct Cluster {
     client: async_nats::Client,
     /// Failure handling: whether NATS and JetStream are there ([`health`]).
     health: Arc<health::Health>,
+    /// Messages for offline sessions ([`queue`]).
+    queue: Arc<queue::Queue>,
 }
 
 impl Cluster {
@@ -244,6 +253,7 @@ impl Cluster {
             stats: ClusterStats::default(),
             outbox_congestion: Congestion::default(),
             flushed: tokio::sync::watch::Sender::new(0),
+            queue: std::sync::OnceLock::new(),
         });
         let health = health::Health::new(nats.disconnect_grace);
         retained::start(&client, nats.replicas as usize, broker, &shared, &health)
@@ -259,10 +269,27 @@ impl Cluster {
         statestore::start(&client, nats.replicas as usize, broker)
             .await
             .map_err(ClusterError::StateStore)?;
+        // Messages for offline sessions (queue.rs), before the sessions that fill its index.
+        let queue = queue::start(
+            &client,
+            nats.replicas as usize,
+            Duration::from_secs(u64::from(broker.limits().max_session_expiry.max(1))),
+            settings.queue_max_bytes,
+            &shared.origin,
+        )
+        .await
+        .map_err(ClusterError::Queue)?;
+        let _ = shared.queue.set(queue.clone());
         // Sessions owned by one node at a time (sessions.rs).
-        let sessions = sessions::start(&client, nats.replicas as usize, broker, &shared.origin)
-            .await
-            .map_err(ClusterError::Sessions)?;
+        let sessions = sessions::start(
+            &client,
+            nats.replicas as usize,
+            broker,
+            &shared.origin,
+            queue.clone(),
+        )
+        .await
+        .map_err(ClusterError::Sessions)?;
         let _ = broker.cluster_sessions.set(sessions);
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (outbox, outbox_rx) = mpsc::channel(OUTBOX);
@@ -297,6 +324,7 @@ impl Cluster {
             max_payload: AtomicUsize::new(client.server_info().max_payload),
             client,
             health,
+            queue,
         }))
     }
 
@@ -315,6 +343,11 @@ impl Cluster {
     }
 
     /// Distinct (filter, group) pairs this node is subscribed to on NATS.
+    /// Messages for offline sessions ([`queue`]).
+    pub fn queue(&self) -> &queue::Queue {
+        &self.queue
+    }
+
     pub fn interest_count(&self) -> usize {
         self.interest.lock().len()
     }
@@ -379,10 +412,14 @@ impl ClusterLink for Cluster {
         }
         let mut headers = async_nats::HeaderMap::new();
         headers.insert(envelope::ORIGIN, self.shared.origin.as_str());
+        // An offline persistent session somewhere wants it: into the stream too, and the
+        // publisher's acknowledgement waits for JetStream (`is_forwarded`).
+        let keep = message.qos != QoS::AtMostOnce && self.queue.wanted(&message.topic);
         let queued = {
             let _order = self.outbox_order.lock();
             let seq = self.seq.load(Ordering::Relaxed) + 1;
             headers.insert(envelope::SEQ, seq.to_string().as_str());
+            let kept = keep.then(|| (subject.clone(), headers.clone(), body.clone()));
             let out = Outgoing {
                 seq,
                 subject,
@@ -392,6 +429,10 @@ impl ClusterLink for Cluster {
             match self.outbox.try_send(out) {
                 Ok(()) => {
                     self.seq.store(seq, Ordering::Relaxed);
+                    if let Some((subject, headers, body)) = kept {
+                        let id = format!("{}.{seq}", self.shared.origin);
+                        self.queue.capture(seq, &subject, headers, body, id);
+                    }
                     Some(seq)
                 }
                 Err(_) => None,
@@ -413,14 +454,16 @@ impl ClusterLink for Cluster {
     }
 
     fn is_forwarded(&self, ticket: u64) -> bool {
-        *self.shared.flushed.borrow() >= ticket
+        *self.shared.flushed.borrow() >= ticket && self.queue.is_stored(ticket)
     }
 
     fn wait_forwarded(&self, ticket: u64) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let mut rx = self.shared.flushed.subscribe();
+        let stored = self.queue.wait_stored(ticket);
         Box::pin(async move {
             // An error means the link is gone (shutdown): nothing left to wait for.
             let _ = rx.wait_for(|f| *f >= ticket).await;
+            stored.await;
         })
     }
 
@@ -637,7 +680,7 @@ fn receive(broker: &Broker, shared: &Shared, interest: &Interest, msg: async_nat
             return;
         }
     }
-    let message = match envelope::decode(msg.payload, Instant::now()) {
+    let message = match envelope::decode(msg.payload.clone(), Instant::now()) {
         Ok(m) => Arc::new(m),
         Err(e) => {
             tracing::debug!(target: "cluster", subject = %msg.subject, "dropped: {e}");
@@ -645,6 +688,17 @@ fn receive(broker: &Broker, shared: &Shared, interest: &Interest, msg: async_nat
             return;
         }
     };
+    // A session of this node that went offline a moment ago wants it, and its publisher
+    // may not know yet that the session is offline: keep it in the stream (queue.rs).
+    if let Some(queue) = shared
+        .queue
+        .get()
+        .filter(|_| interest.group.is_none() && message.qos != QoS::AtMostOnce && !own)
+    {
+        if queue.wanted_in_gap(&message.topic) {
+            queue.write_forwarded(msg.subject.as_str(), origin, seq, msg.payload);
+        }
+    }
     match &interest.group {
         None => {
             broker.router.publish_forwarded(&message);

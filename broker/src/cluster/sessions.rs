@@ -125,6 +125,14 @@ struct Record {
     /// the owner dies, the node that rewrites the record offline publishes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     will: Option<Box<StoredWill>>,
+    /// Offline since: the first sequence of the `gatehouse-queued` stream that may hold
+    /// messages for it (queue.rs); kept until a node that resumed it has read them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    queued_from: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A will as a record keeps it (binary fields in standard base64).
@@ -278,6 +286,15 @@ impl Record {
     }
 }
 
+/// The filters of a record's subscriptions.
+fn filter_names(record: &Record) -> Vec<String> {
+    record
+        .subscriptions
+        .iter()
+        .map(|s| s.filter.clone())
+        .collect()
+}
+
 fn identity(owner: &Owner) -> (Option<&str>, Option<&str>) {
     match owner {
         Owner::Principal(p) => (Some(p.method), p.username.as_deref()),
@@ -329,6 +346,8 @@ struct Held {
     generation: u64,
     /// The connected client's will (written while it is online).
     will: Option<Box<StoredWill>>,
+    /// The record's `queuedFrom` (0: no backlog in the stream to read).
+    queued_from: u64,
     state: HeldState,
 }
 
@@ -402,11 +421,21 @@ pub struct Claim {
     pub local_valid: bool,
 }
 
+impl Claim {
+    /// Where the backlog of a session moved here starts in the `gatehouse-queued` stream
+    /// (0: none to read).
+    pub fn backlog_from(&self) -> u64 {
+        self.record.queued_from
+    }
+}
+
 enum Write {
     Put {
         key: String,
         token: u64,
         record: Record,
+        /// The session went offline: mark where its messages start in the stream first.
+        offline: bool,
         /// Told when the write is done (or skipped).
         done: Option<tokio::sync::oneshot::Sender<()>>,
     },
@@ -459,6 +488,10 @@ pub struct ClusterSessions {
     next_token: AtomicU64,
     writes: mpsc::UnboundedSender<Write>,
     broker: Weak<Broker>,
+    /// Messages for offline sessions: its index follows the records (queue.rs).
+    queue: Arc<super::queue::Queue>,
+    /// Itself, for tasks started through `&self` (the registry holds it as a trait object).
+    me: Weak<ClusterSessions>,
 }
 
 /// Open (or create) the bucket, start the watch, the writer and the sweep.
@@ -467,6 +500,7 @@ pub(super) async fn start(
     replicas: usize,
     broker: &Arc<Broker>,
     origin: &str,
+    queue: Arc<super::queue::Queue>,
 ) -> Result<Arc<ClusterSessions>, String> {
     let (kv, watch) = super::bucket::open_watched(
         client,
@@ -480,7 +514,7 @@ pub(super) async fn start(
         .subscribe(flush_subject(origin))
         .await
         .map_err(|e| format!("subscribing to flush requests: {e}"))?;
-    let sessions = Arc::new(ClusterSessions {
+    let sessions = Arc::new_cyclic(|me| ClusterSessions {
         kv: kv.clone(),
         client: client.clone(),
         origin: origin.to_owned(),
@@ -492,6 +526,8 @@ pub(super) async fn start(
         next_token: AtomicU64::new(1),
         writes,
         broker: Arc::downgrade(broker),
+        queue,
+        me: me.clone(),
     });
     let weak = Arc::downgrade(&sessions);
     tokio::spawn(async move {
@@ -576,6 +612,11 @@ impl ClusterSessions {
                 username: username.map(str::to_owned),
                 subscriptions: resumable.map_or_else(Vec::new, |r| r.subscriptions.clone()),
                 will: will.clone(),
+                // Moved here: its backlog is read from the stream. Resumed from this
+                // node's own session: that has every message already.
+                queued_from: resumable
+                    .filter(|r| r.owner != self.origin)
+                    .map_or(0, |r| r.queued_from),
             };
             let record = bounded(record, self.client.max_payload());
             match self.kv.update(&key, record.encode(), revision).await {
@@ -598,6 +639,7 @@ impl ClusterSessions {
                             username: record.username.clone(),
                             generation: record.generation,
                             will: record.will.clone(),
+                            queued_from: record.queued_from,
                             state,
                         },
                     );
@@ -673,6 +715,43 @@ impl ClusterSessions {
             // A newer claim of this node replaced it: the local takeover handles this one.
             _ => Ok(()),
         }
+    }
+
+    /// The session moved here with a backlog in the stream (`Claim::backlog_from`): read
+    /// it into the session in the background, then let the record forget it.
+    pub fn read_backlog(&self, claim: &Claim, session: &Arc<Session>, generation: u64) {
+        let from = claim.backlog_from();
+        if from == 0 {
+            return;
+        }
+        let (sessions, session, key, token) = (
+            self.me.clone(),
+            session.clone(),
+            claim.key.clone(),
+            claim.token,
+        );
+        tokio::spawn(async move {
+            let Some(s) = sessions.upgrade() else { return };
+            let Some(broker) = s.broker.upgrade() else {
+                return;
+            };
+            let queue = s.queue.clone();
+            drop(s);
+            let read =
+                super::queue::read_backlog(&queue, &broker, &session, generation, from).await;
+            let Some(s) = sessions.upgrade() else { return };
+            if read && session.is_online() {
+                if let Some(h) = s
+                    .held
+                    .lock()
+                    .get_mut(&key)
+                    .filter(|h| h.token == token && h.queued_from == from)
+                {
+                    h.queued_from = 0;
+                }
+                s.changed(&session);
+            }
+        });
     }
 
     /// The local attach failed after the claim (`maxSessions`): the session is not
@@ -771,14 +850,17 @@ impl ClusterSessions {
                 username: h.username.clone(),
                 subscriptions: stored_subscriptions(st.subscriptions.iter()),
                 will: if online { h.will.clone() } else { None },
+                queued_from: h.queued_from,
             }
         };
+        let offline = !record.online && record.expiry > 0;
         let record = bounded(record, self.client.max_payload());
         self.writes
             .send(Write::Put {
                 key,
                 token: h.token,
                 record,
+                offline,
                 done,
             })
             .is_ok()
@@ -819,6 +901,16 @@ impl ClusterSessions {
                 Some(r) => online.insert(entry.key.clone(), (entry.revision, r.owner.clone())),
                 None => online.remove(&entry.key),
             };
+        }
+        // Offline persistent sessions, cluster-wide: what the stream keeps (queue.rs).
+        match record
+            .as_ref()
+            .filter(|r| !r.online && r.expiry > 0 && r.queued_from != 0 && r.alive(now_ms()))
+        {
+            Some(r) => self
+                .queue
+                .set_offline(&entry.key, filter_names(r), r.owner == self.origin),
+            None => self.queue.remove(&entry.key),
         }
         self.orphan_will_decided(&entry.key, entry.revision, record.as_ref());
         // This node's own writes change nothing here. A delete is another node's (this
@@ -884,7 +976,22 @@ impl ClusterSessions {
             return;
         };
         match write {
-            Write::Put { record, done, .. } => {
+            Write::Put {
+                mut record,
+                offline,
+                done,
+                ..
+            } => {
+                if offline && record.queued_from == 0 {
+                    // Read before the record says offline: every message kept for the
+                    // session from now on comes after it (queue.rs).
+                    match self.queue.last_sequence().await {
+                        Ok(last) => record.queued_from = last + 1,
+                        Err(e) => {
+                            tracing::warn!(target: "cluster", "the {} stream did not answer ({e}): messages this offline session gets are kept on this node only", super::queue::STREAM)
+                        }
+                    }
+                }
                 let outcome = tokio::time::timeout(
                     CLAIM_TIMEOUT,
                     self.kv.update(&key, record.encode(), revision),
@@ -892,9 +999,18 @@ impl ClusterSessions {
                 .await;
                 match outcome {
                     Ok(Ok(written)) => {
-                        if let Some(h) = self.held.lock().get_mut(&key).filter(|h| h.token == token)
-                        {
+                        let mut held = self.held.lock();
+                        if let Some(h) = held.get_mut(&key).filter(|h| h.token == token) {
                             h.revision = h.revision.max(written);
+                            h.queued_from = record.queued_from;
+                            if offline && record.queued_from != 0 {
+                                // From now on this node's publishes keep what it wants;
+                                // what it holds already goes to the stream too.
+                                self.queue.set_offline(&key, filter_names(&record), true);
+                                if let HeldState::Attached { session, .. } = &h.state {
+                                    self.queue.write_held(session);
+                                }
+                            }
                         }
                     }
                     // Lost (the watch tells) or NATS unavailable: the record stays as it was.
@@ -979,12 +1095,19 @@ impl ClusterSessions {
                 }
                 let will = record.will.clone();
                 let expiry = record.expiry;
+                // Its messages from now on are kept in the stream (queue.rs); what the
+                // dead node held is lost with it.
+                let queued_from = match record.queued_from {
+                    0 => self.queue.last_sequence().await.map_or(0, |last| last + 1),
+                    from => from,
+                };
                 let orphaned = Record {
                     owner: String::new(),
                     online: false,
                     offline_since_ms: now_ms(),
                     resumed: false,
                     will: None,
+                    queued_from,
                     ..record
                 };
                 // Registered before the write: the watch may show a later write (a
@@ -1237,6 +1360,7 @@ mod tests {
                 id: Some(7),
             }],
             will: None,
+            queued_from: 0,
         };
         assert_eq!(Record::decode(&r.encode()), Some(r.clone()));
         assert!(r.alive(10_999));
@@ -1285,6 +1409,7 @@ mod tests {
             username: None,
             subscriptions: vec![],
             will: Some(Box::new(stored)),
+            queued_from: 0,
         };
         assert_eq!(Record::decode(&r.encode()), Some(r.clone()));
         assert!(bounded(r.clone(), 1 << 20).will.is_some());

@@ -379,7 +379,13 @@ where
         properties,
     }));
     if let (Some(cluster), Some(c)) = (cluster_sessions(broker), &claim) {
-        if let Err(resumed) = cluster.confirm(c, &conn.session, conn.generation) {
+        let confirmed = cluster.confirm(c, &conn.session, conn.generation);
+        if confirmed.is_ok() {
+            // Moved here from another node: what was kept for it while offline is read
+            // from the stream (cluster/queue.rs).
+            cluster.read_backlog(c, &conn.session, conn.generation);
+        }
+        if let Err(resumed) = confirmed {
             // Taken over by another node between the claim and now: this connection
             // loses, as the older one of a takeover does (0x8E once it serves).
             let (broker, session, generation) =

@@ -11,6 +11,7 @@
 //!     credentialsFile: /etc/gatehouse/nats.creds   # optional
 //!     tls: { caFile: ca.crt, certFile: node.crt, keyFile: node.key }   # optional
 //!     disconnectGrace: 5s          # NATS lost this long: clients disconnected
+//!   queueMaxBytes: 1GiB            # messages kept for offline sessions (JetStream)
 //! ```
 
 use std::path::PathBuf;
@@ -27,6 +28,20 @@ pub struct Cluster {
     /// later the owner of sessions). Default: the host name. Letters, digits, `-` and `_`.
     #[serde(default)]
     pub node_name: Option<String>,
+
+    // --- QoS 1/2 messages for offline sessions (issue 15): the `gatehouse-queued` stream.
+    /// At most this many bytes of messages kept for offline persistent sessions, across
+    /// the cluster (per replica); past it the oldest are dropped. They are also dropped
+    /// after `broker.maxSessionExpirySeconds`. Default 1 GiB; at least 1 MiB.
+    #[serde(
+        default = "default_queue_max_bytes",
+        deserialize_with = "crate::size::deserialize"
+    )]
+    pub queue_max_bytes: u64,
+}
+
+fn default_queue_max_bytes() -> u64 {
+    1 << 30
 }
 
 /// `cluster.nats`: how this node reaches the NATS cluster.

@@ -43,6 +43,15 @@ pub(super) fn check_cluster(cluster: &Cluster, base: &str, report: &mut Report) 
             ),
         );
     }
+    if cluster.queue_max_bytes < 1 << 20 {
+        report.error(
+            format!("{base}.queueMaxBytes"),
+            format!(
+                "{} bytes is too small for the messages of offline sessions: at least 1MiB; default 1GiB",
+                cluster.queue_max_bytes
+            ),
+        );
+    }
     if let Some(tls) = &nats.tls {
         if tls.cert_file.is_some() != tls.key_file.is_some() {
             report.error(

@@ -1,0 +1,249 @@
+//! Cluster mode (issue 15): QoS 1/2 messages for an offline persistent session are kept in
+//! a JetStream stream (`gatehouse-queued`), so the session gets them wherever it resumes:
+//! a backlog queued while its client was away, published through node 1 (and through
+//! node 2, the node that held the session), is received after the client reconnects to
+//! node 3; and it is still received when the node that held the session is gone.
+//!
+//! Three Gatehouse nodes (in-process) on a real three-server NATS cluster; raw MQTT
+//! clients (Session Present, subscription identifiers), `mosquitto_pub` for publishing.
+
+use std::time::Duration;
+
+use gatehouse_protocol::{Packet, SubscriptionOptions};
+use gatehouse_tests::broker::{free_port, BrokerProcess, TempDir};
+use gatehouse_tests::mosquitto::publish;
+use gatehouse_tests::raw::{frame_body, opts, ConnectBuilder, RawClient};
+
+use super::cluster::Nodes;
+
+/// Connect `builder` to node `n`; returns the client and Session Present.
+async fn connect(nodes: &Nodes, n: usize, builder: &ConnectBuilder) -> (RawClient, bool) {
+    let mut c = RawClient::connect(nodes.addr(n)).await;
+    c.send(&builder.build()).await;
+    let raw = c
+        .recv_raw(Duration::from_secs(10))
+        .await
+        .expect("a CONNACK");
+    assert_eq!(raw[0], 0x20, "expected CONNACK, got {raw:02X?}");
+    let body = frame_body(&raw);
+    assert_eq!(body[1], 0, "CONNACK refused: {raw:02X?}");
+    (c, body[0] & 1 == 1)
+}
+
+/// Wait until every node knows the session subscribed to `topic` is offline (the sessions
+/// bucket's watch reached it): from then on their publishes keep messages for it.
+async fn wait_offline_everywhere(nodes: &Nodes, topic: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for n in 1..=3 {
+        while !nodes.cluster(n).queue().wanted(topic) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {n} never saw the offline session of {topic}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Every PUBLISH `c` receives until quiet for `quiet` (acknowledged): (topic, payload,
+/// subscription identifiers).
+async fn receive_all(c: &mut RawClient, quiet: Duration) -> Vec<(String, String, Vec<u32>)> {
+    let mut got = Vec::new();
+    while let Some(packet) = c.recv(quiet).await {
+        if let Packet::Publish(p) = packet {
+            if let Some(id) = p.packet_id {
+                c.puback(id).await;
+            }
+            got.push((
+                p.topic.clone(),
+                String::from_utf8_lossy(&p.payload).into_owned(),
+                p.properties.subscription_identifiers.clone(),
+            ));
+        }
+    }
+    got
+}
+
+/// A persistent v5 session subscribed on node 2 goes offline. 20 QoS 1 messages are
+/// published through node 1 and 10 through node 2 (each PUBACKed to mosquitto_pub). The
+/// client reconnects with clean start 0 to node 3: Session Present 1, and it receives all
+/// 30, in publication order per publishing node, with its subscription identifier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn qos1_backlog_queued_via_node_1_is_received_after_reconnecting_to_node_3() {
+    let Some(nodes) = Nodes::start_or_skip("qos1_backlog_moves").await else {
+        return;
+    };
+    let session = ConnectBuilder::new("backlog-v5").session_expiry(600);
+    let (mut c, _) = connect(&nodes, 2, &session).await;
+    let ack = c
+        .subscribe_with(1, "bl/#", SubscriptionOptions { ..opts(1) }, Some(5))
+        .await;
+    assert_eq!(ack.reason_codes[0].0, 1);
+    c.disconnect().await;
+    wait_offline_everywhere(&nodes, "bl/x").await;
+
+    for i in 0..20 {
+        publish(
+            nodes.addr(1),
+            &["-q", "1", "-t", "bl/one", "-m", &format!("n1-{i}")],
+        )
+        .await;
+    }
+    for i in 0..10 {
+        publish(
+            nodes.addr(2),
+            &["-q", "1", "-t", "bl/two", "-m", &format!("n2-{i}")],
+        )
+        .await;
+    }
+
+    let (mut c, present) = connect(&nodes, 3, &session.clone().clean_start(false)).await;
+    assert!(present, "the session moved to node 3 (Session Present 1)");
+    let got = receive_all(&mut c, Duration::from_secs(3)).await;
+    let from = |prefix: &str| -> Vec<String> {
+        got.iter()
+            .filter(|(_, p, _)| p.starts_with(prefix))
+            .map(|(_, p, _)| p.clone())
+            .collect()
+    };
+    let expect = |prefix: &str, n: usize| -> Vec<String> {
+        (0..n).map(|i| format!("{prefix}{i}")).collect()
+    };
+    assert_eq!(
+        from("n1-"),
+        expect("n1-", 20),
+        "every message published through node 1 while the session was offline, in order"
+    );
+    assert_eq!(
+        from("n2-"),
+        expect("n2-", 10),
+        "every message published through node 2 (the old owner), in order"
+    );
+    assert_eq!(got.len(), 30, "each message once: {got:?}");
+    assert!(
+        got.iter().all(|(_, _, ids)| ids == &[5]),
+        "the subscription identifier came with the session: {got:?}"
+    );
+
+    // Read once: reconnecting to node 1 now brings nothing again.
+    c.disconnect().await;
+    let (mut c, present) = connect(&nodes, 1, &session.clone().clean_start(false)).await;
+    assert!(present);
+    let again = receive_all(&mut c, Duration::from_secs(2)).await;
+    assert!(again.is_empty(), "the backlog is delivered once: {again:?}");
+}
+
+/// Messages the client had not received when it went away (queued on node 2 behind a
+/// Receive Maximum of 1 it never acknowledges) are in the stream too: after the client
+/// reconnects to node 3 it gets them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn messages_held_for_the_client_when_it_left_follow_it_to_another_node() {
+    let Some(nodes) = Nodes::start_or_skip("held_backlog_moves").await else {
+        return;
+    };
+    let session = ConnectBuilder::new("held-v5")
+        .session_expiry(600)
+        .receive_maximum(1);
+    let (mut c, _) = connect(&nodes, 2, &session).await;
+    c.sub_ok(1, "held/#", 1).await;
+    // Published on node 2 itself while the client is connected: one is sent (never
+    // acknowledged), the others wait in the session's queue on node 2.
+    for i in 0..5 {
+        publish(
+            nodes.addr(2),
+            &["-q", "1", "-t", "held/t", "-m", &format!("h-{i}")],
+        )
+        .await;
+    }
+    match c.recv(Duration::from_secs(5)).await {
+        Some(Packet::Publish(p)) => assert_eq!(&p.payload[..], b"h-0"),
+        other => panic!("expected the first PUBLISH, got {other:?}"),
+    }
+    c.disconnect().await; // without acknowledging it
+    wait_offline_everywhere(&nodes, "held/t").await;
+
+    let (mut c, present) = connect(
+        &nodes,
+        3,
+        &ConnectBuilder::new("held-v5")
+            .session_expiry(600)
+            .clean_start(false),
+    )
+    .await;
+    assert!(present);
+    let got: Vec<String> = receive_all(&mut c, Duration::from_secs(3))
+        .await
+        .into_iter()
+        .map(|(_, p, _)| p)
+        .collect();
+    let mut unique = got.clone();
+    unique.dedup();
+    assert_eq!(
+        unique,
+        (0..5).map(|i| format!("h-{i}")).collect::<Vec<_>>(),
+        "the unacknowledged message and the queued ones, in order"
+    );
+}
+
+/// The node that held an offline session is killed (`kill -9` of a real `gatehouse`
+/// process) after messages for the session were acknowledged to their publisher on node
+/// 1: the client reconnects to node 3 and gets every one of them (they were in JetStream,
+/// not only in the dead node's memory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backlog_survives_the_death_of_the_node_that_held_the_session() {
+    let Some(nodes) = Nodes::start_or_skip("backlog_survives_node_death").await else {
+        return;
+    };
+    let dir = TempDir::new("queue-kill");
+    let port = free_port();
+    let servers = nodes
+        .nats_urls()
+        .iter()
+        .map(|u| format!("\"{u}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = dir.write(
+        "node.yaml",
+        &format!(
+            "dataDir: {data}\nlisteners:\n  - name: e2e\n    bindAddress: 127.0.0.1\n    ports: [ {{ port: {port} }} ]\n\
+             diagnostics: {{ metrics: {{ prometheusPort: 0 }} }}\n\
+             cluster:\n  nodeName: doomed\n  nats: {{ servers: [{servers}], replicas: 3 }}\n",
+            data = dir.path().join("data").display()
+        ),
+    );
+    let node = BrokerProcess::start(&config, port).await;
+
+    let session = ConnectBuilder::new("orphan-backlog").session_expiry(600);
+    let mut c = RawClient::connect(node.addr()).await;
+    c.send(&session.build()).await;
+    let raw = c
+        .recv_raw(Duration::from_secs(10))
+        .await
+        .expect("a CONNACK");
+    assert_eq!(frame_body(&raw)[1], 0, "CONNACK refused: {raw:02X?}");
+    c.sub_ok(1, "orph/+", 1).await;
+    c.disconnect().await;
+    wait_offline_everywhere(&nodes, "orph/t").await;
+
+    for i in 0..10 {
+        publish(
+            nodes.addr(1),
+            &["-q", "1", "-t", "orph/t", "-m", &format!("o-{i}")],
+        )
+        .await;
+    }
+    node.signal("KILL");
+
+    let (mut c, present) = connect(&nodes, 3, &session.clone().clean_start(false)).await;
+    assert!(present, "the dead node's session resumes on node 3");
+    let got: Vec<String> = receive_all(&mut c, Duration::from_secs(3))
+        .await
+        .into_iter()
+        .map(|(_, p, _)| p)
+        .collect();
+    assert_eq!(
+        got,
+        (0..10).map(|i| format!("o-{i}")).collect::<Vec<_>>(),
+        "every acknowledged message, once, in order"
+    );
+}
