@@ -223,6 +223,11 @@ impl Queue {
         }
     }
 
+    /// Offline persistent sessions in the index (cluster-wide).
+    pub fn offline_count(&self) -> usize {
+        self.offline.read().sessions.len()
+    }
+
     /// Whether an offline session anywhere wants a message on `topic`.
     pub fn wanted(&self, topic: &str) -> bool {
         let offline = self.offline.read();

@@ -416,4 +416,29 @@ pub(super) fn render_cluster(e: &mut Exposition, cluster: &crate::cluster::Clust
         "1 while the outbox to NATS is congested (publishers whose messages find it so are not read until it drains), else 0.",
     )
     .sample(&[], u64::from(cluster.forwarding_congested()));
+    let queue = cluster.queue();
+    e.family(
+        "gatehouse_cluster_offline_sessions",
+        Kind::Gauge,
+        "Offline persistent sessions, cluster-wide, whose QoS 1/2 messages this node keeps in the gatehouse-queued stream when it publishes them.",
+    )
+    .sample(&[], queue.offline_count() as u64);
+    e.family(
+        "gatehouse_cluster_queue_stored_total",
+        Kind::Counter,
+        "Messages this node wrote to the gatehouse-queued stream for offline sessions (acknowledged by JetStream).",
+    )
+    .sample(&[], load(&queue.stats.stored));
+    e.family(
+        "gatehouse_cluster_queue_failed_total",
+        Kind::Counter,
+        "Messages for offline sessions this node could not write to the gatehouse-queued stream (JetStream unavailable for 10 s, or the writer's queue full): kept on this node only.",
+    )
+    .sample(&[], load(&queue.stats.failed));
+    e.family(
+        "gatehouse_cluster_queue_delivered_total",
+        Kind::Counter,
+        "Messages read back from the gatehouse-queued stream into sessions resumed on this node.",
+    )
+    .sample(&[], load(&queue.stats.delivered));
 }

@@ -122,3 +122,26 @@ fn disconnect_grace() {
         "invalid duration",
     );
 }
+
+/// Offline sessions' messages (issue 15): `queueMaxBytes`, default 1 GiB, at least 1 MiB,
+/// in the size syntax of the other byte limits.
+#[test]
+fn queue_max_bytes() {
+    let c = load(&with("  nats:\n    servers: [nats://a:4222]\n"))
+        .config
+        .cluster
+        .expect("cluster");
+    assert_eq!(c.queue_max_bytes, 1 << 30);
+    let c = load(&with(
+        "  queueMaxBytes: 256MiB\n  nats:\n    servers: [nats://a:4222]\n",
+    ))
+    .config
+    .cluster
+    .expect("cluster");
+    assert_eq!(c.queue_max_bytes, 256 << 20);
+    assert_problem(
+        &with("  queueMaxBytes: 1000\n  nats:\n    servers: [nats://a:4222]\n"),
+        "cluster.queueMaxBytes",
+        "at least 1MiB",
+    );
+}
