@@ -276,6 +276,7 @@ impl Cluster {
             Duration::from_secs(u64::from(broker.limits().max_session_expiry.max(1))),
             settings.queue_max_bytes,
             &shared.origin,
+            health.clone(),
         )
         .await
         .map_err(ClusterError::Queue)?;

@@ -144,6 +144,7 @@ pub(super) async fn start(
     max_age: Duration,
     max_bytes: u64,
     origin: &str,
+    health: Arc<super::health::Health>,
 ) -> Result<Arc<Queue>, String> {
     let js = jetstream::new(client.clone());
     let config = jetstream::stream::Config {
@@ -181,7 +182,7 @@ pub(super) async fn start(
         held_seq: std::sync::atomic::AtomicU64::new(0),
         stats: QueueStats::default(),
     });
-    tokio::spawn(run_writes(js, rx, Arc::downgrade(&queue)));
+    tokio::spawn(run_writes(js, rx, Arc::downgrade(&queue), health));
     Ok(queue)
 }
 
@@ -391,8 +392,14 @@ impl Queue {
 
 /// Writes to the stream in order, awaiting up to [`IN_FLIGHT`] acknowledgements at once;
 /// a failed write is tried again (JetStream drops the second copy by its message id)
-/// until [`STORE_BUDGET`].
-async fn run_writes(js: jetstream::Context, mut rx: mpsc::Receiver<Capture>, queue: Weak<Queue>) {
+/// until [`STORE_BUDGET`], or given up at once while JetStream is known to be without
+/// quorum (`Health::storage_available`), so publishers are not held for nothing.
+async fn run_writes(
+    js: jetstream::Context,
+    mut rx: mpsc::Receiver<Capture>,
+    queue: Weak<Queue>,
+    health: Arc<super::health::Health>,
+) {
     let mut acks = FuturesUnordered::new();
     loop {
         tokio::select! {
@@ -404,10 +411,17 @@ async fn run_writes(js: jetstream::Context, mut rx: mpsc::Receiver<Capture>, que
             }
             c = rx.recv(), if acks.len() < IN_FLIGHT => {
                 let Some(c) = c else { return };
+                if !health.storage_available() {
+                    match queue.upgrade() {
+                        Some(q) => q.done(c.ticket, false),
+                        None => return,
+                    }
+                    continue;
+                }
                 let first = js
                     .publish_with_headers(c.subject.clone(), c.headers.clone(), c.body.clone())
                     .await;
-                let js = js.clone();
+                let (js, health) = (js.clone(), health.clone());
                 acks.push(async move {
                     let deadline = Instant::now() + STORE_BUDGET;
                     let mut sent = first;
@@ -418,7 +432,7 @@ async fn run_writes(js: jetstream::Context, mut rx: mpsc::Receiver<Capture>, que
                         };
                         match outcome {
                             Ok(()) => return (c.ticket, true),
-                            Err(e) if Instant::now() >= deadline => {
+                            Err(e) if Instant::now() >= deadline || !health.storage_available() => {
                                 tracing::warn!(target: "cluster", "a message for offline sessions was not stored in {STREAM}: {e}");
                                 return (c.ticket, false);
                             }

@@ -721,8 +721,14 @@ impl ClusterSessions {
     /// it into the session in the background, then let the record forget it.
     pub fn read_backlog(&self, claim: &Claim, session: &Arc<Session>, generation: u64) {
         let from = claim.backlog_from();
-        if from == 0 {
-            return;
+        if from == 0
+            || !self
+                .held
+                .lock()
+                .get(&claim.key)
+                .is_some_and(|h| h.token == claim.token)
+        {
+            return; // nothing to read, or taken over by another node meanwhile
         }
         let (sessions, session, key, token) = (
             self.me.clone(),

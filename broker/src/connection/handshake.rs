@@ -379,13 +379,7 @@ where
         properties,
     }));
     if let (Some(cluster), Some(c)) = (cluster_sessions(broker), &claim) {
-        let confirmed = cluster.confirm(c, &conn.session, conn.generation);
-        if confirmed.is_ok() {
-            // Moved here from another node: what was kept for it while offline is read
-            // from the stream (cluster/queue.rs).
-            cluster.read_backlog(c, &conn.session, conn.generation);
-        }
-        if let Err(resumed) = confirmed {
+        if let Err(resumed) = cluster.confirm(c, &conn.session, conn.generation) {
             // Taken over by another node between the claim and now: this connection
             // loses, as the older one of a takeover does (0x8E once it serves).
             let (broker, session, generation) =
@@ -404,6 +398,11 @@ where
         // session restored from the journal. Re-check before anything is sent.
         conn.recheck_grants("session resumed");
         conn.resend_inflight();
+    }
+    if let (Some(cluster), Some(c)) = (cluster_sessions(broker), &claim) {
+        // Moved here from another node: what was kept for it while offline is read from
+        // the stream (cluster/queue.rs), through the subscriptions just re-checked.
+        cluster.read_backlog(c, &conn.session, conn.generation);
     }
     tracing::debug!(
         target: "conn",

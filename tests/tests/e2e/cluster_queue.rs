@@ -247,3 +247,49 @@ async fn backlog_survives_the_death_of_the_node_that_held_the_session() {
         "every acknowledged message, once, in order"
     );
 }
+
+/// A QoS 1 PUBLISH that an offline session wants is acknowledged only once JetStream has
+/// stored it: 200 pipelined PUBLISHes through node 1; when each PUBACK arrives, node 1
+/// has had at least that many stream writes acknowledged by JetStream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn puback_waits_until_jetstream_stored_the_message() {
+    let Some(nodes) = Nodes::start_or_skip("puback_waits_for_jetstream").await else {
+        return;
+    };
+    let session = ConnectBuilder::new("ack-wait").session_expiry(600);
+    let (mut c, _) = connect(&nodes, 2, &session).await;
+    c.sub_ok(1, "aw/#", 1).await;
+    c.disconnect().await;
+    wait_offline_everywhere(&nodes, "aw/t").await;
+
+    let stored = || {
+        nodes
+            .cluster(1)
+            .queue()
+            .stats
+            .stored
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = stored();
+    let (mut publisher, _) = connect(&nodes, 1, &ConnectBuilder::new("ack-wait-pub")).await;
+    const N: u16 = 200;
+    for id in 1..=N {
+        publisher
+            .publish("aw/t", format!("m{id}").as_bytes(), 1, false, id)
+            .await;
+    }
+    let mut acked = 0u64;
+    while acked < u64::from(N) {
+        match publisher.recv(Duration::from_secs(15)).await {
+            Some(Packet::PubAck(_)) => {
+                acked += 1;
+                let now_stored = stored() - before;
+                assert!(
+                    now_stored >= acked,
+                    "PUBACK number {acked} arrived when JetStream had stored only {now_stored}"
+                );
+            }
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+}
