@@ -722,11 +722,11 @@ impl ClusterSessions {
     pub fn read_backlog(&self, claim: &Claim, session: &Arc<Session>, generation: u64) {
         let from = claim.backlog_from();
         if from == 0
-            || !self
+            || self
                 .held
                 .lock()
                 .get(&claim.key)
-                .is_some_and(|h| h.token == claim.token)
+                .is_none_or(|h| h.token != claim.token)
         {
             return; // nothing to read, or taken over by another node meanwhile
         }
