@@ -23,6 +23,10 @@
 #   fanin     100 publishers, QoS 1, FANIN_RATE publishes/s in all → 2 subscribers: broker
 #             CPU µs per message and p99 latency
 #   shared    QoS 1, 1 → $share/g with 8 subscribers (4 per subscriber node): delivered msg/s
+#   offline   qos1 while a persistent session (v5, expiry 1 h, filter `#`, made on node 2 with
+#             mosquitto_sub and left offline) wants every message: cluster, each one is
+#             written to the gatehouse-queued stream and its PUBACK waits for JetStream;
+#             one broker / Mosquitto, its queue fills and then drops (their bounds)
 #   connect   connect storm (32 loops, all on node 1): connections/s, broker CPU µs per
 #             connection (cluster: each CONNECT claims its session in JetStream)
 #   takeover  session takeovers: 16 loops, each CONNECTing one client id to nodes 1 and 2
@@ -48,7 +52,7 @@ WARMUP="${WARMUP:-1}"
 WINDOW="${WINDOW:-256}"
 LATENCY_RATE="${LATENCY_RATE:-5000}"
 FANIN_RATE="${FANIN_RATE:-5000}"
-SCENARIOS="${SCENARIOS:-qos0 qos1 latency fanin shared connect takeover}"
+SCENARIOS="${SCENARIOS:-qos0 qos1 offline latency fanin shared connect takeover}"
 SETUPS="${SETUPS:-cluster single mosquitto}"
 BROKER_CPU="${BROKER_CPU:-1}"
 LOADGEN_CPU="${LOADGEN_CPU:-0}"
@@ -202,7 +206,7 @@ loadgen_args() {
     local t=(--duration "$DURATION" --warmup "$WARMUP")
     case "$1" in
     qos0) echo pubsub --qos 0 --subscribers 2 --topics shared "${t[@]}" ;;
-    qos1) echo pubsub --qos 1 --window "$WINDOW" --subscribers 2 --topics shared "${t[@]}" ;;
+    qos1 | offline) echo pubsub --qos 1 --window "$WINDOW" --subscribers 2 --topics shared "${t[@]}" ;;
     latency) echo pubsub --qos 1 --subscribers 2 --topics shared --rate "$LATENCY_RATE" "${t[@]}" ;;
     fanin) echo pubsub --qos 1 --publishers 100 --subscribers 2 --topics shared --rate "$FANIN_RATE" "${t[@]}" ;;
     shared) echo pubsub --qos 1 --window "$WINDOW" --subscribers 8 --topics shared --share-group g "${t[@]}" ;;
@@ -216,6 +220,11 @@ run_one() { # SCENARIO SETUP REP
     local scen="$1" name="$2" rep="$3" out="$work/run.json" extra=() sub=()
     start_setup "$name"
     if [ -n "$also_pids" ]; then extra+=(--also-pids "$also_pids"); fi
+    if [ "$scen" = offline ]; then
+        # A persistent session on the first subscriber node, offline from here on.
+        mosquitto_sub -h 127.0.0.1 -p "${sub_ports%%,*}" -V mqttv5 -i gh-bench-offline -c \
+            -x 3600 -q 1 -t '#' -E || die "could not make the offline session"
+    fi
     case "$scen" in
     connect) ;;
     # Nodes 1 and 2 of the cluster; the one broker's own port twice otherwise.
@@ -305,6 +314,8 @@ row("qos0", "QoS 0: delivered / (accepted × 2)", "delivered_ratio", 3)
 row("qos0", "QoS 0: broker-side CPU µs per message", "broker_cpu_us_per_msg", 2)
 row("qos1", f"QoS 1, 1 → 2, window {window}: delivered msg/s", "delivered_rate")
 row("qos1", "QoS 1: delivered / (accepted × 2)", "delivered_ratio", 3)
+row("offline", f"QoS 1, 1 → 2, window {window}, with an offline persistent session wanting every message: delivered msg/s", "delivered_rate")
+row("offline", "offline run: broker-side CPU µs per message", "broker_cpu_us_per_msg", 2)
 row("latency", f"QoS 1, 1 → 2 at {int(float(lat_rate)):,} pub/s: p50 latency µs", "latency_us.p50")
 row("latency", "latency run: p99 latency µs", "latency_us.p99")
 row("latency", "latency run: broker-side CPU µs per message", "broker_cpu_us_per_msg", 2)
