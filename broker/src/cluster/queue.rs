@@ -31,7 +31,7 @@
 //!   leaves it to the next one. A session resumed on the node that holds it locally
 //!   reads nothing: its own queue has every message already.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -480,6 +480,7 @@ pub async fn read_backlog(
         .collect();
     subjects.sort();
     subjects.dedup();
+    let subjects = without_subsumed(subjects);
     let stream = match queue.js.get_stream(STREAM).await {
         Ok(s) => s,
         Err(e) => {
@@ -526,7 +527,9 @@ pub async fn read_backlog(
             return false;
         }
     };
-    let mut seen: HashSet<(String, u64)> = HashSet::new();
+    // Bounded, unlike a set of every message read: a second copy of a message is written
+    // within seconds of the first, so it is close to it in the stream.
+    let mut seen = super::dedup::Seen::default();
     let policy = broker.router.policy();
     loop {
         let next = match tokio::time::timeout(READ_WAIT, messages.next()).await {
@@ -545,7 +548,7 @@ pub async fn read_backlog(
             .try_into()
             .unwrap_or(Duration::ZERO);
         let fresh = match envelope::origin_of(next.headers.as_ref()) {
-            Ok((origin, seq)) => seen.insert((origin.to_owned(), seq)),
+            Ok((origin, seq)) => seen.first_time(origin, seq),
             Err(_) => true,
         };
         {
@@ -573,6 +576,31 @@ pub async fn read_backlog(
         }
         if pending == 0 {
             return true;
+        }
+    }
+}
+
+/// `subjects` without those another one covers (`a.*` under `a.>`): JetStream refuses a
+/// consumer whose filter subjects overlap, and MQTT sessions often hold `a/#` and `a/+`.
+fn without_subsumed(subjects: Vec<String>) -> Vec<String> {
+    subjects
+        .iter()
+        .filter(|s| !subjects.iter().any(|t| t != *s && covers(t, s)))
+        .cloned()
+        .collect()
+}
+
+/// Whether every subject `s` matches is matched by `t` (NATS wildcards in both).
+fn covers(t: &str, s: &str) -> bool {
+    let mut t = t.split('.');
+    let mut s = s.split('.');
+    loop {
+        match (t.next(), s.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(x)) if x != ">" => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
         }
     }
 }
@@ -607,6 +635,27 @@ fn delivery_for(session: &Session, message: Arc<Message>) -> Option<Delivery> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subsumed_filter_subjects_are_left_out() {
+        let got = without_subsumed(
+            [
+                "ghq.m.a.>",
+                "ghq.m.a.*",
+                "ghq.m.a",
+                "ghq.m.a.b.c",
+                "ghq.m.b.*",
+                "ghq.m.*.x",
+            ]
+            .map(String::from)
+            .to_vec(),
+        );
+        assert_eq!(got, ["ghq.m.a.>", "ghq.m.a", "ghq.m.b.*", "ghq.m.*.x"]);
+        assert!(covers("ghq.m.*.x", "ghq.m.a.x"));
+        assert!(!covers("ghq.m.*", "ghq.m.>"));
+        assert!(!covers("ghq.m.a.>", "ghq.m.a"));
+        assert!(covers("ghq.m.>", "ghq.m.a.>"));
+    }
 
     #[test]
     fn queue_subjects_mirror_forwarding_subjects() {
