@@ -471,6 +471,12 @@ impl ClusterLink for Cluster {
     fn accepts_clients(&self) -> bool {
         self.health.accepts_clients()
     }
+
+    fn storage_refuses(&self, message: &Message) -> bool {
+        message.qos != QoS::AtMostOnce
+            && !self.health.storage_available()
+            && self.queue.wanted(&message.topic)
+    }
 }
 
 /// A message in the outbox.

@@ -253,6 +253,23 @@ impl Connection {
             expires_at,
             origin: Some(self.session.key),
         });
+        // Cluster mode: an offline session wants it kept in JetStream, which has no
+        // quorum now (cluster/queue.rs): a v5 publisher is told (0x80), as for a retained
+        // message, instead of an acknowledgement for a message that cannot be kept.
+        if self
+            .broker
+            .router
+            .cluster
+            .get()
+            .is_some_and(|c| c.storage_refuses(&message))
+            && self.refuse_retained(
+                message.qos,
+                packet_id,
+                &crate::routing::RetainRefused::Unavailable,
+            )
+        {
+            return Ok(());
+        }
         let retained = match message.retain.then(|| self.broker.router.retain(&message)) {
             Some(Err(why)) if self.refuse_retained(message.qos, packet_id, &why) => return Ok(()),
             Some(result) => result.unwrap_or(None),

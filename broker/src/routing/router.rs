@@ -55,6 +55,12 @@ pub trait ClusterLink: Send + Sync {
     fn is_forwarded(&self, ticket: u64) -> bool;
     /// Resolves once the message of `ticket` has left this node.
     fn wait_forwarded(&self, ticket: u64) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    /// Failure handling: whether `message` needs storage that is known to be unavailable
+    /// now (a QoS 1/2 message an offline session wants while JetStream has no quorum); a
+    /// v5 publisher is then refused with 0x80 before anything is routed.
+    fn storage_refuses(&self, _message: &Message) -> bool {
+        false
+    }
     /// Failure handling: false while this node is cut off from the others (a CONNECT is
     /// then refused with 0x88 Server unavailable).
     fn accepts_clients(&self) -> bool {

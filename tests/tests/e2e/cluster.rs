@@ -63,6 +63,11 @@ impl Nodes {
         self.nats.urls()
     }
 
+    /// The NATS cluster (to kill and restart its servers).
+    pub(crate) fn nats_mut(&mut self) -> &mut NatsCluster {
+        &mut self.nats
+    }
+
     /// Node `n` (1-based).
     pub(crate) fn node(&self, n: usize) -> &TestBroker {
         &self.nodes[n - 1]

@@ -301,3 +301,54 @@ async fn puback_waits_until_jetstream_stored_the_message() {
         }
     }
 }
+
+/// Without JetStream quorum (two NATS servers of three killed), a v5 QoS 1 PUBLISH that an
+/// offline session wants is refused with PUBACK 0x80 (it cannot be kept) once the node
+/// knows (after `disconnectGrace`), and not delivered; one nobody offline wants is still
+/// acknowledged 0x00 and delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_quorum_a_message_an_offline_session_wants_is_refused_with_0x80() {
+    let Some(mut nodes) = Nodes::start_or_skip("offline_queue_without_quorum").await else {
+        return;
+    };
+    let session = ConnectBuilder::new("no-quorum-offline").session_expiry(600);
+    let (mut c, _) = connect(&nodes, 2, &session).await;
+    c.sub_ok(1, "nq/kept", 1).await;
+    c.disconnect().await;
+    wait_offline_everywhere(&nodes, "nq/kept").await;
+    let (mut online, _) = connect(&nodes, 1, &ConnectBuilder::new("nq-online")).await;
+    online.sub_ok(1, "nq/#", 1).await;
+    let (mut publisher, _) = connect(&nodes, 1, &ConnectBuilder::new("nq-pub")).await;
+
+    nodes.nats_mut().kill(1);
+    nodes.nats_mut().kill(2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while nodes.cluster(1).health().storage_available() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "node 1 did not notice the lost quorum within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    publisher
+        .publish("nq/kept", b"cannot keep", 1, false, 1)
+        .await;
+    match publisher.recv(Duration::from_secs(5)).await {
+        Some(Packet::PubAck(ack)) => assert_eq!(
+            ack.reason_code.0, 0x80,
+            "a message an offline session wants, without quorum"
+        ),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    publisher.publish("nq/other", b"flows", 1, false, 2).await;
+    match publisher.recv(Duration::from_secs(5)).await {
+        Some(Packet::PubAck(ack)) => assert_eq!(ack.reason_code.0, 0, "nobody offline wants it"),
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    let got: Vec<String> = receive_all(&mut online, Duration::from_secs(2))
+        .await
+        .into_iter()
+        .map(|(t, _, _)| t)
+        .collect();
+    assert_eq!(got, ["nq/other"], "the refused message was not routed");
+}
