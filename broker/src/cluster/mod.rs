@@ -256,7 +256,7 @@ impl Cluster {
             format!("KV_{}", retained::BUCKET),
             Arc::downgrade(broker),
         );
-        statestore::start(&client, nats.replicas as usize, broker)
+        statestore::start(&client, nats.replicas as usize, broker, &health)
             .await
             .map_err(ClusterError::StateStore)?;
         // Sessions owned by one node at a time (sessions.rs).

@@ -31,6 +31,12 @@
 //!
 //! Every call is a future: the requester's connection awaits it without holding a
 //! worker thread, within [`ROUND_TRIP`].
+//!
+//! - **Failing fast**: while the node knows JetStream is lost ([`Health::storage_available`]
+//!   false: the retained bucket's probe has had no quorum for `disconnectGrace`, or the
+//!   node is cut off from NATS), every read and write, and every retry of one, is refused
+//!   at once ([`no_quorum`]) rather than after the round trip's time. While the node is
+//!   unsure (the grace not yet over) requests wait as usual.
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -42,6 +48,7 @@ use base64::Engine as _;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
+use super::health::Health;
 use crate::registry::Broker;
 use crate::statestore::service::shared::{Current, SharedError, SharedFuture, SharedKeys, Stored};
 use crate::statestore::store::Quotas;
@@ -123,6 +130,18 @@ pub fn live_limit(backstop: i64) -> Option<u64> {
 pub struct KvKeys {
     kv: async_nats::jetstream::kv::Store,
     js: async_nats::jetstream::Context,
+    /// Whether JetStream is known lost (`health.rs`): requests are then refused at once.
+    health: Arc<Health>,
+}
+
+/// What a request gets while the node knows JetStream is lost (answered `__stat` 503
+/// with this in `__stMsg`).
+fn no_quorum() -> SharedError {
+    SharedError::Unavailable(
+        "JetStream has no quorum (no answer from a majority of its servers for \
+         cluster.nats.disconnectGrace); nothing was written, try again later"
+            .to_owned(),
+    )
 }
 
 /// `future`, or unavailable when it takes longer than [`ROUND_TRIP`].
@@ -143,6 +162,15 @@ fn bucket_key(key: &[u8]) -> Result<String, SharedError> {
 }
 
 impl KvKeys {
+    /// Refuse at once while the node knows JetStream is lost (not while merely unsure).
+    fn check_available(&self) -> Result<(), SharedError> {
+        if self.health.storage_available() {
+            Ok(())
+        } else {
+            Err(no_quorum())
+        }
+    }
+
     /// The last message of `subject`, from the stream's leader; tries again while
     /// JetStream is busy or unreachable (the caller bounds the time).
     async fn last(
@@ -151,6 +179,7 @@ impl KvKeys {
     ) -> Result<Option<async_nats::jetstream::message::StreamMessage>, SharedError> {
         let mut pause = FIRST_PAUSE;
         loop {
+            self.check_available()?;
             match self
                 .kv
                 .stream
@@ -212,6 +241,7 @@ impl KvKeys {
         }
         let mut pause = FIRST_PAUSE;
         loop {
+            self.check_available()?;
             let sent = match self
                 .js
                 .publish_with_headers(subject.clone(), headers.clone(), value.clone())
@@ -368,6 +398,7 @@ pub(super) async fn start(
     client: &async_nats::Client,
     replicas: usize,
     broker: &Arc<Broker>,
+    health: &Arc<Health>,
 ) -> Result<(), String> {
     let max_bytes = backstop(&broker.state_store.quotas());
     broker
@@ -379,6 +410,7 @@ pub(super) async fn start(
     broker.state_store.attach_shared(Arc::new(KvKeys {
         kv: kv.clone(),
         js: async_nats::jetstream::new(client.clone()),
+        health: health.clone(),
     }));
     let shared = Arc::new(Shared {
         expiries: parking_lot::Mutex::new(Expiries::default()),
