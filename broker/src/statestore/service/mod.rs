@@ -79,6 +79,10 @@ pub struct SharedRequest {
 /// node's write of the same key, before the request is answered as unavailable.
 const SHARED_ATTEMPTS: usize = 16;
 
+/// How long a request on the shared store (cluster mode) may wait for it in all, reads,
+/// writes and retries included; then it is answered `__stat` 503.
+pub const SHARED_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl StateStore<SystemClock> {
     /// An empty store bounded by `quotas`.
     pub fn new(quotas: Quotas) -> Self {
@@ -344,8 +348,9 @@ impl<C: WallClock> StateStore<C> {
         client: &str,
         stamps: &Stamps,
     ) -> Answer {
+        let deadline = std::time::Instant::now() + SHARED_BUDGET;
         for _ in 0..SHARED_ATTEMPTS {
-            let current = match shared.read(key).await {
+            let current = match shared.read(key, deadline).await {
                 Ok(current) => current,
                 Err(e) => return Answer::unavailable(&e),
             };
@@ -412,7 +417,9 @@ impl<C: WallClock> StateStore<C> {
             let (Some(next), Some(reservation)) = (next, reservation) else {
                 return answer();
             };
-            let written = shared.write(key, current.map(|c| c.revision), &next).await;
+            let written = shared
+                .write(key, current.map(|c| c.revision), &next, deadline)
+                .await;
             {
                 let mut usage = self.usage.lock();
                 usage.release(&reservation);
@@ -496,8 +503,9 @@ impl<C: WallClock> StateStore<C> {
         let Some(shared) = self.shared.get() else {
             return Ok(());
         };
+        let deadline = std::time::Instant::now() + SHARED_BUDGET;
         for _ in 0..SHARED_ATTEMPTS {
-            let Some(current) = shared.read(key).await? else {
+            let Some(current) = shared.read(key, deadline).await? else {
                 return Ok(());
             };
             let Some(Stored::Live(entry)) = &current.stored else {
@@ -511,7 +519,10 @@ impl<C: WallClock> StateStore<C> {
                 }
                 Stored::Deleted(guard.clock.version_for(None, Some(&entry.version)))
             };
-            match shared.write(key, Some(current.revision), &deleted).await {
+            match shared
+                .write(key, Some(current.revision), &deleted, deadline)
+                .await
+            {
                 Ok(revision) => {
                     self.usage.lock().committed(key, revision, &deleted);
                     return Ok(());
@@ -949,7 +960,11 @@ mod tests {
         }
 
         impl SharedKeys for Fake {
-            fn read<'a>(&'a self, key: &'a [u8]) -> SharedFuture<'a, Option<Current>> {
+            fn read<'a>(
+                &'a self,
+                key: &'a [u8],
+                _deadline: std::time::Instant,
+            ) -> SharedFuture<'a, Option<Current>> {
                 Box::pin(std::future::ready(self.read_now(key)))
             }
 
@@ -958,6 +973,7 @@ mod tests {
                 key: &'a [u8],
                 expected: Option<u64>,
                 record: &'a Stored,
+                _deadline: std::time::Instant,
             ) -> SharedFuture<'a, u64> {
                 Box::pin(std::future::ready(self.write_now(key, expected, record)))
             }

@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -113,18 +114,29 @@ pub enum SharedError {
 pub type SharedFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SharedError>> + Send + 'a>>;
 
 /// The keys of the state store shared by every node (cluster mode).
+///
+/// Every call is given the request's `deadline` (the whole request's budget,
+/// [`super::SHARED_BUDGET`] from its start): past it the call gives up with
+/// [`SharedError::Unavailable`]. Within it an implementation may try again as it sees fit.
 pub trait SharedKeys: Send + Sync {
     /// The key's current record: its last write as seen by the store's leader, so a read
     /// sees every write acknowledged before it, this node's own included.
-    fn read<'a>(&'a self, key: &'a [u8]) -> SharedFuture<'a, Option<Current>>;
+    fn read<'a>(&'a self, key: &'a [u8], deadline: Instant) -> SharedFuture<'a, Option<Current>>;
 
     /// Write `record` if the key's last revision is still `expected` (`None`: the key has
     /// never been written); [`SharedError::Conflict`] otherwise. Returns the new revision.
+    ///
+    /// Exactly once: when an attempt's outcome is unknown (no acknowledgement in time),
+    /// the implementation finds out whether THIS record was stored before trying again
+    /// or answering, so that an `Ok` is never a write decided twice, and a `Conflict`
+    /// never hides this write (the caller decides again on a `Conflict`: an NX decided
+    /// again on its own write would say "not applied").
     fn write<'a>(
         &'a self,
         key: &'a [u8],
         expected: Option<u64>,
         record: &'a Stored,
+        deadline: Instant,
     ) -> SharedFuture<'a, u64>;
 }
 
