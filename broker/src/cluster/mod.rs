@@ -266,7 +266,7 @@ impl Cluster {
             format!("KV_{}", retained::BUCKET),
             Arc::downgrade(broker),
         );
-        statestore::start(&client, nats.replicas as usize, broker)
+        statestore::start(&client, nats.replicas as usize, broker, &health)
             .await
             .map_err(ClusterError::StateStore)?;
         // Messages for offline sessions (queue.rs), before the sessions that fill its index.

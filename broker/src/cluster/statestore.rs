@@ -30,10 +30,26 @@
 //!   JetStream removes them, so deleted keys do not pile up in the bucket.
 //!
 //! Every call is a future: the requester's connection awaits it without holding a
-//! worker thread, within [`ROUND_TRIP`].
+//! worker thread, within the request's deadline (the service's `SHARED_BUDGET`, 5 s).
+//!
+//! - **Surviving a leader election**: each attempt (a read, or a write's publish and
+//!   acknowledgement) gets at most [`ATTEMPT`], so a request sent to a leader that died
+//!   is tried again on the new one within the budget (an election takes 2-3 s). A write
+//!   whose acknowledgement did not come may have been stored: the key is read back from
+//!   the leader and the write settled by what is there ([`KvKeys::write_now`]): this
+//!   very record (the version is this write's HLC timestamp, with the owner and value)
+//!   means it was stored, so it is answered as stored; the revision it expected still
+//!   there means it was not (yet), so the same compare-and-set is sent again (at most
+//!   one of the two can be stored, both expect the same revision); anything else is a
+//!   lost compare-and-set, decided again on the fresh record. Reads are simply retried.
+//!
+//! - **Failing fast**: while the node knows JetStream is lost ([`Health::storage_available`]
+//!   false: the retained bucket's probe has had no quorum for `disconnectGrace`, or the
+//!   node is cut off from NATS), every read and write, and every retry of one, is refused
+//!   at once ([`no_quorum`]) rather than after the round trip's time. While the node is
+//!   unsure (the grace not yet over) requests wait as usual.
 
 use std::collections::{BTreeSet, HashMap};
-use std::future::Future;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -42,6 +58,7 @@ use base64::Engine as _;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 
+use super::health::Health;
 use crate::registry::Broker;
 use crate::statestore::service::shared::{Current, SharedError, SharedFuture, SharedKeys, Stored};
 use crate::statestore::store::Quotas;
@@ -49,8 +66,11 @@ use crate::statestore::store::Quotas;
 /// The bucket of state store keys.
 pub const BUCKET: &str = "gatehouse-statestore";
 
-/// How long one read or write may take before the request is answered as unavailable.
-const ROUND_TRIP: Duration = Duration::from_secs(5);
+/// How long one attempt (a read, or a write's publish and acknowledgement) may take
+/// before it is given up and tried again, within the request's deadline: well under the
+/// 5 s budget, so that a request sent while the bucket's leader died is tried again on
+/// the new leader once elected (2-3 s), and long enough for a loaded leader to answer.
+const ATTEMPT: Duration = Duration::from_millis(1500);
 
 /// Keys whose bucket key would be longer than this are refused (a KV key is part of a
 /// NATS subject).
@@ -123,13 +143,36 @@ pub fn live_limit(backstop: i64) -> Option<u64> {
 pub struct KvKeys {
     kv: async_nats::jetstream::kv::Store,
     js: async_nats::jetstream::Context,
+    /// Whether JetStream is known lost (`health.rs`): requests are then refused at once.
+    health: Arc<Health>,
 }
 
-/// `future`, or unavailable when it takes longer than [`ROUND_TRIP`].
-async fn within<T>(future: impl Future<Output = Result<T, SharedError>>) -> Result<T, SharedError> {
-    tokio::time::timeout(ROUND_TRIP, future)
-        .await
-        .map_err(|_| SharedError::Unavailable(format!("no answer within {ROUND_TRIP:?}")))?
+/// What a request gets while the node knows JetStream is lost (answered `__stat` 503
+/// with this in `__stMsg`).
+fn no_quorum() -> SharedError {
+    SharedError::Unavailable(
+        "JetStream has no quorum (no answer from a majority of its servers for \
+         cluster.nats.disconnectGrace); nothing was written, try again later"
+            .to_owned(),
+    )
+}
+
+/// The end of the next attempt: [`ATTEMPT`] from now, at most the deadline; unavailable
+/// once the deadline has passed.
+fn attempt_until(deadline: tokio::time::Instant) -> Result<tokio::time::Instant, SharedError> {
+    let now = tokio::time::Instant::now();
+    if now >= deadline {
+        return Err(SharedError::Unavailable(
+            "JetStream did not answer within the request's 5 s".to_owned(),
+        ));
+    }
+    Ok((now + ATTEMPT).min(deadline))
+}
+
+/// Sleep `pause` (not past `deadline`), then double it up to [`MAX_PAUSE`].
+async fn pause_before_retry(pause: &mut Duration, deadline: tokio::time::Instant) {
+    tokio::time::sleep_until((tokio::time::Instant::now() + *pause).min(deadline)).await;
+    *pause = (*pause * 2).min(MAX_PAUSE);
 }
 
 fn bucket_key(key: &[u8]) -> Result<String, SharedError> {
@@ -143,31 +186,47 @@ fn bucket_key(key: &[u8]) -> Result<String, SharedError> {
 }
 
 impl KvKeys {
-    /// The last message of `subject`, from the stream's leader; tries again while
-    /// JetStream is busy or unreachable (the caller bounds the time).
+    /// Refuse at once while the node knows JetStream is lost (not while merely unsure).
+    fn check_available(&self) -> Result<(), SharedError> {
+        if self.health.storage_available() {
+            Ok(())
+        } else {
+            Err(no_quorum())
+        }
+    }
+
+    /// The last message of `subject`, from the stream's leader; tries again (each try
+    /// within [`ATTEMPT`]) while JetStream is busy, unreachable or slow, until `deadline`.
     async fn last(
         &self,
         subject: &str,
+        deadline: tokio::time::Instant,
     ) -> Result<Option<async_nats::jetstream::message::StreamMessage>, SharedError> {
         let mut pause = FIRST_PAUSE;
         loop {
-            match self
-                .kv
-                .stream
-                .get_last_raw_message_by_subject(subject)
-                .await
-            {
-                Ok(message) => return Ok(Some(message)),
-                Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
-                Err(e) if e.kind() == LastRawMessageErrorKind::InvalidSubject => {
+            self.check_available()?;
+            let until = attempt_until(deadline)?;
+            let got = tokio::time::timeout_at(
+                until,
+                self.kv.stream.get_last_raw_message_by_subject(subject),
+            )
+            .await;
+            match got {
+                Ok(Ok(message)) => return Ok(Some(message)),
+                Ok(Err(e)) if e.kind() == LastRawMessageErrorKind::NoMessageFound => {
+                    return Ok(None)
+                }
+                Ok(Err(e)) if e.kind() == LastRawMessageErrorKind::InvalidSubject => {
                     return Err(SharedError::Unavailable(format!("reading {BUCKET}: {e}")))
                 }
-                // No leader yet, no responders, a timeout: try again until the round
-                // trip's time is up.
-                Err(e) => {
+                // No leader yet, no responders, a timeout: try again until the deadline.
+                Ok(Err(e)) => {
                     tracing::debug!(target: "cluster", "reading {BUCKET}: {e}; trying again");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(MAX_PAUSE);
+                    pause_before_retry(&mut pause, deadline).await;
+                }
+                // The leader asked may have died: ask again at once (a new leader answers).
+                Err(_) => {
+                    tracing::debug!(target: "cluster", "reading {BUCKET}: no answer within {ATTEMPT:?}; trying again");
                 }
             }
         }
@@ -175,11 +234,15 @@ impl KvKeys {
 }
 
 impl KvKeys {
-    async fn read_now(&self, key: &[u8]) -> Result<Option<Current>, SharedError> {
+    async fn read_now(
+        &self,
+        key: &[u8],
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Current>, SharedError> {
         let subject = format!("{}{}", self.kv.prefix, bucket_key(key)?);
         // Not `kv.entry`: KV streams allow direct gets, which any replica answers, a
         // follower perhaps from behind. A stream message get is answered by the leader.
-        let Some(message) = self.last(&subject).await? else {
+        let Some(message) = self.last(&subject, deadline).await? else {
             return Ok(None);
         };
         // A delete or purge (KV-Operation header) or a limit marker is not a record.
@@ -191,11 +254,24 @@ impl KvKeys {
         }))
     }
 
+    /// Compare-and-set `record` on `key`, exactly once. Each attempt gets [`ATTEMPT`];
+    /// one whose outcome is unknown (no acknowledgement: the leader may have died after
+    /// storing it, or before) is settled by reading the key back from the (new) leader:
+    ///
+    /// - the record there is this one (same bytes: this write's version, an HLC
+    ///   timestamp, with its owner and value): it was stored, answered as written;
+    /// - the key is still at `expected`: not stored (yet), the same compare-and-set is
+    ///   sent again: both expect the same revision, so at most one is stored, and if the
+    ///   first one lands after all the second is refused and the read-back finds it;
+    /// - anything else: another write came first, a lost compare-and-set
+    ///   ([`SharedError::Conflict`]: the service decides again on the fresh record, as
+    ///   for any lost race: this write can no longer be stored).
     async fn write_now(
         &self,
         key: &[u8],
         expected: Option<u64>,
         record: &Stored,
+        deadline: tokio::time::Instant,
     ) -> Result<u64, SharedError> {
         let subject = format!("{}{}", self.kv.prefix, bucket_key(key)?);
         let value = bytes::Bytes::from(record.encode());
@@ -210,54 +286,115 @@ impl KvKeys {
                 TOMBSTONE_TTL.as_secs().to_string().as_str(),
             );
         }
+        // The key's last revision, and whether its record is this very write.
+        let seen = |m: Option<async_nats::jetstream::message::StreamMessage>| {
+            m.map(|m| {
+                let ours = m.payload == value
+                    && m.headers.get("KV-Operation").is_none()
+                    && m.headers.get("Nats-Marker-Reason").is_none();
+                (m.sequence, ours)
+            })
+        };
         let mut pause = FIRST_PAUSE;
+        // An attempt went unacknowledged: this record may be stored.
+        let mut uncertain = false;
         loop {
-            let sent = match self
-                .js
-                .publish_with_headers(subject.clone(), headers.clone(), value.clone())
-                .await
-            {
-                Ok(ack) => ack.await,
-                Err(e) => Err(e),
+            self.check_available()?;
+            let until = attempt_until(deadline)?;
+            let sent = tokio::time::timeout_at(until, async {
+                match self
+                    .js
+                    .publish_with_headers(subject.clone(), headers.clone(), value.clone())
+                    .await
+                {
+                    Ok(ack) => ack.await,
+                    Err(e) => Err(e),
+                }
+            })
+            .await;
+            let failure = match sent {
+                Ok(Ok(ack)) => return Ok(ack.sequence),
+                Ok(Err(e)) => {
+                    let failure = write_failure(&e);
+                    if !matches!(failure, WriteFailure::Conflict) {
+                        tracing::debug!(target: "cluster", "writing {BUCKET}: {e}");
+                    }
+                    failure
+                }
+                Err(_) => {
+                    tracing::debug!(target: "cluster", "writing {BUCKET}: no acknowledgement within {ATTEMPT:?}");
+                    WriteFailure::Unknown
+                }
             };
-            match sent {
-                Ok(ack) => return Ok(ack.sequence),
-                Err(e) => match write_failure(&e) {
-                    WriteFailure::Conflict => {
-                        // The leader refuses a write while an earlier one of the key is
-                        // still being applied, and reads show the key without it until
-                        // then: wait until the key's revision has moved, so that the
-                        // service's next read sees the write it lost to.
-                        loop {
-                            let last = self.last(&subject).await?.map(|m| m.sequence);
-                            if last != expected {
-                                return Err(SharedError::Conflict);
-                            }
-                            tokio::time::sleep(pause).await;
-                            pause = (pause * 2).min(MAX_PAUSE);
+            match failure {
+                WriteFailure::Conflict => {
+                    // The leader refuses a write while an earlier one of the key is
+                    // still being applied, and reads show the key without it until
+                    // then: wait until the key's revision has moved, so that the
+                    // service's next read sees the write it lost to. After an
+                    // unacknowledged attempt, the write it lost to may be that one.
+                    loop {
+                        let last = seen(self.last(&subject, deadline).await?);
+                        // Without an unacknowledged attempt, an equal record is not ours.
+                        let last = last.map(|(seq, ours)| (seq, ours && uncertain));
+                        match settle(last, expected) {
+                            Settled::Stored(revision) => return Ok(revision),
+                            Settled::NotYet => pause_before_retry(&mut pause, deadline).await,
+                            Settled::Lost => return Err(SharedError::Conflict),
                         }
                     }
-                    WriteFailure::Busy => {
-                        tracing::debug!(target: "cluster", "writing {BUCKET}: {e}; trying again");
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(MAX_PAUSE);
+                }
+                WriteFailure::Unknown => {
+                    uncertain = true;
+                    match settle(seen(self.last(&subject, deadline).await?), expected) {
+                        Settled::Stored(revision) => return Ok(revision),
+                        Settled::NotYet => {
+                            tracing::debug!(target: "cluster", "writing {BUCKET}: not stored; sending it again");
+                        }
+                        Settled::Lost => return Err(SharedError::Conflict),
                     }
-                    WriteFailure::Full => {
-                        tracing::debug!(target: "cluster", "writing {BUCKET}: {e}");
-                        return Err(SharedError::Full);
-                    }
-                    WriteFailure::Failed => {
-                        return Err(SharedError::Unavailable(format!("writing {BUCKET}: {e}")))
-                    }
-                },
+                }
+                WriteFailure::Busy => pause_before_retry(&mut pause, deadline).await,
+                WriteFailure::Full => return Err(SharedError::Full),
+                WriteFailure::Failed(e) => {
+                    return Err(SharedError::Unavailable(format!("writing {BUCKET}: {e}")))
+                }
             }
         }
     }
 }
 
+/// What the key's last revision on the leader says of a compare-and-set expecting
+/// `expected` whose outcome is unknown.
+#[derive(Debug, PartialEq, Eq)]
+enum Settled {
+    /// This very record is there, at this revision: it was stored.
+    Stored(u64),
+    /// The key is still at `expected`: not stored (yet); the same compare-and-set may be
+    /// sent again (both expect `expected`: at most one can be stored).
+    NotYet,
+    /// Another write is there: this one can no longer be stored (its expectation is
+    /// past); decide again on the fresh record.
+    Lost,
+}
+
+/// Settle a write from the key's last revision and whether its record is this write's
+/// (`last`: `None` for a key never written).
+fn settle(last: Option<(u64, bool)>, expected: Option<u64>) -> Settled {
+    match last {
+        Some((revision, true)) => Settled::Stored(revision),
+        last if last.map(|(revision, _)| revision) == expected => Settled::NotYet,
+        _ => Settled::Lost,
+    }
+}
+
 impl SharedKeys for KvKeys {
-    fn read<'a>(&'a self, key: &'a [u8]) -> SharedFuture<'a, Option<Current>> {
-        Box::pin(within(self.read_now(key)))
+    fn read<'a>(
+        &'a self,
+        key: &'a [u8],
+        deadline: std::time::Instant,
+    ) -> SharedFuture<'a, Option<Current>> {
+        Box::pin(self.read_now(key, tokio::time::Instant::from_std(deadline)))
     }
 
     fn write<'a>(
@@ -265,13 +402,19 @@ impl SharedKeys for KvKeys {
         key: &'a [u8],
         expected: Option<u64>,
         record: &'a Stored,
+        deadline: std::time::Instant,
     ) -> SharedFuture<'a, u64> {
-        Box::pin(within(self.write_now(key, expected, record)))
+        Box::pin(self.write_now(
+            key,
+            expected,
+            record,
+            tokio::time::Instant::from_std(deadline),
+        ))
     }
 }
 
 /// The first pause before a read or write that found JetStream busy is tried again; it
-/// doubles up to [`MAX_PAUSE`], within [`ROUND_TRIP`] in all.
+/// doubles up to [`MAX_PAUSE`], within the request's deadline in all.
 const FIRST_PAUSE: Duration = Duration::from_millis(5);
 const MAX_PAUSE: Duration = Duration::from_millis(200);
 
@@ -283,7 +426,11 @@ enum WriteFailure {
     Busy,
     /// The bucket's `max_bytes` (or the account's storage limit) refused it.
     Full,
-    Failed,
+    /// No acknowledgement (in time, or the connection broke after sending): the write
+    /// may or may not be stored; [`KvKeys::write_now`] reads the key back to know.
+    Unknown,
+    /// Refused for another reason: answered unavailable.
+    Failed(String),
 }
 
 /// Why a compare-and-set failed. async-nats maps only JetStream's error 10071 to
@@ -297,10 +444,10 @@ fn write_failure(e: &async_nats::jetstream::context::PublishError) -> WriteFailu
     use async_nats::jetstream::ErrorCode;
     match e.kind() {
         PublishErrorKind::WrongLastSequence => return WriteFailure::Conflict,
-        // No responders: no server took the message, so trying again is safe. (Not a
-        // timeout: the write may have been stored, and deciding again on it would
-        // misreport, e.g., an applied NX as not applied.)
+        // No responders: no server took the message, so trying again is safe.
         PublishErrorKind::StreamNotFound => return WriteFailure::Busy,
+        // The write may have been stored: settled by reading the key back.
+        PublishErrorKind::TimedOut | PublishErrorKind::BrokenPipe => return WriteFailure::Unknown,
         _ => {}
     }
     let mut source = std::error::Error::source(e);
@@ -316,12 +463,12 @@ fn write_failure(e: &async_nats::jetstream::context::PublishError) -> WriteFailu
                 ErrorCode::STORAGE_RESOURCES_EXCEEDED | ErrorCode::ACCOUNT_RESOURCES_EXCEEDED => {
                     WriteFailure::Full
                 }
-                _ => WriteFailure::Failed,
+                _ => WriteFailure::Failed(e.to_string()),
             };
         }
         source = s.source();
     }
-    WriteFailure::Failed
+    WriteFailure::Failed(e.to_string())
 }
 
 /// Expiries seen through the watch: when each key with a `PX` expires.
@@ -368,6 +515,7 @@ pub(super) async fn start(
     client: &async_nats::Client,
     replicas: usize,
     broker: &Arc<Broker>,
+    health: &Arc<Health>,
 ) -> Result<(), String> {
     let max_bytes = backstop(&broker.state_store.quotas());
     broker
@@ -379,6 +527,7 @@ pub(super) async fn start(
     broker.state_store.attach_shared(Arc::new(KvKeys {
         kv: kv.clone(),
         js: async_nats::jetstream::new(client.clone()),
+        health: health.clone(),
     }));
     let shared = Arc::new(Shared {
         expiries: parking_lot::Mutex::new(Expiries::default()),
@@ -602,6 +751,22 @@ mod tests {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
             assert_eq!(key_from(&k).as_deref(), Some(key));
         }
+    }
+
+    /// A write whose acknowledgement was lost is answered as stored when its own record
+    /// is there, sent again while the key has not moved, and decided again (a lost
+    /// compare-and-set) only when another write came first: never decided again on its
+    /// own record (an NX would say "not applied" for its own write).
+    #[test]
+    fn an_unacknowledged_write_is_settled_by_the_key_read_back() {
+        assert_eq!(settle(Some((8, true)), Some(7)), Settled::Stored(8));
+        assert_eq!(settle(Some((1, true)), None), Settled::Stored(1));
+        assert_eq!(settle(Some((7, false)), Some(7)), Settled::NotYet);
+        assert_eq!(settle(None, None), Settled::NotYet);
+        assert_eq!(settle(Some((9, false)), Some(7)), Settled::Lost);
+        assert_eq!(settle(Some((3, false)), None), Settled::Lost);
+        // Removed meanwhile (a delete record's TTL, an operator's purge): not ours.
+        assert_eq!(settle(None, Some(7)), Settled::Lost);
     }
 
     #[test]

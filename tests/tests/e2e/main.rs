@@ -31,6 +31,8 @@ mod cluster_sessions;
 mod cluster_statestore;
 mod cluster_statestore_async;
 mod cluster_statestore_quota;
+mod cluster_statestore_retry;
+mod cluster_statestore_scan;
 mod cluster_statestore_sdk;
 mod cluster_wills;
 mod config_errors;

@@ -79,6 +79,10 @@ pub struct SharedRequest {
 /// node's write of the same key, before the request is answered as unavailable.
 const SHARED_ATTEMPTS: usize = 16;
 
+/// How long a request on the shared store (cluster mode) may wait for it in all, reads,
+/// writes and retries included; then it is answered `__stat` 503.
+pub const SHARED_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl StateStore<SystemClock> {
     /// An empty store bounded by `quotas`.
     pub fn new(quotas: Quotas) -> Self {
@@ -233,6 +237,20 @@ impl<C: WallClock> StateStore<C> {
                     stamps,
                 });
             }
+            if let Request::Scan { pattern, token } = &request {
+                // The shared store's keys as this node knows them (its own writes at
+                // once, other nodes' through its watch): see `shared::Usage::scan`.
+                let now_ms = self.now_ms();
+                if let Err(error) = check_stamps(rule, header("__ts"), header("__ft"), now_ms) {
+                    return Started::Done(Answer::error(error));
+                }
+                let reply = self.sealed_scan(invocation.client_id, token.as_ref(), |after| {
+                    self.usage.lock().scan(pattern, after, now_ms, |key| {
+                        authorize(&Action::StateStore { write: false, key })
+                    })
+                });
+                return Started::Done(Answer::reply(&reply, None));
+            }
         }
         let mut guard = self.inner.lock();
         let Inner { store, clock } = &mut *guard;
@@ -242,31 +260,11 @@ impl<C: WallClock> StateStore<C> {
             Err(error) => return Started::Done(Answer::error(error)),
         };
         if let Request::Scan { pattern, token } = &request {
-            // The client sees sealed tokens only (see `scan_token`): the last key examined
-            // may be one it cannot read.
-            let after = match token {
-                None => None,
-                Some(t) => match self.scan_tokens.open(invocation.client_id, t) {
-                    Some(key) => Some(key),
-                    None => return Started::Done(Answer::error(ErrorReply::Syntax)),
-                },
-            };
-            let reply = store.scan(pattern, after.as_deref(), now_ms, |key| {
-                authorize(&Action::StateStore { write: false, key })
+            let reply = self.sealed_scan(invocation.client_id, token.as_ref(), |after| {
+                store.scan(pattern, after, now_ms, |key| {
+                    authorize(&Action::StateStore { write: false, key })
+                })
             });
-            let reply = match reply {
-                Reply::ScanPage {
-                    keys,
-                    token: Some(last),
-                } => Reply::ScanPage {
-                    keys,
-                    token: self
-                        .scan_tokens
-                        .seal(invocation.client_id, &last)
-                        .map(Bytes::from),
-                },
-                other => other,
-            };
             return Started::Done(Answer::reply(&reply, None));
         }
         let persistence = self.persistence.get();
@@ -310,6 +308,34 @@ impl<C: WallClock> StateStore<C> {
         ))
     }
 
+    /// A SCAN page by `scan(after)`, with the client's token opened and the next one
+    /// sealed: the client sees sealed tokens only (see `scan_token`), as the last key
+    /// examined may be one it cannot read. A token that does not open is a syntax error.
+    fn sealed_scan(
+        &self,
+        client_id: &str,
+        token: Option<&Bytes>,
+        scan: impl FnOnce(Option<&[u8]>) -> Reply,
+    ) -> Reply {
+        let after = match token {
+            None => None,
+            Some(t) => match self.scan_tokens.open(client_id, t) {
+                Some(key) => Some(key),
+                None => return Reply::Error(ErrorReply::Syntax),
+            },
+        };
+        match scan(after.as_deref()) {
+            Reply::ScanPage {
+                keys,
+                token: Some(last),
+            } => Reply::ScanPage {
+                keys,
+                token: self.scan_tokens.seal(client_id, &last).map(Bytes::from),
+            },
+            other => other,
+        }
+    }
+
     /// Cluster mode: keep the keys of GET/SET/DEL/VDEL in `shared` from now on (set once at
     /// start, before any client connects). KEYNOTIFY registrations stay here; the caller
     /// feeds every change of the shared store to [`Self::notify_shared`].
@@ -344,8 +370,9 @@ impl<C: WallClock> StateStore<C> {
         client: &str,
         stamps: &Stamps,
     ) -> Answer {
+        let deadline = std::time::Instant::now() + SHARED_BUDGET;
         for _ in 0..SHARED_ATTEMPTS {
-            let current = match shared.read(key).await {
+            let current = match shared.read(key, deadline).await {
                 Ok(current) => current,
                 Err(e) => return Answer::unavailable(&e),
             };
@@ -412,7 +439,9 @@ impl<C: WallClock> StateStore<C> {
             let (Some(next), Some(reservation)) = (next, reservation) else {
                 return answer();
             };
-            let written = shared.write(key, current.map(|c| c.revision), &next).await;
+            let written = shared
+                .write(key, current.map(|c| c.revision), &next, deadline)
+                .await;
             {
                 let mut usage = self.usage.lock();
                 usage.release(&reservation);
@@ -496,8 +525,9 @@ impl<C: WallClock> StateStore<C> {
         let Some(shared) = self.shared.get() else {
             return Ok(());
         };
+        let deadline = std::time::Instant::now() + SHARED_BUDGET;
         for _ in 0..SHARED_ATTEMPTS {
-            let Some(current) = shared.read(key).await? else {
+            let Some(current) = shared.read(key, deadline).await? else {
                 return Ok(());
             };
             let Some(Stored::Live(entry)) = &current.stored else {
@@ -511,7 +541,10 @@ impl<C: WallClock> StateStore<C> {
                 }
                 Stored::Deleted(guard.clock.version_for(None, Some(&entry.version)))
             };
-            match shared.write(key, Some(current.revision), &deleted).await {
+            match shared
+                .write(key, Some(current.revision), &deleted, deadline)
+                .await
+            {
                 Ok(revision) => {
                     self.usage.lock().committed(key, revision, &deleted);
                     return Ok(());
@@ -949,7 +982,11 @@ mod tests {
         }
 
         impl SharedKeys for Fake {
-            fn read<'a>(&'a self, key: &'a [u8]) -> SharedFuture<'a, Option<Current>> {
+            fn read<'a>(
+                &'a self,
+                key: &'a [u8],
+                _deadline: std::time::Instant,
+            ) -> SharedFuture<'a, Option<Current>> {
                 Box::pin(std::future::ready(self.read_now(key)))
             }
 
@@ -958,6 +995,7 @@ mod tests {
                 key: &'a [u8],
                 expected: Option<u64>,
                 record: &'a Stored,
+                _deadline: std::time::Instant,
             ) -> SharedFuture<'a, u64> {
                 Box::pin(std::future::ready(self.write_now(key, expected, record)))
             }
@@ -1084,6 +1122,35 @@ mod tests {
             // Active expiry: nothing to do for a live key without expiry.
             s.expire_shared(b"k").now_or_never().unwrap().unwrap();
             assert!(matches!(fake.stored(b"k"), Some(Stored::Live(_))));
+        }
+
+        /// SCAN in cluster mode lists the shared keys: this node's acknowledged writes at
+        /// once, another node's once the watch delivered them (not this node's own store,
+        /// empty in cluster mode).
+        #[test]
+        fn scan_lists_the_shared_keys_this_node_knows() {
+            let (s, fake, _) = clustered(Fake::default());
+            for p in [
+                &b"*3\r\n$3\r\nSET\r\n$2\r\na2\r\n$1\r\nv\r\n"[..],
+                b"*3\r\n$3\r\nSET\r\n$2\r\na1\r\n$1\r\nv\r\n",
+            ] {
+                let (a, _) = call(p).run(&s);
+                assert_eq!(&a.payload[..], b"+OK\r\n");
+            }
+            // Another node's write, as the watch delivers it.
+            fake.put(b"a3", entry(b"x", NOW, None));
+            let revision = fake.revision.load(Ordering::Relaxed);
+            s.seen_shared(b"a3", revision, Some(&entry(b"x", NOW, None)));
+            let (a, _) = call(b"*2\r\n$4\r\nSCAN\r\n$2\r\na*\r\n").run(&s);
+            assert_eq!(
+                &a.payload[..],
+                b"*1\r\n*3\r\n$2\r\na1\r\n$2\r\na2\r\n$2\r\na3\r\n"
+            );
+            let (del, _) = call(b"*2\r\n$3\r\nDEL\r\n$2\r\na2\r\n").run(&s);
+            assert_eq!(&del.payload[..], b":1\r\n");
+            let (a, _) = call(b"*2\r\n$4\r\nSCAN\r\n$2\r\na*\r\n").run(&s);
+            assert_eq!(&a.payload[..], b"*1\r\n*2\r\n$2\r\na1\r\n$2\r\na3\r\n");
+            assert_eq!(s.len(), 2, "the shared keys this node counts");
         }
 
         #[test]

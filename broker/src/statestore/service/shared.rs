@@ -16,16 +16,18 @@
 //! counts the shared store's live keys from the changes it watches ([`Usage`]), and a
 //! request is decided with the other keys counted ([`super::super::store::Outside`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::super::hlc::Hlc;
 use super::super::persist::codec;
-use super::super::store::{entry_bytes, Entry, Outside};
+use super::super::resp3::Reply;
+use super::super::store::{entry_bytes, scan_page, Entry, Outside};
 
 /// What the shared store holds for one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,18 +115,29 @@ pub enum SharedError {
 pub type SharedFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, SharedError>> + Send + 'a>>;
 
 /// The keys of the state store shared by every node (cluster mode).
+///
+/// Every call is given the request's `deadline` (the whole request's budget,
+/// [`super::SHARED_BUDGET`] from its start): past it the call gives up with
+/// [`SharedError::Unavailable`]. Within it an implementation may try again as it sees fit.
 pub trait SharedKeys: Send + Sync {
     /// The key's current record: its last write as seen by the store's leader, so a read
     /// sees every write acknowledged before it, this node's own included.
-    fn read<'a>(&'a self, key: &'a [u8]) -> SharedFuture<'a, Option<Current>>;
+    fn read<'a>(&'a self, key: &'a [u8], deadline: Instant) -> SharedFuture<'a, Option<Current>>;
 
     /// Write `record` if the key's last revision is still `expected` (`None`: the key has
     /// never been written); [`SharedError::Conflict`] otherwise. Returns the new revision.
+    ///
+    /// Exactly once: when an attempt's outcome is unknown (no acknowledgement in time),
+    /// the implementation finds out whether THIS record was stored before trying again
+    /// or answering, so that an `Ok` is never a write decided twice, and a `Conflict`
+    /// never hides this write (the caller decides again on a `Conflict`: an NX decided
+    /// again on its own write would say "not applied").
     fn write<'a>(
         &'a self,
         key: &'a [u8],
         expected: Option<u64>,
         record: &'a Stored,
+        deadline: Instant,
     ) -> SharedFuture<'a, u64>;
 }
 
@@ -136,6 +149,8 @@ struct Held {
     /// What its record takes in the shared store ([`stored_size`]).
     stored: u64,
     owner: Option<Arc<str>>,
+    /// The record's absolute expiry (ms since the Unix epoch), for SCAN.
+    expires_at_ms: Option<u64>,
 }
 
 /// Roughly what `record` of `key` takes in the shared store: the record, the key as the
@@ -165,7 +180,8 @@ pub struct Reservation {
     owner: Option<Arc<str>>,
 }
 
-/// The shared store's live keys as this node counts them for the quotas: every change
+/// The shared store's live keys as this node counts them for the quotas and lists them
+/// for SCAN ([`Usage::scan`]): every change
 /// the node's watch of the shared store sees ([`Usage::seen`]), this node's own commits
 /// as soon as they are acknowledged ([`Usage::committed`]), and its writes in flight
 /// ([`Reservation`]).
@@ -177,7 +193,8 @@ pub struct Reservation {
 /// is the hard limit behind it.
 #[derive(Debug, Default)]
 pub struct Usage {
-    keys: HashMap<Bytes, Held>,
+    /// In byte order, for SCAN's pages.
+    keys: BTreeMap<Bytes, Held>,
     total_bytes: u64,
     client_bytes: HashMap<Arc<str>, u64>,
     /// The highest revision the watch has delivered.
@@ -227,6 +244,7 @@ impl Usage {
                     bytes: entry_bytes(key, &entry.value),
                     stored: stored_size(key, live),
                     owner: entry.owner.clone(),
+                    expires_at_ms: entry.expires_at_ms,
                 };
                 self.gone.remove(key);
                 self.count(Bytes::copy_from_slice(key), held);
@@ -396,6 +414,28 @@ impl Usage {
                 > limit
     }
 
+    /// SCAN (statestore.md §10) of the shared store's live keys as this node knows them:
+    /// the same pages, token, budgets and answers as a single node's store
+    /// ([`scan_page`]); a key whose expiry has passed by `now_ms` is skipped, as a GET
+    /// would find it absent. Bounded work: at most one page is examined per call.
+    pub fn scan(
+        &self,
+        pattern: &[u8],
+        token: Option<&[u8]>,
+        now_ms: u64,
+        readable: impl Fn(&[u8]) -> bool,
+    ) -> Reply {
+        use std::ops::Bound;
+        let start = token.map_or(Bound::Unbounded, |t| {
+            Bound::Excluded(Bytes::copy_from_slice(t))
+        });
+        let keys = self
+            .keys
+            .range::<Bytes, _>((start, Bound::Unbounded))
+            .map(|(key, held)| (key, held.expires_at_ms.is_none_or(|at| at > now_ms)));
+        scan_page(pattern, keys, readable)
+    }
+
     /// Live keys counted.
     pub fn len(&self) -> usize {
         self.keys.len()
@@ -506,6 +546,67 @@ mod tests {
         u.seen(b"c", 9, Some(&live(b"z", "c2")));
         u.seen(b"b", 10, Some(&deleted()));
         assert_eq!(u.len(), 1);
+    }
+
+    /// SCAN of the shared keys this node knows: byte order whatever the order they came
+    /// in, expired and deleted keys skipped, pages of the single-node size with a token.
+    #[test]
+    fn scan_lists_live_keys_in_order_with_pages() {
+        use crate::statestore::store::SCAN_PAGE_SIZE;
+        let mut u = Usage::default();
+        let expiring = Stored::Live(Entry {
+            expires_at_ms: Some(1_000),
+            ..match live(b"x", "c1") {
+                Stored::Live(e) => e,
+                Stored::Deleted(_) => unreachable!(),
+            }
+        });
+        u.seen(b"k/b", 1, Some(&live(b"x", "c1")));
+        u.committed(b"k/a", 2, &live(b"x", "c2"));
+        u.seen(b"k/c", 3, Some(&expiring));
+        u.seen(b"k/d", 4, Some(&live(b"x", "c1")));
+        u.seen(b"k/d", 5, Some(&deleted()));
+        u.seen(b"other", 6, Some(&live(b"x", "c1")));
+        let page = |r: Reply| match r {
+            Reply::ScanPage { keys, token } => (
+                keys.iter()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .collect::<Vec<_>>(),
+                token,
+            ),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            page(u.scan(b"k/*", None, 999, |_| true)),
+            (vec!["k/a".into(), "k/b".into(), "k/c".into()], None)
+        );
+        assert_eq!(
+            page(u.scan(b"k/*", None, 1_000, |_| true)).0,
+            ["k/a", "k/b"]
+        );
+        assert_eq!(
+            page(u.scan(b"k/*", Some(b"k/a"), 1_000, |_| true)).0,
+            ["k/b"]
+        );
+        assert_eq!(
+            page(u.scan(b"*", None, 1_000, |k| k != b"k/a")).0,
+            ["k/b", "other"]
+        );
+        assert!(matches!(u.scan(b"[", None, 0, |_| true), Reply::Error(_)));
+        for i in 0..SCAN_PAGE_SIZE + 5 {
+            u.seen(
+                format!("p/{i:04}").as_bytes(),
+                10 + i as u64,
+                Some(&live(b"x", "c1")),
+            );
+        }
+        let (first, token) = page(u.scan(b"p/*", None, 0, |_| true));
+        assert_eq!(first.len(), SCAN_PAGE_SIZE);
+        let token = token.expect("a second page");
+        assert_eq!(&token[..], first[SCAN_PAGE_SIZE - 1].as_bytes());
+        let (second, end) = page(u.scan(b"p/*", Some(&token), 0, |_| true));
+        assert_eq!(second.len(), 5);
+        assert_eq!(end, None);
     }
 
     /// Writes in flight count until released; the stored limit refuses only growth.

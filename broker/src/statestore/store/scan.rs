@@ -32,57 +32,73 @@ impl Store {
         now_ms: u64,
         readable: impl Fn(&[u8]) -> bool,
     ) -> Reply {
-        let Some(matcher) = std::str::from_utf8(pattern)
-            .ok()
-            .and_then(|p| Glob::new(p).ok())
-        else {
-            return ErrorReply::Syntax.into();
-        };
         use std::ops::Bound;
         let start = token.map_or(Bound::Unbounded, |t| {
             Bound::Excluded(Bytes::copy_from_slice(t))
         });
-        let mut keys = Vec::new();
-        let mut range = self
+        let keys = self
             .entries
             .range::<Bytes, _>((start, Bound::Unbounded))
-            .peekable();
-        let mut examined = 0;
-        let mut budget = SCAN_MATCH_BUDGET;
-        let mut previous: Option<&Bytes> = None;
-        while let Some((key, entry)) = range.next() {
-            let text = match std::str::from_utf8(key) {
-                Ok(text) if !entry.is_expired(now_ms) => Some(text),
-                _ => None, // expired, or not UTF-8
-            };
-            let matched = text.map_or(Ok(false), |t| matcher.matches_within(t, &mut budget));
-            let matched = match matched {
-                Ok(matched) => matched,
-                // The budget ran out on this key: end the page before it, so the next
-                // request starts here with a whole budget. If this key was the first, even
-                // a whole budget is not enough for it.
-                Err(_) => match previous {
-                    Some(previous) => {
-                        return Reply::ScanPage {
-                            keys,
-                            token: Some(previous.clone()),
-                        }
+            .map(|(key, entry)| (key, !entry.is_expired(now_ms)));
+        scan_page(pattern, keys, readable)
+    }
+}
+
+/// One SCAN page (see [`Store::scan`]) of `keys`: every key after the token, in byte
+/// order, each with whether it is live (not expired). Shared by the node's own store and
+/// cluster mode's view of the shared keys (`service::shared::Usage`), so both answer
+/// with the same matching, pages, budgets and errors.
+pub fn scan_page<'a>(
+    pattern: &[u8],
+    keys: impl Iterator<Item = (&'a Bytes, bool)>,
+    readable: impl Fn(&[u8]) -> bool,
+) -> Reply {
+    let Some(matcher) = std::str::from_utf8(pattern)
+        .ok()
+        .and_then(|p| Glob::new(p).ok())
+    else {
+        return ErrorReply::Syntax.into();
+    };
+    let mut found = Vec::new();
+    let mut range = keys.peekable();
+    let mut examined = 0;
+    let mut budget = SCAN_MATCH_BUDGET;
+    let mut previous: Option<&Bytes> = None;
+    while let Some((key, live)) = range.next() {
+        let text = match std::str::from_utf8(key) {
+            Ok(text) if live => Some(text),
+            _ => None, // expired, or not UTF-8
+        };
+        let matched = text.map_or(Ok(false), |t| matcher.matches_within(t, &mut budget));
+        let matched = match matched {
+            Ok(matched) => matched,
+            // The budget ran out on this key: end the page before it, so the next
+            // request starts here with a whole budget. If this key was the first, even
+            // a whole budget is not enough for it.
+            Err(_) => match previous {
+                Some(previous) => {
+                    return Reply::ScanPage {
+                        keys: found,
+                        token: Some(previous.clone()),
                     }
-                    None => return ErrorReply::PatternTooComplex.into(),
-                },
-            };
-            examined += 1;
-            previous = Some(key);
-            if matched && readable(key) {
-                keys.push(key.clone());
-            }
-            if (keys.len() >= SCAN_PAGE_SIZE || examined >= SCAN_BUDGET) && range.peek().is_some() {
-                return Reply::ScanPage {
-                    keys,
-                    token: Some(key.clone()),
-                };
-            }
+                }
+                None => return ErrorReply::PatternTooComplex.into(),
+            },
+        };
+        examined += 1;
+        previous = Some(key);
+        if matched && readable(key) {
+            found.push(key.clone());
         }
-        Reply::ScanPage { keys, token: None }
+        if (found.len() >= SCAN_PAGE_SIZE || examined >= SCAN_BUDGET) && range.peek().is_some() {
+            return Reply::ScanPage {
+                keys: found,
+                token: Some(key.clone()),
+            };
+        }
+    }
+    Reply::ScanPage {
+        keys: found,
+        token: None,
     }
 }
