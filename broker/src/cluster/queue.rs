@@ -119,6 +119,8 @@ struct Capture {
     subject: String,
     headers: HeaderMap,
     body: Bytes,
+    /// Told when the write is done (stored or given up).
+    notify: Option<mpsc::UnboundedSender<()>>,
 }
 
 /// This node's side of the stream.
@@ -267,9 +269,22 @@ impl Queue {
         &self,
         ticket: u64,
         forward_subject: &str,
+        headers: HeaderMap,
+        body: Bytes,
+        message_id: String,
+    ) -> bool {
+        self.capture_notified(ticket, forward_subject, headers, body, message_id, None)
+    }
+
+    /// [`Self::capture`], telling `notify` once the write is done.
+    fn capture_notified(
+        &self,
+        ticket: u64,
+        forward_subject: &str,
         mut headers: HeaderMap,
         body: Bytes,
         message_id: String,
+        notify: Option<mpsc::UnboundedSender<()>>,
     ) -> bool {
         headers.insert("Nats-Msg-Id", message_id.as_str());
         let capture = Capture {
@@ -277,6 +292,7 @@ impl Queue {
             subject: queue_subject(forward_subject),
             headers,
             body,
+            notify,
         };
         let mut pending = self.pending.lock();
         match self.tx.try_send(capture) {
@@ -334,6 +350,27 @@ impl Queue {
     /// to the stream, under this node's origin: it went offline, and these messages were
     /// published before its record said so.
     pub fn write_held(&self, session: &Session) {
+        self.write_held_notified(session, None);
+    }
+
+    /// [`Self::write_held`], resolving once every write is done (a session handed over to
+    /// the node taking it over, which reads them right after).
+    pub async fn write_held_then(&self, session: &Session) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let n = self.write_held_notified(session, Some(tx));
+        for _ in 0..n {
+            if rx.recv().await.is_none() {
+                return;
+            }
+        }
+    }
+
+    /// Returns how many writes were queued.
+    fn write_held_notified(
+        &self,
+        session: &Session,
+        notify: Option<mpsc::UnboundedSender<()>>,
+    ) -> usize {
         let now = Instant::now();
         let messages: Vec<Arc<Message>> = {
             let st = session.lock();
@@ -348,6 +385,7 @@ impl Queue {
                 .collect()
         };
         let origin = format!("{}/held", self.origin);
+        let mut queued = 0;
         for m in messages {
             let Ok(Some(body)) = envelope::encode(&m, now) else {
                 continue;
@@ -360,8 +398,12 @@ impl Queue {
             headers.insert(envelope::ORIGIN, origin.as_str());
             headers.insert(envelope::SEQ, n.to_string().as_str());
             let id = format!("{origin}.{n}");
-            self.capture(0, &subject::topic_to_subject(&m.topic), headers, body, id);
+            let subject = subject::topic_to_subject(&m.topic);
+            if self.capture_notified(0, &subject, headers, body, id, notify.clone()) {
+                queued += 1;
+            }
         }
+        queued
     }
 
     /// This node received `body` (from `origin`, number `seq`) by forwarding while a
@@ -376,8 +418,11 @@ impl Queue {
         self.capture(0, subject, headers, body, id);
     }
 
-    fn done(&self, ticket: u64, stored: bool) {
+    fn done(&self, ticket: u64, stored: bool, notify: Option<mpsc::UnboundedSender<()>>) {
         use std::sync::atomic::Ordering::Relaxed;
+        if let Some(n) = notify {
+            let _ = n.send(());
+        }
         if stored {
             self.stats.stored.fetch_add(1, Relaxed);
         } else {
@@ -403,9 +448,9 @@ async fn run_writes(
     let mut acks = FuturesUnordered::new();
     loop {
         tokio::select! {
-            Some((ticket, stored)) = acks.next(), if !acks.is_empty() => {
+            Some((ticket, stored, notify)) = acks.next(), if !acks.is_empty() => {
                 match queue.upgrade() {
-                    Some(q) => q.done(ticket, stored),
+                    Some(q) => q.done(ticket, stored, notify),
                     None => return,
                 }
             }
@@ -413,7 +458,7 @@ async fn run_writes(
                 let Some(c) = c else { return };
                 if !health.storage_available() {
                     match queue.upgrade() {
-                        Some(q) => q.done(c.ticket, false),
+                        Some(q) => q.done(c.ticket, false, c.notify),
                         None => return,
                     }
                     continue;
@@ -431,10 +476,10 @@ async fn run_writes(
                             Err(e) => Err(e.to_string()),
                         };
                         match outcome {
-                            Ok(()) => return (c.ticket, true),
+                            Ok(()) => return (c.ticket, true, c.notify),
                             Err(e) if Instant::now() >= deadline || !health.storage_available() => {
                                 tracing::warn!(target: "cluster", "a message for offline sessions was not stored in {STREAM}: {e}");
-                                return (c.ticket, false);
+                                return (c.ticket, false, c.notify);
                             }
                             Err(e) => {
                                 tracing::debug!(target: "cluster", "storing in {STREAM}: {e}; trying again");

@@ -576,6 +576,9 @@ impl ClusterSessions {
         let (method, username) = identity(owner);
         let mut pause = Duration::from_millis(5);
         let mut flushed = false;
+        // Where the messages the previous owner held for its connected client start in
+        // the stream, when it handed them over (see `hand_over`).
+        let mut handed_over = 0u64;
         loop {
             let (revision, current) = match self.last(&subject).await {
                 Ok(found) => found,
@@ -595,8 +598,15 @@ impl ClusterSessions {
                 // acknowledged, the disconnect of its client): have it write them first,
                 // then read again. A dead owner has no subscriber: no responders at once.
                 flushed = true;
-                let asked = self.client.request(flush_subject(&r.owner), Bytes::new());
-                let _ = tokio::time::timeout(FLUSH_WAIT, asked).await;
+                let asked = self
+                    .client
+                    .request(flush_subject(&r.owner), Bytes::from(key.clone()));
+                if let Ok(Ok(answer)) = tokio::time::timeout(FLUSH_WAIT, asked).await {
+                    handed_over = std::str::from_utf8(&answer.payload)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                }
                 continue;
             }
             let resumable = alive.filter(|r| !clean_start && r.same_identity(owner));
@@ -614,9 +624,12 @@ impl ClusterSessions {
                 will: will.clone(),
                 // Moved here: its backlog is read from the stream. Resumed from this
                 // node's own session: that has every message already.
-                queued_from: resumable
-                    .filter(|r| r.owner != self.origin)
-                    .map_or(0, |r| r.queued_from),
+                queued_from: resumable.filter(|r| r.owner != self.origin).map_or(0, |r| {
+                    match (r.queued_from, handed_over) {
+                        (0, h) | (h, 0) => h,
+                        (a, b) => a.min(b),
+                    }
+                }),
             };
             let record = bounded(record, self.client.max_payload());
             match self.kv.update(&key, record.encode(), revision).await {
@@ -1049,6 +1062,29 @@ impl ClusterSessions {
         }
     }
 
+    /// Another node is about to take over the session of `key`, whose client is connected
+    /// here: write what this node holds for that client (queued, unacknowledged) to the
+    /// stream, and return where it starts there, for the new owner to read (queue.rs).
+    /// `None` when this node has nothing to hand over.
+    async fn hand_over(&self, key: &str) -> Option<u64> {
+        let session = match self.held.lock().get(key) {
+            Some(Held {
+                state: HeldState::Attached { session, .. },
+                expiry,
+                ..
+            }) if *expiry > 0 => session.clone(),
+            _ => return None, // not here, or ends with its connection
+        };
+        if !session.is_online() {
+            return None; // offline: its record says where its messages start
+        }
+        let from = self.queue.last_sequence().await.ok()? + 1;
+        tokio::time::timeout(FLUSH_WAIT, self.queue.write_held_then(&session))
+            .await
+            .ok()?;
+        Some(from)
+    }
+
     /// Records this node holds (for tests and metrics).
     pub fn held_count(&self) -> usize {
         self.held.lock().len()
@@ -1244,9 +1280,20 @@ async fn answer_flushes(sessions: Weak<ClusterSessions>, mut requests: async_nat
         let (tx, rx) = tokio::sync::oneshot::channel();
         let _ = s.writes.send(Write::Flush(tx));
         let client = s.client.clone();
+        // A claimant names the key it is about to take (the sweep asks with nothing).
+        let key = (!request.payload.is_empty())
+            .then(|| String::from_utf8(request.payload.to_vec()).ok())
+            .flatten();
+        let sessions = sessions.clone();
+        drop(s);
         tokio::spawn(async move {
             let _ = tokio::time::timeout(FLUSH_WAIT, rx).await;
-            let _ = client.publish(reply, Bytes::new()).await;
+            let from = match (key, sessions.upgrade()) {
+                (Some(key), Some(s)) => s.hand_over(&key).await,
+                _ => None,
+            };
+            let answer = from.map_or_else(Bytes::new, |f| Bytes::from(f.to_string()));
+            let _ = client.publish(reply, answer).await;
         });
     }
 }

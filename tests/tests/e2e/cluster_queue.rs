@@ -352,3 +352,52 @@ async fn without_quorum_a_message_an_offline_session_wants_is_refused_with_0x80(
         .collect();
     assert_eq!(got, ["nq/other"], "the refused message was not routed");
 }
+
+/// A connected session is taken over by a CONNECT on another node (the client reconnects
+/// elsewhere before its old connection closed): what node 2 held for the old connection
+/// (one message sent and never acknowledged, four queued behind a Receive Maximum of 1)
+/// is handed over through the stream and received on node 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn takeover_of_a_connected_session_carries_what_its_node_held() {
+    let Some(nodes) = Nodes::start_or_skip("takeover_carries_held").await else {
+        return;
+    };
+    let old = ConnectBuilder::new("carried")
+        .session_expiry(600)
+        .receive_maximum(1);
+    let (mut c, _) = connect(&nodes, 2, &old).await;
+    c.sub_ok(1, "car/#", 1).await;
+    for i in 0..5 {
+        publish(
+            nodes.addr(2),
+            &["-q", "1", "-t", "car/t", "-m", &format!("c-{i}")],
+        )
+        .await;
+    }
+    match c.recv(Duration::from_secs(5)).await {
+        Some(Packet::Publish(p)) => assert_eq!(&p.payload[..], b"c-0"),
+        other => panic!("expected the first PUBLISH, got {other:?}"),
+    }
+    // Not acknowledged, not disconnected: node 3 takes the session over.
+    let (mut new, present) = connect(
+        &nodes,
+        3,
+        &ConnectBuilder::new("carried")
+            .session_expiry(600)
+            .clean_start(false),
+    )
+    .await;
+    assert!(present, "the takeover resumes the session");
+    c.expect_disconnect_within(0x8E, Duration::from_secs(10))
+        .await;
+    let got: Vec<String> = receive_all(&mut new, Duration::from_secs(3))
+        .await
+        .into_iter()
+        .map(|(_, p, _)| p)
+        .collect();
+    assert_eq!(
+        got,
+        (0..5).map(|i| format!("c-{i}")).collect::<Vec<_>>(),
+        "the unacknowledged message and the queued ones, once each, in order"
+    );
+}
