@@ -35,13 +35,20 @@
 //!
 //! A change made on this node shows on it at once and may be undone briefly when a
 //! concurrent change of another node comes back from the bucket before its own; it
-//! settles on the bucket's order. The publisher's acknowledgement does not wait for the
-//! bucket yet; while JetStream has not answered for `cluster.nats.disconnectGrace`
-//! ([`health`](super::health)), retained PUBLISHes are refused instead of kept only here.
+//! settles on the bucket's order. While JetStream has not answered for
+//! `cluster.nats.disconnectGrace` ([`health`](super::health)), retained PUBLISHes are
+//! refused instead of kept only here.
+//!
+//! - **Acknowledgement**: a set gets a ticket of the writer ([`RetainedKv`] is the
+//!   [`Durability`] the router returns with it), settled in order when JetStream has
+//!   acknowledged the put (stored on a majority of the replicas) or the writer gave it
+//!   up. The publisher's PUBACK/PUBREC waits for it in the connection's held
+//!   acknowledgements (no thread waits), at most [`ACK_WAIT_LIMIT`]: past it, or when
+//!   given up, a v5 publisher gets 0x80 Unspecified error. A clear is not waited for.
 
 use std::cell::Cell;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -54,7 +61,7 @@ use tokio::sync::mpsc;
 use super::{envelope, Shared};
 use crate::message::Message;
 use crate::registry::Broker;
-use crate::routing::{RetainedCaps, RetainedSink};
+use crate::routing::{Durability, RetainedCaps, RetainedSink, Settled};
 
 /// The bucket of retained messages.
 pub const BUCKET: &str = "gatehouse-retained";
@@ -108,9 +115,83 @@ pub fn topic_of(key: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// How long a retained PUBLISH's acknowledgement waits at most for the bucket to store
+/// its message ([`Durability::wait_limit`]): past it the publisher gets 0x80 Unspecified
+/// error (v5), since the message may not be kept. The write itself goes on (in order), so
+/// a message the bucket stores later is still retained everywhere. Longer than a leader
+/// election of the bucket after the loss of one NATS server (measured up to 10 s), short
+/// enough that the publisher's later acknowledgements, held behind this one, do not
+/// stall for long when JetStream has lost quorum.
+pub const ACK_WAIT_LIMIT: Duration = Duration::from_secs(15);
+
+/// A change for the writer: the key, the message to put (`None`: a clear), and the ticket
+/// a publisher's acknowledgement waits for (sets only).
+type Change = (String, Option<Put>, Option<u64>);
+
+/// The writer's tickets: each retained message this node sets gets the next one, and
+/// the writer settles them in order (as it writes), so `settled` is the highest ticket
+/// written or given up and `failed` lists the recent ones given up.
+struct Tickets {
+    next: AtomicU64,
+    settled: tokio::sync::watch::Sender<u64>,
+    failed: parking_lot::Mutex<VecDeque<u64>>,
+}
+
+/// How many tickets given up [`Tickets`] remembers (an acknowledgement looks its own up
+/// as soon as it settles, long before so many more have failed).
+const FAILED_KEPT: usize = 4096;
+
+impl Tickets {
+    fn new() -> Tickets {
+        Tickets {
+            next: AtomicU64::new(1),
+            settled: tokio::sync::watch::Sender::new(0),
+            failed: parking_lot::Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn issue(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The writer is done with `ticket` (tickets come here in order).
+    fn settle(&self, ticket: u64, kept: bool) {
+        if !kept {
+            let mut failed = self.failed.lock();
+            if failed.len() == FAILED_KEPT {
+                failed.pop_front();
+            }
+            failed.push_back(ticket);
+        }
+        self.settled.send_replace(ticket);
+    }
+
+    fn state(&self, ticket: u64) -> Settled {
+        if *self.settled.borrow() < ticket {
+            Settled::Pending
+        } else if self.failed.lock().contains(&ticket) {
+            Settled::Failed
+        } else {
+            Settled::Kept
+        }
+    }
+
+    fn wait(&self, ticket: u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let mut rx = self.settled.subscribe();
+        Box::pin(async move {
+            if rx.wait_for(|s| *s >= ticket).await.is_err() {
+                // The writer is gone (the broker with it): the wait limit ends it.
+                std::future::pending::<()>().await;
+            }
+        })
+    }
+}
+
 /// The router's retained sink in cluster mode.
 pub struct RetainedKv {
-    writes: mpsc::UnboundedSender<(String, Option<Put>)>,
+    writes: mpsc::UnboundedSender<Change>,
+    /// The publishers' acknowledgements wait for these ([`Durability`]).
+    tickets: Arc<Tickets>,
     /// The topics of the retained messages held here (as the router's store, which
     /// reports every change) and when each expires: a clear of a topic not held is not
     /// written (it would only add a record), and a clear reported after the expiry is the
@@ -172,13 +253,36 @@ impl RetainedSink for RetainedKv {
             // Expired already, or not encodable: nothing to keep.
             Some(_) => return None,
         };
-        let _ = self.writes.send((key, value));
-        None
+        // A set is acknowledged once the bucket has it; a clear is not waited for (at
+        // worst a node dying at once leaves the older message).
+        let ticket = value.is_some().then(|| self.tickets.issue());
+        let _ = self.writes.send((key, value, ticket));
+        ticket
     }
 
     fn available(&self) -> bool {
         // A change read from the bucket is applied whatever the probes say.
         APPLYING.get() || (self.health.storage_available() && !self.full.load(Ordering::Relaxed))
+    }
+}
+
+/// The bucket's writes as a publisher's acknowledgement waits for them: a retained
+/// PUBLISH at QoS 1/2 is acknowledged once JetStream has stored its message (on a
+/// majority of the replicas), or with 0x80 after [`ACK_WAIT_LIMIT`].
+impl Durability for RetainedKv {
+    fn settled(&self, ticket: u64) -> Settled {
+        self.tickets.state(ticket)
+    }
+
+    fn wait_settled(
+        &self,
+        ticket: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        self.tickets.wait(ticket)
+    }
+
+    fn wait_limit(&self) -> Option<Duration> {
+        Some(ACK_WAIT_LIMIT)
     }
 }
 
@@ -216,8 +320,10 @@ pub(super) async fn start(
     let (writes, rx) = mpsc::unbounded_channel();
     let (alive, alive_rx) = tokio::sync::watch::channel(());
     let full = Arc::new(AtomicBool::new(false));
+    let tickets = Arc::new(Tickets::new());
     let sink = Arc::new(RetainedKv {
         writes,
+        tickets: tickets.clone(),
         held: parking_lot::Mutex::new(HashMap::new()),
         shared: shared.clone(),
         health: health.clone(),
@@ -228,7 +334,7 @@ pub(super) async fn start(
         return Err("retained messages already have a sink".to_owned());
     }
     let js = async_nats::jetstream::new(client.clone());
-    tokio::spawn(write(kv.clone(), js, rx, health.clone(), full));
+    tokio::spawn(write(kv.clone(), js, rx, health.clone(), full, tickets));
     let mut revision = 0;
     let stored = kv
         .status()
@@ -300,11 +406,12 @@ const FULL_FOR: Duration = Duration::from_secs(TOMBSTONE_TTL.as_secs() + 30);
 async fn write(
     kv: async_nats::jetstream::kv::Store,
     js: async_nats::jetstream::Context,
-    mut rx: mpsc::UnboundedReceiver<(String, Option<Put>)>,
+    mut rx: mpsc::UnboundedReceiver<Change>,
     health: Arc<super::health::Health>,
     full: Arc<AtomicBool>,
+    tickets: Arc<Tickets>,
 ) {
-    while let Some((key, value)) = rx.recv().await {
+    while let Some((key, value, ticket)) = rx.recv().await {
         let subject = format!("{}{}", kv.prefix, key);
         let mut headers = async_nats::HeaderMap::new();
         let body = match &value {
@@ -331,6 +438,7 @@ async fn write(
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0;
         let mut full_since: Option<Instant> = None;
+        let mut kept = false;
         while attempt < WRITE_ATTEMPTS {
             let result = match js
                 .publish_with_headers(subject.clone(), headers.clone(), body.clone())
@@ -340,6 +448,7 @@ async fn write(
                 Err(e) => Err(e),
             };
             let Err(e) = result else {
+                kept = true;
                 break;
             };
             if is_full(&e) {
@@ -380,6 +489,9 @@ async fn write(
         // Written or given up: nothing waits here now (a give-up must not leave retained
         // PUBLISHes refused for good; the next refused write sets it again).
         full.store(false, Ordering::Relaxed);
+        if let Some(ticket) = ticket {
+            tickets.settle(ticket, kept);
+        }
     }
 }
 

@@ -64,6 +64,8 @@ impl Nodes {
 }
 
 /// A retained PUBLISH at QoS 1 (`expiry`: Message Expiry Interval); the PUBACK's reason.
+/// The PUBACK waits for the bucket to store the message, up to 15 s
+/// (`cluster::retained::ACK_WAIT_LIMIT`).
 async fn retain(c: &mut RawClient, topic: &str, payload: &[u8], expiry: Option<u32>) -> u8 {
     let properties = PublishProperties {
         message_expiry_interval: expiry,
@@ -72,8 +74,9 @@ async fn retain(c: &mut RawClient, topic: &str, payload: &[u8], expiry: Option<u
     c.publish_props(topic, payload, 1, true, 1, properties)
         .await;
     loop {
-        match c.expect_packet().await {
-            Packet::PubAck(ack) => return ack.reason_code.0,
+        match c.recv(Duration::from_secs(20)).await {
+            Some(Packet::PubAck(ack)) => return ack.reason_code.0,
+            None => panic!("no PUBACK for the retained PUBLISH on {topic} within 20 s"),
             // Messages of its own subscriptions (none here).
             _ => continue,
         }

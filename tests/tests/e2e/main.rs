@@ -25,6 +25,7 @@ mod cluster;
 mod cluster_backpressure;
 mod cluster_failure;
 mod cluster_node_kill;
+mod cluster_retained_ack;
 mod cluster_retained_bound;
 mod cluster_sessions;
 mod cluster_statestore;
