@@ -24,10 +24,12 @@
 //!   a put carries the message's expiry as its per-message TTL (`Nats-TTL`, none without
 //!   expiry), so JetStream removes an expired message itself; a clear is a purge record
 //!   with a [`TOMBSTONE_TTL`], which carries it to every node's watch and then goes; a
-//!   clear of a topic this node holds no message for is not written. The stream allows
+//!   clear of a topic this node holds no message for is not written, and the clears this
+//!   node writes are paced ([`ClearBudget`]) so that up to [`CLEAR_NODES`] nodes
+//!   clearing flat out cannot fill the bucket. The stream allows
 //!   TTLs but has no subject delete markers (with them an expiring record of a full
-//!   bucket stays for good, see `cluster_statestore_quota.rs`). While the bucket refuses
-//!   writes as full (a flood of clears within the TTL), retained PUBLISHes are refused on
+//!   bucket stays for good, see `cluster_statestore_quota.rs`). Should the bucket still
+//!   refuse writes as full (clears of more nodes within the TTL), retained PUBLISHes are refused on
 //!   this node, as when JetStream does not answer, and the pending change is tried again
 //!   until the tombstones' room frees. A bucket created by an older Gatehouse (no limit,
 //!   delete markers kept forever) is updated in place at start, and its stale delete
@@ -93,6 +95,71 @@ pub fn backstop(caps: RetainedCaps) -> i64 {
         .saturating_add((caps.max_messages as u64).saturating_mul(RECORD_OVERHEAD))
         .saturating_mul(2);
     i64::try_from(bytes).unwrap_or(i64::MAX)
+}
+
+/// The number of nodes whose clears together cannot fill the bucket's room for them (its
+/// half beside the live records, see [`backstop`]): each node writes clears' records of
+/// at most `room / CLEAR_NODES` bytes in any [`TOMBSTONE_TTL`] ([`ClearBudget`]).
+pub const CLEAR_NODES: u64 = 8;
+
+/// What a clear's record is charged against [`ClearBudget`]: twice the topic (the key is
+/// its base64 in the subject: 4/3 of it) and this for the subject's prefix (23 bytes),
+/// the purge's headers (`KV-Operation`, `Nats-Rollup`, `Nats-TTL`) and JetStream's own
+/// (measured: 133 bytes in all for a 9-byte topic, so about 100 beside prefix and key).
+const CLEAR_OVERHEAD: u64 = 160;
+
+/// This node's budget for clears' records in the bucket: a token bucket in bytes holding
+/// at most `room / (2 × CLEAR_NODES)` and filling at that much per [`TOMBSTONE_TTL`], so
+/// the records of the clears this node wrote in the last [`TOMBSTONE_TTL`] (those still
+/// in the bucket) take at most `room / CLEAR_NODES`, plus one clear per client that
+/// cleared while it was spent. A clear is never refused: it is written, and the budget
+/// goes into debt; the client that made it, and any client clearing while it is in debt,
+/// is not read until it is repaid ([`RetainedSink::paced_until`]), so a client that sets
+/// and clears in a loop is slowed to the budget's rate instead of filling the bucket and
+/// making every node refuse retained PUBLISHes.
+struct ClearBudget {
+    /// Bytes available now; negative: the debt.
+    tokens: f64,
+    capacity: f64,
+    /// Bytes per second.
+    rate: f64,
+    at: Instant,
+}
+
+impl ClearBudget {
+    /// The budget for a bucket of `max_bytes` ([`backstop`]).
+    fn new(max_bytes: i64) -> ClearBudget {
+        let room = (max_bytes.max(0) as u64 / 2) as f64;
+        let capacity = room / (2 * CLEAR_NODES) as f64;
+        ClearBudget {
+            tokens: capacity,
+            capacity,
+            rate: capacity / TOMBSTONE_TTL.as_secs_f64(),
+            at: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
+        self.at = now;
+    }
+
+    /// A clear of `topic` is written.
+    fn charge(&mut self, topic: &str, now: Instant) {
+        self.refill(now);
+        self.tokens -= (2 * topic.len() as u64 + CLEAR_OVERHEAD) as f64;
+    }
+
+    /// When the debt is repaid; `None` when there is none.
+    fn repaid_at(&mut self, now: Instant) -> Option<Instant> {
+        self.refill(now);
+        if self.tokens >= 0.0 || self.rate <= 0.0 {
+            return None;
+        }
+        let wait = Duration::from_secs_f64((-self.tokens / self.rate).min(3600.0));
+        Some(now + wait)
+    }
 }
 
 thread_local! {
@@ -202,6 +269,8 @@ pub struct RetainedKv {
     health: Arc<super::health::Health>,
     /// Set while the bucket refuses this node's writes as full (its `max_bytes`).
     full: Arc<AtomicBool>,
+    /// This node's rate of clears' records.
+    clears: parking_lot::Mutex<ClearBudget>,
     /// Dropped with the router: tells the watching task to stop.
     _alive: tokio::sync::watch::Sender<()>,
 }
@@ -244,6 +313,9 @@ impl RetainedSink for RetainedKv {
                 .fetch_add(1, Ordering::Relaxed);
             return None;
         }
+        if message.is_none() {
+            self.clears.lock().charge(topic, now);
+        }
         let value = match message.map(|m| (envelope::encode(m, now), m.remaining_expiry(now))) {
             None => None,
             Some((Ok(Some(body)), Ok(ttl))) => Some(Put {
@@ -263,6 +335,10 @@ impl RetainedSink for RetainedKv {
     fn available(&self) -> bool {
         // A change read from the bucket is applied whatever the probes say.
         APPLYING.get() || (self.health.storage_available() && !self.full.load(Ordering::Relaxed))
+    }
+
+    fn paced_until(&self) -> Option<Instant> {
+        self.clears.lock().repaid_at(Instant::now())
     }
 }
 
@@ -328,6 +404,7 @@ pub(super) async fn start(
         shared: shared.clone(),
         health: health.clone(),
         full: full.clone(),
+        clears: parking_lot::Mutex::new(ClearBudget::new(max_bytes)),
         _alive: alive,
     });
     if broker.router.retained_sink.set(sink).is_err() {
@@ -664,5 +741,27 @@ mod tests {
             max_bytes: usize::MAX,
         };
         assert_eq!(backstop(huge), i64::MAX);
+    }
+
+    #[test]
+    fn the_clear_budget_goes_into_debt_and_is_repaid_at_its_rate() {
+        // Room for clears 16,000 bytes: 1,000 per node at once, 1,000 per minute.
+        let mut b = ClearBudget::new(32_000);
+        let t0 = b.at;
+        let topic = "t".repeat(170); // 500 bytes a clear
+        b.charge(&topic, t0);
+        assert_eq!(b.repaid_at(t0), None);
+        b.charge(&topic, t0);
+        assert_eq!(b.repaid_at(t0), None);
+        b.charge(&topic, t0);
+        // 500 in debt at 1,000 per 60 s: 30 s.
+        let at = b.repaid_at(t0).expect("in debt");
+        assert!((at - t0).as_secs_f64() > 29.9 && (at - t0).as_secs_f64() < 30.1);
+        assert_eq!(b.repaid_at(t0 + Duration::from_secs(31)), None);
+        // Full again after a minute, never more.
+        let mut b = ClearBudget::new(32_000);
+        let t0 = b.at;
+        b.refill(t0 + Duration::from_secs(600));
+        assert_eq!(b.tokens, b.capacity);
     }
 }

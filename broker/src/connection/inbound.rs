@@ -258,6 +258,19 @@ impl Connection {
             Some(result) => result.unwrap_or(None),
             None => None,
         };
+        if message.retain && message.payload.is_empty() {
+            // A clear: paced while the node writes clears faster than the retained
+            // bucket's room for their records allows (cluster mode).
+            if let Some(at) = self
+                .broker
+                .router
+                .retained_sink
+                .get()
+                .and_then(|s| s.paced_until())
+            {
+                self.paused_until = Some(tokio::time::Instant::from_std(at));
+            }
+        }
         let router = &self.broker.router;
         let routed = router.publish(&message);
         if routed.forwarded.congested {
@@ -316,6 +329,8 @@ impl Connection {
     /// Whether this client is not read for now: a QoS 0 PUBLISH of its found a
     /// subscriber congested, which has neither drained since nor been congested for
     /// `QOS0_HOLD_LIMIT`. Other clients' deliveries to that subscriber are not held up.
+    /// Also while the cluster way to other nodes is congested (`paused_forwarding`), and
+    /// after a retained clear that found the node's clear budget spent (`paused_until`).
     pub(super) fn paused(&mut self) -> bool {
         if !self.paused_for.is_empty() {
             self.paused_for.retain(|s| s.is_holding_at(QoS::AtMostOnce));
@@ -326,7 +341,15 @@ impl Connection {
                 self.paused_forwarding = None;
             }
         }
-        !self.paused_for.is_empty() || self.paused_forwarding.is_some()
+        if self
+            .paused_until
+            .is_some_and(|at| at <= tokio::time::Instant::now())
+        {
+            self.paused_until = None;
+        }
+        !self.paused_for.is_empty()
+            || self.paused_forwarding.is_some()
+            || self.paused_until.is_some()
     }
 
     /// A 3.1.1 client is not read while as many acknowledgements are held as our Receive

@@ -88,6 +88,12 @@ pub trait RetainedSink: Durability {
     fn available(&self) -> bool {
         true
     }
+    /// Cluster mode: while clears are being written faster than the retained bucket's
+    /// room for them allows, when that will have passed. A client that has just cleared
+    /// a retained message is not read until then (see `cluster/retained.rs`).
+    fn paced_until(&self) -> Option<Instant> {
+        None
+    }
 }
 
 /// Cluster mode (issue 15): the other nodes, as the router sees them. Implemented by

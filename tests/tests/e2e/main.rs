@@ -27,6 +27,7 @@ mod cluster_failure;
 mod cluster_node_kill;
 mod cluster_retained_ack;
 mod cluster_retained_bound;
+mod cluster_retained_clears;
 mod cluster_sessions;
 mod cluster_statestore;
 mod cluster_statestore_async;
