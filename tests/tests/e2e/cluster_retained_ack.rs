@@ -9,12 +9,14 @@
 //! retained message at QoS 1. The PUBACK must not arrive until the servers resume, and
 //! then the message is what a subscriber on another node gets. When the bucket cannot
 //! store it within the node's limit (`cluster::retained::ACK_WAIT_LIMIT`, 15 s), a v5
-//! publisher gets 0x80 Unspecified error instead of a success.
+//! publisher gets 0x80 Unspecified error instead of a success. And a real `gatehouse`
+//! process killed with `kill -9` right after a retained PUBACK has lost nothing: the
+//! message is what a subscriber on another node gets.
 
 use std::time::Duration;
 
 use gatehouse_protocol::Packet;
-use gatehouse_tests::broker::TestBroker;
+use gatehouse_tests::broker::{free_port, BrokerProcess, TempDir, TestBroker};
 use gatehouse_tests::nats::NatsCluster;
 use gatehouse_tests::raw::{ConnectBuilder, RawClient};
 
@@ -216,6 +218,85 @@ async fn a_retained_publish_not_stored_in_time_gets_0x80() {
                 .as_deref(),
             Some(payload),
             "node 2's retained message on {topic}"
+        );
+    }
+}
+
+/// A real node process (a client of NATS server 1 only) acknowledges two retained QoS 1
+/// PUBLISHes and is killed with SIGKILL right after the PUBACKs arrive. Servers 2 and 3
+/// are stopped while they are published, so the bucket cannot store them at once: the
+/// old code acknowledged them at once anyway, and the second, still waiting in the node
+/// for the first's write, was lost with it; now the PUBACKs come once the servers resume
+/// and the bucket has them. Either way, what was acknowledged must be what a new
+/// subscriber on node 2 gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_right_after_a_retained_puback_loses_nothing() {
+    let Some(nodes) = Nodes::start_or_skip("kill_9_right_after_a_retained_puback").await else {
+        return;
+    };
+    let dir = TempDir::new("retained-kill");
+    let port = free_port();
+    let url = nodes.nats.urls()[0].clone();
+    let config = dir.write(
+        "node.yaml",
+        &format!(
+            "dataDir: {data}\nlisteners:\n  - name: e2e\n    bindAddress: 127.0.0.1\n    ports: [ {{ port: {port} }} ]\n\
+             cluster:\n  nodeName: killed\n  nats: {{ servers: [\"{url}\"], replicas: 3 }}\n",
+            data = dir.path().join("data").display()
+        ),
+    );
+    let node = BrokerProcess::start(&config, port).await;
+    let mut p = RawClient::connect(node.addr()).await;
+    p.send(&ConnectBuilder::new("ret-kill-p").build()).await;
+    p.expect_connack_ok().await;
+    p.publish("ret-kill/t", b"old", 1, true, 1).await;
+    assert_eq!(
+        next_ack(&mut p, Duration::from_secs(10)).await,
+        Some((1, 0))
+    );
+    assert_eq!(
+        nodes
+            .retained_until(2, "ret-kill/t", b"old", Duration::from_secs(10))
+            .await
+            .as_deref(),
+        Some(&b"old"[..])
+    );
+
+    // Two retained messages while JetStream cannot commit: the node's writer hands the
+    // first to NATS server 1 (which keeps it until the others resume) and waits for its
+    // acknowledgement; the second waits in the node, behind it.
+    nodes.stop_quorum();
+    p.publish("ret-kill/t", b"first", 1, true, 2).await;
+    p.publish("ret-kill/u", b"second", 1, true, 3).await;
+    let mut acks = Vec::new();
+    while acks.len() < 2 {
+        let Some(ack) = next_ack(&mut p, Duration::from_secs(2)).await else {
+            break;
+        };
+        acks.push(ack);
+    }
+    let early = acks.len();
+    if early == 2 {
+        node.signal("KILL");
+    }
+    nodes.cont_quorum();
+    while acks.len() < 2 {
+        let Some(ack) = next_ack(&mut p, Duration::from_secs(15)).await else {
+            break;
+        };
+        acks.push(ack);
+    }
+    node.signal("KILL");
+    eprintln!("PUBACKs {acks:?}, {early} of them while JetStream could not store them");
+    assert_eq!(acks, vec![(2, 0), (3, 0)], "both acknowledged");
+    for (topic, payload) in [("ret-kill/t", &b"first"[..]), ("ret-kill/u", b"second")] {
+        assert_eq!(
+            nodes
+                .retained_until(2, topic, payload, Duration::from_secs(15))
+                .await
+                .as_deref(),
+            Some(payload),
+            "node 2's retained message on {topic} after the node that acknowledged it was killed"
         );
     }
 }
