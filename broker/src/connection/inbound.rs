@@ -405,13 +405,14 @@ impl Connection {
             });
         }
         durable.extend(retained);
-        // Settled already: nothing to wait for (a failure is still reported, in order).
         let now = tokio::time::Instant::now();
         let durable_until = durable
             .iter()
             .filter_map(|d| d.source.wait_limit())
             .min()
             .map(|limit| now + limit);
+        // Kept already: nothing to wait for (a failure is held too, to be reported in
+        // order by `release_held_acks`).
         let settled = durable.iter().all(|d| d.settled() == Settled::Kept);
         let forwarded = forwarded.filter(|(link, t)| !link.is_forwarded(*t));
         if waits.is_empty() && settled && forwarded.is_none() && self.held_acks.is_empty() {
