@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use crate::limits::Limits;
 use crate::message::{Delivery, Message};
-use crate::routing::{RetainedSink, Router, SubEntry};
+use crate::routing::{Durability, RetainedSink, Router, Settled, SubEntry};
 use crate::session::journal::{Journal, LoadedSession};
 use crate::session::{Attachment, Owner, PendingWill, Session};
 // The will types moved to `session::will` (a pending will is session state); re-exported
@@ -577,6 +577,24 @@ impl Broker {
             let _ = self.router.retain(&message);
         }
         self.router.publish(&message);
+    }
+}
+
+/// The journal's tickets: a change is kept once it is on disk (however long that takes).
+impl Durability for Journal {
+    fn settled(&self, ticket: u64) -> Settled {
+        if self.is_durable(ticket) {
+            Settled::Kept
+        } else {
+            Settled::Pending
+        }
+    }
+
+    fn wait_settled(
+        &self,
+        ticket: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(self.wait_durable(ticket))
     }
 }
 

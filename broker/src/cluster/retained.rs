@@ -24,10 +24,12 @@
 //!   a put carries the message's expiry as its per-message TTL (`Nats-TTL`, none without
 //!   expiry), so JetStream removes an expired message itself; a clear is a purge record
 //!   with a [`TOMBSTONE_TTL`], which carries it to every node's watch and then goes; a
-//!   clear of a topic this node holds no message for is not written. The stream allows
+//!   clear of a topic this node holds no message for is not written, and the clears this
+//!   node writes are paced ([`ClearBudget`]) so that up to [`CLEAR_NODES`] nodes
+//!   clearing flat out cannot fill the bucket. The stream allows
 //!   TTLs but has no subject delete markers (with them an expiring record of a full
-//!   bucket stays for good, see `cluster_statestore_quota.rs`). While the bucket refuses
-//!   writes as full (a flood of clears within the TTL), retained PUBLISHes are refused on
+//!   bucket stays for good, see `cluster_statestore_quota.rs`). Should the bucket still
+//!   refuse writes as full (clears of more nodes within the TTL), retained PUBLISHes are refused on
 //!   this node, as when JetStream does not answer, and the pending change is tried again
 //!   until the tombstones' room frees. A bucket created by an older Gatehouse (no limit,
 //!   delete markers kept forever) is updated in place at start, and its stale delete
@@ -35,13 +37,20 @@
 //!
 //! A change made on this node shows on it at once and may be undone briefly when a
 //! concurrent change of another node comes back from the bucket before its own; it
-//! settles on the bucket's order. The publisher's acknowledgement does not wait for the
-//! bucket yet; while JetStream has not answered for `cluster.nats.disconnectGrace`
-//! ([`health`](super::health)), retained PUBLISHes are refused instead of kept only here.
+//! settles on the bucket's order. While JetStream has not answered for
+//! `cluster.nats.disconnectGrace` ([`health`](super::health)), retained PUBLISHes are
+//! refused instead of kept only here.
+//!
+//! - **Acknowledgement**: a set gets a ticket of the writer ([`RetainedKv`] is the
+//!   [`Durability`] the router returns with it), settled in order when JetStream has
+//!   acknowledged the put (stored on a majority of the replicas) or the writer gave it
+//!   up. The publisher's PUBACK/PUBREC waits for it in the connection's held
+//!   acknowledgements (no thread waits), at most [`ACK_WAIT_LIMIT`]: past it, or when
+//!   given up, a v5 publisher gets 0x80 Unspecified error. A clear is not waited for.
 
 use std::cell::Cell;
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -54,7 +63,7 @@ use tokio::sync::mpsc;
 use super::{envelope, Shared};
 use crate::message::Message;
 use crate::registry::Broker;
-use crate::routing::{RetainedCaps, RetainedSink};
+use crate::routing::{Durability, RetainedCaps, RetainedSink, Settled};
 
 /// The bucket of retained messages.
 pub const BUCKET: &str = "gatehouse-retained";
@@ -88,6 +97,71 @@ pub fn backstop(caps: RetainedCaps) -> i64 {
     i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
+/// The number of nodes whose clears together cannot fill the bucket's room for them (its
+/// half beside the live records, see [`backstop`]): each node writes clears' records of
+/// at most `room / CLEAR_NODES` bytes in any [`TOMBSTONE_TTL`] ([`ClearBudget`]).
+pub const CLEAR_NODES: u64 = 8;
+
+/// What a clear's record is charged against [`ClearBudget`]: twice the topic (the key is
+/// its base64 in the subject: 4/3 of it) and this for the subject's prefix (23 bytes),
+/// the purge's headers (`KV-Operation`, `Nats-Rollup`, `Nats-TTL`) and JetStream's own
+/// (measured: 133 bytes in all for a 9-byte topic, so about 100 beside prefix and key).
+const CLEAR_OVERHEAD: u64 = 160;
+
+/// This node's budget for clears' records in the bucket: a token bucket in bytes holding
+/// at most `room / (2 × CLEAR_NODES)` and filling at that much per [`TOMBSTONE_TTL`], so
+/// the records of the clears this node wrote in the last [`TOMBSTONE_TTL`] (those still
+/// in the bucket) take at most `room / CLEAR_NODES`, plus one clear per client that
+/// cleared while it was spent. A clear is never refused: it is written, and the budget
+/// goes into debt; the client that made it, and any client clearing while it is in debt,
+/// is not read until it is repaid ([`RetainedSink::paced_until`]), so a client that sets
+/// and clears in a loop is slowed to the budget's rate instead of filling the bucket and
+/// making every node refuse retained PUBLISHes.
+struct ClearBudget {
+    /// Bytes available now; negative: the debt.
+    tokens: f64,
+    capacity: f64,
+    /// Bytes per second.
+    rate: f64,
+    at: Instant,
+}
+
+impl ClearBudget {
+    /// The budget for a bucket of `max_bytes` ([`backstop`]).
+    fn new(max_bytes: i64) -> ClearBudget {
+        let room = (max_bytes.max(0) as u64 / 2) as f64;
+        let capacity = room / (2 * CLEAR_NODES) as f64;
+        ClearBudget {
+            tokens: capacity,
+            capacity,
+            rate: capacity / TOMBSTONE_TTL.as_secs_f64(),
+            at: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.capacity);
+        self.at = now;
+    }
+
+    /// A clear of `topic` is written.
+    fn charge(&mut self, topic: &str, now: Instant) {
+        self.refill(now);
+        self.tokens -= (2 * topic.len() as u64 + CLEAR_OVERHEAD) as f64;
+    }
+
+    /// When the debt is repaid; `None` when there is none.
+    fn repaid_at(&mut self, now: Instant) -> Option<Instant> {
+        self.refill(now);
+        if self.tokens >= 0.0 || self.rate <= 0.0 {
+            return None;
+        }
+        let wait = Duration::from_secs_f64((-self.tokens / self.rate).min(3600.0));
+        Some(now + wait)
+    }
+}
+
 thread_local! {
     /// Set while a change read from the bucket is applied to the local store, so that
     /// the sink does not write it back.
@@ -108,9 +182,83 @@ pub fn topic_of(key: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// How long a retained PUBLISH's acknowledgement waits at most for the bucket to store
+/// its message ([`Durability::wait_limit`]): past it the publisher gets 0x80 Unspecified
+/// error (v5), since the message may not be kept. The write itself goes on (in order), so
+/// a message the bucket stores later is still retained everywhere. Longer than a leader
+/// election of the bucket after the loss of one NATS server (measured up to 10 s), short
+/// enough that the publisher's later acknowledgements, held behind this one, do not
+/// stall for long when JetStream has lost quorum.
+pub const ACK_WAIT_LIMIT: Duration = Duration::from_secs(15);
+
+/// A change for the writer: the key, the message to put (`None`: a clear), and the ticket
+/// a publisher's acknowledgement waits for (sets only).
+type Change = (String, Option<Put>, Option<u64>);
+
+/// The writer's tickets: each retained message this node sets gets the next one, and
+/// the writer settles them in order (as it writes), so `settled` is the highest ticket
+/// written or given up and `failed` lists the recent ones given up.
+struct Tickets {
+    next: AtomicU64,
+    settled: tokio::sync::watch::Sender<u64>,
+    failed: parking_lot::Mutex<VecDeque<u64>>,
+}
+
+/// How many tickets given up [`Tickets`] remembers (an acknowledgement looks its own up
+/// as soon as it settles, long before so many more have failed).
+const FAILED_KEPT: usize = 4096;
+
+impl Tickets {
+    fn new() -> Tickets {
+        Tickets {
+            next: AtomicU64::new(1),
+            settled: tokio::sync::watch::Sender::new(0),
+            failed: parking_lot::Mutex::new(VecDeque::new()),
+        }
+    }
+
+    fn issue(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The writer is done with `ticket` (tickets come here in order).
+    fn settle(&self, ticket: u64, kept: bool) {
+        if !kept {
+            let mut failed = self.failed.lock();
+            if failed.len() == FAILED_KEPT {
+                failed.pop_front();
+            }
+            failed.push_back(ticket);
+        }
+        self.settled.send_replace(ticket);
+    }
+
+    fn state(&self, ticket: u64) -> Settled {
+        if *self.settled.borrow() < ticket {
+            Settled::Pending
+        } else if self.failed.lock().contains(&ticket) {
+            Settled::Failed
+        } else {
+            Settled::Kept
+        }
+    }
+
+    fn wait(&self, ticket: u64) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        let mut rx = self.settled.subscribe();
+        Box::pin(async move {
+            if rx.wait_for(|s| *s >= ticket).await.is_err() {
+                // The writer is gone (the broker with it): the wait limit ends it.
+                std::future::pending::<()>().await;
+            }
+        })
+    }
+}
+
 /// The router's retained sink in cluster mode.
 pub struct RetainedKv {
-    writes: mpsc::UnboundedSender<(String, Option<Put>)>,
+    writes: mpsc::UnboundedSender<Change>,
+    /// The publishers' acknowledgements wait for these ([`Durability`]).
+    tickets: Arc<Tickets>,
     /// The topics of the retained messages held here (as the router's store, which
     /// reports every change) and when each expires: a clear of a topic not held is not
     /// written (it would only add a record), and a clear reported after the expiry is the
@@ -121,6 +269,8 @@ pub struct RetainedKv {
     health: Arc<super::health::Health>,
     /// Set while the bucket refuses this node's writes as full (its `max_bytes`).
     full: Arc<AtomicBool>,
+    /// This node's rate of clears' records.
+    clears: parking_lot::Mutex<ClearBudget>,
     /// Dropped with the router: tells the watching task to stop.
     _alive: tokio::sync::watch::Sender<()>,
 }
@@ -163,6 +313,9 @@ impl RetainedSink for RetainedKv {
                 .fetch_add(1, Ordering::Relaxed);
             return None;
         }
+        if message.is_none() {
+            self.clears.lock().charge(topic, now);
+        }
         let value = match message.map(|m| (envelope::encode(m, now), m.remaining_expiry(now))) {
             None => None,
             Some((Ok(Some(body)), Ok(ttl))) => Some(Put {
@@ -172,13 +325,40 @@ impl RetainedSink for RetainedKv {
             // Expired already, or not encodable: nothing to keep.
             Some(_) => return None,
         };
-        let _ = self.writes.send((key, value));
-        None
+        // A set is acknowledged once the bucket has it; a clear is not waited for (at
+        // worst a node dying at once leaves the older message).
+        let ticket = value.is_some().then(|| self.tickets.issue());
+        let _ = self.writes.send((key, value, ticket));
+        ticket
     }
 
     fn available(&self) -> bool {
         // A change read from the bucket is applied whatever the probes say.
         APPLYING.get() || (self.health.storage_available() && !self.full.load(Ordering::Relaxed))
+    }
+
+    fn paced_until(&self) -> Option<Instant> {
+        self.clears.lock().repaid_at(Instant::now())
+    }
+}
+
+/// The bucket's writes as a publisher's acknowledgement waits for them: a retained
+/// PUBLISH at QoS 1/2 is acknowledged once JetStream has stored its message (on a
+/// majority of the replicas), or with 0x80 after [`ACK_WAIT_LIMIT`].
+impl Durability for RetainedKv {
+    fn settled(&self, ticket: u64) -> Settled {
+        self.tickets.state(ticket)
+    }
+
+    fn wait_settled(
+        &self,
+        ticket: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        self.tickets.wait(ticket)
+    }
+
+    fn wait_limit(&self) -> Option<Duration> {
+        Some(ACK_WAIT_LIMIT)
     }
 }
 
@@ -216,19 +396,22 @@ pub(super) async fn start(
     let (writes, rx) = mpsc::unbounded_channel();
     let (alive, alive_rx) = tokio::sync::watch::channel(());
     let full = Arc::new(AtomicBool::new(false));
+    let tickets = Arc::new(Tickets::new());
     let sink = Arc::new(RetainedKv {
         writes,
+        tickets: tickets.clone(),
         held: parking_lot::Mutex::new(HashMap::new()),
         shared: shared.clone(),
         health: health.clone(),
         full: full.clone(),
+        clears: parking_lot::Mutex::new(ClearBudget::new(max_bytes)),
         _alive: alive,
     });
     if broker.router.retained_sink.set(sink).is_err() {
         return Err("retained messages already have a sink".to_owned());
     }
     let js = async_nats::jetstream::new(client.clone());
-    tokio::spawn(write(kv.clone(), js, rx, health.clone(), full));
+    tokio::spawn(write(kv.clone(), js, rx, health.clone(), full, tickets));
     let mut revision = 0;
     let stored = kv
         .status()
@@ -300,11 +483,12 @@ const FULL_FOR: Duration = Duration::from_secs(TOMBSTONE_TTL.as_secs() + 30);
 async fn write(
     kv: async_nats::jetstream::kv::Store,
     js: async_nats::jetstream::Context,
-    mut rx: mpsc::UnboundedReceiver<(String, Option<Put>)>,
+    mut rx: mpsc::UnboundedReceiver<Change>,
     health: Arc<super::health::Health>,
     full: Arc<AtomicBool>,
+    tickets: Arc<Tickets>,
 ) {
-    while let Some((key, value)) = rx.recv().await {
+    while let Some((key, value, ticket)) = rx.recv().await {
         let subject = format!("{}{}", kv.prefix, key);
         let mut headers = async_nats::HeaderMap::new();
         let body = match &value {
@@ -331,6 +515,7 @@ async fn write(
         let mut backoff = Duration::from_millis(100);
         let mut attempt = 0;
         let mut full_since: Option<Instant> = None;
+        let mut kept = false;
         while attempt < WRITE_ATTEMPTS {
             let result = match js
                 .publish_with_headers(subject.clone(), headers.clone(), body.clone())
@@ -340,6 +525,7 @@ async fn write(
                 Err(e) => Err(e),
             };
             let Err(e) = result else {
+                kept = true;
                 break;
             };
             if is_full(&e) {
@@ -380,6 +566,9 @@ async fn write(
         // Written or given up: nothing waits here now (a give-up must not leave retained
         // PUBLISHes refused for good; the next refused write sets it again).
         full.store(false, Ordering::Relaxed);
+        if let Some(ticket) = ticket {
+            tickets.settle(ticket, kept);
+        }
     }
 }
 
@@ -552,5 +741,27 @@ mod tests {
             max_bytes: usize::MAX,
         };
         assert_eq!(backstop(huge), i64::MAX);
+    }
+
+    #[test]
+    fn the_clear_budget_goes_into_debt_and_is_repaid_at_its_rate() {
+        // Room for clears 16,000 bytes: 1,000 per node at once, 1,000 per minute.
+        let mut b = ClearBudget::new(32_000);
+        let t0 = b.at;
+        let topic = "t".repeat(170); // 500 bytes a clear
+        b.charge(&topic, t0);
+        assert_eq!(b.repaid_at(t0), None);
+        b.charge(&topic, t0);
+        assert_eq!(b.repaid_at(t0), None);
+        b.charge(&topic, t0);
+        // 500 in debt at 1,000 per 60 s: 30 s.
+        let at = b.repaid_at(t0).expect("in debt");
+        assert!((at - t0).as_secs_f64() > 29.9 && (at - t0).as_secs_f64() < 30.1);
+        assert_eq!(b.repaid_at(t0 + Duration::from_secs(31)), None);
+        // Full again after a minute, never more.
+        let mut b = ClearBudget::new(32_000);
+        let t0 = b.at;
+        b.refill(t0 + Duration::from_secs(600));
+        assert_eq!(b.tokens, b.capacity);
     }
 }

@@ -347,6 +347,7 @@ where
         held_acks: Default::default(),
         paused_for: Default::default(),
         paused_forwarding: None,
+        paused_until: None,
         chain: security.chain.clone(),
         authz: security.authz.clone(),
         auth_method: props.authentication_method.clone(),

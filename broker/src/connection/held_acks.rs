@@ -19,8 +19,7 @@ use gatehouse_protocol::{PacketId, QoS, ReasonCode};
 use smallvec::SmallVec;
 use tokio::time::Instant;
 
-use crate::routing::ClusterLink;
-use crate::session::journal::Journal;
+use crate::routing::{ClusterLink, Durable, Settled};
 use crate::session::Session;
 #[cfg(doc)]
 use crate::session::HOLD_LIMIT;
@@ -31,18 +30,30 @@ pub(super) struct HeldAck {
     pub reason: ReasonCode,
     pub waits: SmallVec<[Arc<Session>; 1]>,
     pub until: Instant,
-    /// The message reached a persisted queue (or set a persisted retained message): the
-    /// acknowledgement waits until the journal has it on disk, however long that takes.
-    pub durable: Option<(Journal, u64)>,
+    /// The message reached a persisted queue or set a persisted retained message: the
+    /// acknowledgement waits until each of these changes has settled (the journal has it
+    /// on disk, however long that takes; in cluster mode the retained bucket has stored
+    /// it, for at most its `wait_limit`).
+    pub durable: SmallVec<[Durable; 1]>,
+    /// The earliest `wait_limit` of `durable`: past it the acknowledgement goes, saying
+    /// the change failed where the protocol can ([`HeldAck::kept`]).
+    pub durable_until: Option<Instant>,
     /// Cluster mode: the acknowledgement waits until the message has been written to the
     /// NATS connection (`ClusterLink::is_forwarded`), however long NATS takes.
     pub forwarded: Option<(Arc<dyn ClusterLink>, u64)>,
 }
 
 impl HeldAck {
+    /// Whether every change it waited for was kept (false: one failed, or had not
+    /// settled by `durable_until`). Meaningful once popped.
+    pub fn kept(&self) -> bool {
+        self.durable.iter().all(|d| d.settled() == Settled::Kept)
+    }
+
     fn ready(&self, now: Instant) -> bool {
         (now >= self.until || self.waits.iter().all(|s| !s.is_holding()))
-            && self.durable.as_ref().is_none_or(|(j, t)| j.is_durable(*t))
+            && (self.durable.iter().all(|d| d.settled() != Settled::Pending)
+                || self.durable_until.is_some_and(|at| now >= at))
             && self
                 .forwarded
                 .as_ref()
@@ -107,7 +118,12 @@ impl HeldAcks {
         let front = self.queue.front()?;
         let waits = front.waits.clone();
         let until = front.until;
-        let durable = front.durable.as_ref().map(|(j, t)| j.wait_durable(*t));
+        let durable: SmallVec<[_; 1]> = front
+            .durable
+            .iter()
+            .map(|d| d.source.wait_settled(d.ticket))
+            .collect();
+        let durable_until = front.durable_until;
         let forwarded = front
             .forwarded
             .as_ref()
@@ -119,8 +135,16 @@ impl HeldAcks {
                 }
             };
             let _ = tokio::time::timeout_at(until, drained).await;
-            if let Some(durable) = durable {
-                durable.await;
+            let settled = async {
+                for d in durable {
+                    d.await;
+                }
+            };
+            match durable_until {
+                Some(at) => {
+                    let _ = tokio::time::timeout_at(at, settled).await;
+                }
+                None => settled.await,
             }
             if let Some(forwarded) = forwarded {
                 forwarded.await;

@@ -15,7 +15,7 @@ use super::outbound::PendingRetained;
 use super::{Connection, Exit};
 use crate::authz::Action;
 use crate::message::Message;
-use crate::routing::{ClusterLink, SubEntry};
+use crate::routing::{ClusterLink, Durability, Durable, Settled, SubEntry};
 use crate::session::{
     inbound_window_full, InboundWindow, PublishIn, Reply, Session, SubscriptionRecord, HOLD_LIMIT,
 };
@@ -275,6 +275,19 @@ impl Connection {
             Some(result) => result.unwrap_or(None),
             None => None,
         };
+        if message.retain && message.payload.is_empty() {
+            // A clear: paced while the node writes clears faster than the retained
+            // bucket's room for their records allows (cluster mode).
+            if let Some(at) = self
+                .broker
+                .router
+                .retained_sink
+                .get()
+                .and_then(|s| s.paced_until())
+            {
+                self.paused_until = Some(tokio::time::Instant::from_std(at));
+            }
+        }
         let router = &self.broker.router;
         let routed = router.publish(&message);
         if routed.forwarded.congested {
@@ -287,7 +300,7 @@ impl Connection {
                 }
             }
         } else if let Some(id) = packet_id {
-            let ticket = routed.ticket.max(retained);
+            let ticket = routed.ticket;
             let forwarded = routed
                 .forwarded
                 .ticket
@@ -299,6 +312,7 @@ impl Connection {
                 ReasonCode::SUCCESS,
                 routed.congested,
                 ticket,
+                retained,
                 forwarded,
             );
         }
@@ -332,6 +346,8 @@ impl Connection {
     /// Whether this client is not read for now: a QoS 0 PUBLISH of its found a
     /// subscriber congested, which has neither drained since nor been congested for
     /// `QOS0_HOLD_LIMIT`. Other clients' deliveries to that subscriber are not held up.
+    /// Also while the cluster way to other nodes is congested (`paused_forwarding`), and
+    /// after a retained clear that found the node's clear budget spent (`paused_until`).
     pub(super) fn paused(&mut self) -> bool {
         if !self.paused_for.is_empty() {
             self.paused_for.retain(|s| s.is_holding_at(QoS::AtMostOnce));
@@ -342,7 +358,15 @@ impl Connection {
                 self.paused_forwarding = None;
             }
         }
-        !self.paused_for.is_empty() || self.paused_forwarding.is_some()
+        if self
+            .paused_until
+            .is_some_and(|at| at <= tokio::time::Instant::now())
+        {
+            self.paused_until = None;
+        }
+        !self.paused_for.is_empty()
+            || self.paused_forwarding.is_some()
+            || self.paused_until.is_some()
     }
 
     /// A 3.1.1 client is not read while as many acknowledgements are held as our Receive
@@ -365,11 +389,14 @@ impl Connection {
         reason: ReasonCode,
         waits: SmallVec<[Arc<Session>; 1]>,
     ) {
-        self.ack_after(qos, id, reason, waits, None, None);
+        self.ack_after(qos, id, reason, waits, None, None, None);
     }
 
-    /// [`Self::ack_in_order`], also waiting for journal `ticket` to be durable and, in
-    /// cluster mode, for the message to have left this node (`forwarded`).
+    /// [`Self::ack_in_order`], also waiting for journal `ticket` to be durable, for the
+    /// retained message it set to be kept (`retained`: the journal's, or in cluster mode
+    /// the retained bucket's) and, in cluster mode, for the message to have left this
+    /// node (`forwarded`).
+    #[allow(clippy::too_many_arguments)]
     fn ack_after(
         &mut self,
         qos: QoS,
@@ -377,14 +404,35 @@ impl Connection {
         reason: ReasonCode,
         waits: SmallVec<[Arc<Session>; 1]>,
         ticket: Option<u64>,
+        retained: Option<Durable>,
         forwarded: Option<(Arc<dyn ClusterLink>, u64)>,
     ) {
-        let durable = ticket
-            .and_then(|t| self.broker.journal.get().map(|j| (j.clone(), t)))
-            .filter(|(j, t)| !j.is_durable(*t));
+        let mut durable: SmallVec<[Durable; 1]> = SmallVec::new();
+        if let Some(j) = ticket.and_then(|t| {
+            self.broker
+                .journal
+                .get()
+                .filter(|j| !j.is_durable(t))
+                .map(|j| (j, t))
+        }) {
+            let source: Arc<dyn Durability> = Arc::new(j.0.clone());
+            durable.push(Durable {
+                source,
+                ticket: j.1,
+            });
+        }
+        durable.extend(retained);
+        let now = tokio::time::Instant::now();
+        let durable_until = durable
+            .iter()
+            .filter_map(|d| d.source.wait_limit())
+            .min()
+            .map(|limit| now + limit);
+        // Kept already: nothing to wait for (a failure is held too, to be reported in
+        // order by `release_held_acks`).
+        let settled = durable.iter().all(|d| d.settled() == Settled::Kept);
         let forwarded = forwarded.filter(|(link, t)| !link.is_forwarded(*t));
-        if waits.is_empty() && durable.is_none() && forwarded.is_none() && self.held_acks.is_empty()
-        {
+        if waits.is_empty() && settled && forwarded.is_none() && self.held_acks.is_empty() {
             self.ack_publish(qos, id, reason);
         } else {
             self.held_acks.push(HeldAck {
@@ -392,8 +440,9 @@ impl Connection {
                 packet_id: id,
                 reason,
                 waits,
-                until: tokio::time::Instant::now() + HOLD_LIMIT,
+                until: now + HOLD_LIMIT,
                 durable,
+                durable_until,
                 forwarded,
             });
         }
@@ -406,8 +455,31 @@ impl Connection {
         }
         let ready: Vec<_> = self.held_acks.pop_ready().collect();
         for ack in ready {
-            self.ack_publish(ack.qos, ack.packet_id, ack.reason);
+            let reason = if ack.kept() {
+                ack.reason
+            } else {
+                self.not_kept(ack.qos, ack.packet_id, ack.reason)
+            };
+            self.ack_publish(ack.qos, ack.packet_id, reason);
         }
+    }
+
+    /// The reason code for a PUBLISH whose persisted change was not kept (the retained
+    /// bucket did not store its retained message within its wait limit, or gave it up):
+    /// v5 0x80 Unspecified error, so the publisher knows its retained message may not be
+    /// kept and can publish it again (its delivery to subscribers has happened already: a
+    /// retry delivers it again). A QoS 2 exchange ends with it (no PUBREL comes for an
+    /// error PUBREC). 3.1.1 has no code for it: the acknowledgement says success, as for
+    /// every refusal a 3.1.1 client cannot be told of. An error reason stays.
+    fn not_kept(&mut self, qos: QoS, id: PacketId, reason: ReasonCode) -> ReasonCode {
+        if self.version != ProtocolVersion::V5 || reason != ReasonCode::SUCCESS {
+            return reason;
+        }
+        tracing::debug!(target: "conn", client_id = &*self.client_id, packet_id = id.get(), "retained message not kept in time: acknowledged 0x80");
+        if qos == QoS::ExactlyOnce {
+            self.session.lock().on_publish_in_refused(id);
+        }
+        ReasonCode::UNSPECIFIED_ERROR
     }
 
     fn ack_publish(&mut self, qos: QoS, id: PacketId, rc: ReasonCode) {

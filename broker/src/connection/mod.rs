@@ -168,6 +168,9 @@ pub(crate) struct Connection {
     /// (the highest QoS among those that did, which sets how long it may be held): it is
     /// not read until that clears, as for `paused_for`.
     paused_forwarding: Option<gatehouse_protocol::QoS>,
+    /// Cluster mode: a retained clear of this client's found the node's budget for
+    /// clears' records spent (`RetainedSink::paced_until`): it is not read until then.
+    paused_until: Option<tokio::time::Instant>,
     /// `None` on ports without authentication (anonymous). Boxed: a hundred-odd bytes that
     /// anonymous connections do not have.
     principal: Option<Box<Principal>>,

@@ -219,7 +219,10 @@ impl Connection {
                         Box::pin(async move { c.forwarding().wait(qos).await })
                             as Pin<Box<dyn Future<Output = ()> + Send>>
                     }),
-                    (None, None) => None,
+                    (None, None) => self.paused_until.map(|at| {
+                        Box::pin(tokio::time::sleep_until(at))
+                            as Pin<Box<dyn Future<Output = ()> + Send>>
+                    }),
                 };
             let mut revoked = device.as_mut().map(|d| Box::pin(d.revoked()));
             // Polled in this order (the order the branches are listed in): a takeover

@@ -7,6 +7,6 @@ mod router;
 
 pub use retained::{Caps as RetainedCaps, RetainRefused};
 pub use router::{
-    ClusterLink, Forwarded, RetainedCursor, RetainedSink, Routed, Router, SubEntry,
-    SubscribeOutcome,
+    ClusterLink, Durability, Durable, Forwarded, RetainedCursor, RetainedSink, Routed, Router,
+    Settled, SubEntry, SubscribeOutcome,
 };

@@ -21,10 +21,61 @@ use super::retained::{Caps, RetainRefused, RetainedStore};
 use crate::message::{Delivery, Message, SessionKey};
 use crate::session::{Congestion, EnqueueOutcome, QueuePolicy, Session};
 
+/// Where a publisher's acknowledgement can wait for a change to be kept: a numbered run
+/// of changes, settled in order, such as the session journal's writes to disk (single
+/// node) or the retained bucket's writes to JetStream (cluster mode). The connection holds
+/// the acknowledgement until its [`Durable`] ticket has settled, without blocking a thread.
+pub trait Durability: Send + Sync {
+    /// Where change `ticket` stands now. Once settled it stays so.
+    fn settled(&self, ticket: u64) -> Settled;
+    /// Resolves once change `ticket` has settled (or never, if its writer is gone: the
+    /// acknowledgement then waits for [`Self::wait_limit`]).
+    fn wait_settled(&self, ticket: u64) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    /// How long an acknowledgement waits at most; `None`: however long it takes (the
+    /// journal: a local disk). Past it the change counts as failed.
+    fn wait_limit(&self) -> Option<std::time::Duration> {
+        None
+    }
+}
+
+/// Where one change of a [`Durability`] stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Not written yet.
+    Pending,
+    /// Kept (on disk, in the bucket).
+    Kept,
+    /// Given up: not kept (the acknowledgement says so where the protocol can).
+    Failed,
+}
+
+/// A change an acknowledgement waits for: its source and its ticket there.
+#[derive(Clone)]
+pub struct Durable {
+    pub source: Arc<dyn Durability>,
+    pub ticket: u64,
+}
+
+impl Durable {
+    pub fn settled(&self) -> Settled {
+        self.source.settled(self.ticket)
+    }
+}
+
+impl std::fmt::Debug for Durable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Durable")
+            .field("ticket", &self.ticket)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Where the router reports changes to retained messages that should survive a restart
 /// (`persistence.retain`). The router knows nothing of how they are kept: the session
-/// journal implements this (see `registry.rs`), and a clustered store would too.
-pub trait RetainedSink: Send + Sync {
+/// journal implements this (see `registry.rs`), and the cluster's retained bucket
+/// (`cluster/retained.rs`). The tickets [`Self::changed`] returns are its own
+/// [`Durability`]'s.
+pub trait RetainedSink: Durability {
     /// Whether retained messages persist at all.
     fn enabled(&self) -> bool;
     /// Whether this retained message persists.
@@ -36,6 +87,12 @@ pub trait RetainedSink: Send + Sync {
     /// ([`RetainRefused::Unavailable`]), e.g. in cluster mode while JetStream has no quorum.
     fn available(&self) -> bool {
         true
+    }
+    /// Cluster mode: while clears are being written faster than the retained bucket's
+    /// room for them allows, when that will have passed. A client that has just cleared
+    /// a retained message is not read until then (see `cluster/retained.rs`).
+    fn paced_until(&self) -> Option<Instant> {
+        None
     }
 }
 
@@ -257,11 +314,12 @@ impl Router {
     }
 
     /// Update the retained store for a message published with RETAIN set; the ticket is
-    /// the persisted change's (`persistence.retain`). Clearing (an empty payload) and
+    /// the persisted change's (`persistence.retain`, or the retained bucket's write in
+    /// cluster mode), for the publisher's acknowledgement to wait for. Clearing (an empty payload) and
     /// replacing a topic's message with one no larger always succeed; a message that
     /// would take the store past `maxRetainedMessages` or `maxRetainedBytes` is not
     /// retained (the caller decides whether it is still routed) and counted.
-    pub fn retain(&self, message: &Arc<Message>) -> Result<Option<u64>, RetainRefused> {
+    pub fn retain(&self, message: &Arc<Message>) -> Result<Option<Durable>, RetainRefused> {
         let journal = self.retained_sink.get().filter(|j| j.enabled());
         if journal.is_some_and(|j| !j.available()) {
             self.stats.retained_refused.fetch_add(1, Ordering::Relaxed);
@@ -300,7 +358,9 @@ impl Router {
         // Journalled under the store lock, so the journal sees changes in store order.
         Ok(journal.and_then(|j| {
             if j.wanted(message) {
-                j.changed(&message.topic, Some(message))
+                let ticket = j.changed(&message.topic, Some(message))?;
+                let source: Arc<dyn Durability> = j.clone();
+                Some(Durable { source, ticket })
             } else {
                 // Not (or no longer) persisted: drop an older persisted copy.
                 j.changed(&message.topic, None);

@@ -138,11 +138,12 @@ async fn set(c: &mut StateStoreClient, key: &str) -> (String, Option<String>, Du
     }
 }
 
-/// A retained QoS 1 PUBLISH through `c`: its PUBACK reason code.
+/// A retained QoS 1 PUBLISH through `c`: its PUBACK reason code. The PUBACK waits for the
+/// retained bucket to store the message, up to `cluster::retained::ACK_WAIT_LIMIT` (15 s).
 async fn retained_puback(c: &mut RawClient, topic: &str, payload: &[u8], id: u16) -> u8 {
     c.publish(topic, payload, 1, true, id).await;
     loop {
-        match c.recv(Duration::from_secs(10)).await {
+        match c.recv(Duration::from_secs(20)).await {
             Some(Packet::PubAck(a)) if a.packet_id == pid(id) => return a.reason_code.0,
             Some(Packet::Publish(_)) => {}
             other => panic!("expected the PUBACK of {id}, got {other:?}"),
