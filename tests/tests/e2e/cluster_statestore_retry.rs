@@ -128,7 +128,9 @@ async fn call(c: &mut StateStoreClient, payload: &[u8]) -> Answer {
 async fn retained_puback(c: &mut RawClient, topic: &str, id: u16) -> u8 {
     c.publish(topic, b"r", 1, true, id).await;
     loop {
-        match c.recv(Duration::from_secs(10)).await {
+        // Up to 15 s: a retained PUBLISH accepted before the node knew waits for the
+        // bucket that long before it is answered 0x80.
+        match c.recv(Duration::from_secs(20)).await {
             Some(Packet::PubAck(a)) if a.packet_id == pid(id) => return a.reason_code.0,
             Some(Packet::Publish(_)) => {}
             other => panic!("expected the PUBACK of {id}, got {other:?}"),
