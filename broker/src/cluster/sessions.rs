@@ -39,8 +39,10 @@
 //!   `ORPHAN_AFTER` sweeps in a row has those records rewritten offline and unowned, so
 //!   their expiry runs (a node only cut off from NATS then sees them taken over).
 //! - **Wills of a dead owner**: a connected session's record holds its client's will
-//!   as authorized at CONNECT (the owner drops it from the record once its client is gone
-//!   and it handles the will itself). The node whose rewrite of a dead owner's record
+//!   (when its topic was authorized at CONNECT) with its port's policy name and the
+//!   verified principal (the owner drops it from the record once its client is gone
+//!   and it handles the will itself). Whoever publishes it checks it against the policy
+//!   in force then, as a single node does. The node whose rewrite of a dead owner's record
 //!   wins its compare-and-set publishes that will, once cluster-wide, after its delay
 //!   counted from then (`OrphanWill`); a resume meanwhile cancels it.
 //!
@@ -120,8 +122,8 @@ struct Record {
     username: Option<String>,
     #[serde(default)]
     subscriptions: Vec<StoredSubscription>,
-    /// The will of the connected client, as authorized at its CONNECT on the owner; only
-    /// while `online` (the owner handles the will itself once its client is gone). When
+    /// The will of the connected client (authorized at its CONNECT on the owner, and
+    /// again by whoever publishes it: `StoredWill::authz`); only while `online` (the owner handles the will itself once its client is gone). When
     /// the owner dies, the node that rewrites the record offline publishes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     will: Option<Box<StoredWill>>,
@@ -149,10 +151,48 @@ struct StoredWill {
     correlation_data: Option<String>,
     #[serde(default)]
     user_properties: Vec<(String, String)>,
+    /// What the node that publishes the will checks it against (security.md invariant
+    /// 4: under the policy in force when it is published). Absent (a record of an
+    /// earlier version): the will is not published by another node (fails closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    authz: Option<WillAuthz>,
+    /// Once the client has gone (the record is offline) and the will waits out its
+    /// delay on the owner: when it falls due (ms since the Unix epoch, the owner's
+    /// clock). 0 while the client is connected.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    due_ms: u64,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// How a will in a record is authorized when another node publishes it: as on its
+/// owner's port, against the policy of the same name in force on the publishing node,
+/// for the principal the owner verified (client id, user name, attributes; never a
+/// credential).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+enum WillAuthz {
+    /// The owner's port has no policy: every publish is allowed there.
+    Open,
+    /// The owner's port uses the policy (`authorizationRef`) `policy`.
+    #[serde(rename_all = "camelCase")]
+    Policy {
+        policy: String,
+        client_id: String,
+        #[serde(default)]
+        username: Option<String>,
+        #[serde(default)]
+        attributes: std::collections::BTreeMap<String, String>,
+    },
+}
+
+/// A will as the owner puts it into its client's record (see [`ClusterSessions::record_will`]).
+pub struct RecordWill(Box<StoredWill>);
+
 impl StoredWill {
-    fn of(will: &Will) -> StoredWill {
+    fn of(will: &Will, authz: WillAuthz) -> StoredWill {
         let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
         let p = &will.properties;
         StoredWill {
@@ -167,6 +207,8 @@ impl StoredWill {
             response_topic: p.response_topic.clone(),
             correlation_data: p.correlation_data.as_deref().map(b64),
             user_properties: p.user_properties.clone(),
+            authz: Some(authz),
+            due_ms: 0,
         }
     }
 
@@ -456,6 +498,10 @@ pub struct ClusterSessions {
     offline: parking_lot::Mutex<HashMap<String, (u64, u64)>>,
     /// Wills of dead owners' sessions this node orphaned, waiting out their delay.
     orphan_wills: parking_lot::Mutex<HashMap<String, OrphanWill>>,
+    /// This node's policies by name (`authorizationRef`), set once at start: a will is
+    /// recorded with its port's policy name and checked against that policy on the node
+    /// that publishes it.
+    authorizers: std::sync::OnceLock<HashMap<String, Arc<crate::authz::Authorizer>>>,
     next_token: AtomicU64,
     writes: mpsc::UnboundedSender<Write>,
     broker: Weak<Broker>,
@@ -489,6 +535,7 @@ pub(super) async fn start(
         claiming: parking_lot::Mutex::new(HashMap::new()),
         offline: parking_lot::Mutex::new(HashMap::new()),
         orphan_wills: parking_lot::Mutex::new(HashMap::new()),
+        authorizers: std::sync::OnceLock::new(),
         next_token: AtomicU64::new(1),
         writes,
         broker: Arc::downgrade(broker),
@@ -515,7 +562,7 @@ impl ClusterSessions {
         clean_start: bool,
         owner: &Owner,
         expiry: u32,
-        will: Option<&Will>,
+        will: Option<RecordWill>,
     ) -> Result<Claim, SessionsError> {
         tokio::time::timeout(
             CLAIM_TIMEOUT,
@@ -531,9 +578,9 @@ impl ClusterSessions {
         clean_start: bool,
         owner: &Owner,
         expiry: u32,
-        will: Option<&Will>,
+        will: Option<RecordWill>,
     ) -> Claim {
-        let will = will.map(|w| Box::new(StoredWill::of(w)));
+        let will = will.map(|w| w.0);
         let key = key_of(client_id);
         let _claiming = ClaimingGuard::new(self, &key);
         let subject = format!("{}{key}", self.kv.prefix);
@@ -1054,7 +1101,16 @@ impl ClusterSessions {
                 _ => None,
             }
         };
-        let Some(will) = will.and_then(|w| w.will.will()) else {
+        if let Some(will) = will {
+            self.publish_recorded_will(&will.will);
+        }
+    }
+
+    /// Publish a will taken from a record whose owner no longer handles it, authorized
+    /// as its owner's port would (the policy in force here now, the principal the owner
+    /// verified: [`Self::will_message`], checked by [`Broker::publish_will`]).
+    fn publish_recorded_will(&self, stored: &StoredWill) {
+        let Some(message) = self.will_message(stored) else {
             return;
         };
         let Some(broker) = self.broker.upgrade() else {
@@ -1062,18 +1118,10 @@ impl ClusterSessions {
         };
         tracing::info!(
             target: "session",
-            topic = will.topic.as_str(),
+            topic = message.will.topic.as_str(),
             "publishing the will of a session whose node no longer answers"
         );
-        // Authorized at CONNECT on the owner, which wrote it into the record only then
-        // (the NATS side is inside the trust boundary).
-        broker.publish_will(
-            crate::registry::WillMessage {
-                will,
-                authority: None,
-            },
-            None,
-        );
+        broker.publish_will(message, None);
     }
 
     /// A write of `key` at `revision` seen by the watch, for an orphaned will waiting
@@ -1098,6 +1146,139 @@ impl ClusterSessions {
             }
             _ => self.publish_orphan_will(key, after),
         }
+    }
+}
+
+// --- Authorizing the wills another node publishes (security.md invariant 4) ---
+
+impl ClusterSessions {
+    /// This node's policies by name; called once at start, before any port accepts.
+    pub fn set_authorizers(&self, authorizers: HashMap<String, Arc<crate::authz::Authorizer>>) {
+        let _ = self.authorizers.set(authorizers);
+    }
+
+    /// The name of the policy `authz` (the ports that name one policy share it).
+    fn policy_name(&self, authz: &Arc<crate::authz::Authorizer>) -> Option<String> {
+        self.authorizers
+            .get()?
+            .iter()
+            .find(|(_, a)| Arc::ptr_eq(a, authz))
+            .map(|(name, _)| name.clone())
+    }
+
+    /// The will of a CONNECT as its record keeps it, with what another node needs to
+    /// authorize it when it publishes it: the port's policy name (`authz`, `None` on a
+    /// port without one) and the verified principal's client id, user name and
+    /// attributes (never a credential). `None` (the will stays out of the record, so only
+    /// this node publishes it) when the port's policy has no name here or there is no
+    /// principal (a policy then allows nothing).
+    pub fn record_will(
+        &self,
+        will: &Will,
+        authz: Option<&Arc<crate::authz::Authorizer>>,
+        principal: Option<&crate::auth::Principal>,
+        client_id: &str,
+    ) -> Option<RecordWill> {
+        let authz = self.will_authz(authz, principal, client_id)?;
+        Some(RecordWill(Box::new(StoredWill::of(will, authz))))
+    }
+
+    fn will_authz(
+        &self,
+        authz: Option<&Arc<crate::authz::Authorizer>>,
+        principal: Option<&crate::auth::Principal>,
+        client_id: &str,
+    ) -> Option<WillAuthz> {
+        let Some(authz) = authz else {
+            return Some(WillAuthz::Open);
+        };
+        let (Some(policy), Some(principal)) = (self.policy_name(authz), principal) else {
+            tracing::warn!(
+                target: "cluster",
+                "a will whose policy has no name on this node: only this node can publish it"
+            );
+            return None;
+        };
+        Some(WillAuthz::Policy {
+            policy,
+            client_id: client_id.to_owned(),
+            username: principal.username.clone(),
+            attributes: principal.attributes.clone(),
+        })
+    }
+
+    /// A connected client re-authenticated (v5 AUTH) as `principal`: the will in its
+    /// record is authorized for that principal from now on, as a single node does (its
+    /// will is checked for the principal after any re-authentication).
+    pub fn reauthenticated(
+        &self,
+        session: &Arc<Session>,
+        authz: Option<&Arc<crate::authz::Authorizer>>,
+        principal: Option<&crate::auth::Principal>,
+    ) {
+        let fresh = self.will_authz(authz, principal, &session.client_id);
+        {
+            let mut held = self.held.lock();
+            let Some((_, h)) = Self::held_for(&mut held, session) else {
+                return;
+            };
+            let Some(will) = h.will.as_mut() else {
+                return;
+            };
+            match fresh {
+                Some(a) if will.authz.as_ref() == Some(&a) => return,
+                Some(a) => will.authz = Some(a),
+                None => h.will = None,
+            }
+        }
+        self.changed(session);
+    }
+
+    /// The will of a record, ready for [`Broker::publish_will`], which checks it against
+    /// the policy of its owner's port as in force on this node now, for the principal
+    /// its owner verified. `None` (logged) when it cannot be authorized here: a record
+    /// without that information, or a policy this node does not have (fails closed).
+    fn will_message(&self, stored: &StoredWill) -> Option<crate::registry::WillMessage> {
+        let will = stored.will()?;
+        let authority = match &stored.authz {
+            Some(WillAuthz::Open) => None,
+            Some(WillAuthz::Policy {
+                policy,
+                client_id,
+                username,
+                attributes,
+            }) => {
+                let Some(authz) = self.authorizers.get().and_then(|a| a.get(policy)) else {
+                    tracing::warn!(
+                        target: "authz",
+                        client_id = client_id.as_str(),
+                        policy = policy.as_str(),
+                        "the will of a session whose node no longer answers names a policy this node does not have: the will is not published"
+                    );
+                    return None;
+                };
+                Some(crate::registry::WillAuthority {
+                    authz: authz.clone(),
+                    principal: Some(crate::auth::Principal {
+                        username: username.clone(),
+                        client_id: client_id.clone(),
+                        attributes: attributes.clone(),
+                        expiry: None,
+                        method: "cluster record",
+                        registry: None,
+                    }),
+                    client_id: client_id.as_str().into(),
+                })
+            }
+            None => {
+                tracing::warn!(
+                    target: "authz",
+                    "the will of a session whose node no longer answers carries no authorization (written by an earlier version): the will is not published"
+                );
+                return None;
+            }
+        };
+        Some(crate::registry::WillMessage { will, authority })
     }
 }
 
@@ -1272,7 +1453,7 @@ mod tests {
                 user_properties: vec![("k".into(), "v".into())],
             },
         };
-        let stored = StoredWill::of(&will);
+        let stored = StoredWill::of(&will, WillAuthz::Open);
         assert_eq!(stored.will(), Some(will.clone()));
         let r = Record {
             owner: "n1/abc".into(),
@@ -1293,7 +1474,7 @@ mod tests {
             ..will
         };
         let r = Record {
-            will: Some(Box::new(StoredWill::of(&big))),
+            will: Some(Box::new(StoredWill::of(&big, WillAuthz::Open))),
             ..r
         };
         let kept = bounded(r, 1 << 20);

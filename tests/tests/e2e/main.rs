@@ -32,6 +32,7 @@ mod cluster_statestore_async;
 mod cluster_statestore_quota;
 mod cluster_statestore_sdk;
 mod cluster_wills;
+mod cluster_wills_authz;
 mod config_errors;
 mod conn_buffers;
 mod custom_auth;

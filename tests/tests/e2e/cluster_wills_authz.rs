@@ -1,0 +1,325 @@
+//! Cluster mode (issue 15): the wills a surviving node publishes for the clients of a
+//! node that died (`kill -9`) follow the single-node rules.
+//!
+//! - Authorization (security.md invariant 4, behaviour.md §4): a will is published only
+//!   if the policy in force when it is published lets its client publish on its topic.
+//!   The attack: a client whose will topic is allowed at CONNECT; the shared policy is
+//!   then changed to forbid it; its node dies. The node that publishes the will must
+//!   check it against the new policy, for the principal the owner verified (here its
+//!   user attributes, which the topic filter substitutes), and not publish it.
+//! - A will waiting out its delay when its node dies (its client has gone: here sent
+//!   away 0x98 by the policy reload) is kept in the session's record and published by
+//!   the surviving node at its due time, once; a resume cancels it.
+//!
+//! Two in-process Gatehouse nodes and one `gatehouse` process on a real three-server NATS
+//! cluster; Password authentication; raw MQTT clients.
+
+use std::time::Duration;
+
+use gatehouse_protocol::{Packet, Subscribe};
+use gatehouse_tests::broker::{free_port, run_gatehouse, BrokerProcess, TestBroker};
+use gatehouse_tests::mosquitto::publish;
+use gatehouse_tests::nats::NatsCluster;
+use gatehouse_tests::raw::{frame, mqtt_str, opts, pid, Props, RawClient};
+use tokio::time::Instant;
+
+/// The policy at CONNECT: a client of zone `a` may publish anywhere under `will/a/`.
+const BEFORE: &str = "will/{principal.attributes.zone}/#";
+/// The policy reloaded before the node dies: only `will/a/kept`.
+const AFTER: &str = "will/{principal.attributes.zone}/kept";
+
+type Got = Vec<(String, Vec<u8>, Instant)>;
+
+/// A v5 CONNECT with user name and password, keep alive 0, and optionally a will
+/// (topic, payload, Will Delay).
+fn connect(
+    id: &str,
+    user: &str,
+    password: &str,
+    clean_start: bool,
+    expiry: u32,
+    will: Option<(&str, &[u8], u32)>,
+) -> Vec<u8> {
+    let mut body = Vec::new();
+    mqtt_str(&mut body, b"MQTT");
+    body.push(5);
+    let mut flags = 0x80 | 0x40 | (u8::from(clean_start) << 1);
+    if will.is_some() {
+        flags |= 0x04;
+    }
+    body.push(flags);
+    body.extend(0u16.to_be_bytes());
+    let mut props = Props::new();
+    if expiry > 0 {
+        props = props.u32(0x11, expiry);
+    }
+    props.encode(&mut body);
+    mqtt_str(&mut body, id.as_bytes());
+    if let Some((topic, payload, delay)) = will {
+        let mut wp = Props::new();
+        if delay > 0 {
+            wp = wp.u32(0x18, delay);
+        }
+        wp.encode(&mut body);
+        mqtt_str(&mut body, topic.as_bytes());
+        mqtt_str(&mut body, payload);
+    }
+    mqtt_str(&mut body, user.as_bytes());
+    mqtt_str(&mut body, password.as_bytes());
+    frame(0x10, &body)
+}
+
+/// A client of user `sensor` (attribute zone=a) with a will on `will/a/<name>`.
+async fn sensor(addr: std::net::SocketAddr, name: &str, expiry: u32, delay: u32) -> RawClient {
+    let mut c = RawClient::connect(addr).await;
+    let topic = format!("will/a/{name}");
+    c.send(&connect(
+        &format!("sensor-{name}"),
+        "sensor",
+        "s",
+        true,
+        expiry,
+        Some((&topic, name.as_bytes(), delay)),
+    ))
+    .await;
+    c.expect_connack_ok().await;
+    c
+}
+
+/// A subscriber to `will/#` (user `watcher`) on `addr`.
+async fn watcher(addr: std::net::SocketAddr, id: &str) -> RawClient {
+    let mut c = RawClient::connect(addr).await;
+    c.send(&connect(id, "watcher", "w", true, 0, None)).await;
+    c.expect_connack_ok().await;
+    // The SUBACK follows the record's write; the probe shows the subscription works.
+    c.send_packet(&Packet::Subscribe(Subscribe {
+        packet_id: pid(1),
+        subscription_identifier: None,
+        user_properties: Vec::new(),
+        filters: vec![("will/#".to_owned(), opts(0))],
+    }))
+    .await;
+    c
+}
+
+async fn receive_for(c: &mut RawClient, within: Duration, got: &mut Got) {
+    let until = Instant::now() + within;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        if let Some(Packet::Publish(p)) = c.recv(left).await {
+            got.push((p.topic, p.payload.to_vec(), Instant::now()));
+        }
+    }
+}
+
+fn count(got: &Got, topic: &str) -> usize {
+    got.iter().filter(|(t, _, _)| t == topic).count()
+}
+
+/// Three nodes (1 and 2 in-process, 3 a process) sharing one password file and policy.
+struct Nodes {
+    nats: NatsCluster,
+    node1: TestBroker,
+    node2: TestBroker,
+    node3: BrokerProcess,
+    node3_port: u16,
+    passwords: String,
+}
+
+impl Nodes {
+    async fn start(test: &str) -> Option<Nodes> {
+        let nats = NatsCluster::start_or_skip(test).await?;
+        let passwords = nats.dir.path().join("passwd");
+        let passwords = passwords.to_str().expect("UTF-8 path").to_owned();
+        for (i, (user, pw)) in [("sensor", "s"), ("watcher", "w")].iter().enumerate() {
+            let mut args = vec!["passwd"];
+            if i == 0 {
+                args.push("-c");
+            }
+            args.extend(["-b", &passwords, user, pw]);
+            let out = run_gatehouse(&args).await;
+            assert!(out.status.success(), "gatehouse {args:?}");
+        }
+        let node3_port = free_port();
+        Some(Nodes {
+            node1: TestBroker::start(&Self::yaml(&nats, &passwords, 1, 0, BEFORE)).await,
+            node2: TestBroker::start(&Self::yaml(&nats, &passwords, 2, 0, BEFORE)).await,
+            node3: {
+                let config = nats.dir.write(
+                    "node3.yaml",
+                    &Self::yaml(&nats, &passwords, 3, node3_port, BEFORE),
+                );
+                BrokerProcess::start(&config, node3_port).await
+            },
+            nats,
+            node3_port,
+            passwords,
+        })
+    }
+
+    fn yaml(nats: &NatsCluster, passwords: &str, n: usize, port: u16, sensor: &str) -> String {
+        format!(
+            "listeners:
+  - name: e2e
+    bindAddress: 127.0.0.1
+    ports:
+      - port: {port}
+        protocol: Mqtt
+        authenticationRef: users
+        authorizationRef: policy
+authentications:
+  - name: users
+    authenticationMethods:
+      - method: Password
+        passwordSettings:
+          passwordFile: {passwords}
+          userAttributes:
+            sensor: {{ zone: \"a\" }}
+authorizations:
+  - name: policy
+    authorizationPolicies:
+      rules:
+        - principals: {{ usernames: [watcher] }}
+          brokerResources:
+            - method: Connect
+            - method: Subscribe
+              topics: [\"will/#\"]
+            - method: Publish
+              topics: [\"will/probe\"]
+        - principals:
+            attributes: [ {{ zone: \"a\" }} ]
+          brokerResources:
+            - method: Connect
+            - method: Publish
+              topics: [\"{sensor}\"]
+cluster:
+  nodeName: node{n}
+  nats:
+    servers: [\"{}\"]
+    replicas: 3
+",
+            nats.urls()[n - 1]
+        )
+    }
+
+    /// Hot reload of the policy that allows only `will/a/kept` on the in-process nodes.
+    fn reload_in_process(&self) {
+        for (n, node) in [(1, &self.node1), (2, &self.node2)] {
+            let yaml = Self::yaml(&self.nats, &self.passwords, n, 0, AFTER);
+            let loaded = gatehouse_config::load_str(&yaml, "e2e-test.yaml").expect("valid YAML");
+            let done = node
+                .server
+                .reloader()
+                .apply(loaded.config)
+                .expect("the new policy applies");
+            assert_eq!(done.policies, vec!["policy".to_owned()], "node {n}");
+        }
+    }
+
+    /// The same change in node 3's file (the process reloads it within a second).
+    fn rewrite_node3(&self) {
+        self.nats.dir.write(
+            "node3.yaml",
+            &Self::yaml(&self.nats, &self.passwords, 3, self.node3_port, AFTER),
+        );
+    }
+
+    /// Watchers on nodes 1 and 2 whose subscriptions have reached each other's node.
+    async fn watchers(&self) -> (RawClient, RawClient) {
+        let mut s1 = watcher(self.node1.mqtt_addr(), "watch-1").await;
+        let mut s2 = watcher(self.node2.mqtt_addr(), "watch-2").await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (mut seen1, mut seen2) = (Vec::new(), Vec::new());
+        while count(&seen1, "will/probe") == 0 || count(&seen2, "will/probe") == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the subscriptions did not reach the other node"
+            );
+            for addr in [self.node1.mqtt_addr(), self.node2.mqtt_addr()] {
+                publish(
+                    addr,
+                    &["-u", "watcher", "-P", "w", "-t", "will/probe", "-m", "p"],
+                )
+                .await;
+            }
+            receive_for(&mut s1, Duration::from_millis(300), &mut seen1).await;
+            receive_for(&mut s2, Duration::from_millis(300), &mut seen2).await;
+        }
+        (s1, s2)
+    }
+
+    async fn kill_node3(&mut self) -> Instant {
+        self.node3.signal("KILL");
+        self.node3.exit_within(Duration::from_secs(10)).await;
+        Instant::now()
+    }
+}
+
+/// Receive on both watchers until each has every topic of `wanted` (panics after
+/// `within`), then `settle` longer for copies that should not come.
+async fn collect(
+    watchers: &mut (RawClient, RawClient),
+    wanted: &[&str],
+    within: Duration,
+    settle: Duration,
+) -> (Got, Got) {
+    let (mut got1, mut got2) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + within;
+    while [&got1, &got2]
+        .iter()
+        .any(|g| wanted.iter().any(|t| count(g, t) == 0))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the wills {wanted:?} did not arrive within {within:?}: node 1 got {:?}, node 2 got {:?}",
+            got1.iter().map(|g: &(String, Vec<u8>, Instant)| &g.0).collect::<Vec<_>>(),
+            got2.iter().map(|g: &(String, Vec<u8>, Instant)| &g.0).collect::<Vec<_>>()
+        );
+        receive_for(&mut watchers.0, Duration::from_millis(200), &mut got1).await;
+        receive_for(&mut watchers.1, Duration::from_millis(200), &mut got2).await;
+    }
+    receive_for(&mut watchers.0, settle, &mut got1).await;
+    receive_for(&mut watchers.1, settle, &mut got2).await;
+    (got1, got2)
+}
+
+/// The attack: two connected clients of node 3 whose will topics the policy allows at
+/// CONNECT; the policy is changed to allow only one of them, and node 3 is killed before
+/// it applies the change itself. The surviving node that publishes the wills checks them
+/// against the policy in force on it now, for the principal node 3 verified: the kept
+/// will arrives once on both nodes (its topic is allowed through the user's attribute,
+/// so the attributes came along), the revoked one never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_nodes_will_is_authorized_against_the_policy_in_force_when_published() {
+    let Some(mut nodes) = Nodes::start("cluster_wills_authz").await else {
+        return;
+    };
+    let revoked = sensor(nodes.node3.addr(), "revoked", 0, 0).await;
+    let kept = sensor(nodes.node3.addr(), "kept", 0, 0).await;
+    // The policy file changes; nodes 1 and 2 apply it, node 3 dies before it does (its
+    // file is rewritten after the kill: a dead process reads nothing).
+    nodes.reload_in_process();
+    let killed = nodes.kill_node3().await;
+    nodes.rewrite_node3();
+    drop((revoked, kept));
+    let mut watchers = nodes.watchers().await;
+    // Found gone after three sweeps (about 15 s).
+    let (got1, got2) = collect(
+        &mut watchers,
+        &["will/a/kept"],
+        Duration::from_secs(45).saturating_sub(killed.elapsed()),
+        Duration::from_secs(3),
+    )
+    .await;
+    for (node, got) in [(1, &got1), (2, &got2)] {
+        assert_eq!(count(got, "will/a/kept"), 1, "node {node}: {got:?}");
+        assert_eq!(
+            count(got, "will/a/revoked"),
+            0,
+            "node {node}: a will the policy in force forbids is not published: {got:?}"
+        );
+    }
+}
