@@ -40,11 +40,14 @@
 //!   their expiry runs (a node only cut off from NATS then sees them taken over).
 //! - **Wills of a dead owner**: a connected session's record holds its client's will
 //!   (when its topic was authorized at CONNECT) with its port's policy name and the
-//!   verified principal (the owner drops it from the record once its client is gone
-//!   and it handles the will itself). Whoever publishes it checks it against the policy
-//!   in force then, as a single node does. The node whose rewrite of a dead owner's record
+//!   verified principal; once its client is gone the owner handles the will itself, and
+//!   the record keeps a will waiting out its delay (with its due time) until the owner
+//!   publishes it (rewriting the record first) or a resume cancels it. Whoever publishes
+//!   it checks it against the policy in force then, as a single node does. The node whose rewrite of a dead owner's record
 //!   wins its compare-and-set publishes that will, once cluster-wide, after its delay
-//!   counted from then (`OrphanWill`); a resume meanwhile cancels it.
+//!   counted from then, or at its due time for a client that had gone (`OrphanWill`); a
+//!   resume meanwhile cancels it. The sweep's delete of an expired record that still
+//!   holds a will publishes it.
 //!
 //! Keys: base64url of the client id (KV keys allow only `[-/_=.A-Za-z0-9]`; base64url
 //! is one spelling per id, so no two ids share a key and none reaches another's key);
@@ -122,9 +125,10 @@ struct Record {
     username: Option<String>,
     #[serde(default)]
     subscriptions: Vec<StoredSubscription>,
-    /// The will of the connected client (authorized at its CONNECT on the owner, and
-    /// again by whoever publishes it: `StoredWill::authz`); only while `online` (the owner handles the will itself once its client is gone). When
-    /// the owner dies, the node that rewrites the record offline publishes it.
+    /// The client's will (authorized at its CONNECT on the owner, and again by whoever
+    /// publishes it: `StoredWill::authz`): while `online`, and once its client has gone
+    /// while it waits out its delay on the owner (`StoredWill::due_ms`). When the owner
+    /// dies, the node that rewrites the record unowned publishes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     will: Option<Box<StoredWill>>,
 }
@@ -369,8 +373,13 @@ struct Held {
     method: Option<String>,
     username: Option<String>,
     generation: u64,
-    /// The connected client's will (written while it is online).
+    /// The client's will: written while it is online, and once it has gone while the
+    /// will waits out its delay here (`pending_will`), with when it falls due.
     will: Option<Box<StoredWill>>,
+    /// When the will waiting out its delay falls due (set when the client goes).
+    will_due_ms: Option<u64>,
+    /// When the client went (set by the first offline write, kept by later ones).
+    offline_since_ms: Option<u64>,
     state: HeldState,
 }
 
@@ -645,6 +654,8 @@ impl ClusterSessions {
                             username: record.username.clone(),
                             generation: record.generation,
                             will: record.will.clone(),
+                            will_due_ms: None,
+                            offline_since_ms: None,
                             state,
                         },
                     );
@@ -812,12 +823,18 @@ impl ClusterSessions {
                 generation: h.generation,
                 online,
                 expiry: if online { h.expiry } else { st.expiry_interval },
-                offline_since_ms: if online { 0 } else { now_ms() },
+                // Wills: stays when the client went (a rewrite when the will is
+                // published must not move the session's expiry).
+                offline_since_ms: if online {
+                    0
+                } else {
+                    *h.offline_since_ms.get_or_insert_with(now_ms)
+                },
                 resumed: false,
                 method: h.method.clone(),
                 username: h.username.clone(),
                 subscriptions: stored_subscriptions(st.subscriptions.iter()),
-                will: if online { h.will.clone() } else { None },
+                will: Self::will_to_write(h, online, &st, generation),
             }
         };
         let record = bounded(record, self.client.max_payload());
@@ -859,10 +876,11 @@ impl ClusterSessions {
         }
         {
             let mut online = self.online_elsewhere.lock();
-            match record
-                .as_ref()
-                .filter(|r| r.online && r.owner != self.origin)
-            {
+            // Also offline records holding a will that waits out its delay on its owner:
+            // if the owner dies, another node publishes it.
+            match record.as_ref().filter(|r| {
+                (r.online || r.will.is_some()) && r.owner != self.origin && !r.owner.is_empty()
+            }) {
                 Some(r) => online.insert(entry.key.clone(), (entry.revision, r.owner.clone())),
                 None => online.remove(&entry.key),
             };
@@ -1021,15 +1039,25 @@ impl ClusterSessions {
                 let Ok((current, Some(record))) = self.last(&subject).await else {
                     continue;
                 };
-                if current != revision || &record.owner != owner || !record.online {
+                if current != revision
+                    || &record.owner != owner
+                    || !(record.online || record.will.is_some())
+                {
                     continue;
                 }
                 let will = record.will.clone();
                 let expiry = record.expiry;
+                // A session whose client had gone stays offline since then (its expiry
+                // and its will's due time run on); a connected one goes offline now.
+                let offline_since_ms = if record.online {
+                    now_ms()
+                } else {
+                    record.offline_since_ms
+                };
                 let orphaned = Record {
                     owner: String::new(),
                     online: false,
-                    offline_since_ms: now_ms(),
+                    offline_since_ms,
                     resumed: false,
                     will: None,
                     ..record
@@ -1057,7 +1085,15 @@ impl ClusterSessions {
                         "a session of a node that no longer answers is offline now (its expiry runs)"
                     );
                     if let Some(will) = will {
-                        self.arm_orphan_will(&key, revision, will.delay, expiry);
+                        let wait = if will.due_ms > 0 {
+                            // Waiting out its delay on the owner: due when it was.
+                            Duration::from_millis(will.due_ms.saturating_sub(now_ms()))
+                        } else if will.delay == 0 || expiry == 0 {
+                            Duration::ZERO
+                        } else {
+                            Duration::from_secs(u64::from(will.delay.min(expiry)))
+                        };
+                        self.arm_orphan_will(&key, revision, wait);
                     }
                 } else if will.is_some() {
                     // Another node's write won (or no verdict): that node decides.
@@ -1073,14 +1109,14 @@ impl ClusterSessions {
 
 impl ClusterSessions {
     /// This node orphaned the session of `key` (its compare-and-set on `after` won, so no
-    /// other node did): publish its will after its delay, counted from now, as a single
-    /// node does when its client goes (at once without a delay or without an expiry).
-    fn arm_orphan_will(self: &Arc<Self>, key: &str, after: u64, delay: u32, expiry: u32) {
-        if delay == 0 || expiry == 0 {
+    /// other node did): publish its will after `wait`: its delay counted from now for a
+    /// connected client, as a single node does when its client goes (at once without a
+    /// delay or without an expiry), or what is left of it for a client that had gone.
+    fn arm_orphan_will(self: &Arc<Self>, key: &str, after: u64, wait: Duration) {
+        if wait.is_zero() {
             self.publish_orphan_will(key, after);
             return;
         }
-        let wait = Duration::from_secs(u64::from(delay.min(expiry)));
         let key = key.to_owned();
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -1103,6 +1139,17 @@ impl ClusterSessions {
         };
         if let Some(will) = will {
             self.publish_recorded_will(&will.will);
+        }
+    }
+
+    /// The will an expired record at `revision` still holds: its owner died before it
+    /// published it (and before it was found gone): the node whose delete of the record
+    /// commits publishes it ("or the session ends", §3.1.3.2.2).
+    async fn will_of_expired(&self, key: &str, revision: u64) -> Option<Box<StoredWill>> {
+        let subject = format!("{}{key}", self.kv.prefix);
+        match self.last(&subject).await {
+            Ok((current, Some(record))) if current == revision => record.will,
+            _ => None,
         }
     }
 
@@ -1146,6 +1193,36 @@ impl ClusterSessions {
             }
             _ => self.publish_orphan_will(key, after),
         }
+    }
+}
+
+// --- The will in the record of a session this node holds ---
+
+impl ClusterSessions {
+    /// The will the record of `h` holds: the connected client's; once it has gone, the
+    /// will still waiting out its delay here (the session's `pending_will` of this
+    /// attachment), with when it falls due, so that another node publishes it then if
+    /// this one dies meanwhile; none once it is published, cancelled or discarded.
+    fn will_to_write(
+        h: &mut Held,
+        online: bool,
+        st: &crate::session::SessionState,
+        generation: u64,
+    ) -> Option<Box<StoredWill>> {
+        if online {
+            h.will_due_ms = None;
+            return h.will.clone();
+        }
+        let pending = st
+            .pending_will
+            .as_ref()
+            .is_some_and(|p| p.generation == generation);
+        let mut will = h.will.clone().filter(|_| pending)?;
+        let wait = u64::from(will.delay.min(st.expiry_interval)) * 1000;
+        let since = *h.offline_since_ms.get_or_insert_with(now_ms);
+        let due = *h.will_due_ms.get_or_insert(since + wait);
+        will.due_ms = due.max(1);
+        Some(will)
     }
 }
 
@@ -1333,6 +1410,7 @@ async fn sweep(sessions: Weak<ClusterSessions>) {
             .map(|(k, (rev, _))| (k.clone(), *rev))
             .collect();
         for (key, revision) in due {
+            let will = s.will_of_expired(&key, revision).await;
             match tokio::time::timeout(
                 CLAIM_TIMEOUT,
                 s.kv.delete_expect_revision(&key, Some(revision)),
@@ -1340,7 +1418,10 @@ async fn sweep(sessions: Weak<ClusterSessions>) {
             .await
             {
                 Ok(Ok(())) => {
-                    tracing::debug!(target: "cluster", "an expired session's record deleted from {BUCKET}")
+                    tracing::debug!(target: "cluster", "an expired session's record deleted from {BUCKET}");
+                    if let Some(will) = will {
+                        s.publish_recorded_will(&will);
+                    }
                 }
                 _ => {
                     // Another node deleted it, or it was resumed: the watch updates `offline`.
@@ -1455,6 +1536,26 @@ mod tests {
         };
         let stored = StoredWill::of(&will, WillAuthz::Open);
         assert_eq!(stored.will(), Some(will.clone()));
+        // What authorization needs (never a credential) and the due time round-trip.
+        let mut pending = StoredWill::of(
+            &will,
+            WillAuthz::Policy {
+                policy: "p".into(),
+                client_id: "c".into(),
+                username: Some("u".into()),
+                attributes: [("zone".to_owned(), "a".to_owned())].into(),
+            },
+        );
+        pending.due_ms = 42;
+        let json = serde_json::to_string(&pending).unwrap_or_default();
+        assert!(json.contains(r#""authz":{"kind":"policy","policy":"p","clientId":"c""#));
+        assert_eq!(
+            serde_json::from_str::<StoredWill>(&json).ok(),
+            Some(pending)
+        );
+        // A will of an earlier version's record carries no authorization.
+        let old = json.replace(r#""authz":{"kind":"policy","policy":"p","clientId":"c","username":"u","attributes":{"zone":"a"}},"#, "");
+        assert!(serde_json::from_str::<StoredWill>(&old).is_ok_and(|w| w.authz.is_none()));
         let r = Record {
             owner: "n1/abc".into(),
             generation: 1,

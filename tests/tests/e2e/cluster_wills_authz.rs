@@ -25,8 +25,8 @@ use tokio::time::Instant;
 
 /// The policy at CONNECT: a client of zone `a` may publish anywhere under `will/a/`.
 const BEFORE: &str = "will/{principal.attributes.zone}/#";
-/// The policy reloaded before the node dies: only `will/a/kept`.
-const AFTER: &str = "will/{principal.attributes.zone}/kept";
+/// The policy reloaded before the node dies: only under `will/a/kept/`.
+const AFTER: &str = "will/{principal.attributes.zone}/kept/#";
 
 type Got = Vec<(String, Vec<u8>, Instant)>;
 
@@ -69,17 +69,23 @@ fn connect(
     frame(0x10, &body)
 }
 
-/// A client of user `sensor` (attribute zone=a) with a will on `will/a/<name>`.
-async fn sensor(addr: std::net::SocketAddr, name: &str, expiry: u32, delay: u32) -> RawClient {
+/// A client `sensor-<name>` of user `sensor` (attribute zone=a) with a will on `topic`
+/// (payload: the name).
+async fn sensor(
+    addr: std::net::SocketAddr,
+    name: &str,
+    topic: &str,
+    expiry: u32,
+    delay: u32,
+) -> RawClient {
     let mut c = RawClient::connect(addr).await;
-    let topic = format!("will/a/{name}");
     c.send(&connect(
         &format!("sensor-{name}"),
         "sensor",
         "s",
         true,
         expiry,
-        Some((&topic, name.as_bytes(), delay)),
+        Some((topic, name.as_bytes(), delay)),
     ))
     .await;
     c.expect_connack_ok().await;
@@ -195,6 +201,7 @@ authorizations:
             - method: Connect
             - method: Publish
               topics: [\"{sensor}\"]
+diagnostics: {{ metrics: {{ prometheusPort: 0 }} }}
 cluster:
   nodeName: node{n}
   nats:
@@ -205,7 +212,7 @@ cluster:
         )
     }
 
-    /// Hot reload of the policy that allows only `will/a/kept` on the in-process nodes.
+    /// Hot reload of the policy that allows only `will/a/kept/#` on the in-process nodes.
     fn reload_in_process(&self) {
         for (n, node) in [(1, &self.node1), (2, &self.node2)] {
             let yaml = Self::yaml(&self.nats, &self.passwords, n, 0, AFTER);
@@ -297,8 +304,8 @@ async fn a_dead_nodes_will_is_authorized_against_the_policy_in_force_when_publis
     let Some(mut nodes) = Nodes::start("cluster_wills_authz").await else {
         return;
     };
-    let revoked = sensor(nodes.node3.addr(), "revoked", 0, 0).await;
-    let kept = sensor(nodes.node3.addr(), "kept", 0, 0).await;
+    let revoked = sensor(nodes.node3.addr(), "revoked", "will/a/revoked", 0, 0).await;
+    let kept = sensor(nodes.node3.addr(), "kept", "will/a/kept/now", 0, 0).await;
     // The policy file changes; nodes 1 and 2 apply it, node 3 dies before it does (its
     // file is rewritten after the kill: a dead process reads nothing).
     nodes.reload_in_process();
@@ -309,17 +316,90 @@ async fn a_dead_nodes_will_is_authorized_against_the_policy_in_force_when_publis
     // Found gone after three sweeps (about 15 s).
     let (got1, got2) = collect(
         &mut watchers,
-        &["will/a/kept"],
+        &["will/a/kept/now"],
         Duration::from_secs(45).saturating_sub(killed.elapsed()),
         Duration::from_secs(3),
     )
     .await;
     for (node, got) in [(1, &got1), (2, &got2)] {
-        assert_eq!(count(got, "will/a/kept"), 1, "node {node}: {got:?}");
+        assert_eq!(count(got, "will/a/kept/now"), 1, "node {node}: {got:?}");
         assert_eq!(
             count(got, "will/a/revoked"),
             0,
             "node {node}: a will the policy in force forbids is not published: {got:?}"
         );
     }
+}
+
+/// Wills waiting out their delay when their node dies: the policy reload on every node
+/// sends node 3's clients away (0x98), so their wills wait out their delay there; node 3
+/// is killed during it. A surviving node publishes each will at its due time, once, if
+/// the policy in force allows it: the kept one (5 s, due before node 3 is found gone:
+/// published then), the late one (35 s: not before), never the revoked one, nor the one
+/// whose client resumed its session on node 1 meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_will_waiting_out_its_delay_on_a_node_that_dies_is_published_once_when_due() {
+    let Some(mut nodes) = Nodes::start("cluster_wills_delay").await else {
+        return;
+    };
+    let mut clients = Vec::new();
+    for (name, topic, delay) in [
+        ("revoked", "will/a/revoked", 5),
+        ("kept", "will/a/kept/now", 5),
+        ("late", "will/a/kept/late", 35),
+        ("resumed", "will/a/kept/resumed", 30),
+    ] {
+        clients.push(sensor(nodes.node3.addr(), name, topic, 300, delay).await);
+    }
+    nodes.rewrite_node3();
+    nodes.reload_in_process();
+    for c in &mut clients {
+        c.expect_disconnect_within(0x98, Duration::from_secs(10))
+            .await;
+    }
+    let gone = Instant::now();
+    // Node 3 writes its clients' records (offline, will pending) in the background.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let killed = nodes.kill_node3().await;
+    drop(clients);
+    // The fourth client comes back on node 1 and resumes its session: its will is
+    // cancelled (§3.1.3.2.2), whichever node would have published it.
+    let mut back = RawClient::connect(nodes.node1.mqtt_addr()).await;
+    back.send(&connect("sensor-resumed", "sensor", "s", false, 300, None))
+        .await;
+    let ack = back.expect_connack_ok().await;
+    assert!(ack.session_present, "the session outlives its node");
+    let mut watchers = nodes.watchers().await;
+    let (got1, got2) = collect(
+        &mut watchers,
+        &["will/a/kept/now", "will/a/kept/late"],
+        Duration::from_secs(70).saturating_sub(killed.elapsed()),
+        Duration::from_secs(3),
+    )
+    .await;
+    for (node, got) in [(1, &got1), (2, &got2)] {
+        assert_eq!(count(got, "will/a/kept/now"), 1, "node {node}: {got:?}");
+        assert_eq!(count(got, "will/a/kept/late"), 1, "node {node}: {got:?}");
+        assert_eq!(
+            count(got, "will/a/revoked"),
+            0,
+            "node {node}: a will the policy in force forbids is not published: {got:?}"
+        );
+        assert_eq!(
+            count(got, "will/a/kept/resumed"),
+            0,
+            "node {node}: resuming the session cancels its will: {got:?}"
+        );
+        let late = got
+            .iter()
+            .find(|g| g.0 == "will/a/kept/late")
+            .map(|g| g.2)
+            .expect("received");
+        assert!(
+            late.duration_since(gone) >= Duration::from_secs(33),
+            "node {node}: the late will came {:?} after its client went, before its 35 s delay",
+            late.duration_since(gone)
+        );
+    }
+    drop(back);
 }
