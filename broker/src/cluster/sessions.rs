@@ -596,6 +596,8 @@ impl ClusterSessions {
         let (method, username) = identity(owner);
         let mut pause = Duration::from_millis(5);
         let mut flushed = false;
+        // Wills: the owner that did not answer the flush request (dead, or cut off).
+        let mut gone_owner: Option<String> = None;
         loop {
             let (revision, current) = match self.last(&subject).await {
                 Ok(found) => found,
@@ -616,7 +618,11 @@ impl ClusterSessions {
                 // then read again. A dead owner has no subscriber: no responders at once.
                 flushed = true;
                 let asked = self.client.request(flush_subject(&r.owner), Bytes::new());
-                let _ = tokio::time::timeout(FLUSH_WAIT, asked).await;
+                if let Ok(Err(e)) = tokio::time::timeout(FLUSH_WAIT, asked).await {
+                    if e.kind() == async_nats::client::RequestErrorKind::NoResponders {
+                        gone_owner = Some(r.owner.clone());
+                    }
+                }
                 continue;
             }
             let resumable = alive.filter(|r| !clean_start && r.same_identity(owner));
@@ -660,6 +666,12 @@ impl ClusterSessions {
                         },
                     );
                     drop(held);
+                    if let Some(old) = current
+                        .as_ref()
+                        .filter(|r| gone_owner.as_deref() == Some(r.owner.as_str()))
+                    {
+                        self.will_of_gone_owner(old, resumable.is_some());
+                    }
                     let moved = resumable
                         .filter(|r| r.owner != self.origin)
                         .map(Record::subscriptions);
@@ -1139,6 +1151,24 @@ impl ClusterSessions {
         };
         if let Some(will) = will {
             self.publish_recorded_will(&will.will);
+        }
+    }
+
+    /// This node's claim replaced the record of an owner that no longer answers (so it
+    /// cannot handle its client's will, and no other node will: the compare-and-set
+    /// on that record succeeded here). Its will follows the single-node rules of a
+    /// takeover: a connected client's will without a delay (or of a session with expiry
+    /// 0) is published, as the old connection's end would; a will with a delay, or one
+    /// already waiting it out, is cancelled by a resume and published when the session
+    /// ends instead (clean start, another identity); one already due is published.
+    fn will_of_gone_owner(&self, old: &Record, resumed: bool) {
+        let Some(will) = &old.will else {
+            return;
+        };
+        let due = will.due_ms > 0 && will.due_ms <= now_ms();
+        let immediate = old.online && (will.delay == 0 || old.expiry == 0);
+        if !resumed || immediate || due {
+            self.publish_recorded_will(will);
         }
     }
 

@@ -7,6 +7,8 @@
 //!   then changed to forbid it; its node dies. The node that publishes the will must
 //!   check it against the new policy, for the principal the owner verified (here its
 //!   user attributes, which the topic filter substitutes), and not publish it.
+//! - A CONNECT on another node that takes over a dead node's session before the node is
+//!   found gone handles the old will as a single-node takeover does.
 //! - A will waiting out its delay when its node dies (its client has gone: here sent
 //!   away 0x98 by the policy reload) is kept in the session's record and published by
 //!   the surviving node at its due time, once; a resume cancels it.
@@ -399,6 +401,65 @@ async fn a_will_waiting_out_its_delay_on_a_node_that_dies_is_published_once_when
             late.duration_since(gone) >= Duration::from_secs(33),
             "node {node}: the late will came {:?} after its client went, before its 35 s delay",
             late.duration_since(gone)
+        );
+    }
+    drop(back);
+}
+
+/// Clients of a node that dies reconnect elsewhere before it is found gone (the usual
+/// case: clients retry within seconds, the other nodes take 15 s to declare a node
+/// dead). The CONNECT that takes such a session over handles the old will as a takeover
+/// does on one node: a will without a delay is published (resumed or not), a delayed
+/// one is published when the CONNECT starts clean and cancelled when it resumes; each
+/// once, and not again when the other nodes would have found the node gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_connect_taking_over_a_dead_nodes_session_handles_its_will_once() {
+    let Some(mut nodes) = Nodes::start("cluster_wills_takeover").await else {
+        return;
+    };
+    let mut watchers = nodes.watchers().await;
+    let mut clients = Vec::new();
+    for (name, delay) in [("quick", 0), ("fresh", 30), ("patient", 30)] {
+        let topic = format!("will/a/kept/{name}");
+        clients.push(sensor(nodes.node3.addr(), name, &topic, 300, delay).await);
+    }
+    let killed = nodes.kill_node3().await;
+    drop(clients);
+    let mut back = Vec::new();
+    for (name, clean, addr) in [
+        ("quick", false, nodes.node1.mqtt_addr()),
+        ("fresh", true, nodes.node2.mqtt_addr()),
+        ("patient", false, nodes.node1.mqtt_addr()),
+    ] {
+        let mut c = RawClient::connect(addr).await;
+        c.send(&connect(
+            &format!("sensor-{name}"),
+            "sensor",
+            "s",
+            clean,
+            300,
+            None,
+        ))
+        .await;
+        let ack = c.expect_connack_ok().await;
+        assert_eq!(ack.session_present, !clean, "{name}");
+        back.push(c);
+    }
+    // Past the time the other nodes find node 3 gone (about 15 s): no second copy.
+    let (got1, got2) = collect(
+        &mut watchers,
+        &["will/a/kept/quick", "will/a/kept/fresh"],
+        Duration::from_secs(10),
+        Duration::from_secs(25).saturating_sub(killed.elapsed()),
+    )
+    .await;
+    for (node, got) in [(1, &got1), (2, &got2)] {
+        assert_eq!(count(got, "will/a/kept/quick"), 1, "node {node}: {got:?}");
+        assert_eq!(count(got, "will/a/kept/fresh"), 1, "node {node}: {got:?}");
+        assert_eq!(
+            count(got, "will/a/kept/patient"),
+            0,
+            "node {node}: resuming the session cancels its delayed will: {got:?}"
         );
     }
     drop(back);
