@@ -7,6 +7,8 @@
 //!   then changed to forbid it; its node dies. The node that publishes the will must
 //!   check it against the new policy, for the principal the owner verified (here its
 //!   user attributes, which the topic filter substitutes), and not publish it.
+//! - The same after a v5 re-authentication that changes the principal: the will is
+//!   checked for the principal after it.
 //! - A CONNECT on another node that takes over a dead node's session before the node is
 //!   found gone handles the old will as a single-node takeover does.
 //! - A will waiting out its delay when its node dies (its client has gone: here sent
@@ -14,7 +16,7 @@
 //!   the surviving node at its due time, once; a resume cancels it.
 //!
 //! Two in-process Gatehouse nodes and one `gatehouse` process on a real three-server NATS
-//! cluster; Password authentication; raw MQTT clients.
+//! cluster; Password (or Custom, for re-authentication) authentication; raw MQTT clients.
 
 use std::time::Duration;
 
@@ -463,4 +465,189 @@ async fn a_connect_taking_over_a_dead_nodes_session_handles_its_will_once() {
         );
     }
     drop(back);
+}
+
+/// A v5 CONNECT with enhanced authentication (method `token`, `data`) and a will
+/// (no delay, session expiry 0).
+fn token_connect(id: &str, data: &[u8], will: Option<&str>) -> Vec<u8> {
+    let mut body = Vec::new();
+    mqtt_str(&mut body, b"MQTT");
+    body.push(5);
+    body.push(0x02 | if will.is_some() { 0x04 } else { 0 });
+    body.extend(0u16.to_be_bytes());
+    Props::new()
+        .str(0x15, "token")
+        .bin(0x16, data)
+        .encode(&mut body);
+    mqtt_str(&mut body, id.as_bytes());
+    if let Some(topic) = will {
+        Props::new().encode(&mut body);
+        mqtt_str(&mut body, topic.as_bytes());
+        mqtt_str(&mut body, id.as_bytes());
+    }
+    frame(0x10, &body)
+}
+
+/// Security invariant 3 across nodes: a client re-authenticates (v5 AUTH) and its new
+/// principal (another attribute) may no longer publish on its will's topic; its node
+/// dies. A single node would check the will for the principal after the
+/// re-authentication; so must the node that publishes it: the record's copy of the
+/// principal follows the re-authentication. A client that did not re-authenticate has
+/// its will published (the control).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_nodes_will_is_authorized_for_the_principal_after_re_authentication() {
+    use gatehouse_protocol::ReasonCode;
+    use gatehouse_tests::https_stub::ScriptedServer;
+    use gatehouse_tests::tls::Pki;
+    let Some(nats) = NatsCluster::start_or_skip("cluster_wills_reauth").await else {
+        return;
+    };
+    let pki = Pki::new(
+        nats.dir.path(),
+        gatehouse_config::PrivateKeyAlgorithm::Ec256,
+    );
+    // Tokens name the attribute: zone a, zone b, or the watchers' role.
+    let server = ScriptedServer::start(&pki, None, |seen| {
+        let data = seen.body["enhancedAuthentication"]["data"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        // base64 of "zone-a" / "zone-b" / "watch"
+        let attributes = match data.as_str() {
+            "em9uZS1h" => r#"{"zone": "a"}"#,
+            "em9uZS1i" => r#"{"zone": "b"}"#,
+            "d2F0Y2g=" => r#"{"role": "watcher"}"#,
+            _ => return (403, r#"{"reason": 135}"#.into()),
+        };
+        (
+            200,
+            format!(r#"{{"expiry": "2099-01-01T00:00:00Z", "attributes": {attributes}}}"#),
+        )
+    })
+    .await;
+    let yaml = |n: usize, port: u16| {
+        format!(
+            "listeners:
+  - name: e2e
+    bindAddress: 127.0.0.1
+    ports:
+      - port: {port}
+        authenticationRef: users
+        authorizationRef: policy
+authentications:
+  - name: users
+    authenticationMethods:
+      - method: Custom
+        customSettings:
+          endpoint: \"{endpoint}\"
+          caCertConfigMap: auth-ca
+authorizations:
+  - name: policy
+    authorizationPolicies:
+      rules:
+        - principals: {{ attributes: [{{ role: watcher }}] }}
+          brokerResources:
+            - method: Connect
+            - method: Subscribe
+              topics: [\"will/#\"]
+            - method: Publish
+              topics: [\"will/probe\"]
+        - principals: {{ attributes: [{{ zone: a }}, {{ zone: b }}] }}
+          brokerResources:
+            - method: Connect
+            - method: Publish
+              topics: [\"will/{{principal.attributes.zone}}/#\"]
+configMaps:
+  auth-ca: {{ files: [{root}] }}
+diagnostics: {{ metrics: {{ prometheusPort: 0 }} }}
+cluster:
+  nodeName: node{n}
+  nats:
+    servers: [\"{url}\"]
+    replicas: 3
+",
+            endpoint = server.endpoint("/"),
+            root = pki.root_file().to_str().expect("UTF-8 path"),
+            url = nats.urls()[n - 1],
+        )
+    };
+    let node1 = TestBroker::start(&yaml(1, 0)).await;
+    let node2 = TestBroker::start(&yaml(2, 0)).await;
+    let port = free_port();
+    let config = nats.dir.write("node3.yaml", &yaml(3, port));
+    let mut node3 = BrokerProcess::start(&config, port).await;
+
+    let watch = |addr: std::net::SocketAddr, id: &'static str| async move {
+        let mut c = RawClient::connect(addr).await;
+        c.send(&token_connect(id, b"watch", None)).await;
+        c.expect_connack_ok().await;
+        c.send_packet(&Packet::Subscribe(Subscribe {
+            packet_id: pid(1),
+            subscription_identifier: None,
+            user_properties: Vec::new(),
+            filters: vec![("will/#".to_owned(), opts(0))],
+        }))
+        .await;
+        c
+    };
+    let mut watchers = (
+        watch(node1.mqtt_addr(), "watch-1").await,
+        watch(node2.mqtt_addr(), "watch-2").await,
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (mut seen1, mut seen2) = (Vec::new(), Vec::new());
+    while count(&seen1, "will/probe") == 0 || count(&seen2, "will/probe") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the subscriptions did not spread"
+        );
+        let mut probe = RawClient::connect(node3.addr()).await;
+        probe.send(&token_connect("probe", b"watch", None)).await;
+        probe.expect_connack_ok().await;
+        probe.publish("will/probe", b"p", 0, false, 0).await;
+        receive_for(&mut watchers.0, Duration::from_millis(300), &mut seen1).await;
+        receive_for(&mut watchers.1, Duration::from_millis(300), &mut seen2).await;
+    }
+
+    // Both connect in zone a with a will in zone a; one re-authenticates into zone b.
+    let mut moved = RawClient::connect(node3.addr()).await;
+    moved
+        .send(&token_connect("moved", b"zone-a", Some("will/a/moved")))
+        .await;
+    moved.expect_connack_ok().await;
+    let mut stayed = RawClient::connect(node3.addr()).await;
+    stayed
+        .send(&token_connect("stayed", b"zone-a", Some("will/a/stayed")))
+        .await;
+    stayed.expect_connack_ok().await;
+    let mut auth = vec![0x19];
+    Props::new()
+        .str(0x15, "token")
+        .bin(0x16, b"zone-b")
+        .encode(&mut auth);
+    moved.send(&frame(0xF0, &auth)).await;
+    match moved.expect_packet().await {
+        Packet::Auth(a) => assert_eq!(a.reason_code, ReasonCode::SUCCESS),
+        other => panic!("expected AUTH 0x00, got {other:?}"),
+    }
+    // The owner rewrites the record in the background.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    node3.signal("KILL");
+    node3.exit_within(Duration::from_secs(10)).await;
+    drop((moved, stayed));
+    let (got1, got2) = collect(
+        &mut watchers,
+        &["will/a/stayed"],
+        Duration::from_secs(45),
+        Duration::from_secs(3),
+    )
+    .await;
+    for (node, got) in [(1, &got1), (2, &got2)] {
+        assert_eq!(count(got, "will/a/stayed"), 1, "node {node}: {got:?}");
+        assert_eq!(
+            count(got, "will/a/moved"),
+            0,
+            "node {node}: the principal after re-authentication may not publish it: {got:?}"
+        );
+    }
 }
