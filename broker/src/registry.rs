@@ -378,6 +378,13 @@ impl Broker {
                             }
                         };
                         if let Some(p) = will {
+                            // Cluster mode: the session's record holds the pending will
+                            // (another node publishes it if this one dies first); it is
+                            // rewritten without it before the will goes out, so that it
+                            // is not published twice (at most 5 s; cluster/sessions.rs).
+                            if let Some(written) = broker.session_changed_durably(&s) {
+                                written.await;
+                            }
                             broker.publish_will(p.will, Some(s.key));
                         }
                     });

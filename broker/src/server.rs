@@ -145,6 +145,22 @@ impl Server {
             }
             None => None,
         };
+        let mut authorizers = HashMap::new();
+        for (li, listener) in config.listeners.iter().enumerate() {
+            for (pi, port) in listener.ports.iter().enumerate() {
+                if let (Some(name), Some(a)) = (&port.authorization_ref, policies.get(&(li, pi))) {
+                    authorizers.insert(name.clone(), a.clone());
+                }
+            }
+        }
+        // Cluster mode: a will another node publishes for a client of this one is
+        // authorized against the policy of the same name there (cluster/sessions.rs).
+        if let Some(sessions) = broker.cluster_sessions.get().and_then(|r| {
+            r.as_any()
+                .downcast_ref::<crate::cluster::sessions::ClusterSessions>()
+        }) {
+            sessions.set_authorizers(authorizers.clone());
+        }
         if let Some(settings) = &config.persistence {
             let db = crate::storage::Database::open(&config.data_dir)?;
             restore_state_store(&broker, &db, &config.data_dir, settings)?;
@@ -251,14 +267,6 @@ impl Server {
             }
         });
         tasks.spawn(broker.clone().run_state_store_expiry());
-        let mut authorizers = HashMap::new();
-        for (li, listener) in config.listeners.iter().enumerate() {
-            for (pi, port) in listener.ports.iter().enumerate() {
-                if let (Some(name), Some(a)) = (&port.authorization_ref, policies.get(&(li, pi))) {
-                    authorizers.insert(name.clone(), a.clone());
-                }
-            }
-        }
         let chains_by_name = chains
             .values()
             .map(|c| (c.name.clone(), c.clone()))

@@ -39,10 +39,15 @@
 //!   `ORPHAN_AFTER` sweeps in a row has those records rewritten offline and unowned, so
 //!   their expiry runs (a node only cut off from NATS then sees them taken over).
 //! - **Wills of a dead owner**: a connected session's record holds its client's will
-//!   as authorized at CONNECT (the owner drops it from the record once its client is gone
-//!   and it handles the will itself). The node whose rewrite of a dead owner's record
+//!   (when its topic was authorized at CONNECT) with its port's policy name and the
+//!   verified principal; once its client is gone the owner handles the will itself, and
+//!   the record keeps a will waiting out its delay (with its due time) until the owner
+//!   publishes it (rewriting the record first) or a resume cancels it. Whoever publishes
+//!   it checks it against the policy in force then, as a single node does. The node whose rewrite of a dead owner's record
 //!   wins its compare-and-set publishes that will, once cluster-wide, after its delay
-//!   counted from then (`OrphanWill`); a resume meanwhile cancels it.
+//!   counted from then, or at its due time for a client that had gone (`OrphanWill`); a
+//!   resume meanwhile cancels it. The sweep's delete of an expired record that still
+//!   holds a will publishes it.
 //!
 //! Keys: base64url of the client id (KV keys allow only `[-/_=.A-Za-z0-9]`; base64url
 //! is one spelling per id, so no two ids share a key and none reaches another's key);
@@ -120,9 +125,10 @@ struct Record {
     username: Option<String>,
     #[serde(default)]
     subscriptions: Vec<StoredSubscription>,
-    /// The will of the connected client, as authorized at its CONNECT on the owner; only
-    /// while `online` (the owner handles the will itself once its client is gone). When
-    /// the owner dies, the node that rewrites the record offline publishes it.
+    /// The client's will (authorized at its CONNECT on the owner, and again by whoever
+    /// publishes it: `StoredWill::authz`): while `online`, and once its client has gone
+    /// while it waits out its delay on the owner (`StoredWill::due_ms`). When the owner
+    /// dies, the node that rewrites the record unowned publishes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     will: Option<Box<StoredWill>>,
     /// Offline since: the first sequence of the `gatehouse-queued` stream that may hold
@@ -157,10 +163,44 @@ struct StoredWill {
     correlation_data: Option<String>,
     #[serde(default)]
     user_properties: Vec<(String, String)>,
+    /// What the node that publishes the will checks it against (security.md invariant
+    /// 4: under the policy in force when it is published). Absent (a record of an
+    /// earlier version): the will is not published by another node (fails closed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    authz: Option<WillAuthz>,
+    /// Once the client has gone (the record is offline) and the will waits out its
+    /// delay on the owner: when it falls due (ms since the Unix epoch, the owner's
+    /// clock). 0 while the client is connected.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    due_ms: u64,
 }
 
+/// How a will in a record is authorized when another node publishes it: as on its
+/// owner's port, against the policy of the same name in force on the publishing node,
+/// for the principal the owner verified (client id, user name, attributes; never a
+/// credential).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+enum WillAuthz {
+    /// The owner's port has no policy: every publish is allowed there.
+    Open,
+    /// The owner's port uses the policy (`authorizationRef`) `policy`.
+    #[serde(rename_all = "camelCase")]
+    Policy {
+        policy: String,
+        client_id: String,
+        #[serde(default)]
+        username: Option<String>,
+        #[serde(default)]
+        attributes: std::collections::BTreeMap<String, String>,
+    },
+}
+
+/// A will as the owner puts it into its client's record (see [`ClusterSessions::record_will`]).
+pub struct RecordWill(Box<StoredWill>);
+
 impl StoredWill {
-    fn of(will: &Will) -> StoredWill {
+    fn of(will: &Will, authz: WillAuthz) -> StoredWill {
         let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
         let p = &will.properties;
         StoredWill {
@@ -175,6 +215,8 @@ impl StoredWill {
             response_topic: p.response_topic.clone(),
             correlation_data: p.correlation_data.as_deref().map(b64),
             user_properties: p.user_properties.clone(),
+            authz: Some(authz),
+            due_ms: 0,
         }
     }
 
@@ -344,10 +386,15 @@ struct Held {
     method: Option<String>,
     username: Option<String>,
     generation: u64,
-    /// The connected client's will (written while it is online).
+    /// The client's will: written while it is online, and once it has gone while the
+    /// will waits out its delay here (`pending_will`), with when it falls due.
     will: Option<Box<StoredWill>>,
     /// The record's `queuedFrom` (0: no backlog in the stream to read).
     queued_from: u64,
+    /// When the will waiting out its delay falls due (set when the client goes).
+    will_due_ms: Option<u64>,
+    /// When the client went (set by the first offline write, kept by later ones).
+    offline_since_ms: Option<u64>,
     state: HeldState,
 }
 
@@ -434,7 +481,8 @@ enum Write {
         key: String,
         token: u64,
         record: Record,
-        /// The session went offline: mark where its messages start in the stream first.
+        /// The session has just gone offline: mark where its messages start in the stream
+        /// first, and write what it holds there after.
         offline: bool,
         /// Told when the write is done (or skipped).
         done: Option<tokio::sync::oneshot::Sender<()>>,
@@ -485,6 +533,10 @@ pub struct ClusterSessions {
     offline: parking_lot::Mutex<HashMap<String, (u64, u64)>>,
     /// Wills of dead owners' sessions this node orphaned, waiting out their delay.
     orphan_wills: parking_lot::Mutex<HashMap<String, OrphanWill>>,
+    /// This node's policies by name (`authorizationRef`), set once at start: a will is
+    /// recorded with its port's policy name and checked against that policy on the node
+    /// that publishes it.
+    authorizers: std::sync::OnceLock<HashMap<String, Arc<crate::authz::Authorizer>>>,
     next_token: AtomicU64,
     writes: mpsc::UnboundedSender<Write>,
     broker: Weak<Broker>,
@@ -523,6 +575,7 @@ pub(super) async fn start(
         claiming: parking_lot::Mutex::new(HashMap::new()),
         offline: parking_lot::Mutex::new(HashMap::new()),
         orphan_wills: parking_lot::Mutex::new(HashMap::new()),
+        authorizers: std::sync::OnceLock::new(),
         next_token: AtomicU64::new(1),
         writes,
         broker: Arc::downgrade(broker),
@@ -551,7 +604,7 @@ impl ClusterSessions {
         clean_start: bool,
         owner: &Owner,
         expiry: u32,
-        will: Option<&Will>,
+        will: Option<RecordWill>,
     ) -> Result<Claim, SessionsError> {
         tokio::time::timeout(
             CLAIM_TIMEOUT,
@@ -567,9 +620,9 @@ impl ClusterSessions {
         clean_start: bool,
         owner: &Owner,
         expiry: u32,
-        will: Option<&Will>,
+        will: Option<RecordWill>,
     ) -> Claim {
-        let will = will.map(|w| Box::new(StoredWill::of(w)));
+        let will = will.map(|w| w.0);
         let key = key_of(client_id);
         let _claiming = ClaimingGuard::new(self, &key);
         let subject = format!("{}{key}", self.kv.prefix);
@@ -579,6 +632,8 @@ impl ClusterSessions {
         // Where the messages the previous owner held for its connected client start in
         // the stream, when it handed them over (see `hand_over`).
         let mut handed_over = 0u64;
+        // Wills: the owner that did not answer the flush request (dead, or cut off).
+        let mut gone_owner: Option<String> = None;
         loop {
             let (revision, current) = match self.last(&subject).await {
                 Ok(found) => found,
@@ -601,11 +656,19 @@ impl ClusterSessions {
                 let asked = self
                     .client
                     .request(flush_subject(&r.owner), Bytes::from(key.clone()));
-                if let Ok(Ok(answer)) = tokio::time::timeout(FLUSH_WAIT, asked).await {
-                    handed_over = std::str::from_utf8(&answer.payload)
-                        .ok()
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(0);
+                match tokio::time::timeout(FLUSH_WAIT, asked).await {
+                    Ok(Ok(answer)) => {
+                        handed_over = std::str::from_utf8(&answer.payload)
+                            .ok()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(0);
+                    }
+                    Ok(Err(e))
+                        if e.kind() == async_nats::client::RequestErrorKind::NoResponders =>
+                    {
+                        gone_owner = Some(r.owner.clone());
+                    }
+                    _ => {}
                 }
                 continue;
             }
@@ -653,10 +716,18 @@ impl ClusterSessions {
                             generation: record.generation,
                             will: record.will.clone(),
                             queued_from: record.queued_from,
+                            will_due_ms: None,
+                            offline_since_ms: None,
                             state,
                         },
                     );
                     drop(held);
+                    if let Some(old) = current
+                        .as_ref()
+                        .filter(|r| gone_owner.as_deref() == Some(r.owner.as_str()))
+                    {
+                        self.will_of_gone_owner(old, resumable.is_some());
+                    }
                     let moved = resumable
                         .filter(|r| r.owner != self.origin)
                         .map(Record::subscriptions);
@@ -852,6 +923,9 @@ impl ClusterSessions {
         let HeldState::Attached { generation, .. } = h.state else {
             return false;
         };
+        // The first write since the client went (later ones, e.g. for a will falling
+        // due, change nothing of what the stream keeps for the session).
+        let first_offline = h.offline_since_ms.is_none();
         let record = {
             let st = session.lock();
             if st.generation != generation || st.ended {
@@ -863,16 +937,22 @@ impl ClusterSessions {
                 generation: h.generation,
                 online,
                 expiry: if online { h.expiry } else { st.expiry_interval },
-                offline_since_ms: if online { 0 } else { now_ms() },
+                // Wills: stays when the client went (a rewrite when the will is
+                // published must not move the session's expiry).
+                offline_since_ms: if online {
+                    0
+                } else {
+                    *h.offline_since_ms.get_or_insert_with(now_ms)
+                },
                 resumed: false,
                 method: h.method.clone(),
                 username: h.username.clone(),
                 subscriptions: stored_subscriptions(st.subscriptions.iter()),
-                will: if online { h.will.clone() } else { None },
+                will: Self::will_to_write(h, online, &st, generation),
                 queued_from: h.queued_from,
             }
         };
-        let offline = !record.online && record.expiry > 0;
+        let offline = first_offline && !record.online && record.expiry > 0;
         let record = bounded(record, self.client.max_payload());
         self.writes
             .send(Write::Put {
@@ -913,10 +993,11 @@ impl ClusterSessions {
         }
         {
             let mut online = self.online_elsewhere.lock();
-            match record
-                .as_ref()
-                .filter(|r| r.online && r.owner != self.origin)
-            {
+            // Also offline records holding a will that waits out its delay on its owner:
+            // if the owner dies, another node publishes it.
+            match record.as_ref().filter(|r| {
+                (r.online || r.will.is_some()) && r.owner != self.origin && !r.owner.is_empty()
+            }) {
                 Some(r) => online.insert(entry.key.clone(), (entry.revision, r.owner.clone())),
                 None => online.remove(&entry.key),
             };
@@ -1132,7 +1213,10 @@ impl ClusterSessions {
                 let Ok((current, Some(record))) = self.last(&subject).await else {
                     continue;
                 };
-                if current != revision || &record.owner != owner || !record.online {
+                if current != revision
+                    || &record.owner != owner
+                    || !(record.online || record.will.is_some())
+                {
                     continue;
                 }
                 let will = record.will.clone();
@@ -1143,10 +1227,17 @@ impl ClusterSessions {
                     0 => self.queue.last_sequence().await.map_or(0, |last| last + 1),
                     from => from,
                 };
+                // A session whose client had gone stays offline since then (its expiry
+                // and its will's due time run on); a connected one goes offline now.
+                let offline_since_ms = if record.online {
+                    now_ms()
+                } else {
+                    record.offline_since_ms
+                };
                 let orphaned = Record {
                     owner: String::new(),
                     online: false,
-                    offline_since_ms: now_ms(),
+                    offline_since_ms,
                     resumed: false,
                     will: None,
                     queued_from,
@@ -1175,7 +1266,15 @@ impl ClusterSessions {
                         "a session of a node that no longer answers is offline now (its expiry runs)"
                     );
                     if let Some(will) = will {
-                        self.arm_orphan_will(&key, revision, will.delay, expiry);
+                        let wait = if will.due_ms > 0 {
+                            // Waiting out its delay on the owner: due when it was.
+                            Duration::from_millis(will.due_ms.saturating_sub(now_ms()))
+                        } else if will.delay == 0 || expiry == 0 {
+                            Duration::ZERO
+                        } else {
+                            Duration::from_secs(u64::from(will.delay.min(expiry)))
+                        };
+                        self.arm_orphan_will(&key, revision, wait);
                     }
                 } else if will.is_some() {
                     // Another node's write won (or no verdict): that node decides.
@@ -1191,14 +1290,14 @@ impl ClusterSessions {
 
 impl ClusterSessions {
     /// This node orphaned the session of `key` (its compare-and-set on `after` won, so no
-    /// other node did): publish its will after its delay, counted from now, as a single
-    /// node does when its client goes (at once without a delay or without an expiry).
-    fn arm_orphan_will(self: &Arc<Self>, key: &str, after: u64, delay: u32, expiry: u32) {
-        if delay == 0 || expiry == 0 {
+    /// other node did): publish its will after `wait`: its delay counted from now for a
+    /// connected client, as a single node does when its client goes (at once without a
+    /// delay or without an expiry), or what is left of it for a client that had gone.
+    fn arm_orphan_will(self: &Arc<Self>, key: &str, after: u64, wait: Duration) {
+        if wait.is_zero() {
             self.publish_orphan_will(key, after);
             return;
         }
-        let wait = Duration::from_secs(u64::from(delay.min(expiry)));
         let key = key.to_owned();
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -1219,7 +1318,45 @@ impl ClusterSessions {
                 _ => None,
             }
         };
-        let Some(will) = will.and_then(|w| w.will.will()) else {
+        if let Some(will) = will {
+            self.publish_recorded_will(&will.will);
+        }
+    }
+
+    /// This node's claim replaced the record of an owner that no longer answers (so it
+    /// cannot handle its client's will, and no other node will: the compare-and-set
+    /// on that record succeeded here). Its will follows the single-node rules of a
+    /// takeover: a connected client's will without a delay (or of a session with expiry
+    /// 0) is published, as the old connection's end would; a will with a delay, or one
+    /// already waiting it out, is cancelled by a resume and published when the session
+    /// ends instead (clean start, another identity); one already due is published.
+    fn will_of_gone_owner(&self, old: &Record, resumed: bool) {
+        let Some(will) = &old.will else {
+            return;
+        };
+        let due = will.due_ms > 0 && will.due_ms <= now_ms();
+        let immediate = old.online && (will.delay == 0 || old.expiry == 0);
+        if !resumed || immediate || due {
+            self.publish_recorded_will(will);
+        }
+    }
+
+    /// The will an expired record at `revision` still holds: its owner died before it
+    /// published it (and before it was found gone): the node whose delete of the record
+    /// commits publishes it ("or the session ends", §3.1.3.2.2).
+    async fn will_of_expired(&self, key: &str, revision: u64) -> Option<Box<StoredWill>> {
+        let subject = format!("{}{key}", self.kv.prefix);
+        match self.last(&subject).await {
+            Ok((current, Some(record))) if current == revision => record.will,
+            _ => None,
+        }
+    }
+
+    /// Publish a will taken from a record whose owner no longer handles it, authorized
+    /// as its owner's port would (the policy in force here now, the principal the owner
+    /// verified: [`Self::will_message`], checked by [`Broker::publish_will`]).
+    fn publish_recorded_will(&self, stored: &StoredWill) {
+        let Some(message) = self.will_message(stored) else {
             return;
         };
         let Some(broker) = self.broker.upgrade() else {
@@ -1227,18 +1364,10 @@ impl ClusterSessions {
         };
         tracing::info!(
             target: "session",
-            topic = will.topic.as_str(),
+            topic = message.will.topic.as_str(),
             "publishing the will of a session whose node no longer answers"
         );
-        // Authorized at CONNECT on the owner, which wrote it into the record only then
-        // (the NATS side is inside the trust boundary).
-        broker.publish_will(
-            crate::registry::WillMessage {
-                will,
-                authority: None,
-            },
-            None,
-        );
+        broker.publish_will(message, None);
     }
 
     /// A write of `key` at `revision` seen by the watch, for an orphaned will waiting
@@ -1263,6 +1392,169 @@ impl ClusterSessions {
             }
             _ => self.publish_orphan_will(key, after),
         }
+    }
+}
+
+// --- The will in the record of a session this node holds ---
+
+impl ClusterSessions {
+    /// The will the record of `h` holds: the connected client's; once it has gone, the
+    /// will still waiting out its delay here (the session's `pending_will` of this
+    /// attachment), with when it falls due, so that another node publishes it then if
+    /// this one dies meanwhile; none once it is published, cancelled or discarded.
+    fn will_to_write(
+        h: &mut Held,
+        online: bool,
+        st: &crate::session::SessionState,
+        generation: u64,
+    ) -> Option<Box<StoredWill>> {
+        if online {
+            h.will_due_ms = None;
+            return h.will.clone();
+        }
+        let pending = st
+            .pending_will
+            .as_ref()
+            .is_some_and(|p| p.generation == generation);
+        let mut will = h.will.clone().filter(|_| pending)?;
+        let wait = u64::from(will.delay.min(st.expiry_interval)) * 1000;
+        let since = *h.offline_since_ms.get_or_insert_with(now_ms);
+        let due = *h.will_due_ms.get_or_insert(since + wait);
+        will.due_ms = due.max(1);
+        Some(will)
+    }
+}
+
+// --- Authorizing the wills another node publishes (security.md invariant 4) ---
+
+impl ClusterSessions {
+    /// This node's policies by name; called once at start, before any port accepts.
+    pub fn set_authorizers(&self, authorizers: HashMap<String, Arc<crate::authz::Authorizer>>) {
+        let _ = self.authorizers.set(authorizers);
+    }
+
+    /// The name of the policy `authz` (the ports that name one policy share it).
+    fn policy_name(&self, authz: &Arc<crate::authz::Authorizer>) -> Option<String> {
+        self.authorizers
+            .get()?
+            .iter()
+            .find(|(_, a)| Arc::ptr_eq(a, authz))
+            .map(|(name, _)| name.clone())
+    }
+
+    /// The will of a CONNECT as its record keeps it, with what another node needs to
+    /// authorize it when it publishes it: the port's policy name (`authz`, `None` on a
+    /// port without one) and the verified principal's client id, user name and
+    /// attributes (never a credential). `None` (the will stays out of the record, so only
+    /// this node publishes it) when the port's policy has no name here or there is no
+    /// principal (a policy then allows nothing).
+    pub fn record_will(
+        &self,
+        will: &Will,
+        authz: Option<&Arc<crate::authz::Authorizer>>,
+        principal: Option<&crate::auth::Principal>,
+        client_id: &str,
+    ) -> Option<RecordWill> {
+        let authz = self.will_authz(authz, principal, client_id)?;
+        Some(RecordWill(Box::new(StoredWill::of(will, authz))))
+    }
+
+    fn will_authz(
+        &self,
+        authz: Option<&Arc<crate::authz::Authorizer>>,
+        principal: Option<&crate::auth::Principal>,
+        client_id: &str,
+    ) -> Option<WillAuthz> {
+        let Some(authz) = authz else {
+            return Some(WillAuthz::Open);
+        };
+        let (Some(policy), Some(principal)) = (self.policy_name(authz), principal) else {
+            tracing::warn!(
+                target: "cluster",
+                "a will whose policy has no name on this node: only this node can publish it"
+            );
+            return None;
+        };
+        Some(WillAuthz::Policy {
+            policy,
+            client_id: client_id.to_owned(),
+            username: principal.username.clone(),
+            attributes: principal.attributes.clone(),
+        })
+    }
+
+    /// A connected client re-authenticated (v5 AUTH) as `principal`: the will in its
+    /// record is authorized for that principal from now on, as a single node does (its
+    /// will is checked for the principal after any re-authentication).
+    pub fn reauthenticated(
+        &self,
+        session: &Arc<Session>,
+        authz: Option<&Arc<crate::authz::Authorizer>>,
+        principal: Option<&crate::auth::Principal>,
+    ) {
+        let fresh = self.will_authz(authz, principal, &session.client_id);
+        {
+            let mut held = self.held.lock();
+            let Some((_, h)) = Self::held_for(&mut held, session) else {
+                return;
+            };
+            let Some(will) = h.will.as_mut() else {
+                return;
+            };
+            match fresh {
+                Some(a) if will.authz.as_ref() == Some(&a) => return,
+                Some(a) => will.authz = Some(a),
+                None => h.will = None,
+            }
+        }
+        self.changed(session);
+    }
+
+    /// The will of a record, ready for [`Broker::publish_will`], which checks it against
+    /// the policy of its owner's port as in force on this node now, for the principal
+    /// its owner verified. `None` (logged) when it cannot be authorized here: a record
+    /// without that information, or a policy this node does not have (fails closed).
+    fn will_message(&self, stored: &StoredWill) -> Option<crate::registry::WillMessage> {
+        let will = stored.will()?;
+        let authority = match &stored.authz {
+            Some(WillAuthz::Open) => None,
+            Some(WillAuthz::Policy {
+                policy,
+                client_id,
+                username,
+                attributes,
+            }) => {
+                let Some(authz) = self.authorizers.get().and_then(|a| a.get(policy)) else {
+                    tracing::warn!(
+                        target: "authz",
+                        client_id = client_id.as_str(),
+                        policy = policy.as_str(),
+                        "the will of a session whose node no longer answers names a policy this node does not have: the will is not published"
+                    );
+                    return None;
+                };
+                Some(crate::registry::WillAuthority {
+                    authz: authz.clone(),
+                    principal: Some(crate::auth::Principal {
+                        username: username.clone(),
+                        client_id: client_id.clone(),
+                        attributes: attributes.clone(),
+                        expiry: None,
+                        method: "cluster record",
+                        registry: None,
+                    }),
+                    client_id: client_id.as_str().into(),
+                })
+            }
+            None => {
+                tracing::warn!(
+                    target: "authz",
+                    "the will of a session whose node no longer answers carries no authorization (written by an earlier version): the will is not published"
+                );
+                return None;
+            }
+        };
+        Some(crate::registry::WillMessage { will, authority })
     }
 }
 
@@ -1328,6 +1620,7 @@ async fn sweep(sessions: Weak<ClusterSessions>) {
             .map(|(k, (rev, _))| (k.clone(), *rev))
             .collect();
         for (key, revision) in due {
+            let will = s.will_of_expired(&key, revision).await;
             match tokio::time::timeout(
                 CLAIM_TIMEOUT,
                 s.kv.delete_expect_revision(&key, Some(revision)),
@@ -1335,7 +1628,10 @@ async fn sweep(sessions: Weak<ClusterSessions>) {
             .await
             {
                 Ok(Ok(())) => {
-                    tracing::debug!(target: "cluster", "an expired session's record deleted from {BUCKET}")
+                    tracing::debug!(target: "cluster", "an expired session's record deleted from {BUCKET}");
+                    if let Some(will) = will {
+                        s.publish_recorded_will(&will);
+                    }
                 }
                 _ => {
                     // Another node deleted it, or it was resumed: the watch updates `offline`.
@@ -1449,8 +1745,28 @@ mod tests {
                 user_properties: vec![("k".into(), "v".into())],
             },
         };
-        let stored = StoredWill::of(&will);
+        let stored = StoredWill::of(&will, WillAuthz::Open);
         assert_eq!(stored.will(), Some(will.clone()));
+        // What authorization needs (never a credential) and the due time round-trip.
+        let mut pending = StoredWill::of(
+            &will,
+            WillAuthz::Policy {
+                policy: "p".into(),
+                client_id: "c".into(),
+                username: Some("u".into()),
+                attributes: [("zone".to_owned(), "a".to_owned())].into(),
+            },
+        );
+        pending.due_ms = 42;
+        let json = serde_json::to_string(&pending).unwrap_or_default();
+        assert!(json.contains(r#""authz":{"kind":"policy","policy":"p","clientId":"c""#));
+        assert_eq!(
+            serde_json::from_str::<StoredWill>(&json).ok(),
+            Some(pending)
+        );
+        // A will of an earlier version's record carries no authorization.
+        let old = json.replace(r#""authz":{"kind":"policy","policy":"p","clientId":"c","username":"u","attributes":{"zone":"a"}},"#, "");
+        assert!(serde_json::from_str::<StoredWill>(&old).is_ok_and(|w| w.authz.is_none()));
         let r = Record {
             owner: "n1/abc".into(),
             generation: 1,
@@ -1471,7 +1787,7 @@ mod tests {
             ..will
         };
         let r = Record {
-            will: Some(Box::new(StoredWill::of(&big))),
+            will: Some(Box::new(StoredWill::of(&big, WillAuthz::Open))),
             ..r
         };
         let kept = bounded(r, 1 << 20);

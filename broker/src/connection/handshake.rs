@@ -263,14 +263,18 @@ where
     let mut claim = None;
     if let Some(cluster) = cluster_sessions(broker) {
         // The will goes into the record as authorized above (none when refused), so
-        // that another node can publish it if this one dies.
+        // that another node can publish it if this one dies, with what that node needs
+        // to authorize it again then (the port's policy name, the verified principal).
+        let record_will = will.as_ref().and_then(|w| {
+            cluster.record_will(w, security.authz.as_ref(), principal.as_ref(), &client_id)
+        });
         match cluster
             .claim(
                 &client_id,
                 connect.clean_start,
                 &owner,
                 session_expiry,
-                will.as_ref(),
+                record_will,
             )
             .await
         {

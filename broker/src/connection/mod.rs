@@ -344,6 +344,18 @@ impl Connection {
                         st.state_store_replies.clear();
                         self.session.save_meta(&st, 0);
                     }
+                    // Cluster mode: the will in the session's record is authorized for
+                    // the new principal when another node publishes it.
+                    if let Some(cluster) = self.broker.cluster_sessions.get().and_then(|r| {
+                        r.as_any()
+                            .downcast_ref::<crate::cluster::sessions::ClusterSessions>()
+                    }) {
+                        cluster.reauthenticated(
+                            &self.session,
+                            self.authz.as_ref(),
+                            self.principal.as_deref(),
+                        );
+                    }
                 }
             }
             Reauth::Continue(why) => {

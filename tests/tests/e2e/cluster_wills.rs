@@ -69,6 +69,7 @@ async fn the_wills_of_a_killed_nodes_clients_are_published_once_cluster_wide() {
     let yaml = |n: usize, port: u16| {
         format!(
             "listeners:\n  - name: e2e\n    bindAddress: 127.0.0.1\n    ports:\n      - port: {port}\n        protocol: Mqtt\n\
+             diagnostics: {{ metrics: {{ prometheusPort: 0 }} }}\n\
              cluster:\n  nodeName: node{n}\n  nats:\n    servers: [\"{}\"]\n    replicas: 3\n",
             nats.urls()[n - 1]
         )

@@ -37,6 +37,7 @@ mod cluster_statestore_retry;
 mod cluster_statestore_scan;
 mod cluster_statestore_sdk;
 mod cluster_wills;
+mod cluster_wills_authz;
 mod config_errors;
 mod conn_buffers;
 mod custom_auth;
