@@ -34,7 +34,13 @@ impl Store {
         now_ms: u64,
         readable: impl Fn(&[u8]) -> bool,
     ) -> Reply {
-        scan_after(&self.entries, token, |entry| !entry.is_expired(now_ms), pattern, readable)
+        scan_after(
+            &self.entries,
+            token,
+            |entry| !entry.is_expired(now_ms),
+            pattern,
+            readable,
+        )
     }
 }
 
