@@ -9,9 +9,10 @@
 
 use std::time::Duration;
 
-use gatehouse_protocol::{Packet, Subscribe};
 use gatehouse_tests::mosquitto::publish;
-use gatehouse_tests::raw::{opts, pid, ConnectBuilder, Props, RawClient, WillSpec};
+use gatehouse_tests::raw::{ConnectBuilder, Props, RawClient, WillSpec};
+
+use super::cluster_support::{count, receive_for, subscribe_unacked};
 
 /// The Will Delay Interval property.
 const WILL_DELAY: u8 = 0x18;
@@ -23,36 +24,8 @@ async fn subscriber(addr: std::net::SocketAddr, id: &str) -> RawClient {
     c.expect_connack_ok().await;
     // The SUBACK is not waited for (it follows the session record's write): the probe
     // below shows the subscription works across the nodes.
-    c.send_packet(&Packet::Subscribe(Subscribe {
-        packet_id: pid(1),
-        subscription_identifier: None,
-        user_properties: Vec::new(),
-        filters: vec![("will/#".to_owned(), opts(0))],
-    }))
-    .await;
+    subscribe_unacked(&mut c, "will/#").await;
     c
-}
-
-/// What `c` receives within `within`: (topic, payload, when).
-async fn receive_for(
-    c: &mut RawClient,
-    within: Duration,
-    got: &mut Vec<(String, Vec<u8>, tokio::time::Instant)>,
-) {
-    let until = tokio::time::Instant::now() + within;
-    loop {
-        let left = until.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        if let Some(Packet::Publish(p)) = c.recv(left).await {
-            got.push((p.topic, p.payload.to_vec(), tokio::time::Instant::now()));
-        }
-    }
-}
-
-fn count(got: &[(String, Vec<u8>, tokio::time::Instant)], topic: &str) -> usize {
-    got.iter().filter(|(t, _, _)| t == topic).count()
 }
 
 /// A killed node's connected clients' wills (one without a delay, one with 3 s) reach a

@@ -20,19 +20,19 @@
 
 use std::time::Duration;
 
-use gatehouse_protocol::{Packet, Subscribe};
+use gatehouse_protocol::Packet;
 use gatehouse_tests::broker::{free_port, run_gatehouse, BrokerProcess, TestBroker};
 use gatehouse_tests::mosquitto::publish;
 use gatehouse_tests::nats::NatsCluster;
-use gatehouse_tests::raw::{frame, mqtt_str, opts, pid, Props, RawClient};
+use gatehouse_tests::raw::{frame, mqtt_str, Props, RawClient};
 use tokio::time::Instant;
+
+use super::cluster_support::{count, receive_for, subscribe_unacked, Got};
 
 /// The policy at CONNECT: a client of zone `a` may publish anywhere under `will/a/`.
 const BEFORE: &str = "will/{principal.attributes.zone}/#";
 /// The policy reloaded before the node dies: only under `will/a/kept/`.
 const AFTER: &str = "will/{principal.attributes.zone}/kept/#";
-
-type Got = Vec<(String, Vec<u8>, Instant)>;
 
 /// A v5 CONNECT with user name and password, keep alive 0, and optionally a will
 /// (topic, payload, Will Delay).
@@ -102,31 +102,8 @@ async fn watcher(addr: std::net::SocketAddr, id: &str) -> RawClient {
     c.send(&connect(id, "watcher", "w", true, 0, None)).await;
     c.expect_connack_ok().await;
     // The SUBACK follows the record's write; the probe shows the subscription works.
-    c.send_packet(&Packet::Subscribe(Subscribe {
-        packet_id: pid(1),
-        subscription_identifier: None,
-        user_properties: Vec::new(),
-        filters: vec![("will/#".to_owned(), opts(0))],
-    }))
-    .await;
+    subscribe_unacked(&mut c, "will/#").await;
     c
-}
-
-async fn receive_for(c: &mut RawClient, within: Duration, got: &mut Got) {
-    let until = Instant::now() + within;
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        if let Some(Packet::Publish(p)) = c.recv(left).await {
-            got.push((p.topic, p.payload.to_vec(), Instant::now()));
-        }
-    }
-}
-
-fn count(got: &Got, topic: &str) -> usize {
-    got.iter().filter(|(t, _, _)| t == topic).count()
 }
 
 /// Three nodes (1 and 2 in-process, 3 a process) sharing one password file and policy.
@@ -581,13 +558,7 @@ cluster:
         let mut c = RawClient::connect(addr).await;
         c.send(&token_connect(id, b"watch", None)).await;
         c.expect_connack_ok().await;
-        c.send_packet(&Packet::Subscribe(Subscribe {
-            packet_id: pid(1),
-            subscription_identifier: None,
-            user_properties: Vec::new(),
-            filters: vec![("will/#".to_owned(), opts(0))],
-        }))
-        .await;
+        subscribe_unacked(&mut c, "will/#").await;
         c
     };
     let mut watchers = (
