@@ -32,6 +32,35 @@ async fn wait_offline_everywhere(nodes: &Nodes, topic: &str) {
     }
 }
 
+/// A persistent session `session` of `addr`, subscribed to `filter` (QoS 1), that has
+/// gone offline, once every node knows (see [`wait_offline_everywhere`] for `topic`).
+async fn offline_session(
+    nodes: &Nodes,
+    addr: std::net::SocketAddr,
+    session: &ConnectBuilder,
+    filter: &str,
+    topic: &str,
+) {
+    let (mut c, _) = connect_session(addr, session).await;
+    c.sub_ok(1, filter, 1).await;
+    c.disconnect().await;
+    wait_offline_everywhere(nodes, topic).await;
+}
+
+/// The payloads of [`receive_all`], in the order received.
+async fn payloads_received(c: &mut RawClient, quiet: Duration) -> Vec<String> {
+    receive_all(c, quiet)
+        .await
+        .into_iter()
+        .map(|(_, p, _)| p)
+        .collect()
+}
+
+/// `{tag}-0` .. `{tag}-{n - 1}`: the payloads the tests publish, in order.
+fn numbered(tag: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{tag}-{i}")).collect()
+}
+
 /// A persistent v5 session `client_id` on node 2 with a Receive Maximum of 1, subscribed
 /// to `{prefix}/#`, after five QoS 1 messages `{tag}-0` .. `{tag}-4` were published on
 /// `{prefix}/t` through node 2: the first was received (and is not acknowledged), the
@@ -109,17 +138,14 @@ async fn qos1_backlog_queued_via_node_1_is_received_after_reconnecting_to_node_3
             .map(|(_, p, _)| p.clone())
             .collect()
     };
-    let expect = |prefix: &str, n: usize| -> Vec<String> {
-        (0..n).map(|i| format!("{prefix}{i}")).collect()
-    };
     assert_eq!(
         from("n1-"),
-        expect("n1-", 20),
+        numbered("n1", 20),
         "every message published through node 1 while the session was offline, in order"
     );
     assert_eq!(
         from("n2-"),
-        expect("n2-", 10),
+        numbered("n2", 10),
         "every message published through node 2 (the old owner), in order"
     );
     assert_eq!(got.len(), 30, "each message once: {got:?}");
@@ -163,16 +189,12 @@ async fn messages_held_for_the_client_when_it_left_follow_it_to_another_node() {
         )
         .await;
     assert!(present);
-    let got: Vec<String> = receive_all(&mut c, Duration::from_secs(3))
-        .await
-        .into_iter()
-        .map(|(_, p, _)| p)
-        .collect();
+    let got = payloads_received(&mut c, Duration::from_secs(3)).await;
     let mut unique = got.clone();
     unique.dedup();
     assert_eq!(
         unique,
-        (0..5).map(|i| format!("h-{i}")).collect::<Vec<_>>(),
+        numbered("h", 5),
         "the unacknowledged message and the queued ones, in order"
     );
 }
@@ -196,10 +218,7 @@ async fn backlog_survives_the_death_of_the_node_that_held_the_session() {
     .await;
 
     let session = ConnectBuilder::new("orphan-backlog").session_expiry(600);
-    let (mut c, _) = connect_session(node.addr(), &session).await;
-    c.sub_ok(1, "orph/+", 1).await;
-    c.disconnect().await;
-    wait_offline_everywhere(&nodes, "orph/t").await;
+    offline_session(&nodes, node.addr(), &session, "orph/+", "orph/t").await;
 
     for i in 0..10 {
         publish(
@@ -212,14 +231,10 @@ async fn backlog_survives_the_death_of_the_node_that_held_the_session() {
 
     let (mut c, present) = nodes.connect(3, &session.clone().clean_start(false)).await;
     assert!(present, "the dead node's session resumes on node 3");
-    let got: Vec<String> = receive_all(&mut c, Duration::from_secs(3))
-        .await
-        .into_iter()
-        .map(|(_, p, _)| p)
-        .collect();
+    let got = payloads_received(&mut c, Duration::from_secs(3)).await;
     assert_eq!(
         got,
-        (0..10).map(|i| format!("o-{i}")).collect::<Vec<_>>(),
+        numbered("o", 10),
         "every acknowledged message, once, in order"
     );
 }
@@ -233,10 +248,7 @@ async fn puback_waits_until_jetstream_stored_the_message() {
         return;
     };
     let session = ConnectBuilder::new("ack-wait").session_expiry(600);
-    let (mut c, _) = nodes.connect(2, &session).await;
-    c.sub_ok(1, "aw/#", 1).await;
-    c.disconnect().await;
-    wait_offline_everywhere(&nodes, "aw/t").await;
+    offline_session(&nodes, nodes.addr(2), &session, "aw/#", "aw/t").await;
 
     let stored = || {
         nodes
@@ -280,10 +292,7 @@ async fn without_quorum_a_message_an_offline_session_wants_is_refused_with_0x80(
         return;
     };
     let session = ConnectBuilder::new("no-quorum-offline").session_expiry(600);
-    let (mut c, _) = nodes.connect(2, &session).await;
-    c.sub_ok(1, "nq/kept", 1).await;
-    c.disconnect().await;
-    wait_offline_everywhere(&nodes, "nq/kept").await;
+    offline_session(&nodes, nodes.addr(2), &session, "nq/kept", "nq/kept").await;
     let (mut online, _) = nodes.connect(1, &ConnectBuilder::new("nq-online")).await;
     online.sub_ok(1, "nq/#", 1).await;
     let (mut publisher, _) = nodes.connect(1, &ConnectBuilder::new("nq-pub")).await;
@@ -343,14 +352,10 @@ async fn takeover_of_a_connected_session_carries_what_its_node_held() {
     assert!(present, "the takeover resumes the session");
     c.expect_disconnect_within(0x8E, Duration::from_secs(10))
         .await;
-    let got: Vec<String> = receive_all(&mut new, Duration::from_secs(3))
-        .await
-        .into_iter()
-        .map(|(_, p, _)| p)
-        .collect();
+    let got = payloads_received(&mut new, Duration::from_secs(3)).await;
     assert_eq!(
         got,
-        (0..5).map(|i| format!("c-{i}")).collect::<Vec<_>>(),
+        numbered("c", 5),
         "the unacknowledged message and the queued ones, once each, in order"
     );
 }

@@ -201,3 +201,17 @@ pub(crate) fn disconnect_grace(grace: Duration) -> NodeConfig {
         ..NodeConfig::default()
     }
 }
+
+/// What the wills tests' two watchers (on nodes 1 and 2) got: each topic of `once`
+/// exactly once (a will is published once cluster-wide), none of `never` (topic, why it
+/// must not be published).
+pub(crate) fn assert_wills(got: [&Got; 2], once: &[&str], never: &[(&str, &str)]) {
+    for (node, got) in [(1, got[0]), (2, got[1])] {
+        for topic in once {
+            assert_eq!(count(got, topic), 1, "node {node}: {got:?}");
+        }
+        for (topic, why) in never {
+            assert_eq!(count(got, topic), 0, "node {node}: {why}: {got:?}");
+        }
+    }
+}
