@@ -88,6 +88,13 @@ async fn next_ack(c: &mut RawClient, within: Duration) -> Option<(u16, u8)> {
     }
 }
 
+/// A retained QoS 1 PUBLISH (packet id 1) that is acknowledged 0x00 within 10 s: the
+/// bucket takes writes (each test's starting point).
+async fn retained_ok(c: &mut RawClient, topic: &str, payload: &[u8]) {
+    c.publish(topic, payload, 1, true, 1).await;
+    assert_eq!(next_ack(c, Duration::from_secs(10)).await, Some((1, 0)));
+}
+
 /// While JetStream cannot commit, a retained QoS 1 PUBLISH gets no PUBACK (another
 /// client's plain QoS 1 PUBLISH on the same node is acknowledged meanwhile: nothing
 /// blocks a thread); once the servers resume, the PUBACK 0x00 arrives and the retained
@@ -100,11 +107,7 @@ async fn a_retained_puback_waits_until_the_bucket_has_stored_it() {
     let mut p = nodes.client(1, "ret-ack-p").await;
     let mut q = nodes.client(1, "ret-ack-q").await;
     // The bucket takes writes.
-    p.publish("ret-ack/warm", b"warm", 1, true, 1).await;
-    assert_eq!(
-        next_ack(&mut p, Duration::from_secs(10)).await,
-        Some((1, 0))
-    );
+    retained_ok(&mut p, "ret-ack/warm", b"warm").await;
 
     stop_quorum(&nodes);
     let started = tokio::time::Instant::now();
@@ -148,11 +151,7 @@ async fn a_retained_publish_not_stored_in_time_gets_0x80() {
         return;
     };
     let mut p = nodes.client(1, "ret-late-p").await;
-    p.publish("ret-late/warm", b"warm", 1, true, 1).await;
-    assert_eq!(
-        next_ack(&mut p, Duration::from_secs(10)).await,
-        Some((1, 0))
-    );
+    retained_ok(&mut p, "ret-late/warm", b"warm").await;
 
     stop_quorum(&nodes);
     let started = tokio::time::Instant::now();
@@ -213,11 +212,7 @@ async fn kill_9_right_after_a_retained_puback_loses_nothing() {
     let dir = TempDir::new("retained-kill");
     let node = process_node(&dir, "killed", &nodes.nats.urls()[..1], "").await;
     let mut p = connect_v5(node.addr(), "ret-kill-p").await;
-    p.publish("ret-kill/t", b"old", 1, true, 1).await;
-    assert_eq!(
-        next_ack(&mut p, Duration::from_secs(10)).await,
-        Some((1, 0))
-    );
+    retained_ok(&mut p, "ret-kill/t", b"old").await;
     assert_eq!(
         retained_until(&nodes, 2, "ret-kill/t", b"old", Duration::from_secs(10))
             .await
