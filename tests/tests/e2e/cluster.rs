@@ -6,6 +6,10 @@ use std::time::Duration;
 use gatehouse_tests::broker::TestBroker;
 use gatehouse_tests::mosquitto::{publish, Msg, Sub};
 use gatehouse_tests::nats::NatsCluster;
+use gatehouse_tests::raw::{ConnectBuilder, RawClient};
+use gatehouse_tests::state_store::StateStoreClient;
+
+use super::cluster_support::{connect_session, connect_v5};
 
 /// The harness itself: three routed servers elect a JetStream meta leader and fsync every
 /// write (checked inside `start`); killing one leaves the other two with a leader.
@@ -21,36 +25,92 @@ async fn nats_cluster_starts_with_jetstream_and_survives_one_server() {
 }
 
 /// Three Gatehouse nodes (in-process, each on its own free MQTT port), node `i` a client
-/// of NATS server `i`, so messages cross NATS routes too.
+/// of NATS server `i`, so messages cross NATS routes too. The one harness of every
+/// cluster test file (a test that needs other settings, other node counts or an existing
+/// NATS cluster says so with a [`NodeConfig`]), so that a change to how a cluster node
+/// is configured is made once. Its fields are the test files' to reach into (kill and
+/// restart NATS servers, read a node's broker state).
 pub(crate) struct Nodes {
-    nodes: Vec<TestBroker>,
-    nats: NatsCluster,
+    pub(crate) nodes: Vec<TestBroker>,
+    pub(crate) nats: NatsCluster,
+    config: NodeConfig,
+}
+
+/// What a test's nodes add to the plain cluster node configuration ([`Nodes::start_with`]).
+#[derive(Clone, Default)]
+pub(crate) struct NodeConfig {
+    /// Each node serves Prometheus metrics on a free port of its own.
+    pub(crate) metrics: bool,
+    /// Top-level YAML lines, each ending in a newline (e.g. `broker: { ... }`).
+    pub(crate) top: String,
+    /// YAML lines under `cluster.nats`, each indented four spaces and ending in a newline
+    /// (e.g. `disconnectGrace`).
+    pub(crate) nats: String,
 }
 
 impl Nodes {
+    /// The three default nodes (with metrics); `None` when nats-server is missing outside CI.
     pub(crate) async fn start_or_skip(test: &str) -> Option<Nodes> {
+        let config = NodeConfig {
+            metrics: true,
+            ..NodeConfig::default()
+        };
+        Self::start_with(test, 3, config).await
+    }
+
+    /// `count` nodes configured with `config` on a new NATS cluster; `None` when
+    /// nats-server is missing outside CI.
+    pub(crate) async fn start_with(test: &str, count: usize, config: NodeConfig) -> Option<Nodes> {
         let nats = NatsCluster::start_or_skip(test).await?;
+        Some(Self::on(nats, count, config).await)
+    }
+
+    /// `count` nodes configured with `config` on an existing NATS cluster.
+    pub(crate) async fn on(nats: NatsCluster, count: usize, config: NodeConfig) -> Nodes {
         let mut nodes = Nodes {
             nodes: Vec::new(),
             nats,
+            config,
         };
-        for _ in 0..3 {
+        for _ in 0..count {
             nodes.add().await;
         }
-        Some(nodes)
+        nodes
     }
 
     /// Start one more node, a client of NATS server (its number modulo 3).
     async fn add(&mut self) {
         let n = self.nodes.len() + 1;
         let url = &self.nats.urls()[(n - 1) % 3];
-        let metrics = gatehouse_tests::broker::free_port();
+        let diagnostics = if self.config.metrics {
+            let metrics = gatehouse_tests::broker::free_port();
+            format!("diagnostics: {{ metrics: {{ prometheusPort: {metrics} }} }}\n")
+        } else {
+            String::new()
+        };
+        let NodeConfig { top, nats, .. } = &self.config;
         let yaml = format!(
             "listeners:\n  - name: e2e\n    bindAddress: 127.0.0.1\n    ports:\n      - port: 0\n        protocol: Mqtt\n\
-             diagnostics: {{ metrics: {{ prometheusPort: {metrics} }} }}\n\
-             cluster:\n  nodeName: node{n}\n  nats:\n    servers: [\"{url}\"]\n    replicas: 3\n"
+             {diagnostics}{top}\
+             cluster:\n  nodeName: node{n}\n  nats:\n    servers: [\"{url}\"]\n    replicas: 3\n{nats}"
         );
         self.nodes.push(TestBroker::start(&yaml).await);
+    }
+
+    /// A v5 client `client_id` of node `n` (CONNACK 0x00).
+    pub(crate) async fn client(&self, n: usize, client_id: &str) -> RawClient {
+        connect_v5(self.addr(n), client_id).await
+    }
+
+    /// A state store client `client_id` of node `n`.
+    pub(crate) async fn state_store(&self, n: usize, client_id: &str) -> StateStoreClient {
+        StateStoreClient::start(self.client(n, client_id).await, client_id).await
+    }
+
+    /// `builder`'s CONNECT to node `n`: the client and Session Present (see
+    /// [`connect_session`]).
+    pub(crate) async fn connect(&self, n: usize, builder: &ConnectBuilder) -> (RawClient, bool) {
+        connect_session(self.addr(n), builder).await
     }
 
     /// Node `n` (1-based, as in the test names).

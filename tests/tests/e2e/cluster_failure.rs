@@ -8,69 +8,39 @@
 use std::time::Duration;
 
 use gatehouse_protocol::Packet;
-use gatehouse_tests::broker::TestBroker;
 use gatehouse_tests::raw::{connack_code, pid, ConnectBuilder, Event, RawClient, WillSpec};
 use gatehouse_tests::state_store::{ts_now, StateStoreClient};
 use tokio::time::Instant;
 
-use gatehouse_tests::nats::NatsCluster;
+use super::cluster::Nodes;
+use super::cluster_support::{disconnect_grace, retained_puback};
 
 /// `cluster.nats.disconnectGrace` of these tests (the default is 5 s).
 const GRACE: Duration = Duration::from_secs(2);
 
-struct Nodes {
-    nodes: Vec<TestBroker>,
-    nats: NatsCluster,
+/// `n` nodes with [`GRACE`]; `None` when nats-server is missing outside CI.
+async fn start_or_skip(test: &str, n: usize) -> Option<Nodes> {
+    Nodes::start_with(test, n, disconnect_grace(GRACE)).await
 }
 
-impl Nodes {
-    /// `n` nodes with [`GRACE`]; `None` when nats-server is missing outside CI.
-    async fn start_or_skip(test: &str, n: usize) -> Option<Nodes> {
-        let nats = NatsCluster::start_or_skip(test).await?;
-        let mut nodes = Vec::new();
-        for i in 1..=n {
-            let url = &nats.urls()[(i - 1) % 3];
-            let yaml = format!(
-                "listeners:\n  - name: e2e\n    bindAddress: 127.0.0.1\n    ports:\n      - port: 0\n        protocol: Mqtt\n\
-                 cluster:\n  nodeName: node{i}\n  nats:\n    servers: [\"{url}\"]\n    replicas: 3\n    disconnectGrace: {}ms\n",
-                GRACE.as_millis()
-            );
-            nodes.push(TestBroker::start(&yaml).await);
-        }
-        Some(Nodes { nodes, nats })
-    }
-
-    fn addr(&self, n: usize) -> std::net::SocketAddr {
-        self.nodes[n - 1].mqtt_addr()
-    }
-
-    /// A v5 client connected to node `n` (CONNACK 0x00).
-    async fn client(&self, n: usize, client_id: &str) -> RawClient {
-        let mut c = RawClient::connect(self.addr(n)).await;
-        c.send(&ConnectBuilder::new(client_id).build()).await;
-        c.expect_connack_ok().await;
-        c
-    }
-
-    /// The CONNACK code node `n` gives a v5 (or, `v311`, a 3.1.1) CONNECT.
-    async fn connack(&self, n: usize, client_id: &str, v311: bool) -> u8 {
-        let mut c = RawClient::connect(self.addr(n)).await;
-        let builder = if v311 {
-            ConnectBuilder::v311(client_id)
-        } else {
-            ConnectBuilder::new(client_id)
-        };
-        c.send(&builder.build()).await;
-        // Up to the session claim's 5 s in the sessions bucket, plus room for a loaded machine.
-        let raw = c
-            .recv_raw(Duration::from_secs(12))
-            .await
-            .expect("a CONNACK");
-        if v311 {
-            raw[3]
-        } else {
-            connack_code(&raw)
-        }
+/// The CONNACK code node `n` gives a v5 (or, `v311`, a 3.1.1) CONNECT.
+async fn connack(nodes: &Nodes, n: usize, client_id: &str, v311: bool) -> u8 {
+    let mut c = RawClient::connect(nodes.addr(n)).await;
+    let builder = if v311 {
+        ConnectBuilder::v311(client_id)
+    } else {
+        ConnectBuilder::new(client_id)
+    };
+    c.send(&builder.build()).await;
+    // Up to the session claim's 5 s in the sessions bucket, plus room for a loaded machine.
+    let raw = c
+        .recv_raw(Duration::from_secs(12))
+        .await
+        .expect("a CONNACK");
+    if v311 {
+        raw[3]
+    } else {
+        connack_code(&raw)
     }
 }
 
@@ -138,19 +108,6 @@ async fn set(c: &mut StateStoreClient, key: &str) -> (String, Option<String>, Du
     }
 }
 
-/// A retained QoS 1 PUBLISH through `c`: its PUBACK reason code. The PUBACK waits for the
-/// retained bucket to store the message, up to `cluster::retained::ACK_WAIT_LIMIT` (15 s).
-async fn retained_puback(c: &mut RawClient, topic: &str, payload: &[u8], id: u16) -> u8 {
-    c.publish(topic, payload, 1, true, id).await;
-    loop {
-        match c.recv(Duration::from_secs(20)).await {
-            Some(Packet::PubAck(a)) if a.packet_id == pid(id) => return a.reason_code.0,
-            Some(Packet::Publish(_)) => {}
-            other => panic!("expected the PUBACK of {id}, got {other:?}"),
-        }
-    }
-}
-
 /// 1. Every NATS server dies: after `disconnectGrace` each node disconnects its clients
 ///    (DISCONNECT 0x89 Server busy) and answers CONNECT with 0x88 Server unavailable (3.1.1:
 ///    return code 3), rather than serve sessions the rest of the cluster has moved past.
@@ -159,7 +116,7 @@ async fn retained_puback(c: &mut RawClient, topic: &str, payload: &[u8], id: u16
 ///    again. Fails on the code before health.rs: the client stays connected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_cut_off_from_nats_disconnects_its_clients_until_nats_is_back() {
-    let Some(mut nodes) = Nodes::start_or_skip("a_node_cut_off_from_nats", 2).await else {
+    let Some(mut nodes) = start_or_skip("a_node_cut_off_from_nats", 2).await else {
         return;
     };
     // A persistent session subscribed to the will topic, and a client with a will.
@@ -197,14 +154,14 @@ async fn a_node_cut_off_from_nats_disconnects_its_clients_until_nats_is_back() {
         .await;
     let disconnected_after = killed.elapsed();
     assert_eq!(
-        nodes.connack(1, "cut-2", false).await,
+        connack(&nodes, 1, "cut-2", false).await,
         0x88,
         "v5 CONNECT while cut off"
     );
     // Node 2 lost NATS a few milliseconds after node 1: its grace ends that much later.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        nodes.connack(2, "cut-3", true).await,
+        connack(&nodes, 2, "cut-3", true).await,
         3,
         "3.1.1 CONNECT while cut off: Server unavailable"
     );
@@ -218,7 +175,7 @@ async fn a_node_cut_off_from_nats_disconnects_its_clients_until_nats_is_back() {
             restarted.elapsed() < Duration::from_secs(20),
             "node 1 still refuses CONNECTs 20 s after NATS came back"
         );
-        if nodes.connack(1, "cut-4", false).await == 0 {
+        if connack(&nodes, 1, "cut-4", false).await == 0 {
             break restarted.elapsed();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -262,7 +219,7 @@ async fn a_node_cut_off_from_nats_disconnects_its_clients_until_nats_is_back() {
 ///    watch was replaced: a node stayed without it); forwarding never stops for long.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_one_nats_server_stalls_writes_briefly() {
-    let Some(mut nodes) = Nodes::start_or_skip("killing_one_nats_server", 3).await else {
+    let Some(mut nodes) = start_or_skip("killing_one_nats_server", 3).await else {
         return;
     };
     let mut publisher = nodes.client(1, "one-pub").await;
@@ -436,7 +393,7 @@ async fn killing_one_nats_server_stalls_writes_briefly() {
 ///    health.rs: the retained PUBLISH is acknowledged 0x00 and kept on node 1 only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_nats_quorum_qos0_flows_and_storage_answers_with_reason_codes() {
-    let Some(mut nodes) = Nodes::start_or_skip("without_nats_quorum", 3).await else {
+    let Some(mut nodes) = start_or_skip("without_nats_quorum", 3).await else {
         return;
     };
     let mut publisher = nodes.client(1, "q-pub").await;

@@ -11,20 +11,13 @@ use bytes::BytesMut;
 use gatehouse_protocol::codec;
 use gatehouse_protocol::packet::{Packet, PacketId, Publish};
 use gatehouse_protocol::{ProtocolVersion, QoS};
-use gatehouse_tests::broker::{free_port, BrokerProcess, TempDir};
-use gatehouse_tests::raw::{ConnectBuilder, RawClient};
+use gatehouse_tests::broker::TempDir;
 
 use crate::cluster::Nodes;
+use crate::cluster_support::{connect_v5, process_node};
 
 /// QoS 1 PUBLISHes in flight at once (below the broker's Receive Maximum).
 const WINDOW: usize = 1000;
-
-async fn connect(addr: std::net::SocketAddr, id: &str) -> RawClient {
-    let mut c = RawClient::connect(addr).await;
-    c.send(&ConnectBuilder::new(id).build()).await;
-    c.expect_connack_ok().await;
-    c
-}
 
 fn publish(topic: &str, i: usize) -> Publish {
     Publish {
@@ -48,28 +41,18 @@ async fn kill_9_of_a_node_loses_no_acknowledged_qos1_message() {
         return;
     };
     let dir = TempDir::new("node-kill");
-    let port = free_port();
-    let servers = nodes
-        .nats_urls()
-        .iter()
-        .map(|u| format!("\"{u}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let config = dir.write(
-        "node.yaml",
-        &format!(
-            "dataDir: {data}\nlisteners:\n  - name: e2e\n    bindAddress: 127.0.0.1\n    ports: [ {{ port: {port} }} ]\n\
-             diagnostics: {{ metrics: {{ prometheusPort: 0 }} }}\n\
-             cluster:\n  nodeName: killed\n  nats: {{ servers: [{servers}], replicas: 3 }}\n",
-            data = dir.path().join("data").display()
-        ),
-    );
-    let node = BrokerProcess::start(&config, port).await;
+    let node = process_node(
+        &dir,
+        "killed",
+        &nodes.nats_urls(),
+        "diagnostics: { metrics: { prometheusPort: 0 } }\n",
+    )
+    .await;
 
     let topic = "kill9/t";
-    let mut sub = connect(nodes.addr(2), "k9-sub").await;
+    let mut sub = connect_v5(nodes.addr(2), "k9-sub").await;
     sub.subscribe(1, topic, 1).await;
-    let mut publisher = connect(node.addr(), "k9-pub").await;
+    let mut publisher = connect_v5(node.addr(), "k9-pub").await;
     // Node 2's subscription spreads through NATS asynchronously: QoS 0 until it arrives.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {

@@ -10,25 +10,12 @@
 use std::time::Duration;
 
 use gatehouse_protocol::{Packet, SubscriptionOptions};
-use gatehouse_tests::broker::{free_port, BrokerProcess, TempDir};
+use gatehouse_tests::broker::TempDir;
 use gatehouse_tests::mosquitto::publish;
-use gatehouse_tests::raw::{frame_body, opts, ConnectBuilder, RawClient};
+use gatehouse_tests::raw::{opts, ConnectBuilder, RawClient};
 
 use super::cluster::Nodes;
-
-/// Connect `builder` to node `n`; returns the client and Session Present.
-async fn connect(nodes: &Nodes, n: usize, builder: &ConnectBuilder) -> (RawClient, bool) {
-    let mut c = RawClient::connect(nodes.addr(n)).await;
-    c.send(&builder.build()).await;
-    let raw = c
-        .recv_raw(Duration::from_secs(10))
-        .await
-        .expect("a CONNACK");
-    assert_eq!(raw[0], 0x20, "expected CONNACK, got {raw:02X?}");
-    let body = frame_body(&raw);
-    assert_eq!(body[1], 0, "CONNACK refused: {raw:02X?}");
-    (c, body[0] & 1 == 1)
-}
+use super::cluster_support::{connect_session, process_node, receive_all};
 
 /// Wait until every node knows the session subscribed to `topic` is offline (the sessions
 /// bucket's watch reached it): from then on their publishes keep messages for it.
@@ -45,23 +32,64 @@ async fn wait_offline_everywhere(nodes: &Nodes, topic: &str) {
     }
 }
 
-/// Every PUBLISH `c` receives until quiet for `quiet` (acknowledged): (topic, payload,
-/// subscription identifiers).
-async fn receive_all(c: &mut RawClient, quiet: Duration) -> Vec<(String, String, Vec<u32>)> {
-    let mut got = Vec::new();
-    while let Some(packet) = c.recv(quiet).await {
-        if let Packet::Publish(p) = packet {
-            if let Some(id) = p.packet_id {
-                c.puback(id).await;
-            }
-            got.push((
-                p.topic.clone(),
-                String::from_utf8_lossy(&p.payload).into_owned(),
-                p.properties.subscription_identifiers.clone(),
-            ));
-        }
+/// A persistent session `session` of `addr`, subscribed to `filter` (QoS 1), that has
+/// gone offline, once every node knows (see [`wait_offline_everywhere`] for `topic`).
+async fn offline_session(
+    nodes: &Nodes,
+    addr: std::net::SocketAddr,
+    session: &ConnectBuilder,
+    filter: &str,
+    topic: &str,
+) {
+    let (mut c, _) = connect_session(addr, session).await;
+    c.sub_ok(1, filter, 1).await;
+    c.disconnect().await;
+    wait_offline_everywhere(nodes, topic).await;
+}
+
+/// The payloads of [`receive_all`], in the order received.
+async fn payloads_received(c: &mut RawClient, quiet: Duration) -> Vec<String> {
+    receive_all(c, quiet)
+        .await
+        .into_iter()
+        .map(|(_, p, _)| p)
+        .collect()
+}
+
+/// `{tag}-0` .. `{tag}-{n - 1}`: the payloads the tests publish, in order.
+fn numbered(tag: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{tag}-{i}")).collect()
+}
+
+/// A persistent v5 session `client_id` on node 2 with a Receive Maximum of 1, subscribed
+/// to `{prefix}/#`, after five QoS 1 messages `{tag}-0` .. `{tag}-4` were published on
+/// `{prefix}/t` through node 2: the first was received (and is not acknowledged), the
+/// other four wait in the session's queue on node 2 (what a node holds for a client).
+async fn holding_five(nodes: &Nodes, client_id: &str, prefix: &str, tag: &str) -> RawClient {
+    let session = ConnectBuilder::new(client_id)
+        .session_expiry(600)
+        .receive_maximum(1);
+    let (mut c, _) = nodes.connect(2, &session).await;
+    c.sub_ok(1, &format!("{prefix}/#"), 1).await;
+    for i in 0..5 {
+        publish(
+            nodes.addr(2),
+            &[
+                "-q",
+                "1",
+                "-t",
+                &format!("{prefix}/t"),
+                "-m",
+                &format!("{tag}-{i}"),
+            ],
+        )
+        .await;
     }
-    got
+    match c.recv(Duration::from_secs(5)).await {
+        Some(Packet::Publish(p)) => assert_eq!(p.payload[..], *format!("{tag}-0").as_bytes()),
+        other => panic!("expected the first PUBLISH, got {other:?}"),
+    }
+    c
 }
 
 /// A persistent v5 session subscribed on node 2 goes offline. 20 QoS 1 messages are
@@ -75,7 +103,7 @@ async fn qos1_backlog_queued_via_node_1_is_received_after_reconnecting_to_node_3
         return;
     };
     let session = ConnectBuilder::new("backlog-v5").session_expiry(600);
-    let (mut c, _) = connect(&nodes, 2, &session).await;
+    let (mut c, _) = nodes.connect(2, &session).await;
     let ack = c
         .subscribe_with(1, "bl/#", SubscriptionOptions { ..opts(1) }, Some(5))
         .await;
@@ -101,7 +129,7 @@ async fn qos1_backlog_queued_via_node_1_is_received_after_reconnecting_to_node_3
         .await;
     }
 
-    let (mut c, present) = connect(&nodes, 3, &session.clone().clean_start(false)).await;
+    let (mut c, present) = nodes.connect(3, &session.clone().clean_start(false)).await;
     assert!(present, "the session moved to node 3 (Session Present 1)");
     let got = receive_all(&mut c, Duration::from_secs(3)).await;
     let from = |prefix: &str| -> Vec<String> {
@@ -110,17 +138,14 @@ async fn qos1_backlog_queued_via_node_1_is_received_after_reconnecting_to_node_3
             .map(|(_, p, _)| p.clone())
             .collect()
     };
-    let expect = |prefix: &str, n: usize| -> Vec<String> {
-        (0..n).map(|i| format!("{prefix}{i}")).collect()
-    };
     assert_eq!(
         from("n1-"),
-        expect("n1-", 20),
+        numbered("n1", 20),
         "every message published through node 1 while the session was offline, in order"
     );
     assert_eq!(
         from("n2-"),
-        expect("n2-", 10),
+        numbered("n2", 10),
         "every message published through node 2 (the old owner), in order"
     );
     assert_eq!(got.len(), 30, "each message once: {got:?}");
@@ -135,7 +160,7 @@ async fn qos1_backlog_queued_via_node_1_is_received_after_reconnecting_to_node_3
 
     // Read once: reconnecting to node 1 now brings nothing again.
     c.disconnect().await;
-    let (mut c, present) = connect(&nodes, 1, &session.clone().clean_start(false)).await;
+    let (mut c, present) = nodes.connect(1, &session.clone().clean_start(false)).await;
     assert!(present);
     let again = receive_all(&mut c, Duration::from_secs(2)).await;
     assert!(again.is_empty(), "the backlog is delivered once: {again:?}");
@@ -149,46 +174,27 @@ async fn messages_held_for_the_client_when_it_left_follow_it_to_another_node() {
     let Some(nodes) = Nodes::start_or_skip("held_backlog_moves").await else {
         return;
     };
-    let session = ConnectBuilder::new("held-v5")
-        .session_expiry(600)
-        .receive_maximum(1);
-    let (mut c, _) = connect(&nodes, 2, &session).await;
-    c.sub_ok(1, "held/#", 1).await;
     // Published on node 2 itself while the client is connected: one is sent (never
     // acknowledged), the others wait in the session's queue on node 2.
-    for i in 0..5 {
-        publish(
-            nodes.addr(2),
-            &["-q", "1", "-t", "held/t", "-m", &format!("h-{i}")],
-        )
-        .await;
-    }
-    match c.recv(Duration::from_secs(5)).await {
-        Some(Packet::Publish(p)) => assert_eq!(&p.payload[..], b"h-0"),
-        other => panic!("expected the first PUBLISH, got {other:?}"),
-    }
+    let c = holding_five(&nodes, "held-v5", "held", "h").await;
     c.disconnect().await; // without acknowledging it
     wait_offline_everywhere(&nodes, "held/t").await;
 
-    let (mut c, present) = connect(
-        &nodes,
-        3,
-        &ConnectBuilder::new("held-v5")
-            .session_expiry(600)
-            .clean_start(false),
-    )
-    .await;
+    let (mut c, present) = nodes
+        .connect(
+            3,
+            &ConnectBuilder::new("held-v5")
+                .session_expiry(600)
+                .clean_start(false),
+        )
+        .await;
     assert!(present);
-    let got: Vec<String> = receive_all(&mut c, Duration::from_secs(3))
-        .await
-        .into_iter()
-        .map(|(_, p, _)| p)
-        .collect();
+    let got = payloads_received(&mut c, Duration::from_secs(3)).await;
     let mut unique = got.clone();
     unique.dedup();
     assert_eq!(
         unique,
-        (0..5).map(|i| format!("h-{i}")).collect::<Vec<_>>(),
+        numbered("h", 5),
         "the unacknowledged message and the queued ones, in order"
     );
 }
@@ -203,35 +209,16 @@ async fn backlog_survives_the_death_of_the_node_that_held_the_session() {
         return;
     };
     let dir = TempDir::new("queue-kill");
-    let port = free_port();
-    let servers = nodes
-        .nats_urls()
-        .iter()
-        .map(|u| format!("\"{u}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let config = dir.write(
-        "node.yaml",
-        &format!(
-            "dataDir: {data}\nlisteners:\n  - name: e2e\n    bindAddress: 127.0.0.1\n    ports: [ {{ port: {port} }} ]\n\
-             diagnostics: {{ metrics: {{ prometheusPort: 0 }} }}\n\
-             cluster:\n  nodeName: doomed\n  nats: {{ servers: [{servers}], replicas: 3 }}\n",
-            data = dir.path().join("data").display()
-        ),
-    );
-    let node = BrokerProcess::start(&config, port).await;
+    let node = process_node(
+        &dir,
+        "doomed",
+        &nodes.nats_urls(),
+        "diagnostics: { metrics: { prometheusPort: 0 } }\n",
+    )
+    .await;
 
     let session = ConnectBuilder::new("orphan-backlog").session_expiry(600);
-    let mut c = RawClient::connect(node.addr()).await;
-    c.send(&session.build()).await;
-    let raw = c
-        .recv_raw(Duration::from_secs(10))
-        .await
-        .expect("a CONNACK");
-    assert_eq!(frame_body(&raw)[1], 0, "CONNACK refused: {raw:02X?}");
-    c.sub_ok(1, "orph/+", 1).await;
-    c.disconnect().await;
-    wait_offline_everywhere(&nodes, "orph/t").await;
+    offline_session(&nodes, node.addr(), &session, "orph/+", "orph/t").await;
 
     for i in 0..10 {
         publish(
@@ -242,16 +229,12 @@ async fn backlog_survives_the_death_of_the_node_that_held_the_session() {
     }
     node.signal("KILL");
 
-    let (mut c, present) = connect(&nodes, 3, &session.clone().clean_start(false)).await;
+    let (mut c, present) = nodes.connect(3, &session.clone().clean_start(false)).await;
     assert!(present, "the dead node's session resumes on node 3");
-    let got: Vec<String> = receive_all(&mut c, Duration::from_secs(3))
-        .await
-        .into_iter()
-        .map(|(_, p, _)| p)
-        .collect();
+    let got = payloads_received(&mut c, Duration::from_secs(3)).await;
     assert_eq!(
         got,
-        (0..10).map(|i| format!("o-{i}")).collect::<Vec<_>>(),
+        numbered("o", 10),
         "every acknowledged message, once, in order"
     );
 }
@@ -265,10 +248,7 @@ async fn puback_waits_until_jetstream_stored_the_message() {
         return;
     };
     let session = ConnectBuilder::new("ack-wait").session_expiry(600);
-    let (mut c, _) = connect(&nodes, 2, &session).await;
-    c.sub_ok(1, "aw/#", 1).await;
-    c.disconnect().await;
-    wait_offline_everywhere(&nodes, "aw/t").await;
+    offline_session(&nodes, nodes.addr(2), &session, "aw/#", "aw/t").await;
 
     let stored = || {
         nodes
@@ -279,7 +259,7 @@ async fn puback_waits_until_jetstream_stored_the_message() {
             .load(std::sync::atomic::Ordering::Relaxed)
     };
     let before = stored();
-    let (mut publisher, _) = connect(&nodes, 1, &ConnectBuilder::new("ack-wait-pub")).await;
+    let (mut publisher, _) = nodes.connect(1, &ConnectBuilder::new("ack-wait-pub")).await;
     const N: u16 = 200;
     for id in 1..=N {
         publisher
@@ -312,13 +292,10 @@ async fn without_quorum_a_message_an_offline_session_wants_is_refused_with_0x80(
         return;
     };
     let session = ConnectBuilder::new("no-quorum-offline").session_expiry(600);
-    let (mut c, _) = connect(&nodes, 2, &session).await;
-    c.sub_ok(1, "nq/kept", 1).await;
-    c.disconnect().await;
-    wait_offline_everywhere(&nodes, "nq/kept").await;
-    let (mut online, _) = connect(&nodes, 1, &ConnectBuilder::new("nq-online")).await;
+    offline_session(&nodes, nodes.addr(2), &session, "nq/kept", "nq/kept").await;
+    let (mut online, _) = nodes.connect(1, &ConnectBuilder::new("nq-online")).await;
     online.sub_ok(1, "nq/#", 1).await;
-    let (mut publisher, _) = connect(&nodes, 1, &ConnectBuilder::new("nq-pub")).await;
+    let (mut publisher, _) = nodes.connect(1, &ConnectBuilder::new("nq-pub")).await;
 
     nodes.nats_mut().kill(1);
     nodes.nats_mut().kill(2);
@@ -362,42 +339,23 @@ async fn takeover_of_a_connected_session_carries_what_its_node_held() {
     let Some(nodes) = Nodes::start_or_skip("takeover_carries_held").await else {
         return;
     };
-    let old = ConnectBuilder::new("carried")
-        .session_expiry(600)
-        .receive_maximum(1);
-    let (mut c, _) = connect(&nodes, 2, &old).await;
-    c.sub_ok(1, "car/#", 1).await;
-    for i in 0..5 {
-        publish(
-            nodes.addr(2),
-            &["-q", "1", "-t", "car/t", "-m", &format!("c-{i}")],
+    let mut c = holding_five(&nodes, "carried", "car", "c").await;
+    // Not acknowledged, not disconnected: node 3 takes the session over.
+    let (mut new, present) = nodes
+        .connect(
+            3,
+            &ConnectBuilder::new("carried")
+                .session_expiry(600)
+                .clean_start(false),
         )
         .await;
-    }
-    match c.recv(Duration::from_secs(5)).await {
-        Some(Packet::Publish(p)) => assert_eq!(&p.payload[..], b"c-0"),
-        other => panic!("expected the first PUBLISH, got {other:?}"),
-    }
-    // Not acknowledged, not disconnected: node 3 takes the session over.
-    let (mut new, present) = connect(
-        &nodes,
-        3,
-        &ConnectBuilder::new("carried")
-            .session_expiry(600)
-            .clean_start(false),
-    )
-    .await;
     assert!(present, "the takeover resumes the session");
     c.expect_disconnect_within(0x8E, Duration::from_secs(10))
         .await;
-    let got: Vec<String> = receive_all(&mut new, Duration::from_secs(3))
-        .await
-        .into_iter()
-        .map(|(_, p, _)| p)
-        .collect();
+    let got = payloads_received(&mut new, Duration::from_secs(3)).await;
     assert_eq!(
         got,
-        (0..5).map(|i| format!("c-{i}")).collect::<Vec<_>>(),
+        numbered("c", 5),
         "the unacknowledged message and the queued ones, once each, in order"
     );
 }

@@ -16,83 +16,61 @@
 use std::time::Duration;
 
 use gatehouse_protocol::Packet;
-use gatehouse_tests::broker::{free_port, BrokerProcess, TempDir, TestBroker};
-use gatehouse_tests::nats::NatsCluster;
+use gatehouse_tests::broker::TempDir;
 use gatehouse_tests::raw::{ConnectBuilder, RawClient};
 
-/// Three Gatehouse nodes, node `i` a client of NATS server `i` only.
-struct Nodes {
-    nodes: Vec<TestBroker>,
-    nats: NatsCluster,
+use super::cluster::{NodeConfig, Nodes};
+use super::cluster_support::{connect_v5, process_node};
+
+/// Three plain nodes, node `i` a client of NATS server `i` only.
+async fn start_or_skip(test: &str) -> Option<Nodes> {
+    Nodes::start_with(test, 3, NodeConfig::default()).await
 }
 
-impl Nodes {
-    async fn start_or_skip(test: &str) -> Option<Nodes> {
-        let nats = NatsCluster::start_or_skip(test).await?;
-        let mut nodes = Vec::new();
-        for n in 1..=3 {
-            let url = &nats.urls()[n - 1];
-            let yaml = format!(
-                "listeners:\n  - name: e2e\n    bindAddress: 127.0.0.1\n    ports:\n      - port: 0\n        protocol: Mqtt\n\
-                 cluster:\n  nodeName: node{n}\n  nats:\n    servers: [\"{url}\"]\n    replicas: 3\n"
-            );
-            nodes.push(TestBroker::start(&yaml).await);
-        }
-        Some(Nodes { nodes, nats })
-    }
+/// SIGSTOP NATS servers 2 and 3: JetStream (R3) has no quorum, server 1 still routes
+/// node 1's core NATS traffic.
+fn stop_quorum(nodes: &Nodes) {
+    nodes.nats.servers[1].stop();
+    nodes.nats.servers[2].stop();
+}
 
-    async fn client(&self, n: usize, client_id: &str) -> RawClient {
-        let mut raw = RawClient::connect(self.nodes[n - 1].mqtt_addr()).await;
-        raw.send(&ConnectBuilder::new(client_id).build()).await;
-        raw.expect_connack_ok().await;
-        raw
-    }
+fn cont_quorum(nodes: &Nodes) {
+    nodes.nats.servers[1].cont();
+    nodes.nats.servers[2].cont();
+}
 
-    /// SIGSTOP NATS servers 2 and 3: JetStream (R3) has no quorum, server 1 still routes
-    /// node 1's core NATS traffic.
-    fn stop_quorum(&self) {
-        self.nats.servers[1].stop();
-        self.nats.servers[2].stop();
-    }
-
-    fn cont_quorum(&self) {
-        self.nats.servers[1].cont();
-        self.nats.servers[2].cont();
-    }
-
-    /// The payload of the retained message on `topic` a new subscriber on node `n` gets,
-    /// polled (node `n` mirrors the bucket asynchronously, and may be reconnecting to its
-    /// NATS server) until it is `expected` or `within` has passed.
-    async fn retained_until(
-        &self,
-        n: usize,
-        topic: &str,
-        expected: &[u8],
-        within: Duration,
-    ) -> Option<Vec<u8>> {
-        let deadline = tokio::time::Instant::now() + within;
-        let mut last = None;
-        let mut i = 0;
-        while tokio::time::Instant::now() < deadline {
-            i += 1;
-            let mut raw = RawClient::connect(self.nodes[n - 1].mqtt_addr()).await;
-            raw.send(&ConnectBuilder::new(&format!("reader-{n}-{i}")).build())
-                .await;
-            if let Some(Packet::ConnAck(c)) = raw.recv(Duration::from_secs(5)).await {
-                if c.reason_code.0 == 0 {
-                    raw.sub_ok(1, topic, 0).await;
-                    if let Some(Packet::Publish(p)) = raw.recv(Duration::from_secs(1)).await {
-                        last = Some(p.payload.to_vec());
-                        if p.payload.as_ref() == expected {
-                            return last;
-                        }
+/// The payload of the retained message on `topic` a new subscriber on node `n` gets,
+/// polled (node `n` mirrors the bucket asynchronously, and may be reconnecting to its
+/// NATS server) until it is `expected` or `within` has passed.
+async fn retained_until(
+    nodes: &Nodes,
+    n: usize,
+    topic: &str,
+    expected: &[u8],
+    within: Duration,
+) -> Option<Vec<u8>> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut last = None;
+    let mut i = 0;
+    while tokio::time::Instant::now() < deadline {
+        i += 1;
+        let mut raw = RawClient::connect(nodes.addr(n)).await;
+        raw.send(&ConnectBuilder::new(&format!("reader-{n}-{i}")).build())
+            .await;
+        if let Some(Packet::ConnAck(c)) = raw.recv(Duration::from_secs(5)).await {
+            if c.reason_code.0 == 0 {
+                raw.sub_ok(1, topic, 0).await;
+                if let Some(Packet::Publish(p)) = raw.recv(Duration::from_secs(1)).await {
+                    last = Some(p.payload.to_vec());
+                    if p.payload.as_ref() == expected {
+                        return last;
                     }
                 }
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
         }
-        last
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    last
 }
 
 /// The next acknowledgement of a PUBLISH (PUBACK or PUBREC) within `within`: its packet
@@ -110,25 +88,28 @@ async fn next_ack(c: &mut RawClient, within: Duration) -> Option<(u16, u8)> {
     }
 }
 
+/// A retained QoS 1 PUBLISH (packet id 1) that is acknowledged 0x00 within 10 s: the
+/// bucket takes writes (each test's starting point).
+async fn retained_ok(c: &mut RawClient, topic: &str, payload: &[u8]) {
+    c.publish(topic, payload, 1, true, 1).await;
+    assert_eq!(next_ack(c, Duration::from_secs(10)).await, Some((1, 0)));
+}
+
 /// While JetStream cannot commit, a retained QoS 1 PUBLISH gets no PUBACK (another
 /// client's plain QoS 1 PUBLISH on the same node is acknowledged meanwhile: nothing
 /// blocks a thread); once the servers resume, the PUBACK 0x00 arrives and the retained
 /// message is what a new subscriber on node 2 gets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retained_puback_waits_until_the_bucket_has_stored_it() {
-    let Some(nodes) = Nodes::start_or_skip("a_retained_puback_waits").await else {
+    let Some(nodes) = start_or_skip("a_retained_puback_waits").await else {
         return;
     };
     let mut p = nodes.client(1, "ret-ack-p").await;
     let mut q = nodes.client(1, "ret-ack-q").await;
     // The bucket takes writes.
-    p.publish("ret-ack/warm", b"warm", 1, true, 1).await;
-    assert_eq!(
-        next_ack(&mut p, Duration::from_secs(10)).await,
-        Some((1, 0))
-    );
+    retained_ok(&mut p, "ret-ack/warm", b"warm").await;
 
-    nodes.stop_quorum();
+    stop_quorum(&nodes);
     let started = tokio::time::Instant::now();
     p.publish("ret-ack/held", b"kept", 1, true, 2).await;
     q.publish("ret-ack/plain", b"plain", 1, false, 1).await;
@@ -138,7 +119,7 @@ async fn a_retained_puback_waits_until_the_bucket_has_stored_it() {
         "a plain QoS 1 PUBLISH on the same node is acknowledged while the bucket waits"
     );
     let early = next_ack(&mut p, Duration::from_millis(2500)).await;
-    nodes.cont_quorum();
+    cont_quorum(&nodes);
     assert_eq!(
         early,
         None,
@@ -152,8 +133,7 @@ async fn a_retained_puback_waits_until_the_bucket_has_stored_it() {
     );
     assert_eq!(ack, Some((2, 0)), "the PUBACK once the bucket has it");
     assert_eq!(
-        nodes
-            .retained_until(2, "ret-ack/held", b"kept", Duration::from_secs(20))
+        retained_until(&nodes, 2, "ret-ack/held", b"kept", Duration::from_secs(20))
             .await
             .as_deref(),
         Some(&b"kept"[..]),
@@ -167,24 +147,20 @@ async fn a_retained_puback_waits_until_the_bucket_has_stored_it() {
 /// PUBLISHes succeed and the late one is kept after all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retained_publish_not_stored_in_time_gets_0x80() {
-    let Some(nodes) = Nodes::start_or_skip("a_retained_publish_not_stored_in_time").await else {
+    let Some(nodes) = start_or_skip("a_retained_publish_not_stored_in_time").await else {
         return;
     };
     let mut p = nodes.client(1, "ret-late-p").await;
-    p.publish("ret-late/warm", b"warm", 1, true, 1).await;
-    assert_eq!(
-        next_ack(&mut p, Duration::from_secs(10)).await,
-        Some((1, 0))
-    );
+    retained_ok(&mut p, "ret-late/warm", b"warm").await;
 
-    nodes.stop_quorum();
+    stop_quorum(&nodes);
     let started = tokio::time::Instant::now();
     p.publish("ret-late/one", b"late", 1, true, 2).await;
     p.publish("ret-late/two", b"late2", 2, true, 3).await;
     let first = next_ack(&mut p, Duration::from_secs(30)).await;
     let took = started.elapsed();
     let second = next_ack(&mut p, Duration::from_secs(2)).await;
-    nodes.cont_quorum();
+    cont_quorum(&nodes);
     eprintln!("acknowledged {first:?} {second:?} {took:?} after the publish");
     assert_eq!(first, Some((2, 0x80)), "PUBACK 0x80 Unspecified error");
     assert_eq!(second, Some((3, 0x80)), "PUBREC 0x80 Unspecified error");
@@ -212,8 +188,7 @@ async fn a_retained_publish_not_stored_in_time_gets_0x80() {
     }
     for (topic, payload) in [("ret-late/after", &b"after"[..]), ("ret-late/one", b"late")] {
         assert_eq!(
-            nodes
-                .retained_until(2, topic, payload, Duration::from_secs(20))
+            retained_until(&nodes, 2, topic, payload, Duration::from_secs(20))
                 .await
                 .as_deref(),
             Some(payload),
@@ -231,32 +206,15 @@ async fn a_retained_publish_not_stored_in_time_gets_0x80() {
 /// subscriber on node 2 gets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_right_after_a_retained_puback_loses_nothing() {
-    let Some(nodes) = Nodes::start_or_skip("kill_9_right_after_a_retained_puback").await else {
+    let Some(nodes) = start_or_skip("kill_9_right_after_a_retained_puback").await else {
         return;
     };
     let dir = TempDir::new("retained-kill");
-    let port = free_port();
-    let url = nodes.nats.urls()[0].clone();
-    let config = dir.write(
-        "node.yaml",
-        &format!(
-            "dataDir: {data}\nlisteners:\n  - name: e2e\n    bindAddress: 127.0.0.1\n    ports: [ {{ port: {port} }} ]\n\
-             cluster:\n  nodeName: killed\n  nats: {{ servers: [\"{url}\"], replicas: 3 }}\n",
-            data = dir.path().join("data").display()
-        ),
-    );
-    let node = BrokerProcess::start(&config, port).await;
-    let mut p = RawClient::connect(node.addr()).await;
-    p.send(&ConnectBuilder::new("ret-kill-p").build()).await;
-    p.expect_connack_ok().await;
-    p.publish("ret-kill/t", b"old", 1, true, 1).await;
+    let node = process_node(&dir, "killed", &nodes.nats.urls()[..1], "").await;
+    let mut p = connect_v5(node.addr(), "ret-kill-p").await;
+    retained_ok(&mut p, "ret-kill/t", b"old").await;
     assert_eq!(
-        next_ack(&mut p, Duration::from_secs(10)).await,
-        Some((1, 0))
-    );
-    assert_eq!(
-        nodes
-            .retained_until(2, "ret-kill/t", b"old", Duration::from_secs(10))
+        retained_until(&nodes, 2, "ret-kill/t", b"old", Duration::from_secs(10))
             .await
             .as_deref(),
         Some(&b"old"[..])
@@ -265,7 +223,7 @@ async fn kill_9_right_after_a_retained_puback_loses_nothing() {
     // Two retained messages while JetStream cannot commit: the node's writer hands the
     // first to NATS server 1 (which keeps it until the others resume) and waits for its
     // acknowledgement; the second waits in the node, behind it.
-    nodes.stop_quorum();
+    stop_quorum(&nodes);
     p.publish("ret-kill/t", b"first", 1, true, 2).await;
     p.publish("ret-kill/u", b"second", 1, true, 3).await;
     let mut acks = Vec::new();
@@ -279,7 +237,7 @@ async fn kill_9_right_after_a_retained_puback_loses_nothing() {
     if early == 2 {
         node.signal("KILL");
     }
-    nodes.cont_quorum();
+    cont_quorum(&nodes);
     while acks.len() < 2 {
         let Some(ack) = next_ack(&mut p, Duration::from_secs(15)).await else {
             break;
@@ -291,8 +249,7 @@ async fn kill_9_right_after_a_retained_puback_loses_nothing() {
     assert_eq!(acks, vec![(2, 0), (3, 0)], "both acknowledged");
     for (topic, payload) in [("ret-kill/t", &b"first"[..]), ("ret-kill/u", b"second")] {
         assert_eq!(
-            nodes
-                .retained_until(2, topic, payload, Duration::from_secs(15))
+            retained_until(&nodes, 2, topic, payload, Duration::from_secs(15))
                 .await
                 .as_deref(),
             Some(payload),

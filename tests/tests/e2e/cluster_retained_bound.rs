@@ -8,60 +8,15 @@ use std::time::Duration;
 
 use async_nats::jetstream::stream::Stream;
 use gatehouse_protocol::{Packet, PublishProperties, ReasonCode};
-use gatehouse_tests::broker::TestBroker;
 use gatehouse_tests::nats::NatsCluster;
-use gatehouse_tests::raw::{ConnectBuilder, RawClient};
+use gatehouse_tests::raw::RawClient;
 
-const STREAM: &str = "KV_gatehouse-retained";
+use super::cluster::Nodes;
+use super::cluster_support::{retained_caps, retained_puback_props, retained_stream};
 
 /// `broker.maxRetainedMessages` and `maxRetainedBytes` of the nodes.
 const MAX_MESSAGES: u64 = 20;
 const MAX_BYTES: u64 = 2000;
-
-/// Three Gatehouse nodes with small retained caps, node `i` a client of NATS server `i`.
-struct Nodes {
-    nodes: Vec<TestBroker>,
-    nats: NatsCluster,
-}
-
-impl Nodes {
-    async fn start_or_skip(test: &str) -> Option<Nodes> {
-        let nats = NatsCluster::start_or_skip(test).await?;
-        Some(Nodes::on(nats).await)
-    }
-
-    /// The nodes on an existing NATS cluster.
-    async fn on(nats: NatsCluster) -> Nodes {
-        let mut nodes = Vec::new();
-        for n in 1..=3 {
-            let url = &nats.urls()[n - 1];
-            let yaml = format!(
-                "listeners:\n  - name: e2e\n    bindAddress: 127.0.0.1\n    ports:\n      - port: 0\n        protocol: Mqtt\n\
-                 broker: {{ maxRetainedMessages: {MAX_MESSAGES}, maxRetainedBytes: {MAX_BYTES} }}\n\
-                 cluster:\n  nodeName: node{n}\n  nats:\n    servers: [\"{url}\"]\n    replicas: 3\n"
-            );
-            nodes.push(TestBroker::start(&yaml).await);
-        }
-        Nodes { nodes, nats }
-    }
-
-    async fn client(&self, n: usize, client_id: &str) -> RawClient {
-        let mut raw = RawClient::connect(self.nodes[n - 1].mqtt_addr()).await;
-        raw.send(&ConnectBuilder::new(client_id).build()).await;
-        raw.expect_connack_ok().await;
-        raw
-    }
-
-    async fn stream(&self) -> Stream {
-        let client = async_nats::connect(self.nats.urls()[0].as_str())
-            .await
-            .expect("connect to NATS");
-        async_nats::jetstream::new(client)
-            .get_stream(STREAM)
-            .await
-            .expect("the retained bucket's stream")
-    }
-}
 
 /// A retained PUBLISH at QoS 1 (`expiry`: Message Expiry Interval); the PUBACK's reason.
 /// The PUBACK waits for the bucket to store the message, up to 15 s
@@ -71,16 +26,7 @@ async fn retain(c: &mut RawClient, topic: &str, payload: &[u8], expiry: Option<u
         message_expiry_interval: expiry,
         ..Default::default()
     };
-    c.publish_props(topic, payload, 1, true, 1, properties)
-        .await;
-    loop {
-        match c.recv(Duration::from_secs(20)).await {
-            Some(Packet::PubAck(ack)) => return ack.reason_code.0,
-            None => panic!("no PUBACK for the retained PUBLISH on {topic} within 20 s"),
-            // Messages of its own subscriptions (none here).
-            _ => continue,
-        }
-    }
+    retained_puback_props(c, topic, payload, 1, properties).await
 }
 
 /// The stream's messages and bytes now.
@@ -148,10 +94,16 @@ async fn retained_topics_until(
 ///    live retained messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn retained_bucket_stays_bounded_under_clear_and_expiry_floods() {
-    let Some(nodes) = Nodes::start_or_skip("retained_bucket_stays_bounded").await else {
+    let Some(nodes) = Nodes::start_with(
+        "retained_bucket_stays_bounded",
+        3,
+        retained_caps(MAX_MESSAGES, MAX_BYTES),
+    )
+    .await
+    else {
         return;
     };
-    let mut stream = nodes.stream().await;
+    let mut stream = retained_stream(&nodes).await;
     let mut a = nodes.client(1, "attacker-a").await;
     let mut b = nodes.client(2, "attacker-b").await;
 
@@ -317,12 +269,12 @@ async fn an_older_bucket_is_upgraded_in_place() {
             .await
             .expect("an old delete marker");
     }
-    let nodes = Nodes::on(nats).await;
+    let nodes = Nodes::on(nats, 3, retained_caps(MAX_MESSAGES, MAX_BYTES)).await;
     let mut a = nodes.client(1, "upgrade-a").await;
     assert_eq!(retain(&mut a, "old/kept", b"kept", None).await, 0);
     // The longest Message Expiry Interval is a valid TTL too.
     assert_eq!(retain(&mut a, "old/long", b"long", Some(u32::MAX)).await, 0);
-    let mut stream = nodes.stream().await;
+    let mut stream = retained_stream(&nodes).await;
     let info = stream.info().await.expect("stream info");
     assert_eq!(
         info.config.max_bytes,

@@ -8,71 +8,15 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::stream::Stream;
 use gatehouse_protocol::Packet;
-use gatehouse_tests::broker::TestBroker;
-use gatehouse_tests::nats::NatsCluster;
-use gatehouse_tests::raw::{ConnectBuilder, RawClient};
 
-const STREAM: &str = "KV_gatehouse-retained";
+use super::cluster::Nodes;
+use super::cluster_support::{retained_caps, retained_puback, retained_stream};
 
 /// `broker.maxRetainedMessages` and `maxRetainedBytes` of the nodes (small, so that the
 /// bucket is small: `max_bytes` 28,480, of which 14,240 for clears).
 const MAX_MESSAGES: u64 = 20;
 const MAX_BYTES: u64 = 2000;
-
-/// Three Gatehouse nodes with small retained caps, node `i` a client of NATS server `i`.
-struct Nodes {
-    nodes: Vec<TestBroker>,
-    nats: NatsCluster,
-}
-
-impl Nodes {
-    async fn start_or_skip(test: &str) -> Option<Nodes> {
-        let nats = NatsCluster::start_or_skip(test).await?;
-        let mut nodes = Vec::new();
-        for n in 1..=3 {
-            let url = &nats.urls()[n - 1];
-            let yaml = format!(
-                "listeners:\n  - name: e2e\n    bindAddress: 127.0.0.1\n    ports:\n      - port: 0\n        protocol: Mqtt\n\
-                 broker: {{ maxRetainedMessages: {MAX_MESSAGES}, maxRetainedBytes: {MAX_BYTES} }}\n\
-                 cluster:\n  nodeName: node{n}\n  nats:\n    servers: [\"{url}\"]\n    replicas: 3\n"
-            );
-            nodes.push(TestBroker::start(&yaml).await);
-        }
-        Some(Nodes { nodes, nats })
-    }
-
-    async fn client(&self, n: usize, client_id: &str) -> RawClient {
-        let mut raw = RawClient::connect(self.nodes[n - 1].mqtt_addr()).await;
-        raw.send(&ConnectBuilder::new(client_id).build()).await;
-        raw.expect_connack_ok().await;
-        raw
-    }
-
-    async fn stream(&self) -> Stream {
-        let client = async_nats::connect(self.nats.urls()[0].as_str())
-            .await
-            .expect("connect to NATS");
-        async_nats::jetstream::new(client)
-            .get_stream(STREAM)
-            .await
-            .expect("the retained bucket's stream")
-    }
-}
-
-/// A retained QoS 1 PUBLISH: its PUBACK's reason (the PUBACK waits for the bucket, up to
-/// 15 s).
-async fn retain(c: &mut RawClient, topic: &str, payload: &[u8], id: u16) -> u8 {
-    c.publish(topic, payload, 1, true, id).await;
-    loop {
-        match c.recv(Duration::from_secs(20)).await {
-            Some(Packet::PubAck(ack)) => return ack.reason_code.0,
-            None => panic!("no PUBACK for the retained PUBLISH on {topic} within 20 s"),
-            _ => continue,
-        }
-    }
-}
 
 /// The retained message on `topic` a new subscriber on node `n` gets, if any.
 async fn retained_on(nodes: &Nodes, n: usize, topic: &str, reader: &str) -> Option<Vec<u8>> {
@@ -92,12 +36,21 @@ async fn retained_on(nodes: &Nodes, n: usize, topic: &str, reader: &str) -> Opti
 /// messages and its own clear reach node 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_set_and_clear_flood_does_not_deny_retained_messages_to_others() {
-    let Some(nodes) = Nodes::start_or_skip("a_set_and_clear_flood").await else {
+    let Some(nodes) = Nodes::start_with(
+        "a_set_and_clear_flood",
+        3,
+        retained_caps(MAX_MESSAGES, MAX_BYTES),
+    )
+    .await
+    else {
         return;
     };
-    let mut stream = nodes.stream().await;
+    let mut stream = retained_stream(&nodes).await;
     let mut victim = nodes.client(3, "clears-victim").await;
-    assert_eq!(retain(&mut victim, "victim/warm", b"warm", 1).await, 0);
+    assert_eq!(
+        retained_puback(&mut victim, "victim/warm", b"warm", 1).await,
+        0
+    );
 
     let mut flooder = nodes.client(1, "clears-flooder").await;
     let flood = tokio::spawn(async move {
@@ -116,7 +69,7 @@ async fn a_set_and_clear_flood_does_not_deny_retained_messages_to_others() {
     let mut refused = Vec::new();
     while started.elapsed() < Duration::from_secs(20) {
         id += 1;
-        let code = retain(&mut victim, &format!("victim/{}", id % 5), b"mine", id).await;
+        let code = retained_puback(&mut victim, &format!("victim/{}", id % 5), b"mine", id).await;
         if code != 0 {
             refused.push((started.elapsed(), code));
         }
@@ -147,7 +100,10 @@ async fn a_set_and_clear_flood_does_not_deny_retained_messages_to_others() {
             .as_deref(),
         Some(&b"mine"[..])
     );
-    assert_eq!(retain(&mut victim, "victim/warm", b"", 1000).await, 0);
+    assert_eq!(
+        retained_puback(&mut victim, "victim/warm", b"", 1000).await,
+        0
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut i = 0;
     while retained_on(&nodes, 2, "victim/warm", &format!("reader-c{i}"))

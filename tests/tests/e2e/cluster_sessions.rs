@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use gatehouse_protocol::{Packet, ProtocolVersion, SubscriptionOptions};
+use gatehouse_protocol::{Packet, SubscriptionOptions};
 use gatehouse_tests::mosquitto::{publish, Sub};
 use gatehouse_tests::raw::{
     frame_body, opts, subscribe_bytes, ConnectBuilder, Event, Props, RawClient, WillSpec,
@@ -20,24 +20,6 @@ use super::cluster::Nodes;
 
 /// The Will Delay Interval property.
 const WILL_DELAY: u8 = 0x18;
-
-/// Connect `builder` to node `n`; returns the client and Session Present (v5 or 3.1.1,
-/// read from the raw CONNACK, which must accept).
-async fn connect(nodes: &Nodes, n: usize, builder: &ConnectBuilder) -> (RawClient, bool) {
-    let mut c = RawClient::connect(nodes.addr(n)).await;
-    if builder.level == 4 {
-        c.version = ProtocolVersion::V311;
-    }
-    c.send(&builder.build()).await;
-    let raw = c
-        .recv_raw(Duration::from_secs(10))
-        .await
-        .expect("a CONNACK");
-    assert_eq!(raw[0], 0x20, "expected CONNACK, got {raw:02X?}");
-    let body = frame_body(&raw);
-    assert_eq!(body[1], 0, "CONNACK refused: {raw:02X?}");
-    (c, body[0] & 1 == 1)
-}
 
 /// Publish `payload` on `topic` through node `via` (mosquitto_pub, QoS 1) until `client`
 /// receives a PUBLISH on `topic` (the client's subscription reaches the other nodes
@@ -117,7 +99,7 @@ async fn persistent_session_moves_to_another_node_with_its_subscriptions() {
         return;
     };
     let v5 = ConnectBuilder::new("mover-v5").session_expiry(300);
-    let (mut c, present) = connect(&nodes, 1, &v5).await;
+    let (mut c, present) = nodes.connect(1, &v5).await;
     assert!(!present, "a new session");
     let ack = c
         .subscribe_with(
@@ -133,7 +115,7 @@ async fn persistent_session_moves_to_another_node_with_its_subscriptions() {
     assert_eq!(ack.reason_codes[0].0, 1);
     c.disconnect().await;
 
-    let (mut c, present) = connect(&nodes, 3, &v5.clone().clean_start(false)).await;
+    let (mut c, present) = nodes.connect(3, &v5.clone().clean_start(false)).await;
     assert!(
         present,
         "clean start 0 on node 3 resumes the session made on node 1 (Session Present 1)"
@@ -149,11 +131,11 @@ async fn persistent_session_moves_to_another_node_with_its_subscriptions() {
 
     // 3.1.1: clean session 0 is a session that never expires.
     let v311 = ConnectBuilder::v311("mover-v311").clean_start(false);
-    let (mut c, present) = connect(&nodes, 1, &v311).await;
+    let (mut c, present) = nodes.connect(1, &v311).await;
     assert!(!present);
     c.sub_ok(1, "mv311/#", 1).await;
     c.disconnect().await;
-    let (mut c, present) = connect(&nodes, 2, &v311).await;
+    let (mut c, present) = nodes.connect(2, &v311).await;
     assert!(present, "3.1.1: session present on node 2");
     let p = publish_until_received(&nodes, 3, "mv311/a/b", &mut c).await;
     assert_eq!(p.topic, "mv311/a/b");
@@ -173,8 +155,8 @@ async fn takeover_across_nodes_disconnects_the_old_client_and_handles_its_will()
 
     // 1. Will without delay: published once, by node 1, as the old client is sent away.
     let old = ConnectBuilder::new("taken").will(WillSpec::new("tw/gone", b"bye"));
-    let (mut c1, _) = connect(&nodes, 1, &old).await;
-    let (c3, _) = connect(&nodes, 3, &ConnectBuilder::new("taken")).await;
+    let (mut c1, _) = nodes.connect(1, &old).await;
+    let (c3, _) = nodes.connect(3, &ConnectBuilder::new("taken")).await;
     c1.expect_disconnect_within(0x8E, Duration::from_secs(10))
         .await;
     assert_eq!(
@@ -191,11 +173,11 @@ async fn takeover_across_nodes_disconnects_the_old_client_and_handles_its_will()
             props: Props::new().u32(WILL_DELAY, 30),
             ..WillSpec::new("tw/delayed", b"late")
         });
-    let (mut c1, _) = connect(&nodes, 1, &delayed).await;
+    let (mut c1, _) = nodes.connect(1, &delayed).await;
     let resume = ConnectBuilder::new("taken-delay")
         .session_expiry(300)
         .clean_start(false);
-    let (c2, present) = connect(&nodes, 2, &resume).await;
+    let (c2, present) = nodes.connect(2, &resume).await;
     assert!(present, "the takeover resumes the session");
     c1.expect_disconnect_within(0x8E, Duration::from_secs(10))
         .await;
@@ -207,8 +189,8 @@ async fn takeover_across_nodes_disconnects_the_old_client_and_handles_its_will()
     drop(c2); // the session (on node 2) now has no client and no will
 
     // 3. The same will, taken over by a clean start: the session ends, the will goes now.
-    let (mut c1, _) = connect(&nodes, 1, &delayed.clone().clean_start(true)).await;
-    let (c3, present) = connect(&nodes, 3, &ConnectBuilder::new("taken-delay")).await;
+    let (mut c1, _) = nodes.connect(1, &delayed.clone().clean_start(true)).await;
+    let (c3, present) = nodes.connect(3, &ConnectBuilder::new("taken-delay")).await;
     assert!(!present);
     c1.expect_disconnect_within(0x8E, Duration::from_secs(10))
         .await;
@@ -306,18 +288,22 @@ async fn clean_start_discards_the_cluster_session() {
         return;
     };
     let persistent = ConnectBuilder::new("cleaner").session_expiry(300);
-    let (mut c, _) = connect(&nodes, 1, &persistent).await;
+    let (mut c, _) = nodes.connect(1, &persistent).await;
     c.sub_ok(1, "cs/t", 1).await;
     c.disconnect().await;
-    let (c, present) = connect(&nodes, 2, &persistent.clone().clean_start(false)).await;
+    let (c, present) = nodes
+        .connect(2, &persistent.clone().clean_start(false))
+        .await;
     assert!(present, "node 2 resumes node 1's session");
     c.disconnect().await;
 
-    let (mut c, present) = connect(&nodes, 3, &persistent).await;
+    let (mut c, present) = nodes.connect(3, &persistent).await;
     assert!(!present, "clean start: Session Present 0");
     c.sub_ok(1, "cs/other", 1).await;
     c.disconnect().await;
-    let (mut c, present) = connect(&nodes, 1, &persistent.clone().clean_start(false)).await;
+    let (mut c, present) = nodes
+        .connect(1, &persistent.clone().clean_start(false))
+        .await;
     assert!(present, "node 1 resumes the session node 3 started");
     // The new session's subscription works; the discarded one's does not.
     publish_until_received(&nodes, 2, "cs/other", &mut c).await;
@@ -328,10 +314,12 @@ async fn clean_start_discards_the_cluster_session() {
 
     // Session expiry 0 (the default of clean start): the session ends at disconnect and
     // its record with it.
-    let (c, _) = connect(&nodes, 2, &ConnectBuilder::new("cleaner")).await;
+    let (c, _) = nodes.connect(2, &ConnectBuilder::new("cleaner")).await;
     c.disconnect().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_c, present) = connect(&nodes, 3, &persistent.clone().clean_start(false)).await;
+    let (_c, present) = nodes
+        .connect(3, &persistent.clone().clean_start(false))
+        .await;
     assert!(!present, "no session left after an expiry-0 disconnect");
 }
 
@@ -352,7 +340,7 @@ async fn a_session_taken_over_around_the_nodes_keeps_every_subscription() {
     let mut previous: Option<RawClient> = None;
     for i in 0..6u16 {
         let n = usize::from(i % 3) + 1;
-        let (mut c, present) = connect(&nodes, n, &builder).await;
+        let (mut c, present) = nodes.connect(n, &builder).await;
         assert_eq!(present, i > 0, "move {i} to node {n}: Session Present");
         if let Some(mut old) = previous.take() {
             old.expect_disconnect_within(0x8E, Duration::from_secs(10))
@@ -500,7 +488,7 @@ async fn hostile_client_ids_each_keep_their_own_session_across_nodes() {
     ];
     for (i, id) in ids.iter().enumerate() {
         let b = ConnectBuilder::new(id).session_expiry(300);
-        let (mut c, _) = connect(&nodes, 1, &b).await;
+        let (mut c, _) = nodes.connect(1, &b).await;
         c.sub_ok(1, &format!("hid/{i}"), 1).await;
         c.disconnect().await;
     }
@@ -509,7 +497,7 @@ async fn hostile_client_ids_each_keep_their_own_session_across_nodes() {
         let b = ConnectBuilder::new(id)
             .session_expiry(300)
             .clean_start(false);
-        let (c, present) = connect(&nodes, 2, &b).await;
+        let (c, present) = nodes.connect(2, &b).await;
         assert!(present, "{:.40}: its session moved to node 2", id);
         clients.push(c);
     }

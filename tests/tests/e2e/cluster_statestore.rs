@@ -7,29 +7,10 @@
 
 use std::time::Duration;
 
-use gatehouse_tests::raw::{ConnectBuilder, RawClient};
-use gatehouse_tests::state_store::{hlc, now_ms, StateStoreClient};
+use gatehouse_tests::state_store::{hlc, now_ms};
 
 use super::cluster::Nodes;
-
-/// A RESP3 array of bulk strings.
-fn resp(parts: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", parts.len()).into_bytes();
-    for p in parts {
-        out.extend_from_slice(format!("${}\r\n", p.len()).as_bytes());
-        out.extend_from_slice(p);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
-/// A state store client `client_id` connected to node `n`.
-async fn client(nodes: &Nodes, n: usize, client_id: &str) -> StateStoreClient {
-    let mut raw = RawClient::connect(nodes.addr(n)).await;
-    raw.send(&ConnectBuilder::new(client_id).build()).await;
-    raw.expect_connack_ok().await;
-    StateStoreClient::start(raw, client_id).await
-}
+use super::cluster_support::resp;
 
 /// A SET through node 1 is what a GET through node 2 reads (value and version), a DEL
 /// through node 3 removes it for node 1, and a node reads its own write at once.
@@ -38,9 +19,9 @@ async fn a_key_set_on_one_node_is_read_and_deleted_on_the_others() {
     let Some(nodes) = Nodes::start_or_skip("a_key_set_on_one_node_is_read").await else {
         return;
     };
-    let mut c1 = client(&nodes, 1, "ss-n1").await;
-    let mut c2 = client(&nodes, 2, "ss-n2").await;
-    let mut c3 = client(&nodes, 3, "ss-n3").await;
+    let mut c1 = nodes.state_store(1, "ss-n1").await;
+    let mut c2 = nodes.state_store(2, "ss-n2").await;
+    let mut c3 = nodes.state_store(3, "ss-n3").await;
     let set = c1.call(&resp(&[b"SET", b"shared", b"v1"]), &[]).await;
     assert_eq!(set.text(), "+OK\r\n");
     let version = set
@@ -74,9 +55,9 @@ async fn set_nx_racing_on_two_nodes_succeeds_exactly_once() {
     let Some(nodes) = Nodes::start_or_skip("set_nx_racing_on_two_nodes").await else {
         return;
     };
-    let mut c1 = client(&nodes, 1, "nx-n1").await;
-    let mut c2 = client(&nodes, 2, "nx-n2").await;
-    let mut c3 = client(&nodes, 3, "nx-n3").await;
+    let mut c1 = nodes.state_store(1, "nx-n1").await;
+    let mut c2 = nodes.state_store(2, "nx-n2").await;
+    let mut c3 = nodes.state_store(3, "nx-n3").await;
     for i in 0..10 {
         let key = format!("nx-{i}");
         let ts = hlc(now_ms(), 0, "test-client");
@@ -114,8 +95,8 @@ async fn an_older_fencing_token_is_refused_after_another_node_wrote_a_newer_one(
     let Some(nodes) = Nodes::start_or_skip("older_fencing_token_refused").await else {
         return;
     };
-    let mut c1 = client(&nodes, 1, "ft-n1").await;
-    let mut c2 = client(&nodes, 2, "ft-n2").await;
+    let mut c1 = nodes.state_store(1, "ft-n1").await;
+    let mut c2 = nodes.state_store(2, "ft-n2").await;
     let now = now_ms();
     let old = hlc(now - 10_000, 0, "holder-a");
     let new = hlc(now - 5_000, 0, "holder-b");
@@ -157,9 +138,9 @@ async fn keynotify_on_one_node_fires_for_changes_made_on_the_others() {
     let Some(nodes) = Nodes::start_or_skip("keynotify_across_nodes").await else {
         return;
     };
-    let mut c1 = client(&nodes, 1, "kn-n1").await;
-    let mut c2 = client(&nodes, 2, "kn-n2").await;
-    let mut c3 = client(&nodes, 3, "kn-n3").await;
+    let mut c1 = nodes.state_store(1, "kn-n1").await;
+    let mut c2 = nodes.state_store(2, "kn-n2").await;
+    let mut c3 = nodes.state_store(3, "kn-n3").await;
     let reg = c3.call(&resp(&[b"KEYNOTIFY", b"watched"]), &[]).await;
     assert_eq!(reg.text(), "+OK\r\n");
     let set = c1.call(&resp(&[b"SET", b"watched", b"abc"]), &[]).await;
@@ -189,9 +170,9 @@ async fn an_expiring_key_expires_on_every_node_with_one_notification() {
     let Some(nodes) = Nodes::start_or_skip("expiring_key_across_nodes").await else {
         return;
     };
-    let mut c1 = client(&nodes, 1, "px-n1").await;
-    let mut c2 = client(&nodes, 2, "px-n2").await;
-    let mut c3 = client(&nodes, 3, "px-n3").await;
+    let mut c1 = nodes.state_store(1, "px-n1").await;
+    let mut c2 = nodes.state_store(2, "px-n2").await;
+    let mut c3 = nodes.state_store(3, "px-n3").await;
     c2.call(&resp(&[b"KEYNOTIFY", b"short"]), &[]).await;
     let set = c1
         .call(&resp(&[b"SET", b"short", b"v", b"PX", b"2000"]), &[])

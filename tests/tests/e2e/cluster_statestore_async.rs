@@ -9,26 +9,10 @@ use std::time::Duration;
 use gatehouse_protocol::Packet;
 use gatehouse_tests::broker::TestBroker;
 use gatehouse_tests::nats::NatsCluster;
-use gatehouse_tests::raw::{ConnectBuilder, RawClient};
+use gatehouse_tests::raw::RawClient;
 use gatehouse_tests::state_store::{ts_now, StateStoreClient};
 
-/// A RESP3 array of bulk strings.
-fn resp(parts: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", parts.len()).into_bytes();
-    for p in parts {
-        out.extend_from_slice(format!("${}\r\n", p.len()).as_bytes());
-        out.extend_from_slice(p);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
-async fn connect(addr: std::net::SocketAddr, client_id: &str) -> RawClient {
-    let mut raw = RawClient::connect(addr).await;
-    raw.send(&ConnectBuilder::new(client_id).build()).await;
-    raw.expect_connack_ok().await;
-    raw
-}
+use super::cluster_support::{connect_v5, resp};
 
 /// The next PUBLISH on `topic` within `within`, skipping PUBACKs; `None` when none came.
 /// Panics on a state store response (`forbidden`): it must not be answered yet.
@@ -99,15 +83,15 @@ async fn a_request_waiting_for_jetstream_blocks_no_thread_and_no_delivery() {
     .await;
     let addr = node.mqtt_addr();
     let mut r =
-        StateStoreClient::start_with(connect(addr, "async-r").await, "async-r", false).await;
+        StateStoreClient::start_with(connect_v5(addr, "async-r").await, "async-r", false).await;
     r.raw.sub_ok(3, "live/r", 0).await;
-    let mut s = connect(addr, "async-s").await;
+    let mut s = connect_v5(addr, "async-s").await;
     s.sub_ok(1, "live/s", 0).await;
-    let mut p = connect(addr, "async-p").await;
+    let mut p = connect_v5(addr, "async-p").await;
     let mut others = Vec::new();
     for i in 0..10 {
         let id = format!("async-o{i}");
-        others.push(StateStoreClient::start_with(connect(addr, &id).await, &id, false).await);
+        others.push(StateStoreClient::start_with(connect_v5(addr, &id).await, &id, false).await);
     }
     // JetStream answers.
     assert_eq!(

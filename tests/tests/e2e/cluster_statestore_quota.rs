@@ -10,52 +10,27 @@
 
 use std::time::Duration;
 
-use gatehouse_tests::broker::TestBroker;
 use gatehouse_tests::nats::NatsCluster;
-use gatehouse_tests::raw::{ConnectBuilder, RawClient};
 use gatehouse_tests::state_store::StateStoreClient;
+
+use super::cluster::{NodeConfig, Nodes};
+use super::cluster_support::resp;
 
 const QUOTA: &str = "-ERR the quota has been exceeded\r\n";
 
-/// A RESP3 array of bulk strings.
-fn resp(parts: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", parts.len()).into_bytes();
-    for p in parts {
-        out.extend_from_slice(format!("${}\r\n", p.len()).as_bytes());
-        out.extend_from_slice(p);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
+/// Three nodes with `broker` limits, node `i` a client of NATS server `i`.
+async fn start_or_skip(test: &str, broker: &str) -> Option<Nodes> {
+    let config = NodeConfig {
+        top: format!("broker: {{ {broker} }}\n"),
+        ..NodeConfig::default()
+    };
+    Nodes::start_with(test, 3, config).await
 }
 
-/// Three Gatehouse nodes with `broker` limits, node `i` a client of NATS server `i`.
-struct Nodes {
-    nodes: Vec<TestBroker>,
-    _nats: NatsCluster,
-}
-
-impl Nodes {
-    async fn start_or_skip(test: &str, broker: &str) -> Option<Nodes> {
-        let nats = NatsCluster::start_or_skip(test).await?;
-        let mut nodes = Vec::new();
-        for n in 1..=3 {
-            let url = &nats.urls()[n - 1];
-            let yaml = format!(
-                "listeners:\n  - name: e2e\n    bindAddress: 127.0.0.1\n    ports:\n      - port: 0\n        protocol: Mqtt\n\
-                 broker: {{ {broker} }}\n\
-                 cluster:\n  nodeName: node{n}\n  nats:\n    servers: [\"{url}\"]\n    replicas: 3\n"
-            );
-            nodes.push(TestBroker::start(&yaml).await);
-        }
-        Some(Nodes { nodes, _nats: nats })
-    }
-
-    async fn client(&self, n: usize, client_id: &str) -> StateStoreClient {
-        let mut raw = RawClient::connect(self.nodes[n - 1].mqtt_addr()).await;
-        raw.send(&ConnectBuilder::new(client_id).build()).await;
-        raw.expect_connack_ok().await;
-        StateStoreClient::start_with(raw, client_id, false).await
-    }
+/// A state store client `client_id` of node `n` (without the client library's
+/// notification handling: `StateStoreClient::start_with(.., false)`).
+async fn client(nodes: &Nodes, n: usize, client_id: &str) -> StateStoreClient {
+    StateStoreClient::start_with(nodes.client(n, client_id).await, client_id, false).await
 }
 
 /// `SET key value` until it is answered `want` (another node's change reaches this node's
@@ -87,13 +62,13 @@ async fn set_until(c: &mut StateStoreClient, key: &[u8], value: &[u8], want: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_key_quota_holds_across_nodes_and_del_frees_room() {
     let Some(nodes) =
-        Nodes::start_or_skip("the_key_quota_holds_across_nodes", "stateStoreKeyQuota: 6").await
+        start_or_skip("the_key_quota_holds_across_nodes", "stateStoreKeyQuota: 6").await
     else {
         return;
     };
-    let mut a = nodes.client(1, "quota-a").await;
-    let mut b = nodes.client(2, "quota-b").await;
-    let mut c = nodes.client(3, "quota-c").await;
+    let mut a = client(&nodes, 1, "quota-a").await;
+    let mut b = client(&nodes, 2, "quota-b").await;
+    let mut c = client(&nodes, 3, "quota-c").await;
     for k in [&b"a1"[..], b"a2", b"a3"] {
         assert_eq!(
             a.call(&resp(&[b"SET", k, b"v"]), &[]).await.text(),
@@ -131,7 +106,7 @@ async fn the_key_quota_holds_across_nodes_and_del_frees_room() {
 /// refused another 100 by the total; a DEL of A's key makes room for it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_byte_quotas_hold_across_nodes() {
-    let Some(nodes) = Nodes::start_or_skip(
+    let Some(nodes) = start_or_skip(
         "the_byte_quotas_hold_across_nodes",
         "stateStorePerClientBytes: 100, stateStoreMaxTotalBytes: 250",
     )
@@ -141,7 +116,7 @@ async fn the_byte_quotas_hold_across_nodes() {
     };
     let v58 = vec![b'x'; 58];
     let v98 = vec![b'y'; 98];
-    let mut a = nodes.client(1, "bytes-a").await;
+    let mut a = client(&nodes, 1, "bytes-a").await;
     assert_eq!(
         a.call(&resp(&[b"SET", b"a1", &v58]), &[]).await.text(),
         "+OK\r\n"
@@ -153,10 +128,10 @@ async fn the_byte_quotas_hold_across_nodes() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     // The same client through another node: its bytes are counted cluster-wide (each
     // record names its owner).
-    let mut a2 = nodes.client(2, "bytes-a").await;
+    let mut a2 = client(&nodes, 2, "bytes-a").await;
     set_until(&mut a2, b"a2", &v58, QUOTA).await;
-    let mut b = nodes.client(2, "bytes-b").await;
-    let mut c = nodes.client(3, "bytes-c").await;
+    let mut b = client(&nodes, 2, "bytes-b").await;
+    let mut c = client(&nodes, 3, "bytes-c").await;
     assert_eq!(
         b.call(&resp(&[b"SET", b"b1", &v58]), &[]).await.text(),
         "+OK\r\n"
@@ -165,7 +140,7 @@ async fn the_byte_quotas_hold_across_nodes() {
         c.call(&resp(&[b"SET", b"c1", &v58]), &[]).await.text(),
         "+OK\r\n"
     );
-    let mut d = nodes.client(1, "bytes-d").await;
+    let mut d = client(&nodes, 1, "bytes-d").await;
     set_until(&mut d, b"d1", &v98, QUOTA).await;
     assert_eq!(c.call(&resp(&[b"DEL", b"a1"]), &[]).await.text(), ":1\r\n");
     set_until(&mut d, b"d1", &v98, "+OK\r\n").await;

@@ -16,64 +16,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gatehouse_protocol::Packet;
-use gatehouse_tests::broker::TestBroker;
-use gatehouse_tests::nats::NatsCluster;
-use gatehouse_tests::raw::{pid, ConnectBuilder, RawClient};
+use gatehouse_tests::raw::pid;
 use gatehouse_tests::state_store::{ts_now, StateStoreClient};
 use tokio::time::Instant;
 
+use super::cluster::Nodes;
+use super::cluster_support::{disconnect_grace, resp, retained_puback};
+
 /// The state store's bucket's stream.
 const STREAM: &str = "KV_gatehouse-statestore";
-
-struct Nodes {
-    nodes: Vec<TestBroker>,
-    nats: NatsCluster,
-}
-
-impl Nodes {
-    /// `n` nodes, with `cluster.nats.disconnectGrace` `grace` (`None`: the default 5 s);
-    /// `None` when nats-server is missing outside CI.
-    async fn start_or_skip(test: &str, n: usize, grace: Option<Duration>) -> Option<Nodes> {
-        let nats = NatsCluster::start_or_skip(test).await?;
-        let mut nodes = Vec::new();
-        for i in 1..=n {
-            let url = &nats.urls()[(i - 1) % 3];
-            let grace = grace
-                .map(|g| format!("    disconnectGrace: {}ms\n", g.as_millis()))
-                .unwrap_or_default();
-            let yaml = format!(
-                "listeners:\n  - name: e2e\n    bindAddress: 127.0.0.1\n    ports:\n      - port: 0\n        protocol: Mqtt\n\
-                 cluster:\n  nodeName: node{i}\n  nats:\n    servers: [\"{url}\"]\n    replicas: 3\n{grace}"
-            );
-            nodes.push(TestBroker::start(&yaml).await);
-        }
-        Some(Nodes { nodes, nats })
-    }
-
-    /// A v5 client of node `n` (1-based).
-    async fn raw(&self, n: usize, client_id: &str) -> RawClient {
-        let mut c = RawClient::connect(self.nodes[n - 1].mqtt_addr()).await;
-        c.send(&ConnectBuilder::new(client_id).build()).await;
-        c.expect_connack_ok().await;
-        c
-    }
-
-    /// A state store client of node `n`.
-    async fn client(&self, n: usize, client_id: &str) -> StateStoreClient {
-        StateStoreClient::start(self.raw(n, client_id).await, client_id).await
-    }
-}
-
-/// A RESP3 array of bulk strings.
-fn resp(parts: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", parts.len()).into_bytes();
-    for p in parts {
-        out.extend_from_slice(format!("${}\r\n", p.len()).as_bytes());
-        out.extend_from_slice(p);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
 
 /// What a request was answered, and how long it took.
 #[derive(Debug, Clone)]
@@ -124,20 +75,6 @@ async fn call(c: &mut StateStoreClient, payload: &[u8]) -> Answer {
     }
 }
 
-/// A retained QoS 1 PUBLISH through `c`: its PUBACK reason code.
-async fn retained_puback(c: &mut RawClient, topic: &str, id: u16) -> u8 {
-    c.publish(topic, b"r", 1, true, id).await;
-    loop {
-        // Up to 15 s: a retained PUBLISH accepted before the node knew waits for the
-        // bucket that long before it is answered 0x80.
-        match c.recv(Duration::from_secs(20)).await {
-            Some(Packet::PubAck(a)) if a.packet_id == pid(id) => return a.reason_code.0,
-            Some(Packet::Publish(_)) => {}
-            other => panic!("expected the PUBACK of {id}, got {other:?}"),
-        }
-    }
-}
-
 /// Two NATS servers of three killed: once the node knows (a retained PUBLISH is refused
 /// with 0x80 after `disconnectGrace`), GET, SET, DEL and VDEL are each answered `__stat`
 /// 503 with a message naming the lost quorum, at once rather than after the 5 s a request
@@ -145,13 +82,17 @@ async fn retained_puback(c: &mut RawClient, topic: &str, id: u16) -> u8 {
 /// before the fail-fast check: each request took 5 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_quorum_requests_are_refused_at_once() {
-    let Some(mut nodes) =
-        Nodes::start_or_skip("requests_refused_at_once", 1, Some(Duration::from_secs(2))).await
+    let Some(mut nodes) = Nodes::start_with(
+        "requests_refused_at_once",
+        1,
+        disconnect_grace(Duration::from_secs(2)),
+    )
+    .await
     else {
         return;
     };
-    let mut ss = nodes.client(1, "ff-ss").await;
-    let mut publisher = nodes.raw(1, "ff-pub").await;
+    let mut ss = nodes.state_store(1, "ff-ss").await;
+    let mut publisher = nodes.client(1, "ff-pub").await;
     let ok = call(&mut ss, &resp(&[b"SET", b"ff", b"v"])).await;
     assert_eq!(ok.text, "+OK\r\n");
 
@@ -161,7 +102,7 @@ async fn without_quorum_requests_are_refused_at_once() {
     let mut id = 100;
     let known_after = loop {
         id += 1;
-        let code = retained_puback(&mut publisher, "ff/retained", id).await;
+        let code = retained_puback(&mut publisher, "ff/retained", b"r", id).await;
         if code == 0x80 {
             break killed.elapsed();
         }
@@ -240,10 +181,10 @@ async fn without_quorum_requests_are_refused_at_once() {
 async fn set_nx_of_fresh_keys_survives_the_bucket_leaders_election() {
     // A grace longer than an election, so that the retained bucket's election (the same
     // server may lead it) does not mark JetStream lost, which refuses requests at once.
-    let Some(mut nodes) = Nodes::start_or_skip(
+    let Some(mut nodes) = Nodes::start_with(
         "set_nx_survives_leader_death",
         3,
-        Some(Duration::from_secs(15)),
+        disconnect_grace(Duration::from_secs(15)),
     )
     .await
     else {
@@ -251,7 +192,7 @@ async fn set_nx_of_fresh_keys_survives_the_bucket_leaders_election() {
     };
     let mut steady = Vec::new();
     for n in 1..=3 {
-        let mut c = nodes.client(n, &format!("rt-{n}")).await;
+        let mut c = nodes.state_store(n, &format!("rt-{n}")).await;
         let warm = call(
             &mut c,
             &resp(&[b"SET", format!("rt/{n}/warm").as_bytes(), b"v"]),
@@ -262,7 +203,7 @@ async fn set_nx_of_fresh_keys_survives_the_bucket_leaders_election() {
     }
     let mut late = Vec::new();
     for j in 0..30 {
-        late.push(nodes.client(j % 3 + 1, &format!("rt-late-{j}")).await);
+        late.push(nodes.state_store(j % 3 + 1, &format!("rt-late-{j}")).await);
     }
     let start = Instant::now();
     let victim = loop {
@@ -375,7 +316,7 @@ async fn set_nx_of_fresh_keys_survives_the_bucket_leaders_election() {
     // Stored: every key answered +OK reads back from another node.
     let mut readers = Vec::new();
     for n in 1..=3 {
-        readers.push(nodes.client(n, &format!("rt-read-{n}")).await);
+        readers.push(nodes.state_store(n, &format!("rt-read-{n}")).await);
     }
     for (key, _, a, n) in &all {
         if a.text != "+OK\r\n" {

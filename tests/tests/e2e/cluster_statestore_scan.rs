@@ -6,30 +6,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use gatehouse_tests::raw::{ConnectBuilder, RawClient};
 use gatehouse_tests::state_store::StateStoreClient;
 use tokio::time::Instant;
 
 use super::cluster::Nodes;
-
-/// A RESP3 array of bulk strings.
-fn resp(parts: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", parts.len()).into_bytes();
-    for p in parts {
-        out.extend_from_slice(format!("${}\r\n", p.len()).as_bytes());
-        out.extend_from_slice(p);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
-}
-
-/// A state store client `client_id` connected to node `n`.
-async fn client(nodes: &Nodes, n: usize, client_id: &str) -> StateStoreClient {
-    let mut raw = RawClient::connect(nodes.addr(n)).await;
-    raw.send(&ConnectBuilder::new(client_id).build()).await;
-    raw.expect_connack_ok().await;
-    StateStoreClient::start(raw, client_id).await
-}
+use super::cluster_support::resp;
 
 /// The keys and the continuation token of a SCAN page
 /// (`*1\r\n*N\r\n$..keys..` or `*2\r\n*N\r\n$..keys..$..token..`).
@@ -101,9 +82,9 @@ async fn scan_lists_the_keys_written_on_every_node_with_pages() {
     else {
         return;
     };
-    let mut c1 = client(&nodes, 1, "scan-n1").await;
-    let mut c2 = client(&nodes, 2, "scan-n2").await;
-    let mut c3 = client(&nodes, 3, "scan-n3").await;
+    let mut c1 = nodes.state_store(1, "scan-n1").await;
+    let mut c2 = nodes.state_store(2, "scan-n2").await;
+    let mut c3 = nodes.state_store(3, "scan-n3").await;
     let mut expected = BTreeSet::new();
     for i in 0..70 {
         for (c, node) in [(&mut c1, "one"), (&mut c2, "two")] {

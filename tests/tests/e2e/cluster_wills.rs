@@ -9,9 +9,10 @@
 
 use std::time::Duration;
 
-use gatehouse_protocol::{Packet, Subscribe};
 use gatehouse_tests::mosquitto::publish;
-use gatehouse_tests::raw::{opts, pid, ConnectBuilder, Props, RawClient, WillSpec};
+use gatehouse_tests::raw::{ConnectBuilder, Props, RawClient, WillSpec};
+
+use super::cluster_support::{assert_wills, count, receive_for, subscribe_unacked};
 
 /// The Will Delay Interval property.
 const WILL_DELAY: u8 = 0x18;
@@ -23,36 +24,8 @@ async fn subscriber(addr: std::net::SocketAddr, id: &str) -> RawClient {
     c.expect_connack_ok().await;
     // The SUBACK is not waited for (it follows the session record's write): the probe
     // below shows the subscription works across the nodes.
-    c.send_packet(&Packet::Subscribe(Subscribe {
-        packet_id: pid(1),
-        subscription_identifier: None,
-        user_properties: Vec::new(),
-        filters: vec![("will/#".to_owned(), opts(0))],
-    }))
-    .await;
+    subscribe_unacked(&mut c, "will/#").await;
     c
-}
-
-/// What `c` receives within `within`: (topic, payload, when).
-async fn receive_for(
-    c: &mut RawClient,
-    within: Duration,
-    got: &mut Vec<(String, Vec<u8>, tokio::time::Instant)>,
-) {
-    let until = tokio::time::Instant::now() + within;
-    loop {
-        let left = until.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        if let Some(Packet::Publish(p)) = c.recv(left).await {
-            got.push((p.topic, p.payload.to_vec(), tokio::time::Instant::now()));
-        }
-    }
-}
-
-fn count(got: &[(String, Vec<u8>, tokio::time::Instant)], topic: &str) -> usize {
-    got.iter().filter(|(t, _, _)| t == topic).count()
 }
 
 /// A killed node's connected clients' wills (one without a delay, one with 3 s) reach a
@@ -182,19 +155,18 @@ async fn the_wills_of_a_killed_nodes_clients_are_published_once_cluster_wide() {
     // No second copy (and no cancelled will: its 6 s have run by then).
     receive_for(&mut s1, Duration::from_secs(5), &mut got1).await;
     receive_for(&mut s2, Duration::from_secs(3), &mut got2).await;
+    assert_wills(
+        [&got1, &got2],
+        &["will/dying", "will/delayed"],
+        &[
+            ("will/polite", "a normal DISCONNECT discards the will"),
+            (
+                "will/resumed",
+                "resuming the session cancels its delayed will",
+            ),
+        ],
+    );
     for (node, got) in [(1, &got1), (2, &got2)] {
-        assert_eq!(count(got, "will/dying"), 1, "node {node}: {got:?}");
-        assert_eq!(count(got, "will/delayed"), 1, "node {node}: {got:?}");
-        assert_eq!(
-            count(got, "will/polite"),
-            0,
-            "node {node}: a normal DISCONNECT discards the will"
-        );
-        assert_eq!(
-            count(got, "will/resumed"),
-            0,
-            "node {node}: resuming the session cancels its delayed will"
-        );
         let at = |topic: &str| {
             got.iter()
                 .find(|g| g.0 == topic)

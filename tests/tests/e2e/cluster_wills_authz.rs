@@ -20,19 +20,19 @@
 
 use std::time::Duration;
 
-use gatehouse_protocol::{Packet, Subscribe};
+use gatehouse_protocol::Packet;
 use gatehouse_tests::broker::{free_port, run_gatehouse, BrokerProcess, TestBroker};
 use gatehouse_tests::mosquitto::publish;
 use gatehouse_tests::nats::NatsCluster;
-use gatehouse_tests::raw::{frame, mqtt_str, opts, pid, Props, RawClient};
+use gatehouse_tests::raw::{frame, mqtt_str, Props, RawClient};
 use tokio::time::Instant;
+
+use super::cluster_support::{assert_wills, count, receive_for, subscribe_unacked, Got};
 
 /// The policy at CONNECT: a client of zone `a` may publish anywhere under `will/a/`.
 const BEFORE: &str = "will/{principal.attributes.zone}/#";
 /// The policy reloaded before the node dies: only under `will/a/kept/`.
 const AFTER: &str = "will/{principal.attributes.zone}/kept/#";
-
-type Got = Vec<(String, Vec<u8>, Instant)>;
 
 /// A v5 CONNECT with user name and password, keep alive 0, and optionally a will
 /// (topic, payload, Will Delay).
@@ -102,31 +102,8 @@ async fn watcher(addr: std::net::SocketAddr, id: &str) -> RawClient {
     c.send(&connect(id, "watcher", "w", true, 0, None)).await;
     c.expect_connack_ok().await;
     // The SUBACK follows the record's write; the probe shows the subscription works.
-    c.send_packet(&Packet::Subscribe(Subscribe {
-        packet_id: pid(1),
-        subscription_identifier: None,
-        user_properties: Vec::new(),
-        filters: vec![("will/#".to_owned(), opts(0))],
-    }))
-    .await;
+    subscribe_unacked(&mut c, "will/#").await;
     c
-}
-
-async fn receive_for(c: &mut RawClient, within: Duration, got: &mut Got) {
-    let until = Instant::now() + within;
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return;
-        }
-        if let Some(Packet::Publish(p)) = c.recv(left).await {
-            got.push((p.topic, p.payload.to_vec(), Instant::now()));
-        }
-    }
-}
-
-fn count(got: &Got, topic: &str) -> usize {
-    got.iter().filter(|(t, _, _)| t == topic).count()
 }
 
 /// Three nodes (1 and 2 in-process, 3 a process) sharing one password file and policy.
@@ -270,10 +247,12 @@ cluster:
 }
 
 /// Receive on both watchers until each has every topic of `wanted` (panics after
-/// `within`), then `settle` longer for copies that should not come.
+/// `within`), then `settle` longer for copies that should not come; then each must have
+/// had every topic of `wanted` once and none of `never` (see [`assert_wills`]).
 async fn collect(
     watchers: &mut (RawClient, RawClient),
     wanted: &[&str],
+    never: &[(&str, &str)],
     within: Duration,
     settle: Duration,
 ) -> (Got, Got) {
@@ -294,6 +273,7 @@ async fn collect(
     }
     receive_for(&mut watchers.0, settle, &mut got1).await;
     receive_for(&mut watchers.1, settle, &mut got2).await;
+    assert_wills([&got1, &got2], wanted, never);
     (got1, got2)
 }
 
@@ -318,21 +298,17 @@ async fn a_dead_nodes_will_is_authorized_against_the_policy_in_force_when_publis
     drop((revoked, kept));
     let mut watchers = nodes.watchers().await;
     // Found gone after three sweeps (about 15 s).
-    let (got1, got2) = collect(
+    collect(
         &mut watchers,
         &["will/a/kept/now"],
+        &[(
+            "will/a/revoked",
+            "a will the policy in force forbids is not published",
+        )],
         Duration::from_secs(45).saturating_sub(killed.elapsed()),
         Duration::from_secs(3),
     )
     .await;
-    for (node, got) in [(1, &got1), (2, &got2)] {
-        assert_eq!(count(got, "will/a/kept/now"), 1, "node {node}: {got:?}");
-        assert_eq!(
-            count(got, "will/a/revoked"),
-            0,
-            "node {node}: a will the policy in force forbids is not published: {got:?}"
-        );
-    }
 }
 
 /// Wills waiting out their delay when their node dies: the policy reload on every node
@@ -377,23 +353,21 @@ async fn a_will_waiting_out_its_delay_on_a_node_that_dies_is_published_once_when
     let (got1, got2) = collect(
         &mut watchers,
         &["will/a/kept/now", "will/a/kept/late"],
+        &[
+            (
+                "will/a/revoked",
+                "a will the policy in force forbids is not published",
+            ),
+            (
+                "will/a/kept/resumed",
+                "resuming the session cancels its will",
+            ),
+        ],
         Duration::from_secs(70).saturating_sub(killed.elapsed()),
         Duration::from_secs(3),
     )
     .await;
     for (node, got) in [(1, &got1), (2, &got2)] {
-        assert_eq!(count(got, "will/a/kept/now"), 1, "node {node}: {got:?}");
-        assert_eq!(count(got, "will/a/kept/late"), 1, "node {node}: {got:?}");
-        assert_eq!(
-            count(got, "will/a/revoked"),
-            0,
-            "node {node}: a will the policy in force forbids is not published: {got:?}"
-        );
-        assert_eq!(
-            count(got, "will/a/kept/resumed"),
-            0,
-            "node {node}: resuming the session cancels its will: {got:?}"
-        );
         let late = got
             .iter()
             .find(|g| g.0 == "will/a/kept/late")
@@ -448,22 +422,17 @@ async fn a_connect_taking_over_a_dead_nodes_session_handles_its_will_once() {
         back.push(c);
     }
     // Past the time the other nodes find node 3 gone (about 15 s): no second copy.
-    let (got1, got2) = collect(
+    collect(
         &mut watchers,
         &["will/a/kept/quick", "will/a/kept/fresh"],
+        &[(
+            "will/a/kept/patient",
+            "resuming the session cancels its delayed will",
+        )],
         Duration::from_secs(10),
         Duration::from_secs(25).saturating_sub(killed.elapsed()),
     )
     .await;
-    for (node, got) in [(1, &got1), (2, &got2)] {
-        assert_eq!(count(got, "will/a/kept/quick"), 1, "node {node}: {got:?}");
-        assert_eq!(count(got, "will/a/kept/fresh"), 1, "node {node}: {got:?}");
-        assert_eq!(
-            count(got, "will/a/kept/patient"),
-            0,
-            "node {node}: resuming the session cancels its delayed will: {got:?}"
-        );
-    }
     drop(back);
 }
 
@@ -581,13 +550,7 @@ cluster:
         let mut c = RawClient::connect(addr).await;
         c.send(&token_connect(id, b"watch", None)).await;
         c.expect_connack_ok().await;
-        c.send_packet(&Packet::Subscribe(Subscribe {
-            packet_id: pid(1),
-            subscription_identifier: None,
-            user_properties: Vec::new(),
-            filters: vec![("will/#".to_owned(), opts(0))],
-        }))
-        .await;
+        subscribe_unacked(&mut c, "will/#").await;
         c
     };
     let mut watchers = (
@@ -635,19 +598,15 @@ cluster:
     node3.signal("KILL");
     node3.exit_within(Duration::from_secs(10)).await;
     drop((moved, stayed));
-    let (got1, got2) = collect(
+    collect(
         &mut watchers,
         &["will/a/stayed"],
+        &[(
+            "will/a/moved",
+            "the principal after re-authentication may not publish it",
+        )],
         Duration::from_secs(45),
         Duration::from_secs(3),
     )
     .await;
-    for (node, got) in [(1, &got1), (2, &got2)] {
-        assert_eq!(count(got, "will/a/stayed"), 1, "node {node}: {got:?}");
-        assert_eq!(
-            count(got, "will/a/moved"),
-            0,
-            "node {node}: the principal after re-authentication may not publish it: {got:?}"
-        );
-    }
 }

@@ -36,6 +36,7 @@ mod cluster_statestore_quota;
 mod cluster_statestore_retry;
 mod cluster_statestore_scan;
 mod cluster_statestore_sdk;
+mod cluster_support;
 mod cluster_wills;
 mod cluster_wills_authz;
 mod config_errors;

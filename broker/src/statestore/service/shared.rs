@@ -27,7 +27,7 @@ use bytes::Bytes;
 use super::super::hlc::Hlc;
 use super::super::persist::codec;
 use super::super::resp3::Reply;
-use super::super::store::{entry_bytes, scan_page, Entry, Outside};
+use super::super::store::{entry_bytes, scan_after, Entry, Outside};
 
 /// What the shared store holds for one key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -416,7 +416,7 @@ impl Usage {
 
     /// SCAN (statestore.md §10) of the shared store's live keys as this node knows them:
     /// the same pages, token, budgets and answers as a single node's store
-    /// ([`scan_page`]); a key whose expiry has passed by `now_ms` is skipped, as a GET
+    /// ([`scan_after`]); a key whose expiry has passed by `now_ms` is skipped, as a GET
     /// would find it absent. Bounded work: at most one page is examined per call.
     pub fn scan(
         &self,
@@ -425,15 +425,13 @@ impl Usage {
         now_ms: u64,
         readable: impl Fn(&[u8]) -> bool,
     ) -> Reply {
-        use std::ops::Bound;
-        let start = token.map_or(Bound::Unbounded, |t| {
-            Bound::Excluded(Bytes::copy_from_slice(t))
-        });
-        let keys = self
-            .keys
-            .range::<Bytes, _>((start, Bound::Unbounded))
-            .map(|(key, held)| (key, held.expires_at_ms.is_none_or(|at| at > now_ms)));
-        scan_page(pattern, keys, readable)
+        scan_after(
+            &self.keys,
+            token,
+            |held| held.expires_at_ms.is_none_or(|at| at > now_ms),
+            pattern,
+            readable,
+        )
     }
 
     /// Live keys counted.

@@ -29,7 +29,7 @@ mod scan;
 mod tests;
 
 pub use quota::{entry_bytes, Outside, QuotaHit, Quotas};
-pub use scan::{scan_page, SCAN_BUDGET, SCAN_MATCH_BUDGET, SCAN_PAGE_SIZE};
+pub use scan::{scan_after, SCAN_BUDGET, SCAN_MATCH_BUDGET, SCAN_PAGE_SIZE};
 
 /// One stored key.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,7 @@
 //! SCAN (statestore.md §10): pages of live keys matching a glob, with bounded work.
 
+use std::collections::BTreeMap;
+
 use bytes::Bytes;
 use gatehouse_config::glob::Glob;
 
@@ -32,23 +34,43 @@ impl Store {
         now_ms: u64,
         readable: impl Fn(&[u8]) -> bool,
     ) -> Reply {
-        use std::ops::Bound;
-        let start = token.map_or(Bound::Unbounded, |t| {
-            Bound::Excluded(Bytes::copy_from_slice(t))
-        });
-        let keys = self
-            .entries
-            .range::<Bytes, _>((start, Bound::Unbounded))
-            .map(|(key, entry)| (key, !entry.is_expired(now_ms)));
-        scan_page(pattern, keys, readable)
+        scan_after(
+            &self.entries,
+            token,
+            |entry| !entry.is_expired(now_ms),
+            pattern,
+            readable,
+        )
     }
 }
 
+/// One SCAN page of the keys of `entries` after `token` (exclusive), each live when
+/// `live` says so. The node's own store and cluster mode's view of the shared keys
+/// (`service::shared::Usage`) both keep their keys in a `BTreeMap` in byte order and
+/// differ only in how an entry tells its expiry, so one function finds the start of
+/// the page for both.
+pub fn scan_after<V>(
+    entries: &BTreeMap<Bytes, V>,
+    token: Option<&[u8]>,
+    live: impl Fn(&V) -> bool,
+    pattern: &[u8],
+    readable: impl Fn(&[u8]) -> bool,
+) -> Reply {
+    use std::ops::Bound;
+    let start = token.map_or(Bound::Unbounded, |t| {
+        Bound::Excluded(Bytes::copy_from_slice(t))
+    });
+    let keys = entries
+        .range::<Bytes, _>((start, Bound::Unbounded))
+        .map(|(key, entry)| (key, live(entry)));
+    scan_page(pattern, keys, readable)
+}
+
 /// One SCAN page (see [`Store::scan`]) of `keys`: every key after the token, in byte
-/// order, each with whether it is live (not expired). Shared by the node's own store and
-/// cluster mode's view of the shared keys (`service::shared::Usage`), so both answer
-/// with the same matching, pages, budgets and errors.
-pub fn scan_page<'a>(
+/// order, each with whether it is live (not expired). Reached through [`scan_after`] by
+/// the node's own store and cluster mode's view of the shared keys, so both answer with
+/// the same matching, pages, budgets and errors.
+fn scan_page<'a>(
     pattern: &[u8],
     keys: impl Iterator<Item = (&'a Bytes, bool)>,
     readable: impl Fn(&[u8]) -> bool,
