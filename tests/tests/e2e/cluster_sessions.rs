@@ -387,6 +387,7 @@ async fn a_session_of_a_killed_node_is_taken_over_on_another_node() {
     let yaml = |n: usize, port: u16| {
         format!(
             "listeners:\n  - name: e2e\n    bindAddress: 127.0.0.1\n    ports:\n      - port: {port}\n        protocol: Mqtt\n\
+             diagnostics: {{ metrics: {{ prometheusPort: 0 }} }}\n\
              cluster:\n  nodeName: node{n}\n  nats:\n    servers: [\"{}\"]\n    replicas: 3\n",
             nats.urls()[n - 1]
         )
