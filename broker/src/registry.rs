@@ -36,6 +36,9 @@ pub struct Broker {
     next_key: AtomicU64,
     /// Set at start when sessions or retained messages persist.
     pub journal: std::sync::OnceLock<Journal>,
+    /// The same journal as the source of the tickets publishers' acknowledgements wait
+    /// for, made once (not an allocation per held acknowledgement).
+    pub journal_tickets: std::sync::OnceLock<Arc<dyn Durability>>,
     /// Cluster mode (issue 15): the sessions bucket, which says which node owns each
     /// session (`cluster::sessions::ClusterSessions`); set at start before the ports open.
     pub cluster_sessions: std::sync::OnceLock<Arc<dyn SessionRecords>>,
@@ -102,6 +105,7 @@ impl Broker {
             sessions: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(1),
             journal: std::sync::OnceLock::new(),
+            journal_tickets: std::sync::OnceLock::new(),
             cluster_sessions: std::sync::OnceLock::new(),
         })
     }

@@ -397,6 +397,7 @@ fn restore_journal(
     }
     broker.restore_sessions(&journal, loaded.sessions);
     let _ = broker.router.retained_sink.set(Arc::new(journal.clone()));
+    let _ = broker.journal_tickets.set(Arc::new(journal.clone()));
     let _ = broker.journal.set(journal);
     Ok(())
 }

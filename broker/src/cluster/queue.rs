@@ -110,6 +110,9 @@ struct OfflineSession {
 struct Offline {
     index: SubscriptionIndex<String, ()>,
     sessions: HashMap<String, OfflineSession>,
+    /// When a session of this node last went offline: outside [`GAP_WINDOW`] of it no
+    /// forwarded message needs a look-up in the index ([`Queue::wanted_in_gap`]).
+    last_own: Option<Instant>,
 }
 
 /// A write to the stream.
@@ -211,6 +214,7 @@ impl Queue {
         for f in &filters {
             offline.index.insert(f, None, key.to_owned(), ());
         }
+        offline.last_own = offline.last_own.max(own_since);
         offline
             .sessions
             .insert(key.to_owned(), OfflineSession { filters, own_since });
@@ -249,6 +253,12 @@ impl Queue {
     pub fn wanted_in_gap(&self, topic: &str) -> bool {
         let offline = self.offline.read();
         let now = Instant::now();
+        if offline
+            .last_own
+            .is_none_or(|at| now.duration_since(at) >= GAP_WINDOW)
+        {
+            return false;
+        }
         let mut found = false;
         offline.index.for_each_match(topic, |entry| {
             found |= entry.direct.keys().any(|k| {

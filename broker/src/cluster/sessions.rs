@@ -653,9 +653,15 @@ impl ClusterSessions {
                 // acknowledged, the disconnect of its client): have it write them first,
                 // then read again. A dead owner has no subscriber: no responders at once.
                 flushed = true;
-                let asked = self
-                    .client
-                    .request(flush_subject(&r.owner), Bytes::from(key.clone()));
+                // Naming the key asks the owner to hand over what it holds for a
+                // connected client (`hand_over`): only for a claim that will resume it.
+                let resumes = !clean_start && r.same_identity(owner);
+                let named = if resumes {
+                    Bytes::from(key.clone())
+                } else {
+                    Bytes::new()
+                };
+                let asked = self.client.request(flush_subject(&r.owner), named);
                 match tokio::time::timeout(FLUSH_WAIT, asked).await {
                     Ok(Ok(answer)) => {
                         handed_over = std::str::from_utf8(&answer.payload)

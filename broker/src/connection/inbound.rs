@@ -15,7 +15,7 @@ use super::outbound::PendingRetained;
 use super::{Connection, Exit};
 use crate::authz::Action;
 use crate::message::Message;
-use crate::routing::{ClusterLink, Durability, Durable, Settled, SubEntry};
+use crate::routing::{ClusterLink, Durable, Settled, SubEntry};
 use crate::session::{
     inbound_window_full, InboundWindow, PublishIn, Reply, Session, SubscriptionRecord, HOLD_LIMIT,
 };
@@ -407,20 +407,16 @@ impl Connection {
         retained: Option<Durable>,
         forwarded: Option<(Arc<dyn ClusterLink>, u64)>,
     ) {
-        let mut durable: SmallVec<[Durable; 1]> = SmallVec::new();
-        if let Some(j) = ticket.and_then(|t| {
-            self.broker
-                .journal
-                .get()
-                .filter(|j| !j.is_durable(t))
-                .map(|j| (j, t))
-        }) {
-            let source: Arc<dyn Durability> = Arc::new(j.0.clone());
-            durable.push(Durable {
-                source,
-                ticket: j.1,
-            });
-        }
+        let mut durable: SmallVec<[Durable; 1]> = ticket
+            .and_then(|ticket| {
+                let source = self.broker.journal_tickets.get()?;
+                (source.settled(ticket) != Settled::Kept).then(|| Durable {
+                    source: source.clone(),
+                    ticket,
+                })
+            })
+            .into_iter()
+            .collect();
         durable.extend(retained);
         let now = tokio::time::Instant::now();
         let durable_until = durable
