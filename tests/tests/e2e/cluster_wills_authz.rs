@@ -36,7 +36,7 @@ const AFTER: &str = "will/{principal.attributes.zone}/kept/#";
 
 /// A v5 CONNECT with user name and password, keep alive 0, and optionally a will
 /// (topic, payload, Will Delay).
-fn connect(
+pub(super) fn connect(
     id: &str,
     user: &str,
     password: &str,

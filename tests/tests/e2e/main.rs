@@ -26,6 +26,7 @@ mod cluster_backpressure;
 mod cluster_failure;
 mod cluster_node_kill;
 mod cluster_queue;
+mod cluster_queue_authz;
 mod cluster_retained_ack;
 mod cluster_retained_bound;
 mod cluster_retained_clears;
